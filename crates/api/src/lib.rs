@@ -1,0 +1,79 @@
+//! switchyard's northbound HTTP server: the OpenStack Networking (Neutron) v2.0
+//! API under `noauth`, plus the internal agent-reporting endpoints that node
+//! agents (and later the southbound) use.
+//!
+//! Contracts:
+//! * no business logic here: requests are parsed, handed to one ML2 operation
+//!   inside a transaction ([`core::Shared::write`]) and rendered;
+//! * every failure is `{"NeutronError":{"type","message","detail"}}` with
+//!   Neutron's status; a handler never panics on input;
+//! * [`serve`] stops gracefully when its shutdown future resolves: in-flight
+//!   requests finish, and every committed write is already on disk.
+
+pub mod core;
+pub mod http;
+pub mod meta;
+pub mod query;
+pub mod routes;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use switchyard_ml2::{Ml2, Ml2Config};
+use switchyard_store::{Durability, SqliteStore};
+use tokio::net::TcpListener;
+
+pub use crate::core::{Clock, Core, Shared, SystemClock};
+pub use crate::routes::App;
+
+/// Largest request body accepted; bulk creations of many ports need more than
+/// oslo's 112 KiB default.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] switchyard_ml2::ConfigError),
+    #[error(transparent)]
+    Store(#[from] switchyard_store::StoreError),
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the database and builds the application.
+pub fn open_app(
+    db_path: &Path,
+    durability: Durability,
+    ml2: &Ml2Config,
+    default_project: &str,
+) -> Result<App, ServeError> {
+    let ml2 = Ml2::new(ml2)?;
+    let store = SqliteStore::open(db_path, durability)?;
+    let core = Core::open(ml2, store)?;
+    Ok(App {
+        shared: Shared::new(core, Arc::new(SystemClock)),
+        default_project: default_project.to_string(),
+    })
+}
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .fallback(routes::dispatch)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,659 @@
+//! Request routing and the handlers of every Neutron resource. Handlers parse,
+//! call one ML2 operation inside a [`Shared::write`] transaction, and render.
+
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+use switchyard_ml2::ops::{self, agents, bindings, networks, ports, segments, subnets, tags};
+use switchyard_ml2::{Ctx, Ml2};
+use switchyard_model::attrs::{self, Attr};
+use switchyard_model::{Kind, NeutronError, Result, State, render};
+
+use crate::core::Shared;
+use crate::http::{self, Caller};
+use crate::meta;
+use crate::query::{ListParams, Query, select_fields};
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct App {
+    pub shared: Shared,
+    pub default_project: String,
+}
+
+/// One Neutron collection.
+#[derive(Debug, Clone, Copy)]
+struct Res {
+    kind: Kind,
+    singular: &'static str,
+    collection: &'static str,
+    attrs: &'static [Attr],
+    creatable: bool,
+    tagged: bool,
+}
+
+const RESOURCES: [Res; 5] = [
+    Res {
+        kind: Kind::Network,
+        singular: "network",
+        collection: "networks",
+        attrs: attrs::NETWORK,
+        creatable: true,
+        tagged: true,
+    },
+    Res {
+        kind: Kind::Subnet,
+        singular: "subnet",
+        collection: "subnets",
+        attrs: attrs::SUBNET,
+        creatable: true,
+        tagged: true,
+    },
+    Res {
+        kind: Kind::Port,
+        singular: "port",
+        collection: "ports",
+        attrs: attrs::PORT,
+        creatable: true,
+        tagged: true,
+    },
+    Res {
+        kind: Kind::Segment,
+        singular: "segment",
+        collection: "segments",
+        attrs: attrs::SEGMENT,
+        creatable: true,
+        tagged: false,
+    },
+    Res {
+        kind: Kind::Agent,
+        singular: "agent",
+        collection: "agents",
+        attrs: attrs::AGENT,
+        creatable: false,
+        tagged: false,
+    },
+];
+
+struct Req {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    caller: Caller,
+    base: String,
+}
+
+impl Req {
+    fn ctx(&self, app: &App) -> Ctx {
+        Ctx {
+            project_id: self.caller.project_id.clone(),
+            is_admin: self.caller.is_admin,
+            now: app.shared.clock.now(),
+        }
+    }
+    fn query(&self) -> Query {
+        Query::parse(self.uri.query())
+    }
+    /// `http://host:port` as the client addressed us.
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost:9696");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    format!("{proto}://{host}")
+}
+
+/// The single entry point: every request comes through here.
+pub async fn dispatch(
+    AxState(app): AxState<App>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let caller = match http::caller(&headers, &app.default_project) {
+        Ok(c) => c,
+        Err(e) => return http::error(&e),
+    };
+    let base = base_url(&headers);
+    let req = Req {
+        method,
+        uri,
+        headers,
+        body,
+        caller,
+        base,
+    };
+    // The state lock and SQLite commit are blocking work: keep them off the reactor.
+    let app2 = app.clone();
+    match tokio::task::spawn_blocking(move || route(&app2, &req)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "handler panicked");
+            http::error(&NeutronError::internal())
+        }
+    }
+}
+
+fn route(app: &App, req: &Req) -> Response {
+    let path = req.uri.path().trim_end_matches('/');
+    // Old clients address `/v2.0/networks.json`.
+    let path = path.strip_suffix(".json").unwrap_or(path);
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let m = &req.method;
+    let result: Result<Response> = match segs.as_slice() {
+        [] if m == Method::GET => Ok(http::json(200, meta::versions(&req.base))),
+        [] => return http::method_not_allowed(),
+        ["v2.0"] if m == Method::GET => Ok(http::json(200, meta::index(&req.base))),
+        ["v2.0", "extensions"] if m == Method::GET => Ok(http::json(200, meta::extensions())),
+        ["v2.0", "extensions", alias] if m == Method::GET => meta::extension(alias)
+            .map(|e| http::json(200, json!({ "extension": e })))
+            .ok_or_else(|| {
+                NeutronError::not_found(
+                    "HTTPNotFound",
+                    format!("Extension with alias {alias} does not exist"),
+                )
+            }),
+        ["v2.0", coll, rest @ ..] => match RESOURCES.iter().find(|r| r.collection == *coll) {
+            Some(res) => resource(app, req, res, rest),
+            None => Err(NeutronError::no_route()),
+        },
+        ["switchyard", "v1", rest @ ..] => internal(app, req, rest),
+        _ => Err(NeutronError::no_route()),
+    };
+    match result {
+        Ok(r) => r,
+        Err(e) if e.status == 405 => http::method_not_allowed(),
+        Err(e) => http::error(&e),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={s}").replace('+', "%2B").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_string())
+}
+
+fn not_allowed() -> NeutronError {
+    NeutronError::new(405, "HTTPMethodNotAllowed", "Method not allowed")
+}
+
+fn no_body(req: &Req) -> Result<()> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        Ok(())
+    } else {
+        Err(NeutronError::http_bad_request(
+            "Request body is not supported in DELETE.",
+        ))
+    }
+}
+
+fn resource(app: &App, req: &Req, res: &Res, rest: &[&str]) -> Result<Response> {
+    let m = &req.method;
+    match rest {
+        [] if m == Method::GET => list(app, req, res),
+        [] if m == Method::POST && res.creatable => create(app, req, res),
+        [] => Err(not_allowed()),
+        [id] if m == Method::GET => show(app, req, res, id),
+        [id] if m == Method::PUT => update(app, req, res, id),
+        [id] if m == Method::DELETE => delete(app, req, res, id),
+        [_] => Err(not_allowed()),
+        [id, "tags", tail @ ..] if res.tagged => tag_route(app, req, res, id, tail),
+        [id, "bindings", tail @ ..] if res.kind == Kind::Port => binding_route(app, req, id, tail),
+        _ => Err(NeutronError::no_route()),
+    }
+}
+
+// ---- rendering -------------------------------------------------------------
+
+fn render_record(ml2: &Ml2, st: &State, ctx: &Ctx, kind: Kind, id: &str) -> Option<Value> {
+    let down = ml2.settings.agent_down_time;
+    match kind {
+        Kind::Network => st
+            .networks
+            .get(id)
+            .filter(|n| ops::network_visible(ctx, n))
+            .map(|n| render::network(st, n)),
+        Kind::Subnet => st
+            .subnets
+            .get(id)
+            .filter(|s| ops::subnet_visible(ctx, st, s))
+            .map(render::subnet),
+        Kind::Port => st
+            .ports
+            .get(id)
+            .filter(|p| ops::port_visible(ctx, st, p))
+            .map(render::port),
+        Kind::Segment => st
+            .segments
+            .get(id)
+            .filter(|_| ctx.is_admin)
+            .map(render::segment),
+        Kind::Agent => st
+            .agents
+            .get(id)
+            .filter(|_| ctx.is_admin)
+            .map(|a| render::agent(a, ctx.now, down)),
+    }
+}
+
+fn not_found(kind: Kind, id: &str) -> NeutronError {
+    match kind {
+        Kind::Network => ops::network_not_found(id),
+        Kind::Subnet => ops::subnet_not_found(id),
+        Kind::Port => ops::port_not_found(id),
+        Kind::Segment => ops::segment_not_found(id),
+        Kind::Agent => ops::agent_not_found(id),
+    }
+}
+
+fn render_one(ml2: &Ml2, st: &State, ctx: &Ctx, kind: Kind, id: &str) -> Result<Value> {
+    render_record(ml2, st, ctx, kind, id).ok_or_else(|| not_found(kind, id))
+}
+
+fn all_ids(st: &State, kind: Kind) -> Vec<&String> {
+    match kind {
+        Kind::Network => st.networks.keys().collect(),
+        Kind::Subnet => st.subnets.keys().collect(),
+        Kind::Port => st.ports.keys().collect(),
+        Kind::Segment => st.segments.keys().collect(),
+        Kind::Agent => st.agents.keys().collect(),
+    }
+}
+
+fn list(app: &App, req: &Req, res: &Res) -> Result<Response> {
+    let q = req.query();
+    let p = ListParams::parse(&q, res.attrs)?;
+    let ctx = req.ctx(app);
+    if matches!(res.kind, Kind::Agent | Kind::Segment) {
+        ops::require_admin(&ctx, &format!("get_{}", res.singular))?;
+    }
+    let (items, marker) = app.shared.read(|ml2, st| {
+        let mut items = Vec::new();
+        for id in all_ids(st, res.kind) {
+            if let Some(v) = render_record(ml2, st, &ctx, res.kind, id)
+                && p.matches(&v)? {
+                    items.push(v);
+                }
+        }
+        let marker = match (&p.marker, p.limit) {
+            (Some(m), Some(_)) => match render_record(ml2, st, &ctx, res.kind, m) {
+                Some(v) => Some(v),
+                // Networks and ports page natively in Neutron: an unknown marker is a 404.
+                None if matches!(res.kind, Kind::Network | Kind::Port) => {
+                    return Err(not_found(res.kind, m));
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        Ok((items, marker))
+    })?;
+    let page = p.page(items, marker.as_ref());
+    let links = p.links(&q, &req.url(req.uri.path()), &page, "id");
+    let page: Vec<Value> = page
+        .into_iter()
+        .map(|v| select_fields(v, &p.fields))
+        .collect();
+    let mut out = Map::new();
+    out.insert(res.collection.into(), Value::Array(page));
+    if let Some(l) = links {
+        out.insert(format!("{}_links", res.collection), Value::Array(l));
+    }
+    Ok(http::json(200, Value::Object(out)))
+}
+
+fn show(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
+    let ctx = req.ctx(app);
+    let fields = req.query().fields();
+    let v = app
+        .shared
+        .read(|ml2, st| render_one(ml2, st, &ctx, res.kind, id))?;
+    Ok(http::json(
+        200,
+        json!({ res.singular: select_fields(v, &fields) }),
+    ))
+}
+
+fn create_one(
+    ml2: &Ml2,
+    st: &mut State,
+    ctx: &Ctx,
+    kind: Kind,
+    body: &Map<String, Value>,
+) -> Result<String> {
+    match kind {
+        Kind::Network => networks::create(ml2, st, ctx, body),
+        Kind::Subnet => subnets::create(st, ctx, body),
+        Kind::Port => ports::create(ml2, st, ctx, body),
+        Kind::Segment => segments::create(ml2, st, ctx, body),
+        Kind::Agent => Err(not_allowed()),
+    }
+}
+
+fn create(app: &App, req: &Req, res: &Res) -> Result<Response> {
+    let body = http::json_body(&req.body)?;
+    let ctx = req.ctx(app);
+    let kind = res.kind;
+    // Bulk: `{"networks": [...]}` creates all or none.
+    if let Some(list) = body.get(res.collection) {
+        if body.contains_key(res.singular) {
+            return Err(NeutronError::http_bad_request("Body contains invalid data"));
+        }
+        let Some(items) = list.as_array() else {
+            return Err(NeutronError::http_bad_request("Body contains invalid data"));
+        };
+        if items.is_empty() {
+            return Err(NeutronError::http_bad_request("Resources required"));
+        }
+        let mut bodies = Vec::new();
+        for it in items {
+            let Some(m) = it.as_object() else {
+                return Err(NeutronError::http_bad_request(format!(
+                    "Object '{}' contains invalid data",
+                    res.singular
+                )));
+            };
+            bodies.push(m.clone());
+        }
+        let out = app.shared.write(
+            &ctx,
+            |ml2, st, ctx| {
+                bodies
+                    .iter()
+                    .map(|b| create_one(ml2, st, ctx, kind, b))
+                    .collect::<Result<Vec<_>>>()
+            },
+            |ml2, st, ids| {
+                ids.iter()
+                    .map(|id| render_one(ml2, st, &ctx, kind, id))
+                    .collect::<Result<Vec<_>>>()
+            },
+        )?;
+        return Ok(http::json(201, json!({ res.collection: out })));
+    }
+    let one = http::resource_body(&body, res.singular)?;
+    let v = app.shared.write(
+        &ctx,
+        |ml2, st, ctx| create_one(ml2, st, ctx, kind, one),
+        |ml2, st, id| render_one(ml2, st, &ctx, kind, &id),
+    )?;
+    Ok(http::json(201, json!({ res.singular: v })))
+}
+
+fn current_revision(st: &State, kind: Kind, id: &str) -> Option<u64> {
+    match kind {
+        Kind::Network => st.networks.get(id).map(|x| x.std.revision_number),
+        Kind::Subnet => st.subnets.get(id).map(|x| x.std.revision_number),
+        Kind::Port => st.ports.get(id).map(|x| x.std.revision_number),
+        Kind::Segment => st.segments.get(id).map(|x| x.std.revision_number),
+        Kind::Agent => None,
+    }
+}
+
+/// The `If-Match` constraint, checked inside the write transaction.
+fn check_if_match(expected: Option<u64>, st: &State, kind: Kind, id: &str) -> Result<()> {
+    if expected.is_none() {
+        return Ok(());
+    }
+    if kind == Kind::Agent {
+        return Err(NeutronError::bad_request(
+            "BadRequest",
+            "Bad agent request: Revision matching not supported for this resource.",
+        ));
+    }
+    match current_revision(st, kind, id) {
+        Some(cur) => http::check_revision(expected, cur),
+        None => Err(not_found(kind, id)),
+    }
+}
+
+fn update(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
+    let body = http::json_body(&req.body)?;
+    if body.get(res.collection).is_some() {
+        return Err(NeutronError::http_bad_request(
+            "Bulk operation not supported",
+        ));
+    }
+    let one = http::resource_body(&body, res.singular)?;
+    let expected = http::if_match(&req.headers)?;
+    let ctx = req.ctx(app);
+    let kind = res.kind;
+    let v = app.shared.write(
+        &ctx,
+        |ml2, st, ctx| {
+            // Existence (and visibility) first, so an unknown id is a 404, not a 412.
+            render_one(ml2, st, ctx, kind, id)?;
+            check_if_match(expected, st, kind, id)?;
+            match kind {
+                Kind::Network => networks::update(ml2, st, ctx, id, one),
+                Kind::Subnet => subnets::update(st, ctx, id, one),
+                Kind::Port => ports::update(ml2, st, ctx, id, one),
+                Kind::Segment => segments::update(st, ctx, id, one),
+                Kind::Agent => agents::update(st, ctx, id, one),
+            }
+        },
+        |ml2, st, ()| render_one(ml2, st, &ctx, kind, id),
+    )?;
+    Ok(http::json(200, json!({ res.singular: v })))
+}
+
+fn delete(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
+    no_body(req)?;
+    let expected = http::if_match(&req.headers)?;
+    let ctx = req.ctx(app);
+    let kind = res.kind;
+    app.shared.write(
+        &ctx,
+        |ml2, st, ctx| {
+            render_one(ml2, st, ctx, kind, id)?;
+            check_if_match(expected, st, kind, id)?;
+            match kind {
+                Kind::Network => networks::delete(ml2, st, ctx, id),
+                Kind::Subnet => subnets::delete(ml2, st, ctx, id),
+                Kind::Port => ports::delete(st, ctx, id),
+                Kind::Segment => segments::delete(st, ctx, id),
+                Kind::Agent => agents::delete(st, ctx, id),
+            }
+        },
+        |_, _, ()| Ok(()),
+    )?;
+    Ok(http::empty(204))
+}
+
+// ---- tags ------------------------------------------------------------------
+
+fn tag_route(app: &App, req: &Req, res: &Res, id: &str, tail: &[&str]) -> Result<Response> {
+    let ctx = req.ctx(app);
+    let kind = res.kind;
+    let m = &req.method;
+    match tail {
+        [] if m == Method::GET => {
+            let t = app.shared.read(|_, st| tags::list(st, &ctx, kind, id))?;
+            Ok(http::json(200, json!({ "tags": t })))
+        }
+        [] if m == Method::PUT => {
+            let body = http::json_body(&req.body)?;
+            let expected = http::if_match(&req.headers)?;
+            let t = app.shared.write(
+                &ctx,
+                |_, st, ctx| {
+                    check_if_match(expected, st, kind, id)
+                        .or_else(|e| if e.status == 404 { Ok(()) } else { Err(e) })?;
+                    tags::replace(st, ctx, kind, id, &body)
+                },
+                |_, _, t| Ok(t),
+            )?;
+            Ok(http::json(200, json!({ "tags": t })))
+        }
+        [] if m == Method::DELETE => {
+            no_body(req)?;
+            app.shared.write(
+                &ctx,
+                |_, st, ctx| tags::clear(st, ctx, kind, id),
+                |_, _, ()| Ok(()),
+            )?;
+            Ok(http::empty(204))
+        }
+        [tag] if m == Method::GET => {
+            app.shared
+                .read(|_, st| tags::has(st, &ctx, kind, id, tag))?;
+            Ok(http::empty(204))
+        }
+        [tag] if m == Method::PUT => {
+            app.shared.write(
+                &ctx,
+                |_, st, ctx| tags::add(st, ctx, kind, id, tag),
+                |_, _, ()| Ok(()),
+            )?;
+            Ok(http::empty(201))
+        }
+        [tag] if m == Method::DELETE => {
+            no_body(req)?;
+            app.shared.write(
+                &ctx,
+                |_, st, ctx| tags::remove(st, ctx, kind, id, tag),
+                |_, _, ()| Ok(()),
+            )?;
+            Ok(http::empty(204))
+        }
+        [] | [_] => Err(not_allowed()),
+        _ => Err(NeutronError::no_route()),
+    }
+}
+
+// ---- bindings ----------------------------------------------------------------
+
+fn binding_route(app: &App, req: &Req, port_id: &str, tail: &[&str]) -> Result<Response> {
+    let ctx = req.ctx(app);
+    let m = &req.method;
+    let render_binding = |st: &State, host: &str| -> Result<Value> {
+        let (p, b) = bindings::get(st, &ctx, port_id, host)?;
+        Ok(render::binding(p, b))
+    };
+    match tail {
+        [] if m == Method::GET => {
+            let q = req.query();
+            let params = ListParams::parse(&q, attrs::BINDING)?;
+            let items = app.shared.read(|_, st| {
+                let p = bindings::port_for_bindings(st, &ctx, port_id)?;
+                let mut out = Vec::new();
+                for b in &p.bindings {
+                    let v = render::binding(p, b);
+                    if params.matches(&v)? {
+                        out.push(v);
+                    }
+                }
+                Ok(out)
+            })?;
+            let page = params.page(items, None);
+            let page: Vec<Value> = page
+                .into_iter()
+                .map(|v| select_fields(v, &params.fields))
+                .collect();
+            Ok(http::json(200, json!({ "bindings": page })))
+        }
+        [] if m == Method::POST => {
+            let body = http::json_body(&req.body)?;
+            let one = http::resource_body(&body, "binding")?;
+            let v = app.shared.write(
+                &ctx,
+                |ml2, st, ctx| bindings::create(ml2, st, ctx, port_id, one),
+                |_, st, host| render_binding(st, &host),
+            )?;
+            Ok(http::json(201, json!({ "binding": v })))
+        }
+        [host] if m == Method::GET => {
+            let fields = req.query().fields();
+            let v = app.shared.read(|_, st| render_binding(st, host))?;
+            Ok(http::json(
+                200,
+                json!({ "binding": select_fields(v, &fields) }),
+            ))
+        }
+        [host] if m == Method::DELETE => {
+            no_body(req)?;
+            app.shared.write(
+                &ctx,
+                |_, st, ctx| bindings::delete(st, ctx, port_id, host),
+                |_, _, ()| Ok(()),
+            )?;
+            Ok(http::empty(204))
+        }
+        [_host] if m == Method::PUT => Err(NeutronError::not_implemented(
+            "Updating a port binding in place is not supported; delete it and create it again.",
+        )),
+        [host, "activate"] if m == Method::PUT => {
+            let v = app.shared.write(
+                &ctx,
+                |_, st, ctx| bindings::activate(st, ctx, port_id, host),
+                |_, st, ()| render_binding(st, host),
+            )?;
+            Ok(http::json(200, json!({ "binding": v })))
+        }
+        [] | [_] | [_, "activate"] => Err(not_allowed()),
+        _ => Err(NeutronError::no_route()),
+    }
+}
+
+// ---- internal agent API --------------------------------------------------------
+
+fn internal(app: &App, req: &Req, rest: &[&str]) -> Result<Response> {
+    let ctx = req.ctx(app);
+    let m = &req.method;
+    match rest {
+        ["agents", "report"] if m == Method::POST => {
+            let body = http::json_body(&req.body)?;
+            let one = http::resource_body(&body, "agent")?;
+            let v = app.shared.write(
+                &ctx,
+                |_, st, ctx| agents::report_state(st, ctx, one),
+                |ml2, st, id| render_one(ml2, st, &ctx, Kind::Agent, &id),
+            )?;
+            Ok(http::json(200, json!({ "agent": v })))
+        }
+        ["ports", id, "device"] if m == Method::PUT => {
+            let body = http::json_body(&req.body)?;
+            let one = http::resource_body(&body, "device")?;
+            if let Some(k) = one.keys().find(|k| *k != "host" && *k != "status") {
+                return Err(NeutronError::http_bad_request(format!(
+                    "Unrecognized attribute(s) '{k}'"
+                )));
+            }
+            let host =
+                attrs::to_string("host", one.get("host").unwrap_or(&Value::Null), Some(255))?;
+            let up = match one.get("status").and_then(Value::as_str) {
+                Some("up") => true,
+                Some("down") => false,
+                _ => return Err(attrs::invalid("status", "status must be 'up' or 'down'")),
+            };
+            let v = app.shared.write(
+                &ctx,
+                |_, st, ctx| ports::set_device_status(st, ctx, id, &host, up),
+                |ml2, st, ()| render_one(ml2, st, &ctx, Kind::Port, id),
+            )?;
+            Ok(http::json(200, json!({ "port": v })))
+        }
+        ["agents", "report"] | ["ports", _, "device"] => Err(not_allowed()),
+        _ => Err(NeutronError::no_route()),
+    }
+}

@@ -1,0 +1,204 @@
+//! Neutron JSON shapes of every resource, exactly as the api-ref samples show them.
+
+use serde_json::{Map, Value, json};
+
+use crate::resources::{Agent, Network, Port, PortBinding, Segment, StdAttrs, Subnet, Timestamp};
+use crate::state::State;
+
+/// `2026-11-27T11:47:04Z`, the format of `created_at` / `updated_at`.
+pub fn iso_time(t: &Timestamp) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// `2026-11-27 11:47:04`, the format the agents API uses.
+pub fn agent_time(t: &Timestamp) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn std_attrs(o: &mut Map<String, Value>, s: &StdAttrs, with_project: bool) {
+    if with_project {
+        o.insert("tenant_id".into(), json!(s.project_id));
+        o.insert("project_id".into(), json!(s.project_id));
+    }
+    o.insert("revision_number".into(), json!(s.revision_number));
+    o.insert("created_at".into(), json!(iso_time(&s.created_at)));
+    o.insert("updated_at".into(), json!(iso_time(&s.updated_at)));
+    o.insert("tags".into(), json!(s.tags));
+    o.insert("description".into(), json!(s.description));
+}
+
+fn provider_of(s: &Segment) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert(
+        "provider:network_type".into(),
+        json!(s.network_type.as_str()),
+    );
+    m.insert(
+        "provider:physical_network".into(),
+        json!(s.physical_network),
+    );
+    m.insert("provider:segmentation_id".into(), json!(s.segmentation_id));
+    m
+}
+
+pub fn network(state: &State, n: &Network) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(n.id));
+    o.insert("name".into(), json!(n.name));
+    o.insert("admin_state_up".into(), json!(n.admin_state_up));
+    o.insert("status".into(), json!("ACTIVE"));
+    let subnets: Vec<&str> = state
+        .network_subnets(&n.id)
+        .into_iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    o.insert("subnets".into(), json!(subnets));
+    o.insert("shared".into(), json!(n.shared));
+    o.insert("router:external".into(), json!(n.external));
+    o.insert("mtu".into(), json!(n.mtu));
+    o.insert(
+        "port_security_enabled".into(),
+        json!(n.port_security_enabled),
+    );
+    std_attrs(&mut o, &n.std, true);
+    // ML2 shows the static segments only: one as provider:*, several as `segments`.
+    let statics: Vec<&Segment> = state
+        .network_segments(&n.id)
+        .into_iter()
+        .filter(|s| !s.is_dynamic)
+        .collect();
+    match statics.as_slice() {
+        [one] => o.extend(provider_of(one)),
+        [] => {
+            o.insert("provider:network_type".into(), Value::Null);
+            o.insert("provider:physical_network".into(), Value::Null);
+            o.insert("provider:segmentation_id".into(), Value::Null);
+        }
+        many => {
+            let segs: Vec<Value> = many.iter().map(|s| Value::Object(provider_of(s))).collect();
+            o.insert("segments".into(), Value::Array(segs));
+        }
+    }
+    Value::Object(o)
+}
+
+pub fn segment(s: &Segment) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(s.id));
+    o.insert("network_id".into(), json!(s.network_id));
+    o.insert("name".into(), json!(s.name));
+    o.insert("network_type".into(), json!(s.network_type.as_str()));
+    o.insert("physical_network".into(), json!(s.physical_network));
+    o.insert("segmentation_id".into(), json!(s.segmentation_id));
+    std_attrs(&mut o, &s.std, false);
+    o.remove("tags");
+    Value::Object(o)
+}
+
+pub fn subnet(s: &Subnet) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(s.id));
+    o.insert("name".into(), json!(s.name));
+    o.insert("network_id".into(), json!(s.network_id));
+    o.insert("ip_version".into(), json!(s.ip_version));
+    o.insert("cidr".into(), json!(s.cidr.to_string()));
+    o.insert(
+        "gateway_ip".into(),
+        json!(s.gateway_ip.map(|g| g.to_string())),
+    );
+    let pools: Vec<Value> = s
+        .allocation_pools
+        .iter()
+        .map(|p| json!({"start": p.start.to_string(), "end": p.end.to_string()}))
+        .collect();
+    o.insert("allocation_pools".into(), Value::Array(pools));
+    let routes: Vec<Value> = s
+        .host_routes
+        .iter()
+        .map(
+            |r| json!({"destination": r.destination.to_string(), "nexthop": r.nexthop.to_string()}),
+        )
+        .collect();
+    o.insert("host_routes".into(), Value::Array(routes));
+    let dns: Vec<String> = s.dns_nameservers.iter().map(|d| d.to_string()).collect();
+    o.insert("dns_nameservers".into(), json!(dns));
+    o.insert("enable_dhcp".into(), json!(s.enable_dhcp));
+    o.insert("ipv6_ra_mode".into(), json!(s.ipv6_ra_mode));
+    o.insert("ipv6_address_mode".into(), json!(s.ipv6_address_mode));
+    o.insert("subnetpool_id".into(), Value::Null);
+    o.insert("segment_id".into(), json!(s.segment_id));
+    o.insert("service_types".into(), json!([]));
+    std_attrs(&mut o, &s.std, true);
+    Value::Object(o)
+}
+
+pub fn port(p: &Port) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(p.id));
+    o.insert("name".into(), json!(p.name));
+    o.insert("network_id".into(), json!(p.network_id));
+    o.insert("mac_address".into(), json!(p.mac_address.to_string()));
+    o.insert("admin_state_up".into(), json!(p.admin_state_up));
+    o.insert("status".into(), json!(p.status.as_str()));
+    o.insert("device_id".into(), json!(p.device_id));
+    o.insert("device_owner".into(), json!(p.device_owner));
+    let ips: Vec<Value> = p
+        .fixed_ips
+        .iter()
+        .map(|f| json!({"subnet_id": f.subnet_id, "ip_address": f.ip_address.to_string()}))
+        .collect();
+    o.insert("fixed_ips".into(), Value::Array(ips));
+    let pairs: Vec<Value> = p
+        .allowed_address_pairs
+        .iter()
+        .map(|a| json!({"ip_address": a.ip_address, "mac_address": a.mac_address.to_string()}))
+        .collect();
+    o.insert("allowed_address_pairs".into(), Value::Array(pairs));
+    o.insert(
+        "port_security_enabled".into(),
+        json!(p.port_security_enabled),
+    );
+    let b = p.active_binding();
+    o.insert("binding:host_id".into(), json!(b.host));
+    o.insert("binding:vnic_type".into(), json!(b.vnic_type));
+    o.insert("binding:profile".into(), Value::Object(b.profile.clone()));
+    o.insert("binding:vif_type".into(), json!(b.vif_type));
+    o.insert(
+        "binding:vif_details".into(),
+        Value::Object(b.vif_details.clone()),
+    );
+    std_attrs(&mut o, &p.std, true);
+    Value::Object(o)
+}
+
+/// A `binding-extended` binding object.
+pub fn binding(p: &Port, b: &PortBinding) -> Value {
+    json!({
+        "host": b.host,
+        "vif_type": b.vif_type,
+        "vif_details": b.vif_details,
+        "vnic_type": b.vnic_type,
+        "profile": b.profile,
+        "status": b.status.as_str(),
+        "project_id": p.std.project_id,
+    })
+}
+
+pub fn agent(a: &Agent, now: Timestamp, agent_down_time_s: u64) -> Value {
+    json!({
+        "id": a.id,
+        "agent_type": a.agent_type,
+        "binary": a.binary,
+        "topic": a.topic,
+        "host": a.host,
+        "admin_state_up": a.admin_state_up,
+        "alive": a.is_alive(now, agent_down_time_s),
+        "availability_zone": a.availability_zone,
+        "description": a.description,
+        "heartbeat_timestamp": agent_time(&a.heartbeat_timestamp),
+        "started_at": agent_time(&a.started_at),
+        "created_at": agent_time(&a.created_at),
+        "resources_synced": a.resources_synced,
+        "configurations": a.configurations,
+    })
+}

@@ -1,0 +1,475 @@
+//! The in-memory model: every resource table plus the indexes that allocators and
+//! conflict checks need, and a journal that makes a group of writes atomic.
+//!
+//! Contract: all writes go through [`State::put`] / [`State::remove`], which keep
+//! the indexes in step with the tables. Between [`State::begin`] and
+//! [`State::commit`] / [`State::rollback`] every first touch of a key records its
+//! previous value, so a failed operation (validation, allocation or a failed
+//! database write) is undone completely and nothing half-written stays visible.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mac::Mac;
+use crate::resources::{Agent, Network, NetworkType, Port, Segment, Subnet};
+
+/// Which table a record lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Network,
+    Segment,
+    Subnet,
+    Port,
+    Agent,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Network,
+        Kind::Segment,
+        Kind::Subnet,
+        Kind::Port,
+        Kind::Agent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Network => "network",
+            Kind::Segment => "segment",
+            Kind::Subnet => "subnet",
+            Kind::Port => "port",
+            Kind::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Any stored record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "lowercase")]
+pub enum Record {
+    Network(Network),
+    Segment(Segment),
+    Subnet(Subnet),
+    Port(Port),
+    Agent(Agent),
+}
+
+impl Record {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Record::Network(_) => Kind::Network,
+            Record::Segment(_) => Kind::Segment,
+            Record::Subnet(_) => Kind::Subnet,
+            Record::Port(_) => Kind::Port,
+            Record::Agent(_) => Kind::Agent,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Record::Network(r) => &r.id,
+            Record::Segment(r) => &r.id,
+            Record::Subnet(r) => &r.id,
+            Record::Port(r) => &r.id,
+            Record::Agent(r) => &r.id,
+        }
+    }
+}
+
+/// A change to persist: the final value of a key (None = deleted).
+pub type Change = (Kind, String, Option<Record>);
+
+/// Which segment holds a segmentation id; the allocators read these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SegKey<'a> {
+    Flat(&'a str),
+    Vlan(&'a str, u32),
+    Tunnel(NetworkType, u32),
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub networks: BTreeMap<String, Network>,
+    pub segments: BTreeMap<String, Segment>,
+    pub subnets: BTreeMap<String, Subnet>,
+    pub ports: BTreeMap<String, Port>,
+    pub agents: BTreeMap<String, Agent>,
+
+    // Indexes, derived from the tables above.
+    segments_by_network: HashMap<String, BTreeSet<String>>,
+    subnets_by_network: HashMap<String, BTreeSet<String>>,
+    ports_by_network: HashMap<String, BTreeSet<String>>,
+    flat_alloc: HashMap<String, String>,
+    vlan_alloc: HashMap<(String, u32), String>,
+    tunnel_alloc: HashMap<(NetworkType, u32), String>,
+    /// subnet id -> address -> port id
+    ips: HashMap<String, BTreeMap<IpAddr, String>>,
+    /// (network id, mac) -> port id
+    macs: HashMap<(String, Mac), String>,
+    /// (agent_type, host) -> agent id
+    agents_by_type_host: HashMap<(String, String), String>,
+
+    journal: Option<Journal>,
+}
+
+#[derive(Debug, Default)]
+struct Journal {
+    /// Previous values, in first-touch order.
+    undo: Vec<(Kind, String, Option<Record>)>,
+    touched: BTreeSet<(Kind, String)>,
+}
+
+impl State {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds the state from stored records (at start-up).
+    pub fn from_records(records: impl IntoIterator<Item = Record>) -> Self {
+        let mut s = State::new();
+        for r in records {
+            s.put(r);
+        }
+        s
+    }
+
+    // ---- transactions ------------------------------------------------------
+
+    pub fn begin(&mut self) {
+        self.journal = Some(Journal::default());
+    }
+
+    pub fn in_txn(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Ends the transaction and returns the final value of every touched key, in
+    /// a stable order, for the store to persist.
+    pub fn commit(&mut self) -> Vec<Change> {
+        let Some(j) = self.journal.take() else {
+            return Vec::new();
+        };
+        j.touched
+            .into_iter()
+            .map(|(k, id)| {
+                let now = self.get(k, &id);
+                (k, id, now)
+            })
+            .collect()
+    }
+
+    /// The changes of the open transaction, without ending it.
+    pub fn pending(&self) -> Vec<Change> {
+        let Some(j) = &self.journal else {
+            return Vec::new();
+        };
+        j.touched
+            .iter()
+            .map(|(k, id)| (*k, id.clone(), self.get(*k, id)))
+            .collect()
+    }
+
+    /// Puts back every touched key as it was at [`State::begin`].
+    pub fn rollback(&mut self) {
+        let Some(j) = self.journal.take() else {
+            return;
+        };
+        for (kind, id, old) in j.undo.into_iter().rev() {
+            self.set_raw(kind, &id, old);
+        }
+    }
+
+    fn note(&mut self, kind: Kind, id: &str) {
+        if self.journal.is_none() {
+            return;
+        }
+        let key = (kind, id.to_string());
+        let first = self
+            .journal
+            .as_ref()
+            .is_some_and(|j| !j.touched.contains(&key));
+        if first {
+            let old = self.get(kind, id);
+            if let Some(j) = self.journal.as_mut() {
+                j.touched.insert(key);
+                j.undo.push((kind, id.to_string(), old));
+            }
+        }
+    }
+
+    // ---- generic access ----------------------------------------------------
+
+    pub fn get(&self, kind: Kind, id: &str) -> Option<Record> {
+        match kind {
+            Kind::Network => self.networks.get(id).cloned().map(Record::Network),
+            Kind::Segment => self.segments.get(id).cloned().map(Record::Segment),
+            Kind::Subnet => self.subnets.get(id).cloned().map(Record::Subnet),
+            Kind::Port => self.ports.get(id).cloned().map(Record::Port),
+            Kind::Agent => self.agents.get(id).cloned().map(Record::Agent),
+        }
+    }
+
+    /// Inserts or replaces a record, keeping indexes and the journal.
+    pub fn put(&mut self, record: Record) {
+        let kind = record.kind();
+        let id = record.id().to_string();
+        self.note(kind, &id);
+        self.set_raw(kind, &id, Some(record));
+    }
+
+    pub fn remove(&mut self, kind: Kind, id: &str) -> Option<Record> {
+        self.note(kind, id);
+        self.set_raw(kind, id, None)
+    }
+
+    fn set_raw(&mut self, kind: Kind, id: &str, new: Option<Record>) -> Option<Record> {
+        let old = match kind {
+            Kind::Network => self.networks.remove(id).map(Record::Network),
+            Kind::Segment => self.segments.remove(id).map(Record::Segment),
+            Kind::Subnet => self.subnets.remove(id).map(Record::Subnet),
+            Kind::Port => self.ports.remove(id).map(Record::Port),
+            Kind::Agent => self.agents.remove(id).map(Record::Agent),
+        };
+        if let Some(o) = &old {
+            self.unindex(o);
+        }
+        if let Some(n) = new {
+            self.index(&n);
+            match n {
+                Record::Network(r) => {
+                    self.networks.insert(id.to_string(), r);
+                }
+                Record::Segment(r) => {
+                    self.segments.insert(id.to_string(), r);
+                }
+                Record::Subnet(r) => {
+                    self.subnets.insert(id.to_string(), r);
+                }
+                Record::Port(r) => {
+                    self.ports.insert(id.to_string(), r);
+                }
+                Record::Agent(r) => {
+                    self.agents.insert(id.to_string(), r);
+                }
+            }
+        }
+        old
+    }
+
+    fn index(&mut self, r: &Record) {
+        match r {
+            Record::Network(_) => {}
+            Record::Segment(s) => {
+                self.segments_by_network
+                    .entry(s.network_id.clone())
+                    .or_default()
+                    .insert(s.id.clone());
+                if let Some(k) = seg_alloc_key(s) {
+                    match k {
+                        SegKey::Flat(p) => {
+                            self.flat_alloc.insert(p.to_string(), s.id.clone());
+                        }
+                        SegKey::Vlan(p, v) => {
+                            self.vlan_alloc.insert((p.to_string(), v), s.id.clone());
+                        }
+                        SegKey::Tunnel(t, v) => {
+                            self.tunnel_alloc.insert((t, v), s.id.clone());
+                        }
+                    }
+                }
+            }
+            Record::Subnet(s) => {
+                self.subnets_by_network
+                    .entry(s.network_id.clone())
+                    .or_default()
+                    .insert(s.id.clone());
+            }
+            Record::Port(p) => {
+                self.ports_by_network
+                    .entry(p.network_id.clone())
+                    .or_default()
+                    .insert(p.id.clone());
+                for ip in &p.fixed_ips {
+                    self.ips
+                        .entry(ip.subnet_id.clone())
+                        .or_default()
+                        .insert(ip.ip_address, p.id.clone());
+                }
+                self.macs
+                    .insert((p.network_id.clone(), p.mac_address), p.id.clone());
+            }
+            Record::Agent(a) => {
+                self.agents_by_type_host
+                    .insert((a.agent_type.clone(), a.host.clone()), a.id.clone());
+            }
+        }
+    }
+
+    fn unindex(&mut self, r: &Record) {
+        fn drop_from(map: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) {
+            if let Some(set) = map.get_mut(key) {
+                set.remove(id);
+                if set.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
+        match r {
+            Record::Network(_) => {}
+            Record::Segment(s) => {
+                drop_from(&mut self.segments_by_network, &s.network_id, &s.id);
+                if let Some(k) = seg_alloc_key(s) {
+                    match k {
+                        SegKey::Flat(p) => {
+                            self.flat_alloc.remove(p);
+                        }
+                        SegKey::Vlan(p, v) => {
+                            self.vlan_alloc.remove(&(p.to_string(), v));
+                        }
+                        SegKey::Tunnel(t, v) => {
+                            self.tunnel_alloc.remove(&(t, v));
+                        }
+                    }
+                }
+            }
+            Record::Subnet(s) => drop_from(&mut self.subnets_by_network, &s.network_id, &s.id),
+            Record::Port(p) => {
+                drop_from(&mut self.ports_by_network, &p.network_id, &p.id);
+                for ip in &p.fixed_ips {
+                    if let Some(m) = self.ips.get_mut(&ip.subnet_id) {
+                        if m.get(&ip.ip_address) == Some(&p.id) {
+                            m.remove(&ip.ip_address);
+                        }
+                        if m.is_empty() {
+                            self.ips.remove(&ip.subnet_id);
+                        }
+                    }
+                }
+                let key = (p.network_id.clone(), p.mac_address);
+                if self.macs.get(&key) == Some(&p.id) {
+                    self.macs.remove(&key);
+                }
+            }
+            Record::Agent(a) => {
+                self.agents_by_type_host
+                    .remove(&(a.agent_type.clone(), a.host.clone()));
+            }
+        }
+    }
+
+    // ---- typed helpers -----------------------------------------------------
+
+    pub fn put_network(&mut self, r: Network) {
+        self.put(Record::Network(r))
+    }
+    pub fn put_segment(&mut self, r: Segment) {
+        self.put(Record::Segment(r))
+    }
+    pub fn put_subnet(&mut self, r: Subnet) {
+        self.put(Record::Subnet(r))
+    }
+    pub fn put_port(&mut self, r: Port) {
+        self.put(Record::Port(r))
+    }
+    pub fn put_agent(&mut self, r: Agent) {
+        self.put(Record::Agent(r))
+    }
+
+    // ---- index queries -----------------------------------------------------
+
+    /// Segments of a network: static ones in `segment_index` order, then dynamic ones.
+    pub fn network_segments(&self, network_id: &str) -> Vec<&Segment> {
+        let mut v: Vec<&Segment> = self
+            .segments_by_network
+            .get(network_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.segments.get(id))
+            .collect();
+        v.sort_by(|a, b| {
+            (a.is_dynamic, a.segment_index, &a.std.created_at, &a.id).cmp(&(
+                b.is_dynamic,
+                b.segment_index,
+                &b.std.created_at,
+                &b.id,
+            ))
+        });
+        v
+    }
+
+    /// Subnets of a network in creation order (Neutron lists them so).
+    pub fn network_subnets(&self, network_id: &str) -> Vec<&Subnet> {
+        let mut v: Vec<&Subnet> = self
+            .subnets_by_network
+            .get(network_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.subnets.get(id))
+            .collect();
+        v.sort_by(|a, b| (&a.std.created_at, &a.id).cmp(&(&b.std.created_at, &b.id)));
+        v
+    }
+
+    pub fn network_port_ids(&self, network_id: &str) -> impl Iterator<Item = &String> {
+        self.ports_by_network.get(network_id).into_iter().flatten()
+    }
+
+    pub fn segment_holder(&self, key: SegKey<'_>) -> Option<&str> {
+        match key {
+            SegKey::Flat(p) => self.flat_alloc.get(p),
+            SegKey::Vlan(p, v) => self.vlan_alloc.get(&(p.to_string(), v)),
+            SegKey::Tunnel(t, v) => self.tunnel_alloc.get(&(t, v)),
+        }
+        .map(String::as_str)
+    }
+
+    /// Port holding an address on a subnet.
+    pub fn ip_holder(&self, subnet_id: &str, ip: &IpAddr) -> Option<&str> {
+        self.ips
+            .get(subnet_id)
+            .and_then(|m| m.get(ip))
+            .map(String::as_str)
+    }
+
+    /// Allocated addresses of a subnet, in order.
+    pub fn subnet_ips(&self, subnet_id: &str) -> Option<&BTreeMap<IpAddr, String>> {
+        self.ips.get(subnet_id)
+    }
+
+    pub fn mac_holder(&self, network_id: &str, mac: &Mac) -> Option<&str> {
+        self.macs
+            .get(&(network_id.to_string(), *mac))
+            .map(String::as_str)
+    }
+
+    pub fn agent_by_type_host(&self, agent_type: &str, host: &str) -> Option<&Agent> {
+        self.agents_by_type_host
+            .get(&(agent_type.to_string(), host.to_string()))
+            .and_then(|id| self.agents.get(id))
+    }
+
+    pub fn agents_on_host<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Agent> + 'a {
+        self.agents.values().filter(move |a| a.host == host)
+    }
+}
+
+/// The allocation a segment holds, if any.
+pub fn seg_alloc_key(s: &Segment) -> Option<SegKey<'_>> {
+    match (
+        s.network_type,
+        s.physical_network.as_deref(),
+        s.segmentation_id,
+    ) {
+        (NetworkType::Flat, Some(p), _) => Some(SegKey::Flat(p)),
+        (NetworkType::Vlan, Some(p), Some(v)) => Some(SegKey::Vlan(p, v)),
+        (t, _, Some(v)) if t.is_tunnel() => Some(SegKey::Tunnel(t, v)),
+        _ => None,
+    }
+}

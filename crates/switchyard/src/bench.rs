@@ -1,0 +1,181 @@
+//! `switchyard bench api`: creates N ports over real HTTP against a server it
+//! starts in this process on a temporary SQLite file, with C concurrent clients,
+//! and reports throughput and latency percentiles.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use switchyard_ml2::Ml2Config;
+use switchyard_store::Durability;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCmd {
+    /// Port creations per second over HTTP (SQLite, noauth).
+    Api {
+        /// Ports to create.
+        #[arg(long, default_value_t = 10_000)]
+        ports: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Api {
+            ports,
+            concurrency,
+            json,
+        } => api(ports, concurrency, json).await,
+    }
+}
+
+/// Smallest IPv4 prefix holding `n` ports plus the gateway and broadcast.
+fn prefix_for(n: usize) -> u8 {
+    let mut bits = 2u32;
+    while (1usize << bits) < n + 3 {
+        bits += 1;
+    }
+    (32 - bits.min(24)) as u8
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+async fn api(ports: usize, concurrency: usize, as_json: bool) -> anyhow::Result<()> {
+    if ports == 0 || concurrency == 0 {
+        bail!("--ports and --concurrency must be positive");
+    }
+    if ports > (1 << 24) - 3 {
+        bail!("--ports is limited to 16777213 (one /8 subnet)");
+    }
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let app = switchyard_api::open_app(
+        &dir.path().join("bench.db"),
+        Durability::Process,
+        &Ml2Config::default(),
+        "bench",
+    )?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(switchyard_api::serve(listener, app, async {
+        let _ = stop_rx.await;
+    }));
+    let base = format!("http://{addr}/v2.0");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let net: Value = client
+        .post(format!("{base}/networks"))
+        .json(&json!({"network": {"name": "bench"}}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let net_id = net["network"]["id"]
+        .as_str()
+        .context("network id")?
+        .to_string();
+    client
+        .post(format!("{base}/subnets"))
+        .json(&json!({"subnet": {"network_id": net_id, "ip_version": 4, "cidr": format!("10.0.0.0/{}", prefix_for(ports))}}))
+        .send()
+        .await?
+        .error_for_status()?;
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, errors, base, net_id) = (
+            client.clone(),
+            next.clone(),
+            errors.clone(),
+            base.clone(),
+            net_id.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= ports {
+                    break;
+                }
+                let t = Instant::now();
+                let r = client
+                    .post(format!("{base}/ports"))
+                    .json(&json!({"port": {"network_id": net_id, "name": format!("p{i}")}}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(resp) if resp.status().as_u16() == 201 => {
+                        let _ = resp.bytes().await;
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::with_capacity(ports);
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    let elapsed = start.elapsed();
+    let _ = stop_tx.send(());
+    server.await??;
+    lat.sort();
+    let rate = ports as f64 / elapsed.as_secs_f64();
+    let (p50, p99) = (percentile(&lat, 0.50), percentile(&lat, 0.99));
+    let errs = errors.load(Ordering::Relaxed);
+    if as_json {
+        println!(
+            "{}",
+            json!({"ports": ports, "concurrency": concurrency, "ports_per_sec": (rate * 10.0).round() / 10.0,
+                   "p50_ms": (p50 * 1000.0).round() / 1000.0, "p99_ms": (p99 * 1000.0).round() / 1000.0})
+        );
+    } else {
+        println!(
+            "created {ports} ports with {concurrency} clients in {:.2} s",
+            elapsed.as_secs_f64()
+        );
+        println!("  ports/s  {rate:.1}");
+        println!("  p50      {p50:.3} ms");
+        println!("  p99      {p99:.3} ms");
+    }
+    if errs > 0 {
+        bail!("{errs} of {ports} port creations failed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_fits_ports() {
+        assert_eq!(prefix_for(1), 30);
+        assert_eq!(prefix_for(253), 24);
+        assert_eq!(prefix_for(254), 23);
+        assert_eq!(prefix_for(10_000), 18);
+    }
+}

@@ -1,0 +1,137 @@
+//! The `switchyard` command: `server` runs the Neutron API on SQLite; `bench`
+//! measures it. Errors are reported with anyhow; everything else lives in the
+//! library crates.
+
+mod bench;
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Neutron-compatible network controller for OVS, SR-IOV and vRouter nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve the Neutron v2.0 API (noauth) on SQLite.
+    Server(ServerArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SWITCHYARD_BIND")]
+    bind: Option<SocketAddr>,
+    /// Database URL: sqlite://PATH (default: sqlite://DATA_DIR/switchyard.db).
+    #[arg(long, env = "SWITCHYARD_DB")]
+    db: Option<String>,
+    /// Directory for the default database.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file (see docs/operator-guide.md).
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Project owning requests that carry no X-Project-Id.
+    #[arg(long, env = "SWITCHYARD_DEFAULT_PROJECT")]
+    default_project: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.cmd {
+        Cmd::Server(a) => rt.block_on(server(a)),
+        Cmd::Bench(b) => rt.block_on(bench::run(b)),
+    }
+}
+
+async fn server(a: ServerArgs) -> anyhow::Result<()> {
+    let file = config::FileConfig::load(a.config.as_deref())?;
+    let bind: SocketAddr = match a.bind {
+        Some(b) => b,
+        None => file
+            .bind
+            .as_deref()
+            .unwrap_or("127.0.0.1:9696")
+            .parse()
+            .context("bind address in config")?,
+    };
+    let data_dir = a
+        .data_dir
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("data"));
+    let db =
+        a.db.or(file.db.clone())
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("switchyard.db").display()));
+    let path = config::sqlite_path(&db)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating data directory {}", parent.display()))?;
+    }
+    let durability = config::durability(file.durability.as_deref())?;
+    let project = a
+        .default_project
+        .or(file.default_project.clone())
+        .unwrap_or_else(|| "admin".into());
+    let app = switchyard_api::open_app(&path, durability, &file.ml2, &project)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("listening on {bind}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, db = %path.display(), "switchyard server ready");
+    println!(
+        "switchyard: Neutron API on http://{local}/v2.0/ (database {})",
+        path.display()
+    );
+    switchyard_api::serve(listener, app, shutdown_signal()).await?;
+    tracing::info!("switchyard server stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
