@@ -50,11 +50,28 @@ pub fn open_app(
     ml2: &Ml2Config,
     default_project: &str,
 ) -> Result<App, ServeError> {
+    open_app_with_clock(
+        db_path,
+        durability,
+        ml2,
+        default_project,
+        Arc::new(SystemClock),
+    )
+}
+
+/// As [`open_app`], with the clock supplied (tests drive agent liveness with it).
+pub fn open_app_with_clock(
+    db_path: &Path,
+    durability: Durability,
+    ml2: &Ml2Config,
+    default_project: &str,
+    clock: Arc<dyn Clock>,
+) -> Result<App, ServeError> {
     let ml2 = Ml2::new(ml2)?;
     let store = SqliteStore::open(db_path, durability)?;
     let core = Core::open(ml2, store)?;
     Ok(App {
-        shared: Shared::new(core, Arc::new(SystemClock)),
+        shared: Shared::new(core, clock),
         default_project: default_project.to_string(),
     })
 }

@@ -291,9 +291,10 @@ fn list(app: &App, req: &Req, res: &Res) -> Result<Response> {
         let mut items = Vec::new();
         for id in all_ids(st, res.kind) {
             if let Some(v) = render_record(ml2, st, &ctx, res.kind, id)
-                && p.matches(&v)? {
-                    items.push(v);
-                }
+                && p.matches(&v)?
+            {
+                items.push(v);
+            }
         }
         let marker = match (&p.marker, p.limit) {
             (Some(m), Some(_)) => match render_record(ml2, st, &ctx, res.kind, m) {

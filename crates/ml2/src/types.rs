@@ -57,11 +57,12 @@ impl TypeDriver for FlatDriver {
             ));
         };
         if let Some(allowed) = &s.flat_networks
-            && !allowed.iter().any(|a| a == p) {
-                return Err(bad(format!(
-                    "physical_network '{p}' unknown for flat provider network"
-                )));
-            }
+            && !allowed.iter().any(|a| a == p)
+        {
+            return Err(bad(format!(
+                "physical_network '{p}' unknown for flat provider network"
+            )));
+        }
         if seg.segmentation_id.is_some() {
             return Err(bad(
                 "segmentation_id prohibited for flat provider network".into()
@@ -130,11 +131,12 @@ impl TypeDriver for VlanDriver {
             }
         }
         if let Some(v) = seg.segmentation_id
-            && !(1..=MAX_VLAN).contains(&v) {
-                return Err(bad(format!(
-                    "segmentation_id out of range (1 through {MAX_VLAN})"
-                )));
-            }
+            && !(1..=MAX_VLAN).contains(&v)
+        {
+            return Err(bad(format!(
+                "segmentation_id out of range (1 through {MAX_VLAN})"
+            )));
+        }
         Ok(())
     }
 
@@ -213,11 +215,12 @@ impl TypeDriver for VxlanDriver {
             ));
         }
         if let Some(v) = seg.segmentation_id
-            && !(1..=MAX_VNI).contains(&v) {
-                return Err(bad(format!(
-                    "segmentation_id out of range (1 through {MAX_VNI})"
-                )));
-            }
+            && !(1..=MAX_VNI).contains(&v)
+        {
+            return Err(bad(format!(
+                "segmentation_id out of range (1 through {MAX_VNI})"
+            )));
+        }
         Ok(())
     }
 

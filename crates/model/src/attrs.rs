@@ -237,12 +237,13 @@ pub fn to_string(attr: &str, v: &Value, max: Option<usize>) -> Result<String> {
         ));
     };
     if let Some(m) = max
-        && s.chars().count() > m {
-            return Err(invalid(
-                attr,
-                format!("'{s}' exceeds maximum length of {m}"),
-            ));
-        }
+        && s.chars().count() > m
+    {
+        return Err(invalid(
+            attr,
+            format!("'{s}' exceeds maximum length of {m}"),
+        ));
+    }
     Ok(s.clone())
 }
 

@@ -60,11 +60,12 @@ pub fn owner_project(ctx: &Ctx, b: &Body<'_>) -> Result<String> {
     let t = b.string("tenant_id", Some(255))?;
     let p = b.string("project_id", Some(255))?;
     if let (Some(t), Some(p)) = (&t, &p)
-        && t != p {
-            return Err(NeutronError::http_bad_request(
-                "'project_id' and 'tenant_id' do not match",
-            ));
-        }
+        && t != p
+    {
+        return Err(NeutronError::http_bad_request(
+            "'project_id' and 'tenant_id' do not match",
+        ));
+    }
     let chosen = p.or(t).unwrap_or_else(|| ctx.project_id.clone());
     if chosen != ctx.project_id && !ctx.is_admin {
         return Err(NeutronError::http_bad_request(

@@ -262,9 +262,10 @@ pub fn delete(ml2: &Ml2, st: &mut State, ctx: &Ctx, id: &str) -> Result<()> {
     let mut in_use = Vec::new();
     for pid in &port_ids {
         if let Some(p) = st.ports.get(pid)
-            && !AUTO_DELETE_OWNERS.contains(&p.device_owner.as_str()) {
-                in_use.push(pid.clone());
-            }
+            && !AUTO_DELETE_OWNERS.contains(&p.device_owner.as_str())
+        {
+            in_use.push(pid.clone());
+        }
     }
     if !in_use.is_empty() {
         return Err(NeutronError::conflict(

@@ -151,12 +151,13 @@ fn parse_profile(v: &Value) -> Result<Map<String, Value>> {
         Value::Null => Ok(Map::new()),
         Value::Object(m) => {
             if let Some(t) = m.get("migrating_to")
-                && !t.is_string() {
-                    return Err(invalid(
-                        "binding:profile",
-                        "migrating_to must be a host name string",
-                    ));
-                }
+                && !t.is_string()
+            {
+                return Err(invalid(
+                    "binding:profile",
+                    "migrating_to must be a host name string",
+                ));
+            }
             Ok(m.clone())
         }
         other => Err(invalid(
@@ -230,9 +231,10 @@ fn allocate_ips(
     // Allocates from one subnet, skipping what this request already took.
     let alloc_from = |taken: &mut HashSet<(String, IpAddr)>, s: &Subnet| -> Option<IpAddr> {
         if let Some(ip) = ml2.ipam.allocate(st, s)
-            && !taken.contains(&(s.id.clone(), ip)) {
-                return Some(ip);
-            }
+            && !taken.contains(&(s.id.clone(), ip))
+        {
+            return Some(ip);
+        }
         // Rare: the next-fit candidate is already used by this same request.
         s.allocation_pools.iter().find_map(|p| {
             let (lo, hi) = (ipam::to_u128(p.start), ipam::to_u128(p.end));
@@ -324,12 +326,13 @@ fn allocate_ips(
                 let s = subnet_on_network(st, network_id, &sid)?;
                 if s.is_auto_address() {
                     if let Some(ip) = ipam::eui64(&s.cidr, mac)
-                        && taken.insert((s.id.clone(), ip)) {
-                            out.push(FixedIp {
-                                subnet_id: s.id.clone(),
-                                ip_address: ip,
-                            });
-                        }
+                        && taken.insert((s.id.clone(), ip))
+                    {
+                        out.push(FixedIp {
+                            subnet_id: s.id.clone(),
+                            ip_address: ip,
+                        });
+                    }
                     continue;
                 }
                 // On update, a subnet-only entry keeps the address the port has there.
@@ -632,12 +635,14 @@ pub fn update(
     if let Some(h) = new_host {
         rebind |= h != active.host;
         if let Some(other) = p.binding_for(&h)
-            && !h.is_empty() && other.status == switchyard_model::BindingStatus::Inactive {
-                return Err(NeutronError::conflict(
-                    "PortBindingAlreadyExists",
-                    format!("Binding for port {id} on host {h} already exists."),
-                ));
-            }
+            && !h.is_empty()
+            && other.status == switchyard_model::BindingStatus::Inactive
+        {
+            return Err(NeutronError::conflict(
+                "PortBindingAlreadyExists",
+                format!("Binding for port {id} on host {h} already exists."),
+            ));
+        }
         active.host = h;
     }
     if let Some(v) = new_vnic {

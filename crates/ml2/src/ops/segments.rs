@@ -50,10 +50,11 @@ pub fn create(ml2: &Ml2, st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -
         .filter(|n| !n.is_empty());
     let id = put_segment(st, ctx, &network_id, index, spec, name);
     if let Some(desc) = b.string_or_null("description", Some(DESCRIPTION_MAX))?
-        && let Some(mut s) = st.segments.get(&id).cloned() {
-            s.std.description = desc;
-            st.put_segment(s);
-        }
+        && let Some(mut s) = st.segments.get(&id).cloned()
+    {
+        s.std.description = desc;
+        st.put_segment(s);
+    }
     // A network's MTU follows its smallest segment.
     super::bump_network(st, &network_id, ctx.now);
     Ok(id)

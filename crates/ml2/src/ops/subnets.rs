@@ -65,11 +65,13 @@ fn parse_gateway(b: &Body<'_>, v: u8) -> Result<Option<Option<IpAddr>>> {
 
 fn check_gateway(cidr: &IpNet, gw: Option<IpAddr>) -> Result<()> {
     if let (IpNet::V4(n), Some(g)) = (cidr, gw)
-        && n.prefix_len() < 31 && (g == cidr.network() || g == cidr.broadcast()) {
-            return Err(NeutronError::invalid_input(
-                "Gateway is not valid on subnet",
-            ));
-        }
+        && n.prefix_len() < 31
+        && (g == cidr.network() || g == cidr.broadcast())
+    {
+        return Err(NeutronError::invalid_input(
+            "Gateway is not valid on subnet",
+        ));
+    }
     Ok(())
 }
 
@@ -146,15 +148,15 @@ fn check_pools(cidr: &IpNet, pools: &[IpRange], gw: Option<IpAddr>) -> Result<()
         && let Some(p) = pools
             .iter()
             .find(|p| to_u128(g) >= to_u128(p.start) && to_u128(g) <= to_u128(p.end))
-        {
-            return Err(NeutronError::conflict(
-                "GatewayConflictWithAllocationPools",
-                format!(
-                    "Gateway ip {g} conflicts with allocation pool {}.",
-                    pool_str(p)
-                ),
-            ));
-        }
+    {
+        return Err(NeutronError::conflict(
+            "GatewayConflictWithAllocationPools",
+            format!(
+                "Gateway ip {g} conflicts with allocation pool {}.",
+                pool_str(p)
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -265,11 +267,12 @@ fn check_cidr(cidr: &IpNet, enable_dhcp: bool) -> Result<()> {
         ));
     }
     if let IpNet::V6(n) = cidr
-        && n.network().is_unspecified() {
-            return Err(NeutronError::invalid_input(
-                "IPv6 subnet '::' is not supported",
-            ));
-        }
+        && n.network().is_unspecified()
+    {
+        return Err(NeutronError::invalid_input(
+            "IPv6 subnet '::' is not supported",
+        ));
+    }
     if enable_dhcp {
         let too_long = match cidr {
             IpNet::V4(n) => n.prefix_len() > 30,
@@ -291,12 +294,13 @@ fn check_cidr(cidr: &IpNet, enable_dhcp: bool) -> Result<()> {
             ));
         }
         if let IpNet::V4(n) = cidr
-            && n.network().octets()[0] == 0 {
-                return Err(NeutronError::invalid_input(format!(
-                    "First IP '{}' of network is not supported if enable_dhcp is True.",
-                    n.network()
-                )));
-            }
+            && n.network().octets()[0] == 0
+        {
+            return Err(NeutronError::invalid_input(format!(
+                "First IP '{}' of network is not supported if enable_dhcp is True.",
+                n.network()
+            )));
+        }
     }
     Ok(())
 }
@@ -361,11 +365,12 @@ pub fn create(st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -> Result<St
         ));
     }
     if let (Some(r), Some(a)) = (&ra_mode, &addr_mode)
-        && r != a {
-            return Err(NeutronError::invalid_input(format!(
-                "ipv6_ra_mode set to '{r}' with ipv6_address_mode set to '{a}' is not valid. If both attributes are set, they must be the same value"
-            )));
-        }
+        && r != a
+    {
+        return Err(NeutronError::invalid_input(format!(
+            "ipv6_ra_mode set to '{r}' with ipv6_address_mode set to '{a}' is not valid. If both attributes are set, they must be the same value"
+        )));
+    }
     let auto = matches!(
         addr_mode.as_deref(),
         Some("slaac") | Some("dhcpv6-stateless")

@@ -1,0 +1,227 @@
+//! A real server on an ephemeral loopback port, a virtual clock and a small client.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use switchyard_api::Clock;
+use switchyard_ml2::Ml2Config;
+use switchyard_model::Timestamp;
+use switchyard_store::Durability;
+
+/// A clock the test moves by hand.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        chrono::DateTime::from_timestamp(self.0.load(Ordering::SeqCst), 0).expect("valid time")
+    }
+}
+
+pub struct Server {
+    pub base: String,
+    pub clock: Arc<ManualClock>,
+    pub db: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub http: reqwest::Client,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Resp {
+    /// The NeutronError type of an error response.
+    pub fn error_type(&self) -> &str {
+        self.body["NeutronError"]["type"]
+            .as_str()
+            .unwrap_or("<none>")
+    }
+    pub fn message(&self) -> &str {
+        self.body["NeutronError"]["message"]
+            .as_str()
+            .unwrap_or("<none>")
+    }
+}
+
+impl Server {
+    pub async fn start(dir: &Path) -> Server {
+        Self::start_with(dir, Ml2Config::default()).await
+    }
+
+    pub async fn start_with(dir: &Path, cfg: Ml2Config) -> Server {
+        let clock = Arc::new(ManualClock(AtomicI64::new(1_800_000_000)));
+        Self::start_full(dir, cfg, clock).await
+    }
+
+    pub async fn start_full(dir: &Path, cfg: Ml2Config, clock: Arc<ManualClock>) -> Server {
+        let db = dir.join("test.db");
+        let app = switchyard_api::open_app_with_clock(
+            &db,
+            Durability::Process,
+            &cfg,
+            "proj-a",
+            clock.clone(),
+        )
+        .expect("app opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            switchyard_api::serve(listener, app, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Server {
+            base: format!("http://{addr}"),
+            clock,
+            db,
+            stop: Some(tx),
+            task: Some(task),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Graceful stop; the database stays for a restart.
+    pub async fn stop(mut self) -> Arc<ManualClock> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("server task");
+        }
+        self.clock.clone()
+    }
+
+    pub async fn req(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Resp { status, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.req(Method::GET, path, None, &[]).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.req(Method::POST, path, Some(body), &[]).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.req(Method::PUT, path, Some(body), &[]).await
+    }
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.req(Method::DELETE, path, None, &[]).await
+    }
+
+    /// Creates a resource and returns its body, asserting 201.
+    pub async fn create(&self, collection: &str, singular: &str, attrs: Value) -> Value {
+        let r = self
+            .post(&format!("/v2.0/{collection}"), json!({ singular: attrs }))
+            .await;
+        assert_eq!(r.status, 201, "create {singular}: {}", r.body);
+        r.body[singular].clone()
+    }
+
+    pub async fn network(&self, name: &str) -> Value {
+        self.create("networks", "network", json!({ "name": name }))
+            .await
+    }
+
+    pub async fn subnet(&self, net: &Value, cidr: &str) -> Value {
+        let v = if cidr.contains(':') { 6 } else { 4 };
+        self.create(
+            "subnets",
+            "subnet",
+            json!({"network_id": net["id"], "cidr": cidr, "ip_version": v}),
+        )
+        .await
+    }
+
+    pub async fn port(&self, net: &Value, extra: Value) -> Value {
+        let mut attrs = json!({ "network_id": net["id"] });
+        if let (Some(a), Some(e)) = (attrs.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                a.insert(k.clone(), v.clone());
+            }
+        }
+        self.create("ports", "port", attrs).await
+    }
+
+    pub async fn report(&self, host: &str, agent_type: &str, configurations: Value) -> Value {
+        let r = self
+            .post(
+                "/switchyard/v1/agents/report",
+                json!({"agent": {"host": host, "agent_type": agent_type, "configurations": configurations}}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "report: {}", r.body);
+        r.body["agent"].clone()
+    }
+
+    /// The reference lab's compute agents.
+    pub async fn lab_agents(&self) {
+        self.report(
+            "compute-1",
+            "Open vSwitch agent",
+            json!({"bridge_mappings": {"physnet1": "br-phys"}}),
+        )
+        .await;
+        self.report(
+            "compute-2",
+            "vRouter agent",
+            json!({"tunneling_ip": "192.0.2.12"}),
+        )
+        .await;
+        self.report(
+            "compute-3",
+            "NIC Switch agent",
+            json!({"device_mappings": {"physnet1": ["eth1"]}}),
+        )
+        .await;
+        self.report(
+            "compute-4",
+            "vRouter agent",
+            json!({"tunneling_ip": "192.0.2.14"}),
+        )
+        .await;
+    }
+}
+
+pub fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
+}
