@@ -3,10 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${SWITCHYARD_VENV:-.venv}
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import openstack, pytest' 2>/dev/null; then
-  echo "-- creating $VENV with openstacksdk and pytest"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/compat/requirements.txt
+REQ=tests/compat/requirements.txt
+STAMP="$VENV/.compat-requirements"
+# (Re)install when the venv is missing, broken, or requirements.txt changed.
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import openstack, pytest' 2>/dev/null \
+   || ! cmp -s "$REQ" "$STAMP"; then
+  echo "-- installing $REQ into $VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ"
+  cp "$REQ" "$STAMP"
 fi
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-$PWD/target/release/switchyard} \
   "$VENV/bin/python" -m pytest -q tests/compat

@@ -138,5 +138,11 @@ pub fn index(base: &str) -> Value {
             json!({"name": n, "collection": c, "links": [{"rel": "self", "href": format!("{base}/v2.0/{c}")}]})
         })
         .collect();
-    json!({ "resources": res })
+    // `version` is not in Neutron's answer here. keystoneauth (used by openstacksdk)
+    // runs version discovery on a `network_endpoint_override` ending in `/v2.0/` and
+    // fails on a body without version data, so the document carries both.
+    json!({
+        "resources": res,
+        "version": {"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": format!("{base}/v2.0/")}]},
+    })
 }

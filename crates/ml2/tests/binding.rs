@@ -420,7 +420,6 @@ fn rebinding_through_port_update() {
 /// agent reports the device up (Neutron's provisioning block), even when the new
 /// binding has the same vif_type and levels as the old one.
 #[test]
-#[ignore = "src bug: ports::bind_active keeps ACTIVE when only the host changed"]
 fn host_change_sets_the_port_down() {
     let mut lab = lab();
     let n = lab.net();
@@ -661,4 +660,54 @@ fn binding_to_a_host_that_cannot_bind_is_a_500_and_changes_nothing() {
         "PortBindingError",
     );
     assert_eq!(tables(&lab.st), before);
+}
+
+#[test]
+fn hosts_on_several_physnets_keep_only_the_dynamic_segment_they_use() {
+    let ml2 = ml2_with(switchyard_ml2::Ml2Config {
+        network_vlan_ranges: vec!["physnet1:100:199".into(), "physnet2:200:299".into()],
+        ..switchyard_ml2::Ml2Config::default()
+    });
+    let mut st = switchyard_model::State::new();
+    let clock = Clock::new();
+    let ctx = clock.ctx();
+    report(
+        &mut st,
+        &clock,
+        "ovs-both",
+        switchyard_model::AGENT_TYPE_OVS,
+        json!({"bridge_mappings": {"physnet1": "br-1", "physnet2": "br-2"}}),
+    );
+    report(
+        &mut st,
+        &clock,
+        "sriov-2",
+        switchyard_model::AGENT_TYPE_SRIOV,
+        json!({"device_mappings": {"physnet2": ["eth2"]}}),
+    );
+    let n = net(&ml2, &mut st, &ctx);
+    let p = port_on(&ml2, &mut st, &ctx, &n, "ovs-both", "normal");
+    assert_eq!(vif_type(&st, &p), "ovs");
+    // Both physnets were offered at level 1; only the one bound stays.
+    let d = dynamic_segments(&st, &n);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].physical_network.as_deref(), Some("physnet1"));
+    assert_eq!(port(&st, &p).active_binding().levels[1].segment_id, d[0].id);
+    assert_eq!(
+        st.segment_holder(switchyard_model::SegKey::Vlan("physnet2", 200)),
+        None
+    );
+    // SR-IOV on physnet2 only: a second dynamic segment, on physnet2.
+    let s = port_on(&ml2, &mut st, &ctx, &n, "sriov-2", "direct");
+    assert_eq!(vif_type(&st, &s), "hw_veb");
+    assert_eq!(
+        port(&st, &s).active_binding().vif_details.get("vlan"),
+        Some(&json!("200"))
+    );
+    assert_eq!(dynamic_segments(&st, &n).len(), 2);
+    delete_port(&mut st, &ctx, &p).unwrap();
+    let d = dynamic_segments(&st, &n);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].physical_network.as_deref(), Some("physnet2"));
+    assert_indexes_match_rebuild(&st, &Universe::default());
 }

@@ -382,11 +382,13 @@ fn subnet_on_network<'s>(st: &'s State, network_id: &str, sid: &str) -> Result<&
     Ok(s)
 }
 
-/// (Re)binds the port's ACTIVE binding to its host; unbinds when the host is empty.
+/// (Re)binds the port's ACTIVE binding to its host; unbinds when the host is
+/// empty. `previous` is the ACTIVE binding as it was before the request.
 pub(crate) fn bind_active(
     ml2: &Ml2,
     st: &mut State,
     port: &mut Port,
+    previous: &PortBinding,
     now: switchyard_model::Timestamp,
 ) {
     let active: PortBinding = port.active_binding().clone();
@@ -410,7 +412,11 @@ pub(crate) fn bind_active(
         );
         (outcome.vif_type, outcome.vif_details, outcome.levels)
     };
-    let unchanged = active.is_bound() && active.vif_type == vif_type && active.levels == levels;
+    let unchanged = previous.is_bound()
+        && previous.host == active.host
+        && previous.vnic_type == active.vnic_type
+        && previous.vif_type == vif_type
+        && previous.levels == levels;
     if let Some(b) = port.active_binding_mut() {
         b.vif_type = vif_type;
         b.vif_details = vif_details;
@@ -534,7 +540,8 @@ pub fn create(ml2: &Ml2, st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -
         ),
     };
     check_port_security(&port)?;
-    bind_active(ml2, st, &mut port, ctx.now);
+    let unbound = port.active_binding().clone();
+    bind_active(ml2, st, &mut port, &unbound, ctx.now);
     st.put_port(port);
     binding::release_unused_dynamic_segments(st, &network_id);
     Ok(id)
@@ -630,7 +637,8 @@ pub fn update(
     let new_host = b.string_or_null("binding:host_id", Some(255))?;
     let new_vnic = b.raw("binding:vnic_type").map(parse_vnic).transpose()?;
     let new_profile = b.raw("binding:profile").map(parse_profile).transpose()?;
-    let mut active = p.active_binding().clone();
+    let previous = p.active_binding().clone();
+    let mut active = previous.clone();
     let had_active = p.active_binding_mut().is_some();
     if let Some(h) = new_host {
         rebind |= h != active.host;
@@ -665,7 +673,7 @@ pub fn update(
         } else {
             p.bindings.push(active);
         }
-        bind_active(ml2, st, &mut p, ctx.now);
+        bind_active(ml2, st, &mut p, &previous, ctx.now);
     } else if let Some(slot) = p.active_binding_mut() {
         // Only profile keys that do not affect binding may have changed.
         slot.profile = active.profile;

@@ -1,0 +1,221 @@
+"""Fixtures for the openstacksdk compatibility suite.
+
+One real `switchyard server` process (the release binary, from SWITCHYARD_BIN)
+is started per test session on a free loopback port with a throw-away data
+directory, and stopped with SIGTERM at the end.
+
+How openstacksdk is pointed at it: no clouds.yaml, no Keystone. We build the
+connection directly with
+
+    openstack.connection.Connection(
+        auth_type="none",
+        network_endpoint_override="http://127.0.0.1:PORT/v2.0/",
+    )
+
+which is the documented form (README, docs/api.md). `auth_type="none"` makes
+keystoneauth use its noauth plugin (no token, no catalog). openstacksdk 4.22 /
+keystoneauth1 5.18 run version discovery on the override URL itself, so
+GET /v2.0/ carries a `version` document beside Neutron's `resources`; the
+unversioned root (GET / answers the `versions` list) works too and has its own
+test.
+
+Under noauth switchyard treats a request without X-Roles as admin in the
+default project ("admin"), so provider attributes can be set.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import openstack
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+
+
+def pytest_configure(config):
+    # openstacksdk's own deprecation notices (influxdb, _compute_attributes,
+    # service_type, find_* ignore_missing) are about the SDK, not about us.
+    for mod in ("openstack", "keystoneauth1"):
+        config.addinivalue_line(
+            "filterwarnings", f"ignore::DeprecationWarning:{mod}(\\..*)?"
+        )
+        config.addinivalue_line("filterwarnings", f"ignore::PendingDeprecationWarning:{mod}(\\..*)?")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _binary() -> str:
+    b = os.environ.get("SWITCHYARD_BIN") or str(REPO / "target" / "release" / "switchyard")
+    if not os.access(b, os.X_OK):
+        pytest.exit(
+            f"switchyard binary not found at {b}: run "
+            "`cargo build --release -p switchyard` or set SWITCHYARD_BIN",
+            returncode=2,
+        )
+    return b
+
+
+class Server:
+    """A running switchyard process."""
+
+    def __init__(self, proc: subprocess.Popen, base: str, data_dir: str, log_path: Path):
+        self.proc = proc
+        self.base = base  # http://127.0.0.1:PORT
+        self.data_dir = data_dir
+        self.log_path = log_path
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint given to openstacksdk (see module docstring)."""
+        return f"{self.base}/v2.0/"
+
+    def internal(self, method: str, path: str, body=None):
+        """Calls the internal /switchyard/v1 API (not part of Neutron; plain urllib)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"{self.base}/switchyard/v1/{path.lstrip('/')}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw else None)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def _wait_ready(proc: subprocess.Popen, base: str, log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    last = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"switchyard exited with {proc.returncode} during start-up:\n"
+                + log_path.read_text(errors="replace")
+            )
+        try:
+            with urllib.request.urlopen(base + "/", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError) as e:
+            last = e
+        time.sleep(0.1)
+    raise RuntimeError(f"switchyard did not answer GET / within {STARTUP_TIMEOUT}s: {last}")
+
+
+@pytest.fixture(scope="session")
+def server():
+    binary = _binary()
+    port = _free_port()
+    data_dir = tempfile.mkdtemp(prefix="switchyard-compat-")
+    log_path = Path(data_dir) / "server.log"
+    log = open(log_path, "wb")
+    env = dict(os.environ)
+    env.setdefault("RUST_LOG", "warn")
+    proc = subprocess.Popen(
+        [binary, "server", "--bind", f"127.0.0.1:{port}", "--data-dir", data_dir],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=env,
+    )
+    # The start-up banner goes to stdout; keep draining it so the pipe never fills.
+    banner: list[str] = []
+
+    def drain():
+        for line in proc.stdout:
+            banner.append(line.decode(errors="replace").rstrip())
+
+    threading.Thread(target=drain, daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, base, log_path)
+        # The banner is printed before the listener serves, so it is there by now.
+        for _ in range(50):
+            if banner:
+                break
+            time.sleep(0.05)
+        assert banner and banner[0].startswith(
+            f"switchyard: Neutron API on http://127.0.0.1:{port}/v2.0/"
+        ), f"unexpected start-up banner: {banner!r}"
+        yield Server(proc, base, data_dir, log_path)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        rc = proc.returncode
+        shutil.rmtree(data_dir, ignore_errors=True)
+        # A graceful stop on SIGTERM exits 0; anything else is a server bug.
+        assert rc == 0, f"switchyard did not stop cleanly on SIGTERM (exit {rc})"
+
+
+@pytest.fixture(scope="session")
+def conn(server):
+    c = openstack.connection.Connection(
+        auth_type="none",
+        network_endpoint_override=server.endpoint,
+    )
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def agents(server):
+    """Registers the lab's agents once: OVS on compute-1, vRouter on compute-2,
+    SR-IOV NIC switch on compute-3."""
+    reports = [
+        {
+            "host": "compute-1",
+            "agent_type": "Open vSwitch agent",
+            "configurations": {"bridge_mappings": {"physnet1": "br-phys"}},
+        },
+        {
+            "host": "compute-2",
+            "agent_type": "vRouter agent",
+            "configurations": {"tunneling_ip": "192.0.2.12"},
+        },
+        {
+            "host": "compute-3",
+            "agent_type": "NIC Switch agent",
+            "configurations": {"device_mappings": {"physnet1": ["eth1"]}},
+        },
+    ]
+    out = []
+    for r in reports:
+        status, body = server.internal("POST", "agents/report", {"agent": r})
+        assert status in (200, 201), (status, body)
+        out.append(body)
+    return out
+
+
+@pytest.fixture
+def uniq():
+    """A short unique suffix for names, so tests never collide."""
+    return uuid.uuid4().hex[:8]
+
