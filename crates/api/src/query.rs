@@ -229,6 +229,24 @@ impl ListParams {
         })
     }
 
+    /// The values of a plain equality filter on `key`, if the query has one.
+    pub fn eq_values(&self, key: &str) -> Option<&[String]> {
+        self.filters.iter().find_map(|f| match f {
+            Filter::Eq(k, v) if k == key => Some(v.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// No filters and the default order (id ascending), front to back: the
+    /// caller may walk its id-ordered table and stop after one page.
+    pub fn is_plain_id_scan(&self) -> bool {
+        self.filters.is_empty()
+            && !self.page_reverse
+            && self.sorts.len() == 1
+            && self.sorts[0].0 == "id"
+            && self.sorts[0].1
+    }
+
     /// Whether a rendered resource passes every filter.
     pub fn matches(&self, item: &Value) -> Result<bool> {
         for f in &self.filters {

@@ -280,6 +280,33 @@ fn all_ids(st: &State, kind: Kind) -> Vec<&String> {
     }
 }
 
+/// The ids worth rendering for a list: from an index when the query filters on
+/// the network, from after the marker on a plain id-ordered page, else all.
+fn candidate_ids<'s>(st: &'s State, kind: Kind, p: &ListParams) -> Vec<&'s String> {
+    if let Some(nets) = p.eq_values("network_id") {
+        let mut ids: Vec<&String> = match kind {
+            Kind::Port => nets.iter().flat_map(|n| st.network_port_ids(n)).collect(),
+            Kind::Subnet => nets
+                .iter()
+                .flat_map(|n| st.network_subnets(n))
+                .map(|s| &s.id)
+                .collect(),
+            _ => return all_ids(st, kind),
+        };
+        ids.sort();
+        ids.dedup();
+        return ids;
+    }
+    if p.is_plain_id_scan()
+        && p.limit.is_some()
+        && let Some(m) = &p.marker
+        && st.get(kind, m).is_some()
+    {
+        return all_ids(st, kind).into_iter().filter(|id| *id > m).collect();
+    }
+    all_ids(st, kind)
+}
+
 fn list(app: &App, req: &Req, res: &Res) -> Result<Response> {
     let q = req.query();
     let p = ListParams::parse(&q, res.attrs)?;
@@ -289,11 +316,15 @@ fn list(app: &App, req: &Req, res: &Res) -> Result<Response> {
     }
     let (items, marker) = app.shared.read(|ml2, st| {
         let mut items = Vec::new();
-        for id in all_ids(st, res.kind) {
+        for id in candidate_ids(st, res.kind, &p) {
             if let Some(v) = render_record(ml2, st, &ctx, res.kind, id)
                 && p.matches(&v)?
             {
                 items.push(v);
+                // Default order, no filters: the table is already in page order.
+                if p.is_plain_id_scan() && p.limit.is_some_and(|l| items.len() >= l) {
+                    break;
+                }
             }
         }
         let marker = match (&p.marker, p.limit) {

@@ -754,3 +754,21 @@ async fn segments_api() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_come_from_the_first_subnet_in_creation_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let n = s.network("two-subnets").await;
+    // Same clock second: creation order, not the random ids, must decide.
+    let first = s.subnet(&n, "10.20.0.0/24").await;
+    let second = s.subnet(&n, "10.10.0.0/24").await;
+    for _ in 0..8 {
+        let p = s.port(&n, json!({})).await;
+        assert_eq!(p["fixed_ips"].as_array().expect("ips").len(), 1);
+        assert_eq!(p["fixed_ips"][0]["subnet_id"], first["id"]);
+    }
+    let net = s.get(&format!("/v2.0/networks/{}", id(&n))).await.body["network"].clone();
+    assert_eq!(net["subnets"], json!([id(&first), id(&second)]));
+    s.stop().await;
+}

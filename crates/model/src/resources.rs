@@ -147,6 +147,10 @@ pub struct Subnet {
     pub ipv6_ra_mode: Option<String>,
     pub ipv6_address_mode: Option<String>,
     pub segment_id: Option<String>,
+    /// Position among the network's subnets: creation order, which decides the
+    /// subnet an address is taken from first (timestamps tie within a second).
+    #[serde(default)]
+    pub order: u64,
     pub std: StdAttrs,
 }
 

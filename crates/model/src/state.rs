@@ -413,7 +413,9 @@ impl State {
             .flatten()
             .filter_map(|id| self.subnets.get(id))
             .collect();
-        v.sort_by(|a, b| (&a.std.created_at, &a.id).cmp(&(&b.std.created_at, &b.id)));
+        v.sort_by(|a, b| {
+            (a.order, &a.std.created_at, &a.id).cmp(&(b.order, &b.std.created_at, &b.id))
+        });
         v
     }
 

@@ -422,6 +422,12 @@ pub fn create(st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -> Result<St
     }
     check_overlap(st, &network_id, &cidr, None)?;
     let id = new_id();
+    let order = st
+        .network_subnets(&network_id)
+        .iter()
+        .map(|s| s.order + 1)
+        .max()
+        .unwrap_or(0);
     let subnet = Subnet {
         id: id.clone(),
         network_id: network_id.clone(),
@@ -438,6 +444,7 @@ pub fn create(st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -> Result<St
         ipv6_ra_mode: ra_mode,
         ipv6_address_mode: addr_mode,
         segment_id,
+        order,
         std: StdAttrs::new(
             project_id,
             b.string_or_null("description", Some(DESCRIPTION_MAX))?
