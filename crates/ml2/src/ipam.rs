@@ -6,7 +6,7 @@
 //! never handed out twice, whatever the concurrency of requests. The next-fit
 //! cursor is only a hint that keeps allocation cheap on large subnets.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
@@ -98,24 +98,37 @@ pub struct Allocator {
 }
 
 impl Allocator {
-    /// A free address of the subnet's pools, or `None` when they are exhausted.
-    pub fn allocate(&self, st: &State, subnet: &Subnet) -> Option<IpAddr> {
-        let v6 = subnet.ip_version == 6;
+    /// A free address of the subnet's pools that is not in `exclude` (addresses
+    /// the current request already took), or `None` when they are exhausted.
+    pub fn allocate(
+        &self,
+        st: &State,
+        subnet: &Subnet,
+        exclude: &HashSet<IpAddr>,
+    ) -> Option<IpAddr> {
         let hint = self
             .cursor
             .lock()
             .ok()
             .and_then(|c| c.get(&subnet.id).copied());
-        let found = self
-            .scan(st, subnet, hint, v6)
-            .or_else(|| self.scan(st, subnet, None, v6));
+        let found = Self::scan(st, subnet, hint, exclude)
+            .or_else(|| hint.and_then(|_| Self::scan(st, subnet, None, exclude)));
         if let (Some(ip), Ok(mut c)) = (found, self.cursor.lock()) {
             c.insert(subnet.id.clone(), to_u128(ip).saturating_add(1));
         }
         found
     }
 
-    fn scan(&self, st: &State, subnet: &Subnet, from: Option<u128>, v6: bool) -> Option<IpAddr> {
+    /// First address at or after `from` (or each pool's start) that is neither
+    /// held nor excluded. Walks the held addresses in order alongside the
+    /// candidate, so it costs O(held + excluded), never O(pool size).
+    fn scan(
+        st: &State,
+        subnet: &Subnet,
+        from: Option<u128>,
+        exclude: &HashSet<IpAddr>,
+    ) -> Option<IpAddr> {
+        let v6 = subnet.ip_version == 6;
         let taken = st.subnet_ips(&subnet.id);
         for pool in &subnet.allocation_pools {
             let (lo, hi) = (to_u128(pool.start), to_u128(pool.end));
@@ -124,17 +137,22 @@ impl Allocator {
                 Some(f) => f.max(lo),
                 None => lo,
             };
-            if let Some(t) = taken {
-                for (k, _) in t.range(from_u128(c, v6)..=from_u128(hi, v6)) {
-                    if to_u128(*k) == c {
-                        c += 1;
-                    } else {
-                        break;
-                    }
+            let (start, end) = (from_u128(c, v6), from_u128(hi, v6));
+            let mut held = taken
+                .into_iter()
+                .flat_map(move |t| t.range(start..=end))
+                .map(|(k, _)| to_u128(*k))
+                .peekable();
+            loop {
+                while held.next_if(|h| *h < c).is_some() {}
+                let is_held = held.peek() == Some(&c);
+                if !is_held && !exclude.contains(&from_u128(c, v6)) {
+                    return Some(from_u128(c, v6));
                 }
-            }
-            if c <= hi {
-                return Some(from_u128(c, v6));
+                if c >= hi {
+                    break;
+                }
+                c += 1;
             }
         }
         None
@@ -175,6 +193,76 @@ mod tests {
         let p = default_pools(&net("10.0.0.0/31"), None);
         assert_eq!(p[0].start.to_string(), "10.0.0.0");
         assert_eq!(p[0].end.to_string(), "10.0.0.1");
+    }
+
+    fn subnet(cidr: &str, pools: &[(&str, &str)]) -> Subnet {
+        let now = chrono::DateTime::from_timestamp(0, 0).expect("epoch");
+        let cidr = net(cidr);
+        Subnet {
+            id: "s".into(),
+            network_id: "n".into(),
+            name: String::new(),
+            ip_version: if cidr.addr().is_ipv4() { 4 } else { 6 },
+            cidr,
+            gateway_ip: None,
+            allocation_pools: pools
+                .iter()
+                .map(|(a, b)| IpRange {
+                    start: a.parse().expect("ip"),
+                    end: b.parse().expect("ip"),
+                })
+                .collect(),
+            host_routes: vec![],
+            dns_nameservers: vec![],
+            enable_dhcp: true,
+            ipv6_ra_mode: None,
+            ipv6_address_mode: None,
+            segment_id: None,
+            order: 0,
+            std: switchyard_model::StdAttrs::new(String::new(), String::new(), vec![], now),
+        }
+    }
+
+    #[test]
+    fn allocation_skips_excluded_walks_pools_and_wraps() {
+        let st = State::new();
+        let s = subnet(
+            "10.0.0.0/24",
+            &[("10.0.0.10", "10.0.0.11"), ("10.0.0.20", "10.0.0.20")],
+        );
+        let a = Allocator::default();
+        let mut ex = HashSet::new();
+        let mut got = Vec::new();
+        while let Some(ip) = a.allocate(&st, &s, &ex) {
+            assert!(ex.insert(ip), "{ip} twice");
+            got.push(ip.to_string());
+        }
+        assert_eq!(got, vec!["10.0.0.10", "10.0.0.11", "10.0.0.20"]);
+        // The cursor is past the end now; a freed address is found by wrapping.
+        ex.remove(&"10.0.0.11".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            a.allocate(&st, &s, &ex).map(|i| i.to_string()).as_deref(),
+            Some("10.0.0.11")
+        );
+    }
+
+    #[test]
+    fn pool_ending_at_the_top_of_the_address_space_does_not_overflow() {
+        let st = State::new();
+        let s = subnet(
+            "ffff:ffff:ffff:ffff::/64",
+            &[(
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            )],
+        );
+        let a = Allocator::default();
+        let mut ex = HashSet::new();
+        for _ in 0..2 {
+            let ip = a.allocate(&st, &s, &ex).expect("free address");
+            ex.insert(ip);
+        }
+        assert_eq!(a.allocate(&st, &s, &ex), None);
     }
 
     #[test]

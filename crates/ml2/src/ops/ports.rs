@@ -230,18 +230,12 @@ fn allocate_ips(
     };
     // Allocates from one subnet, skipping what this request already took.
     let alloc_from = |taken: &mut HashSet<(String, IpAddr)>, s: &Subnet| -> Option<IpAddr> {
-        if let Some(ip) = ml2.ipam.allocate(st, s)
-            && !taken.contains(&(s.id.clone(), ip))
-        {
-            return Some(ip);
-        }
-        // Rare: the next-fit candidate is already used by this same request.
-        s.allocation_pools.iter().find_map(|p| {
-            let (lo, hi) = (ipam::to_u128(p.start), ipam::to_u128(p.end));
-            (lo..=hi)
-                .map(|v| ipam::from_u128(v, s.ip_version == 6))
-                .find(|ip| free(taken, s, *ip))
-        })
+        let mine: HashSet<IpAddr> = taken
+            .iter()
+            .filter(|(sid, _)| *sid == s.id)
+            .map(|(_, ip)| *ip)
+            .collect();
+        ml2.ipam.allocate(st, s, &mine)
     };
     let with_slaac = !is_router_owner(owner);
     match requested {
