@@ -4,7 +4,8 @@
 //! does the lock open again; any error (validation, allocation, disk) rolls the
 //! state back, so readers never see half an operation and a crash never leaves one.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use switchyard_ml2::{Ctx, Ml2};
 use switchyard_model::{NeutronError, Result, State, Timestamp};
@@ -29,7 +30,8 @@ impl Clock for SystemClock {
 pub struct Core {
     pub state: State,
     pub ml2: Ml2,
-    store: SqliteStore,
+    // The connection is not `Sync`; only writers (holding the write lock) use it.
+    store: Mutex<SqliteStore>,
 }
 
 impl Core {
@@ -38,63 +40,78 @@ impl Core {
         store: SqliteStore,
     ) -> std::result::Result<Self, switchyard_store::StoreError> {
         let state = State::from_records(store.load()?);
-        Ok(Core { state, ml2, store })
+        Ok(Core {
+            state,
+            ml2,
+            store: Mutex::new(store),
+        })
     }
 }
 
 /// A cheap handle shared by all request handlers.
 #[derive(Clone)]
 pub struct Shared {
-    core: Arc<Mutex<Core>>,
+    core: Arc<RwLock<Core>>,
     pub clock: Arc<dyn Clock>,
 }
 
 impl Shared {
     pub fn new(core: Core, clock: Arc<dyn Clock>) -> Self {
         Shared {
-            core: Arc::new(Mutex::new(core)),
+            core: Arc::new(RwLock::new(core)),
             clock,
         }
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Core>> {
-        self.core.lock().map_err(|_| {
-            tracing::error!("state lock poisoned");
-            NeutronError::internal()
-        })
-    }
-
-    /// Runs a read against a consistent view.
+    /// Runs a read against a consistent view; reads run in parallel.
     pub fn read<T>(&self, f: impl FnOnce(&Ml2, &State) -> Result<T>) -> Result<T> {
-        let g = self.lock()?;
+        // A writer that panicked has already rolled back (see `write`), so the
+        // state behind a poisoned lock is whole.
+        let g = self.core.read().unwrap_or_else(PoisonError::into_inner);
         f(&g.ml2, &g.state)
     }
 
     /// Runs `op` as one atomic transaction, then `after` (typically rendering the
-    /// result) on the committed state, under the same lock.
+    /// result) on the committed state, under the same lock. A panic inside `op`
+    /// is caught and rolled back like an error, so one bad request can neither
+    /// leave half an operation behind nor take the API down.
     pub fn write<R, T>(
         &self,
         ctx: &Ctx,
         op: impl FnOnce(&Ml2, &mut State, &Ctx) -> Result<R>,
         after: impl FnOnce(&Ml2, &State, R) -> Result<T>,
     ) -> Result<T> {
-        let mut g = self.lock()?;
+        let mut g = self.core.write().unwrap_or_else(|poisoned| {
+            self.core.clear_poison();
+            let mut g = poisoned.into_inner();
+            g.state.rollback();
+            g
+        });
         let core = &mut *g;
         core.state.begin();
-        let r = match op(&core.ml2, &mut core.state, ctx) {
-            Ok(r) => r,
-            Err(e) => {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let r = op(&core.ml2, &mut core.state, ctx)?;
+            let changes = core.state.pending();
+            let at = switchyard_model::render::iso_time(&ctx.now);
+            let mut store = core.store.lock().unwrap_or_else(PoisonError::into_inner);
+            store.commit(&changes, &at).map_err(|e| {
+                tracing::error!(error = %e, "commit failed; transaction rolled back");
+                NeutronError::internal()
+            })?;
+            Ok(r)
+        }));
+        let r = match outcome {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 core.state.rollback();
                 return Err(e);
             }
+            Err(_) => {
+                tracing::error!("operation panicked; transaction rolled back");
+                core.state.rollback();
+                return Err(NeutronError::internal());
+            }
         };
-        let changes = core.state.pending();
-        let at = switchyard_model::render::iso_time(&ctx.now);
-        if let Err(e) = core.store.commit(&changes, &at) {
-            tracing::error!(error = %e, "commit failed; transaction rolled back");
-            core.state.rollback();
-            return Err(NeutronError::internal());
-        }
         core.state.commit();
         after(&core.ml2, &core.state, r)
     }

@@ -4,6 +4,7 @@
 //! `<collection>_links`, and Neutron's 400s for bad parameters.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 use switchyard_model::attrs::{self, Attr};
@@ -97,14 +98,23 @@ impl ListParams {
     pub fn parse(q: &Query, attrs: &[Attr]) -> Result<Self> {
         let mut filters: Vec<Filter> = Vec::new();
         let mut invalid: Vec<&str> = Vec::new();
-        let mut seen: Vec<&str> = Vec::new();
-        for (k, _) in &q.pairs {
-            let k = k.as_str();
-            if CONTROL.contains(&k) || seen.contains(&k) {
+        // Group repeated keys in one pass, keeping first-appearance order.
+        let mut order: Vec<&str> = Vec::new();
+        let mut grouped: HashMap<&str, Vec<String>> = HashMap::new();
+        for (k, v) in &q.pairs {
+            if CONTROL.contains(&k.as_str()) {
                 continue;
             }
-            seen.push(k);
-            let values: Vec<String> = q.all(k).into_iter().map(str::to_string).collect();
+            grouped
+                .entry(k.as_str())
+                .or_insert_with(|| {
+                    order.push(k.as_str());
+                    Vec::new()
+                })
+                .push(v.clone());
+        }
+        for k in order {
+            let values = grouped.remove(k).unwrap_or_default();
             if TAG_FILTERS.contains(&k) {
                 if attrs::find(attrs, "tags").is_none() {
                     invalid.push(k);

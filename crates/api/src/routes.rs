@@ -232,7 +232,7 @@ fn render_record(ml2: &Ml2, st: &State, ctx: &Ctx, kind: Kind, id: &str) -> Opti
             .networks
             .get(id)
             .filter(|n| ops::network_visible(ctx, n))
-            .map(|n| render::network(st, n)),
+            .map(|n| ops::redact(ctx, render::network(st, n))),
         Kind::Subnet => st
             .subnets
             .get(id)
@@ -242,7 +242,7 @@ fn render_record(ml2: &Ml2, st: &State, ctx: &Ctx, kind: Kind, id: &str) -> Opti
             .ports
             .get(id)
             .filter(|p| ops::port_visible(ctx, st, p))
-            .map(render::port),
+            .map(|p| ops::redact(ctx, render::port(p))),
         Kind::Segment => st
             .segments
             .get(id)
@@ -330,11 +330,8 @@ fn list(app: &App, req: &Req, res: &Res) -> Result<Response> {
         let marker = match (&p.marker, p.limit) {
             (Some(m), Some(_)) => match render_record(ml2, st, &ctx, res.kind, m) {
                 Some(v) => Some(v),
-                // Networks and ports page natively in Neutron: an unknown marker is a 404.
-                None if matches!(res.kind, Kind::Network | Kind::Port) => {
-                    return Err(not_found(res.kind, m));
-                }
-                None => None,
+                // An unknown marker is a 404, never a silent restart at page one.
+                None => return Err(not_found(res.kind, m)),
             },
             _ => None,
         };

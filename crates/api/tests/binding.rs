@@ -430,3 +430,56 @@ async fn legacy_migrating_to_flow() {
     assert_eq!(r.body["port"]["status"], "DOWN");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activating_a_first_binding_replaces_the_hostless_placeholder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.lab_agents().await;
+    let n = s.network("net").await;
+    s.subnet(&n, "10.0.0.0/24").await;
+    let p = s.port(&n, json!({"device_owner": "compute:nova"})).await;
+    let b = format!("/v2.0/ports/{}/bindings", id(&p));
+    let r = s.post(&b, json!({"binding": {"host": "compute-2"}})).await;
+    assert_eq!(
+        r.body["binding"]["status"], "INACTIVE",
+        "the unbound placeholder is the active binding"
+    );
+    let r = s
+        .req(Method::PUT, &format!("{b}/compute-2/activate"), None, &[])
+        .await;
+    assert_eq!(r.status, 200);
+    let all = s.get(&b).await.body["bindings"].clone();
+    assert_eq!(all.as_array().expect("list").len(), 1, "{all}");
+    assert_eq!(all[0]["host"], "compute-2");
+    let port = s.get(&format!("/v2.0/ports/{}", id(&p))).await.body["port"].clone();
+    assert_eq!(port["binding:vif_type"], "vrouter");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slaac_addresses_follow_a_mac_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let n = s.network("v6").await;
+    s.create("subnets", "subnet", json!({"network_id": n["id"], "cidr": "2001:db8::/64", "ip_version": 6, "ipv6_address_mode": "slaac", "ipv6_ra_mode": "slaac"})).await;
+    let p = s
+        .port(&n, json!({"mac_address": "fa:16:3e:12:34:56"}))
+        .await;
+    assert_eq!(
+        p["fixed_ips"][0]["ip_address"],
+        "2001:db8::f816:3eff:fe12:3456"
+    );
+    let r = s
+        .put(
+            &format!("/v2.0/ports/{}", id(&p)),
+            json!({"port": {"mac_address": "fa:16:3e:ab:cd:ef"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["port"]["fixed_ips"][0]["ip_address"],
+        "2001:db8::f816:3eff:feab:cdef"
+    );
+    s.stop().await;
+}

@@ -227,29 +227,13 @@ fn bind_level(
 
 /// Deletes the dynamic segments of a network that no binding level references.
 pub fn release_unused_dynamic_segments(st: &mut State, network_id: &str) {
-    let dynamic: Vec<String> = st
+    let unused: Vec<String> = st
         .network_segments(network_id)
         .into_iter()
-        .filter(|s| s.is_dynamic)
+        .filter(|s| s.is_dynamic && !st.segment_in_use(&s.id))
         .map(|s| s.id.clone())
         .collect();
-    if dynamic.is_empty() {
-        return;
-    }
-    let mut used: HashSet<String> = HashSet::new();
-    let port_ids: Vec<String> = st.network_port_ids(network_id).cloned().collect();
-    for pid in port_ids {
-        if let Some(p) = st.ports.get(&pid) {
-            for b in &p.bindings {
-                for l in &b.levels {
-                    used.insert(l.segment_id.clone());
-                }
-            }
-        }
-    }
-    for id in dynamic {
-        if !used.contains(&id) {
-            st.remove(switchyard_model::Kind::Segment, &id);
-        }
+    for id in unused {
+        st.remove(switchyard_model::Kind::Segment, &id);
     }
 }

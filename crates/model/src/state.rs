@@ -115,6 +115,8 @@ pub struct State {
     macs: HashMap<(String, Mac), String>,
     /// (agent_type, host) -> agent id
     agents_by_type_host: HashMap<(String, String), String>,
+    /// segment id -> number of binding levels (of any port binding) on it
+    segment_refs: HashMap<String, usize>,
 
     journal: Option<Journal>,
 }
@@ -123,7 +125,8 @@ pub struct State {
 struct Journal {
     /// Previous values, in first-touch order.
     undo: Vec<(Kind, String, Option<Record>)>,
-    touched: BTreeSet<(Kind, String)>,
+    /// Touched keys, with whether the key existed before the transaction.
+    touched: BTreeMap<(Kind, String), bool>,
 }
 
 impl State {
@@ -158,9 +161,10 @@ impl State {
         };
         j.touched
             .into_iter()
-            .map(|(k, id)| {
+            .filter_map(|((k, id), existed)| {
                 let now = self.get(k, &id);
-                (k, id, now)
+                // Made and removed within the transaction: nothing to persist or log.
+                (existed || now.is_some()).then_some((k, id, now))
             })
             .collect()
     }
@@ -172,7 +176,10 @@ impl State {
         };
         j.touched
             .iter()
-            .map(|(k, id)| (*k, id.clone(), self.get(*k, id)))
+            .filter_map(|((k, id), existed)| {
+                let now = self.get(*k, id);
+                (*existed || now.is_some()).then(|| (*k, id.clone(), now))
+            })
             .collect()
     }
 
@@ -187,20 +194,17 @@ impl State {
     }
 
     fn note(&mut self, kind: Kind, id: &str) {
-        if self.journal.is_none() {
+        let Some(j) = &self.journal else {
+            return;
+        };
+        let key = (kind, id.to_string());
+        if j.touched.contains_key(&key) {
             return;
         }
-        let key = (kind, id.to_string());
-        let first = self
-            .journal
-            .as_ref()
-            .is_some_and(|j| !j.touched.contains(&key));
-        if first {
-            let old = self.get(kind, id);
-            if let Some(j) = self.journal.as_mut() {
-                j.touched.insert(key);
-                j.undo.push((kind, id.to_string(), old));
-            }
+        let old = self.get(kind, id);
+        if let Some(j) = self.journal.as_mut() {
+            j.touched.insert(key, old.is_some());
+            j.undo.push((kind, id.to_string(), old));
         }
     }
 
@@ -304,6 +308,9 @@ impl State {
                 }
                 self.macs
                     .insert((p.network_id.clone(), p.mac_address), p.id.clone());
+                for seg in bound_segments(p) {
+                    *self.segment_refs.entry(seg.to_string()).or_default() += 1;
+                }
             }
             Record::Agent(a) => {
                 self.agents_by_type_host
@@ -327,14 +334,23 @@ impl State {
                 drop_from(&mut self.segments_by_network, &s.network_id, &s.id);
                 if let Some(k) = seg_alloc_key(s) {
                     match k {
+                        // Only the holder releases a key: during a rollback another
+                        // record may hold it by the time this one is unindexed.
                         SegKey::Flat(p) => {
-                            self.flat_alloc.remove(p);
+                            if self.flat_alloc.get(p) == Some(&s.id) {
+                                self.flat_alloc.remove(p);
+                            }
                         }
                         SegKey::Vlan(p, v) => {
-                            self.vlan_alloc.remove(&(p.to_string(), v));
+                            let key = (p.to_string(), v);
+                            if self.vlan_alloc.get(&key) == Some(&s.id) {
+                                self.vlan_alloc.remove(&key);
+                            }
                         }
                         SegKey::Tunnel(t, v) => {
-                            self.tunnel_alloc.remove(&(t, v));
+                            if self.tunnel_alloc.get(&(t, v)) == Some(&s.id) {
+                                self.tunnel_alloc.remove(&(t, v));
+                            }
                         }
                     }
                 }
@@ -356,10 +372,20 @@ impl State {
                 if self.macs.get(&key) == Some(&p.id) {
                     self.macs.remove(&key);
                 }
+                for seg in bound_segments(p) {
+                    if let Some(n) = self.segment_refs.get_mut(seg) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.segment_refs.remove(seg);
+                        }
+                    }
+                }
             }
             Record::Agent(a) => {
-                self.agents_by_type_host
-                    .remove(&(a.agent_type.clone(), a.host.clone()));
+                let key = (a.agent_type.clone(), a.host.clone());
+                if self.agents_by_type_host.get(&key) == Some(&a.id) {
+                    self.agents_by_type_host.remove(&key);
+                }
             }
         }
     }
@@ -445,6 +471,11 @@ impl State {
         self.ips.get(subnet_id)
     }
 
+    /// Whether any port binding (active or not) uses the segment.
+    pub fn segment_in_use(&self, segment_id: &str) -> bool {
+        self.segment_refs.contains_key(segment_id)
+    }
+
     pub fn mac_holder(&self, network_id: &str, mac: &Mac) -> Option<&str> {
         self.macs
             .get(&(network_id.to_string(), *mac))
@@ -462,6 +493,13 @@ impl State {
     }
 }
 
+/// Segments a port's bindings use, one entry per binding level.
+fn bound_segments(p: &Port) -> impl Iterator<Item = &str> {
+    p.bindings
+        .iter()
+        .flat_map(|b| b.levels.iter().map(|l| l.segment_id.as_str()))
+}
+
 /// The allocation a segment holds, if any.
 pub fn seg_alloc_key(s: &Segment) -> Option<SegKey<'_>> {
     match (
@@ -473,5 +511,50 @@ pub fn seg_alloc_key(s: &Segment) -> Option<SegKey<'_>> {
         (NetworkType::Vlan, Some(p), Some(v)) => Some(SegKey::Vlan(p, v)),
         (t, _, Some(v)) if t.is_tunnel() => Some(SegKey::Tunnel(t, v)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::StdAttrs;
+
+    fn seg(id: &str, vlan: u32) -> Segment {
+        let now = chrono::DateTime::from_timestamp(0, 0).expect("epoch");
+        Segment {
+            id: id.into(),
+            network_id: "n".into(),
+            name: None,
+            network_type: NetworkType::Vlan,
+            physical_network: Some("physnet1".into()),
+            segmentation_id: Some(vlan),
+            is_dynamic: true,
+            segment_index: 0,
+            std: StdAttrs::new(String::new(), String::new(), vec![], now),
+        }
+    }
+
+    #[test]
+    fn made_and_removed_in_one_transaction_is_not_a_change() {
+        let mut st = State::new();
+        st.begin();
+        st.put_segment(seg("a", 100));
+        st.remove(Kind::Segment, "a");
+        assert!(st.pending().is_empty());
+        assert!(st.commit().is_empty());
+        assert!(st.segment_holder(SegKey::Vlan("physnet1", 100)).is_none());
+    }
+
+    #[test]
+    fn rollback_restores_allocation_keys_whatever_the_order() {
+        let mut st = State::from_records([Record::Segment(seg("a", 100))]);
+        st.begin();
+        // "a" gives up VLAN 100 and "b" takes it within one transaction.
+        st.remove(Kind::Segment, "a");
+        st.put_segment(seg("b", 100));
+        assert_eq!(st.segment_holder(SegKey::Vlan("physnet1", 100)), Some("b"));
+        st.rollback();
+        assert_eq!(st.segment_holder(SegKey::Vlan("physnet1", 100)), Some("a"));
+        assert!(!st.segments.contains_key("b"));
     }
 }

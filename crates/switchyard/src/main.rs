@@ -5,7 +5,7 @@
 mod bench;
 mod config;
 
-use std::net::SocketAddr;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -34,9 +34,9 @@ enum Cmd {
 
 #[derive(Debug, clap::Args)]
 struct ServerArgs {
-    /// Address to listen on.
+    /// Address to listen on, HOST:PORT (e.g. 127.0.0.1:9696, [::1]:9696, localhost:9696).
     #[arg(long, env = "SWITCHYARD_BIND")]
-    bind: Option<SocketAddr>,
+    bind: Option<String>,
     /// Database URL: sqlite://PATH (default: sqlite://DATA_DIR/switchyard.db).
     #[arg(long, env = "SWITCHYARD_DB")]
     db: Option<String>,
@@ -57,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -71,15 +72,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let file = config::FileConfig::load(a.config.as_deref())?;
-    let bind: SocketAddr = match a.bind {
-        Some(b) => b,
-        None => file
-            .bind
-            .as_deref()
-            .unwrap_or("127.0.0.1:9696")
-            .parse()
-            .context("bind address in config")?,
-    };
+    let bind: String = a
+        .bind
+        .or(file.bind.clone())
+        .unwrap_or_else(|| "127.0.0.1:9696".into());
     let data_dir = a
         .data_dir
         .or(file.data_dir.clone())
@@ -88,20 +84,21 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
         a.db.or(file.db.clone())
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("switchyard.db").display()));
     let path = config::sqlite_path(&db)?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating data directory {}", parent.display()))?;
-    }
     let durability = config::durability(file.durability.as_deref())?;
     let project = a
         .default_project
         .or(file.default_project.clone())
         .unwrap_or_else(|| "admin".into());
-    let app = switchyard_api::open_app(&path, durability, &file.ml2, &project)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let listener = tokio::net::TcpListener::bind(bind)
+    // Listen first: a server that cannot start must not create a database.
+    let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("listening on {bind}"))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating data directory {}", parent.display()))?;
+    }
+    let app = switchyard_api::open_app(&path, durability, &file.ml2, &project)
+        .with_context(|| format!("opening {}", path.display()))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, db = %path.display(), "switchyard server ready");
     println!(

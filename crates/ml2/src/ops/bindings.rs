@@ -158,6 +158,10 @@ pub fn activate(st: &mut State, ctx: &Ctx, port_id: &str, host: &str) -> Result<
     {
         return Err(not_found(port_id, host));
     }
+    // The host-less placeholder a port is created with cannot be addressed by
+    // the API once inactive; activation replaces it.
+    port.bindings
+        .retain(|x| !(x.host.is_empty() && x.status == BindingStatus::Active));
     for x in port.bindings.iter_mut() {
         if x.host == host {
             x.status = BindingStatus::Active;

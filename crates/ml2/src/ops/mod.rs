@@ -4,14 +4,17 @@
 pub mod agents;
 pub mod bindings;
 pub mod networks;
+pub mod policy;
 pub mod ports;
 pub mod segments;
 pub mod subnets;
 pub mod tags;
 
+pub use policy::*;
+
 use serde_json::{Map, Value};
 use switchyard_model::attrs;
-use switchyard_model::{Network, NeutronError, Port, Result, State, Subnet};
+use switchyard_model::{NeutronError, Result, State};
 
 use crate::Ctx;
 
@@ -112,67 +115,6 @@ pub fn segment_not_found(id: &str) -> NeutronError {
 }
 pub fn agent_not_found(id: &str) -> NeutronError {
     NeutronError::not_found("AgentNotFound", format!("Agent {id} could not be found."))
-}
-
-/// Read visibility (Neutron's default policy): admins see everything; others see
-/// their own resources and shared or external networks with their subnets.
-pub fn network_visible(ctx: &Ctx, n: &Network) -> bool {
-    ctx.is_admin || n.std.project_id == ctx.project_id || n.shared || n.external
-}
-
-pub fn subnet_visible(ctx: &Ctx, st: &State, s: &Subnet) -> bool {
-    ctx.is_admin
-        || s.std.project_id == ctx.project_id
-        || st
-            .networks
-            .get(&s.network_id)
-            .is_some_and(|n| n.shared || n.external)
-}
-
-pub fn port_visible(ctx: &Ctx, st: &State, p: &Port) -> bool {
-    ctx.is_admin
-        || p.std.project_id == ctx.project_id
-        || st
-            .networks
-            .get(&p.network_id)
-            .is_some_and(|n| n.std.project_id == ctx.project_id)
-}
-
-/// A network the caller may see, or 404.
-pub fn visible_network<'s>(ctx: &Ctx, st: &'s State, id: &str) -> Result<&'s Network> {
-    st.networks
-        .get(id)
-        .filter(|n| network_visible(ctx, n))
-        .ok_or_else(|| network_not_found(id))
-}
-
-/// A network the caller may change (owner or admin), or 404.
-pub fn owned_network<'s>(ctx: &Ctx, st: &'s State, id: &str) -> Result<&'s Network> {
-    st.networks
-        .get(id)
-        .filter(|n| ctx.is_admin || n.std.project_id == ctx.project_id)
-        .ok_or_else(|| network_not_found(id))
-}
-
-pub fn visible_subnet<'s>(ctx: &Ctx, st: &'s State, id: &str) -> Result<&'s Subnet> {
-    st.subnets
-        .get(id)
-        .filter(|s| subnet_visible(ctx, st, s))
-        .ok_or_else(|| subnet_not_found(id))
-}
-
-pub fn owned_subnet<'s>(ctx: &Ctx, st: &'s State, id: &str) -> Result<&'s Subnet> {
-    st.subnets
-        .get(id)
-        .filter(|s| ctx.is_admin || s.std.project_id == ctx.project_id)
-        .ok_or_else(|| subnet_not_found(id))
-}
-
-pub fn visible_port<'s>(ctx: &Ctx, st: &'s State, id: &str) -> Result<&'s Port> {
-    st.ports
-        .get(id)
-        .filter(|p| port_visible(ctx, st, p))
-        .ok_or_else(|| port_not_found(id))
 }
 
 /// Bumps a network's revision (a subnet change revises its network, as in Neutron).

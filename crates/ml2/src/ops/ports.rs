@@ -434,22 +434,16 @@ fn check_port_security(p: &Port) -> Result<()> {
     Ok(())
 }
 
-fn binding_attrs_given(b: &Body<'_>) -> bool {
-    b.has("binding:host_id") || b.has("binding:vnic_type") || b.has("binding:profile")
-}
-
 pub fn create(ml2: &Ml2, st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -> Result<String> {
     attrs::check_body(attrs::PORT, body, true)?;
     let b = Body(body);
     let network_id = attrs::to_uuid("network_id", b.required("network_id")?)?;
     let project_id = owner_project(ctx, &b)?;
-    if binding_attrs_given(&b) {
-        require_admin(ctx, "create_port:binding:host_id")?;
-    }
     let net = visible_network(ctx, st, &network_id)?.clone();
-    if net.std.project_id != ctx.project_id && !ctx.is_admin && !net.shared {
-        return Err(super::policy_denied("create_port:network"));
+    if !super::network_owner(ctx, &net) && !net.shared {
+        return Err(super::policy_denied("rule:create_port:network"));
     }
+    super::check_port_attrs(ctx, &net, body, "create_port")?;
     let mac = match b.raw("mac_address") {
         None | Some(Value::Null) => generate_mac(ml2, st, &network_id)?,
         Some(v) => {
@@ -550,12 +544,12 @@ pub fn update(
 ) -> Result<()> {
     attrs::check_body(attrs::PORT, body, false)?;
     let b = Body(body);
-    if binding_attrs_given(&b) {
-        require_admin(ctx, "update_port:binding:host_id")?;
-    }
     let mut p = visible_port(ctx, st, id)?.clone();
     if !ctx.is_admin && p.std.project_id != ctx.project_id {
-        return Err(super::port_not_found(id));
+        return Err(super::policy_denied("rule:update_port"));
+    }
+    if let Some(net) = st.networks.get(&p.network_id) {
+        super::check_port_attrs(ctx, net, body, "update_port")?;
     }
     if let Some(v) = b.string_or_null("name", Some(NAME_MAX))? {
         p.name = v;
@@ -595,6 +589,15 @@ pub fn update(
                 ));
             }
             p.mac_address = m;
+            // SLAAC addresses are derived from the MAC: they follow it.
+            for f in p.fixed_ips.iter_mut() {
+                if let Some(s) = st.subnets.get(&f.subnet_id)
+                    && s.is_auto_address()
+                    && let Some(ip) = ipam::eui64(&s.cidr, &m)
+                {
+                    f.ip_address = ip;
+                }
+            }
         }
     }
     if let Some(v) = b.raw("fixed_ips") {
@@ -680,10 +683,8 @@ pub fn update(
 }
 
 pub fn delete(st: &mut State, ctx: &Ctx, id: &str) -> Result<()> {
+    // Visible means admin, the port's owner or the network's owner: all may delete.
     let p = visible_port(ctx, st, id)?.clone();
-    if !ctx.is_admin && p.std.project_id != ctx.project_id {
-        return Err(super::port_not_found(id));
-    }
     st.remove(Kind::Port, id);
     binding::release_unused_dynamic_segments(st, &p.network_id);
     Ok(())

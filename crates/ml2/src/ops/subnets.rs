@@ -352,8 +352,8 @@ pub fn create(st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -> Result<St
     }
     let project_id = owner_project(ctx, &b)?;
     let net = visible_network(ctx, st, &network_id)?;
-    if net.std.project_id != project_id && !ctx.is_admin && !net.shared {
-        return Err(super::network_not_found(&network_id));
+    if !super::network_owner(ctx, net) {
+        return Err(super::policy_denied("rule:create_subnet"));
     }
     let enable_dhcp = b.bool("enable_dhcp")?.unwrap_or(true);
     check_cidr(&cidr, enable_dhcp)?;

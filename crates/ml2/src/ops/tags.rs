@@ -57,6 +57,16 @@ fn tag_not_found(tag: &str) -> NeutronError {
     NeutronError::not_found("TagNotFound", format!("Tag {tag} could not be found."))
 }
 
+/// Who owns the record, and the network it belongs to (for the owner rule).
+fn owners(r: &Record) -> (String, Option<String>) {
+    match r {
+        Record::Network(x) => (x.std.project_id.clone(), None),
+        Record::Subnet(x) => (x.std.project_id.clone(), Some(x.network_id.clone())),
+        Record::Port(x) => (x.std.project_id.clone(), Some(x.network_id.clone())),
+        Record::Segment(_) | Record::Agent(_) => (String::new(), None),
+    }
+}
+
 fn write(
     st: &mut State,
     ctx: &Ctx,
@@ -65,6 +75,13 @@ fn write(
     f: impl FnOnce(&mut Vec<String>) -> Result<()>,
 ) -> Result<Vec<String>> {
     let mut r = parent(st, ctx, kind, id)?;
+    let (owner, network) = owners(&r);
+    if !super::may_write_tags(ctx, st, &owner, network.as_deref()) {
+        return Err(super::policy_denied(&format!(
+            "rule:update_{}:tags",
+            kind.as_str()
+        )));
+    }
     let Some(s) = std_of(&mut r) else {
         return Err(resource_not_found(kind, id));
     };
