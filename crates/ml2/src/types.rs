@@ -39,6 +39,15 @@ pub trait TypeDriver: Send + Sync {
     fn mtu(&self, s: &Settings) -> u32;
 }
 
+/// `NoNetworkAvailable` (a ResourceExhausted, so 503).
+pub fn no_network_available() -> NeutronError {
+    NeutronError::new(
+        503,
+        "NoNetworkAvailable",
+        "Unable to create the network. No project network is available for allocation.",
+    )
+}
+
 fn bad(msg: String) -> NeutronError {
     NeutronError::invalid_input(msg)
 }
@@ -146,13 +155,6 @@ impl TypeDriver for VlanDriver {
         st: &State,
         seg: &SegmentSpec,
     ) -> Result<SegmentSpec> {
-        let none_free = || {
-            NeutronError::new(
-                503,
-                "NoNetworkAvailable",
-                "Unable to create the network. No project network is available for allocation.",
-            )
-        };
         match (seg.physical_network.as_deref(), seg.segmentation_id) {
             (Some(p), Some(v)) => {
                 if st.segment_holder(SegKey::Vlan(p, v)).is_some() {
@@ -167,13 +169,15 @@ impl TypeDriver for VlanDriver {
             }
             (Some(p), None) => {
                 let ranges = s.vlan_ranges.get(p).cloned().unwrap_or_default();
-                let v = Self::first_free(st, p, &ranges).ok_or_else(none_free)?;
+                let v = Self::first_free(st, p, &ranges).ok_or_else(no_network_available)?;
                 Ok(SegmentSpec {
                     segmentation_id: Some(v),
                     ..seg.clone()
                 })
             }
-            (None, _) => self.allocate_project_segment(s, st).ok_or_else(none_free),
+            (None, _) => self
+                .allocate_project_segment(s, st)
+                .ok_or_else(no_network_available),
         }
     }
 
@@ -243,13 +247,9 @@ impl TypeDriver for VxlanDriver {
                 }
                 Ok(seg.clone())
             }
-            None => self.allocate_project_segment(s, st).ok_or_else(|| {
-                NeutronError::new(
-                    503,
-                    "NoNetworkAvailable",
-                    "Unable to create the network. No project network is available for allocation.",
-                )
-            }),
+            None => self
+                .allocate_project_segment(s, st)
+                .ok_or_else(no_network_available),
         }
     }
 
@@ -322,13 +322,7 @@ impl TypeManager {
             .iter()
             .filter_map(|t| self.driver(*t))
             .find_map(|d| d.allocate_project_segment(s, st))
-            .ok_or_else(|| {
-                NeutronError::new(
-                    503,
-                    "NoNetworkAvailable",
-                    "Unable to create the network. No project network is available for allocation.",
-                )
-            })
+            .ok_or_else(no_network_available)
     }
 }
 

@@ -83,16 +83,7 @@ pub fn create(
         .iter()
         .any(|x| x.status == BindingStatus::Active);
     let vnic_type = match b.raw("vnic_type") {
-        Some(v) => {
-            let s = attrs::to_string("vnic_type", v, Some(64))?;
-            if !crate::mech::VNIC_TYPES.contains(&s.as_str()) {
-                return Err(attrs::invalid(
-                    "vnic_type",
-                    format!("'{s}' is not in {:?}", crate::mech::VNIC_TYPES),
-                ));
-            }
-            s
-        }
+        Some(v) => super::ports::parse_vnic_as("vnic_type", v)?,
         None => port.active_binding().vnic_type.clone(),
     };
     let vnic_type = if vnic_type.is_empty() {

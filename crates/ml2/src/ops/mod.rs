@@ -117,6 +117,11 @@ pub fn agent_not_found(id: &str) -> NeutronError {
     NeutronError::not_found("AgentNotFound", format!("Agent {id} could not be found."))
 }
 
+/// Router ports get no SLAAC addresses (Neutron's `is_router_owner` rule).
+pub fn is_router_owner(owner: &str) -> bool {
+    owner.starts_with("network:router_interface") || owner == "network:router_gateway"
+}
+
 /// Bumps a network's revision (a subnet change revises its network, as in Neutron).
 pub fn bump_network(st: &mut State, network_id: &str, now: switchyard_model::Timestamp) {
     if let Some(mut n) = st.networks.get(network_id).cloned() {

@@ -135,15 +135,17 @@ fn parse_mac(v: &Value, attr: &str) -> Result<Mac> {
     Ok(m)
 }
 
-fn parse_vnic(v: &Value) -> Result<String> {
-    let s = attrs::to_string("binding:vnic_type", v, Some(64))?;
+/// A `vnic_type` value as neutron-lib's validator accepts it.
+pub(crate) fn parse_vnic_as(attr: &str, v: &Value) -> Result<String> {
+    let s = attrs::to_string(attr, v, Some(64))?;
     if !VNIC_TYPES.contains(&s.as_str()) {
-        return Err(invalid(
-            "binding:vnic_type",
-            format!("'{s}' is not in {:?}", VNIC_TYPES),
-        ));
+        return Err(invalid(attr, format!("'{s}' is not in {VNIC_TYPES:?}")));
     }
     Ok(s)
+}
+
+fn parse_vnic(v: &Value) -> Result<String> {
+    parse_vnic_as("binding:vnic_type", v)
 }
 
 fn parse_profile(v: &Value) -> Result<Map<String, Value>> {
@@ -181,10 +183,6 @@ fn generate_mac(ml2: &Ml2, st: &State, network_id: &str) -> Result<Mac> {
         "MacAddressGenerationFailure",
         format!("Unable to generate unique mac on network {network_id}."),
     ))
-}
-
-fn is_router_owner(owner: &str) -> bool {
-    owner.starts_with("network:router_interface") || owner == "network:router_gateway"
 }
 
 fn ip_in_use(network_id: &str, ip: IpAddr) -> NeutronError {
@@ -237,7 +235,7 @@ fn allocate_ips(
             .collect();
         ml2.ipam.allocate(st, s, &mine)
     };
-    let with_slaac = !is_router_owner(owner);
+    let with_slaac = !super::is_router_owner(owner);
     match requested {
         None => {
             if !current.is_empty() {

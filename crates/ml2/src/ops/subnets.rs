@@ -319,10 +319,6 @@ fn check_overlap(st: &State, network_id: &str, cidr: &IpNet, except: Option<&str
     Ok(())
 }
 
-fn is_router_owner(owner: &str) -> bool {
-    owner.starts_with("network:router_interface") || owner == "network:router_gateway"
-}
-
 pub fn create(st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -> Result<String> {
     attrs::check_body(attrs::SUBNET, body, true)?;
     let b = Body(body);
@@ -462,7 +458,7 @@ pub fn create(st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -> Result<St
             let Some(mut p) = st.ports.get(&pid).cloned() else {
                 continue;
             };
-            if is_router_owner(&p.device_owner) {
+            if super::is_router_owner(&p.device_owner) {
                 continue;
             }
             if let Some(ip) = ipam::eui64(&subnet.cidr, &p.mac_address) {
@@ -573,7 +569,7 @@ pub fn delete(ml2: &Ml2, st: &mut State, ctx: &Ctx, id: &str) -> Result<()> {
             continue;
         };
         if AUTO_DELETE_OWNERS.contains(&p.device_owner.as_str())
-            || (s.is_auto_address() && !is_router_owner(&p.device_owner))
+            || (s.is_auto_address() && !super::is_router_owner(&p.device_owner))
         {
             auto_delete.push(pid);
         } else {
