@@ -1,0 +1,51 @@
+//! Per-pipeline counters: packets in, packets out, drops by reason.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// Truncated or inconsistent headers.
+    Malformed,
+    /// A frame on a port the pipeline has no configuration for.
+    UnknownPort,
+    /// Source MAC not the port's.
+    SpoofedMac,
+    /// Source IP (or ARP sender) not the port's fixed IPs or allowed pairs.
+    SpoofedIp,
+    /// VXLAN with a VNI that has no network here.
+    UnknownVni,
+    /// A VLAN the port or trunk does not carry.
+    UnknownVlan,
+    /// Unicast to a MAC this element cannot place, where flooding is not allowed.
+    UnknownUnicast,
+    /// No route for the destination.
+    NoRoute,
+    /// IPv4 TTL reached zero.
+    TtlExceeded,
+    /// A packet this element does not handle (e.g. IP options, fragments to NAT).
+    Unsupported,
+    /// No free source port or id for SNAT.
+    NatExhausted,
+    /// Inbound on the external side with no connection or floating IP.
+    NoNatBinding,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    pub rx: u64,
+    pub tx: u64,
+    pub drops: BTreeMap<DropReason, u64>,
+}
+
+impl Counters {
+    pub fn drop(&mut self, why: DropReason) {
+        *self.drops.entry(why).or_default() += 1;
+    }
+
+    pub fn dropped(&self, why: DropReason) -> u64 {
+        self.drops.get(&why).copied().unwrap_or(0)
+    }
+}

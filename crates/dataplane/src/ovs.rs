@@ -1,0 +1,182 @@
+//! The OVS bridge in emulated mode: VLAN-tagged access ports for VMs
+//! (`vif_type=ovs`), one trunk uplink to the physnet, MAC learning with ageing,
+//! flooding within a VLAN, and port security on access ports. (On Linux the OVS
+//! agent drives a real Open vSwitch instead; this pipeline is its stand-in.)
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fdb::Fdb;
+use crate::frames;
+use crate::spoof::PortSecurity;
+use crate::wire::vlan;
+use crate::{Counters, DropReason, Input, Instant, Output, Pipeline, PortNo};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessPort {
+    pub port: PortNo,
+    pub vlan: u16,
+    pub security: PortSecurity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Update {
+    Trunk { port: PortNo },
+    Access(AccessPort),
+    RemoveAccess { port: PortNo },
+}
+
+#[derive(Debug, Default)]
+pub struct OvsBridge {
+    version: u64,
+    trunk: Option<PortNo>,
+    access: HashMap<PortNo, AccessPort>,
+    fdb: Fdb,
+    counters: Counters,
+}
+
+impl OvsBridge {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn apply(&mut self, version: u64, updates: &[Update]) {
+        for u in updates {
+            match u {
+                Update::Trunk { port } => self.trunk = Some(*port),
+                Update::Access(a) => {
+                    self.fdb.flush_port(a.port);
+                    self.access.insert(a.port, a.clone());
+                }
+                Update::RemoveAccess { port } => {
+                    self.access.remove(port);
+                    self.fdb.flush_port(*port);
+                }
+            }
+        }
+        self.version = version;
+    }
+
+    pub fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    fn ports_on_vlan(&self, vlan: u16, except: PortNo) -> Vec<PortNo> {
+        let mut v: Vec<PortNo> = self
+            .access
+            .values()
+            .filter(|a| a.vlan == vlan && a.port != except)
+            .map(|a| a.port)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn send(&mut self, out: &mut Vec<Output>, port: PortNo, data: Vec<u8>) {
+        self.counters.tx += 1;
+        out.push(Output::Frame { port, data });
+    }
+
+    fn on_access(&mut self, now: Instant, a: AccessPort, frame: &[u8], out: &mut Vec<Output>) {
+        if let Err(why) = a.security.check(frame) {
+            self.counters.drop(why);
+            return;
+        }
+        let Some((dst, src)) = frames::macs(frame) else {
+            self.counters.drop(DropReason::Malformed);
+            return;
+        };
+        self.fdb.learn(a.vlan, src, a.port, now);
+        let known = (!frames::is_bum(&dst))
+            .then(|| self.fdb.lookup(a.vlan, &dst, now))
+            .flatten();
+        let tagged = || vlan::push_tag(frame, a.vlan).ok();
+        match known {
+            Some(p) if Some(p) == self.trunk => {
+                if let Some(t) = tagged() {
+                    self.send(out, p, t);
+                }
+            }
+            Some(p) if p != a.port => self.send(out, p, frame.to_vec()),
+            Some(_) => {}
+            None => {
+                for p in self.ports_on_vlan(a.vlan, a.port) {
+                    self.send(out, p, frame.to_vec());
+                }
+                if let (Some(t), Some(trunk)) = (tagged(), self.trunk) {
+                    self.send(out, trunk, t);
+                }
+            }
+        }
+    }
+
+    fn on_trunk(&mut self, now: Instant, trunk: PortNo, frame: &[u8], out: &mut Vec<Output>) {
+        let vid = match vlan::vlan_of(frame) {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                self.counters.drop(DropReason::UnknownVlan);
+                return;
+            }
+            Err(_) => {
+                self.counters.drop(DropReason::Malformed);
+                return;
+            }
+        };
+        let Ok(inner) = vlan::pop_tag(frame) else {
+            self.counters.drop(DropReason::Malformed);
+            return;
+        };
+        let Some((dst, src)) = frames::macs(&inner) else {
+            self.counters.drop(DropReason::Malformed);
+            return;
+        };
+        if !self.access.values().any(|a| a.vlan == vid) {
+            self.counters.drop(DropReason::UnknownVlan);
+            return;
+        }
+        self.fdb.learn(vid, src, trunk, now);
+        let known = (!frames::is_bum(&dst))
+            .then(|| self.fdb.lookup(vid, &dst, now))
+            .flatten();
+        match known {
+            Some(p) if p != trunk && self.access.get(&p).is_some_and(|a| a.vlan == vid) => {
+                self.send(out, p, inner)
+            }
+            Some(_) => {}
+            None => {
+                for p in self.ports_on_vlan(vid, trunk) {
+                    self.send(out, p, inner.clone());
+                }
+            }
+        }
+    }
+}
+
+impl Pipeline for OvsBridge {
+    fn process(&mut self, now: Instant, input: Input<'_>, out: &mut Vec<Output>) {
+        self.counters.rx += 1;
+        match input {
+            Input::Frame { port, data } if Some(port) == self.trunk => {
+                self.on_trunk(now, port, data, out)
+            }
+            Input::Frame { port, data } => match self.access.get(&port).cloned() {
+                Some(a) => self.on_access(now, a, data, out),
+                None => self.counters.drop(DropReason::UnknownPort),
+            },
+            Input::Underlay { .. } => self.counters.drop(DropReason::UnknownPort),
+        }
+    }
+
+    fn poll(&mut self, now: Instant, _out: &mut Vec<Output>) -> Option<Instant> {
+        self.fdb.expire(now)
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+}

@@ -1,0 +1,279 @@
+//! Guests: small real IP stacks (smoltcp) standing in for VMs. Each has one NIC
+//! (a MAC), gets its address by DHCP, answers ARP and ping, and can run a ping
+//! stream whose replies are recorded by sequence number. After a move it
+//! announces itself with gratuitous ARPs on QEMU's schedule.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::Ipv4Addr;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::{dhcpv4, icmp};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Cidr,
+};
+use switchyard_dataplane::frames;
+
+/// QEMU's self-announce after migration: 5 rounds, first after 50 ms, each
+/// interval 100 ms longer than the one before.
+pub const ANNOUNCE_ROUNDS: u32 = 5;
+pub const ANNOUNCE_INITIAL: Duration = Duration::from_millis(50);
+pub const ANNOUNCE_STEP: Duration = Duration::from_millis(100);
+
+/// Frames queued between the guest's stack and its NIC.
+#[derive(Debug, Default)]
+pub struct Nic {
+    pub rx: VecDeque<Vec<u8>>,
+    pub tx: VecDeque<Vec<u8>>,
+}
+
+pub struct RxToken(Vec<u8>);
+pub struct TxToken<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl smoltcp::phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        self.0.push_back(buf);
+        r
+    }
+}
+
+impl Device for Nic {
+    type RxToken<'a> = RxToken;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _t: Instant) -> Option<(RxToken, TxToken<'_>)> {
+        let f = self.rx.pop_front()?;
+        Some((RxToken(f), TxToken(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _t: Instant) -> Option<TxToken<'_>> {
+        Some(TxToken(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = 1514;
+        c.checksum = ChecksumCapabilities::default();
+        c
+    }
+}
+
+/// A running ping stream to one target.
+#[derive(Debug, Clone)]
+pub struct PingStream {
+    pub target: Ipv4Addr,
+    pub interval: Duration,
+    pub next_at: Instant,
+    pub next_seq: u16,
+    /// seq -> (sent at, reply at)
+    pub log: BTreeMap<u16, (Instant, Option<Instant>)>,
+}
+
+impl PingStream {
+    pub fn sent(&self) -> usize {
+        self.log.len()
+    }
+    pub fn answered(&self) -> usize {
+        self.log.values().filter(|(_, r)| r.is_some()).count()
+    }
+    /// Sequence numbers sent but never answered.
+    pub fn lost(&self) -> Vec<u16> {
+        self.log
+            .iter()
+            .filter(|(_, (_, r))| r.is_none())
+            .map(|(s, _)| *s)
+            .collect()
+    }
+}
+
+pub struct Guest {
+    pub name: String,
+    pub mac: EthernetAddress,
+    pub nic: Nic,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dhcp: SocketHandle,
+    icmp: SocketHandle,
+    ident: u16,
+    pub ip: Option<Ipv4Cidr>,
+    pub router: Option<Ipv4Addr>,
+    pub ping: Option<PingStream>,
+    announce: Vec<Instant>,
+}
+
+impl Guest {
+    pub fn new(name: &str, mac: EthernetAddress, now: Instant) -> Self {
+        let mut nic = Nic::default();
+        let mut cfg = Config::new(HardwareAddress::Ethernet(mac));
+        cfg.random_seed = u64::from_le_bytes([
+            mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], mac.0[5], 0, 1,
+        ]);
+        let iface = Interface::new(cfg, &mut nic, now);
+        let mut sockets = SocketSet::new(Vec::new());
+        let dhcp = sockets.add(dhcpv4::Socket::new());
+        let icmp_rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 64], vec![0; 8192]);
+        let icmp_tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 64], vec![0; 8192]);
+        let mut sock = icmp::Socket::new(icmp_rx, icmp_tx);
+        let ident = u16::from_be_bytes([mac.0[4], mac.0[5]]);
+        // Binding cannot fail for a fresh socket with a non-zero ident.
+        let _ = sock.bind(icmp::Endpoint::Ident(ident));
+        let icmp = sockets.add(sock);
+        Guest {
+            name: name.to_string(),
+            mac,
+            nic,
+            iface,
+            sockets,
+            dhcp,
+            icmp,
+            ident,
+            ip: None,
+            router: None,
+            ping: None,
+            announce: Vec::new(),
+        }
+    }
+
+    /// Starts (or restarts) a ping stream.
+    pub fn start_ping(&mut self, target: Ipv4Addr, interval: Duration, now: Instant) {
+        self.ping = Some(PingStream {
+            target,
+            interval,
+            next_at: now,
+            next_seq: 0,
+            log: BTreeMap::new(),
+        });
+    }
+
+    pub fn stop_ping(&mut self) -> Option<PingStream> {
+        self.ping.take()
+    }
+
+    /// Schedules QEMU's announce rounds after a move (the stack, ARP cache and
+    /// addresses stay as they are).
+    pub fn announce_after_move(&mut self, now: Instant) {
+        self.announce.clear();
+        let mut at = now;
+        for k in 0..ANNOUNCE_ROUNDS {
+            at += ANNOUNCE_INITIAL + ANNOUNCE_STEP * k;
+            self.announce.push(at);
+        }
+    }
+
+    /// Runs the stack at `now`: DHCP, ARP, ping replies, the ping stream and the
+    /// announce rounds. Frames to send are left in `nic.tx`.
+    pub fn poll(&mut self, now: Instant) {
+        self.iface.poll(now, &mut self.nic, &mut self.sockets);
+        self.handle_dhcp();
+        self.handle_replies(now);
+        self.send_pings(now);
+        if let Some(ip) = self.ip {
+            while self.announce.first().is_some_and(|t| *t <= now) {
+                self.announce.remove(0);
+                self.nic
+                    .tx
+                    .push_back(frames::gratuitous_arp(self.mac, ip.address()));
+            }
+        }
+        self.iface.poll(now, &mut self.nic, &mut self.sockets);
+    }
+
+    fn handle_dhcp(&mut self) {
+        let event = self.sockets.get_mut::<dhcpv4::Socket>(self.dhcp).poll();
+        match event {
+            None => {}
+            Some(dhcpv4::Event::Configured(cfg)) => {
+                let addr = cfg.address;
+                let router = cfg.router;
+                self.iface.update_ip_addrs(|a| {
+                    a.clear();
+                    let _ = a.push(IpCidr::Ipv4(addr));
+                });
+                self.iface.routes_mut().remove_default_ipv4_route();
+                if let Some(r) = router {
+                    let _ = self.iface.routes_mut().add_default_ipv4_route(r);
+                }
+                self.ip = Some(addr);
+                self.router = router;
+            }
+            Some(dhcpv4::Event::Deconfigured) => {
+                self.iface.update_ip_addrs(|a| a.clear());
+                self.iface.routes_mut().remove_default_ipv4_route();
+                self.ip = None;
+                self.router = None;
+            }
+        }
+    }
+
+    fn handle_replies(&mut self, now: Instant) {
+        let sock = self.sockets.get_mut::<icmp::Socket>(self.icmp);
+        while let Ok((data, _from)) = sock.recv() {
+            let Ok(pkt) = Icmpv4Packet::new_checked(data) else {
+                continue;
+            };
+            let Ok(repr) = Icmpv4Repr::parse(&pkt, &ChecksumCapabilities::default()) else {
+                continue;
+            };
+            if let Icmpv4Repr::EchoReply { ident, seq_no, .. } = repr
+                && ident == self.ident
+                && let Some(p) = self.ping.as_mut()
+                && let Some(entry) = p.log.get_mut(&seq_no)
+                && entry.1.is_none()
+            {
+                entry.1 = Some(now);
+            }
+        }
+    }
+
+    fn send_pings(&mut self, now: Instant) {
+        let Some(p) = self.ping.as_mut() else { return };
+        if self.ip.is_none() {
+            return;
+        }
+        let sock = self.sockets.get_mut::<icmp::Socket>(self.icmp);
+        while p.next_at <= now {
+            let seq = p.next_seq;
+            let repr = Icmpv4Repr::EchoRequest {
+                ident: self.ident,
+                seq_no: seq,
+                data: b"switchyard-ping",
+            };
+            let mut buf = vec![0u8; repr.buffer_len()];
+            repr.emit(
+                &mut Icmpv4Packet::new_unchecked(&mut buf[..]),
+                &ChecksumCapabilities::default(),
+            );
+            if sock.send_slice(&buf, IpAddress::Ipv4(p.target)).is_err() {
+                break;
+            }
+            p.log.insert(seq, (now, None));
+            p.next_seq = p.next_seq.wrapping_add(1);
+            p.next_at += p.interval;
+        }
+    }
+
+    /// When the stack next wants to run.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        let mut t = self.iface.poll_at(now, &self.sockets);
+        for c in [
+            self.ping.as_ref().map(|p| p.next_at),
+            self.announce.first().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            t = Some(t.map_or(c, |x| x.min(c)));
+        }
+        t
+    }
+}
