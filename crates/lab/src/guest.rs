@@ -102,7 +102,7 @@ pub struct Guest {
     pub nic: Nic,
     iface: Interface,
     sockets: SocketSet<'static>,
-    dhcp: SocketHandle,
+    dhcp: Option<SocketHandle>,
     icmp: SocketHandle,
     ident: u16,
     pub ip: Option<Ipv4Cidr>,
@@ -134,7 +134,7 @@ impl Guest {
             nic,
             iface,
             sockets,
-            dhcp,
+            dhcp: Some(dhcp),
             icmp,
             ident,
             ip: None,
@@ -188,8 +188,26 @@ impl Guest {
         self.iface.poll(now, &mut self.nic, &mut self.sockets);
     }
 
+    /// Configures a fixed address instead of DHCP (for ports without a DHCP server).
+    pub fn set_static(&mut self, addr: Ipv4Cidr, router: Option<Ipv4Addr>) {
+        if let Some(h) = self.dhcp.take() {
+            self.sockets.remove(h);
+        }
+        self.iface.update_ip_addrs(|a| {
+            a.clear();
+            let _ = a.push(IpCidr::Ipv4(addr));
+        });
+        self.iface.routes_mut().remove_default_ipv4_route();
+        if let Some(r) = router {
+            let _ = self.iface.routes_mut().add_default_ipv4_route(r);
+        }
+        self.ip = Some(addr);
+        self.router = router;
+    }
+
     fn handle_dhcp(&mut self) {
-        let event = self.sockets.get_mut::<dhcpv4::Socket>(self.dhcp).poll();
+        let Some(h) = self.dhcp else { return };
+        let event = self.sockets.get_mut::<dhcpv4::Socket>(h).poll();
         match event {
             None => {}
             Some(dhcpv4::Event::Configured(cfg)) => {

@@ -398,3 +398,10 @@ impl Lab {
         self.nodes.iter().map(|n| n.name.as_str()).collect()
     }
 }
+
+/// The MAC a node's own traffic uses (vRouter DHCP answers, internet router):
+/// locally administered, derived from the node's position so it is stable.
+pub fn node_mac(index: usize) -> EthernetAddress {
+    let i = u16::try_from(index).unwrap_or(u16::MAX).to_be_bytes();
+    EthernetAddress([0x02, 0x53, 0x59, 0x00, i[0], i[1]])
+}

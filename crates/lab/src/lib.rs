@@ -7,6 +7,7 @@
 //! captured to pcap. The lab is deterministic: the same steps give the same
 //! packets, so tests can bound losses exactly.
 
+pub mod build;
 pub mod guest;
 pub mod internet;
 pub mod lab;
