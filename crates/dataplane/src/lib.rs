@@ -16,6 +16,7 @@ pub mod dhcp;
 pub mod fabric;
 pub mod fdb;
 pub mod frames;
+pub mod gateway;
 pub mod io;
 pub mod ovs;
 pub mod spoof;

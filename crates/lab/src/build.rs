@@ -5,6 +5,7 @@
 use std::net::Ipv4Addr;
 
 use switchyard_dataplane::fabric::{self, FabricSwitch};
+use switchyard_dataplane::gateway::{self, External, Gateway};
 use switchyard_dataplane::ovs::{self, OvsBridge};
 use switchyard_dataplane::sriov::{self, SriovNic};
 use switchyard_dataplane::vrouter::Vrouter;
@@ -24,12 +25,8 @@ pub enum BuildError {
 /// The first VF's port number on an SR-IOV node (VF n is `VF_BASE + n`).
 pub const VF_BASE: u32 = 100;
 
-/// Builds the lab's nodes and links. The gateway's pipeline is supplied by the
-/// caller through `gateway` (it needs its own addresses from the node spec).
-pub fn build(
-    t: &Topology,
-    mut gateway: impl FnMut(&crate::topology::NodeSpec) -> Result<Element, String>,
-) -> Result<Lab, BuildError> {
+/// Builds the lab's nodes and links.
+pub fn build(t: &Topology) -> Result<Lab, BuildError> {
     t.check()
         .map_err(|e| BuildError::Node("topology".into(), e.to_string()))?;
     let mut lab = Lab::new();
@@ -72,7 +69,21 @@ pub fn build(
                     .ok_or_else(|| bad("hosts"))?;
                 Element::Internet(Internet::new(node_mac(i), ip, hosts))
             }
-            Role::Gateway => gateway(n).map_err(|e| bad(&e))?,
+            Role::Gateway => {
+                let trunk = n.trunk_port.ok_or_else(|| bad("trunk_port"))?;
+                let vtep = n.underlay.ok_or_else(|| bad("underlay"))?;
+                let mut g = Gateway::new(trunk, vtep, node_mac(i));
+                let ext = External {
+                    port: n.external_port.ok_or_else(|| bad("external_port"))?,
+                    ip: n.external_ip.ok_or_else(|| bad("external_ip"))?,
+                    prefix_len: n.external_prefix_len.unwrap_or(24),
+                    mac: node_mac(i),
+                    next_hop: n.next_hop.ok_or_else(|| bad("next_hop"))?,
+                };
+                g.apply(1, &[gateway::Update::External(ext)])
+                    .map_err(|e| bad(&e.to_string()))?;
+                Element::Gateway(Box::new(g))
+            }
         };
         lab.add_node(&n.name, element, n.underlay)?;
     }

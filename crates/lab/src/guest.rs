@@ -103,7 +103,9 @@ pub struct Guest {
     iface: Interface,
     sockets: SocketSet<'static>,
     dhcp: Option<SocketHandle>,
-    icmp: SocketHandle,
+    /// The ping stream's socket; a new one per stream, so echoes still queued
+    /// for an unreachable target never hold up the next stream.
+    icmp: Option<SocketHandle>,
     ident: u16,
     pub ip: Option<Ipv4Cidr>,
     pub router: Option<Ipv4Addr>,
@@ -121,13 +123,7 @@ impl Guest {
         let iface = Interface::new(cfg, &mut nic, now);
         let mut sockets = SocketSet::new(Vec::new());
         let dhcp = sockets.add(dhcpv4::Socket::new());
-        let icmp_rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 64], vec![0; 8192]);
-        let icmp_tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 64], vec![0; 8192]);
-        let mut sock = icmp::Socket::new(icmp_rx, icmp_tx);
         let ident = u16::from_be_bytes([mac.0[4], mac.0[5]]);
-        // Binding cannot fail for a fresh socket with a non-zero ident.
-        let _ = sock.bind(icmp::Endpoint::Ident(ident));
-        let icmp = sockets.add(sock);
         Guest {
             name: name.to_string(),
             mac,
@@ -135,7 +131,7 @@ impl Guest {
             iface,
             sockets,
             dhcp: Some(dhcp),
-            icmp,
+            icmp: None,
             ident,
             ip: None,
             router: None,
@@ -146,6 +142,13 @@ impl Guest {
 
     /// Starts (or restarts) a ping stream.
     pub fn start_ping(&mut self, target: Ipv4Addr, interval: Duration, now: Instant) {
+        self.stop_ping();
+        let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 64], vec![0; 8192]);
+        let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 64], vec![0; 8192]);
+        let mut sock = icmp::Socket::new(rx, tx);
+        // Binding a fresh socket to an ident cannot fail.
+        let _ = sock.bind(icmp::Endpoint::Ident(self.ident));
+        self.icmp = Some(self.sockets.add(sock));
         self.ping = Some(PingStream {
             target,
             interval,
@@ -156,6 +159,9 @@ impl Guest {
     }
 
     pub fn stop_ping(&mut self) -> Option<PingStream> {
+        if let Some(h) = self.icmp.take() {
+            self.sockets.remove(h);
+        }
         self.ping.take()
     }
 
@@ -234,7 +240,8 @@ impl Guest {
     }
 
     fn handle_replies(&mut self, now: Instant) {
-        let sock = self.sockets.get_mut::<icmp::Socket>(self.icmp);
+        let Some(h) = self.icmp else { return };
+        let sock = self.sockets.get_mut::<icmp::Socket>(h);
         while let Ok((data, _from)) = sock.recv() {
             let Ok(pkt) = Icmpv4Packet::new_checked(data) else {
                 continue;
@@ -255,10 +262,10 @@ impl Guest {
 
     fn send_pings(&mut self, now: Instant) {
         let Some(p) = self.ping.as_mut() else { return };
-        if self.ip.is_none() {
+        let (true, Some(h)) = (self.ip.is_some(), self.icmp) else {
             return;
-        }
-        let sock = self.sockets.get_mut::<icmp::Socket>(self.icmp);
+        };
+        let sock = self.sockets.get_mut::<icmp::Socket>(h);
         while p.next_at <= now {
             let seq = p.next_seq;
             let repr = Icmpv4Repr::EchoRequest {

@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::EthernetAddress;
 use switchyard_dataplane::fabric::FabricSwitch;
+use switchyard_dataplane::gateway::Gateway;
 use switchyard_dataplane::ovs::OvsBridge;
 use switchyard_dataplane::sriov::SriovNic;
 use switchyard_dataplane::vrouter::Vrouter;
@@ -28,7 +29,8 @@ pub enum Element {
     Sriov(SriovNic),
     Fabric(FabricSwitch),
     Internet(Internet),
-    /// Any other pipeline (the gateway, or a test double of a peer).
+    Gateway(Box<Gateway>),
+    /// Any other pipeline (a test double of a peer, say).
     Other(Box<dyn Pipeline + Send>),
 }
 
@@ -40,6 +42,7 @@ impl Element {
             Element::Sriov(p) => p,
             Element::Fabric(p) => p,
             Element::Internet(p) => p,
+            Element::Gateway(p) => p.as_mut(),
             Element::Other(p) => p.as_mut(),
         }
     }
@@ -258,6 +261,12 @@ impl Lab {
     pub fn fabric_mut(&mut self, node: &str) -> Option<&mut FabricSwitch> {
         match self.element_mut(node).ok()? {
             Element::Fabric(v) => Some(v),
+            _ => None,
+        }
+    }
+    pub fn gateway_mut(&mut self, node: &str) -> Option<&mut Gateway> {
+        match self.element_mut(node).ok()? {
+            Element::Gateway(v) => Some(v),
             _ => None,
         }
     }

@@ -106,6 +106,8 @@ fn vrouter_to_vrouter_move_keeps_the_ping_stream() {
         .expect("v4")
         .apply(2, &[iface(2, MAC_MIG, IP_MIG)])
         .expect("pre-plug");
+    lab.detach("mig").expect("pause for the last copy");
+    lab.run_for(Duration::from_millis(30));
     lab.move_guest("mig", "compute-4", 2).expect("move");
     lab.run_for(Duration::from_millis(20));
     lab.vrouter_mut("compute-2")

@@ -32,7 +32,7 @@ fn lab() -> Lab {
         .retain(|n| n.name != "gateway" && n.name != "internet");
     t.links
         .retain(|l| !l.a.starts_with("gateway") && !l.b.starts_with("gateway"));
-    let mut lab = build(&t, |_| Err("no gateway in this test".into())).expect("lab builds");
+    let mut lab = build(&t).expect("lab builds");
     lab.ovs_mut("compute-1").expect("ovs").apply(
         1,
         &[
@@ -149,5 +149,31 @@ fn trunk_capture_is_a_readable_pcap_of_tagged_frames() {
     assert!(
         n >= 18,
         "echo requests and replies on the SR-IOV trunk: {n}"
+    );
+}
+
+#[test]
+fn an_unanswered_stream_does_not_block_the_next() {
+    let mut lab = lab();
+    let mut answered = Vec::new();
+    for target in [[50, 50, 50, 21], [50, 50, 50, 22], [50, 50, 50, 21]] {
+        let now = lab.now;
+        lab.guest_mut("vm-ovs").expect("g").start_ping(
+            Ipv4Addr::from(target),
+            Duration::from_millis(10),
+            now,
+        );
+        lab.run_for(Duration::from_millis(200));
+        answered.push(
+            lab.guest_mut("vm-ovs")
+                .expect("g")
+                .stop_ping()
+                .expect("stream")
+                .answered(),
+        );
+    }
+    assert!(
+        answered[0] >= 19 && answered[1] == 0 && answered[2] >= 19,
+        "{answered:?}"
     );
 }
