@@ -152,3 +152,42 @@ fn vrouter_to_vrouter_move_keeps_the_ping_stream() {
             .any(|(m, to)| *m == MAC_MIG && to == "vtep 192.0.2.14")
     );
 }
+
+#[test]
+fn a_moved_guest_announces_itself_on_qemus_schedule() {
+    let mut v = Vrouter::new(EthernetAddress([2, 0, 0, 0, 0, 2]));
+    v.apply(
+        1,
+        &[
+            Update::Network {
+                vni: VNI,
+                flood: vec![],
+            },
+            iface(1, MAC_MIG, IP_MIG),
+            iface(2, MAC_MIG, IP_MIG),
+        ],
+    )
+    .expect("applies");
+    let mut lab = Lab::new();
+    lab.add_node("compute-2", Element::Vrouter(v), Some(U2))
+        .expect("node");
+    lab.add_guest("mig", MAC_MIG).expect("guest");
+    lab.attach("mig", "compute-2", 1).expect("attach");
+    assert!(lab.run_until(Duration::from_secs(10), |l| {
+        l.guest("mig").is_ok_and(|g| g.ip.is_some())
+    }));
+    lab.capture("compute-2", 2).expect("capture");
+    let moved_at = lab.now;
+    lab.move_guest("mig", "compute-2", 2).expect("move");
+    lab.run_for(Duration::from_secs(2));
+    let garps: Vec<i64> = lab
+        .captured("compute-2", 2)
+        .expect("capture")
+        .frames
+        .iter()
+        .filter(|(_, f)| f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[28..32] == f[38..42])
+        .map(|(t, _)| (*t - moved_at).total_millis() as i64)
+        .collect();
+    // 5 rounds: after 50 ms, then each interval 100 ms longer (50, 150, 250, 350, 450).
+    assert_eq!(garps, vec![50, 200, 450, 800, 1250]);
+}
