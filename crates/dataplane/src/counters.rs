@@ -15,6 +15,8 @@ pub enum DropReason {
     SpoofedMac,
     /// Source IP (or ARP sender) not the port's fixed IPs or allowed pairs.
     SpoofedIp,
+    /// A DHCP server answer (UDP from port 67) sent by a VM.
+    RogueDhcp,
     /// VXLAN with a VNI that has no network here.
     UnknownVni,
     /// A VLAN the port or trunk does not carry.

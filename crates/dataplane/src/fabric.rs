@@ -39,6 +39,8 @@ impl FabricSwitch {
         for u in updates {
             match u {
                 Update::Trunk { port, vlans } => {
+                    // What was learned on the port may sit on VLANs it no longer carries.
+                    self.fdb.flush_port(*port);
                     self.trunks.insert(*port, vlans.clone());
                 }
                 Update::RemoveTrunk { port } => {
@@ -67,6 +69,9 @@ impl Pipeline for FabricSwitch {
             self.counters.drop(DropReason::UnknownPort);
             return;
         };
+        if !self.trunks.contains_key(&port) {
+            return self.counters.drop(DropReason::UnknownPort);
+        }
         let vid = match vlan::vlan_of(data) {
             Ok(Some(v)) => v,
             Ok(None) => return self.counters.drop(DropReason::UnknownVlan),

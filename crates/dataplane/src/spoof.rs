@@ -66,6 +66,12 @@ impl PortSecurity {
             EthernetProtocol::Ipv4 => {
                 let ip =
                     Ipv4Packet::new_checked(eth.payload()).map_err(|_| DropReason::Malformed)?;
+                // A VM may not answer as a DHCP server (Neutron's DHCP spoofing rule).
+                if ip.next_header() == IpProtocol::Udp
+                    && UdpPacket::new_checked(ip.payload()).is_ok_and(|u| u.src_port() == 67)
+                {
+                    return Err(DropReason::RogueDhcp);
+                }
                 let s = ip.src_addr();
                 if self.ip_ok(&src, s) {
                     return Ok(());
@@ -103,5 +109,82 @@ impl PortSecurity {
             // a secured port rather than let them through unchecked.
             _ => Err(DropReason::Unsupported),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames;
+
+    fn port() -> PortSecurity {
+        PortSecurity {
+            enabled: true,
+            mac: Mac::from_bytes(&[0xfa, 0x16, 0x3e, 0, 0, 1]),
+            ips: vec![Ipv4Addr::new(10, 0, 0, 5)],
+            pairs: vec![AllowedPair {
+                ip: Ipv4Addr::new(10, 0, 9, 0),
+                prefix_len: 24,
+                mac: Mac::from_bytes(&[0xfa, 0x16, 0x3e, 0, 0, 2]),
+            }],
+        }
+    }
+
+    fn udp_from(mac: Mac, src: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+        frames::udp(
+            frames::BROADCAST,
+            mac,
+            src,
+            Ipv4Addr::BROADCAST,
+            sport,
+            dport,
+            64,
+            b"x",
+        )
+    }
+
+    #[test]
+    fn addresses_pairs_dhcp_and_rogue_servers() {
+        let p = port();
+        let me = p.mac;
+        let pair_mac = p.pairs[0].mac;
+        assert_eq!(
+            p.check(&udp_from(me, Ipv4Addr::new(10, 0, 0, 5), 1000, 53)),
+            Ok(())
+        );
+        assert_eq!(
+            p.check(&udp_from(me, Ipv4Addr::new(10, 0, 0, 6), 1000, 53)),
+            Err(DropReason::SpoofedIp)
+        );
+        assert_eq!(
+            p.check(&udp_from(pair_mac, Ipv4Addr::new(10, 0, 9, 77), 1000, 53)),
+            Ok(())
+        );
+        // A pair's prefix is only good with the pair's MAC.
+        assert_eq!(
+            p.check(&udp_from(me, Ipv4Addr::new(10, 0, 9, 77), 1000, 53)),
+            Err(DropReason::SpoofedIp)
+        );
+        let other = Mac::from_bytes(&[0xfa, 0x16, 0x3e, 0, 0, 9]);
+        assert_eq!(
+            p.check(&udp_from(other, Ipv4Addr::new(10, 0, 0, 5), 1000, 53)),
+            Err(DropReason::SpoofedMac)
+        );
+        assert_eq!(
+            p.check(&udp_from(me, Ipv4Addr::UNSPECIFIED, 68, 67)),
+            Ok(())
+        );
+        assert_eq!(
+            p.check(&udp_from(me, Ipv4Addr::new(10, 0, 0, 5), 67, 68)),
+            Err(DropReason::RogueDhcp)
+        );
+        let off = PortSecurity {
+            enabled: false,
+            ..p
+        };
+        assert_eq!(
+            off.check(&udp_from(other, Ipv4Addr::new(1, 2, 3, 4), 67, 68)),
+            Ok(())
+        );
     }
 }

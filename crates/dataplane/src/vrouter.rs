@@ -66,20 +66,57 @@ enum Dest {
     Remote(Ipv4Addr),
 }
 
+/// One network's tables. Local interfaces and remote routes are kept apart and
+/// combined at lookup (local first), so a MAC moving in or out of this node is
+/// right whatever order the controller's updates come in.
 #[derive(Debug, Default)]
 struct Vrf {
     flood: Vec<Ipv4Addr>,
     local: BTreeSet<PortNo>,
-    bridge: HashMap<Mac, Dest>,
-    arp: HashMap<Ipv4Addr, Mac>,
-    /// IPs each remote MAC announced, to withdraw them with it.
-    remote_ips: HashMap<Mac, Vec<Ipv4Addr>>,
+    local_macs: HashMap<Mac, PortNo>,
+    local_arp: HashMap<Ipv4Addr, Mac>,
+    remotes: HashMap<Mac, RemoteMac>,
+    remote_arp: HashMap<Ipv4Addr, Mac>,
+}
+
+impl Vrf {
+    fn bridge(&self, mac: &Mac) -> Option<Dest> {
+        self.local_macs
+            .get(mac)
+            .map(|p| Dest::Local(*p))
+            .or_else(|| self.remotes.get(mac).map(|r| Dest::Remote(r.vtep)))
+    }
+
+    fn arp(&self, ip: &Ipv4Addr) -> Option<Mac> {
+        self.local_arp
+            .get(ip)
+            .or_else(|| self.remote_arp.get(ip))
+            .copied()
+    }
+
+    fn add_remote(&mut self, r: &RemoteMac) {
+        self.remove_remote(&r.mac);
+        for ip in &r.ips {
+            self.remote_arp.insert(*ip, r.mac);
+        }
+        self.remotes.insert(r.mac, r.clone());
+    }
+
+    fn remove_remote(&mut self, mac: &Mac) {
+        if let Some(old) = self.remotes.remove(mac) {
+            for ip in old.ips {
+                if self.remote_arp.get(&ip) == Some(mac) {
+                    self.remote_arp.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("interface on port {0} names VNI {1}, which has no network")]
-    NoNetwork(PortNo, u32),
+    #[error("an update names VNI {0}, which has no network")]
+    NoNetwork(u32),
     #[error("version {got} is not newer than the applied version {have}")]
     StaleVersion { have: u64, got: u64 },
 }
@@ -110,9 +147,9 @@ impl Vrouter {
     }
 
     /// Applies one version of updates. All or nothing: a bad update leaves the
-    /// previous configuration in place.
+    /// previous configuration in place. Versions must increase.
     pub fn apply(&mut self, version: u64, updates: &[Update]) -> Result<(), ConfigError> {
-        if version <= self.version && version != 0 {
+        if version <= self.version {
             return Err(ConfigError::StaleVersion {
                 have: self.version,
                 got: version,
@@ -128,8 +165,11 @@ impl Vrouter {
                 Update::RemoveNetwork { vni } => {
                     vnis.remove(vni);
                 }
-                Update::Interface(i) if !vnis.contains(&i.vni) => {
-                    return Err(ConfigError::NoNetwork(i.port, i.vni));
+                Update::Interface(Interface { vni, .. })
+                | Update::Remote(RemoteMac { vni, .. })
+                    if !vnis.contains(vni) =>
+                {
+                    return Err(ConfigError::NoNetwork(*vni));
                 }
                 _ => {}
             }
@@ -154,42 +194,22 @@ impl Vrouter {
                 self.remove_interface(i.port);
                 if let Some(v) = self.vrfs.get_mut(&i.vni) {
                     v.local.insert(i.port);
-                    v.bridge.insert(i.security.mac, Dest::Local(i.port));
+                    v.local_macs.insert(i.security.mac, i.port);
                     for ip in &i.security.ips {
-                        v.arp.insert(*ip, i.security.mac);
+                        v.local_arp.insert(*ip, i.security.mac);
                     }
                 }
                 self.ifaces.insert(i.port, i.clone());
             }
             Update::RemoveInterface { port } => self.remove_interface(*port),
             Update::Remote(r) => {
-                let v = self.vrfs.entry(r.vni).or_default();
-                // A MAC that moved here from a local port stays local until that
-                // port is removed: local interfaces win over remote routes.
-                if !matches!(v.bridge.get(&r.mac), Some(Dest::Local(_))) {
-                    v.bridge.insert(r.mac, Dest::Remote(r.vtep));
-                }
-                if let Some(old) = v.remote_ips.insert(r.mac, r.ips.clone()) {
-                    for ip in old {
-                        if v.arp.get(&ip) == Some(&r.mac) {
-                            v.arp.remove(&ip);
-                        }
-                    }
-                }
-                for ip in &r.ips {
-                    v.arp.insert(*ip, r.mac);
+                if let Some(v) = self.vrfs.get_mut(&r.vni) {
+                    v.add_remote(r);
                 }
             }
             Update::RemoveRemote { vni, mac } => {
                 if let Some(v) = self.vrfs.get_mut(vni) {
-                    if matches!(v.bridge.get(mac), Some(Dest::Remote(_))) {
-                        v.bridge.remove(mac);
-                    }
-                    for ip in v.remote_ips.remove(mac).unwrap_or_default() {
-                        if v.arp.get(&ip) == Some(mac) {
-                            v.arp.remove(&ip);
-                        }
-                    }
+                    v.remove_remote(mac);
                 }
             }
         }
@@ -201,12 +221,12 @@ impl Vrouter {
         };
         if let Some(v) = self.vrfs.get_mut(&old.vni) {
             v.local.remove(&port);
-            if v.bridge.get(&old.security.mac) == Some(&Dest::Local(port)) {
-                v.bridge.remove(&old.security.mac);
+            if v.local_macs.get(&old.security.mac) == Some(&port) {
+                v.local_macs.remove(&old.security.mac);
             }
             for ip in &old.security.ips {
-                if v.arp.get(ip) == Some(&old.security.mac) {
-                    v.arp.remove(ip);
+                if v.local_arp.get(ip) == Some(&old.security.mac) {
+                    v.local_arp.remove(ip);
                 }
             }
         }
@@ -214,24 +234,25 @@ impl Vrouter {
 
     /// The VRF's bridge table, for introspection: MAC → "port N" / "vtep A.B.C.D".
     pub fn bridge_table(&self, vni: u32) -> Vec<(Mac, String)> {
-        let mut v: Vec<(Mac, String)> = self
-            .vrfs
-            .get(&vni)
-            .map(|v| {
-                v.bridge
-                    .iter()
-                    .map(|(m, d)| {
-                        let to = match d {
-                            Dest::Local(p) => format!("port {p}"),
-                            Dest::Remote(t) => format!("vtep {t}"),
-                        };
-                        (*m, to)
-                    })
-                    .collect()
+        let Some(v) = self.vrfs.get(&vni) else {
+            return Vec::new();
+        };
+        let macs: BTreeSet<[u8; 6]> = v
+            .local_macs
+            .keys()
+            .chain(v.remotes.keys())
+            .map(|m| m.0)
+            .collect();
+        macs.into_iter()
+            .filter_map(|m| {
+                let mac = smoltcp::wire::EthernetAddress(m);
+                let to = match v.bridge(&mac)? {
+                    Dest::Local(p) => format!("port {p}"),
+                    Dest::Remote(t) => format!("vtep {t}"),
+                };
+                Some((mac, to))
             })
-            .unwrap_or_default();
-        v.sort_by_key(|(m, _)| m.0);
-        v
+            .collect()
     }
 
     fn tx(&mut self, out: &mut Vec<Output>, o: Output) {
@@ -286,12 +307,12 @@ impl Vrouter {
                 ..
             } = repr
                 && target_protocol_addr != source_protocol_addr
-                && let Some(mac) = vrf.arp.get(&target_protocol_addr)
+                && let Some(mac) = vrf.arp(&target_protocol_addr)
             {
                 let reply = frames::arp(
                     ArpOperation::Reply,
                     source_hardware_addr,
-                    *mac,
+                    mac,
                     target_protocol_addr,
                     source_hardware_addr,
                     source_protocol_addr,
@@ -327,7 +348,7 @@ impl Vrouter {
             }
             return;
         }
-        match vrf.bridge.get(&dst).copied() {
+        match vrf.bridge(&dst) {
             Some(Dest::Local(p)) if p != port => self.tx(
                 out,
                 Output::Frame {
@@ -375,7 +396,7 @@ impl Vrouter {
             }
             return;
         }
-        match vrf.bridge.get(&dst).copied() {
+        match vrf.bridge(&dst) {
             Some(Dest::Local(p)) => self.tx(
                 out,
                 Output::Frame {

@@ -25,6 +25,13 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Packets per second per core through the forwarding pipelines (no I/O):
+    /// vRouter encap and decap, OVS bridging, gateway SNAT, 64 and 1400 bytes.
+    Dataplane {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -34,6 +41,10 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             concurrency,
             json,
         } => api(ports, concurrency, json).await,
+        // One core, no I/O: the pipelines alone.
+        BenchCmd::Dataplane { json } => {
+            tokio::task::spawn_blocking(move || crate::bench_dataplane::run(json)).await?
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! library crates.
 
 mod bench;
+mod bench_dataplane;
 mod config;
 
 use std::io::IsTerminal;
