@@ -1,0 +1,483 @@
+//! The compiler: the Neutron model in, each node's desired state out, kept up to
+//! date incrementally.
+//!
+//! A bound port contributes:
+//! * on its own node, an `iface/{port}` item;
+//! * on every vRouter that has a port in the same network (and on the gateway),
+//!   a `remote/{vni}/{mac}` item pointing at the VTEP that reaches it: its
+//!   vRouter's, or the gateway's for a VLAN-side port;
+//! * on the gateway, for a VLAN-side port, a `dhcp/{vlan}/{mac}` item, and the
+//!   network's `bd/{vni}` bridge domain while any VLAN-side port exists.
+//!
+//! A vRouter holds `net/{vni}` while it has a port in the network, with the flood
+//! list of the other members. A port change touches only its node, the other
+//! members of its network and the gateway; [`Stats`] counts what each batch touched.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use switchyard_model::{Change, Kind, State};
+use switchyard_proto::{Delta, Item, Role};
+
+use crate::facts::{NodeFacts, PortFacts, Side, node_facts, port_facts};
+
+#[derive(Debug, Default)]
+struct Node {
+    facts: Option<NodeFacts>,
+    items: BTreeMap<String, Item>,
+    version: u64,
+    /// Keys changed since the last version was cut.
+    dirty: BTreeSet<String>,
+}
+
+#[derive(Debug, Default)]
+struct Net {
+    ports: BTreeSet<String>,
+    /// vRouter host -> ports it has in the network
+    vrouters: BTreeMap<String, usize>,
+    /// (physnet, vlan) -> VLAN-side ports
+    vlans: BTreeMap<(String, u16), usize>,
+}
+
+/// What the last batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub nodes_touched: usize,
+    pub items_changed: usize,
+    pub ports_compiled: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Compiler {
+    nodes: BTreeMap<String, Node>,
+    ports: HashMap<String, PortFacts>,
+    nets: HashMap<u32, Net>,
+    pub last: Stats,
+}
+
+fn remote_key(vni: u32, mac: &str) -> String {
+    format!("remote/{vni}/{mac}")
+}
+
+impl Compiler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Compiles everything from scratch.
+    pub fn full(st: &State) -> Self {
+        let mut c = Compiler::new();
+        c.sync_nodes(st);
+        let ids: Vec<String> = st.ports.keys().cloned().collect();
+        for id in ids {
+            c.refresh_port(st, &id);
+        }
+        c
+    }
+
+    // ---- item bookkeeping ------------------------------------------------------
+
+    fn put(&mut self, host: &str, key: String, item: Item) {
+        let Some(n) = self.nodes.get_mut(host) else {
+            return;
+        };
+        if n.items.get(&key) != Some(&item) {
+            n.items.insert(key.clone(), item);
+            n.dirty.insert(key);
+        }
+    }
+
+    fn del(&mut self, host: &str, key: &str) {
+        let Some(n) = self.nodes.get_mut(host) else {
+            return;
+        };
+        if n.items.remove(key).is_some() {
+            n.dirty.insert(key.to_string());
+        }
+    }
+
+    fn gateways(&self) -> Vec<(String, Option<Ipv4Addr>)> {
+        self.nodes
+            .iter()
+            .filter_map(|(h, n)| {
+                n.facts
+                    .as_ref()
+                    .filter(|f| f.role == Role::Gateway)
+                    .map(|f| (h.clone(), f.vtep))
+            })
+            .collect()
+    }
+
+    fn vtep_of(&self, host: &str) -> Option<Ipv4Addr> {
+        self.nodes
+            .get(host)
+            .and_then(|n| n.facts.as_ref())
+            .and_then(|f| f.vtep)
+    }
+
+    fn role_of(&self, host: &str) -> Option<Role> {
+        self.nodes
+            .get(host)
+            .and_then(|n| n.facts.as_ref())
+            .map(|f| f.role)
+    }
+
+    /// Where a port is reached from the overlay.
+    fn location(&self, p: &PortFacts) -> Option<Ipv4Addr> {
+        match p.side {
+            Side::Overlay => self.vtep_of(&p.host),
+            Side::Vlan { .. } => self.gateways().first().and_then(|(_, v)| *v),
+        }
+    }
+
+    fn remote_item(&self, vni: u32, p: &PortFacts) -> Option<Item> {
+        Some(Item::RemoteMac {
+            vni,
+            mac: p.mac.clone(),
+            ips: p.ips.clone(),
+            vtep: self.location(p)?,
+        })
+    }
+
+    /// Re-derives the flood lists of a network on its vRouters and gateway(s).
+    fn refresh_flood(&mut self, vni: u32) {
+        let Some(net) = self.nets.get(&vni) else {
+            return;
+        };
+        let members: Vec<String> = net.vrouters.keys().cloned().collect();
+        let vlans: Vec<(String, u16)> = net.vlans.keys().cloned().collect();
+        let gws = self.gateways();
+        let gw_vteps: Vec<Ipv4Addr> = gws.iter().filter_map(|(_, v)| *v).collect();
+        for h in &members {
+            let mut flood: Vec<Ipv4Addr> = members
+                .iter()
+                .filter(|o| *o != h)
+                .filter_map(|o| self.vtep_of(o))
+                .chain(gw_vteps.iter().copied())
+                .collect();
+            flood.sort();
+            flood.dedup();
+            self.put(h, format!("net/{vni}"), Item::Network { vni, flood });
+        }
+        let mut vr_vteps: Vec<Ipv4Addr> = members.iter().filter_map(|o| self.vtep_of(o)).collect();
+        vr_vteps.sort();
+        for (gw, _) in gws {
+            // One bridge domain per network: the VLAN of its (first) physnet.
+            match vlans.first() {
+                Some((physnet, vlan)) => self.put(
+                    &gw,
+                    format!("bd/{vni}"),
+                    Item::BridgeDomain {
+                        vni,
+                        vlan: *vlan,
+                        physnet: physnet.clone(),
+                        flood: vr_vteps.clone(),
+                    },
+                ),
+                None => self.del(&gw, &format!("bd/{vni}")),
+            }
+        }
+    }
+
+    // ---- ports -----------------------------------------------------------------
+
+    fn remove_port(&mut self, id: &str) {
+        let Some(p) = self.ports.remove(id) else {
+            return;
+        };
+        self.del(&p.host, &format!("iface/{id}"));
+        let Some(vni) = p.vni else { return };
+        let mut flood_changed = false;
+        let (members, others): (Vec<String>, Vec<String>) = {
+            let Some(net) = self.nets.get_mut(&vni) else {
+                return;
+            };
+            net.ports.remove(id);
+            match &p.side {
+                Side::Overlay => {
+                    if let Some(c) = net.vrouters.get_mut(&p.host) {
+                        *c -= 1;
+                        if *c == 0 {
+                            net.vrouters.remove(&p.host);
+                            flood_changed = true;
+                        }
+                    }
+                }
+                Side::Vlan { physnet, vlan } => {
+                    let k = (physnet.clone(), *vlan);
+                    if let Some(c) = net.vlans.get_mut(&k) {
+                        *c -= 1;
+                        if *c == 0 {
+                            net.vlans.remove(&k);
+                            flood_changed = true;
+                        }
+                    }
+                }
+            }
+            (
+                net.vrouters.keys().cloned().collect(),
+                net.ports.iter().cloned().collect(),
+            )
+        };
+        let key = remote_key(vni, &p.mac);
+        for h in &members {
+            if *h != p.host {
+                self.del(h, &key);
+            }
+        }
+        for (gw, _) in self.gateways() {
+            self.del(&gw, &key);
+            if let Side::Vlan { vlan, .. } = &p.side {
+                self.del(&gw, &format!("dhcp/{vlan}/{}", p.mac));
+            }
+        }
+        // The host left the network: its VRF and everything learned for it go.
+        if p.side == Side::Overlay && !members.contains(&p.host) {
+            self.del(&p.host, &format!("net/{vni}"));
+            for o in &others {
+                if let Some(op) = self.ports.get(o) {
+                    let k = remote_key(vni, &op.mac);
+                    self.del(&p.host, &k);
+                }
+            }
+        }
+        if flood_changed {
+            self.refresh_flood(vni);
+        }
+        if self.nets.get(&vni).is_some_and(|n| n.ports.is_empty()) {
+            self.nets.remove(&vni);
+        }
+    }
+
+    fn add_port(&mut self, p: PortFacts) {
+        let id = p.port_id.clone();
+        self.put(
+            &p.host,
+            format!("iface/{id}"),
+            Item::Interface {
+                port_id: id.clone(),
+                mac: p.mac.clone(),
+                ips: p.ips.clone(),
+                pairs: p.pairs.clone(),
+                port_security: p.port_security,
+                attachment: p.attachment.clone(),
+                lease: p.lease.clone(),
+            },
+        );
+        let Some(vni) = p.vni else {
+            self.ports.insert(id, p);
+            return;
+        };
+        let overlay_here = p.side == Side::Overlay && self.role_of(&p.host) == Some(Role::Vrouter);
+        let (joined, new_vlan, members, others) = {
+            let net = self.nets.entry(vni).or_default();
+            net.ports.insert(id.clone());
+            let mut joined = false;
+            let mut new_vlan = false;
+            match &p.side {
+                Side::Overlay if overlay_here => {
+                    let c = net.vrouters.entry(p.host.clone()).or_default();
+                    joined = *c == 0;
+                    *c += 1;
+                }
+                Side::Overlay => {}
+                Side::Vlan { physnet, vlan } => {
+                    let c = net.vlans.entry((physnet.clone(), *vlan)).or_default();
+                    new_vlan = *c == 0;
+                    *c += 1;
+                }
+            }
+            let members: Vec<String> = net.vrouters.keys().cloned().collect();
+            let others: Vec<String> = net.ports.iter().filter(|o| **o != id).cloned().collect();
+            (joined, new_vlan, members, others)
+        };
+        if let Some(item) = self.remote_item(vni, &p) {
+            let key = remote_key(vni, &p.mac);
+            for h in &members {
+                if *h != p.host {
+                    self.put(h, key.clone(), item.clone());
+                }
+            }
+            for (gw, _) in self.gateways() {
+                if p.side == Side::Overlay {
+                    self.put(&gw, key.clone(), item.clone());
+                }
+            }
+        }
+        if let (Side::Vlan { vlan, .. }, Some(lease)) = (&p.side, &p.lease) {
+            for (gw, _) in self.gateways() {
+                self.put(
+                    &gw,
+                    format!("dhcp/{vlan}/{}", p.mac),
+                    Item::DhcpPort {
+                        vlan: *vlan,
+                        mac: p.mac.clone(),
+                        lease: lease.clone(),
+                    },
+                );
+            }
+        }
+        if joined {
+            // A vRouter new to the network learns every other port of it.
+            for o in &others {
+                let Some(op) = self.ports.get(o) else {
+                    continue;
+                };
+                if op.host == p.host {
+                    continue;
+                }
+                if let Some(item) = self.remote_item(vni, op) {
+                    let k = remote_key(vni, &op.mac);
+                    self.put(&p.host, k, item);
+                }
+            }
+        }
+        self.ports.insert(id, p);
+        if joined || new_vlan {
+            self.refresh_flood(vni);
+        }
+    }
+
+    /// Recompiles one port from the model (gone or unbound: removed).
+    pub fn refresh_port(&mut self, st: &State, id: &str) {
+        let new = st.ports.get(id).and_then(|p| port_facts(st, p));
+        if new.is_some() && self.ports.get(id) == new.as_ref() {
+            return;
+        }
+        self.remove_port(id);
+        if let Some(p) = new {
+            self.add_port(p);
+        }
+        self.last.ports_compiled += 1;
+    }
+
+    // ---- nodes -----------------------------------------------------------------
+
+    /// Brings the node list in line with the agents table. A node whose role or
+    /// VTEP changed makes everything recompile (rare: agents restarting with
+    /// another configuration); heartbeats change nothing here.
+    fn sync_nodes(&mut self, st: &State) -> bool {
+        let want: BTreeMap<String, NodeFacts> = st
+            .agents
+            .values()
+            .filter_map(node_facts)
+            .map(|f| (f.host.clone(), f))
+            .collect();
+        let have: BTreeMap<String, NodeFacts> = self
+            .nodes
+            .iter()
+            .filter_map(|(h, n)| n.facts.clone().map(|f| (h.clone(), f)))
+            .collect();
+        if want == have {
+            return false;
+        }
+        for (h, f) in &want {
+            self.nodes.entry(h.clone()).or_default().facts = Some(f.clone());
+        }
+        for (h, n) in self.nodes.iter_mut() {
+            if !want.contains_key(h) && n.facts.take().is_some() {
+                let keys: Vec<String> = n.items.keys().cloned().collect();
+                n.items.clear();
+                n.dirty.extend(keys);
+            }
+        }
+        true
+    }
+
+    /// Applies one committed transaction's changes. Returns the deltas to send.
+    pub fn apply(&mut self, st: &State, changes: &[Change]) -> BTreeMap<String, Delta> {
+        self.last = Stats::default();
+        let nodes_changed =
+            changes.iter().any(|(k, _, _)| *k == Kind::Agent) && self.sync_nodes(st);
+        if nodes_changed {
+            // Recompile all ports against the new node set, diffing item by item.
+            let ids: Vec<String> = self
+                .ports
+                .keys()
+                .cloned()
+                .chain(st.ports.keys().cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for id in &ids {
+                self.remove_port(id);
+            }
+            for id in &ids {
+                self.refresh_port(st, id);
+            }
+        } else {
+            let mut ports: BTreeSet<String> = BTreeSet::new();
+            for (kind, id, rec) in changes {
+                match kind {
+                    Kind::Port => {
+                        ports.insert(id.clone());
+                    }
+                    // Subnets (DHCP data), networks (MTU) and segments affect every port on them.
+                    Kind::Subnet | Kind::Network | Kind::Segment => {
+                        let net = match rec {
+                            Some(switchyard_model::Record::Subnet(s)) => Some(s.network_id.clone()),
+                            Some(switchyard_model::Record::Segment(s)) => {
+                                Some(s.network_id.clone())
+                            }
+                            Some(switchyard_model::Record::Network(n)) => Some(n.id.clone()),
+                            _ => None,
+                        };
+                        if let Some(n) = net {
+                            ports.extend(st.network_port_ids(&n).cloned());
+                        }
+                    }
+                    Kind::Agent => {}
+                }
+            }
+            for id in ports {
+                self.refresh_port(st, &id);
+            }
+        }
+        self.cut()
+    }
+
+    /// Turns the dirty keys of every node into a versioned delta.
+    fn cut(&mut self) -> BTreeMap<String, Delta> {
+        let mut out = BTreeMap::new();
+        for (h, n) in self.nodes.iter_mut() {
+            if n.dirty.is_empty() {
+                continue;
+            }
+            n.version += 1;
+            let mut d = Delta {
+                version: n.version,
+                ..Delta::default()
+            };
+            for k in std::mem::take(&mut n.dirty) {
+                match n.items.get(&k) {
+                    Some(item) => {
+                        d.upserts.insert(k, item.clone());
+                    }
+                    None => d.removals.push(k),
+                }
+            }
+            self.last.items_changed += d.upserts.len() + d.removals.len();
+            out.insert(h.clone(), d);
+        }
+        self.last.nodes_touched = out.len();
+        out
+    }
+
+    /// Marks the full compile's items as sent (version 1 per node with items).
+    pub fn initial_versions(&mut self) -> BTreeMap<String, Delta> {
+        self.cut()
+    }
+
+    /// A node's current desired state and version (what a snapshot carries).
+    pub fn snapshot(&self, host: &str) -> Option<(u64, &BTreeMap<String, Item>)> {
+        self.nodes.get(host).map(|n| (n.version, &n.items))
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn item_count(&self) -> usize {
+        self.nodes.values().map(|n| n.items.len()).sum()
+    }
+}

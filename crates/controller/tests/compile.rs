@@ -1,0 +1,258 @@
+//! The compiler against models built with the real ML2 operations.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+use switchyard_controller::Compiler;
+use switchyard_ml2::{Ctx, Ml2, Ml2Config, ops};
+use switchyard_model::{Change, State};
+use switchyard_proto::{Attachment, Item};
+
+struct Model {
+    ml2: Ml2,
+    st: State,
+    ctx: Ctx,
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().expect("object")
+}
+
+impl Model {
+    fn new() -> Self {
+        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        Model {
+            ml2: Ml2::with_seed(&Ml2Config::default(), 7).expect("ml2"),
+            st: State::new(),
+            ctx: Ctx::admin("p", now),
+        }
+    }
+
+    /// Runs one transaction and returns its committed changes.
+    fn txn<T>(&mut self, f: impl FnOnce(&Ml2, &mut State, &Ctx) -> T) -> (T, Vec<Change>) {
+        self.st.begin();
+        let r = f(&self.ml2, &mut self.st, &self.ctx);
+        (r, self.st.commit())
+    }
+
+    fn agent(&mut self, host: &str, agent_type: &str, conf: Value) -> Vec<Change> {
+        let body = obj(json!({"host": host, "agent_type": agent_type, "configurations": conf}));
+        self.txn(|_, st, ctx| ops::agents::report_state(st, ctx, &body).expect("report"))
+            .1
+    }
+
+    fn lab_agents(&mut self) {
+        self.agent(
+            "compute-1",
+            "Open vSwitch agent",
+            json!({"bridge_mappings": {"physnet1": "br-phys"}}),
+        );
+        self.agent(
+            "compute-2",
+            "vRouter agent",
+            json!({"tunneling_ip": "192.0.2.12"}),
+        );
+        self.agent(
+            "compute-3",
+            "NIC Switch agent",
+            json!({"device_mappings": {"physnet1": ["eth1"]}}),
+        );
+        self.agent(
+            "compute-4",
+            "vRouter agent",
+            json!({"tunneling_ip": "192.0.2.14"}),
+        );
+        self.agent(
+            "gateway",
+            "Gateway agent",
+            json!({"tunneling_ip": "192.0.2.1"}),
+        );
+    }
+
+    fn network(&mut self, cidr: &str) -> String {
+        let (id, _) = self.txn(|ml2, st, ctx| {
+            ops::networks::create(ml2, st, ctx, &obj(json!({"name": "n"}))).expect("network")
+        });
+        let b = obj(json!({"network_id": id, "cidr": cidr, "ip_version": 4}));
+        self.txn(|_, st, ctx| ops::subnets::create(st, ctx, &b).expect("subnet"));
+        id
+    }
+
+    fn port(&mut self, net: &str, host: &str, vnic: &str) -> (String, Vec<Change>) {
+        let b = obj(
+            json!({"network_id": net, "binding:host_id": host, "binding:vnic_type": vnic, "device_owner": "compute:nova"}),
+        );
+        self.txn(|ml2, st, ctx| ops::ports::create(ml2, st, ctx, &b).expect("port"))
+    }
+
+    fn delete_port(&mut self, id: &str) -> Vec<Change> {
+        self.txn(|_, st, ctx| ops::ports::delete(st, ctx, id).expect("delete"))
+            .1
+    }
+}
+
+fn items(c: &Compiler, host: &str) -> BTreeMap<String, Item> {
+    c.snapshot(host).map(|(_, i)| i.clone()).unwrap_or_default()
+}
+
+#[test]
+fn reference_network_compiles_to_every_backend() {
+    let mut m = Model::new();
+    m.lab_agents();
+    let net = m.network("50.50.50.0/24");
+    let (p_ovs, _) = m.port(&net, "compute-1", "normal");
+    let (p_vr, _) = m.port(&net, "compute-2", "normal");
+    let (p_sriov, _) = m.port(&net, "compute-3", "direct");
+    let c = Compiler::full(&m.st);
+
+    let c1 = items(&c, "compute-1");
+    let Some(Item::Interface {
+        attachment: Attachment::Ovs { vlan, physnet },
+        lease: Some(lease),
+        ..
+    }) = c1.get(&format!("iface/{p_ovs}"))
+    else {
+        panic!("compute-1: {c1:?}");
+    };
+    assert_eq!(physnet, "physnet1");
+    assert!((100..=199).contains(vlan));
+    assert_eq!(
+        lease.router.map(|r| r.to_string()).as_deref(),
+        Some("50.50.50.1")
+    );
+    assert_eq!(lease.mtu, 1450);
+    let c3 = items(&c, "compute-3");
+    assert!(
+        matches!(c3.get(&format!("iface/{p_sriov}")), Some(Item::Interface { attachment: Attachment::HwVeb { vlan: v, .. }, .. }) if v == vlan)
+    );
+
+    // The vRouter has the VRF, floods to the gateway, and reaches the VLAN side via the gateway.
+    let c2 = items(&c, "compute-2");
+    assert!(matches!(
+        c2.get(&format!("iface/{p_vr}")),
+        Some(Item::Interface {
+            attachment: Attachment::Vrouter { vni: 1000 },
+            ..
+        })
+    ));
+    assert_eq!(
+        c2.get("net/1000"),
+        Some(&Item::Network {
+            vni: 1000,
+            flood: vec!["192.0.2.1".parse().expect("ip")]
+        })
+    );
+    let remotes: Vec<(&String, &Item)> = c2
+        .iter()
+        .filter(|(k, _)| k.starts_with("remote/"))
+        .collect();
+    assert_eq!(remotes.len(), 2, "{remotes:?}");
+    for (_, r) in remotes {
+        assert!(matches!(r, Item::RemoteMac { vtep, .. } if vtep.to_string() == "192.0.2.1"));
+    }
+    // compute-4 has no port in the network: nothing about it.
+    assert!(items(&c, "compute-4").is_empty());
+
+    // The gateway stitches the VLAN to the VNI, answers DHCP on the VLAN side, and reaches the vRouter VM.
+    let gw = items(&c, "gateway");
+    assert_eq!(
+        gw.get("bd/1000"),
+        Some(&Item::BridgeDomain {
+            vni: 1000,
+            vlan: *vlan,
+            physnet: "physnet1".into(),
+            flood: vec!["192.0.2.12".parse().expect("ip")]
+        })
+    );
+    assert_eq!(gw.keys().filter(|k| k.starts_with("dhcp/")).count(), 2);
+    assert_eq!(gw.keys().filter(|k| k.starts_with("remote/")).count(), 1);
+}
+
+#[test]
+fn a_port_change_touches_only_the_nodes_it_concerns() {
+    let mut m = Model::new();
+    m.lab_agents();
+    let net = m.network("50.50.50.0/24");
+    let other = m.network("60.60.60.0/24");
+    m.port(&net, "compute-2", "normal");
+    m.port(&other, "compute-4", "normal");
+    let mut c = Compiler::full(&m.st);
+    c.initial_versions();
+
+    // A second vRouter port in `net` on compute-2: its own node only (no one else is in the network).
+    let (_, ch) = m.port(&net, "compute-2", "normal");
+    let d = c.apply(&m.st, &ch);
+    assert_eq!(
+        d.keys().cloned().collect::<Vec<_>>(),
+        vec!["compute-2".to_string(), "gateway".to_string()]
+    );
+    assert_eq!(c.last.ports_compiled, 1);
+
+    // compute-4 joins `net`: it learns the network and compute-2 and the gateway learn it.
+    let (p4, ch) = m.port(&net, "compute-4", "normal");
+    let d = c.apply(&m.st, &ch);
+    assert_eq!(
+        d.keys().cloned().collect::<Vec<_>>(),
+        vec![
+            "compute-2".to_string(),
+            "compute-4".to_string(),
+            "gateway".to_string()
+        ]
+    );
+    let d4 = &d["compute-4"];
+    assert!(d4.upserts.contains_key("net/1000"));
+    assert_eq!(
+        d4.upserts
+            .keys()
+            .filter(|k| k.starts_with("remote/1000/"))
+            .count(),
+        2
+    );
+    // Versions advance per node.
+    assert_eq!(d4.version, 2);
+
+    // Deleting it removes what it brought, on the same nodes.
+    let ch = m.delete_port(&p4);
+    let d = c.apply(&m.st, &ch);
+    assert!(d["compute-4"].removals.contains(&"net/1000".to_string()));
+    assert!(d["compute-4"].removals.contains(&format!("iface/{p4}")));
+    assert!(!d.contains_key("compute-1") && !d.contains_key("compute-3"));
+}
+
+#[test]
+fn incremental_equals_full_compile() {
+    let mut m = Model::new();
+    m.lab_agents();
+    let nets = [m.network("10.1.0.0/24"), m.network("10.2.0.0/24")];
+    let mut c = Compiler::full(&m.st);
+    c.initial_versions();
+    let hosts = [
+        ("compute-1", "normal"),
+        ("compute-2", "normal"),
+        ("compute-3", "direct"),
+        ("compute-4", "normal"),
+        ("compute-9", "normal"),
+    ];
+    let mut made = Vec::new();
+    for i in 0..40usize {
+        let (h, v) = hosts[i % hosts.len()];
+        let (id, ch) = m.port(&nets[i % 2], h, v);
+        c.apply(&m.st, &ch);
+        made.push(id);
+        if i % 3 == 2 {
+            let gone = made.remove(i % made.len());
+            let ch = m.delete_port(&gone);
+            c.apply(&m.st, &ch);
+        }
+    }
+    let full = Compiler::full(&m.st);
+    for h in [
+        "compute-1",
+        "compute-2",
+        "compute-3",
+        "compute-4",
+        "gateway",
+    ] {
+        assert_eq!(items(&c, h), items(&full, h), "{h} differs");
+    }
+}

@@ -1,0 +1,162 @@
+//! The southbound contract between the controller and node agents.
+//!
+//! A node's desired state is a map from stable keys to typed [`Item`]s. The
+//! controller sends a [`ToAgent::Snapshot`] of the whole map on connect and then
+//! [`ToAgent::Delta`]s (upserts and removals) under increasing versions; the agent
+//! answers [`FromAgent::Ack`] or [`FromAgent::Nack`] for each version, reports
+//! heartbeats and port up/down. Items name ports by their Neutron id; the agent
+//! maps them to its local devices (TAP, VF, OVS port).
+//!
+//! Keys: `net/{vni}`, `iface/{port_id}`, `remote/{vni}/{mac}`, `bd/{vni}`,
+//! `dhcp/{vlan}/{mac}`. MACs are lowercase `aa:bb:cc:dd:ee:ff` strings.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// What a node does, from its agent type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Vrouter,
+    Ovs,
+    Sriov,
+    Gateway,
+}
+
+impl Role {
+    /// The Neutron agent type an agent of this role reports.
+    pub fn agent_type(self) -> &'static str {
+        match self {
+            Role::Vrouter => "vRouter agent",
+            Role::Ovs => "Open vSwitch agent",
+            Role::Sriov => "NIC Switch agent",
+            Role::Gateway => "Gateway agent",
+        }
+    }
+
+    pub fn from_agent_type(t: &str) -> Option<Role> {
+        [Role::Vrouter, Role::Ovs, Role::Sriov, Role::Gateway]
+            .into_iter()
+            .find(|r| r.agent_type() == t)
+    }
+}
+
+/// DHCP answer for one port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    pub mtu: u16,
+    pub lease_secs: u32,
+    pub server: Ipv4Addr,
+}
+
+/// How a VM interface is attached on its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "vif_type", rename_all = "snake_case")]
+pub enum Attachment {
+    /// A vRouter interface in the network's VRF.
+    Vrouter { vni: u32 },
+    /// An OVS access port tagged with the network's VLAN on a physnet.
+    Ovs { vlan: u16, physnet: String },
+    /// An SR-IOV VF with the VLAN set on it.
+    HwVeb { vlan: u16, physnet: String },
+}
+
+/// An allowed address pair: a prefix usable from a MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pair {
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mac: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Item {
+    /// A network present on a vRouter: its VRF and the VTEPs to flood to.
+    Network { vni: u32, flood: Vec<Ipv4Addr> },
+    /// A VM port bound to this node.
+    Interface {
+        port_id: String,
+        mac: String,
+        ips: Vec<Ipv4Addr>,
+        pairs: Vec<Pair>,
+        port_security: bool,
+        attachment: Attachment,
+        lease: Option<Lease>,
+    },
+    /// A MAC (with its IPs) behind another VTEP: the EVPN type-2 route.
+    RemoteMac {
+        vni: u32,
+        mac: String,
+        ips: Vec<Ipv4Addr>,
+        vtep: Ipv4Addr,
+    },
+    /// Gateway: a VLAN on a physnet stitched to a VNI, flooding to these VTEPs.
+    BridgeDomain {
+        vni: u32,
+        vlan: u16,
+        physnet: String,
+        flood: Vec<Ipv4Addr>,
+    },
+    /// Gateway: a DHCP answer for a VLAN-side port.
+    DhcpPort {
+        vlan: u16,
+        mac: String,
+        lease: Lease,
+    },
+}
+
+/// Changes to a node's map under one version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    pub version: u64,
+    pub upserts: BTreeMap<String, Item>,
+    pub removals: Vec<String>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removals.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToAgent {
+    Snapshot {
+        version: u64,
+        items: BTreeMap<String, Item>,
+    },
+    Delta(Delta),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromAgent {
+    Hello {
+        host: String,
+        role: Role,
+        configurations: serde_json::Map<String, serde_json::Value>,
+        /// The version the agent still runs (0 after a fresh start).
+        version: u64,
+    },
+    Ack {
+        version: u64,
+    },
+    Nack {
+        version: u64,
+        error: String,
+    },
+    Heartbeat,
+    PortStatus {
+        port_id: String,
+        up: bool,
+    },
+}
