@@ -19,6 +19,8 @@ pub enum DropReason {
     RogueDhcp,
     /// VXLAN with a VNI that has no network here.
     UnknownVni,
+    /// VXLAN from a VTEP that is not a member of the network.
+    UnknownVtep,
     /// A VLAN the port or trunk does not carry.
     UnknownVlan,
     /// Unicast to a MAC this element cannot place, where flooding is not allowed.
@@ -39,6 +41,9 @@ pub enum DropReason {
 pub struct Counters {
     pub rx: u64,
     pub tx: u64,
+    /// Source MACs not learned because the learning table was full (the frames
+    /// were still forwarded).
+    pub not_learned: u64,
     pub drops: BTreeMap<DropReason, u64>,
 }
 

@@ -13,6 +13,8 @@ use smoltcp::wire::{
 use crate::frames::{self, Mac};
 
 pub const SERVER_PORT: u16 = 67;
+/// Host routes carried in option 121 (9 bytes each at most, plus the default).
+pub const MAX_ROUTES: usize = 26;
 pub const CLIENT_PORT: u16 = 68;
 
 /// Everything a port's DHCP answer carries.
@@ -91,6 +93,11 @@ pub fn respond(frame: &[u8], server_mac: Mac, lease: &Lease) -> Verdict {
     let Ok(req) = DhcpRepr::parse(&pkt) else {
         return Verdict::Malformed;
     };
+    // The answer is switched to chaddr: it must be the sender, or a VM could
+    // aim answers at another VM.
+    if req.client_hardware_address != eth.src_addr() {
+        return Verdict::Malformed;
+    }
     let reply_type = match req.message_type {
         DhcpMessageType::Discover => DhcpMessageType::Offer,
         DhcpMessageType::Request => {
@@ -109,7 +116,15 @@ pub fn respond(frame: &[u8], server_mac: Mac, lease: &Lease) -> Verdict {
         _ => return Verdict::Ignored,
     };
     let nak = reply_type == DhcpMessageType::Nak;
-    let routes = classless_routes(&lease.routes);
+    // RFC 3442: a client that gets option 121 ignores option 3, so the default
+    // route goes into 121 too (as Neutron's dnsmasq does). Bounded so the option
+    // stays within 255 bytes.
+    let mut route_list: Vec<(Ipv4Addr, u8, Ipv4Addr)> =
+        lease.routes.iter().take(MAX_ROUTES).copied().collect();
+    if let (false, Some(r)) = (route_list.is_empty(), lease.router) {
+        route_list.push((Ipv4Addr::UNSPECIFIED, 0, r));
+    }
+    let routes = classless_routes(&route_list);
     let mtu = lease.mtu.to_be_bytes();
     let mut extra: Vec<DhcpOption<'_>> = Vec::new();
     if !nak {
@@ -165,11 +180,21 @@ pub fn respond(frame: &[u8], server_mac: Mac, lease: &Lease) -> Verdict {
     if rep.emit(&mut p).is_err() {
         return Verdict::Malformed;
     }
+    // RFC 2131 4.1: a renewing client (ciaddr set) is answered by unicast; a
+    // client that asked for broadcast gets broadcast; others get the broadcast
+    // address at their own MAC (they have no address yet).
+    let (eth_dst, ip_dst) = if !req.client_ip.is_unspecified() && !nak {
+        (req.client_hardware_address, req.client_ip)
+    } else if req.broadcast {
+        (frames::BROADCAST, Ipv4Addr::BROADCAST)
+    } else {
+        (req.client_hardware_address, Ipv4Addr::BROADCAST)
+    };
     Verdict::Reply(frames::udp(
-        req.client_hardware_address,
+        eth_dst,
         server_mac,
         lease.server,
-        Ipv4Addr::BROADCAST,
+        ip_dst,
         SERVER_PORT,
         CLIENT_PORT,
         64,

@@ -83,7 +83,9 @@ impl Pipeline for FabricSwitch {
         let Some((dst, src)) = frames::macs(data) else {
             return self.counters.drop(DropReason::Malformed);
         };
-        self.fdb.learn(vid, src, port, now);
+        if !self.fdb.learn(vid, src, port, now) {
+            self.counters.not_learned += 1;
+        }
         let known = (!frames::is_bum(&dst))
             .then(|| self.fdb.lookup(vid, &dst, now))
             .flatten();

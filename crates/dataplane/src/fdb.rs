@@ -8,33 +8,49 @@ use crate::{Duration, Instant, PortNo};
 
 /// Default MAC ageing, as Open vSwitch and most switches use.
 pub const DEFAULT_AGEING: Duration = Duration::from_secs(300);
+/// Default table size (Open vSwitch's `mac-table-size`): frames with random
+/// source MACs cannot grow the table without bound.
+pub const DEFAULT_CAPACITY: usize = 8192;
 
 #[derive(Debug)]
 pub struct Fdb {
     ageing: Duration,
+    capacity: usize,
     entries: HashMap<(u16, Mac), (PortNo, Instant)>,
 }
 
 impl Default for Fdb {
     fn default() -> Self {
-        Fdb::new(DEFAULT_AGEING)
+        Fdb::new(DEFAULT_AGEING, DEFAULT_CAPACITY)
     }
 }
 
 impl Fdb {
-    pub fn new(ageing: Duration) -> Self {
+    pub fn new(ageing: Duration, capacity: usize) -> Self {
         Fdb {
             ageing,
+            capacity,
             entries: HashMap::new(),
         }
     }
 
     /// Records that `mac` on `vlan` was seen on `port` at `now` (a move wins).
-    pub fn learn(&mut self, vlan: u16, mac: Mac, port: PortNo, now: Instant) {
+    /// Returns false when the table is full and the MAC was not learned.
+    pub fn learn(&mut self, vlan: u16, mac: Mac, port: PortNo, now: Instant) -> bool {
         if crate::frames::is_bum(&mac) {
-            return;
+            return true;
         }
-        self.entries.insert((vlan, mac), (port, now));
+        let key = (vlan, mac);
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+            // Make room from what has aged out before refusing.
+            let ageing = self.ageing;
+            self.entries.retain(|_, (_, seen)| now - *seen < ageing);
+            if self.entries.len() >= self.capacity {
+                return false;
+            }
+        }
+        self.entries.insert(key, (port, now));
+        true
     }
 
     /// Where `mac` on `vlan` lives, if learned and not aged out.
@@ -74,5 +90,31 @@ impl Fdb {
             .collect();
         v.sort_by_key(|(v, m, p)| (*v, m.0, *p));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::EthernetAddress;
+
+    #[test]
+    fn the_table_is_bounded_and_ages() {
+        let mut f = Fdb::new(Duration::from_secs(10), 3);
+        let t0 = Instant::from_secs(0);
+        for i in 0..3u8 {
+            assert!(f.learn(1, EthernetAddress([2, 0, 0, 0, 0, i]), 1, t0));
+        }
+        // Full: a new MAC is not learned, a known one is refreshed.
+        assert!(!f.learn(1, EthernetAddress([2, 0, 0, 0, 0, 9]), 1, t0));
+        assert!(f.learn(1, EthernetAddress([2, 0, 0, 0, 0, 0]), 2, t0));
+        assert_eq!(
+            f.lookup(1, &EthernetAddress([2, 0, 0, 0, 0, 0]), t0),
+            Some(2)
+        );
+        // Once entries age out there is room again.
+        let later = Instant::from_secs(11);
+        assert!(f.learn(1, EthernetAddress([2, 0, 0, 0, 0, 9]), 1, later));
+        assert_eq!(f.len(), 1);
     }
 }

@@ -145,3 +145,53 @@ pub mod mac_serde {
         (n == 6).then_some(smoltcp::wire::EthernetAddress(out))
     }
 }
+
+/// A frame as sent by a VM on an access port or VF: untagged frames pass,
+/// priority-tagged ones (VID 0) lose their tag, and frames tagged with a real
+/// VLAN are refused, as Open vSwitch access ports and VST-mode NICs do.
+pub fn from_access_port(frame: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, crate::DropReason> {
+    use crate::wire::vlan;
+    match vlan::vlan_of(frame) {
+        Err(_) => Err(crate::DropReason::Malformed),
+        Ok(None) => Ok(std::borrow::Cow::Borrowed(frame)),
+        Ok(Some(0)) => vlan::pop_tag(frame)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|_| crate::DropReason::Malformed),
+        Ok(Some(_)) => Err(crate::DropReason::UnknownVlan),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::vlan;
+
+    #[test]
+    fn access_ports_refuse_tagged_frames_and_strip_priority_tags() {
+        let f = udp(
+            BROADCAST,
+            EthernetAddress([2, 0, 0, 0, 0, 1]),
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::BROADCAST,
+            1,
+            2,
+            64,
+            b"x",
+        );
+        assert_eq!(from_access_port(&f).expect("untagged").as_ref(), &f[..]);
+        let prio = vlan::push_tag(&f, 0).expect("tag");
+        assert_eq!(
+            from_access_port(&prio).expect("priority tag").as_ref(),
+            &f[..]
+        );
+        let tagged = vlan::push_tag(&f, 100).expect("tag");
+        assert_eq!(
+            from_access_port(&tagged),
+            Err(crate::DropReason::UnknownVlan)
+        );
+        assert_eq!(
+            from_access_port(&f[..10]),
+            Err(crate::DropReason::Malformed)
+        );
+    }
+}

@@ -584,16 +584,30 @@ impl Gateway {
         v
     }
 
+    /// Where a MAC is: the controller's remote routes win over what was learned,
+    /// so a spoofed source on the trunk cannot pull a vRouter VM's traffic away.
     fn locate(&self, now: Instant, vni: u32, mac: Mac) -> Option<Dest> {
-        if let Some(l) = self.learned.get(&(vni, mac))
-            && l.expires > now
-        {
-            return Some(l.dest);
+        if let Some(t) = self.derived.static_bridge.get(&(vni, mac)) {
+            return Some(Dest::Vtep(*t));
         }
-        self.derived
-            .static_bridge
+        self.learned
             .get(&(vni, mac))
-            .map(|t| Dest::Vtep(*t))
+            .filter(|l| l.expires > now)
+            .map(|l| l.dest)
+    }
+
+    /// VXLAN is accepted only from VTEPs the domain floods to or that host one
+    /// of its configured MACs.
+    fn known_vtep(&self, vni: u32, src: Ipv4Addr) -> bool {
+        self.cfg
+            .domains
+            .get(&vni)
+            .is_some_and(|d| d.flood.contains(&src))
+            || self
+                .cfg
+                .remotes
+                .values()
+                .any(|r| r.vni == vni && r.vtep == src)
     }
 
     fn place(&self, now: Instant, link: Link, mac: Mac) -> Option<Place> {
@@ -944,7 +958,9 @@ impl Gateway {
                     Err(_) => self.counters.drop(DropReason::Malformed),
                 },
                 dhcp::Verdict::Malformed => self.counters.drop(DropReason::Malformed),
-                dhcp::Verdict::Ignored | dhcp::Verdict::NotDhcp => {}
+                dhcp::Verdict::Ignored => {}
+                // UDP to port 67 that is not a DHCP client message is ordinary traffic.
+                dhcp::Verdict::NotDhcp => self.in_domain(now, vni, Side::Trunk, &l2, frame, out),
             }
             return;
         }
@@ -959,6 +975,10 @@ impl Gateway {
         let vni = pkt.vni();
         if !self.cfg.domains.contains_key(&vni) {
             self.counters.drop(DropReason::UnknownVni);
+            return;
+        }
+        if !self.known_vtep(vni, src) {
+            self.counters.drop(DropReason::UnknownVtep);
             return;
         }
         let inner = pkt.payload();

@@ -91,7 +91,9 @@ impl OvsBridge {
             self.counters.drop(DropReason::Malformed);
             return;
         };
-        self.fdb.learn(a.vlan, src, a.port, now);
+        if !self.fdb.learn(a.vlan, src, a.port, now) {
+            self.counters.not_learned += 1;
+        }
         let known = (!frames::is_bum(&dst))
             .then(|| self.fdb.lookup(a.vlan, &dst, now))
             .flatten();
@@ -139,7 +141,9 @@ impl OvsBridge {
             self.counters.drop(DropReason::UnknownVlan);
             return;
         }
-        self.fdb.learn(vid, src, trunk, now);
+        if !self.fdb.learn(vid, src, trunk, now) {
+            self.counters.not_learned += 1;
+        }
         let known = (!frames::is_bum(&dst))
             .then(|| self.fdb.lookup(vid, &dst, now))
             .flatten();
@@ -165,7 +169,10 @@ impl Pipeline for OvsBridge {
                 self.on_trunk(now, port, data, out)
             }
             Input::Frame { port, data } => match self.access.get(&port).cloned() {
-                Some(a) => self.on_access(now, a, data, out),
+                Some(a) => match frames::from_access_port(data) {
+                    Ok(f) => self.on_access(now, a, &f, out),
+                    Err(why) => self.counters.drop(why),
+                },
                 None => self.counters.drop(DropReason::UnknownPort),
             },
             Input::Underlay { .. } => self.counters.drop(DropReason::UnknownPort),

@@ -142,7 +142,10 @@ impl Pipeline for SriovNic {
         match input {
             Input::Frame { port, data } if Some(port) == self.uplink => self.on_uplink(data, out),
             Input::Frame { port, data } => match self.vfs.get(&port).cloned() {
-                Some(vf) => self.on_vf(vf, data, out),
+                Some(vf) => match frames::from_access_port(data) {
+                    Ok(f) => self.on_vf(vf, &f, out),
+                    Err(why) => self.counters.drop(why),
+                },
                 None => self.counters.drop(DropReason::UnknownPort),
             },
             Input::Underlay { .. } => self.counters.drop(DropReason::UnknownPort),

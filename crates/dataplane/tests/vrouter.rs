@@ -345,8 +345,12 @@ fn check_lease_fields(r: &DhcpReply, xid: u32) {
     );
     assert_eq!(
         r.option(121),
-        Some(&[32, 169, 254, 169, 254, 50, 50, 50, 2, 8, 10, 50, 50, 50, 1][..]),
-        "RFC 3442 classless static routes"
+        Some(
+            &[
+                32, 169, 254, 169, 254, 50, 50, 50, 2, 8, 10, 50, 50, 50, 1, 0, 50, 50, 50, 1
+            ][..]
+        ),
+        "RFC 3442 classless static routes, ending with the default route"
     );
 }
 

@@ -182,14 +182,25 @@ fn dhcp_offer_contents() {
     assert_eq!(r.dns, vec![ip(9, 9, 9, 9), ip(1, 1, 1, 1), ip(8, 8, 8, 8)]);
     assert_eq!(r.lease, Some(3600));
     assert_eq!(r.option(26), Some(&[0x05, 0xaa][..]));
-    assert_eq!(r.option(121), Some(&[8, 10, 50, 50, 50, 1][..]));
+    // The default route follows the host routes (RFC 3442: option 121 replaces option 3).
+    assert_eq!(
+        r.option(121),
+        Some(&[8, 10, 50, 50, 50, 1, 0, 50, 50, 50, 1][..])
+    );
     // REQUEST in the renewing state: ciaddr set, no requested-ip, no server id.
     let mut renew = dhcp_client(client(), DhcpMessageType::Request, 43, None, None);
     renew[42 + 12..42 + 16].copy_from_slice(&l.ip.octets());
     let Verdict::Reply(f) = dhcp::respond(&renew, server_mac(), &l) else {
         panic!("no reply")
     };
-    assert_eq!(parse_dhcp_reply(&f).message_type, DhcpMessageType::Ack);
+    let ack = parse_dhcp_reply(&f);
+    assert_eq!(ack.message_type, DhcpMessageType::Ack);
+    // A renewing client has an address: the answer is unicast to it (RFC 2131 4.1).
+    assert_eq!((ack.eth_dst, ack.ip_dst), (client(), l.ip));
+    // A DHCP message whose chaddr is not its sender is refused.
+    let mut forged = dhcp_client(client(), DhcpMessageType::Discover, 45, None, None);
+    forged[6..12].copy_from_slice(&[0xfa, 0x16, 0x3e, 9, 9, 9]);
+    assert_eq!(dhcp::respond(&forged, server_mac(), &l), Verdict::Malformed);
     // A lease without routes, router or DNS omits them.
     let bare = Lease {
         router: None,

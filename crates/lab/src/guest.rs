@@ -77,6 +77,9 @@ pub struct PingStream {
     pub next_seq: u16,
     /// seq -> (sent at, reply at)
     pub log: BTreeMap<u16, (Instant, Option<Instant>)>,
+    /// Replies for a sequence number already answered (ping's `DUP!`): a
+    /// forwarding path that duplicates or floods unicast shows here.
+    pub duplicates: u64,
 }
 
 impl PingStream {
@@ -155,6 +158,7 @@ impl Guest {
             next_at: now,
             next_seq: 0,
             log: BTreeMap::new(),
+            duplicates: 0,
         });
     }
 
@@ -253,9 +257,12 @@ impl Guest {
                 && ident == self.ident
                 && let Some(p) = self.ping.as_mut()
                 && let Some(entry) = p.log.get_mut(&seq_no)
-                && entry.1.is_none()
             {
-                entry.1 = Some(now);
+                if entry.1.is_some() {
+                    p.duplicates += 1;
+                } else {
+                    entry.1 = Some(now);
+                }
             }
         }
     }

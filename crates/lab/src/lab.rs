@@ -111,6 +111,8 @@ pub struct Lab {
     scratch: Vec<Output>,
     /// Frames delivered nowhere (unconnected port, unknown VTEP).
     pub lost_frames: u64,
+    /// Ticks that hit the delivery-round limit: a forwarding loop or storm.
+    pub overflowed_ticks: u64,
 }
 
 impl Default for Lab {
@@ -132,6 +134,7 @@ impl Lab {
             captures: HashMap::new(),
             scratch: Vec::new(),
             lost_frames: 0,
+            overflowed_ticks: 0,
         }
     }
 
@@ -305,7 +308,11 @@ impl Lab {
         for g in 0..self.guests.len() {
             self.guests[g].poll(self.now);
         }
-        for _ in 0..MAX_ROUNDS {
+        for round in 0..=MAX_ROUNDS {
+            if round == MAX_ROUNDS {
+                self.overflowed_ticks += 1;
+                break;
+            }
             let mut moved = self.collect_guest_tx();
             for n in 0..self.nodes.len() {
                 let node = &mut self.nodes[n];
