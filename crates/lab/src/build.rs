@@ -27,11 +27,23 @@ pub const VF_BASE: u32 = 100;
 
 /// Builds the lab's nodes and links.
 pub fn build(t: &Topology) -> Result<Lab, BuildError> {
+    build_with(t, |_, _| None)
+}
+
+/// As [`build`], letting `custom` supply a node's element (an agent, say).
+pub fn build_with(
+    t: &Topology,
+    mut custom: impl FnMut(&crate::topology::NodeSpec, usize) -> Option<Element>,
+) -> Result<Lab, BuildError> {
     t.check()
         .map_err(|e| BuildError::Node("topology".into(), e.to_string()))?;
     let mut lab = Lab::new();
     for (i, n) in t.nodes.iter().enumerate() {
         let bad = |m: &str| BuildError::Node(n.name.clone(), m.to_string());
+        if let Some(e) = custom(n, i) {
+            lab.add_node(&n.name, e, n.underlay)?;
+            continue;
+        }
         let element = match n.role {
             Role::Vrouter => Element::Vrouter(Vrouter::new(node_mac(i))),
             Role::Ovs => {

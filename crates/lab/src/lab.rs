@@ -30,6 +30,8 @@ pub enum Element {
     Fabric(FabricSwitch),
     Internet(Internet),
     Gateway(Box<Gateway>),
+    /// A node run by its agent: the pipeline is the agent's, configured by the controller.
+    Agent(Box<switchyard_agent::NodeAgent>),
     /// Any other pipeline (a test double of a peer, say).
     Other(Box<dyn Pipeline + Send>),
 }
@@ -43,6 +45,7 @@ impl Element {
             Element::Fabric(p) => p,
             Element::Internet(p) => p,
             Element::Gateway(p) => p.as_mut(),
+            Element::Agent(a) => a.dataplane.pipeline(),
             Element::Other(p) => p.as_mut(),
         }
     }
@@ -270,6 +273,12 @@ impl Lab {
     pub fn gateway_mut(&mut self, node: &str) -> Option<&mut Gateway> {
         match self.element_mut(node).ok()? {
             Element::Gateway(v) => Some(v),
+            _ => None,
+        }
+    }
+    pub fn agent_mut(&mut self, node: &str) -> Option<&mut switchyard_agent::NodeAgent> {
+        match self.element_mut(node).ok()? {
+            Element::Agent(a) => Some(a),
             _ => None,
         }
     }

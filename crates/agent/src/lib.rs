@@ -1,0 +1,494 @@
+//! switchyard's node agent core: keeps a node's forwarding pipeline in step with
+//! the controller.
+//!
+//! The agent receives [`ToAgent`] messages (a snapshot, then versioned deltas),
+//! translates the keyed [`Item`]s into the pipeline's own typed updates, applies
+//! them all-or-nothing, and answers [`FromAgent::Ack`] or [`FromAgent::Nack`].
+//! A snapshot is applied as the difference from what the node already runs, so
+//! a resync after a controller restart leaves unchanged state (and its traffic)
+//! alone. The pipeline keeps forwarding with its last state while no controller
+//! is connected. Ports named by Neutron id get local port numbers here; the
+//! hypervisor plugs VMs into [`NodeAgent::port_of`].
+//!
+//! Sans-io: no sockets or clocks; the transport and the I/O driver live outside.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use switchyard_dataplane::dhcp;
+use switchyard_dataplane::frames::{Mac, mac_serde::parse_mac};
+use switchyard_dataplane::gateway::{self, DhcpPort, Gateway};
+use switchyard_dataplane::ovs::{self, AccessPort, OvsBridge};
+use switchyard_dataplane::spoof::{AllowedPair, PortSecurity};
+use switchyard_dataplane::sriov::{self, SriovNic, Vf};
+use switchyard_dataplane::vrouter::{self, RemoteMac, Vrouter};
+use switchyard_dataplane::{Counters, Pipeline, PortNo};
+use switchyard_proto::{Attachment, Delta, FromAgent, Item, Lease, Role, ToAgent};
+
+/// The pipeline a node runs.
+pub enum Dataplane {
+    Vrouter(Vrouter),
+    Ovs(OvsBridge),
+    Sriov(SriovNic),
+    Gateway(Box<Gateway>),
+}
+
+impl Dataplane {
+    pub fn pipeline(&mut self) -> &mut dyn Pipeline {
+        match self {
+            Dataplane::Vrouter(p) => p,
+            Dataplane::Ovs(p) => p,
+            Dataplane::Sriov(p) => p,
+            Dataplane::Gateway(p) => p.as_mut(),
+        }
+    }
+
+    pub fn counters(&mut self) -> Counters {
+        self.pipeline().counters().clone()
+    }
+}
+
+/// One version's changes in the pipeline's own terms.
+enum Updates {
+    Vrouter(Vec<vrouter::Update>),
+    Ovs(Vec<ovs::Update>),
+    Sriov(Vec<sriov::Update>),
+    Gateway(Vec<gateway::Update>),
+}
+
+/// Local port numbers the agent hands to VM interfaces.
+#[derive(Debug, Clone, Copy)]
+pub struct PortRange {
+    pub first: PortNo,
+    pub count: u32,
+}
+
+pub struct NodeAgent {
+    pub host: String,
+    pub role: Role,
+    version: u64,
+    items: BTreeMap<String, Item>,
+    pub dataplane: Dataplane,
+    range: PortRange,
+    ports: BTreeMap<String, PortNo>,
+    /// Versions of the pipeline's own update sequence (independent of the controller's).
+    dp_version: u64,
+}
+
+fn mac(s: &str) -> Result<Mac, String> {
+    parse_mac(s).ok_or_else(|| format!("bad MAC '{s}'"))
+}
+
+fn lease(l: &Lease) -> dhcp::Lease {
+    dhcp::Lease {
+        ip: l.ip,
+        prefix_len: l.prefix_len,
+        router: l.router,
+        dns: l.dns.clone(),
+        routes: l.routes.clone(),
+        mtu: l.mtu,
+        lease_secs: l.lease_secs,
+        server: l.server,
+    }
+}
+
+fn security(
+    mac_s: &str,
+    ips: &[Ipv4Addr],
+    pairs: &[switchyard_proto::Pair],
+    enabled: bool,
+) -> Result<PortSecurity, String> {
+    Ok(PortSecurity {
+        enabled,
+        mac: mac(mac_s)?,
+        ips: ips.to_vec(),
+        pairs: pairs
+            .iter()
+            .map(|p| {
+                Ok(AllowedPair {
+                    ip: p.ip,
+                    prefix_len: p.prefix_len,
+                    mac: mac(&p.mac)?,
+                })
+            })
+            .collect::<Result<_, String>>()?,
+    })
+}
+
+/// Order of application within one version: containers first, contents after;
+/// removals of contents before removals of containers.
+fn rank(key: &str) -> u8 {
+    if key.starts_with("net/") || key.starts_with("bd/") {
+        0
+    } else {
+        1
+    }
+}
+
+impl NodeAgent {
+    pub fn new(host: &str, role: Role, dataplane: Dataplane, range: PortRange) -> Self {
+        NodeAgent {
+            host: host.to_string(),
+            role,
+            version: 0,
+            items: BTreeMap::new(),
+            dataplane,
+            range,
+            ports: BTreeMap::new(),
+            dp_version: 1,
+        }
+    }
+
+    /// The version of the controller's state this node runs.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn items(&self) -> &BTreeMap<String, Item> {
+        &self.items
+    }
+
+    /// The local port a Neutron port is plugged into, once it has one.
+    pub fn port_of(&self, port_id: &str) -> Option<PortNo> {
+        self.ports.get(port_id).copied()
+    }
+
+    /// The hello an agent sends on every (re)connection.
+    pub fn hello(&self, configurations: serde_json::Map<String, serde_json::Value>) -> FromAgent {
+        FromAgent::Hello {
+            host: self.host.clone(),
+            role: self.role,
+            configurations,
+            version: self.version,
+        }
+    }
+
+    fn alloc_port(&mut self, port_id: &str) -> Result<PortNo, String> {
+        if let Some(p) = self.ports.get(port_id) {
+            return Ok(*p);
+        }
+        let used: std::collections::BTreeSet<PortNo> = self.ports.values().copied().collect();
+        let p = (self.range.first..self.range.first.saturating_add(self.range.count))
+            .find(|p| !used.contains(p))
+            .ok_or_else(|| {
+                format!(
+                    "no free port for {port_id} (all {} in use)",
+                    self.range.count
+                )
+            })?;
+        self.ports.insert(port_id.to_string(), p);
+        Ok(p)
+    }
+
+    /// Handles one message from the controller.
+    pub fn handle(&mut self, msg: &ToAgent) -> FromAgent {
+        let (version, delta) = match msg {
+            ToAgent::Snapshot { version, items } => {
+                // Only what differs from what runs here is touched.
+                let mut d = Delta {
+                    version: *version,
+                    ..Delta::default()
+                };
+                for (k, v) in items {
+                    if self.items.get(k) != Some(v) {
+                        d.upserts.insert(k.clone(), v.clone());
+                    }
+                }
+                for k in self.items.keys() {
+                    if !items.contains_key(k) {
+                        d.removals.push(k.clone());
+                    }
+                }
+                (*version, d)
+            }
+            ToAgent::Delta(d) => {
+                if d.version != self.version + 1 {
+                    return FromAgent::Nack {
+                        version: d.version,
+                        error: format!(
+                            "expected version {}, got {}; send a snapshot",
+                            self.version + 1,
+                            d.version
+                        ),
+                    };
+                }
+                (d.version, d.clone())
+            }
+        };
+        match self.apply(&delta) {
+            Ok(()) => {
+                self.version = version;
+                FromAgent::Ack { version }
+            }
+            Err(error) => FromAgent::Nack { version, error },
+        }
+    }
+
+    fn apply(&mut self, d: &Delta) -> Result<(), String> {
+        let mut ups: Vec<(&String, &Item)> = d.upserts.iter().collect();
+        ups.sort_by_key(|(k, _)| rank(k));
+        let mut rems: Vec<&String> = d.removals.iter().collect();
+        rems.sort_by_key(|k| std::cmp::Reverse(rank(k)));
+        // Port numbers for new interfaces, released only once the apply succeeded.
+        let before_ports = self.ports.clone();
+        let result = self.apply_to_pipeline(&ups, &rems);
+        match result {
+            Ok(()) => {
+                for k in &d.removals {
+                    if let Some(id) = k.strip_prefix("iface/") {
+                        self.ports.remove(id);
+                    }
+                    self.items.remove(k);
+                }
+                for (k, v) in &d.upserts {
+                    self.items.insert(k.clone(), v.clone());
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.ports = before_ports;
+                Err(e)
+            }
+        }
+    }
+
+    fn apply_to_pipeline(
+        &mut self,
+        ups: &[(&String, &Item)],
+        rems: &[&String],
+    ) -> Result<(), String> {
+        let updates = match self.role {
+            Role::Vrouter => Updates::Vrouter(self.vrouter_updates(ups, rems)?),
+            Role::Ovs => Updates::Ovs(self.ovs_updates(ups, rems)?),
+            Role::Sriov => Updates::Sriov(self.sriov_updates(ups, rems)?),
+            Role::Gateway => Updates::Gateway(self.gateway_updates(ups, rems)?),
+        };
+        self.dp_version += 1;
+        let v = self.dp_version;
+        match (&mut self.dataplane, updates) {
+            (Dataplane::Vrouter(p), Updates::Vrouter(u)) => {
+                p.apply(v, &u).map_err(|e| e.to_string())
+            }
+            (Dataplane::Gateway(p), Updates::Gateway(u)) => {
+                p.apply(v, &u).map_err(|e| e.to_string())
+            }
+            (Dataplane::Ovs(p), Updates::Ovs(u)) => {
+                p.apply(v, &u);
+                Ok(())
+            }
+            (Dataplane::Sriov(p), Updates::Sriov(u)) => {
+                p.apply(v, &u);
+                Ok(())
+            }
+            _ => Err(format!(
+                "the {:?} role does not match this node's pipeline",
+                self.role
+            )),
+        }
+    }
+
+    fn iface_port(&mut self, key: &str) -> Option<PortNo> {
+        key.strip_prefix("iface/")
+            .and_then(|id| self.ports.get(id).copied())
+    }
+
+    fn vrouter_updates(
+        &mut self,
+        ups: &[(&String, &Item)],
+        rems: &[&String],
+    ) -> Result<Vec<vrouter::Update>, String> {
+        let mut out = Vec::new();
+        for k in rems {
+            let k = k.as_str();
+            if let Some(port) = self.iface_port(k) {
+                out.push(vrouter::Update::RemoveInterface { port });
+            } else if let Some(rest) = k.strip_prefix("remote/") {
+                let (vni, m) = rest.split_once('/').ok_or("bad remote key")?;
+                out.push(vrouter::Update::RemoveRemote {
+                    vni: vni.parse().map_err(|_| "bad vni")?,
+                    mac: mac(m)?,
+                });
+            } else if let Some(vni) = k.strip_prefix("net/") {
+                out.push(vrouter::Update::RemoveNetwork {
+                    vni: vni.parse().map_err(|_| "bad vni")?,
+                });
+            }
+        }
+        for (_, item) in ups {
+            match item {
+                Item::Network { vni, flood } => out.push(vrouter::Update::Network {
+                    vni: *vni,
+                    flood: flood.clone(),
+                }),
+                Item::Interface {
+                    port_id,
+                    mac: m,
+                    ips,
+                    pairs,
+                    port_security,
+                    attachment: Attachment::Vrouter { vni },
+                    lease: l,
+                } => {
+                    let port = self.alloc_port(port_id)?;
+                    out.push(vrouter::Update::Interface(vrouter::Interface {
+                        port,
+                        vni: *vni,
+                        security: security(m, ips, pairs, *port_security)?,
+                        dhcp: l.as_ref().map(lease),
+                    }));
+                }
+                Item::RemoteMac {
+                    vni,
+                    mac: m,
+                    ips,
+                    vtep,
+                } => {
+                    out.push(vrouter::Update::Remote(RemoteMac {
+                        vni: *vni,
+                        mac: mac(m)?,
+                        ips: ips.clone(),
+                        vtep: *vtep,
+                    }));
+                }
+                other => return Err(format!("a vRouter cannot run {other:?}")),
+            }
+        }
+        Ok(out)
+    }
+
+    fn ovs_updates(
+        &mut self,
+        ups: &[(&String, &Item)],
+        rems: &[&String],
+    ) -> Result<Vec<ovs::Update>, String> {
+        let mut out = Vec::new();
+        for k in rems {
+            if let Some(port) = self.iface_port(k) {
+                out.push(ovs::Update::RemoveAccess { port });
+            }
+        }
+        for (_, item) in ups {
+            match item {
+                Item::Interface {
+                    port_id,
+                    mac: m,
+                    ips,
+                    pairs,
+                    port_security,
+                    attachment: Attachment::Ovs { vlan, .. },
+                    ..
+                } => {
+                    let port = self.alloc_port(port_id)?;
+                    out.push(ovs::Update::Access(AccessPort {
+                        port,
+                        vlan: *vlan,
+                        security: security(m, ips, pairs, *port_security)?,
+                    }));
+                }
+                other => return Err(format!("an OVS bridge cannot run {other:?}")),
+            }
+        }
+        Ok(out)
+    }
+
+    fn sriov_updates(
+        &mut self,
+        ups: &[(&String, &Item)],
+        rems: &[&String],
+    ) -> Result<Vec<sriov::Update>, String> {
+        let mut out = Vec::new();
+        for k in rems {
+            if let Some(port) = self.iface_port(k) {
+                out.push(sriov::Update::RemoveVf { port });
+            }
+        }
+        for (_, item) in ups {
+            match item {
+                Item::Interface {
+                    port_id,
+                    mac: m,
+                    port_security,
+                    attachment: Attachment::HwVeb { vlan, .. },
+                    ..
+                } => {
+                    let port = self.alloc_port(port_id)?;
+                    out.push(sriov::Update::Vf(Vf {
+                        port,
+                        mac: mac(m)?,
+                        vlan: *vlan,
+                        spoof_check: *port_security,
+                    }));
+                }
+                other => return Err(format!("an SR-IOV NIC cannot run {other:?}")),
+            }
+        }
+        Ok(out)
+    }
+
+    fn gateway_updates(
+        &mut self,
+        ups: &[(&String, &Item)],
+        rems: &[&String],
+    ) -> Result<Vec<gateway::Update>, String> {
+        let mut out = Vec::new();
+        for k in rems {
+            let k = k.as_str();
+            if let Some(rest) = k.strip_prefix("remote/") {
+                let (vni, m) = rest.split_once('/').ok_or("bad remote key")?;
+                out.push(gateway::Update::RemoveRemoteMac {
+                    vni: vni.parse().map_err(|_| "bad vni")?,
+                    mac: mac(m)?,
+                });
+            } else if let Some(rest) = k.strip_prefix("dhcp/") {
+                let (vlan, m) = rest.split_once('/').ok_or("bad dhcp key")?;
+                out.push(gateway::Update::RemoveDhcpPort {
+                    vlan: vlan.parse().map_err(|_| "bad vlan")?,
+                    mac: mac(m)?,
+                });
+            } else if let Some(vni) = k.strip_prefix("bd/") {
+                out.push(gateway::Update::RemoveBridgeDomain {
+                    vni: vni.parse().map_err(|_| "bad vni")?,
+                });
+            }
+        }
+        for (_, item) in ups {
+            match item {
+                Item::BridgeDomain {
+                    vni, vlan, flood, ..
+                } => {
+                    out.push(gateway::Update::BridgeDomain {
+                        vlan: *vlan,
+                        vni: *vni,
+                        flood: flood.clone(),
+                    });
+                }
+                Item::RemoteMac {
+                    vni,
+                    mac: m,
+                    ips,
+                    vtep,
+                } => {
+                    out.push(gateway::Update::RemoteMac(RemoteMac {
+                        vni: *vni,
+                        mac: mac(m)?,
+                        ips: ips.clone(),
+                        vtep: *vtep,
+                    }));
+                }
+                Item::DhcpPort {
+                    vlan,
+                    mac: m,
+                    lease: l,
+                } => {
+                    out.push(gateway::Update::DhcpPort(DhcpPort {
+                        vlan: *vlan,
+                        mac: mac(m)?,
+                        lease: lease(l),
+                    }));
+                }
+                other => return Err(format!("a gateway cannot run {other:?}")),
+            }
+        }
+        Ok(out)
+    }
+}

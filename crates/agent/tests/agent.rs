@@ -1,0 +1,192 @@
+//! The agent's contract: snapshots applied as differences, deltas in order,
+//! bad input refused without changing anything.
+
+use std::collections::BTreeMap;
+
+use switchyard_agent::{Dataplane, NodeAgent, PortRange};
+use switchyard_dataplane::frames::mac_serde::parse_mac;
+use switchyard_dataplane::vrouter::Vrouter;
+use switchyard_proto::{Attachment, Delta, FromAgent, Item, Role, ToAgent};
+
+fn agent() -> NodeAgent {
+    let mac = parse_mac("02:00:00:00:00:02").expect("mac");
+    NodeAgent::new(
+        "compute-2",
+        Role::Vrouter,
+        Dataplane::Vrouter(Vrouter::new(mac)),
+        PortRange { first: 1, count: 2 },
+    )
+}
+
+fn iface(id: &str, mac: &str) -> Item {
+    Item::Interface {
+        port_id: id.into(),
+        mac: mac.into(),
+        ips: vec!["50.50.50.10".parse().expect("ip")],
+        pairs: vec![],
+        port_security: true,
+        attachment: Attachment::Vrouter { vni: 1000 },
+        lease: None,
+    }
+}
+
+fn net() -> Item {
+    Item::Network {
+        vni: 1000,
+        flood: vec!["192.0.2.1".parse().expect("ip")],
+    }
+}
+
+fn snapshot(version: u64, items: &[(&str, Item)]) -> ToAgent {
+    ToAgent::Snapshot {
+        version,
+        items: items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    }
+}
+
+#[test]
+fn snapshot_then_deltas_in_order() {
+    let mut a = agent();
+    let r = a.handle(&snapshot(
+        3,
+        &[
+            ("net/1000", net()),
+            ("iface/p1", iface("p1", "fa:16:3e:00:00:01")),
+        ],
+    ));
+    assert_eq!(r, FromAgent::Ack { version: 3 });
+    assert_eq!(a.port_of("p1"), Some(1));
+    // A gap is refused: the controller must send a snapshot.
+    let gap = ToAgent::Delta(Delta {
+        version: 5,
+        ..Delta::default()
+    });
+    assert!(matches!(a.handle(&gap), FromAgent::Nack { version: 5, .. }));
+    let mut up = BTreeMap::new();
+    up.insert("iface/p2".to_string(), iface("p2", "fa:16:3e:00:00:02"));
+    let d = ToAgent::Delta(Delta {
+        version: 4,
+        upserts: up,
+        removals: vec!["iface/p1".into()],
+    });
+    assert_eq!(a.handle(&d), FromAgent::Ack { version: 4 });
+    assert_eq!(a.port_of("p1"), None);
+    // p1's port is only freed once the version applied: p2 takes the next one.
+    assert_eq!(a.port_of("p2"), Some(2));
+    assert_eq!(a.version(), 4);
+    let mut up = BTreeMap::new();
+    up.insert("iface/p3".to_string(), iface("p3", "fa:16:3e:00:00:03"));
+    assert_eq!(
+        a.handle(&ToAgent::Delta(Delta {
+            version: 5,
+            upserts: up,
+            removals: vec![]
+        })),
+        FromAgent::Ack { version: 5 }
+    );
+    assert_eq!(a.port_of("p3"), Some(1), "the freed port is reused");
+}
+
+#[test]
+fn a_resync_snapshot_touches_only_what_differs() {
+    let mut a = agent();
+    a.handle(&snapshot(
+        1,
+        &[
+            ("net/1000", net()),
+            ("iface/p1", iface("p1", "fa:16:3e:00:00:01")),
+        ],
+    ));
+    let port = a.port_of("p1");
+    // The controller restarted and resends the same state under a new version.
+    let r = a.handle(&snapshot(
+        7,
+        &[
+            ("net/1000", net()),
+            ("iface/p1", iface("p1", "fa:16:3e:00:00:01")),
+        ],
+    ));
+    assert_eq!(r, FromAgent::Ack { version: 7 });
+    assert_eq!(
+        a.port_of("p1"),
+        port,
+        "an unchanged interface keeps its port"
+    );
+    // A snapshot without an item removes it.
+    a.handle(&snapshot(8, &[("net/1000", net())]));
+    assert_eq!(a.port_of("p1"), None);
+    assert_eq!(a.items().len(), 1);
+}
+
+#[test]
+fn bad_items_are_refused_and_change_nothing() {
+    let mut a = agent();
+    a.handle(&snapshot(1, &[("net/1000", net())]));
+    // An interface in a network the node does not have.
+    let bad = Item::Interface {
+        port_id: "p9".into(),
+        mac: "fa:16:3e:00:00:09".into(),
+        ips: vec![],
+        pairs: vec![],
+        port_security: true,
+        attachment: Attachment::Vrouter { vni: 4242 },
+        lease: None,
+    };
+    let mut up = BTreeMap::new();
+    up.insert("iface/p9".to_string(), bad);
+    let r = a.handle(&ToAgent::Delta(Delta {
+        version: 2,
+        upserts: up,
+        removals: vec![],
+    }));
+    assert!(matches!(r, FromAgent::Nack { version: 2, .. }), "{r:?}");
+    assert_eq!(a.version(), 1);
+    assert_eq!(a.port_of("p9"), None, "the port number is given back");
+    // A gateway-only item on a vRouter, and a bad MAC.
+    let mut up = BTreeMap::new();
+    up.insert(
+        "dhcp/100/x".to_string(),
+        Item::DhcpPort {
+            vlan: 100,
+            mac: "not-a-mac".into(),
+            lease: switchyard_proto::Lease {
+                ip: "10.0.0.2".parse().expect("ip"),
+                prefix_len: 24,
+                router: None,
+                dns: vec![],
+                routes: vec![],
+                mtu: 1500,
+                lease_secs: 60,
+                server: "10.0.0.1".parse().expect("ip"),
+            },
+        },
+    );
+    assert!(matches!(
+        a.handle(&ToAgent::Delta(Delta {
+            version: 2,
+            upserts: up,
+            removals: vec![]
+        })),
+        FromAgent::Nack { .. }
+    ));
+    // Port numbers run out: refused, not wrapped.
+    let mut up = BTreeMap::new();
+    for i in 0..3 {
+        up.insert(
+            format!("iface/q{i}"),
+            iface(&format!("q{i}"), &format!("fa:16:3e:00:01:0{i}")),
+        );
+    }
+    assert!(matches!(
+        a.handle(&ToAgent::Delta(Delta {
+            version: 2,
+            upserts: up,
+            removals: vec![]
+        })),
+        FromAgent::Nack { .. }
+    ));
+    assert_eq!(a.items().len(), 1);
+}
