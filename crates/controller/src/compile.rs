@@ -24,7 +24,9 @@ use crate::facts::{NodeFacts, PortFacts, Side, node_facts, port_facts};
 #[derive(Debug, Default)]
 struct Node {
     facts: Option<NodeFacts>,
-    items: BTreeMap<String, Item>,
+    /// Hashed, not ordered: a full compile inserts hundreds of thousands of
+    /// items, and only snapshots need them in key order.
+    items: HashMap<String, Item>,
     version: u64,
     /// Keys changed since the last version was cut.
     dirty: BTreeSet<String>,
@@ -49,7 +51,13 @@ pub struct Stats {
 
 #[derive(Debug, Default)]
 pub struct Compiler {
-    nodes: BTreeMap<String, Node>,
+    /// Hashed: every item write looks its node up by host name.
+    nodes: HashMap<String, Node>,
+    /// Gateway hosts and VTEPs, derived from `nodes` whenever they change.
+    gws: Vec<(String, Option<Ipv4Addr>)>,
+    /// Off while a full compile builds every node from nothing: then every item
+    /// is new, and tracking them one by one would only cost time.
+    untracked: bool,
     ports: HashMap<String, PortFacts>,
     nets: HashMap<u32, Net>,
     pub last: Stats,
@@ -68,9 +76,17 @@ impl Compiler {
     pub fn full(st: &State) -> Self {
         let mut c = Compiler::new();
         c.sync_nodes(st);
-        let ids: Vec<String> = st.ports.keys().cloned().collect();
-        for id in ids {
-            c.refresh_port(st, &id);
+        c.untracked = true;
+        for id in st.ports.keys() {
+            c.refresh_port(st, id);
+        }
+        c.untracked = false;
+        // Every node with state starts at version 1: what a snapshot carries.
+        for n in c.nodes.values_mut() {
+            n.dirty.clear();
+            if !n.items.is_empty() {
+                n.version = 1;
+            }
         }
         c
     }
@@ -82,8 +98,10 @@ impl Compiler {
             return;
         };
         if n.items.get(&key) != Some(&item) {
-            n.items.insert(key.clone(), item);
-            n.dirty.insert(key);
+            if !self.untracked {
+                n.dirty.insert(key.clone());
+            }
+            n.items.insert(key, item);
         }
     }
 
@@ -91,13 +109,18 @@ impl Compiler {
         let Some(n) = self.nodes.get_mut(host) else {
             return;
         };
-        if n.items.remove(key).is_some() {
+        if n.items.remove(key).is_some() && !self.untracked {
             n.dirty.insert(key.to_string());
         }
     }
 
     fn gateways(&self) -> Vec<(String, Option<Ipv4Addr>)> {
-        self.nodes
+        self.gws.clone()
+    }
+
+    fn refresh_gateways(&mut self) {
+        self.gws = self
+            .nodes
             .iter()
             .filter_map(|(h, n)| {
                 n.facts
@@ -105,7 +128,9 @@ impl Compiler {
                     .filter(|f| f.role == Role::Gateway)
                     .map(|f| (h.clone(), f.vtep))
             })
-            .collect()
+            .collect();
+        // The first gateway (by name) is where VLAN-side ports are reached.
+        self.gws.sort();
     }
 
     fn vtep_of(&self, host: &str) -> Option<Ipv4Addr> {
@@ -126,7 +151,7 @@ impl Compiler {
     fn location(&self, p: &PortFacts) -> Option<Ipv4Addr> {
         match p.side {
             Side::Overlay => self.vtep_of(&p.host),
-            Side::Vlan { .. } => self.gateways().first().and_then(|(_, v)| *v),
+            Side::Vlan { .. } => self.gws.first().and_then(|(_, v)| *v),
         }
     }
 
@@ -269,8 +294,10 @@ impl Compiler {
             return;
         };
         let overlay_here = p.side == Side::Overlay && self.role_of(&p.host) == Some(Role::Vrouter);
-        let (joined, new_vlan, members, others) = {
-            let net = self.nets.entry(vni).or_default();
+        // The network is taken out of the map while its members are written to,
+        // so its member list need not be copied for every port.
+        let mut net = self.nets.remove(&vni).unwrap_or_default();
+        let (joined, new_vlan, others) = {
             net.ports.insert(id.clone());
             let mut joined = false;
             let mut new_vlan = false;
@@ -287,13 +314,17 @@ impl Compiler {
                     *c += 1;
                 }
             }
-            let members: Vec<String> = net.vrouters.keys().cloned().collect();
-            let others: Vec<String> = net.ports.iter().filter(|o| **o != id).cloned().collect();
-            (joined, new_vlan, members, others)
+            // Only a vRouter new to the network needs the other ports.
+            let others: Vec<String> = if joined {
+                net.ports.iter().filter(|o| **o != id).cloned().collect()
+            } else {
+                Vec::new()
+            };
+            (joined, new_vlan, others)
         };
         if let Some(item) = self.remote_item(vni, &p) {
             let key = remote_key(vni, &p.mac);
-            for h in &members {
+            for h in net.vrouters.keys() {
                 if *h != p.host {
                     self.put(h, key.clone(), item.clone());
                 }
@@ -333,6 +364,7 @@ impl Compiler {
             }
         }
         self.ports.insert(id, p);
+        self.nets.insert(vni, net);
         if joined || new_vlan {
             self.refresh_flood(vni);
         }
@@ -381,6 +413,7 @@ impl Compiler {
                 n.dirty.extend(keys);
             }
         }
+        self.refresh_gateways();
         true
     }
 
@@ -463,14 +496,23 @@ impl Compiler {
         out
     }
 
-    /// Marks the full compile's items as sent (version 1 per node with items).
+    /// Deltas for anything changed since the last cut (after [`Compiler::full`]
+    /// there is nothing: its state goes out as snapshots).
     pub fn initial_versions(&mut self) -> BTreeMap<String, Delta> {
         self.cut()
     }
 
     /// A node's current desired state and version (what a snapshot carries).
-    pub fn snapshot(&self, host: &str) -> Option<(u64, &BTreeMap<String, Item>)> {
-        self.nodes.get(host).map(|n| (n.version, &n.items))
+    pub fn snapshot(&self, host: &str) -> Option<(u64, BTreeMap<String, Item>)> {
+        self.nodes.get(host).map(|n| {
+            (
+                n.version,
+                n.items
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        })
     }
 
     pub fn node_count(&self) -> usize {

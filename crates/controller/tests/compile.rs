@@ -92,7 +92,7 @@ impl Model {
 }
 
 fn items(c: &Compiler, host: &str) -> BTreeMap<String, Item> {
-    c.snapshot(host).map(|(_, i)| i.clone()).unwrap_or_default()
+    c.snapshot(host).map(|(_, i)| i).unwrap_or_default()
 }
 
 #[test]

@@ -25,6 +25,16 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Controller compile and agent convergence for N nodes and M ports (in-process).
+    Controller {
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 100_000)]
+        ports: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Packets per second per core through the forwarding pipelines (no I/O):
     /// vRouter encap and decap, OVS bridging, gateway SNAT, 64 and 1400 bytes.
     Dataplane {
@@ -42,6 +52,10 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             json,
         } => api(ports, concurrency, json).await,
         // One core, no I/O: the pipelines alone.
+        BenchCmd::Controller { nodes, ports, json } => {
+            tokio::task::spawn_blocking(move || crate::bench_controller::run(nodes, ports, json))
+                .await?
+        }
         BenchCmd::Dataplane { json } => {
             tokio::task::spawn_blocking(move || crate::bench_dataplane::run(json)).await?
         }

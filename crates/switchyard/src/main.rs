@@ -3,6 +3,7 @@
 //! library crates.
 
 mod bench;
+mod bench_controller;
 mod bench_dataplane;
 mod config;
 
@@ -12,6 +13,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+
+// The controller builds and drops millions of small strings and maps; mimalloc
+// handles that far better than the system allocator (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(

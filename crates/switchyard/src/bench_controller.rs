@@ -1,0 +1,243 @@
+//! `switchyard bench controller`: builds a model of N nodes and M bound ports
+//! with the real ML2 operations (in memory), then measures the controller's
+//! full compile, the convergence of in-process agents applying their snapshots
+//! to real pipelines, and single-port incremental changes (time and nodes
+//! touched). No transport is involved: this measures compiler and agents.
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde_json::{Map, Value, json};
+use switchyard_agent::{Dataplane, NodeAgent, PortRange};
+use switchyard_controller::Compiler;
+use switchyard_dataplane::frames::mac_serde::parse_mac;
+use switchyard_dataplane::gateway::Gateway;
+use switchyard_dataplane::ovs::{self, OvsBridge};
+use switchyard_dataplane::sriov::{self, SriovNic};
+use switchyard_dataplane::vrouter::Vrouter;
+use switchyard_ml2::{Ctx, Ml2, Ml2Config, ops};
+use switchyard_model::State;
+use switchyard_proto::{FromAgent, Role, ToAgent};
+
+/// Ports per network, and how many hosts a network spans.
+const PORTS_PER_NETWORK: usize = 50;
+const HOSTS_PER_NETWORK: usize = 10;
+
+fn obj(v: Value) -> anyhow::Result<Map<String, Value>> {
+    v.as_object().cloned().context("object")
+}
+
+fn role_of(i: usize) -> Role {
+    match i {
+        0 => Role::Gateway,
+        _ if i % 20 < 12 => Role::Vrouter,
+        _ if i % 20 < 17 => Role::Ovs,
+        _ => Role::Sriov,
+    }
+}
+
+fn vtep(i: usize) -> String {
+    // 198.18.0.0/15 is the benchmarking range (RFC 2544); these live only in memory.
+    format!("198.18.{}.{}", i / 250, i % 250 + 1)
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn new_agent(i: usize, host: &str, role: Role) -> anyhow::Result<NodeAgent> {
+    let mac = parse_mac(&format!(
+        "02:00:00:{:02x}:{:02x}:01",
+        (i >> 8) & 0xff,
+        i & 0xff
+    ))
+    .context("mac")?;
+    let (dp, range) = match role {
+        Role::Vrouter => (
+            Dataplane::Vrouter(Vrouter::new(mac)),
+            PortRange {
+                first: 1,
+                count: 4096,
+            },
+        ),
+        Role::Ovs => {
+            let mut b = OvsBridge::new();
+            b.apply(1, &[ovs::Update::Trunk { port: 0 }]);
+            (
+                Dataplane::Ovs(b),
+                PortRange {
+                    first: 1,
+                    count: 4096,
+                },
+            )
+        }
+        Role::Sriov => {
+            let mut s = SriovNic::new();
+            s.apply(1, &[sriov::Update::Uplink { port: 0 }]);
+            (
+                Dataplane::Sriov(s),
+                PortRange {
+                    first: 1,
+                    count: 4096,
+                },
+            )
+        }
+        Role::Gateway => {
+            let ip = vtep(i).parse().context("vtep")?;
+            (
+                Dataplane::Gateway(Box::new(Gateway::new(0, ip, mac))),
+                PortRange { first: 0, count: 0 },
+            )
+        }
+    };
+    Ok(NodeAgent::new(host, role, dp, range))
+}
+
+pub fn run(nodes: usize, ports: usize, as_json: bool) -> anyhow::Result<()> {
+    if nodes < 2 || ports == 0 {
+        bail!("--nodes must be at least 2 (one is the gateway) and --ports positive");
+    }
+    let cfg = Ml2Config {
+        vni_ranges: vec!["1000:16000000".into()],
+        network_vlan_ranges: vec!["physnet1:1:4094".into()],
+        ..Ml2Config::default()
+    };
+    let ml2 = Ml2::with_seed(&cfg, 1)?;
+    let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).context("time")?;
+    let ctx = Ctx::admin("bench", now);
+    let mut st = State::new();
+    let hosts: Vec<(String, Role)> = (0..nodes)
+        .map(|i| (format!("node-{i}"), role_of(i)))
+        .collect();
+    for (i, (h, role)) in hosts.iter().enumerate() {
+        let conf = match role {
+            Role::Vrouter | Role::Gateway => json!({"tunneling_ip": vtep(i)}),
+            Role::Ovs => json!({"bridge_mappings": {"physnet1": "br-phys"}}),
+            Role::Sriov => json!({"device_mappings": {"physnet1": ["eth1"]}}),
+        };
+        let b = obj(json!({"host": h, "agent_type": role.agent_type(), "configurations": conf}))?;
+        ops::agents::report_state(&mut st, &ctx, &b).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let computes: Vec<&(String, Role)> =
+        hosts.iter().filter(|(_, r)| *r != Role::Gateway).collect();
+    let networks = ports.div_ceil(PORTS_PER_NETWORK);
+    if networks > 4000 {
+        bail!(
+            "at most {} ports (4000 networks of {PORTS_PER_NETWORK}, one VLAN each)",
+            4000 * PORTS_PER_NETWORK
+        );
+    }
+    let mut net_ids = Vec::with_capacity(networks);
+    for n in 0..networks {
+        let id = ops::networks::create(
+            &ml2,
+            &mut st,
+            &ctx,
+            &obj(json!({"name": format!("net-{n}")}))?,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sb = obj(
+            json!({"network_id": id, "cidr": format!("10.{}.{}.0/24", n / 256, n % 256), "ip_version": 4}),
+        )?;
+        ops::subnets::create(&mut st, &ctx, &sb).map_err(|e| anyhow::anyhow!("{e}"))?;
+        net_ids.push(id);
+    }
+    let create_port = |st: &mut State, k: usize| -> anyhow::Result<Vec<switchyard_model::Change>> {
+        let n = k % networks;
+        let (host, role) = computes[(n * 7 + k / networks % HOSTS_PER_NETWORK) % computes.len()];
+        let vnic = if *role == Role::Sriov {
+            "direct"
+        } else {
+            "normal"
+        };
+        let b = obj(
+            json!({"network_id": net_ids[n], "binding:host_id": host, "binding:vnic_type": vnic, "device_owner": "compute:nova"}),
+        )?;
+        st.begin();
+        match ops::ports::create(&ml2, st, &ctx, &b) {
+            Ok(_) => Ok(st.commit()),
+            Err(e) => {
+                st.rollback();
+                Err(anyhow::anyhow!("{e}"))
+            }
+        }
+    };
+    for k in 0..ports {
+        create_port(&mut st, k)?;
+    }
+
+    let t = Instant::now();
+    let mut compiler = Compiler::full(&st);
+    compiler.initial_versions();
+    let full_ms = t.elapsed().as_secs_f64() * 1000.0;
+
+    let mut agents: Vec<NodeAgent> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, (h, r))| new_agent(i, h, *r))
+        .collect::<anyhow::Result<_>>()?;
+    let t = Instant::now();
+    for a in agents.iter_mut() {
+        let Some((version, items)) = compiler.snapshot(&a.host) else {
+            continue;
+        };
+        let msg = ToAgent::Snapshot { version, items };
+        if let FromAgent::Nack { error, .. } = a.handle(&msg) {
+            bail!("{} refused its snapshot: {error}", a.host);
+        }
+    }
+    let converge_ms = t.elapsed().as_secs_f64() * 1000.0;
+
+    // Incremental: single-port creations, as the API commits them.
+    let changes = 200;
+    let mut times = Vec::with_capacity(changes);
+    let mut touched = 0usize;
+    for k in ports..ports + changes {
+        let ch = create_port(&mut st, k)?;
+        let t = Instant::now();
+        let deltas = compiler.apply(&st, &ch);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+        touched += deltas.len();
+        for (host, d) in deltas {
+            if let Some(a) = agents.iter_mut().find(|a| a.host == host)
+                && let FromAgent::Nack { error, .. } = a.handle(&ToAgent::Delta(d))
+            {
+                bail!("{host} refused a delta: {error}");
+            }
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let incremental_us = times[times.len() / 2];
+    let per_change = touched as f64 / changes as f64;
+    let rss = rss_mb();
+    if as_json {
+        println!(
+            "{}",
+            json!({"nodes": nodes, "ports": ports, "full_compile_ms": (full_ms * 10.0).round() / 10.0,
+                   "incremental_us": (incremental_us * 10.0).round() / 10.0, "nodes_touched_per_change": per_change,
+                   "converge_ms": (converge_ms * 10.0).round() / 10.0, "rss_mb": rss.round()})
+        );
+    } else {
+        println!(
+            "controller: {nodes} nodes, {ports} ports in {networks} networks ({} items compiled)",
+            compiler.item_count()
+        );
+        println!("  full compile          {full_ms:.1} ms");
+        println!(
+            "  agents converged      {converge_ms:.1} ms (in-process, snapshots applied to pipelines)"
+        );
+        println!(
+            "  one port change       {incremental_us:.1} us (median of {changes}), {per_change:.2} nodes touched"
+        );
+        println!("  RSS                   {rss:.0} MB");
+    }
+    Ok(())
+}
