@@ -10,7 +10,10 @@
 //! is connected. Ports named by Neutron id get local port numbers here; the
 //! hypervisor plugs VMs into [`NodeAgent::port_of`].
 //!
-//! Sans-io: no sockets or clocks; the transport and the I/O driver live outside.
+//! The core ([`NodeAgent`]) is sans-io: no sockets or clocks. The [`client`]
+//! module is the edge: the controller connection, heartbeats and reconnection.
+
+pub mod client;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

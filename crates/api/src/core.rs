@@ -4,11 +4,14 @@
 //! does the lock open again; any error (validation, allocation, disk) rolls the
 //! state back, so readers never see half an operation and a crash never leaves one.
 
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use switchyard_controller::Compiler;
 use switchyard_ml2::{Ctx, Ml2};
 use switchyard_model::{NeutronError, Result, State, Timestamp};
+use switchyard_proto::Delta;
 use switchyard_store::SqliteStore;
 
 /// Where time comes from (the edge): the system clock in production.
@@ -30,6 +33,8 @@ impl Clock for SystemClock {
 pub struct Core {
     pub state: State,
     pub ml2: Ml2,
+    /// Every node's desired state, kept up to date with each commit.
+    pub compiler: Compiler,
     // The connection is not `Sync`; only writers (holding the write lock) use it.
     store: Mutex<SqliteStore>,
 }
@@ -40,27 +45,66 @@ impl Core {
         store: SqliteStore,
     ) -> std::result::Result<Self, switchyard_store::StoreError> {
         let state = State::from_records(store.load()?);
+        let compiler = Compiler::full(&state);
         Ok(Core {
             state,
             ml2,
+            compiler,
             store: Mutex::new(store),
         })
     }
 }
 
 /// A cheap handle shared by all request handlers.
+/// Per-node deltas of one commit, as the southbound sessions receive them.
+pub type Deltas = Arc<BTreeMap<String, Delta>>;
+
+/// What the controller knows of a node's convergence.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NodeStatus {
+    pub connected: bool,
+    /// Latest version sent to the node's agent.
+    pub sent: u64,
+    /// Latest version the agent acknowledged, and when.
+    pub acked: u64,
+    pub acked_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct Shared {
     core: Arc<RwLock<Core>>,
     pub clock: Arc<dyn Clock>,
+    pub deltas: tokio::sync::broadcast::Sender<Deltas>,
+    pub nodes: Arc<Mutex<BTreeMap<String, NodeStatus>>>,
+    /// Set when the server shuts down: southbound sessions (upgraded
+    /// connections outlive graceful HTTP shutdown) close on it.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
     pub fn new(core: Core, clock: Arc<dyn Clock>) -> Self {
+        let (deltas, _) = tokio::sync::broadcast::channel(1024);
+        let (closing, _) = tokio::sync::watch::channel(false);
         Shared {
             core: Arc::new(RwLock::new(core)),
             clock,
+            deltas,
+            nodes: Arc::new(Mutex::new(BTreeMap::new())),
+            closing,
         }
+    }
+
+    /// Records something about a node's session.
+    pub fn node_status(&self, host: &str, f: impl FnOnce(&mut NodeStatus)) {
+        let mut g = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        f(g.entry(host.to_string()).or_default());
+    }
+
+    /// A node's desired state now: (version, items).
+    pub fn snapshot(&self, host: &str) -> (u64, BTreeMap<String, switchyard_proto::Item>) {
+        let g = self.core.read().unwrap_or_else(PoisonError::into_inner);
+        g.compiler.snapshot(host).unwrap_or_default()
     }
 
     /// Runs a read against a consistent view; reads run in parallel.
@@ -112,7 +156,12 @@ impl Shared {
                 return Err(NeutronError::internal());
             }
         };
-        core.state.commit();
+        let changes = core.state.commit();
+        let deltas = core.compiler.apply(&core.state, &changes);
+        if !deltas.is_empty() {
+            // No session listening is fine: agents get a snapshot when they connect.
+            let _ = self.deltas.send(Arc::new(deltas));
+        }
         after(&core.ml2, &core.state, r)
     }
 }

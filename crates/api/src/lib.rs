@@ -15,6 +15,7 @@ pub mod http;
 pub mod meta;
 pub mod query;
 pub mod routes;
+pub mod southbound;
 
 use std::future::Future;
 use std::path::Path;
@@ -78,6 +79,10 @@ pub fn open_app_with_clock(
 
 pub fn router(app: App) -> Router {
     Router::new()
+        .route(
+            "/switchyard/v1/southbound",
+            axum::routing::get(southbound::upgrade),
+        )
         .fallback(routes::dispatch)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
@@ -89,8 +94,12 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let closing = app.shared.closing.clone();
     axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = closing.send(true);
+        })
         .await?;
     Ok(())
 }

@@ -646,6 +646,36 @@ fn binding_route(app: &App, req: &Req, port_id: &str, tail: &[&str]) -> Result<R
 
 // ---- internal agent API --------------------------------------------------------
 
+/// A node's convergence: the desired version, what was sent and acked, and
+/// (with `items`) the desired state itself.
+fn node_json(
+    app: &App,
+    host: &str,
+    status: Option<&crate::core::NodeStatus>,
+    items: bool,
+) -> Value {
+    let (desired, state) = app.shared.snapshot(host);
+    let st = status.cloned().unwrap_or_default();
+    let mut v = json!({
+        "host": host,
+        "desired_version": desired,
+        "sent_version": st.sent,
+        "acked_version": st.acked,
+        "acked_at": st.acked_at,
+        "connected": st.connected,
+        "converged": st.acked == desired,
+        "last_error": st.last_error,
+        "item_count": state.len(),
+    });
+    if items && let Some(o) = v.as_object_mut() {
+        o.insert(
+            "items".into(),
+            serde_json::to_value(&state).unwrap_or(Value::Null),
+        );
+    }
+    v
+}
+
 fn internal(app: &App, req: &Req, rest: &[&str]) -> Result<Response> {
     let ctx = req.ctx(app);
     let m = &req.method;
@@ -682,7 +712,49 @@ fn internal(app: &App, req: &Req, rest: &[&str]) -> Result<Response> {
             )?;
             Ok(http::json(200, json!({ "port": v })))
         }
-        ["agents", "report"] | ["ports", _, "device"] => Err(not_allowed()),
+        ["nodes"] if m == Method::GET => {
+            ops::require_admin(&ctx, "get_node")?;
+            let status = app
+                .shared
+                .nodes
+                .lock()
+                .map(|g| g.clone())
+                .unwrap_or_default();
+            let hosts: std::collections::BTreeSet<String> = app
+                .shared
+                .read(|_, st| Ok(st.agents.values().map(|a| a.host.clone()).collect()))?;
+            let list: Vec<Value> = hosts
+                .iter()
+                .chain(status.keys().filter(|h| !hosts.contains(*h)))
+                .map(|h| node_json(app, h, status.get(h), false))
+                .collect();
+            Ok(http::json(200, json!({ "nodes": list })))
+        }
+        ["nodes", host] if m == Method::GET => {
+            ops::require_admin(&ctx, "get_node")?;
+            let status = app
+                .shared
+                .nodes
+                .lock()
+                .ok()
+                .and_then(|g| g.get(*host).cloned());
+            let known = app
+                .shared
+                .read(|_, st| Ok(st.agents.values().any(|a| a.host == *host)))?;
+            if !known && status.is_none() {
+                return Err(NeutronError::not_found(
+                    "NodeNotFound",
+                    format!("Node {host} could not be found."),
+                ));
+            }
+            Ok(http::json(
+                200,
+                json!({ "node": node_json(app, host, status.as_ref(), true) }),
+            ))
+        }
+        ["agents", "report"] | ["ports", _, "device"] | ["nodes"] | ["nodes", _] => {
+            Err(not_allowed())
+        }
         _ => Err(NeutronError::no_route()),
     }
 }

@@ -2,6 +2,7 @@
 //! measures it. Errors are reported with anyhow; everything else lives in the
 //! library crates.
 
+mod agent_cmd;
 mod bench;
 mod bench_controller;
 mod bench_dataplane;
@@ -34,6 +35,8 @@ struct Cli {
 enum Cmd {
     /// Serve the Neutron v2.0 API (noauth) on SQLite.
     Server(ServerArgs),
+    /// Run a node agent: connect to the controller, apply this node's state to its pipeline.
+    Agent(agent_cmd::AgentArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -73,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.cmd {
         Cmd::Server(a) => rt.block_on(server(a)),
+        Cmd::Agent(a) => rt.block_on(agent_cmd::run(a, shutdown_signal())),
         Cmd::Bench(b) => rt.block_on(bench::run(b)),
     }
 }

@@ -68,6 +68,16 @@ impl Server {
     }
 
     pub async fn start_full(dir: &Path, cfg: Ml2Config, clock: Arc<ManualClock>) -> Server {
+        Self::start_on(dir, cfg, clock, "127.0.0.1:0").await
+    }
+
+    /// As `start_full`, listening on a given address (to restart where agents reconnect).
+    pub async fn start_on(
+        dir: &Path,
+        cfg: Ml2Config,
+        clock: Arc<ManualClock>,
+        bind: &str,
+    ) -> Server {
         let db = dir.join("test.db");
         let app = switchyard_api::open_app_with_clock(
             &db,
@@ -77,9 +87,7 @@ impl Server {
             clock.clone(),
         )
         .expect("app opens");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -1,0 +1,176 @@
+//! The southbound over a real WebSocket: an agent registers with its hello,
+//! receives its snapshot and the deltas of API changes, reports port status,
+//! keeps its state while the controller is away and resyncs when it returns.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Server, id};
+use serde_json::json;
+use switchyard_agent::client::{self, Options};
+use switchyard_agent::{Dataplane, NodeAgent, PortRange};
+use switchyard_dataplane::frames::mac_serde::parse_mac;
+use switchyard_dataplane::vrouter::Vrouter;
+use switchyard_proto::{FromAgent, Role};
+
+struct Running {
+    events: tokio::sync::mpsc::Sender<FromAgent>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start_agent(base: &str, agent: Arc<Mutex<NodeAgent>>) -> Running {
+    let url = format!(
+        "{}/switchyard/v1/southbound",
+        base.replacen("http://", "ws://", 1)
+    );
+    let (events, rx) = tokio::sync::mpsc::channel(16);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut conf = serde_json::Map::new();
+    conf.insert("tunneling_ip".into(), json!("192.0.2.12"));
+    let opts = Options {
+        url,
+        configurations: conf,
+        heartbeat: Duration::from_millis(500),
+    };
+    let task = tokio::spawn(client::run(agent.clone(), opts, rx, stop_rx));
+    Running { events, stop, task }
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_follows_the_api_and_survives_a_controller_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let vr = Vrouter::new(parse_mac("02:00:00:00:00:02").expect("mac"));
+    let agent = Arc::new(Mutex::new(NodeAgent::new(
+        "compute-2",
+        Role::Vrouter,
+        Dataplane::Vrouter(vr),
+        PortRange {
+            first: 1,
+            count: 64,
+        },
+    )));
+    let run = start_agent(&s.base, agent.clone());
+
+    // The hello registered the agent.
+    for _ in 0..100 {
+        let r = s.get("/v2.0/agents?host=compute-2").await;
+        if r.body["agents"].as_array().is_some_and(|a| a.len() == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let agents = s.get("/v2.0/agents?host=compute-2").await.body["agents"].clone();
+    assert_eq!(agents[0]["agent_type"], "vRouter agent");
+    assert_eq!(agents[0]["configurations"]["tunneling_ip"], "192.0.2.12");
+
+    // An API change reaches the node as a delta.
+    let n = s.network("demo-net").await;
+    s.subnet(&n, "50.50.50.0/24").await;
+    let p = s
+        .port(
+            &n,
+            json!({"binding:host_id": "compute-2", "device_owner": "compute:nova"}),
+        )
+        .await;
+    assert_eq!(p["binding:vif_type"], "vrouter");
+    let pid = id(&p);
+    let key = format!("iface/{pid}");
+    eventually("the interface reaches the agent", || {
+        agent.lock().expect("agent").items().contains_key(&key)
+    })
+    .await;
+    assert!(agent.lock().expect("agent").port_of(&pid).is_some());
+
+    // The controller sees the node converge.
+    let mut node = serde_json::Value::Null;
+    for _ in 0..100 {
+        node = s.get("/switchyard/v1/nodes/compute-2").await.body["node"].clone();
+        if node["converged"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(node["converged"], true, "{node}");
+    assert_eq!(node["connected"], true);
+    assert!(node["items"].get(&key).is_some(), "{node}");
+    assert_eq!(s.get("/switchyard/v1/nodes/compute-9").await.status, 404);
+
+    // The agent reports the device up: the port goes ACTIVE.
+    run.events
+        .send(FromAgent::PortStatus {
+            port_id: pid.clone(),
+            up: true,
+        })
+        .await
+        .expect("event");
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = s.get(&format!("/v2.0/ports/{pid}")).await.body["port"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if status == "ACTIVE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "ACTIVE");
+
+    // The controller goes away: the node keeps its state (headless).
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let clock = s.stop().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items_before = agent.lock().expect("agent").items().clone();
+    assert!(items_before.contains_key(&key));
+    let port_before = agent.lock().expect("agent").port_of(&pid);
+
+    // It comes back on the same address and database; the agent reconnects and
+    // resyncs to the same state, keeping the interface on its port.
+    let s = Server::start_on(dir.path(), Default::default(), clock, &addr).await;
+    let mut node = serde_json::Value::Null;
+    for _ in 0..200 {
+        node = s.get("/switchyard/v1/nodes/compute-2").await.body["node"].clone();
+        if node["connected"] == true && node["converged"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (node["connected"].clone(), node["converged"].clone()),
+        (json!(true), json!(true)),
+        "{node}"
+    );
+    assert_eq!(agent.lock().expect("agent").items(), &items_before);
+    assert_eq!(agent.lock().expect("agent").port_of(&pid), port_before);
+
+    // And it follows changes again.
+    let q = s
+        .port(
+            &n,
+            json!({"binding:host_id": "compute-2", "device_owner": "compute:nova"}),
+        )
+        .await;
+    let qkey = format!("iface/{}", id(&q));
+    eventually("a new interface after the restart", || {
+        agent.lock().expect("agent").items().contains_key(&qkey)
+    })
+    .await;
+
+    let _ = run.stop.send(true);
+    let _ = run.task.await;
+    s.stop().await;
+}

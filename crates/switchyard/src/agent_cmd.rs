@@ -1,0 +1,145 @@
+//! `switchyard agent`: a node agent connected to the controller's southbound.
+//! It registers the node (its hello is the first heartbeat), applies the
+//! controller's snapshot and deltas to the node's pipeline, heartbeats, and
+//! reconnects with backoff, forwarding with its last state meanwhile.
+//!
+//! The pipeline runs here without an I/O driver attached: VM ports are plugged
+//! by the lab's hypervisor emulation or, later, by the Linux driver.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use switchyard_agent::client::{self, HEARTBEAT, Options};
+use switchyard_agent::{Dataplane, NodeAgent, PortRange};
+use switchyard_dataplane::frames::mac_serde::parse_mac;
+use switchyard_dataplane::gateway::Gateway;
+use switchyard_dataplane::ovs::{self, OvsBridge};
+use switchyard_dataplane::sriov::{self, SriovNic};
+use switchyard_dataplane::vrouter::Vrouter;
+use switchyard_proto::Role;
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// This node's host name (as Nova and binding:host_id name it).
+    #[arg(long, env = "SWITCHYARD_HOST")]
+    host: String,
+    /// vrouter | ovs | sriov | gateway
+    #[arg(long, value_parser = parse_role)]
+    role: Role,
+    /// The controller, e.g. http://127.0.0.1:9696
+    #[arg(
+        long,
+        env = "SWITCHYARD_CONTROLLER",
+        default_value = "http://127.0.0.1:9696"
+    )]
+    controller: String,
+    /// VTEP address (vrouter, gateway).
+    #[arg(long)]
+    tunneling_ip: Option<Ipv4Addr>,
+    /// Physical network reached by the trunk (ovs, sriov).
+    #[arg(long, default_value = "physnet1")]
+    physnet: String,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    match s {
+        "vrouter" => Ok(Role::Vrouter),
+        "ovs" => Ok(Role::Ovs),
+        "sriov" => Ok(Role::Sriov),
+        "gateway" => Ok(Role::Gateway),
+        other => Err(format!(
+            "unknown role '{other}' (vrouter, ovs, sriov, gateway)"
+        )),
+    }
+}
+
+pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let base = a.controller.trim_end_matches('/');
+    let url = if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}/switchyard/v1/southbound")
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}/switchyard/v1/southbound")
+    } else {
+        bail!(
+            "--controller must be an http:// or https:// URL, not '{}'",
+            a.controller
+        );
+    };
+    let mac = parse_mac("02:53:59:00:00:01").context("node MAC")?;
+    let (dp, range, conf) = match a.role {
+        Role::Vrouter => {
+            let ip = a
+                .tunneling_ip
+                .context("--tunneling-ip is required for a vrouter")?;
+            (
+                Dataplane::Vrouter(Vrouter::new(mac)),
+                PortRange {
+                    first: 1,
+                    count: 4096,
+                },
+                json!({"tunneling_ip": ip.to_string()}),
+            )
+        }
+        Role::Gateway => {
+            let ip = a
+                .tunneling_ip
+                .context("--tunneling-ip is required for a gateway")?;
+            (
+                Dataplane::Gateway(Box::new(Gateway::new(1, ip, mac))),
+                PortRange { first: 0, count: 0 },
+                json!({"tunneling_ip": ip.to_string()}),
+            )
+        }
+        Role::Ovs => {
+            let mut b = OvsBridge::new();
+            b.apply(1, &[ovs::Update::Trunk { port: 1 }]);
+            (
+                Dataplane::Ovs(b),
+                PortRange {
+                    first: 10,
+                    count: 4096,
+                },
+                json!({"bridge_mappings": {a.physnet.clone(): "br-phys"}}),
+            )
+        }
+        Role::Sriov => {
+            let mut s = SriovNic::new();
+            s.apply(1, &[sriov::Update::Uplink { port: 1 }]);
+            (
+                Dataplane::Sriov(s),
+                PortRange {
+                    first: 100,
+                    count: 64,
+                },
+                json!({"device_mappings": {a.physnet.clone(): ["eth1"]}}),
+            )
+        }
+    };
+    let configurations = match conf {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    let agent = Arc::new(Mutex::new(NodeAgent::new(&a.host, a.role, dp, range)));
+    let (_events_tx, events) = tokio::sync::mpsc::channel(64);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    println!("switchyard agent {} ({:?}) -> {url}", a.host, a.role);
+    let task = tokio::spawn(client::run(
+        agent.clone(),
+        Options {
+            url,
+            configurations,
+            heartbeat: HEARTBEAT,
+        },
+        events,
+        stop,
+    ));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let _ = task.await;
+    let v = agent.lock().map(|g| g.version()).unwrap_or(0);
+    println!("switchyard agent {} stopped at version {v}", a.host);
+    Ok(())
+}
