@@ -18,7 +18,6 @@ pub mod client;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use switchyard_dataplane::dhcp;
 use switchyard_dataplane::frames::{Mac, mac_serde::parse_mac};
 use switchyard_dataplane::gateway::{self, DhcpPort, Gateway};
 use switchyard_dataplane::ovs::{self, AccessPort, OvsBridge};
@@ -26,7 +25,7 @@ use switchyard_dataplane::spoof::{AllowedPair, PortSecurity};
 use switchyard_dataplane::sriov::{self, SriovNic, Vf};
 use switchyard_dataplane::vrouter::{self, RemoteMac, Vrouter};
 use switchyard_dataplane::{Counters, Pipeline, PortNo};
-use switchyard_proto::{Attachment, Delta, FromAgent, Item, Lease, Role, ToAgent};
+use switchyard_proto::{Attachment, Delta, FromAgent, Item, Role, ToAgent};
 
 /// The pipeline a node runs.
 pub enum Dataplane {
@@ -66,6 +65,61 @@ pub struct PortRange {
     pub count: u32,
 }
 
+/// The first local port of VM interfaces: vRouter TAPs from 1, OVS ports from
+/// 10 (below is the trunk), SR-IOV VFs from 100.
+pub const VROUTER_PORTS: PortNo = 1;
+pub const OVS_PORTS: PortNo = 10;
+pub const SRIOV_VFS: PortNo = 100;
+
+/// A node's pipeline for its role, with the trunk (OVS, SR-IOV uplink, gateway)
+/// on `trunk`, and the port range its VM interfaces take.
+pub fn pipeline_for(
+    role: Role,
+    mac: Mac,
+    vtep: Option<Ipv4Addr>,
+    trunk: PortNo,
+    vfs: u32,
+) -> Result<(Dataplane, PortRange), String> {
+    Ok(match role {
+        Role::Vrouter => (
+            Dataplane::Vrouter(Vrouter::new(mac)),
+            PortRange {
+                first: VROUTER_PORTS,
+                count: 4096,
+            },
+        ),
+        Role::Ovs => {
+            let mut b = OvsBridge::new();
+            b.apply(1, &[ovs::Update::Trunk { port: trunk }]);
+            (
+                Dataplane::Ovs(b),
+                PortRange {
+                    first: OVS_PORTS,
+                    count: 4096,
+                },
+            )
+        }
+        Role::Sriov => {
+            let mut s = SriovNic::new();
+            s.apply(1, &[sriov::Update::Uplink { port: trunk }]);
+            (
+                Dataplane::Sriov(s),
+                PortRange {
+                    first: SRIOV_VFS,
+                    count: vfs,
+                },
+            )
+        }
+        Role::Gateway => {
+            let vtep = vtep.ok_or("a gateway needs its VTEP address")?;
+            (
+                Dataplane::Gateway(Box::new(Gateway::new(trunk, vtep, mac))),
+                PortRange { first: 0, count: 0 },
+            )
+        }
+    })
+}
+
 pub struct NodeAgent {
     pub host: String,
     pub role: Role,
@@ -80,19 +134,6 @@ pub struct NodeAgent {
 
 fn mac(s: &str) -> Result<Mac, String> {
     parse_mac(s).ok_or_else(|| format!("bad MAC '{s}'"))
-}
-
-fn lease(l: &Lease) -> dhcp::Lease {
-    dhcp::Lease {
-        ip: l.ip,
-        prefix_len: l.prefix_len,
-        router: l.router,
-        dns: l.dns.clone(),
-        routes: l.routes.clone(),
-        mtu: l.mtu,
-        lease_secs: l.lease_secs,
-        server: l.server,
-    }
 }
 
 fn security(
@@ -337,7 +378,7 @@ impl NodeAgent {
                         port,
                         vni: *vni,
                         security: security(m, ips, pairs, *port_security)?,
-                        dhcp: l.as_ref().map(lease),
+                        dhcp: l.clone(),
                     }));
                 }
                 Item::RemoteMac {
@@ -486,7 +527,7 @@ impl NodeAgent {
                     out.push(gateway::Update::DhcpPort(DhcpPort {
                         vlan: *vlan,
                         mac: mac(m)?,
-                        lease: lease(l),
+                        lease: l.clone(),
                     }));
                 }
                 other => return Err(format!("a gateway cannot run {other:?}")),

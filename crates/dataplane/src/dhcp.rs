@@ -4,7 +4,6 @@
 
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
 use smoltcp::wire::{
     DhcpMessageType, DhcpOption, DhcpPacket, DhcpRepr, EthernetFrame, EthernetProtocol, IpProtocol,
     Ipv4Packet, UdpPacket,
@@ -17,20 +16,8 @@ pub const SERVER_PORT: u16 = 67;
 pub const MAX_ROUTES: usize = 26;
 pub const CLIENT_PORT: u16 = 68;
 
-/// Everything a port's DHCP answer carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lease {
-    pub ip: Ipv4Addr,
-    pub prefix_len: u8,
-    pub router: Option<Ipv4Addr>,
-    pub dns: Vec<Ipv4Addr>,
-    /// (destination, prefix length, next hop): option 121.
-    pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
-    pub mtu: u16,
-    pub lease_secs: u32,
-    /// The server identifier the answer claims.
-    pub server: Ipv4Addr,
-}
+/// Everything a port's DHCP answer carries: the controller's type, used as is.
+pub use switchyard_proto::Lease;
 
 /// What a frame turned out to be.
 #[derive(Debug, PartialEq, Eq)]

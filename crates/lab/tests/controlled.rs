@@ -6,13 +6,10 @@
 use serde_json::{Map, Value, json};
 use smoltcp::time::Duration;
 use smoltcp::wire::EthernetAddress;
-use switchyard_agent::{Dataplane, NodeAgent, PortRange};
+use switchyard_agent::{Dataplane, NodeAgent, pipeline_for};
 use switchyard_controller::Compiler;
 use switchyard_dataplane::frames::mac_serde::parse_mac;
-use switchyard_dataplane::gateway::{self, External, Gateway};
-use switchyard_dataplane::ovs::{self, OvsBridge};
-use switchyard_dataplane::sriov::{self, SriovNic};
-use switchyard_dataplane::vrouter::Vrouter;
+use switchyard_dataplane::gateway::{self, External};
 use switchyard_lab::build::build_with;
 use switchyard_lab::lab::node_mac;
 use switchyard_lab::{Element, Lab, Role as LabRole, Topology};
@@ -48,67 +45,32 @@ impl Cloud {
 }
 
 fn agent_for(spec: &switchyard_lab::topology::NodeSpec, i: usize) -> Option<Element> {
-    let (role, dp, range) = match spec.role {
-        LabRole::Vrouter => (
-            Role::Vrouter,
-            Dataplane::Vrouter(Vrouter::new(node_mac(i))),
-            PortRange {
-                first: 1,
-                count: 64,
-            },
-        ),
-        LabRole::Ovs => {
-            let mut b = OvsBridge::new();
-            b.apply(
-                1,
-                &[ovs::Update::Trunk {
-                    port: spec.trunk_port?,
-                }],
-            );
-            (
-                Role::Ovs,
-                Dataplane::Ovs(b),
-                PortRange {
-                    first: 10,
-                    count: 64,
-                },
-            )
-        }
-        LabRole::Sriov => {
-            let mut s = SriovNic::new();
-            s.apply(
-                1,
-                &[sriov::Update::Uplink {
-                    port: spec.trunk_port?,
-                }],
-            );
-            (
-                Role::Sriov,
-                Dataplane::Sriov(s),
-                PortRange {
-                    first: 100,
-                    count: spec.vfs.unwrap_or(8),
-                },
-            )
-        }
-        LabRole::Gateway => {
-            let mut g = Gateway::new(spec.trunk_port?, spec.underlay?, node_mac(i));
-            let ext = External {
-                port: spec.external_port?,
-                ip: spec.external_ip?,
-                prefix_len: 24,
-                mac: node_mac(i),
-                next_hop: spec.next_hop?,
-            };
-            g.apply(1, &[gateway::Update::External(ext)]).ok()?;
-            (
-                Role::Gateway,
-                Dataplane::Gateway(Box::new(g)),
-                PortRange { first: 0, count: 0 },
-            )
-        }
+    let role = match spec.role {
+        LabRole::Vrouter => Role::Vrouter,
+        LabRole::Ovs => Role::Ovs,
+        LabRole::Sriov => Role::Sriov,
+        LabRole::Gateway => Role::Gateway,
         _ => return None,
     };
+    let (mut dp, range) = pipeline_for(
+        role,
+        node_mac(i),
+        spec.underlay,
+        spec.trunk_port.unwrap_or(0),
+        spec.vfs.unwrap_or(8),
+    )
+    .ok()?;
+    if let Dataplane::Gateway(g) = &mut dp {
+        // The external side is the gateway's own configuration, not the controller's (yet).
+        let ext = External {
+            port: spec.external_port?,
+            ip: spec.external_ip?,
+            prefix_len: 24,
+            mac: node_mac(i),
+            next_hop: spec.next_hop?,
+        };
+        g.apply(1, &[gateway::Update::External(ext)]).ok()?;
+    }
     Some(Element::Agent(Box::new(NodeAgent::new(
         &spec.name, role, dp, range,
     ))))

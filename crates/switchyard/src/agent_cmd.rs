@@ -13,12 +13,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use switchyard_agent::client::{self, HEARTBEAT, Options};
-use switchyard_agent::{Dataplane, NodeAgent, PortRange};
+use switchyard_agent::{NodeAgent, pipeline_for};
 use switchyard_dataplane::frames::mac_serde::parse_mac;
-use switchyard_dataplane::gateway::Gateway;
-use switchyard_dataplane::ovs::{self, OvsBridge};
-use switchyard_dataplane::sriov::{self, SriovNic};
-use switchyard_dataplane::vrouter::Vrouter;
 use switchyard_proto::Role;
 
 #[derive(Debug, clap::Args)]
@@ -69,54 +65,16 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
         );
     };
     let mac = parse_mac("02:53:59:00:00:01").context("node MAC")?;
-    let (dp, range, conf) = match a.role {
-        Role::Vrouter => {
-            let ip = a
-                .tunneling_ip
-                .context("--tunneling-ip is required for a vrouter")?;
-            (
-                Dataplane::Vrouter(Vrouter::new(mac)),
-                PortRange {
-                    first: 1,
-                    count: 4096,
-                },
-                json!({"tunneling_ip": ip.to_string()}),
-            )
-        }
-        Role::Gateway => {
-            let ip = a
-                .tunneling_ip
-                .context("--tunneling-ip is required for a gateway")?;
-            (
-                Dataplane::Gateway(Box::new(Gateway::new(1, ip, mac))),
-                PortRange { first: 0, count: 0 },
-                json!({"tunneling_ip": ip.to_string()}),
-            )
-        }
-        Role::Ovs => {
-            let mut b = OvsBridge::new();
-            b.apply(1, &[ovs::Update::Trunk { port: 1 }]);
-            (
-                Dataplane::Ovs(b),
-                PortRange {
-                    first: 10,
-                    count: 4096,
-                },
-                json!({"bridge_mappings": {a.physnet.clone(): "br-phys"}}),
-            )
-        }
-        Role::Sriov => {
-            let mut s = SriovNic::new();
-            s.apply(1, &[sriov::Update::Uplink { port: 1 }]);
-            (
-                Dataplane::Sriov(s),
-                PortRange {
-                    first: 100,
-                    count: 64,
-                },
-                json!({"device_mappings": {a.physnet.clone(): ["eth1"]}}),
-            )
-        }
+    let needs_vtep = matches!(a.role, Role::Vrouter | Role::Gateway);
+    if needs_vtep && a.tunneling_ip.is_none() {
+        bail!("--tunneling-ip is required for a {:?} node", a.role);
+    }
+    let (dp, range) =
+        pipeline_for(a.role, mac, a.tunneling_ip, 1, 64).map_err(anyhow::Error::msg)?;
+    let conf = match (a.role, a.tunneling_ip) {
+        (Role::Vrouter | Role::Gateway, Some(ip)) => json!({"tunneling_ip": ip.to_string()}),
+        (Role::Ovs, _) => json!({"bridge_mappings": {a.physnet.clone(): "br-phys"}}),
+        _ => json!({"device_mappings": {a.physnet.clone(): ["eth1"]}}),
     };
     let configurations = match conf {
         Value::Object(m) => m,

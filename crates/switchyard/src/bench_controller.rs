@@ -8,13 +8,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
-use switchyard_agent::{Dataplane, NodeAgent, PortRange};
+use switchyard_agent::{NodeAgent, pipeline_for};
 use switchyard_controller::Compiler;
 use switchyard_dataplane::frames::mac_serde::parse_mac;
-use switchyard_dataplane::gateway::Gateway;
-use switchyard_dataplane::ovs::{self, OvsBridge};
-use switchyard_dataplane::sriov::{self, SriovNic};
-use switchyard_dataplane::vrouter::Vrouter;
 use switchyard_ml2::{Ctx, Ml2, Ml2Config, ops};
 use switchyard_model::State;
 use switchyard_proto::{FromAgent, Role, ToAgent};
@@ -60,44 +56,8 @@ fn new_agent(i: usize, host: &str, role: Role) -> anyhow::Result<NodeAgent> {
         i & 0xff
     ))
     .context("mac")?;
-    let (dp, range) = match role {
-        Role::Vrouter => (
-            Dataplane::Vrouter(Vrouter::new(mac)),
-            PortRange {
-                first: 1,
-                count: 4096,
-            },
-        ),
-        Role::Ovs => {
-            let mut b = OvsBridge::new();
-            b.apply(1, &[ovs::Update::Trunk { port: 0 }]);
-            (
-                Dataplane::Ovs(b),
-                PortRange {
-                    first: 1,
-                    count: 4096,
-                },
-            )
-        }
-        Role::Sriov => {
-            let mut s = SriovNic::new();
-            s.apply(1, &[sriov::Update::Uplink { port: 0 }]);
-            (
-                Dataplane::Sriov(s),
-                PortRange {
-                    first: 1,
-                    count: 4096,
-                },
-            )
-        }
-        Role::Gateway => {
-            let ip = vtep(i).parse().context("vtep")?;
-            (
-                Dataplane::Gateway(Box::new(Gateway::new(0, ip, mac))),
-                PortRange { first: 0, count: 0 },
-            )
-        }
-    };
+    let vtep = vtep(i).parse().ok();
+    let (dp, range) = pipeline_for(role, mac, vtep, 0, 4096).map_err(anyhow::Error::msg)?;
     Ok(NodeAgent::new(host, role, dp, range))
 }
 
