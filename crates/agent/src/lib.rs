@@ -130,6 +130,8 @@ pub struct NodeAgent {
     ports: BTreeMap<String, PortNo>,
     /// Versions of the pipeline's own update sequence (independent of the controller's).
     dp_version: u64,
+    /// Ports whose interface the last applied versions added (reported up).
+    plugged: Vec<String>,
 }
 
 fn mac(s: &str) -> Result<Mac, String> {
@@ -180,6 +182,7 @@ impl NodeAgent {
             range,
             ports: BTreeMap::new(),
             dp_version: 1,
+            plugged: Vec::new(),
         }
     }
 
@@ -190,6 +193,13 @@ impl NodeAgent {
 
     pub fn items(&self) -> &BTreeMap<String, Item> {
         &self.items
+    }
+
+    /// Ports whose interface is now in the pipeline and was not before: the
+    /// agent reports them up, which makes Neutron's port ACTIVE only once the
+    /// node has applied a version containing it.
+    pub fn take_plugged(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.plugged)
     }
 
     /// The local port a Neutron port is plugged into, once it has one.
@@ -285,6 +295,11 @@ impl NodeAgent {
                     self.items.remove(k);
                 }
                 for (k, v) in &d.upserts {
+                    if let Some(id) = k.strip_prefix("iface/")
+                        && !self.items.contains_key(k)
+                    {
+                        self.plugged.push(id.to_string());
+                    }
                     self.items.insert(k.clone(), v.clone());
                 }
                 Ok(())

@@ -109,26 +109,48 @@ async fn agent_follows_the_api_and_survives_a_controller_restart() {
     assert!(node["items"].get(&key).is_some(), "{node}");
     assert_eq!(s.get("/switchyard/v1/nodes/compute-9").await.status, 404);
 
-    // The agent reports the device up: the port goes ACTIVE.
-    run.events
-        .send(FromAgent::PortStatus {
-            port_id: pid.clone(),
-            up: true,
-        })
-        .await
-        .expect("event");
+    // Once the node has applied the version with the interface, the agent
+    // reports the device up and the port goes ACTIVE.
+    let port_status = |s: &Server, pid: String| {
+        let url = format!("{}/v2.0/ports/{pid}", s.base);
+        let http = s.http.clone();
+        async move {
+            let v: serde_json::Value = http
+                .get(url)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            v["port"]["status"].as_str().unwrap_or_default().to_string()
+        }
+    };
     let mut status = String::new();
     for _ in 0..100 {
-        status = s.get(&format!("/v2.0/ports/{pid}")).await.body["port"]["status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        status = port_status(&s, pid.clone()).await;
         if status == "ACTIVE" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, "ACTIVE");
+    // A device-down report from the agent takes it DOWN.
+    run.events
+        .send(FromAgent::PortStatus {
+            port_id: pid.clone(),
+            up: false,
+        })
+        .await
+        .expect("event");
+    for _ in 0..100 {
+        status = port_status(&s, pid.clone()).await;
+        if status == "DOWN" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "DOWN");
 
     // The controller goes away: the node keeps its state (headless).
     let addr = s.base.trim_start_matches("http://").to_string();
