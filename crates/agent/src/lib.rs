@@ -138,6 +138,18 @@ fn mac(s: &str) -> Result<Mac, String> {
     parse_mac(s).ok_or_else(|| format!("bad MAC '{s}'"))
 }
 
+/// The `{number}/{mac}` tail of a `remote/` or `dhcp/` key.
+fn number_and_mac<N: std::str::FromStr>(rest: &str) -> Result<(N, Mac), String> {
+    let (n, m) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("bad key tail '{rest}'"))?;
+    Ok((
+        n.parse()
+            .map_err(|_| format!("bad number in key tail '{rest}'"))?,
+        mac(m)?,
+    ))
+}
+
 fn security(
     mac_s: &str,
     ips: &[Ipv4Addr],
@@ -362,11 +374,8 @@ impl NodeAgent {
             if let Some(port) = self.iface_port(k) {
                 out.push(vrouter::Update::RemoveInterface { port });
             } else if let Some(rest) = k.strip_prefix("remote/") {
-                let (vni, m) = rest.split_once('/').ok_or("bad remote key")?;
-                out.push(vrouter::Update::RemoveRemote {
-                    vni: vni.parse().map_err(|_| "bad vni")?,
-                    mac: mac(m)?,
-                });
+                let (vni, mac) = number_and_mac(rest)?;
+                out.push(vrouter::Update::RemoveRemote { vni, mac });
             } else if let Some(vni) = k.strip_prefix("net/") {
                 out.push(vrouter::Update::RemoveNetwork {
                     vni: vni.parse().map_err(|_| "bad vni")?,
@@ -493,17 +502,11 @@ impl NodeAgent {
         for k in rems {
             let k = k.as_str();
             if let Some(rest) = k.strip_prefix("remote/") {
-                let (vni, m) = rest.split_once('/').ok_or("bad remote key")?;
-                out.push(gateway::Update::RemoveRemoteMac {
-                    vni: vni.parse().map_err(|_| "bad vni")?,
-                    mac: mac(m)?,
-                });
+                let (vni, mac) = number_and_mac(rest)?;
+                out.push(gateway::Update::RemoveRemoteMac { vni, mac });
             } else if let Some(rest) = k.strip_prefix("dhcp/") {
-                let (vlan, m) = rest.split_once('/').ok_or("bad dhcp key")?;
-                out.push(gateway::Update::RemoveDhcpPort {
-                    vlan: vlan.parse().map_err(|_| "bad vlan")?,
-                    mac: mac(m)?,
-                });
+                let (vlan, mac) = number_and_mac(rest)?;
+                out.push(gateway::Update::RemoveDhcpPort { vlan, mac });
             } else if let Some(vni) = k.strip_prefix("bd/") {
                 out.push(gateway::Update::RemoveBridgeDomain {
                     vni: vni.parse().map_err(|_| "bad vni")?,
