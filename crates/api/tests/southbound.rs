@@ -196,3 +196,97 @@ async fn agent_follows_the_api_and_survives_a_controller_restart() {
     let _ = run.task.await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn southbound_heartbeats_drive_liveness_and_binding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let vr = Vrouter::new(parse_mac("02:00:00:00:00:02").expect("mac"));
+    let agent = Arc::new(Mutex::new(NodeAgent::new(
+        "compute-2",
+        Role::Vrouter,
+        Dataplane::Vrouter(vr),
+        PortRange {
+            first: 1,
+            count: 64,
+        },
+    )));
+    let run = start_agent(&s.base, agent);
+    let alive = |s: &Server| {
+        let url = format!("{}/v2.0/agents?host=compute-2", s.base);
+        let http = s.http.clone();
+        async move {
+            let v: serde_json::Value = http
+                .get(url)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            v["agents"][0]["alive"].clone()
+        }
+    };
+    let mut a = serde_json::Value::Null;
+    for _ in 0..100 {
+        a = alive(&s).await;
+        if a == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(a, json!(true));
+    let n = s.network("n").await;
+    s.subnet(&n, "10.0.0.0/24").await;
+
+    // The agent is stopped: no more heartbeats; 76 s later it is dead and
+    // nothing binds to its host.
+    let _ = run.stop.send(true);
+    let _ = run.task.await;
+    s.clock.advance(76);
+    assert_eq!(alive(&s).await, json!(false));
+    let p = s
+        .port(
+            &n,
+            json!({"binding:host_id": "compute-2", "device_owner": "compute:nova"}),
+        )
+        .await;
+    assert_eq!(p["binding:vif_type"], "binding_failed");
+
+    // It comes back: its hello is a heartbeat, and the failed binding is retried
+    // on the next update of the port.
+    let vr = Vrouter::new(parse_mac("02:00:00:00:00:02").expect("mac"));
+    let agent = Arc::new(Mutex::new(NodeAgent::new(
+        "compute-2",
+        Role::Vrouter,
+        Dataplane::Vrouter(vr),
+        PortRange {
+            first: 1,
+            count: 64,
+        },
+    )));
+    let run = start_agent(&s.base, agent.clone());
+    for _ in 0..100 {
+        a = alive(&s).await;
+        if a == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(a, json!(true));
+    let r = s
+        .put(
+            &format!("/v2.0/ports/{}", id(&p)),
+            json!({"port": {"name": "retry"}}),
+        )
+        .await;
+    assert_eq!(r.body["port"]["binding:vif_type"], "vrouter");
+    let key = format!("iface/{}", id(&p));
+    eventually("the rebound port reaches the agent", || {
+        agent.lock().expect("agent").items().contains_key(&key)
+    })
+    .await;
+    let _ = run.stop.send(true);
+    let _ = run.task.await;
+    s.stop().await;
+}
