@@ -32,14 +32,7 @@ pub enum Verdict {
     Reply(Vec<u8>),
 }
 
-fn mask(prefix_len: u8) -> Ipv4Addr {
-    let bits = if prefix_len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix_len.min(32)))
-    };
-    Ipv4Addr::from(bits)
-}
+use crate::frames::prefix_mask as mask;
 
 /// RFC 3442 classless static routes, option 121.
 fn classless_routes(routes: &[(Ipv4Addr, u8, Ipv4Addr)]) -> Vec<u8> {

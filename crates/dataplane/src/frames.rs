@@ -112,6 +112,22 @@ pub fn macs(frame: &[u8]) -> Option<(Mac, Mac)> {
     Some((EthernetAddress(d), EthernetAddress(s)))
 }
 
+/// The netmask of an IPv4 prefix length (lengths above 32 count as 32).
+pub fn prefix_mask(len: u8) -> Ipv4Addr {
+    let bits = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    };
+    Ipv4Addr::from(bits)
+}
+
+/// Whether `ip` lies in `net`/`len`.
+pub fn in_prefix(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
+    let m = u32::from(prefix_mask(len));
+    u32::from(ip) & m == u32::from(net) & m
+}
+
 /// Whether a MAC is broadcast or multicast (flooded rather than looked up).
 pub fn is_bum(mac: &Mac) -> bool {
     mac.0[0] & 1 == 1

@@ -327,13 +327,7 @@ impl<'a> L2<'a> {
     }
 }
 
-fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
-    if len == 0 {
-        return true;
-    }
-    let m = u32::MAX << (32 - u32::from(len.min(32)));
-    u32::from(ip) & m == u32::from(net) & m
-}
+use crate::frames::in_prefix as in_subnet;
 
 fn earliest(next: &mut Option<Instant>, t: Instant) {
     *next = Some(next.map_or(t, |n| n.min(t)));
@@ -849,6 +843,22 @@ impl Gateway {
             .copied()
     }
 
+    /// How a packet to `dst` leaves through external interface `x`: the
+    /// interface, and the next hop (`dst` itself when on-link).
+    fn external_egress(x: &External, dst: Ipv4Addr) -> (Egress, Ipv4Addr) {
+        let eg = Egress {
+            link: Link::External(x.port),
+            mac: x.mac,
+            ip: x.ip,
+        };
+        let hop = if in_subnet(dst, x.ip, x.prefix_len) {
+            dst
+        } else {
+            x.next_hop
+        };
+        (eg, hop)
+    }
+
     fn is_own_ip(&self, ip: Ipv4Addr) -> bool {
         self.cfg.rifs.iter().any(|r| r.ip == ip) || self.cfg.externals.values().any(|e| e.ip == ip)
     }
@@ -870,16 +880,7 @@ impl Gateway {
                 self.send_ip(now, eg, dst, packet, &keep, out);
             }
         } else if let Some(x) = self.external_for(dst, src) {
-            let eg = Egress {
-                link: Link::External(x.port),
-                mac: x.mac,
-                ip: x.ip,
-            };
-            let hop = if in_subnet(dst, x.ip, x.prefix_len) {
-                dst
-            } else {
-                x.next_hop
-            };
+            let (eg, hop) = Self::external_egress(&x, dst);
             self.send_ip(now, eg, hop, packet, &keep, out);
         } else {
             self.counters.drop(DropReason::NoRoute);
@@ -1200,16 +1201,7 @@ impl Gateway {
             self.counters.drop(DropReason::NoRoute);
             return;
         };
-        let eg = Egress {
-            link: Link::External(x.port),
-            mac: x.mac,
-            ip: x.ip,
-        };
-        let hop = if in_subnet(dst, x.ip, x.prefix_len) {
-            dst
-        } else {
-            x.next_hop
-        };
+        let (eg, hop) = Self::external_egress(&x, dst);
         self.send_ip(now, eg, hop, bytes, &rw, out);
     }
 

@@ -30,13 +30,7 @@ pub struct PortSecurity {
     pub pairs: Vec<AllowedPair>,
 }
 
-fn in_prefix(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
-    if len == 0 {
-        return true;
-    }
-    let m = u32::MAX << (32 - u32::from(len.min(32)));
-    u32::from(ip) & m == u32::from(net) & m
-}
+use crate::frames::in_prefix;
 
 impl PortSecurity {
     fn mac_ok(&self, mac: &Mac) -> bool {

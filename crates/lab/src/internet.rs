@@ -24,15 +24,6 @@ pub struct Internet {
     counters: Counters,
 }
 
-fn in_net(ip: Ipv4Addr, (net, len): (Ipv4Addr, u8)) -> bool {
-    let m = if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len.min(32)))
-    };
-    u32::from(ip) & m == u32::from(net) & m
-}
-
 impl Internet {
     pub fn new(mac: Mac, ip: Ipv4Addr, hosts: (Ipv4Addr, u8)) -> Self {
         Internet {
@@ -81,7 +72,7 @@ impl Internet {
                     return None;
                 }
                 let dst = ip_repr.dst_addr;
-                if dst != self.ip && !in_net(dst, self.hosts) {
+                if dst != self.ip && !frames::in_prefix(dst, self.hosts.0, self.hosts.1) {
                     return None;
                 }
                 let icmp = Icmpv4Repr::parse(&Icmpv4Packet::new_checked(ip.payload()).ok()?, &caps)
