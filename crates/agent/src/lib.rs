@@ -14,6 +14,7 @@
 //! module is the edge: the controller connection, heartbeats and reconnection.
 
 pub mod client;
+mod introspect;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -249,6 +250,12 @@ impl NodeAgent {
     /// Handles one message from the controller.
     pub fn handle(&mut self, msg: &ToAgent) -> FromAgent {
         let (version, delta) = match msg {
+            ToAgent::Introspect { id } => {
+                return FromAgent::Introspection {
+                    id: *id,
+                    state: Box::new(self.introspect()),
+                };
+            }
             ToAgent::Snapshot { version, items } => {
                 // Only what differs from what runs here is touched.
                 let mut d = Delta {
@@ -313,6 +320,17 @@ impl NodeAgent {
                         self.plugged.push(id.to_string());
                     }
                     self.items.insert(k.clone(), v.clone());
+                }
+                // Unparsable MACs are skipped: forgetting is an optimisation
+                // over ageing, never a reason to refuse a version.
+                for m in d.forget.iter().filter_map(|m| parse_mac(m)) {
+                    match &mut self.dataplane {
+                        Dataplane::Ovs(b) => b.forget_mac(&m),
+                        Dataplane::Gateway(g) => g.forget_mac(&m),
+                        // vRouters and VFs learn nothing: their tables are
+                        // the controller's, already updated by this version.
+                        Dataplane::Vrouter(_) | Dataplane::Sriov(_) => {}
+                    }
                 }
                 Ok(())
             }

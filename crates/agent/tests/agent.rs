@@ -71,6 +71,7 @@ fn snapshot_then_deltas_in_order() {
         version: 4,
         upserts: up,
         removals: vec!["iface/p1".into()],
+        ..Delta::default()
     });
     assert_eq!(a.handle(&d), FromAgent::Ack { version: 4 });
     assert_eq!(a.port_of("p1"), None);
@@ -83,7 +84,8 @@ fn snapshot_then_deltas_in_order() {
         a.handle(&ToAgent::Delta(Delta {
             version: 5,
             upserts: up,
-            removals: vec![]
+            removals: vec![],
+            ..Delta::default()
         })),
         FromAgent::Ack { version: 5 }
     );
@@ -141,6 +143,7 @@ fn bad_items_are_refused_and_change_nothing() {
         version: 2,
         upserts: up,
         removals: vec![],
+        ..Delta::default()
     }));
     assert!(matches!(r, FromAgent::Nack { version: 2, .. }), "{r:?}");
     assert_eq!(a.version(), 1);
@@ -168,7 +171,8 @@ fn bad_items_are_refused_and_change_nothing() {
         a.handle(&ToAgent::Delta(Delta {
             version: 2,
             upserts: up,
-            removals: vec![]
+            removals: vec![],
+            ..Delta::default()
         })),
         FromAgent::Nack { .. }
     ));
@@ -184,7 +188,8 @@ fn bad_items_are_refused_and_change_nothing() {
         a.handle(&ToAgent::Delta(Delta {
             version: 2,
             upserts: up,
-            removals: vec![]
+            removals: vec![],
+            ..Delta::default()
         })),
         FromAgent::Nack { .. }
     ));

@@ -30,6 +30,8 @@ struct Node {
     version: u64,
     /// Keys changed since the last version was cut.
     dirty: BTreeSet<String>,
+    /// MACs withdrawn since the last cut (see [`Delta::forget`]).
+    forget: BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -376,11 +378,41 @@ impl Compiler {
         if new.is_some() && self.ports.get(id) == new.as_ref() {
             return;
         }
+        let old = self.ports.get(id).cloned();
         self.remove_port(id);
+        if let Some(old) = old
+            && !self.untracked
+            && new
+                .as_ref()
+                .is_none_or(|n| (&n.mac, &n.host, n.vni) != (&old.mac, &old.host, old.vni))
+        {
+            self.withdraw(&old);
+        }
         if let Some(p) = new {
             self.add_port(p);
         }
         self.last.ports_compiled += 1;
+    }
+
+    /// Tells every node of the port's network (and the port's own node and
+    /// the gateways) to forget what it learned about the port's MAC.
+    fn withdraw(&mut self, p: &PortFacts) {
+        let mut hosts: BTreeSet<String> = BTreeSet::from([p.host.clone()]);
+        hosts.extend(self.gws.iter().map(|(h, _)| h.clone()));
+        if let Some(net) = p.vni.and_then(|v| self.nets.get(&v)) {
+            hosts.extend(net.vrouters.keys().cloned());
+            hosts.extend(
+                net.ports
+                    .iter()
+                    .filter_map(|id| self.ports.get(id))
+                    .map(|q| q.host.clone()),
+            );
+        }
+        for h in hosts {
+            if let Some(n) = self.nodes.get_mut(&h) {
+                n.forget.insert(p.mac.clone());
+            }
+        }
     }
 
     // ---- nodes -----------------------------------------------------------------
@@ -473,12 +505,13 @@ impl Compiler {
     fn cut(&mut self) -> BTreeMap<String, Delta> {
         let mut out = BTreeMap::new();
         for (h, n) in self.nodes.iter_mut() {
-            if n.dirty.is_empty() {
+            if n.dirty.is_empty() && n.forget.is_empty() {
                 continue;
             }
             n.version += 1;
             let mut d = Delta {
                 version: n.version,
+                forget: std::mem::take(&mut n.forget).into_iter().collect(),
                 ..Delta::default()
             };
             for k in std::mem::take(&mut n.dirty) {

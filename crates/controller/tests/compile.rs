@@ -256,3 +256,35 @@ fn incremental_equals_full_compile() {
         assert_eq!(items(&c, h), items(&full, h), "{h} differs");
     }
 }
+
+#[test]
+fn deleted_ports_are_withdrawn_from_learned_tables_of_their_network() {
+    let mut m = Model::new();
+    m.lab_agents();
+    let net = m.network("50.50.50.0/24");
+    let other = m.network("60.60.60.0/24");
+    m.port(&net, "compute-1", "normal");
+    m.port(&other, "compute-3", "direct");
+    let (p2, _) = m.port(&net, "compute-2", "normal");
+    let mut c = Compiler::full(&m.st);
+    c.initial_versions();
+    let mac = m.st.ports[&p2].mac_address.to_string();
+
+    // Renaming a port changes nothing a node forwards on: nothing to forget.
+    let b = obj(json!({"name": "renamed"}));
+    let (_, ch) = m.txn(|ml2, st, ctx| ops::ports::update(ml2, st, ctx, &p2, &b).expect("update"));
+    let d = c.apply(&m.st, &ch);
+    assert!(d.values().all(|d| d.forget.is_empty()), "{d:?}");
+
+    // Deleting it: every node of the network (the OVS node learnt the MAC from
+    // traffic, the gateway too) and its own node forget it; compute-3, on
+    // another network only, is left alone.
+    let ch = m.delete_port(&p2);
+    let d = c.apply(&m.st, &ch);
+    for host in ["compute-1", "compute-2", "gateway"] {
+        assert_eq!(d[host].forget, vec![mac.clone()], "{host}");
+    }
+    assert!(!d.contains_key("compute-3"), "{d:?}");
+    // Forgetting is an event, not state: a snapshot does not carry it.
+    assert!(c.snapshot("compute-1").is_some());
+}

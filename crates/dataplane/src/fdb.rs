@@ -66,6 +66,11 @@ impl Fdb {
         self.entries.retain(|_, (p, _)| *p != port);
     }
 
+    /// Forgets a MAC in every VLAN (its port was deleted elsewhere).
+    pub fn flush_mac(&mut self, mac: &Mac) {
+        self.entries.retain(|(_, m), _| m != mac);
+    }
+
     /// Drops aged-out entries; returns when the next one expires.
     pub fn expire(&mut self, now: Instant) -> Option<Instant> {
         let ageing = self.ageing;

@@ -140,7 +140,16 @@ pub mod mac_serde {
     use super::Mac;
 
     pub fn serialize<S: Serializer>(m: &Mac, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(m)
+        s.serialize_str(&format_mac(m))
+    }
+
+    /// `aa:bb:cc:dd:ee:ff`, as Neutron writes MACs (smoltcp's `Display` uses dashes).
+    pub fn format_mac(m: &Mac) -> String {
+        let b = m.0;
+        format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {

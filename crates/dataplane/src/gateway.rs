@@ -441,10 +441,11 @@ impl Gateway {
     /// (learned) or "vtep A.B.C.D (config)".
     pub fn bridge_table(&self, vni: u32) -> Vec<(Mac, String)> {
         let vlan = self.cfg.domains.get(&vni).map_or(0, |d| d.vlan);
+        // Configured entries win over learned ones, as in forwarding.
         let mut v: Vec<(Mac, String)> = self
             .learned
             .iter()
-            .filter(|((n, _), _)| *n == vni)
+            .filter(|((n, m), _)| *n == vni && !self.derived.static_bridge.contains_key(&(vni, *m)))
             .map(|((_, m), l)| {
                 let to = match l.dest {
                     Dest::Trunk => format!("trunk vlan {vlan}"),
@@ -454,12 +455,19 @@ impl Gateway {
             })
             .collect();
         for ((n, m), t) in &self.derived.static_bridge {
-            if *n == vni && !self.learned.contains_key(&(vni, *m)) {
+            if *n == vni {
                 v.push((*m, format!("vtep {t} (config)")));
             }
         }
         v.sort_by_key(|(m, _)| m.0);
         v
+    }
+
+    /// Forgets what was learned about `mac`, bridge and ARP entries alike
+    /// (the controller withdrew it: its port is gone or moved).
+    pub fn forget_mac(&mut self, mac: &Mac) {
+        self.learned.retain(|(_, m), _| m != mac);
+        self.neigh.retain(|_, (m, _)| m != mac);
     }
 
     /// The ARP cache: (link, IP, MAC), learned entries only.
@@ -477,6 +485,37 @@ impl Gateway {
             .collect();
         v.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         v
+    }
+
+    /// The trunk port.
+    pub fn trunk(&self) -> PortNo {
+        self.trunk
+    }
+
+    /// The bridge domains as (VNI, VLAN, flood VTEPs), sorted by VNI.
+    pub fn bridge_domains(&self) -> Vec<(u32, u16, &[Ipv4Addr])> {
+        self.cfg
+            .domains
+            .iter()
+            .map(|(vni, d)| (*vni, d.vlan, d.flood.as_slice()))
+            .collect()
+    }
+
+    /// A bridge domain's IP → MAC table as next hops are resolved in it,
+    /// sorted by IP: configured entries (remote MACs' IPs, DHCP leases) win
+    /// over learned ones.
+    pub fn arp_table(&self, vni: u32) -> Vec<(Ipv4Addr, Mac)> {
+        let mut m: BTreeMap<Ipv4Addr, Mac> = self
+            .neigh
+            .iter()
+            .filter_map(|((l, ip), (mac, _))| (*l == Link::Domain(vni)).then_some((*ip, *mac)))
+            .collect();
+        for ((n, ip), mac) in &self.derived.static_neigh {
+            if *n == vni {
+                m.insert(*ip, *mac);
+            }
+        }
+        m.into_iter().collect()
     }
 
     /// Live SNAT connections.

@@ -62,8 +62,30 @@ impl OvsBridge {
         self.version = version;
     }
 
+    /// Forgets what was learned about `mac` (the controller withdrew it).
+    pub fn forget_mac(&mut self, mac: &crate::frames::Mac) {
+        self.fdb.flush_mac(mac);
+    }
+
     pub fn fdb(&self) -> &Fdb {
         &self.fdb
+    }
+
+    /// The trunk uplink, once configured.
+    pub fn trunk(&self) -> Option<PortNo> {
+        self.trunk
+    }
+
+    /// The access ports, by port, for introspection.
+    pub fn access_ports(&self) -> Vec<&AccessPort> {
+        let mut v: Vec<&AccessPort> = self.access.values().collect();
+        v.sort_by_key(|a| a.port);
+        v
+    }
+
+    /// The access port on a port, if any.
+    pub fn access_port(&self, port: PortNo) -> Option<&AccessPort> {
+        self.access.get(&port)
     }
 
     fn ports_on_vlan(&self, vlan: u16, except: PortNo) -> Vec<PortNo> {

@@ -70,6 +70,16 @@ impl SriovNic {
         self.vfs.values()
     }
 
+    /// The VF on a port, if any.
+    pub fn vf(&self, port: PortNo) -> Option<&Vf> {
+        self.vfs.get(&port)
+    }
+
+    /// The PF's uplink, once configured.
+    pub fn uplink(&self) -> Option<PortNo> {
+        self.uplink
+    }
+
     fn send(&mut self, out: &mut Vec<Output>, port: PortNo, data: Vec<u8>) {
         self.counters.tx += 1;
         out.push(Output::Frame { port, data });

@@ -255,6 +255,47 @@ impl Vrouter {
             .collect()
     }
 
+    /// The interfaces plugged in, by port, for introspection.
+    pub fn interfaces(&self) -> Vec<&Interface> {
+        let mut v: Vec<&Interface> = self.ifaces.values().collect();
+        v.sort_by_key(|i| i.port);
+        v
+    }
+
+    /// The interface on a port, if any.
+    pub fn interface(&self, port: PortNo) -> Option<&Interface> {
+        self.ifaces.get(&port)
+    }
+
+    /// The VNIs of the networks (VRFs) present, sorted.
+    pub fn vnis(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.vrfs.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// A network's VTEP flood list, if the network is present.
+    pub fn flood_list(&self, vni: u32) -> Option<&[Ipv4Addr]> {
+        self.vrfs.get(&vni).map(|v| v.flood.as_slice())
+    }
+
+    /// The VRF's IP → MAC table (what proxy ARP answers), sorted by IP: local
+    /// interfaces' addresses first, then remote MACs' addresses.
+    pub fn arp_table(&self, vni: u32) -> Vec<(Ipv4Addr, Mac)> {
+        let Some(v) = self.vrfs.get(&vni) else {
+            return Vec::new();
+        };
+        let ips: BTreeSet<Ipv4Addr> = v
+            .local_arp
+            .keys()
+            .chain(v.remote_arp.keys())
+            .copied()
+            .collect();
+        ips.into_iter()
+            .filter_map(|ip| v.arp(&ip).map(|m| (ip, m)))
+            .collect()
+    }
+
     fn tx(&mut self, out: &mut Vec<Output>, o: Output) {
         self.counters.tx += 1;
         out.push(o);

@@ -10,10 +10,16 @@
 //! Keys: `net/{vni}`, `iface/{port_id}`, `remote/{vni}/{mac}`, `bd/{vni}`,
 //! `dhcp/{vlan}/{mac}`. MACs are lowercase `aa:bb:cc:dd:ee:ff` strings.
 
+pub mod introspect;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
+
+pub use introspect::{
+    ArpEntry, BridgeEntry, CounterState, InterfaceState, NetworkTables, NodeState,
+};
 
 /// What a node does, from its agent type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -119,11 +125,18 @@ pub struct Delta {
     pub version: u64,
     pub upserts: BTreeMap<String, Item>,
     pub removals: Vec<String>,
+    /// MACs withdrawn from the network (their port was deleted, or moved or
+    /// changed MAC): the node drops what it *learned* about them, as
+    /// l2population's `remove_fdb_entries` makes Neutron agents do. Not part
+    /// of the desired state, so snapshots do not carry it; learned entries
+    /// missed while disconnected age out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forget: Vec<String>,
 }
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.removals.is_empty()
+        self.upserts.is_empty() && self.removals.is_empty() && self.forget.is_empty()
     }
 }
 
@@ -135,6 +148,11 @@ pub enum ToAgent {
         items: BTreeMap<String, Item>,
     },
     Delta(Delta),
+    /// Asks for the state the node's pipeline runs now (answered by
+    /// [`FromAgent::Introspection`] with the same `id`); changes nothing.
+    Introspect {
+        id: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,5 +176,10 @@ pub enum FromAgent {
     PortStatus {
         port_id: String,
         up: bool,
+    },
+    /// The answer to [`ToAgent::Introspect`].
+    Introspection {
+        id: u64,
+        state: Box<NodeState>,
     },
 }
