@@ -55,6 +55,9 @@ impl Core {
     }
 }
 
+/// A request for a node's applied state; the session answers on the channel.
+pub type IntrospectRequest = std::sync::mpsc::Sender<switchyard_proto::NodeState>;
+
 /// A cheap handle shared by all request handlers.
 /// Per-node deltas of one commit, as the southbound sessions receive them.
 pub type Deltas = Arc<BTreeMap<String, Delta>>;
@@ -80,6 +83,8 @@ pub struct Shared {
     /// Set when the server shuts down: southbound sessions (upgraded
     /// connections outlive graceful HTTP shutdown) close on it.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// The live southbound session of each connected node, for introspection.
+    pub sessions: Arc<Mutex<BTreeMap<String, tokio::sync::mpsc::Sender<IntrospectRequest>>>>,
 }
 
 impl Shared {
@@ -92,7 +97,30 @@ impl Shared {
             deltas,
             nodes: Arc::new(Mutex::new(BTreeMap::new())),
             closing,
+            sessions: Arc::new(Mutex::new(BTreeMap::new())),
         }
+    }
+
+    /// Asks `host`'s agent for the state its pipeline runs, waiting up to
+    /// `timeout`. Blocking: call it off the reactor.
+    pub fn introspect(
+        &self,
+        host: &str,
+        timeout: std::time::Duration,
+    ) -> std::result::Result<switchyard_proto::NodeState, String> {
+        let session = self
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(host)
+            .cloned()
+            .ok_or_else(|| format!("the agent of {host} is not connected"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        session
+            .try_send(tx)
+            .map_err(|_| format!("the session of {host} is busy or closing"))?;
+        rx.recv_timeout(timeout)
+            .map_err(|_| format!("the agent of {host} did not answer within {timeout:?}"))
     }
 
     /// Records something about a node's session.

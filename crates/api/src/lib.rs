@@ -94,8 +94,18 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with(listener, app, Router::new(), shutdown).await
+}
+
+/// As [`serve`], with `extra` routes (the lab's, say) beside the API's.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: App,
+    extra: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let closing = app.shared.closing.clone();
-    axum::serve(listener, router(app))
+    axum::serve(listener, extra.merge(router(app)))
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = closing.send(true);

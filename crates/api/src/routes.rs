@@ -116,6 +116,9 @@ fn base_url(headers: &HeaderMap) -> String {
     format!("{proto}://{host}")
 }
 
+/// How long `GET /switchyard/v1/nodes/{host}` waits for the agent's answer.
+const INTROSPECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The single entry point: every request comes through here.
 pub async fn dispatch(
     AxState(app): AxState<App>,
@@ -747,10 +750,17 @@ fn internal(app: &App, req: &Req, rest: &[&str]) -> Result<Response> {
                     format!("Node {host} could not be found."),
                 ));
             }
-            Ok(http::json(
-                200,
-                json!({ "node": node_json(app, host, status.as_ref(), true) }),
-            ))
+            let mut node = node_json(app, host, status.as_ref(), true);
+            // What the node runs, asked of its agent now (TF's introspect).
+            let (applied, error) = match app.shared.introspect(host, INTROSPECT_TIMEOUT) {
+                Ok(s) => (serde_json::to_value(s).unwrap_or(Value::Null), Value::Null),
+                Err(e) => (Value::Null, Value::String(e)),
+            };
+            if let Some(o) = node.as_object_mut() {
+                o.insert("applied".into(), applied);
+                o.insert("applied_error".into(), error);
+            }
+            Ok(http::json(200, json!({ "node": node })))
         }
         ["agents", "report"] | ["ports", _, "device"] | ["nodes"] | ["nodes", _] => {
             Err(not_allowed())

@@ -8,6 +8,8 @@
 //! node. A nack or a lagging session gets a fresh snapshot. Port up/down reports
 //! become port status changes.
 
+use std::collections::HashMap;
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use axum::extract::State as AxState;
@@ -18,6 +20,7 @@ use switchyard_ml2::{Ctx, ops};
 use switchyard_proto::{FromAgent, Role, ToAgent};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::core::IntrospectRequest;
 use crate::routes::App;
 
 /// How long an agent has to say hello.
@@ -118,22 +121,79 @@ async fn session(app: App, mut socket: WebSocket) -> Result<(), String> {
     let mut rx = app.shared.deltas.subscribe();
     let mut closing = app.shared.closing.subscribe();
     app.shared.node_status(&host, |s| s.connected = true);
-    let mut sent = send_snapshot(&app, &mut socket, &host).await?;
-    let result = loop {
+    let (intro_tx, mut intro_rx) = tokio::sync::mpsc::channel::<IntrospectRequest>(16);
+    app.shared
+        .sessions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(host.clone(), intro_tx.clone());
+    let mut pending: HashMap<u64, IntrospectRequest> = HashMap::new();
+    let mut next_id = 0u64;
+    let result = session_loop(
+        &app,
+        &mut socket,
+        &host,
+        role,
+        &mut rx,
+        &mut closing,
+        &mut intro_rx,
+        &mut pending,
+        &mut next_id,
+    )
+    .await;
+    {
+        // A newer session of the same host may have replaced this one.
+        let mut sessions = app
+            .shared
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if sessions
+            .get(&host)
+            .is_some_and(|s| s.same_channel(&intro_tx))
+        {
+            sessions.remove(&host);
+        }
+    }
+    app.shared.node_status(&host, |s| s.connected = false);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session_loop(
+    app: &App,
+    socket: &mut WebSocket,
+    host: &str,
+    role: Role,
+    rx: &mut tokio::sync::broadcast::Receiver<crate::core::Deltas>,
+    closing: &mut tokio::sync::watch::Receiver<bool>,
+    intro_rx: &mut tokio::sync::mpsc::Receiver<IntrospectRequest>,
+    pending: &mut HashMap<u64, IntrospectRequest>,
+    next_id: &mut u64,
+) -> Result<(), String> {
+    let app = app.clone();
+    let host = host.to_string();
+    let mut sent = send_snapshot(&app, socket, &host).await?;
+    loop {
         tokio::select! {
+            Some(req) = intro_rx.recv() => {
+                *next_id += 1;
+                pending.insert(*next_id, req);
+                send(socket, &ToAgent::Introspect { id: *next_id }).await?;
+            }
             _ = closing.changed() => {
                 let _ = socket.send(Message::Close(None)).await;
-                break Ok(());
+                return Ok(());
             }
             incoming = socket.recv() => {
-                let Some(Ok(msg)) = incoming else { break Ok(()) };
+                let Some(Ok(msg)) = incoming else { return Ok(()) };
                 let text = match msg {
                     Message::Text(t) => t,
-                    Message::Close(_) => break Ok(()),
+                    Message::Close(_) => return Ok(()),
                     _ => continue,
                 };
                 let Ok(m) = serde_json::from_str::<FromAgent>(&text) else {
-                    break Err(format!("{host}: unreadable message"));
+                    return Err(format!("{host}: unreadable message"));
                 };
                 match m {
                     FromAgent::Ack { version } => {
@@ -147,7 +207,13 @@ async fn session(app: App, mut socket: WebSocket) -> Result<(), String> {
                     FromAgent::Nack { version, error } => {
                         tracing::warn!(%host, version, %error, "agent refused a version; resending a snapshot");
                         app.shared.node_status(&host, |s| s.last_error = Some(error.clone()));
-                        sent = send_snapshot(&app, &mut socket, &host).await?;
+                        sent = send_snapshot(&app, socket, &host).await?;
+                    }
+                    FromAgent::Introspection { id, state } => {
+                        if let Some(reply) = pending.remove(&id) {
+                            // The asker may have given up; nothing to do then.
+                            let _ = reply.send(*state);
+                        }
                     }
                     FromAgent::Heartbeat => {
                         let h = host.clone();
@@ -165,7 +231,7 @@ async fn session(app: App, mut socket: WebSocket) -> Result<(), String> {
                             tracing::info!(%host, error = %e, "port status not applied");
                         }
                     }
-                    FromAgent::Hello { .. } => break Err(format!("{host}: second hello")),
+                    FromAgent::Hello { .. } => return Err(format!("{host}: second hello")),
                 }
             }
             d = rx.recv() => match d {
@@ -173,18 +239,16 @@ async fn session(app: App, mut socket: WebSocket) -> Result<(), String> {
                     if let Some(delta) = deltas.get(&host)
                         && delta.version > sent
                     {
-                        send(&mut socket, &ToAgent::Delta(delta.clone())).await?;
+                        send(socket, &ToAgent::Delta(delta.clone())).await?;
                         sent = delta.version;
                         app.shared.node_status(&host, |s| s.sent = sent);
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
-                    sent = send_snapshot(&app, &mut socket, &host).await?;
+                    sent = send_snapshot(&app, socket, &host).await?;
                 }
-                Err(RecvError::Closed) => break Ok(()),
+                Err(RecvError::Closed) => return Ok(()),
             },
         }
-    };
-    app.shared.node_status(&host, |s| s.connected = false);
-    result
+    }
 }
