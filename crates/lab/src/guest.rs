@@ -80,6 +80,8 @@ pub struct PingStream {
     /// Replies for a sequence number already answered (ping's `DUP!`): a
     /// forwarding path that duplicates or floods unicast shows here.
     pub duplicates: u64,
+    /// Stop sending after this many requests (`ping -c`); `None` runs until stopped.
+    pub count: Option<u16>,
 }
 
 impl PingStream {
@@ -145,6 +147,17 @@ impl Guest {
 
     /// Starts (or restarts) a ping stream.
     pub fn start_ping(&mut self, target: Ipv4Addr, interval: Duration, now: Instant) {
+        self.start_ping_count(target, interval, None, now);
+    }
+
+    /// Starts a ping stream of at most `count` requests.
+    pub fn start_ping_count(
+        &mut self,
+        target: Ipv4Addr,
+        interval: Duration,
+        count: Option<u16>,
+        now: Instant,
+    ) {
         self.stop_ping();
         let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 64], vec![0; 8192]);
         let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 64], vec![0; 8192]);
@@ -159,6 +172,7 @@ impl Guest {
             next_seq: 0,
             log: BTreeMap::new(),
             duplicates: 0,
+            count,
         });
     }
 
@@ -273,7 +287,7 @@ impl Guest {
             return;
         };
         let sock = self.sockets.get_mut::<icmp::Socket>(h);
-        while p.next_at <= now {
+        while p.next_at <= now && p.count.is_none_or(|c| p.log.len() < usize::from(c)) {
             let seq = p.next_seq;
             let repr = Icmpv4Repr::EchoRequest {
                 ident: self.ident,

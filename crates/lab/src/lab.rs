@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::EthernetAddress;
@@ -30,28 +31,40 @@ pub enum Element {
     Fabric(FabricSwitch),
     Internet(Internet),
     Gateway(Box<Gateway>),
-    /// A node run by its agent: the pipeline is the agent's, configured by the controller.
-    Agent(Box<switchyard_agent::NodeAgent>),
+    /// A node run by its agent: the pipeline is the agent's, configured by the
+    /// controller. Shared with the agent's controller session, which applies
+    /// updates between the lab's ticks.
+    Agent(Arc<Mutex<switchyard_agent::NodeAgent>>),
     /// Any other pipeline (a test double of a peer, say).
     Other(Box<dyn Pipeline + Send>),
 }
 
 impl Element {
-    fn pipeline(&mut self) -> &mut dyn Pipeline {
+    /// A node run by `agent`.
+    pub fn agent(agent: switchyard_agent::NodeAgent) -> Self {
+        Element::Agent(Arc::new(Mutex::new(agent)))
+    }
+
+    fn with_pipeline<R>(&mut self, f: impl FnOnce(&mut dyn Pipeline) -> R) -> R {
         match self {
-            Element::Vrouter(p) => p,
-            Element::Ovs(p) => p,
-            Element::Sriov(p) => p,
-            Element::Fabric(p) => p,
-            Element::Internet(p) => p,
-            Element::Gateway(p) => p.as_mut(),
-            Element::Agent(a) => a.dataplane.pipeline(),
-            Element::Other(p) => p.as_mut(),
+            Element::Vrouter(p) => f(p),
+            Element::Ovs(p) => f(p),
+            Element::Sriov(p) => f(p),
+            Element::Fabric(p) => f(p),
+            Element::Internet(p) => f(p),
+            Element::Gateway(p) => f(p.as_mut()),
+            Element::Agent(a) => {
+                // An agent that panicked mid-apply left its pipeline whole
+                // (updates are validated before they change anything).
+                let mut g = a.lock().unwrap_or_else(PoisonError::into_inner);
+                f(g.dataplane.pipeline())
+            }
+            Element::Other(p) => f(p.as_mut()),
         }
     }
 
     pub fn counters(&mut self) -> Counters {
-        self.pipeline().counters().clone()
+        self.with_pipeline(|p| p.counters().clone())
     }
 }
 
@@ -211,6 +224,47 @@ impl Lab {
         Ok(())
     }
 
+    /// Removes a guest (the VM is deleted): unplugged, its stack dropped.
+    pub fn remove_guest(&mut self, guest: &str) -> Result<(), LabError> {
+        let g = self.guest_idx(guest)?;
+        self.detach_idx(g);
+        self.guests.remove(g);
+        // Guest indexes above `g` shift down by one.
+        self.attached = self
+            .attached
+            .drain()
+            .map(|(i, at)| (if i > g { i - 1 } else { i }, at))
+            .collect();
+        for end in self.links.values_mut() {
+            if let End::Guest(i) = end
+                && *i > g
+            {
+                *i -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a guest is plugged: (node, port).
+    pub fn attachment(&self, guest: &str) -> Option<(&str, PortNo)> {
+        let g = self.guest_idx(guest).ok()?;
+        let (n, p) = self.attached.get(&g)?;
+        Some((self.nodes[*n].name.as_str(), *p))
+    }
+
+    /// The guest plugged into `node`:`port`, if any.
+    pub fn guest_at(&self, node: &str, port: PortNo) -> Option<&str> {
+        let n = self.node_idx(node).ok()?;
+        match self.links.get(&(n, port))? {
+            End::Guest(g) => Some(self.guests[*g].name.as_str()),
+            End::Node(..) => None,
+        }
+    }
+
+    pub fn guests(&self) -> impl Iterator<Item = &Guest> {
+        self.guests.iter()
+    }
+
     pub fn detach(&mut self, guest: &str) -> Result<(), LabError> {
         let g = self.guest_idx(guest)?;
         self.detach_idx(g);
@@ -276,9 +330,10 @@ impl Lab {
             _ => None,
         }
     }
-    pub fn agent_mut(&mut self, node: &str) -> Option<&mut switchyard_agent::NodeAgent> {
+    /// The agent running `node`, shared with its controller session.
+    pub fn agent(&mut self, node: &str) -> Option<Arc<Mutex<switchyard_agent::NodeAgent>>> {
         match self.element_mut(node).ok()? {
-            Element::Agent(a) => Some(a),
+            Element::Agent(a) => Some(a.clone()),
             _ => None,
         }
     }
@@ -325,12 +380,8 @@ impl Lab {
             let mut moved = self.collect_guest_tx();
             for n in 0..self.nodes.len() {
                 let node = &mut self.nodes[n];
-                pump(
-                    node.element.pipeline(),
-                    &mut node.io,
-                    self.now,
-                    &mut self.scratch,
-                );
+                let (io, now, scratch) = (&mut node.io, self.now, &mut self.scratch);
+                node.element.with_pipeline(|p| pump(p, io, now, scratch));
                 let outs: Vec<Output> = node.io.outbox.drain(..).collect();
                 moved |= !outs.is_empty();
                 for o in outs {

@@ -7,10 +7,12 @@
 //! captured to pcap. The lab is deterministic: the same steps give the same
 //! packets, so tests can bound losses exactly.
 
+pub mod agents;
 pub mod build;
 pub mod guest;
 pub mod internet;
 pub mod lab;
+pub mod live;
 pub mod pcap;
 pub mod topology;
 

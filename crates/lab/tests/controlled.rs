@@ -6,16 +6,13 @@
 use serde_json::{Map, Value, json};
 use smoltcp::time::Duration;
 use smoltcp::wire::EthernetAddress;
-use switchyard_agent::{Dataplane, NodeAgent, pipeline_for};
 use switchyard_controller::Compiler;
 use switchyard_dataplane::frames::mac_serde::parse_mac;
-use switchyard_dataplane::gateway::{self, External};
 use switchyard_lab::build::build_with;
-use switchyard_lab::lab::node_mac;
-use switchyard_lab::{Element, Lab, Role as LabRole, Topology};
+use switchyard_lab::{Element, Lab, Topology};
 use switchyard_ml2::{Ctx, Ml2, Ml2Config, ops};
 use switchyard_model::State;
-use switchyard_proto::{FromAgent, Role, ToAgent};
+use switchyard_proto::{FromAgent, ToAgent};
 
 fn obj(v: Value) -> Map<String, Value> {
     v.as_object().cloned().expect("object")
@@ -45,35 +42,9 @@ impl Cloud {
 }
 
 fn agent_for(spec: &switchyard_lab::topology::NodeSpec, i: usize) -> Option<Element> {
-    let role = match spec.role {
-        LabRole::Vrouter => Role::Vrouter,
-        LabRole::Ovs => Role::Ovs,
-        LabRole::Sriov => Role::Sriov,
-        LabRole::Gateway => Role::Gateway,
-        _ => return None,
-    };
-    let (mut dp, range) = pipeline_for(
-        role,
-        node_mac(i),
-        spec.underlay,
-        spec.trunk_port.unwrap_or(0),
-        spec.vfs.unwrap_or(8),
-    )
-    .ok()?;
-    if let Dataplane::Gateway(g) = &mut dp {
-        // The external side is the gateway's own configuration, not the controller's (yet).
-        let ext = External {
-            port: spec.external_port?,
-            ip: spec.external_ip?,
-            prefix_len: 24,
-            mac: node_mac(i),
-            next_hop: spec.next_hop?,
-        };
-        g.apply(1, &[gateway::Update::External(ext)]).ok()?;
-    }
-    Some(Element::Agent(Box::new(NodeAgent::new(
-        &spec.name, role, dp, range,
-    ))))
+    switchyard_lab::agents::agent_for(spec, i)
+        .expect("agent")
+        .map(Element::agent)
 }
 
 #[test]
@@ -145,15 +116,18 @@ fn model_to_pipelines_connects_every_backend() {
         "gateway",
     ] {
         let (version, items) = compiler.snapshot(host).expect("node compiled");
-        let agent = lab.agent_mut(host).expect("agent");
-        let reply = agent.handle(&ToAgent::Snapshot { version, items });
+        let agent = lab.agent(host).expect("agent");
+        let reply = agent
+            .lock()
+            .expect("agent")
+            .handle(&ToAgent::Snapshot { version, items });
         assert_eq!(reply, FromAgent::Ack { version }, "{host}");
     }
     // The hypervisor plugs each VM where its agent put the port.
     for (name, host, port_id, mac, _) in &vms {
         let port = lab
-            .agent_mut(host)
-            .and_then(|a| a.port_of(port_id))
+            .agent(host)
+            .and_then(|a| a.lock().expect("agent").port_of(port_id))
             .expect("agent allocated a port");
         let m: EthernetAddress = parse_mac(mac).expect("mac");
         lab.add_guest(name, m).expect("guest");

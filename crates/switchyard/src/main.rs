@@ -7,6 +7,7 @@ mod bench;
 mod bench_controller;
 mod bench_dataplane;
 mod config;
+mod lab_cmd;
 mod node_cmd;
 
 use std::io::IsTerminal;
@@ -38,6 +39,9 @@ enum Cmd {
     Server(ServerArgs),
     /// Run a node agent: connect to the controller, apply this node's state to its pipeline.
     Agent(agent_cmd::AgentArgs),
+    /// The emulated lab: `lab up` runs controller, agents, fabric and guests in one process.
+    #[command(subcommand)]
+    Lab(lab_cmd::LabCmd),
     /// The controller's view of nodes: versions sent and acknowledged.
     #[command(subcommand)]
     Node(node_cmd::NodeCmd),
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Server(a) => rt.block_on(server(a)),
         Cmd::Agent(a) => rt.block_on(agent_cmd::run(a, shutdown_signal())),
+        Cmd::Lab(l) => rt.block_on(lab_cmd::run(l, shutdown_signal())),
         Cmd::Node(n) => rt.block_on(node_cmd::run(n)),
         Cmd::Bench(b) => rt.block_on(bench::run(b)),
     }

@@ -13,13 +13,17 @@ pub enum NodeCmd {
         #[arg(long)]
         json: bool,
     },
-    /// One node: its convergence and desired state.
+    /// One node: its convergence and the state its pipeline runs (interfaces,
+    /// bridge and ARP tables, flood lists, counters), asked of its agent.
     Show {
         host: String,
         #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:9696")]
         url: String,
         #[arg(long)]
         json: bool,
+        /// Also print the controller's desired items for the node.
+        #[arg(long)]
+        desired: bool,
     },
 }
 
@@ -80,7 +84,12 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
                 println!("{}", line(n));
             }
         }
-        NodeCmd::Show { host, url, json } => {
+        NodeCmd::Show {
+            host,
+            url,
+            json,
+            desired,
+        } => {
             let v = get(&format!(
                 "{}/switchyard/v1/nodes/{host}",
                 url.trim_end_matches('/')
@@ -95,11 +104,85 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
             if let Some(e) = n["last_error"].as_str() {
                 println!("last refused version: {e}");
             }
-            println!("\ndesired state:");
-            for (k, item) in n["items"].as_object().into_iter().flatten() {
-                println!("  {k:<60} {item}");
+            match &n["applied"] {
+                Value::Null => println!(
+                    "\napplied state: unavailable ({})",
+                    n["applied_error"].as_str().unwrap_or("no answer")
+                ),
+                a => print_applied(a),
+            }
+            if desired {
+                println!("\ndesired state (controller):");
+                for (k, item) in n["items"].as_object().into_iter().flatten() {
+                    println!("  {k:<60} {item}");
+                }
             }
         }
     }
     Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The agent's introspection, as `vif --list` / `rt --dump` would show it.
+fn print_applied(a: &Value) {
+    println!(
+        "\napplied state (agent, version {}):",
+        a["version"].as_u64().unwrap_or(0)
+    );
+    println!("interfaces:");
+    println!(
+        "  {:<6} {:<36} {:<17} {:<16} {:<8} {:>5} {:>8}  STATUS",
+        "PORT", "NEUTRON PORT", "MAC", "IPS", "VIF", "VLAN", "VNI"
+    );
+    for i in a["interfaces"].as_array().into_iter().flatten() {
+        let ips: Vec<String> = i["ips"].as_array().into_iter().flatten().map(s).collect();
+        println!(
+            "  {:<6} {:<36} {:<17} {:<16} {:<8} {:>5} {:>8}  {}",
+            s(&i["local_port"]),
+            s(&i["port_id"]),
+            s(&i["mac"]),
+            ips.join(","),
+            s(&i["vif_type"]),
+            s(&i["vlan"]),
+            s(&i["vni"]),
+            s(&i["status"]),
+        );
+    }
+    for net in a["networks"].as_array().into_iter().flatten() {
+        let flood: Vec<String> = net["flood"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        println!(
+            "network vni {} vlan {}  flood [{}]",
+            s(&net["vni"]),
+            s(&net["vlan"]),
+            flood.join(", ")
+        );
+        for e in net["bridge"].as_array().into_iter().flatten() {
+            println!("  bridge  {:<17} -> {}", s(&e["mac"]), s(&e["points_to"]));
+        }
+        for e in net["arp"].as_array().into_iter().flatten() {
+            println!("  arp     {:<17} -> {}", s(&e["ip"]), s(&e["mac"]));
+        }
+    }
+    let c = &a["counters"];
+    println!(
+        "counters: rx {} tx {} not_learned {}",
+        s(&c["rx"]),
+        s(&c["tx"]),
+        s(&c["not_learned"])
+    );
+    for (k, v) in c["drops"].as_object().into_iter().flatten() {
+        println!("  drop {k:<24} {v}");
+    }
 }

@@ -1,0 +1,359 @@
+//! The hypervisor emulation of a running lab: it creates guests (VMs) and plugs
+//! their NIC where the node's agent put the Neutron port — a TAP on a vRouter,
+//! an OVS port, a VF — exactly as Nova's VIF plugging does once the binding is
+//! made, and it runs pings from inside guests.
+//!
+//! Plugging waits for the agent: a port exists on a node only once the node
+//! has applied a version containing it, so a guest is never plugged into
+//! nothing. All waiting is on the lab's clock or a real-time deadline; nothing
+//! here blocks the lab.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration as StdDuration;
+
+use serde::Serialize;
+use smoltcp::time::Duration;
+use smoltcp::wire::EthernetAddress;
+use switchyard_dataplane::PortNo;
+use switchyard_dataplane::frames::mac_serde::format_mac;
+use switchyard_proto::FromAgent;
+use tokio::sync::mpsc;
+
+use crate::guest::PingStream;
+use crate::lab::{Lab, LabError};
+
+/// How often waiting code looks at the lab again.
+const POLL: StdDuration = StdDuration::from_millis(10);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HypervisorError {
+    #[error("Guest {0} already exists")]
+    GuestExists(String),
+    #[error("Guest {0} could not be found")]
+    GuestNotFound(String),
+    #[error("Invalid guest name '{0}': use 1-63 letters, digits, '-', '_' or '.'")]
+    BadName(String),
+    #[error("Host {0} is not a node of this lab run by an agent")]
+    HostNotInLab(String),
+    #[error("Port {0} already has guest {1} plugged in")]
+    PortInUse(String, String),
+    #[error(
+        "Port {port} was not plugged on host {host} within {secs} s (its agent has not applied it)"
+    )]
+    NotPlugged {
+        port: String,
+        host: String,
+        secs: u64,
+    },
+    #[error("Guest {0} has no IPv4 address yet (DHCP has not completed)")]
+    NoAddress(String),
+    #[error("Guest {0}: {1}")]
+    Lab(String, String),
+}
+
+/// A guest as the hypervisor shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GuestInfo {
+    pub name: String,
+    pub port_id: Option<String>,
+    pub host: Option<String>,
+    pub local_port: Option<PortNo>,
+    pub mac: String,
+    /// Address and prefix learnt by DHCP (or set statically).
+    pub ip: Option<String>,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Round-trip times of the answered requests.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Rtt {
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
+}
+
+/// The outcome of a ping run, as `ping` prints it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PingReport {
+    pub from: String,
+    pub target: Ipv4Addr,
+    pub interval_ms: u64,
+    pub sent: usize,
+    pub answered: usize,
+    /// Sequence numbers never answered.
+    pub lost: Vec<u16>,
+    /// Replies to a request already answered (`DUP!`).
+    pub duplicates: u64,
+    pub rtt_ms: Option<Rtt>,
+}
+
+impl PingReport {
+    fn of(from: &str, p: &PingStream) -> Self {
+        let rtts: Vec<f64> = p
+            .log
+            .values()
+            .filter_map(|(s, r)| r.map(|r| (r - *s).total_micros() as f64 / 1000.0))
+            .collect();
+        let rtt_ms = (!rtts.is_empty()).then(|| Rtt {
+            min: rtts.iter().copied().fold(f64::INFINITY, f64::min),
+            avg: rtts.iter().sum::<f64>() / rtts.len() as f64,
+            max: rtts.iter().copied().fold(0.0, f64::max),
+        });
+        PingReport {
+            from: from.to_string(),
+            target: p.target,
+            interval_ms: p.interval.total_millis(),
+            sent: p.sent(),
+            answered: p.answered(),
+            lost: p.lost(),
+            duplicates: p.duplicates,
+            rtt_ms,
+        }
+    }
+
+    /// Every request answered exactly once.
+    pub fn clean(&self) -> bool {
+        self.sent > 0 && self.answered == self.sent && self.duplicates == 0
+    }
+}
+
+/// Port status reports the hypervisor hands to a node's agent session.
+pub type AgentEvents = Arc<Mutex<BTreeMap<String, mpsc::Sender<FromAgent>>>>;
+
+/// Cheap to clone; every clone drives the same lab.
+#[derive(Clone)]
+pub struct Hypervisor {
+    lab: Arc<Mutex<Lab>>,
+    /// guest name → Neutron port id
+    ports: Arc<Mutex<BTreeMap<String, String>>>,
+    events: AgentEvents,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The lab and these maps stay whole across a panic elsewhere (each
+    // operation completes or does nothing), so a poisoned lock is usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl Hypervisor {
+    pub fn new(lab: Arc<Mutex<Lab>>, events: AgentEvents) -> Self {
+        Hypervisor {
+            lab,
+            ports: Arc::default(),
+            events,
+        }
+    }
+
+    pub fn lab(&self) -> MutexGuard<'_, Lab> {
+        lock(&self.lab)
+    }
+
+    fn report(&self, host: &str, port_id: &str, up: bool) {
+        let tx = lock(&self.events).get(host).cloned();
+        if let Some(tx) = tx {
+            // A full or closed channel means no session: the agent reports
+            // the state it applied on its next connection anyway.
+            let _ = tx.try_send(FromAgent::PortStatus {
+                port_id: port_id.to_string(),
+                up,
+            });
+        }
+    }
+
+    /// Boots guest `name` with `mac` and plugs it into Neutron port `port_id`
+    /// on `host`, waiting up to `timeout` for the node's agent to have the port.
+    pub async fn plug(
+        &self,
+        name: &str,
+        port_id: &str,
+        host: &str,
+        mac: EthernetAddress,
+        timeout: StdDuration,
+    ) -> Result<GuestInfo, HypervisorError> {
+        if !valid_name(name) {
+            return Err(HypervisorError::BadName(name.to_string()));
+        }
+        let agent = {
+            let mut lab = self.lab();
+            if lab.guest(name).is_ok() {
+                return Err(HypervisorError::GuestExists(name.to_string()));
+            }
+            lab.agent(host)
+                .ok_or_else(|| HypervisorError::HostNotInLab(host.to_string()))?
+        };
+        if let Some((g, _)) = lock(&self.ports).iter().find(|(_, p)| *p == port_id) {
+            return Err(HypervisorError::PortInUse(port_id.to_string(), g.clone()));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let local = loop {
+            if let Some(p) = lock(&agent).port_of(port_id) {
+                break p;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(HypervisorError::NotPlugged {
+                    port: port_id.to_string(),
+                    host: host.to_string(),
+                    secs: timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        {
+            let mut lab = self.lab();
+            let lab_err = |e: LabError| HypervisorError::Lab(name.to_string(), e.to_string());
+            match lab.add_guest(name, mac) {
+                Err(LabError::Exists(_)) => {
+                    return Err(HypervisorError::GuestExists(name.to_string()));
+                }
+                r => r.map_err(lab_err)?,
+            }
+            if let Err(e) = lab.attach(name, host, local) {
+                // Nothing half-made: the guest goes with the failed plug.
+                let _ = lab.remove_guest(name);
+                return Err(lab_err(e));
+            }
+            lock(&self.ports).insert(name.to_string(), port_id.to_string());
+        }
+        self.report(host, port_id, true);
+        self.guest(name)
+    }
+
+    /// Deletes a guest: unplugged, stopped, its port reported down.
+    pub fn unplug(&self, name: &str) -> Result<(), HypervisorError> {
+        let host = {
+            let mut lab = self.lab();
+            let host = lab.attachment(name).map(|(h, _)| h.to_string());
+            lab.remove_guest(name)
+                .map_err(|_| HypervisorError::GuestNotFound(name.to_string()))?;
+            host
+        };
+        let port = lock(&self.ports).remove(name);
+        if let (Some(host), Some(port)) = (host, port) {
+            self.report(&host, &port, false);
+        }
+        Ok(())
+    }
+
+    pub fn guest(&self, name: &str) -> Result<GuestInfo, HypervisorError> {
+        let lab = self.lab();
+        let g = lab
+            .guest(name)
+            .map_err(|_| HypervisorError::GuestNotFound(name.to_string()))?;
+        Ok(self.info(&lab, g))
+    }
+
+    fn info(&self, lab: &Lab, g: &crate::Guest) -> GuestInfo {
+        let at = lab.attachment(&g.name);
+        GuestInfo {
+            name: g.name.clone(),
+            port_id: lock(&self.ports).get(&g.name).cloned(),
+            host: at.map(|(h, _)| h.to_string()),
+            local_port: at.map(|(_, p)| p),
+            mac: format_mac(&g.mac),
+            ip: g.ip.map(|c| c.to_string()),
+            gateway: g.router,
+        }
+    }
+
+    pub fn guests(&self) -> Vec<GuestInfo> {
+        let lab = self.lab();
+        lab.guests().map(|g| self.info(&lab, g)).collect()
+    }
+
+    /// Waits until the guest has an address (DHCP done).
+    pub async fn wait_for_address(
+        &self,
+        name: &str,
+        timeout: StdDuration,
+    ) -> Result<Ipv4Addr, HypervisorError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let lab = self.lab();
+                let g = lab
+                    .guest(name)
+                    .map_err(|_| HypervisorError::GuestNotFound(name.to_string()))?;
+                if let Some(ip) = g.ip {
+                    return Ok(ip.address());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(HypervisorError::NoAddress(name.to_string()));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Starts a ping stream from inside a guest (replacing any running one).
+    pub fn start_ping(
+        &self,
+        name: &str,
+        target: Ipv4Addr,
+        interval: Duration,
+        count: Option<u16>,
+    ) -> Result<(), HypervisorError> {
+        let mut lab = self.lab();
+        let now = lab.now;
+        let g = lab
+            .guest_mut(name)
+            .map_err(|_| HypervisorError::GuestNotFound(name.to_string()))?;
+        if g.ip.is_none() {
+            return Err(HypervisorError::NoAddress(name.to_string()));
+        }
+        g.start_ping_count(target, interval, count, now);
+        Ok(())
+    }
+
+    /// Stops a guest's ping stream and reports it.
+    pub fn stop_ping(&self, name: &str) -> Result<Option<PingReport>, HypervisorError> {
+        let mut lab = self.lab();
+        let g = lab
+            .guest_mut(name)
+            .map_err(|_| HypervisorError::GuestNotFound(name.to_string()))?;
+        Ok(g.stop_ping().map(|p| PingReport::of(name, &p)))
+    }
+
+    /// Pings `target` `count` times from inside a guest and waits (on the
+    /// lab's clock) for the last reply or `grace` after the last request.
+    pub async fn ping(
+        &self,
+        name: &str,
+        target: Ipv4Addr,
+        count: u16,
+        interval: Duration,
+        grace: Duration,
+    ) -> Result<PingReport, HypervisorError> {
+        self.start_ping(name, target, interval, Some(count))?;
+        let until = self.lab().now + interval * u32::from(count) + grace;
+        // A lab whose clock stopped must not hang the caller forever.
+        let real_limit = tokio::time::Instant::now()
+            + StdDuration::from_micros((interval * u32::from(count) + grace).total_micros() * 4)
+            + StdDuration::from_secs(5);
+        loop {
+            {
+                let lab = self.lab();
+                let g = lab
+                    .guest(name)
+                    .map_err(|_| HypervisorError::GuestNotFound(name.to_string()))?;
+                let done = g.ping.as_ref().is_some_and(|p| {
+                    p.sent() == usize::from(count) && p.answered() == usize::from(count)
+                });
+                if done || lab.now >= until || tokio::time::Instant::now() >= real_limit {
+                    break;
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        self.stop_ping(name)?
+            .ok_or_else(|| HypervisorError::Lab(name.to_string(), "ping stream vanished".into()))
+    }
+}

@@ -1,0 +1,223 @@
+//! The lab's HTTP endpoints, served beside the Neutron API:
+//!
+//! * `GET /switchyard/v1/lab` — nodes, guests, the lab clock;
+//! * `GET|POST /switchyard/v1/lab/guests` — list guests; boot one on a port:
+//!   `{"guest": {"name": "vm1", "port_id": "…", "timeout_s": 10}}` (the port
+//!   must be bound; the guest goes to the binding's host, with the port's MAC);
+//! * `GET|DELETE /switchyard/v1/lab/guests/{name}`;
+//! * `POST /switchyard/v1/lab/guests/{name}/ping` —
+//!   `{"ping": {"target": "10.0.0.5", "count": 10, "interval_ms": 10}}`, answered
+//!   when the run is over.
+//!
+//! Errors use Neutron's `NeutronError` body, like the rest of the API.
+
+use std::net::Ipv4Addr;
+use std::time::Duration as StdDuration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+use smoltcp::time::Duration;
+use switchyard_api::App;
+use switchyard_api::http::{empty, error, json as reply, json_body};
+use switchyard_dataplane::frames::mac_serde::parse_mac;
+use switchyard_model::NeutronError;
+
+use super::hypervisor::{Hypervisor, HypervisorError};
+
+/// Longest a boot waits for the agent to plug the port.
+const MAX_PLUG_TIMEOUT_S: u64 = 120;
+const DEFAULT_PLUG_TIMEOUT_S: u64 = 15;
+const MAX_PING_COUNT: u64 = 10_000;
+/// How long a ping waits for the guest's DHCP to complete.
+const ADDRESS_WAIT_S: u64 = 10;
+
+#[derive(Clone)]
+struct Ctx {
+    hyp: Hypervisor,
+    app: App,
+}
+
+pub fn router(hyp: Hypervisor, app: App) -> Router {
+    Router::new()
+        .route("/switchyard/v1/lab", get(show_lab))
+        .route("/switchyard/v1/lab/guests", get(list).post(create))
+        .route("/switchyard/v1/lab/guests/{name}", get(show).delete(delete))
+        .route("/switchyard/v1/lab/guests/{name}/ping", post(ping))
+        .method_not_allowed_fallback(not_allowed)
+        .with_state(Ctx { hyp, app })
+}
+
+async fn not_allowed() -> Response {
+    switchyard_api::http::method_not_allowed()
+}
+
+fn hyp_error(e: &HypervisorError) -> NeutronError {
+    use HypervisorError as H;
+    let kind = match e {
+        H::GuestExists(_) => "GuestExists",
+        H::GuestNotFound(_) => "GuestNotFound",
+        H::BadName(_) => "InvalidInput",
+        H::HostNotInLab(_) => "HostNotInLab",
+        H::PortInUse(..) => "PortInUse",
+        H::NotPlugged { .. } => "PortNotPlugged",
+        H::NoAddress(_) => "GuestHasNoAddress",
+        H::Lab(..) => "LabError",
+    };
+    match e {
+        H::GuestNotFound(_) => NeutronError::not_found(kind, e.to_string()),
+        H::BadName(_) => NeutronError::bad_request(kind, e.to_string()),
+        _ => NeutronError::conflict(kind, e.to_string()),
+    }
+}
+
+fn result(r: Result<Response, NeutronError>) -> Response {
+    r.unwrap_or_else(|e| error(&e))
+}
+
+/// The object under `key` in a JSON body.
+fn member(body: &Bytes, key: &str) -> Result<Map<String, Value>, NeutronError> {
+    let mut b = json_body(body)?;
+    match b.remove(key) {
+        Some(Value::Object(m)) => Ok(m),
+        _ => Err(NeutronError::http_bad_request(format!(
+            "Resource body required: expected an object under '{key}'"
+        ))),
+    }
+}
+
+fn string(m: &Map<String, Value>, key: &str) -> Result<String, NeutronError> {
+    match m.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(NeutronError::invalid_input(format!(
+            "'{key}' must be a string"
+        ))),
+        None => Err(NeutronError::invalid_input(format!("'{key}' is required"))),
+    }
+}
+
+fn number(m: &Map<String, Value>, key: &str, default: u64, max: u64) -> Result<u64, NeutronError> {
+    match m.get(key) {
+        None => Ok(default),
+        Some(v) => v.as_u64().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+            NeutronError::invalid_input(format!("'{key}' must be an integer from 1 to {max}"))
+        }),
+    }
+}
+
+fn only(m: &Map<String, Value>, keys: &[&str]) -> Result<(), NeutronError> {
+    match m.keys().find(|k| !keys.contains(&k.as_str())) {
+        Some(k) => Err(NeutronError::invalid_input(format!(
+            "Unrecognized attribute(s) '{k}'"
+        ))),
+        None => Ok(()),
+    }
+}
+
+async fn show_lab(State(c): State<Ctx>) -> Response {
+    let guests = c.hyp.guests();
+    let lab = c.hyp.lab();
+    let v = json!({"lab": {
+        "nodes": lab.node_names(),
+        "guests": guests,
+        "clock_ms": lab.now.total_millis(),
+        "lost_frames": lab.lost_frames,
+        "overflowed_ticks": lab.overflowed_ticks,
+    }});
+    reply(200, v)
+}
+
+async fn list(State(c): State<Ctx>) -> Response {
+    reply(200, json!({ "guests": c.hyp.guests() }))
+}
+
+async fn show(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
+    result(
+        c.hyp
+            .guest(&name)
+            .map(|g| reply(200, json!({ "guest": g })))
+            .map_err(|e| hyp_error(&e)),
+    )
+}
+
+async fn delete(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
+    result(
+        c.hyp
+            .unplug(&name)
+            .map(|()| empty(204))
+            .map_err(|e| hyp_error(&e)),
+    )
+}
+
+async fn create(State(c): State<Ctx>, body: Bytes) -> Response {
+    result(create_inner(&c, &body).await)
+}
+
+async fn create_inner(c: &Ctx, body: &Bytes) -> Result<Response, NeutronError> {
+    let g = member(body, "guest")?;
+    only(&g, &["name", "port_id", "timeout_s"])?;
+    let name = string(&g, "name")?;
+    let port_id = string(&g, "port_id")?;
+    let timeout = number(&g, "timeout_s", DEFAULT_PLUG_TIMEOUT_S, MAX_PLUG_TIMEOUT_S)?;
+    let (host, mac) = c.app.shared.read(|_, st| {
+        let p = st.ports.get(&port_id).ok_or_else(|| {
+            NeutronError::not_found(
+                "PortNotFound",
+                format!("Port {port_id} could not be found."),
+            )
+        })?;
+        let b = p.active_binding();
+        if b.host.is_empty() || b.vif_type == "unbound" || b.vif_type == "binding_failed" {
+            return Err(NeutronError::conflict(
+                "PortNotBound",
+                format!(
+                    "Port {port_id} is not bound to a host (binding:host_id '{}', vif_type {})",
+                    b.host, b.vif_type
+                ),
+            ));
+        }
+        Ok((b.host.clone(), p.mac_address.to_string()))
+    })?;
+    let mac = parse_mac(&mac).ok_or_else(NeutronError::internal)?;
+    let info = c
+        .hyp
+        .plug(&name, &port_id, &host, mac, StdDuration::from_secs(timeout))
+        .await
+        .map_err(|e| hyp_error(&e))?;
+    Ok(reply(201, json!({ "guest": info })))
+}
+
+async fn ping(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
+    result(ping_inner(&c, &name, &body).await)
+}
+
+async fn ping_inner(c: &Ctx, name: &str, body: &Bytes) -> Result<Response, NeutronError> {
+    let p = member(body, "ping")?;
+    only(&p, &["target", "count", "interval_ms"])?;
+    let target: Ipv4Addr = string(&p, "target")?
+        .parse()
+        .map_err(|_| NeutronError::invalid_input("'target' must be an IPv4 address"))?;
+    let count = number(&p, "count", 5, MAX_PING_COUNT)?;
+    let interval = number(&p, "interval_ms", 100, 10_000)?;
+    // A guest booted a moment ago may still be in DHCP: give it time, as a
+    // user running ping in a fresh VM would.
+    c.hyp
+        .wait_for_address(name, StdDuration::from_secs(ADDRESS_WAIT_S))
+        .await
+        .map_err(|e| hyp_error(&e))?;
+    let report = c
+        .hyp
+        .ping(
+            name,
+            target,
+            u16::try_from(count).unwrap_or(u16::MAX),
+            Duration::from_millis(interval),
+            Duration::from_millis(1000),
+        )
+        .await
+        .map_err(|e| hyp_error(&e))?;
+    Ok(reply(200, json!({ "ping": report })))
+}

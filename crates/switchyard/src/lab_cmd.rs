@@ -1,0 +1,144 @@
+//! `switchyard lab up`: the whole product in one process — the controller on
+//! SQLite, an agent per compute and gateway node of the topology, the emulated
+//! fabric in real time and the hypervisor emulation — until interrupted.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use switchyard_lab::Topology;
+use switchyard_lab::live::{LiveLab, Options};
+
+use crate::config;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCmd {
+    /// Start the controller, the agents, the emulated fabric and the hypervisor emulation.
+    Up(UpArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Address of the API, HOST:PORT.
+    #[arg(long, env = "SWITCHYARD_BIND", default_value = "127.0.0.1:9696")]
+    bind: String,
+    /// Topology file (TOML, see docs/dataplane.md); default: the reference lab.
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Database URL, sqlite://PATH; default: a fresh database in a temporary directory.
+    #[arg(long, env = "SWITCHYARD_DB")]
+    db: Option<String>,
+    /// Server configuration file (its [ml2] section; see docs/operator-guide.md).
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let LabCmd::Up(a) = cmd;
+    let topology = match &a.topology {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading topology {}", p.display()))?;
+            Topology::from_toml(&text).with_context(|| format!("topology {}", p.display()))?
+        }
+        None => Topology::reference().context("the reference topology")?,
+    };
+    let file = config::FileConfig::load(a.config.as_deref())?;
+    // The temporary directory lives as long as the lab.
+    let (db, _tmp) = match a.db.or(file.db.clone()) {
+        Some(url) => (config::sqlite_path(&url)?, None),
+        None => {
+            let t = tempfile::tempdir().context("creating a temporary directory")?;
+            (t.path().join("switchyard.db"), Some(t))
+        }
+    };
+    let live = LiveLab::start(Options {
+        topology: topology.clone(),
+        bind: a.bind.clone(),
+        db: db.clone(),
+        ml2: file.ml2.clone(),
+        project: file
+            .default_project
+            .clone()
+            .unwrap_or_else(|| "admin".into()),
+        heartbeat: switchyard_agent::client::HEARTBEAT,
+    })
+    .await
+    .with_context(|| format!("starting the lab on {}", a.bind))?;
+    let hosts = live.hosts();
+    let connected = wait_connected(&live, &hosts, Duration::from_secs(15)).await;
+    print_banner(&live, &topology, &db, &hosts, connected);
+    shutdown.await;
+    live.shutdown().await;
+    println!("switchyard lab: stopped");
+    Ok(())
+}
+
+async fn wait_connected(live: &LiveLab, hosts: &[String], limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let ok = live.app().is_some_and(|app| {
+            let nodes = app
+                .shared
+                .nodes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            hosts.iter().all(|h| {
+                nodes
+                    .get(h)
+                    .is_some_and(|n| n.connected && n.acked_at.is_some())
+            })
+        });
+        if ok || tokio::time::Instant::now() >= deadline {
+            return ok;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn print_banner(live: &LiveLab, t: &Topology, db: &std::path::Path, hosts: &[String], ok: bool) {
+    let url = live.url();
+    let nodes: Vec<String> = t
+        .nodes
+        .iter()
+        .map(|n| format!("{} ({:?})", n.name, n.role).to_lowercase())
+        .collect();
+    println!("switchyard lab: up");
+    println!("  Neutron API   {url}/v2.0/   (noauth)");
+    println!("  lab           {url}/switchyard/v1/lab   (guests, ping)");
+    println!("  nodes         {url}/switchyard/v1/nodes   (switchyard node list --url {url})");
+    println!("  database      {}", db.display());
+    println!("  topology      {}", nodes.join(", "));
+    println!(
+        "  agents        {} {}",
+        hosts.join(", "),
+        if ok {
+            "connected and in sync"
+        } else {
+            "NOT all connected yet (see the log)"
+        }
+    );
+    let net = "$(curl -s -XPOST $U/v2.0/networks -d '{\"network\":{\"name\":\"demo-net\"}}' | jq -r .network.id)";
+    println!(
+        r#"
+Try it (bash, with curl and jq):
+  U={url}
+  NET={net}
+  curl -s -XPOST $U/v2.0/subnets -d '{{"subnet":{{"network_id":"'$NET'","ip_version":4,"cidr":"10.0.0.0/24"}}}}'
+  P1=$(curl -s -XPOST $U/v2.0/ports -d '{{"port":{{"network_id":"'$NET'","binding:host_id":"compute-1","device_owner":"compute:nova"}}}}' | jq -r .port.id)
+  P2=$(curl -s -XPOST $U/v2.0/ports -d '{{"port":{{"network_id":"'$NET'","binding:host_id":"compute-2","device_owner":"compute:nova"}}}}' | jq -r .port.id)
+  curl -s -XPOST $U/switchyard/v1/lab/guests -d '{{"guest":{{"name":"vm-ovs","port_id":"'$P1'"}}}}'
+  curl -s -XPOST $U/switchyard/v1/lab/guests -d '{{"guest":{{"name":"vm-vrouter","port_id":"'$P2'"}}}}'
+  curl -s $U/v2.0/ports/$P2 | jq '.port | {{status, "binding:vif_type"}}'     # ACTIVE, vrouter
+  IP2=$(curl -s $U/v2.0/ports/$P2 | jq -r '.port.fixed_ips[0].ip_address')
+  curl -s -XPOST $U/switchyard/v1/lab/guests/vm-ovs/ping -d '{{"ping":{{"target":"'$IP2'","count":5}}}}' | jq .
+  switchyard node show compute-2 --url $U
+
+With the openstack CLI, a clouds.yaml entry without Keystone:
+  clouds: {{switchyard: {{auth_type: none, network_endpoint_override: "{url}/v2.0/"}}}}
+  openstack --os-cloud switchyard network list
+
+Ctrl-C stops the lab."#
+    );
+}
