@@ -107,7 +107,9 @@ fn print_banner(live: &LiveLab, t: &Topology, db: &std::path::Path, hosts: &[Str
     println!("switchyard lab: up");
     println!("  Neutron API   {url}/v2.0/   (noauth)");
     println!("  lab           {url}/switchyard/v1/lab   (guests, ping)");
-    println!("  nodes         {url}/switchyard/v1/nodes   (switchyard node list --url {url})");
+    println!(
+        "  nodes         {url}/switchyard/v1/nodes   (target/release/switchyard node list --url {url})"
+    );
     println!("  database      {}", db.display());
     println!("  topology      {}", nodes.join(", "));
     println!(
@@ -133,7 +135,7 @@ Try it (bash, with curl and jq):
   curl -s $U/v2.0/ports/$P2 | jq '.port | {{status, "binding:vif_type"}}'     # ACTIVE, vrouter
   IP2=$(curl -s $U/v2.0/ports/$P2 | jq -r '.port.fixed_ips[0].ip_address')
   curl -s -XPOST $U/switchyard/v1/lab/guests/vm-ovs/ping -d '{{"ping":{{"target":"'$IP2'","count":5}}}}' | jq .
-  switchyard node show compute-2 --url $U
+  target/release/switchyard node show compute-2 --url $U
 
 With the openstack CLI, a clouds.yaml entry without Keystone:
   clouds: {{switchyard: {{auth_type: none, network_endpoint_override: "{url}/v2.0/"}}}}
