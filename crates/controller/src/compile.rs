@@ -43,6 +43,16 @@ struct Net {
     vlans: BTreeMap<(String, u16), usize>,
 }
 
+/// How a batch changed the node set.
+#[derive(Debug, PartialEq, Eq)]
+enum NodeChange {
+    None,
+    /// Only these nodes are new, none of them a gateway.
+    Added(Vec<String>),
+    /// Anything else: every port is recompiled against the new node set.
+    Other,
+}
+
 /// What the last batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -96,7 +106,9 @@ impl Compiler {
     // ---- item bookkeeping ------------------------------------------------------
 
     fn put(&mut self, host: &str, key: String, item: Item) {
-        let Some(n) = self.nodes.get_mut(host) else {
+        // A node whose agent is gone keeps no desired state (as a full compile
+        // would not create it).
+        let Some(n) = self.nodes.get_mut(host).filter(|n| n.facts.is_some()) else {
             return;
         };
         if n.items.get(&key) != Some(&item) {
@@ -417,10 +429,10 @@ impl Compiler {
 
     // ---- nodes -----------------------------------------------------------------
 
-    /// Brings the node list in line with the agents table. A node whose role or
-    /// VTEP changed makes everything recompile (rare: agents restarting with
-    /// another configuration); heartbeats change nothing here.
-    fn sync_nodes(&mut self, st: &State) -> bool {
+    /// Brings the node list in line with the agents table; heartbeats change
+    /// nothing here. Says what changed, so that [`Compiler::apply`] recompiles
+    /// only what it must.
+    fn sync_nodes(&mut self, st: &State) -> NodeChange {
         let want: BTreeMap<String, NodeFacts> = st
             .agents
             .values()
@@ -433,8 +445,23 @@ impl Compiler {
             .filter_map(|(h, n)| n.facts.clone().map(|f| (h.clone(), f)))
             .collect();
         if want == have {
-            return false;
+            return NodeChange::None;
         }
+        // New non-gateway nodes only: the common case (a compute node's agent
+        // registers). Anything else — a node gone, a role or VTEP changed, a
+        // gateway added — changes items on every node of its networks.
+        let only_added: Option<Vec<String>> = {
+            let kept = have.iter().all(|(h, f)| want.get(h) == Some(f));
+            let added: Vec<String> = want
+                .iter()
+                .filter(|(h, _)| !have.contains_key(*h))
+                .map(|(h, _)| h.clone())
+                .collect();
+            let no_gateway = added
+                .iter()
+                .all(|h| want.get(h).is_some_and(|f| f.role != Role::Gateway));
+            (kept && no_gateway).then_some(added)
+        };
         for (h, f) in &want {
             self.nodes.entry(h.clone()).or_default().facts = Some(f.clone());
         }
@@ -446,15 +473,37 @@ impl Compiler {
             }
         }
         self.refresh_gateways();
-        true
+        match only_added {
+            Some(hosts) => NodeChange::Added(hosts),
+            None => NodeChange::Other,
+        }
     }
 
     /// Applies one committed transaction's changes. Returns the deltas to send.
     pub fn apply(&mut self, st: &State, changes: &[Change]) -> BTreeMap<String, Delta> {
         self.last = Stats::default();
-        let nodes_changed =
-            changes.iter().any(|(k, _, _)| *k == Kind::Agent) && self.sync_nodes(st);
-        if nodes_changed {
+        let node_change = if changes.iter().any(|(k, _, _)| *k == Kind::Agent) {
+            self.sync_nodes(st)
+        } else {
+            NodeChange::None
+        };
+        if let NodeChange::Added(hosts) = &node_change {
+            // Ports already bound to a newly registered host (its agent was
+            // deleted and came back, say) get their items now; nothing else
+            // depends on a node that had no state.
+            let hosts: BTreeSet<&String> = hosts.iter().collect();
+            let ids: Vec<String> = self
+                .ports
+                .values()
+                .filter(|p| hosts.contains(&p.host))
+                .map(|p| p.port_id.clone())
+                .collect();
+            for id in &ids {
+                self.remove_port(id);
+                self.refresh_port(st, id);
+            }
+        }
+        if node_change == NodeChange::Other {
             // Recompile all ports against the new node set, diffing item by item.
             let ids: Vec<String> = self
                 .ports

@@ -288,3 +288,84 @@ fn deleted_ports_are_withdrawn_from_learned_tables_of_their_network() {
     // Forgetting is an event, not state: a snapshot does not carry it.
     assert!(c.snapshot("compute-1").is_some());
 }
+
+#[test]
+fn a_new_compute_node_recompiles_only_its_own_ports() {
+    let mut m = Model::new();
+    m.lab_agents();
+    let net = m.network("10.1.0.0/24");
+    for h in ["compute-1", "compute-2", "compute-4", "compute-2"] {
+        m.port(&net, h, "normal");
+    }
+    let mut c = Compiler::full(&m.st);
+    c.initial_versions();
+
+    // A new vRouter node registers: no port is on it yet, nothing to recompile.
+    let ch = m.agent(
+        "compute-5",
+        "vRouter agent",
+        json!({"tunneling_ip": "192.0.2.15"}),
+    );
+    let d = c.apply(&m.st, &ch);
+    assert_eq!(c.last.ports_compiled, 0, "{d:?}");
+    assert!(d.is_empty(), "{d:?}");
+    // Its first port joins it to the network like any port would.
+    let (_, ch) = m.port(&net, "compute-5", "normal");
+    c.apply(&m.st, &ch);
+    assert!(items(&c, "compute-5").contains_key("net/1000"));
+    let full = Compiler::full(&m.st);
+    for h in [
+        "compute-1",
+        "compute-2",
+        "compute-4",
+        "compute-5",
+        "gateway",
+    ] {
+        assert_eq!(items(&c, h), items(&full, h), "{h} differs");
+    }
+
+    // compute-2's agent is deleted and registers again: its two ports come back.
+    let agent_id =
+        m.st.agents
+            .values()
+            .find(|a| a.host == "compute-2")
+            .map(|a| a.id.clone())
+            .expect("agent");
+    let (_, ch) = m.txn(|_, st, ctx| ops::agents::delete(st, ctx, &agent_id).expect("delete"));
+    c.apply(&m.st, &ch);
+    assert!(items(&c, "compute-2").is_empty());
+    let ch = m.agent(
+        "compute-2",
+        "vRouter agent",
+        json!({"tunneling_ip": "192.0.2.12"}),
+    );
+    c.apply(&m.st, &ch);
+    assert_eq!(c.last.ports_compiled, 2, "only compute-2's ports");
+    let full = Compiler::full(&m.st);
+    for h in [
+        "compute-1",
+        "compute-2",
+        "compute-4",
+        "compute-5",
+        "gateway",
+    ] {
+        assert_eq!(
+            items(&c, h),
+            items(&full, h),
+            "{h} differs after re-registration"
+        );
+    }
+
+    // A gateway appearing changes every network's remote entries: full recompile.
+    let ch = m.agent(
+        "gateway-2",
+        "Gateway agent",
+        json!({"tunneling_ip": "192.0.2.2"}),
+    );
+    c.apply(&m.st, &ch);
+    assert_eq!(c.last.ports_compiled, 5);
+    let full = Compiler::full(&m.st);
+    for h in ["compute-2", "compute-5", "gateway", "gateway-2"] {
+        assert_eq!(items(&c, h), items(&full, h), "{h} differs");
+    }
+}
