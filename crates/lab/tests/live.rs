@@ -290,6 +290,51 @@ async fn http_api_drives_guests_on_every_backend() {
         )
         .await;
     assert_eq!(s, 409, "{v}");
+    assert_eq!(v["NeutronError"]["type"], "GuestExists");
+
+    let plugs_before: Vec<Value> = env.get("/switchyard/v1/lab/guests").await["guests"]
+        .as_array()
+        .expect("guests")
+        .iter()
+        .skip(1)
+        .cloned()
+        .collect();
+    // Deleting a guest unplugs it; its port is reported down. The guests after
+    // it keep their plugs (the lab renumbers its tables underneath).
+    let (_, _, ovs_port, _, _) = &made[0];
+    let (s, _) = env
+        .call(
+            reqwest::Method::DELETE,
+            "/switchyard/v1/lab/guests/vm-ovs",
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, v) = env
+        .call(
+            reqwest::Method::GET,
+            "/switchyard/v1/lab/guests/vm-ovs",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, &v["NeutronError"]["type"]),
+        (404, &json!("GuestNotFound"))
+    );
+    let path = format!("/v2.0/ports/{ovs_port}");
+    let down = wait(StdDuration::from_secs(10), || async {
+        env.get(&path).await["port"]["status"] == "DOWN"
+    })
+    .await;
+    assert!(down, "the unplugged port goes DOWN");
+    let plugs_after = env.get("/switchyard/v1/lab/guests").await["guests"].clone();
+    assert_eq!(plugs_after, json!(plugs_before));
+    {
+        let lab = env.live.lab();
+        let lab = lab.lock().expect("lab");
+        assert_eq!(lab.guest_at("compute-3", 100), Some("vm-sriov"));
+        assert_eq!(lab.guest_at("compute-1", 10), None);
+    }
     env.live.shutdown().await;
 }
 

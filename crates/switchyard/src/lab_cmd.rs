@@ -114,7 +114,11 @@ fn print_banner(live: &LiveLab, t: &Topology, db: &std::path::Path, hosts: &[Str
     println!("  topology      {}", nodes.join(", "));
     println!(
         "  agents        {} {}",
-        hosts.join(", "),
+        if hosts.is_empty() {
+            "(none)".to_string()
+        } else {
+            hosts.join(", ")
+        },
         if ok {
             "connected and in sync"
         } else {
@@ -124,7 +128,7 @@ fn print_banner(live: &LiveLab, t: &Topology, db: &std::path::Path, hosts: &[Str
     let net = "$(curl -s -XPOST $U/v2.0/networks -d '{\"network\":{\"name\":\"demo-net\"}}' | jq -r .network.id)";
     println!(
         r#"
-Try it (bash, with curl and jq):
+Try it (bash, with curl and jq; host names are the reference topology's):
   U={url}
   NET={net}
   curl -s -XPOST $U/v2.0/subnets -d '{{"subnet":{{"network_id":"'$NET'","ip_version":4,"cidr":"10.0.0.0/24"}}}}'

@@ -132,3 +132,18 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
     let _ = std::io::Read::read_to_string(&mut out, &mut rest);
     assert!(rest.contains("switchyard lab: stopped"), "{rest}");
 }
+
+#[test]
+fn lab_up_refuses_a_bad_topology_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[[nodes]]\nname = \"x\"\nrole = \"router\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["lab", "up", "--bind", "127.0.0.1:0", "--topology"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml"), "{err}");
+}
