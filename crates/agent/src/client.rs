@@ -90,14 +90,14 @@ async fn session(
                     Some(Err(e)) => return Err(e.to_string()),
                 };
                 let m: ToAgent = serde_json::from_str(&text).map_err(|e| format!("unreadable message: {e}"))?;
-                let (reply, plugged) = {
+                let (reply, status) = {
                     let mut a = agent.lock().unwrap_or_else(PoisonError::into_inner);
                     let r = a.handle(&m);
-                    (r, a.take_plugged())
+                    (r, a.take_port_status())
                 };
                 tx.send(encode(&reply)?).await.map_err(|e| e.to_string())?;
-                for port_id in plugged {
-                    tx.send(encode(&FromAgent::PortStatus { port_id, up: true })?).await.map_err(|e| e.to_string())?;
+                for (port_id, up) in status {
+                    tx.send(encode(&FromAgent::PortStatus { port_id, up })?).await.map_err(|e| e.to_string())?;
                 }
             }
             _ = beat.tick() => {

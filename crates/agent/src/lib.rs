@@ -131,8 +131,10 @@ pub struct NodeAgent {
     ports: BTreeMap<String, PortNo>,
     /// Versions of the pipeline's own update sequence (independent of the controller's).
     dp_version: u64,
-    /// Ports whose interface the last applied versions added (reported up).
-    plugged: Vec<String>,
+    /// Port status changes the last applied versions made: an interface
+    /// added (up, or down when administratively down) or its
+    /// `admin_state_up` flipped. The session reports them to the controller.
+    port_status: Vec<(String, bool)>,
 }
 
 fn mac(s: &str) -> Result<Mac, String> {
@@ -195,7 +197,7 @@ impl NodeAgent {
             range,
             ports: BTreeMap::new(),
             dp_version: 1,
-            plugged: Vec::new(),
+            port_status: Vec::new(),
         }
     }
 
@@ -208,11 +210,11 @@ impl NodeAgent {
         &self.items
     }
 
-    /// Ports whose interface is now in the pipeline and was not before: the
-    /// agent reports them up, which makes Neutron's port ACTIVE only once the
-    /// node has applied a version containing it.
-    pub fn take_plugged(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.plugged)
+    /// Port status changes to report: `(port_id, up)`. A port is up once
+    /// this node runs a version containing its interface (which makes
+    /// Neutron's port ACTIVE), and down while it is administratively down.
+    pub fn take_port_status(&mut self) -> Vec<(String, bool)> {
+        std::mem::take(&mut self.port_status)
     }
 
     /// The local port a Neutron port is plugged into, once it has one.
@@ -314,10 +316,16 @@ impl NodeAgent {
                     self.items.remove(k);
                 }
                 for (k, v) in &d.upserts {
-                    if let Some(id) = k.strip_prefix("iface/")
-                        && !self.items.contains_key(k)
+                    if let (Some(id), Item::Interface { admin_up, .. }) =
+                        (k.strip_prefix("iface/"), v)
                     {
-                        self.plugged.push(id.to_string());
+                        let was = match self.items.get(k) {
+                            Some(Item::Interface { admin_up, .. }) => Some(*admin_up),
+                            _ => None,
+                        };
+                        if was != Some(*admin_up) {
+                            self.port_status.push((id.to_string(), *admin_up));
+                        }
                     }
                     self.items.insert(k.clone(), v.clone());
                 }
@@ -408,12 +416,23 @@ impl NodeAgent {
                 }),
                 Item::Interface {
                     port_id,
+                    admin_up: false,
+                    attachment: Attachment::Vrouter { .. },
+                    ..
+                } => {
+                    // Down: the device stays allocated, nothing forwards.
+                    let port = self.alloc_port(port_id)?;
+                    out.push(vrouter::Update::RemoveInterface { port });
+                }
+                Item::Interface {
+                    port_id,
                     mac: m,
                     ips,
                     pairs,
                     port_security,
                     attachment: Attachment::Vrouter { vni },
                     lease: l,
+                    ..
                 } => {
                     let port = self.alloc_port(port_id)?;
                     out.push(vrouter::Update::Interface(vrouter::Interface {
@@ -457,6 +476,16 @@ impl NodeAgent {
             match item {
                 Item::Interface {
                     port_id,
+                    admin_up: false,
+                    attachment: Attachment::Ovs { .. },
+                    ..
+                } => {
+                    // OVS's dead VLAN: the port exists, nothing forwards.
+                    let port = self.alloc_port(port_id)?;
+                    out.push(ovs::Update::RemoveAccess { port });
+                }
+                Item::Interface {
+                    port_id,
                     mac: m,
                     ips,
                     pairs,
@@ -490,6 +519,16 @@ impl NodeAgent {
         }
         for (_, item) in ups {
             match item {
+                Item::Interface {
+                    port_id,
+                    admin_up: false,
+                    attachment: Attachment::HwVeb { .. },
+                    ..
+                } => {
+                    // A VF whose link is set down.
+                    let port = self.alloc_port(port_id)?;
+                    out.push(sriov::Update::RemoveVf { port });
+                }
                 Item::Interface {
                     port_id,
                     mac: m,

@@ -21,6 +21,7 @@ fn agent() -> NodeAgent {
 fn iface(id: &str, mac: &str) -> Item {
     Item::Interface {
         port_id: id.into(),
+        admin_up: true,
         mac: mac.into(),
         ips: vec!["50.50.50.10".parse().expect("ip")],
         pairs: vec![],
@@ -130,6 +131,7 @@ fn bad_items_are_refused_and_change_nothing() {
     // An interface in a network the node does not have.
     let bad = Item::Interface {
         port_id: "p9".into(),
+        admin_up: true,
         mac: "fa:16:3e:00:00:09".into(),
         ips: vec![],
         pairs: vec![],
@@ -194,4 +196,53 @@ fn bad_items_are_refused_and_change_nothing() {
         FromAgent::Nack { .. }
     ));
     assert_eq!(a.items().len(), 1);
+}
+
+#[test]
+fn an_administratively_down_port_keeps_its_device_and_forwards_nothing() {
+    let mut a = agent();
+    let up = iface("p1", "fa:16:3e:00:00:01");
+    assert_eq!(
+        a.handle(&snapshot(
+            1,
+            &[("net/1000", net()), ("iface/p1", up.clone())]
+        )),
+        FromAgent::Ack { version: 1 }
+    );
+    assert_eq!(a.take_port_status(), vec![("p1".to_string(), true)]);
+    let mut down = up.clone();
+    if let Item::Interface { admin_up, .. } = &mut down {
+        *admin_up = false;
+    }
+    let mut ups = BTreeMap::new();
+    ups.insert("iface/p1".to_string(), down);
+    let d = ToAgent::Delta(Delta {
+        version: 2,
+        upserts: ups,
+        ..Delta::default()
+    });
+    assert_eq!(a.handle(&d), FromAgent::Ack { version: 2 });
+    assert_eq!(a.take_port_status(), vec![("p1".to_string(), false)]);
+    assert_eq!(a.port_of("p1"), Some(1), "the device stays");
+    let s = a.introspect();
+    assert_eq!(s.interface("p1").map(|i| i.status.as_str()), Some("DOWN"));
+    let Dataplane::Vrouter(v) = &a.dataplane else {
+        unreachable!()
+    };
+    assert!(v.interface(1).is_none(), "nothing forwards for it");
+
+    let mut ups = BTreeMap::new();
+    ups.insert("iface/p1".to_string(), up);
+    let d = ToAgent::Delta(Delta {
+        version: 3,
+        upserts: ups,
+        ..Delta::default()
+    });
+    assert_eq!(a.handle(&d), FromAgent::Ack { version: 3 });
+    assert_eq!(a.take_port_status(), vec![("p1".to_string(), true)]);
+    assert_eq!(a.port_of("p1"), Some(1));
+    assert_eq!(
+        a.introspect().interface("p1").map(|i| i.status.as_str()),
+        Some("ACTIVE")
+    );
 }

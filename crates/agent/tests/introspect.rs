@@ -34,6 +34,7 @@ fn agent(role: Role) -> NodeAgent {
 fn iface(id: &str, mac: &str, addr: &str, attachment: Attachment) -> Item {
     Item::Interface {
         port_id: id.into(),
+        admin_up: true,
         mac: mac.into(),
         ips: vec![ip(addr)],
         pairs: vec![],

@@ -299,6 +299,7 @@ impl Compiler {
                 ips: p.ips.clone(),
                 pairs: p.pairs.clone(),
                 port_security: p.port_security,
+                admin_up: p.admin_up,
                 attachment: p.attachment.clone(),
                 lease: p.lease.clone(),
             },

@@ -27,6 +27,7 @@ pub struct PortFacts {
     pub ips: Vec<Ipv4Addr>,
     pub pairs: Vec<Pair>,
     pub port_security: bool,
+    pub admin_up: bool,
     /// The network's VXLAN segment, if it has one.
     pub vni: Option<u32>,
     pub side: Side,
@@ -143,6 +144,7 @@ pub fn port_facts(st: &State, p: &Port) -> Option<PortFacts> {
         ips,
         pairs,
         port_security: p.port_security_enabled,
+        admin_up: p.admin_state_up,
         vni,
         side,
         attachment,

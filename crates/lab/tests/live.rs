@@ -248,6 +248,35 @@ async fn http_api_drives_guests_on_every_backend() {
             assert_eq!(r["duplicates"], 0, "{from} -> {to}: {r}");
         }
     }
+    // admin_state_up=false: the port goes DOWN and forwards nothing; back up,
+    // it is ACTIVE and answers again, on the same device.
+    let (_, _, vr_port, _, vr_ip) = &made[1];
+    let vr_path = format!("/v2.0/ports/{vr_port}");
+    let admin = |up: bool| json!({"port": {"admin_state_up": up}});
+    let (s, _) = env
+        .call(reqwest::Method::PUT, &vr_path, Some(admin(false)))
+        .await;
+    assert_eq!(s, 200);
+    let down = wait(StdDuration::from_secs(10), || async {
+        env.get(&vr_path).await["port"]["status"] == "DOWN"
+    })
+    .await;
+    assert!(down, "an administratively down port is DOWN");
+    let r = env.ping("vm-ovs", *vr_ip, 10).await;
+    assert_eq!(r["answered"], 0, "nothing reaches a down port: {r}");
+    let (s, _) = env
+        .call(reqwest::Method::PUT, &vr_path, Some(admin(true)))
+        .await;
+    assert_eq!(s, 200);
+    let up = wait(StdDuration::from_secs(10), || async {
+        env.get(&vr_path).await["port"]["status"] == "ACTIVE"
+    })
+    .await;
+    assert!(up, "back up, ACTIVE again");
+    warm_up(&env, "vm-ovs", *vr_ip).await;
+    let r = env.ping("vm-ovs", *vr_ip, 10).await;
+    assert_eq!(r["answered"], 10, "{r}");
+
     // The vRouter node sees the VLAN-side VMs behind the gateway's VTEP.
     let on2 = env.macs_on("compute-2").await;
     for (_, _, _, mac, _) in &made {

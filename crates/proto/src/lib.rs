@@ -94,6 +94,10 @@ pub enum Item {
         ips: Vec<Ipv4Addr>,
         pairs: Vec<Pair>,
         port_security: bool,
+        /// Neutron's `admin_state_up`: a port that is down forwards nothing
+        /// (OVS's dead VLAN); the node keeps its device and reports it down.
+        #[serde(default = "admin_up_default")]
+        admin_up: bool,
         attachment: Attachment,
         lease: Option<Lease>,
     },
@@ -117,6 +121,10 @@ pub enum Item {
         mac: String,
         lease: Lease,
     },
+}
+
+fn admin_up_default() -> bool {
+    true
 }
 
 /// Changes to a node's map under one version.

@@ -704,7 +704,10 @@ pub fn set_device_status(st: &mut State, ctx: &Ctx, id: &str, host: &str, up: bo
             format!("Port {id} is not bound to host {host}."),
         ));
     }
-    let status = if up && active.is_bound() {
+    let status = if up && active.is_bound() && !p.admin_state_up {
+        // An administratively down port stays DOWN whatever reports it up.
+        PortStatus::Down
+    } else if up && active.is_bound() {
         PortStatus::Active
     } else if up {
         return Err(NeutronError::conflict(
