@@ -301,6 +301,37 @@ async fn http_api_drives_guests_on_every_backend() {
     }
     let (_, _, _, kept_mac, _) = &made[0];
     assert!(env.macs_on("gateway").await.contains(kept_mac));
+    // The agent reuses the deleted port's device for the next port; booting a
+    // guest there unplugs the guest whose port is gone, as Nova would have.
+    let old_plug =
+        env.get("/switchyard/v1/lab/guests/vm-vrouter").await["guest"]["local_port"].clone();
+    let _ = env.vm(&net, "vm-vr2", "compute-2", "normal").await;
+    let g = env.get("/switchyard/v1/lab/guests/vm-vr2").await;
+    assert_eq!(g["guest"]["local_port"], old_plug);
+    let g = env.get("/switchyard/v1/lab/guests/vm-vrouter").await;
+    assert_eq!(g["guest"]["host"], Value::Null, "{g}");
+    warm_up(&env, "vm-vr2", made[0].4).await;
+    let r = env.ping("vm-vr2", made[0].4, 5).await;
+    assert_eq!(r["answered"], 5, "{r}");
+    // Ping runs are bounded and aimed at a unicast address.
+    for bad in [
+        json!({"ping": {"target": "0.0.0.0"}}),
+        json!({"ping": {"target": "255.255.255.255"}}),
+        json!({"ping": {"target": "10.10.0.2", "count": 10000, "interval_ms": 10000}}),
+        json!({"ping": {"target": "10.10.0.2", "size": 3}}),
+        json!({"ping": {"target": "not-an-ip"}}),
+        json!({"pong": {}}),
+    ] {
+        let (s, v) = env
+            .call(
+                reqwest::Method::POST,
+                "/switchyard/v1/lab/guests/vm-vr2/ping",
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert!(v["NeutronError"]["message"].is_string(), "{v}");
+    }
     // The lab's own errors have Neutron's shape.
     let (s, v) = env
         .call(

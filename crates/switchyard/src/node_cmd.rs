@@ -27,6 +27,24 @@ pub enum NodeCmd {
     },
 }
 
+/// The controller's base URL from what the operator typed: the Neutron
+/// endpoint (`…/v2.0/`) and a missing scheme are accepted.
+fn base(url: &str) -> anyhow::Result<String> {
+    let u = url.trim().trim_end_matches('/');
+    let u = u.strip_suffix("/v2.0").unwrap_or(u);
+    if u.is_empty() {
+        bail!("--url must be the controller's base URL, e.g. http://127.0.0.1:9696");
+    }
+    if u.contains("://") {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            bail!("--url must be an http:// or https:// URL, not '{url}'");
+        }
+        Ok(u.to_string())
+    } else {
+        Ok(format!("http://{u}"))
+    }
+}
+
 async fn get(url: &str) -> anyhow::Result<Value> {
     let r = reqwest::get(url)
         .await
@@ -70,11 +88,7 @@ const HEADER: &str = "HOST                  DESIRED     SENT    ACKED  SESSION  
 pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
     match cmd {
         NodeCmd::List { url, json } => {
-            let v = get(&format!(
-                "{}/switchyard/v1/nodes",
-                url.trim_end_matches('/')
-            ))
-            .await?;
+            let v = get(&format!("{}/switchyard/v1/nodes", base(&url)?)).await?;
             if json {
                 println!("{v}");
                 return Ok(());
@@ -90,11 +104,7 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
             json,
             desired,
         } => {
-            let v = get(&format!(
-                "{}/switchyard/v1/nodes/{host}",
-                url.trim_end_matches('/')
-            ))
-            .await?;
+            let v = get(&format!("{}/switchyard/v1/nodes/{host}", base(&url)?)).await?;
             if json {
                 println!("{v}");
                 return Ok(());
@@ -184,5 +194,24 @@ fn print_applied(a: &Value) {
     );
     for (k, v) in c["drops"].as_object().into_iter().flatten() {
         println!("  drop {k:<24} {v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base;
+
+    #[test]
+    fn base_urls_are_normalised() {
+        for (given, want) in [
+            ("http://127.0.0.1:9696", "http://127.0.0.1:9696"),
+            ("http://127.0.0.1:9696/", "http://127.0.0.1:9696"),
+            ("http://127.0.0.1:9696/v2.0/", "http://127.0.0.1:9696"),
+            ("127.0.0.1:9696", "http://127.0.0.1:9696"),
+        ] {
+            assert_eq!(base(given).expect("ok"), want, "{given}");
+        }
+        assert!(base("ftp://x").is_err());
+        assert!(base("").is_err());
     }
 }

@@ -31,9 +31,9 @@ const POLL: StdDuration = StdDuration::from_millis(10);
 pub enum HypervisorError {
     #[error("Guest {0} already exists")]
     GuestExists(String),
-    #[error("Guest {0} could not be found")]
+    #[error("Guest {0} could not be found.")]
     GuestNotFound(String),
-    #[error("Invalid guest name '{0}': use 1-63 letters, digits, '-', '_' or '.'")]
+    #[error("Invalid guest name '{0}': use 1-63 letters, digits, '-', '_' or '.'.")]
     BadName(String),
     #[error("Host {0} is not a node of this lab run by an agent")]
     HostNotInLab(String),
@@ -119,6 +119,15 @@ impl PingReport {
     }
 }
 
+/// Stops a guest's ping stream when dropped (a cancelled request).
+struct StopOnDrop<'a>(&'a Hypervisor, &'a str);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.stop_ping(self.1);
+    }
+}
+
 /// Port status reports the hypervisor hands to a node's agent session.
 pub type AgentEvents = Arc<Mutex<BTreeMap<String, mpsc::Sender<FromAgent>>>>;
 
@@ -180,7 +189,8 @@ impl Hypervisor {
         timeout: StdDuration,
     ) -> Result<GuestInfo, HypervisorError> {
         if !valid_name(name) {
-            return Err(HypervisorError::BadName(name.to_string()));
+            let shown: String = name.chars().take(64).collect();
+            return Err(HypervisorError::BadName(shown));
         }
         let agent = {
             let mut lab = self.lab();
@@ -215,6 +225,12 @@ impl Hypervisor {
                     return Err(HypervisorError::GuestExists(name.to_string()));
                 }
                 r => r.map_err(lab_err)?,
+            }
+            // A guest still on this device lost its port (deleted under it,
+            // as Nova would unplug the VIF): it is unplugged, not in the way.
+            if let Some(stale) = lab.guest_at(host, local).map(str::to_string) {
+                tracing::info!(guest = %stale, %host, port = local, "unplugging a guest whose port is gone");
+                let _ = lab.detach(&stale);
             }
             if let Err(e) = lab.attach(name, host, local) {
                 // Nothing half-made: the guest goes with the failed plug.
@@ -333,6 +349,8 @@ impl Hypervisor {
         grace: Duration,
     ) -> Result<PingReport, HypervisorError> {
         self.start_ping(name, target, interval, Some(count))?;
+        // If the caller goes away (the HTTP client disconnected), the stream stops.
+        let _guard = StopOnDrop(self, name);
         let until = self.lab().now + interval * u32::from(count) + grace;
         // A lab whose clock stopped must not hang the caller forever.
         let real_limit = tokio::time::Instant::now()

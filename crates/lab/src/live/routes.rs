@@ -32,6 +32,8 @@ use super::hypervisor::{Hypervisor, HypervisorError};
 const MAX_PLUG_TIMEOUT_S: u64 = 120;
 const DEFAULT_PLUG_TIMEOUT_S: u64 = 15;
 const MAX_PING_COUNT: u64 = 10_000;
+/// Longest a ping run may last (count × interval).
+const MAX_PING_RUN_MS: u64 = 60_000;
 /// How long a ping waits for the guest's DHCP to complete.
 const ADDRESS_WAIT_S: u64 = 10;
 
@@ -170,12 +172,19 @@ async fn create_inner(c: &Ctx, body: &Bytes) -> Result<Response, NeutronError> {
             )
         })?;
         let b = p.active_binding();
-        if b.host.is_empty() || b.vif_type == "unbound" || b.vif_type == "binding_failed" {
+        if b.host.is_empty() || b.vif_type == "unbound" {
+            return Err(NeutronError::conflict(
+                "PortNotBound",
+                format!("Port {port_id} is not bound to a host: set binding:host_id first."),
+            ));
+        }
+        if b.vif_type == "binding_failed" {
             return Err(NeutronError::conflict(
                 "PortNotBound",
                 format!(
-                    "Port {port_id} is not bound to a host (binding:host_id '{}', vif_type {})",
-                    b.host, b.vif_type
+                    "Port {port_id} failed to bind on host {} (binding:vif_type binding_failed): \
+                     no live agent there can bind a '{}' port on this network.",
+                    b.host, b.vnic_type
                 ),
             ));
         }
@@ -202,6 +211,17 @@ async fn ping_inner(c: &Ctx, name: &str, body: &Bytes) -> Result<Response, Neutr
         .map_err(|_| NeutronError::invalid_input("'target' must be an IPv4 address"))?;
     let count = number(&p, "count", 5, MAX_PING_COUNT)?;
     let interval = number(&p, "interval_ms", 100, 10_000)?;
+    if count * interval > MAX_PING_RUN_MS {
+        return Err(NeutronError::invalid_input(format!(
+            "count × interval_ms is {} ms; a ping run may last at most {MAX_PING_RUN_MS} ms",
+            count * interval
+        )));
+    }
+    if target.is_unspecified() || target.is_broadcast() || target.is_multicast() {
+        return Err(NeutronError::invalid_input(format!(
+            "'target' must be a unicast address, not {target}"
+        )));
+    }
     // A guest booted a moment ago may still be in DHCP: give it time, as a
     // user running ping in a fresh VM would.
     c.hyp
