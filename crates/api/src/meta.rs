@@ -111,18 +111,56 @@ pub const EXTENSIONS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The L3 extensions, listed only while the L3 API is served
+/// (`experimental_l3_api`). Names and descriptions are neutron-lib's.
+pub const L3_EXTENSIONS: &[(&str, &str, &str)] = &[
+    (
+        "ext-gw-mode",
+        "Neutron L3 Configurable external gateway mode",
+        "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway",
+    ),
+    (
+        "external-net",
+        "Neutron external network",
+        "Adds external network attribute to network resource.",
+    ),
+    (
+        "extraroute",
+        "Neutron Extra Route",
+        "Extra routes configuration for L3 router",
+    ),
+    (
+        "fip-port-details",
+        "Floating IP Port Details Extension",
+        "Add port_details attribute to Floating IP resource",
+    ),
+    (
+        "router",
+        "Neutron L3 Router",
+        "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external networks via a NAT gateway.",
+    ),
+];
+
 const UPDATED: &str = "2026-11-01T00:00:00-00:00";
 
-pub fn extension(alias: &str) -> Option<Value> {
-    EXTENSIONS.iter().find(|(a, _, _)| *a == alias).map(|(a, n, d)| {
-        json!({"alias": a, "name": n, "description": d, "updated": UPDATED, "links": []})
-    })
+pub fn extension(alias: &str, l3: bool) -> Option<Value> {
+    let l3s: &[(&str, &str, &str)] = if l3 { L3_EXTENSIONS } else { &[] };
+    EXTENSIONS
+        .iter()
+        .chain(l3s)
+        .find(|(a, _, _)| *a == alias)
+        .map(|(a, n, d)| {
+            json!({"alias": a, "name": n, "description": d, "updated": UPDATED, "links": []})
+        })
 }
 
-pub fn extensions() -> Value {
-    let list: Vec<Value> = EXTENSIONS
-        .iter()
-        .filter_map(|(a, _, _)| extension(a))
+pub fn extensions(l3: bool) -> Value {
+    let l3s: &[(&str, &str, &str)] = if l3 { L3_EXTENSIONS } else { &[] };
+    let mut aliases: Vec<&str> = EXTENSIONS.iter().chain(l3s).map(|(a, _, _)| *a).collect();
+    aliases.sort_unstable();
+    let list: Vec<Value> = aliases
+        .into_iter()
+        .filter_map(|a| extension(a, l3))
         .collect();
     json!({ "extensions": list })
 }

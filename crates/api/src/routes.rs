@@ -6,7 +6,9 @@ use axum::extract::State as AxState;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
-use switchyard_ml2::ops::{self, agents, bindings, networks, ports, segments, subnets, tags};
+use switchyard_ml2::ops::{
+    self, agents, bindings, floatingips, networks, ports, routers, segments, subnets, tags,
+};
 use switchyard_ml2::{Ctx, Ml2};
 use switchyard_model::attrs::{self, Attr};
 use switchyard_model::{Kind, NeutronError, Result, State, render};
@@ -34,7 +36,7 @@ struct Res {
     tagged: bool,
 }
 
-const RESOURCES: [Res; 5] = [
+const RESOURCES: [Res; 7] = [
     Res {
         kind: Kind::Network,
         singular: "network",
@@ -75,7 +77,30 @@ const RESOURCES: [Res; 5] = [
         creatable: false,
         tagged: false,
     },
+    Res {
+        kind: Kind::Router,
+        singular: "router",
+        collection: "routers",
+        attrs: attrs::ROUTER,
+        creatable: true,
+        tagged: true,
+    },
+    Res {
+        kind: Kind::FloatingIp,
+        singular: "floatingip",
+        collection: "floatingips",
+        attrs: attrs::FLOATINGIP,
+        creatable: true,
+        tagged: true,
+    },
 ];
+
+/// Whether the L3 API is served (see `Ml2Config::experimental_l3_api`).
+fn l3_enabled(app: &App) -> bool {
+    app.shared
+        .read(|ml2, _| Ok(ml2.settings.experimental_l3_api))
+        .unwrap_or(false)
+}
 
 struct Req {
     method: Method,
@@ -166,16 +191,23 @@ fn route(app: &App, req: &Req) -> Response {
         [] if m == Method::GET => Ok(http::json(200, meta::versions(&req.base))),
         [] => return http::method_not_allowed(),
         ["v2.0"] if m == Method::GET => Ok(http::json(200, meta::index(&req.base))),
-        ["v2.0", "extensions"] if m == Method::GET => Ok(http::json(200, meta::extensions())),
-        ["v2.0", "extensions", alias] if m == Method::GET => meta::extension(alias)
-            .map(|e| http::json(200, json!({ "extension": e })))
-            .ok_or_else(|| {
-                NeutronError::not_found(
-                    "HTTPNotFound",
-                    format!("Extension with alias {alias} does not exist"),
-                )
-            }),
-        ["v2.0", coll, rest @ ..] => match RESOURCES.iter().find(|r| r.collection == *coll) {
+        ["v2.0", "extensions"] if m == Method::GET => {
+            Ok(http::json(200, meta::extensions(l3_enabled(app))))
+        }
+        ["v2.0", "extensions", alias] if m == Method::GET => {
+            meta::extension(alias, l3_enabled(app))
+                .map(|e| http::json(200, json!({ "extension": e })))
+                .ok_or_else(|| {
+                    NeutronError::not_found(
+                        "HTTPNotFound",
+                        format!("Extension with alias {alias} does not exist"),
+                    )
+                })
+        }
+        ["v2.0", coll, rest @ ..] => match RESOURCES.iter().find(|r| {
+            r.collection == *coll
+                && (!matches!(r.kind, Kind::Router | Kind::FloatingIp) || l3_enabled(app))
+        }) {
             Some(res) => resource(app, req, res, rest),
             None => Err(NeutronError::no_route()),
         },
@@ -222,6 +254,10 @@ fn resource(app: &App, req: &Req, res: &Res, rest: &[&str]) -> Result<Response> 
         [_] => Err(not_allowed()),
         [id, "tags", tail @ ..] if res.tagged => tag_route(app, req, res, id, tail),
         [id, "bindings", tail @ ..] if res.kind == Kind::Port => binding_route(app, req, id, tail),
+        [
+            id,
+            action @ ("add_router_interface" | "remove_router_interface"),
+        ] if res.kind == Kind::Router => router_interface(app, req, id, action),
         _ => Err(NeutronError::no_route()),
     }
 }
@@ -256,6 +292,16 @@ fn render_record(ml2: &Ml2, st: &State, ctx: &Ctx, kind: Kind, id: &str) -> Opti
             .get(id)
             .filter(|_| ctx.is_admin)
             .map(|a| render::agent(a, ctx.now, down)),
+        Kind::Router => st
+            .routers
+            .get(id)
+            .filter(|r| routers::router_visible(ctx, r))
+            .map(|r| render::router(st, r)),
+        Kind::FloatingIp => st
+            .floatingips
+            .get(id)
+            .filter(|f| floatingips::floatingip_visible(ctx, f))
+            .map(|f| render::floatingip(st, f)),
     }
 }
 
@@ -266,6 +312,8 @@ fn not_found(kind: Kind, id: &str) -> NeutronError {
         Kind::Port => ops::port_not_found(id),
         Kind::Segment => ops::segment_not_found(id),
         Kind::Agent => ops::agent_not_found(id),
+        Kind::Router => routers::router_not_found(id),
+        Kind::FloatingIp => floatingips::floatingip_not_found(id),
     }
 }
 
@@ -280,6 +328,8 @@ fn all_ids(st: &State, kind: Kind) -> Vec<&String> {
         Kind::Port => st.ports.keys().collect(),
         Kind::Segment => st.segments.keys().collect(),
         Kind::Agent => st.agents.keys().collect(),
+        Kind::Router => st.routers.keys().collect(),
+        Kind::FloatingIp => st.floatingips.keys().collect(),
     }
 }
 
@@ -379,6 +429,8 @@ fn create_one(
         Kind::Port => ports::create(ml2, st, ctx, body),
         Kind::Segment => segments::create(ml2, st, ctx, body),
         Kind::Agent => Err(not_allowed()),
+        Kind::Router => routers::create(ml2, st, ctx, body),
+        Kind::FloatingIp => floatingips::create(ml2, st, ctx, body),
     }
 }
 
@@ -438,6 +490,8 @@ fn current_revision(st: &State, kind: Kind, id: &str) -> Option<u64> {
         Kind::Subnet => st.subnets.get(id).map(|x| x.std.revision_number),
         Kind::Port => st.ports.get(id).map(|x| x.std.revision_number),
         Kind::Segment => st.segments.get(id).map(|x| x.std.revision_number),
+        Kind::Router => st.routers.get(id).map(|x| x.std.revision_number),
+        Kind::FloatingIp => st.floatingips.get(id).map(|x| x.std.revision_number),
         Kind::Agent => None,
     }
 }
@@ -482,6 +536,8 @@ fn update(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
                 Kind::Port => ports::update(ml2, st, ctx, id, one),
                 Kind::Segment => segments::update(st, ctx, id, one),
                 Kind::Agent => agents::update(st, ctx, id, one),
+                Kind::Router => routers::update(ml2, st, ctx, id, one),
+                Kind::FloatingIp => floatingips::update(st, ctx, id, one),
             }
         },
         |ml2, st, ()| render_one(ml2, st, &ctx, kind, id),
@@ -505,11 +561,38 @@ fn delete(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
                 Kind::Port => ports::delete(st, ctx, id),
                 Kind::Segment => segments::delete(st, ctx, id),
                 Kind::Agent => agents::delete(st, ctx, id),
+                Kind::Router => routers::delete(ml2, st, ctx, id),
+                Kind::FloatingIp => floatingips::delete(st, ctx, id),
             }
         },
         |_, _, ()| Ok(()),
     )?;
     Ok(http::empty(204))
+}
+
+// ---- router interfaces -----------------------------------------------------
+
+/// `PUT /v2.0/routers/{id}/add_router_interface` and `…/remove_router_interface`,
+/// with the unwrapped `{"subnet_id"}` / `{"port_id"}` body; answered unwrapped.
+fn router_interface(app: &App, req: &Req, id: &str, action: &str) -> Result<Response> {
+    if req.method != Method::PUT {
+        return Err(not_allowed());
+    }
+    let body = http::json_body(&req.body)?;
+    let ctx = req.ctx(app);
+    let adding = action == "add_router_interface";
+    let v = app.shared.write(
+        &ctx,
+        |ml2, st, ctx| {
+            if adding {
+                routers::add_interface(ml2, st, ctx, id, &body)
+            } else {
+                routers::remove_interface(ml2, st, ctx, id, &body)
+            }
+        },
+        |_, _, v| Ok(v),
+    )?;
+    Ok(http::json(200, v))
 }
 
 // ---- tags ------------------------------------------------------------------

@@ -541,7 +541,9 @@ impl Compiler {
                             ports.extend(st.network_port_ids(&n).cloned());
                         }
                     }
-                    Kind::Agent => {}
+                    // Routers and floating IPs are not compiled yet: their
+                    // ports (interfaces, gateway) are not realised on nodes.
+                    Kind::Agent | Kind::Router | Kind::FloatingIp => {}
                 }
             }
             for id in ports {

@@ -65,6 +65,9 @@ impl BindContext for Ctx<'_, '_> {
     fn vnic_type(&self) -> &str {
         self.req.vnic_type
     }
+    fn device_owner(&self) -> &str {
+        &self.req.port.device_owner
+    }
     fn profile(&self) -> &Map<String, Value> {
         self.req.profile
     }

@@ -11,7 +11,13 @@ use switchyard_model::{
     AGENT_TYPE_OVS, AGENT_TYPE_SRIOV, AGENT_TYPE_VROUTER, Agent, NetworkType, Segment,
 };
 
-pub const KNOWN_DRIVERS: [&str; 4] = ["vrouter", "fabric", "openvswitch", "sriovnicswitch"];
+pub const KNOWN_DRIVERS: [&str; 5] = [
+    "vrouter",
+    "fabric",
+    "openvswitch",
+    "sriovnicswitch",
+    "gateway",
+];
 
 pub const VNIC_NORMAL: &str = "normal";
 pub const VNIC_DIRECT: &str = "direct";
@@ -41,6 +47,8 @@ pub trait BindContext {
     fn segments_to_bind(&self) -> &[Segment];
     /// Agents of a type on the binding host, with their liveness.
     fn host_agents(&self, agent_type: &str) -> Vec<(&Agent, bool)>;
+    /// The port's `device_owner` (router ports bind differently from VM ports).
+    fn device_owner(&self) -> &str;
     /// Finds or allocates the network's dynamic segment on `physnet` (Neutron's
     /// `allocate_dynamic_segment`); `None` when no VLAN is free.
     fn allocate_dynamic_vlan(&mut self, physnet: &str) -> Option<Segment>;
@@ -80,6 +88,7 @@ pub fn build(names: &[String]) -> Vec<Box<dyn MechanismDriver>> {
                 "fabric" => Some(Box::new(FabricDriver)),
                 "openvswitch" => Some(Box::new(OpenvswitchDriver)),
                 "sriovnicswitch" => Some(Box::new(SriovDriver)),
+                "gateway" => Some(Box::new(GatewayDriver)),
                 _ => None,
             }
         })
@@ -103,6 +112,54 @@ fn has_switchdev(profile: &Map<String, Value>) -> bool {
         .get("capabilities")
         .and_then(Value::as_array)
         .is_some_and(|c| c.iter().any(|v| v == "switchdev"))
+}
+
+/// The gateway node (the vMX role): binds the ports of the routers placed on
+/// it — a router interface on the network's VXLAN segment (the gateway is a
+/// VTEP), a router gateway port on whatever segment the external network
+/// has (its external side is the node's own configuration). VM ports are
+/// never bound to a gateway: it hosts no VMs.
+pub struct GatewayDriver;
+
+impl MechanismDriver for GatewayDriver {
+    fn name(&self) -> &'static str {
+        "gateway"
+    }
+
+    fn connectivity(&self) -> &'static str {
+        "l3"
+    }
+
+    fn bind_port(&self, ctx: &mut dyn BindContext) -> Option<Decision> {
+        use switchyard_model::{AGENT_TYPE_GATEWAY, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE};
+        let owner = ctx.device_owner().to_string();
+        if ctx.vnic_type() != VNIC_NORMAL
+            || (owner != OWNER_ROUTER_INTERFACE && owner != OWNER_ROUTER_GATEWAY)
+        {
+            return None;
+        }
+        let alive = ctx
+            .host_agents(AGENT_TYPE_GATEWAY)
+            .into_iter()
+            .any(|(_, alive)| alive);
+        if !alive {
+            return None;
+        }
+        let segs = ctx.segments_to_bind();
+        let seg = if owner == OWNER_ROUTER_INTERFACE {
+            segs.iter().find(|s| s.network_type == NetworkType::Vxlan)?
+        } else {
+            segs.first()?
+        };
+        let mut d = Map::new();
+        d.insert("port_filter".into(), json!(false));
+        d.insert("connectivity".into(), json!("l3"));
+        Some(Decision::Bind {
+            segment_id: seg.id.clone(),
+            vif_type: "other".into(),
+            vif_details: d,
+        })
+    }
 }
 
 /// Tungsten-Fabric-style vRouter: binds VXLAN segments on hosts with a live vRouter agent.

@@ -145,6 +145,43 @@ pub static AGENT: &[Attr] = &[
     a("configurations", false, false, false, false),
 ];
 
+pub static ROUTER: &[Attr] = &[
+    a("id", false, false, true, true),
+    a("name", true, true, true, true),
+    a("admin_state_up", true, true, true, true),
+    a("status", false, false, true, true),
+    a("external_gateway_info", true, true, false, false),
+    // extraroute: routes are set by PUT only (a POST with them is a 400).
+    a("routes", false, true, false, false),
+    STD[0],
+    STD[1],
+    STD[2],
+    STD[3],
+    STD[4],
+    STD[5],
+    STD[6],
+];
+
+pub static FLOATINGIP: &[Attr] = &[
+    a("id", false, false, true, true),
+    a("floating_ip_address", true, false, true, true),
+    a("floating_network_id", true, false, true, true),
+    // Input only: which external subnet to allocate from; never returned.
+    a("subnet_id", true, false, false, false),
+    a("router_id", false, false, true, true),
+    a("port_id", true, true, true, true),
+    a("fixed_ip_address", true, true, true, true),
+    a("status", false, false, true, true),
+    a("port_details", false, false, false, false),
+    STD[0],
+    STD[1],
+    STD[2],
+    STD[3],
+    STD[4],
+    STD[5],
+    STD[6],
+];
+
 /// Attributes of a `binding-extended` binding.
 pub static BINDING: &[Attr] = &[
     a("host", true, false, true, true),

@@ -2,7 +2,9 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::resources::{Agent, Network, Port, PortBinding, Segment, StdAttrs, Subnet, Timestamp};
+use crate::resources::{
+    Agent, FloatingIp, Network, Port, PortBinding, Router, Segment, StdAttrs, Subnet, Timestamp,
+};
 use crate::state::State;
 
 /// `2026-11-27T11:47:04Z`, the format of `created_at` / `updated_at`.
@@ -201,4 +203,82 @@ pub fn agent(a: &Agent, now: Timestamp, agent_down_time_s: u64) -> Value {
         "resources_synced": a.resources_synced,
         "configurations": a.configurations,
     })
+}
+
+/// A router, with its gateway port's addresses as `external_fixed_ips`.
+pub fn router(state: &State, r: &Router) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(r.id));
+    o.insert("name".into(), json!(r.name));
+    o.insert("admin_state_up".into(), json!(r.admin_state_up));
+    o.insert("status".into(), json!("ACTIVE"));
+    let gw = r.gateway.as_ref().map(|g| {
+        let ips: Vec<Value> = state
+            .ports
+            .get(&g.port_id)
+            .map(|p| {
+                p.fixed_ips
+                    .iter()
+                    .map(|ip| json!({"subnet_id": ip.subnet_id, "ip_address": ip.ip_address.to_string()}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({"network_id": g.network_id, "enable_snat": g.enable_snat, "external_fixed_ips": ips})
+    });
+    o.insert("external_gateway_info".into(), gw.unwrap_or(Value::Null));
+    let routes: Vec<Value> = r
+        .routes
+        .iter()
+        .map(|rt| json!({"destination": rt.destination.to_string(), "nexthop": rt.nexthop.to_string()}))
+        .collect();
+    o.insert("routes".into(), Value::Array(routes));
+    std_attrs(&mut o, &r.std, true);
+    Value::Object(o)
+}
+
+/// A floating IP; `status` is ACTIVE while it is associated through a router
+/// that is placed on a gateway node, DOWN otherwise.
+pub fn floatingip(state: &State, f: &FloatingIp) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(f.id));
+    o.insert(
+        "floating_ip_address".into(),
+        json!(f.floating_ip_address.to_string()),
+    );
+    o.insert("floating_network_id".into(), json!(f.floating_network_id));
+    o.insert("router_id".into(), json!(f.router_id));
+    o.insert("port_id".into(), json!(f.port_id));
+    o.insert(
+        "fixed_ip_address".into(),
+        json!(f.fixed_ip_address.map(|a| a.to_string())),
+    );
+    let placed = f
+        .router_id
+        .as_ref()
+        .and_then(|r| state.routers.get(r))
+        .is_some_and(|r| !r.host.is_empty());
+    let status = if f.port_id.is_some() && placed {
+        "ACTIVE"
+    } else {
+        "DOWN"
+    };
+    o.insert("status".into(), json!(status));
+    let details = f
+        .port_id
+        .as_ref()
+        .and_then(|id| state.ports.get(id))
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "network_id": p.network_id,
+                "mac_address": p.mac_address.to_string(),
+                "admin_state_up": p.admin_state_up,
+                "status": p.status.as_str(),
+                "device_id": p.device_id,
+                "device_owner": p.device_owner,
+            })
+        });
+    o.insert("port_details".into(), details.unwrap_or(Value::Null));
+    std_attrs(&mut o, &f.std, true);
+    Value::Object(o)
 }

@@ -331,3 +331,52 @@ pub const AGENT_TYPE_OVS: &str = "Open vSwitch agent";
 pub const AGENT_TYPE_SRIOV: &str = "NIC Switch agent";
 pub const AGENT_TYPE_VROUTER: &str = "vRouter agent";
 pub const AGENT_TYPE_GATEWAY: &str = "Gateway agent";
+
+/// Device owners of the ports the L3 service creates and owns.
+pub const OWNER_ROUTER_INTERFACE: &str = "network:router_interface";
+pub const OWNER_ROUTER_GATEWAY: &str = "network:router_gateway";
+pub const OWNER_FLOATINGIP: &str = "network:floatingip";
+
+/// An extra route of a router (`extraroute`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub destination: IpNet,
+    pub nexthop: IpAddr,
+}
+
+/// A router's external gateway: the `network:router_gateway` port on an
+/// external network, and whether traffic leaving through it is SNATed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    pub network_id: String,
+    pub enable_snat: bool,
+    pub port_id: String,
+}
+
+/// A Neutron router. Its interfaces are the ports whose `device_id` is the
+/// router and whose owner is [`OWNER_ROUTER_INTERFACE`], as in Neutron.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Router {
+    pub id: String,
+    pub name: String,
+    pub admin_state_up: bool,
+    pub gateway: Option<GatewayInfo>,
+    pub routes: Vec<Route>,
+    /// The gateway node the router is scheduled on ("" while none is alive).
+    pub host: String,
+    pub std: StdAttrs,
+}
+
+/// A floating IP: an address on an external network, owned by a
+/// `network:floatingip` port, mapped 1:1 to a port's fixed IP through a router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FloatingIp {
+    pub id: String,
+    pub floating_network_id: String,
+    pub floating_ip_address: IpAddr,
+    pub floating_port_id: String,
+    pub port_id: Option<String>,
+    pub fixed_ip_address: Option<IpAddr>,
+    pub router_id: Option<String>,
+    pub std: StdAttrs,
+}

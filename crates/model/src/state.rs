@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::mac::Mac;
-use crate::resources::{Agent, Network, NetworkType, Port, Segment, Subnet};
+use crate::resources::{Agent, FloatingIp, Network, NetworkType, Port, Router, Segment, Subnet};
 
 /// Which table a record lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -24,15 +24,19 @@ pub enum Kind {
     Subnet,
     Port,
     Agent,
+    Router,
+    FloatingIp,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Network,
         Kind::Segment,
         Kind::Subnet,
         Kind::Port,
         Kind::Agent,
+        Kind::Router,
+        Kind::FloatingIp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +46,8 @@ impl Kind {
             Kind::Subnet => "subnet",
             Kind::Port => "port",
             Kind::Agent => "agent",
+            Kind::Router => "router",
+            Kind::FloatingIp => "floatingip",
         }
     }
 
@@ -59,6 +65,8 @@ pub enum Record {
     Subnet(Subnet),
     Port(Port),
     Agent(Agent),
+    Router(Router),
+    FloatingIp(FloatingIp),
 }
 
 impl Record {
@@ -69,6 +77,8 @@ impl Record {
             Record::Subnet(_) => Kind::Subnet,
             Record::Port(_) => Kind::Port,
             Record::Agent(_) => Kind::Agent,
+            Record::Router(_) => Kind::Router,
+            Record::FloatingIp(_) => Kind::FloatingIp,
         }
     }
 
@@ -79,6 +89,8 @@ impl Record {
             Record::Subnet(r) => &r.id,
             Record::Port(r) => &r.id,
             Record::Agent(r) => &r.id,
+            Record::Router(r) => &r.id,
+            Record::FloatingIp(r) => &r.id,
         }
     }
 }
@@ -101,6 +113,8 @@ pub struct State {
     pub subnets: BTreeMap<String, Subnet>,
     pub ports: BTreeMap<String, Port>,
     pub agents: BTreeMap<String, Agent>,
+    pub routers: BTreeMap<String, Router>,
+    pub floatingips: BTreeMap<String, FloatingIp>,
 
     // Indexes, derived from the tables above.
     segments_by_network: HashMap<String, BTreeSet<String>>,
@@ -117,6 +131,10 @@ pub struct State {
     agents_by_type_host: HashMap<(String, String), String>,
     /// segment id -> number of binding levels (of any port binding) on it
     segment_refs: HashMap<String, usize>,
+    /// device id -> ports with that device (a router's ports, a VM's ports)
+    ports_by_device: HashMap<String, BTreeSet<String>>,
+    /// port id -> floating IPs associated with it
+    fips_by_port: HashMap<String, BTreeSet<String>>,
 
     journal: Option<Journal>,
 }
@@ -217,6 +235,8 @@ impl State {
             Kind::Subnet => self.subnets.get(id).cloned().map(Record::Subnet),
             Kind::Port => self.ports.get(id).cloned().map(Record::Port),
             Kind::Agent => self.agents.get(id).cloned().map(Record::Agent),
+            Kind::Router => self.routers.get(id).cloned().map(Record::Router),
+            Kind::FloatingIp => self.floatingips.get(id).cloned().map(Record::FloatingIp),
         }
     }
 
@@ -240,6 +260,8 @@ impl State {
             Kind::Subnet => self.subnets.remove(id).map(Record::Subnet),
             Kind::Port => self.ports.remove(id).map(Record::Port),
             Kind::Agent => self.agents.remove(id).map(Record::Agent),
+            Kind::Router => self.routers.remove(id).map(Record::Router),
+            Kind::FloatingIp => self.floatingips.remove(id).map(Record::FloatingIp),
         };
         if let Some(o) = &old {
             self.unindex(o);
@@ -261,6 +283,12 @@ impl State {
                 }
                 Record::Agent(r) => {
                     self.agents.insert(id.to_string(), r);
+                }
+                Record::Router(r) => {
+                    self.routers.insert(id.to_string(), r);
+                }
+                Record::FloatingIp(r) => {
+                    self.floatingips.insert(id.to_string(), r);
                 }
             }
         }
@@ -311,10 +339,25 @@ impl State {
                 for seg in bound_segments(p) {
                     *self.segment_refs.entry(seg.to_string()).or_default() += 1;
                 }
+                if !p.device_id.is_empty() {
+                    self.ports_by_device
+                        .entry(p.device_id.clone())
+                        .or_default()
+                        .insert(p.id.clone());
+                }
             }
             Record::Agent(a) => {
                 self.agents_by_type_host
                     .insert((a.agent_type.clone(), a.host.clone()), a.id.clone());
+            }
+            Record::Router(_) => {}
+            Record::FloatingIp(f) => {
+                if let Some(port) = &f.port_id {
+                    self.fips_by_port
+                        .entry(port.clone())
+                        .or_default()
+                        .insert(f.id.clone());
+                }
             }
         }
     }
@@ -380,11 +423,20 @@ impl State {
                         }
                     }
                 }
+                if !p.device_id.is_empty() {
+                    drop_from(&mut self.ports_by_device, &p.device_id, &p.id);
+                }
             }
             Record::Agent(a) => {
                 let key = (a.agent_type.clone(), a.host.clone());
                 if self.agents_by_type_host.get(&key) == Some(&a.id) {
                     self.agents_by_type_host.remove(&key);
+                }
+            }
+            Record::Router(_) => {}
+            Record::FloatingIp(f) => {
+                if let Some(port) = &f.port_id {
+                    drop_from(&mut self.fips_by_port, port, &f.id);
                 }
             }
         }
@@ -406,6 +458,41 @@ impl State {
     }
     pub fn put_agent(&mut self, r: Agent) {
         self.put(Record::Agent(r))
+    }
+    pub fn put_router(&mut self, r: Router) {
+        self.put(Record::Router(r))
+    }
+    pub fn put_floatingip(&mut self, r: FloatingIp) {
+        self.put(Record::FloatingIp(r))
+    }
+
+    /// Ports whose `device_id` is `device` (a router's interfaces and gateway
+    /// port, a VM's ports), in id order.
+    pub fn device_ports(&self, device: &str) -> Vec<&Port> {
+        self.ports_by_device
+            .get(device)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.ports.get(id))
+            .collect()
+    }
+
+    /// A router's interface ports, in id order.
+    pub fn router_interfaces(&self, router_id: &str) -> Vec<&Port> {
+        self.device_ports(router_id)
+            .into_iter()
+            .filter(|p| p.device_owner == crate::resources::OWNER_ROUTER_INTERFACE)
+            .collect()
+    }
+
+    /// Floating IPs associated with a port.
+    pub fn port_floatingips(&self, port_id: &str) -> Vec<&FloatingIp> {
+        self.fips_by_port
+            .get(port_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.floatingips.get(id))
+            .collect()
     }
 
     // ---- index queries -----------------------------------------------------

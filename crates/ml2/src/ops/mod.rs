@@ -3,9 +3,11 @@
 
 pub mod agents;
 pub mod bindings;
+pub mod floatingips;
 pub mod networks;
 pub mod policy;
 pub mod ports;
+pub mod routers;
 pub mod segments;
 pub mod subnets;
 pub mod tags;

@@ -236,6 +236,20 @@ pub fn update(
     }
     if let Some(v) = b.bool("router:external")? {
         require_admin(ctx, "update_network:router:external")?;
+        if n.external
+            && !v
+            && st
+                .routers
+                .values()
+                .any(|r| r.gateway.as_ref().is_some_and(|g| g.network_id == n.id))
+        {
+            return Err(NeutronError::conflict(
+                "ExternalNetworkInUse",
+                format!(
+                    "External network {id} cannot be updated to be made non-external, since it has existing gateway ports."
+                ),
+            ));
+        }
         n.external = v;
     }
     if let Some(v) = b.bool("port_security_enabled")? {
@@ -258,6 +272,8 @@ pub fn update(
 
 pub fn delete(ml2: &Ml2, st: &mut State, ctx: &Ctx, id: &str) -> Result<()> {
     owned_network(ctx, st, id)?;
+    // Unassociated floating IPs of an external network go with it.
+    super::floatingips::network_deleted(st, id);
     let port_ids: Vec<String> = st.network_port_ids(id).cloned().collect();
     let mut in_use = Vec::new();
     for pid in &port_ids {

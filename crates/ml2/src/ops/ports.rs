@@ -683,6 +683,16 @@ pub fn update(
 pub fn delete(st: &mut State, ctx: &Ctx, id: &str) -> Result<()> {
     // Visible means admin, the port's owner or the network's owner: all may delete.
     let p = visible_port(ctx, st, id)?.clone();
+    if super::routers::service_port_owner(st, &p) {
+        return Err(NeutronError::conflict(
+            "ServicePortInUse",
+            format!(
+                "Port {id} cannot be deleted directly via the port API: has device owner {}.",
+                p.device_owner
+            ),
+        ));
+    }
+    super::floatingips::port_deleted(st, id, ctx.now);
     st.remove(Kind::Port, id);
     binding::release_unused_dynamic_segments(st, &p.network_id);
     Ok(())

@@ -1,4 +1,4 @@
-//! The `standard-attr-tag` sub-resource: `/v2.0/{networks,subnets,ports}/{id}/tags`.
+//! The `standard-attr-tag` sub-resource: `/v2.0/{networks,subnets,ports,routers,floatingips}/{id}/tags`.
 //! Tag changes bump the parent's revision, as in Neutron.
 
 use serde_json::{Map, Value};
@@ -12,6 +12,8 @@ fn std_of(r: &mut Record) -> Option<&mut StdAttrs> {
         Record::Network(x) => Some(&mut x.std),
         Record::Subnet(x) => Some(&mut x.std),
         Record::Port(x) => Some(&mut x.std),
+        Record::Router(x) => Some(&mut x.std),
+        Record::FloatingIp(x) => Some(&mut x.std),
         _ => None,
     }
 }
@@ -32,6 +34,8 @@ fn parent(st: &State, ctx: &Ctx, kind: Kind, id: &str) -> Result<Record> {
         Record::Network(n) => super::network_visible(ctx, n),
         Record::Subnet(s) => super::subnet_visible(ctx, st, s),
         Record::Port(p) => super::port_visible(ctx, st, p),
+        Record::Router(r) => ctx.is_admin || r.std.project_id == ctx.project_id,
+        Record::FloatingIp(f) => ctx.is_admin || f.std.project_id == ctx.project_id,
         _ => false,
     };
     if !visible {
@@ -63,6 +67,8 @@ fn owners(r: &Record) -> (String, Option<String>) {
         Record::Network(x) => (x.std.project_id.clone(), None),
         Record::Subnet(x) => (x.std.project_id.clone(), Some(x.network_id.clone())),
         Record::Port(x) => (x.std.project_id.clone(), Some(x.network_id.clone())),
+        Record::Router(x) => (x.std.project_id.clone(), None),
+        Record::FloatingIp(x) => (x.std.project_id.clone(), None),
         Record::Segment(_) | Record::Agent(_) => (String::new(), None),
     }
 }
