@@ -120,11 +120,6 @@ pub const L3_EXTENSIONS: &[(&str, &str, &str)] = &[
         "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway",
     ),
     (
-        "external-net",
-        "Neutron external network",
-        "Adds external network attribute to network resource.",
-    ),
-    (
         "extraroute",
         "Neutron Extra Route",
         "Extra routes configuration for L3 router",

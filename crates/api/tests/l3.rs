@@ -477,3 +477,33 @@ async fn floating_ips_associate_through_a_router() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l3_extensions_are_listed_once_when_enabled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start_with(dir.path(), l3()).await;
+    let ext = s.get("/v2.0/extensions").await.body["extensions"].clone();
+    let aliases: Vec<&str> = ext
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["alias"].as_str())
+        .collect();
+    for a in [
+        "router",
+        "ext-gw-mode",
+        "extraroute",
+        "fip-port-details",
+        "external-net",
+    ] {
+        assert_eq!(
+            aliases.iter().filter(|x| **x == a).count(),
+            1,
+            "{a}: {aliases:?}"
+        );
+    }
+    let mut sorted = aliases.clone();
+    sorted.sort_unstable();
+    assert_eq!(aliases, sorted);
+    s.stop().await;
+}
