@@ -12,7 +12,9 @@
 //!   horizon).
 //! * **Router interfaces** own a subnet's gateway IP and MAC in a bridge domain:
 //!   they answer ARP (from either side), answer ping, and route between each
-//!   other and to the external network.
+//!   other (within their router) and to the external network.
+//! * **Static routes** (Neutron's extraroute) per router: a prefix via a next
+//!   hop on one of the router's interface subnets.
 //! * **SNAT** (connection table for ICMP echo, UDP and TCP with timeouts) and
 //!   **floating IPs** (1:1) translate to and from the external network.
 //! * **DHCP** for VLAN-side ports (OVS and SR-IOV VMs), tagged back on the trunk.
@@ -20,8 +22,13 @@
 //! Next hops are resolved from config (remote MACs' IPs, DHCP leases) or by
 //! ARP; packets wait in a small queue while their next hop is being resolved.
 //!
-//! All router interfaces share one routing table: subnets must not overlap
-//! (checked by [`Gateway::apply`]).
+//! Each router (the [`RouterInterface::router`] its interfaces name) is its own
+//! routing domain: a packet that came in on one of its interfaces is routed
+//! only to that router's interfaces and static routes, or out to the external
+//! network with that router's SNAT address or floating IPs. Subnets must not
+//! overlap within a router (checked by [`Gateway::apply`]); across routers they
+//! may. SNAT connections remember the router they belong to, so replies come
+//! back into the right one.
 //!
 //! # The SNAT path is allocation-light
 //!
@@ -85,10 +92,18 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 /// VXLAN flags byte with the I (VNI present) bit.
 const VXLAN_FLAGS: u8 = 0x08;
 
+/// The `vlan` of a bridge domain that has no VLAN side: the network is
+/// routed by the gateway but has no OVS or SR-IOV ports.
+pub const NO_VLAN: u16 = 0;
+
 /// A subnet's gateway address, owned by the gateway in a bridge domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouterInterface {
     pub id: String,
+    /// The router the interface belongs to: interfaces with the same `router`
+    /// form one routing domain (the empty string is a router id like any other).
+    #[serde(default)]
+    pub router: String,
     /// The bridge domain (by VNI) the interface sits in.
     pub vni: u32,
     pub ip: Ipv4Addr,
@@ -108,7 +123,8 @@ pub struct External {
     pub next_hop: Ipv4Addr,
 }
 
-/// Source NAT to `external_ip` for traffic from these router interfaces.
+/// Source NAT to `external_ip` for traffic from these router interfaces (all
+/// of one router).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snat {
     pub router_interface_ids: Vec<String>,
@@ -178,6 +194,20 @@ pub enum Update {
         #[serde(with = "crate::frames::mac_serde")]
         mac: Mac,
     },
+    /// Creates or replaces (by router, destination and prefix length) a static
+    /// route of `router`: `destination/prefix_len` via `nexthop`, which must be
+    /// on one of the router's interface subnets.
+    Route {
+        router: String,
+        destination: Ipv4Addr,
+        prefix_len: u8,
+        nexthop: Ipv4Addr,
+    },
+    RemoveRoute {
+        router: String,
+        destination: Ipv4Addr,
+        prefix_len: u8,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -196,8 +226,32 @@ pub enum ConfigError {
     NoBridgeDomain { id: String, vni: u32 },
     #[error("{what} names router interface {id}, which does not exist")]
     NoRouterInterface { what: String, id: String },
-    #[error("router interfaces {0} and {1} have overlapping subnets")]
+    #[error("router interfaces {0} and {1} of one router have overlapping subnets")]
     OverlappingSubnets(String, String),
+    #[error(
+        "router interfaces {0} and {1} of different routers share a MAC or an IP in one bridge domain"
+    )]
+    InterfaceClash(String, String),
+    #[error("SNAT {external_ip} names router interfaces {a} and {b} of different routers")]
+    SnatAcrossRouters {
+        external_ip: Ipv4Addr,
+        a: String,
+        b: String,
+    },
+    #[error("route {destination}/{prefix_len}: the destination has host bits set")]
+    NotNetworkAddress {
+        destination: Ipv4Addr,
+        prefix_len: u8,
+    },
+    #[error(
+        "route {destination}/{prefix_len} of router {router:?}: next hop {nexthop} is not a neighbour on one of the router's interface subnets"
+    )]
+    BadNexthop {
+        router: String,
+        destination: Ipv4Addr,
+        prefix_len: u8,
+        nexthop: Ipv4Addr,
+    },
     #[error("port {0} is the trunk and cannot be an external port")]
     TrunkPort(PortNo),
 }
@@ -218,6 +272,22 @@ struct Config {
     snats: BTreeMap<Ipv4Addr, Snat>,
     fips: BTreeMap<Ipv4Addr, FloatingIp>,
     dhcp: HashMap<(u16, Mac), Lease>,
+    /// (router, destination, prefix length) → next hop.
+    routes: BTreeMap<(String, Ipv4Addr, u8), Ipv4Addr>,
+}
+
+/// Routers are numbered for the packet path and the SNAT connection table; a
+/// router keeps its number while it has interfaces.
+type RouterNo = u64;
+
+/// A static route as the packet path uses it.
+#[derive(Debug, Clone, Copy)]
+struct StaticRoute {
+    destination: Ipv4Addr,
+    prefix_len: u8,
+    nexthop: Ipv4Addr,
+    /// The router interface (index into `Config::rifs`) the next hop is on.
+    rif: usize,
 }
 
 /// Lookup tables derived from [`Config`], rebuilt on every `apply` (never per packet).
@@ -232,6 +302,10 @@ struct Derived {
     fip_out: HashMap<(usize, Ipv4Addr), Ipv4Addr>,
     /// floating IP → (router interface index, inside IP).
     fip_in: HashMap<Ipv4Addr, (usize, Ipv4Addr)>,
+    /// The router of each router interface (same index as `Config::rifs`).
+    rif_router: Vec<RouterNo>,
+    /// Each router's static routes, longest prefix first.
+    routes: HashMap<RouterNo, Vec<StaticRoute>>,
 }
 
 /// Where a MAC of a bridge domain lives.
@@ -336,6 +410,8 @@ fn earliest(next: &mut Option<Instant>, t: Instant) {
 /// One SNAT binding, for operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatBinding {
+    /// The router the inside host is behind.
+    pub router: String,
     pub proto: IpProtocol,
     /// Inside address and port (or ICMP echo id).
     pub inside: SocketAddrV4,
@@ -359,6 +435,9 @@ pub struct Gateway {
     arp_sent: HashMap<(Link, Ipv4Addr), Instant>,
     pending: Vec<Pending>,
     nat: nat::Table,
+    /// The number of each router that has interfaces.
+    routers: HashMap<String, RouterNo>,
+    next_router: RouterNo,
     counters: Counters,
 }
 
@@ -378,6 +457,8 @@ impl Gateway {
             arp_sent: HashMap::new(),
             pending: Vec::new(),
             nat: nat::Table::new(),
+            routers: HashMap::new(),
+            next_router: 0,
             counters: Counters::default(),
         }
     }
@@ -420,7 +501,18 @@ impl Gateway {
             }
         }
         self.cfg = cfg;
-        self.derived = self.cfg.derive();
+        // A router keeps its number while it has interfaces; a router that
+        // comes back later is a new one (its old connections are gone).
+        let rifs = &self.cfg.rifs;
+        self.routers
+            .retain(|name, _| rifs.iter().any(|r| r.router == *name));
+        for r in rifs {
+            if !self.routers.contains_key(&r.router) {
+                self.routers.insert(r.router.clone(), self.next_router);
+                self.next_router += 1;
+            }
+        }
+        self.derived = self.cfg.derive(&self.routers);
         let domains = &self.cfg.domains;
         let externals = &self.cfg.externals;
         let link_ok = |l: &Link| match l {
@@ -432,7 +524,9 @@ impl Gateway {
         self.arp_sent.retain(|(l, _), _| link_ok(l));
         self.pending.retain(|p| link_ok(&p.eg.link));
         let snats = &self.cfg.snats;
-        self.nat.retain_ips(|ip| snats.contains_key(&ip));
+        let live = &self.derived.rif_router;
+        self.nat
+            .retain(|flow, ip| snats.contains_key(&ip) && live.contains(&flow.router));
         self.version = version;
         Ok(())
     }
@@ -525,10 +619,18 @@ impl Gateway {
 
     /// The SNAT connection table, sorted by inside address.
     pub fn nat_table(&self) -> Vec<NatBinding> {
+        let router = |n: RouterNo| {
+            self.routers
+                .iter()
+                .find(|(_, v)| **v == n)
+                .map(|(k, _)| k.clone())
+                .unwrap_or_default()
+        };
         let mut v: Vec<NatBinding> = self
             .nat
             .bindings()
             .map(|b| NatBinding {
+                router: router(b.flow.router),
                 proto: IpProtocol::from(b.flow.proto),
                 inside: SocketAddrV4::new(b.flow.inside, b.flow.inside_port),
                 remote: SocketAddrV4::new(b.flow.remote, b.flow.remote_port),
@@ -536,7 +638,14 @@ impl Gateway {
                 expires: b.expires,
             })
             .collect();
-        v.sort_by_key(|b| (b.inside, b.remote, u8::from(b.proto)));
+        v.sort_by(|a, b| {
+            (a.inside, a.remote, u8::from(a.proto), &a.router).cmp(&(
+                b.inside,
+                b.remote,
+                u8::from(b.proto),
+                &b.router,
+            ))
+        });
         v
     }
 
@@ -607,7 +716,9 @@ impl Gateway {
             return Vec::new();
         };
         let mut v = Vec::with_capacity(1 + d.flood.len());
-        v.push(Via::Trunk(d.vlan));
+        if d.vlan != NO_VLAN {
+            v.push(Via::Trunk(d.vlan));
+        }
         v.extend(
             d.flood
                 .iter()
@@ -857,12 +968,33 @@ impl Gateway {
         })
     }
 
-    /// The router interface whose subnet holds `ip`.
-    fn rif_for(&self, ip: Ipv4Addr) -> Option<usize> {
+    /// The router of router interface `i`.
+    fn router_of(&self, i: usize) -> Option<RouterNo> {
+        self.derived.rif_router.get(i).copied()
+    }
+
+    /// The interface of `router` whose subnet holds `ip`.
+    fn rif_in(&self, router: RouterNo, ip: Ipv4Addr) -> Option<usize> {
         self.cfg
             .rifs
             .iter()
-            .position(|r| in_subnet(ip, r.ip, r.prefix_len))
+            .zip(&self.derived.rif_router)
+            .position(|(r, n)| *n == router && in_subnet(ip, r.ip, r.prefix_len))
+    }
+
+    /// How `router` reaches `dst` through one of its interfaces: the interface
+    /// and the next hop (`dst` itself when on-link, else the next hop of the
+    /// longest static route holding it).
+    fn route_in(&self, router: RouterNo, dst: Ipv4Addr) -> Option<(usize, Ipv4Addr)> {
+        if let Some(i) = self.rif_in(router, dst) {
+            return Some((i, dst));
+        }
+        self.derived
+            .routes
+            .get(&router)?
+            .iter()
+            .find(|s| in_subnet(dst, s.destination, s.prefix_len))
+            .map(|s| (s.rif, s.nexthop))
     }
 
     fn rif_by_mac(&self, vni: u32, mac: Mac) -> Option<usize> {
@@ -898,8 +1030,16 @@ impl Gateway {
         (eg, hop)
     }
 
-    fn is_own_ip(&self, ip: Ipv4Addr) -> bool {
-        self.cfg.rifs.iter().any(|r| r.ip == ip) || self.cfg.externals.values().any(|e| e.ip == ip)
+    /// Whether `ip` is the gateway's own, as seen from `router` (its interfaces
+    /// and the external ones) or from the external network (`None`: every
+    /// interface).
+    fn is_own_ip(&self, router: Option<RouterNo>, ip: Ipv4Addr) -> bool {
+        self.cfg
+            .rifs
+            .iter()
+            .zip(&self.derived.rif_router)
+            .any(|(r, n)| r.ip == ip && router.is_none_or(|router| *n == router))
+            || self.cfg.externals.values().any(|e| e.ip == ip)
     }
 
     /// Addresses the gateway answers ARP for on the external network.
@@ -907,16 +1047,23 @@ impl Gateway {
         ext.ip == ip || self.cfg.snats.contains_key(&ip) || self.derived.fip_in.contains_key(&ip)
     }
 
-    /// Sends a packet the gateway itself originates (e.g. an echo reply).
-    fn originate(&mut self, now: Instant, packet: &[u8], out: &mut Vec<Output>) {
+    /// Sends a packet the gateway itself originates (e.g. an echo reply) in
+    /// `router`'s routing domain, or to the external network (`None`).
+    fn originate(
+        &mut self,
+        now: Instant,
+        router: Option<RouterNo>,
+        packet: &[u8],
+        out: &mut Vec<Output>,
+    ) {
         let Ok(ip) = Ipv4Packet::new_checked(packet) else {
             return;
         };
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
         let keep = Rewrite::default();
-        if let Some(i) = self.rif_for(dst) {
+        if let Some((i, hop)) = router.and_then(|r| self.route_in(r, dst)) {
             if let Some(eg) = self.rif_egress(i) {
-                self.send_ip(now, eg, dst, packet, &keep, out);
+                self.send_ip(now, eg, hop, packet, &keep, out);
             }
         } else if let Some(x) = self.external_for(dst, src) {
             let (eg, hop) = Self::external_egress(&x, dst);
@@ -926,9 +1073,16 @@ impl Gateway {
         }
     }
 
-    /// Answers an ICMP echo request addressed to the gateway; other packets to
-    /// the gateway are not handled.
-    fn local(&mut self, now: Instant, ip: &Ipv4Packet<&[u8]>, out: &mut Vec<Output>) {
+    /// Answers an ICMP echo request addressed to the gateway, which came from
+    /// `router` (`None`: from the external network); other packets to the
+    /// gateway are not handled.
+    fn local(
+        &mut self,
+        now: Instant,
+        router: Option<RouterNo>,
+        ip: &Ipv4Packet<&[u8]>,
+        out: &mut Vec<Output>,
+    ) {
         let is_echo = ip.next_header() == IpProtocol::Icmp
             && !ip.more_frags()
             && ip.frag_offset() == 0
@@ -948,7 +1102,7 @@ impl Gateway {
         let mut icmp = Icmpv4Packet::new_unchecked(p.payload_mut());
         icmp.set_msg_type(Icmpv4Message::EchoReply);
         icmp.fill_checksum();
-        self.originate(now, &reply, out);
+        self.originate(now, router, &reply, out);
     }
 
     fn on_trunk(&mut self, now: Instant, frame: &[u8], out: &mut Vec<Output>) {
@@ -1090,6 +1244,9 @@ impl Gateway {
             }
             Side::Overlay => {
                 // Split horizon: nothing from the overlay goes back to the overlay.
+                if vlan == NO_VLAN {
+                    return;
+                }
                 if !frames::is_bum(&l2.dst)
                     && matches!(self.locate(now, vni, l2.dst), Some(Dest::Vtep(_)))
                 {
@@ -1166,8 +1323,11 @@ impl Gateway {
         }
         let bytes = &bytes[..usize::from(ip.total_len())];
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        if self.is_own_ip(dst) {
-            self.local(now, &ip, out);
+        let Some(router) = self.router_of(rif) else {
+            return;
+        };
+        if self.is_own_ip(Some(router), dst) {
+            self.local(now, Some(router), &ip, out);
             return;
         }
         if dst.is_broadcast() || dst.is_multicast() || dst.is_unspecified() {
@@ -1178,8 +1338,8 @@ impl Gateway {
             self.counters.drop(DropReason::TtlExceeded);
             return;
         }
-        // Between router interfaces.
-        if let Some(to) = self.rif_for(dst) {
+        // Between the router's interfaces, or by one of its static routes.
+        if let Some((to, hop)) = self.route_in(router, dst) {
             let Some(eg) = self.rif_egress(to) else {
                 return;
             };
@@ -1187,10 +1347,10 @@ impl Gateway {
                 ttl: true,
                 ..Rewrite::default()
             };
-            self.send_ip(now, eg, dst, bytes, &rw, out);
+            self.send_ip(now, eg, hop, bytes, &rw, out);
             return;
         }
-        // To the external network: floating IP, else SNAT.
+        // To the external network: floating IP, else the router's SNAT.
         let Some(r) = self.cfg.rifs.get(rif) else {
             return;
         };
@@ -1215,6 +1375,7 @@ impl Gateway {
                 return;
             };
             let flow = Flow {
+                router,
                 proto,
                 inside: src,
                 inside_port: sport,
@@ -1357,8 +1518,8 @@ impl Gateway {
         let is_echo_request = ip.next_header() == IpProtocol::Icmp
             && Icmpv4Packet::new_checked(ip.payload())
                 .is_ok_and(|p| p.msg_type() == Icmpv4Message::EchoRequest);
-        if is_echo_request && self.is_own_ip(dst) {
-            self.local(now, &ip, out);
+        if is_echo_request && self.is_own_ip(None, dst) {
+            self.local(now, None, &ip, out);
             return;
         }
         if !self.cfg.snats.contains_key(&dst) || fragment {
@@ -1403,7 +1564,11 @@ impl Gateway {
             self.counters.drop(DropReason::TtlExceeded);
             return;
         }
-        let Some(eg) = self.rif_for(flow.inside).and_then(|i| self.rif_egress(i)) else {
+        // Back into the router the connection came from.
+        let Some(eg) = self
+            .rif_in(flow.router, flow.inside)
+            .and_then(|i| self.rif_egress(i))
+        else {
             self.counters.drop(DropReason::NoRoute);
             return;
         };
@@ -1442,7 +1607,11 @@ impl Config {
         };
         match u {
             Update::BridgeDomain { vlan, vni, flood } => {
-                vlan_ok(*vlan)?;
+                // VLAN 0: a domain on the overlay side only (a routed network
+                // with no VLAN-side ports).
+                if *vlan != NO_VLAN {
+                    vlan_ok(*vlan)?;
+                }
                 vni_ok(*vni)?;
                 self.domains.insert(
                     *vni,
@@ -1502,6 +1671,31 @@ impl Config {
             Update::RemoveDhcpPort { vlan, mac } => {
                 self.dhcp.remove(&(*vlan, *mac));
             }
+            Update::Route {
+                router,
+                destination,
+                prefix_len,
+                nexthop,
+            } => {
+                prefix_ok(*prefix_len)?;
+                let host = u32::from(*destination) & !u32::from(frames::prefix_mask(*prefix_len));
+                if host != 0 {
+                    return Err(ConfigError::NotNetworkAddress {
+                        destination: *destination,
+                        prefix_len: *prefix_len,
+                    });
+                }
+                self.routes
+                    .insert((router.clone(), *destination, *prefix_len), *nexthop);
+            }
+            Update::RemoveRoute {
+                router,
+                destination,
+                prefix_len,
+            } => {
+                self.routes
+                    .remove(&(router.clone(), *destination, *prefix_len));
+            }
         }
         Ok(())
     }
@@ -1509,7 +1703,7 @@ impl Config {
     /// Checks the configuration as a whole (references and uniqueness).
     fn validate(&self) -> Result<(), ConfigError> {
         let mut vlans = HashMap::new();
-        for d in self.domains.values() {
+        for d in self.domains.values().filter(|d| d.vlan != NO_VLAN) {
             if vlans.insert(d.vlan, ()).is_some() {
                 return Err(ConfigError::VlanInUse { vlan: d.vlan });
             }
@@ -1522,21 +1716,42 @@ impl Config {
                 });
             }
             for o in &self.rifs[i + 1..] {
-                let shorter = r.prefix_len.min(o.prefix_len);
-                if in_subnet(r.ip, o.ip, shorter) {
-                    return Err(ConfigError::OverlappingSubnets(r.id.clone(), o.id.clone()));
+                if r.router == o.router {
+                    let shorter = r.prefix_len.min(o.prefix_len);
+                    if in_subnet(r.ip, o.ip, shorter) {
+                        return Err(ConfigError::OverlappingSubnets(r.id.clone(), o.id.clone()));
+                    }
+                } else if r.vni == o.vni && (r.mac == o.mac || r.ip == o.ip) {
+                    // Which router a frame to the MAC, or an ARP request for
+                    // the IP, belongs to would be ambiguous.
+                    return Err(ConfigError::InterfaceClash(r.id.clone(), o.id.clone()));
                 }
             }
         }
-        let has_rif = |id: &str| self.rifs.iter().any(|r| r.id == id);
+        let rif = |id: &str| self.rifs.iter().find(|r| r.id == id);
         for s in self.snats.values() {
-            if let Some(id) = s.router_interface_ids.iter().find(|id| !has_rif(id)) {
-                return Err(ConfigError::NoRouterInterface {
-                    what: format!("SNAT {}", s.external_ip),
-                    id: id.clone(),
-                });
+            let mut first: Option<&RouterInterface> = None;
+            for id in &s.router_interface_ids {
+                let Some(r) = rif(id) else {
+                    return Err(ConfigError::NoRouterInterface {
+                        what: format!("SNAT {}", s.external_ip),
+                        id: id.clone(),
+                    });
+                };
+                match first {
+                    Some(f) if f.router != r.router => {
+                        return Err(ConfigError::SnatAcrossRouters {
+                            external_ip: s.external_ip,
+                            a: f.id.clone(),
+                            b: r.id.clone(),
+                        });
+                    }
+                    Some(_) => {}
+                    None => first = Some(r),
+                }
             }
         }
+        let has_rif = |id: &str| rif(id).is_some();
         for f in self.fips.values() {
             if !has_rif(&f.router_interface_id) {
                 return Err(ConfigError::NoRouterInterface {
@@ -1545,12 +1760,27 @@ impl Config {
                 });
             }
         }
+        for ((router, destination, prefix_len), nexthop) in &self.routes {
+            // On one of the router's subnets, and not the router itself.
+            let on_link = self.rifs.iter().any(|r| {
+                r.router == *router && r.ip != *nexthop && in_subnet(*nexthop, r.ip, r.prefix_len)
+            });
+            if !on_link {
+                return Err(ConfigError::BadNexthop {
+                    router: router.clone(),
+                    destination: *destination,
+                    prefix_len: *prefix_len,
+                    nexthop: *nexthop,
+                });
+            }
+        }
         Ok(())
     }
 
-    fn derive(&self) -> Derived {
+    /// The lookup tables; `routers` numbers every router that has interfaces.
+    fn derive(&self, routers: &HashMap<String, RouterNo>) -> Derived {
         let mut d = Derived::default();
-        for (vni, dom) in &self.domains {
+        for (vni, dom) in self.domains.iter().filter(|(_, d)| d.vlan != NO_VLAN) {
             d.vlans.insert(dom.vlan, *vni);
         }
         for ((vni, mac), r) in &self.remotes {
@@ -1579,6 +1809,34 @@ impl Config {
                 d.fip_out.insert((i, f.internal_ip), f.external_ip);
                 d.fip_in.insert(f.external_ip, (i, f.internal_ip));
             }
+        }
+        d.rif_router = self
+            .rifs
+            .iter()
+            .map(|r| routers.get(&r.router).copied().unwrap_or(RouterNo::MAX))
+            .collect();
+        for ((router, destination, prefix_len), nexthop) in &self.routes {
+            let Some(&n) = routers.get(router) else {
+                continue;
+            };
+            // Validated: the next hop is on one of the router's subnets.
+            let Some(rif) = self
+                .rifs
+                .iter()
+                .zip(&d.rif_router)
+                .position(|(r, m)| *m == n && in_subnet(*nexthop, r.ip, r.prefix_len))
+            else {
+                continue;
+            };
+            d.routes.entry(n).or_default().push(StaticRoute {
+                destination: *destination,
+                prefix_len: *prefix_len,
+                nexthop: *nexthop,
+                rif,
+            });
+        }
+        for v in d.routes.values_mut() {
+            v.sort_by_key(|s| std::cmp::Reverse(s.prefix_len));
         }
         d
     }
@@ -1671,6 +1929,7 @@ pub fn snat_fixture(frame_bytes: usize) -> SnatFixture {
         },
         Update::RouterInterface(RouterInterface {
             id: "rif-demo".into(),
+            router: String::new(),
             vni: 1000,
             ip: Ipv4Addr::new(50, 50, 50, 1),
             prefix_len: 24,

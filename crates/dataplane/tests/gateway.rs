@@ -60,6 +60,7 @@ fn config() -> Vec<Update> {
         },
         Update::RouterInterface(RouterInterface {
             id: "rif-a".into(),
+            router: String::new(),
             vni: 1000,
             ip: GW_A,
             prefix_len: 24,
@@ -67,6 +68,7 @@ fn config() -> Vec<Update> {
         }),
         Update::RouterInterface(RouterInterface {
             id: "rif-b".into(),
+            router: String::new(),
             vni: 1001,
             ip: GW_B,
             prefix_len: 24,
@@ -1019,6 +1021,7 @@ fn config_is_all_or_nothing_and_validated() {
             2,
             &[Update::RouterInterface(RouterInterface {
                 id: "rif-c".into(),
+                router: String::new(),
                 vni: 1001,
                 ip: Ipv4Addr::new(50, 50, 50, 99),
                 prefix_len: 16,
@@ -1102,6 +1105,592 @@ fn snat_fixture_runs() {
     let _ = Duration::from_secs(1);
 }
 
+// Several routers on one gateway: routing domains, per-router NAT, static routes.
+
+/// Two routers, "a" and "b", both with 10.0.0.0/24 (in different bridge
+/// domains) and one more subnet each; router B's interfaces come first, so a
+/// lookup that ignored the router would find B's 10.0.0.0/24.
+const VLAN_A1: u16 = 110;
+const VLAN_A2: u16 = 111;
+const VLAN_B1: u16 = 120;
+const VLAN_B2: u16 = 121;
+const VNI_A1: u32 = 1100;
+const VNI_A2: u32 = 1101;
+const VNI_B1: u32 = 1200;
+const VNI_B2: u32 = 1201;
+const MAC_A1: Mac = EthernetAddress([0x02, 0xa1, 0, 0, 0, 0x01]);
+const MAC_A2: Mac = EthernetAddress([0x02, 0xa2, 0, 0, 0, 0x01]);
+const MAC_B1: Mac = EthernetAddress([0x02, 0xb1, 0, 0, 0, 0x01]);
+const MAC_B2: Mac = EthernetAddress([0x02, 0xb2, 0, 0, 0, 0x01]);
+const H_A1: Mac = EthernetAddress([0x02, 0xa1, 0, 0, 0, 0x05]);
+const H_A2: Mac = EthernetAddress([0x02, 0xa2, 0, 0, 0, 0x05]);
+const H_B1: Mac = EthernetAddress([0x02, 0xb1, 0, 0, 0, 0x05]);
+const H_B2: Mac = EthernetAddress([0x02, 0xb2, 0, 0, 0, 0x05]);
+/// Both routers' gateway address on 10.0.0.0/24, and a host there in each.
+const GW0: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const HOST0: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+const GW_A2: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+const HOST_A2: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
+const GW_B2: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+const HOST_B2: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 5);
+const SNAT_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const SNAT_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+
+fn rif(id: &str, router: &str, vni: u32, ip: Ipv4Addr, prefix_len: u8, mac: Mac) -> Update {
+    Update::RouterInterface(RouterInterface {
+        id: id.into(),
+        router: router.into(),
+        vni,
+        ip,
+        prefix_len,
+        mac,
+    })
+}
+
+fn domain(vlan: u16, vni: u32) -> Update {
+    Update::BridgeDomain {
+        vlan,
+        vni,
+        flood: vec![],
+    }
+}
+
+fn route(router: &str, destination: Ipv4Addr, prefix_len: u8, nexthop: Ipv4Addr) -> Update {
+    Update::Route {
+        router: router.into(),
+        destination,
+        prefix_len,
+        nexthop,
+    }
+}
+
+fn snat(ids: &[&str], external_ip: Ipv4Addr) -> Update {
+    Update::Snat(Snat {
+        router_interface_ids: ids.iter().map(|s| s.to_string()).collect(),
+        external_ip,
+    })
+}
+
+/// The two-router gateway, every host already resolved (gratuitous ARP).
+fn two_routers() -> Gateway {
+    let mut g = Gateway::new(TRUNK, GW_VTEP, EthernetAddress([0x02, 0, 0, 0, 0, 0xff]));
+    g.apply(
+        1,
+        &[
+            domain(VLAN_A1, VNI_A1),
+            domain(VLAN_A2, VNI_A2),
+            domain(VLAN_B1, VNI_B1),
+            domain(VLAN_B2, VNI_B2),
+            rif("b1", "b", VNI_B1, GW0, 24, MAC_B1),
+            rif("b2", "b", VNI_B2, GW_B2, 24, MAC_B2),
+            rif("a1", "a", VNI_A1, GW0, 24, MAC_A1),
+            rif("a2", "a", VNI_A2, GW_A2, 24, MAC_A2),
+            Update::External(External {
+                port: EXT,
+                ip: EXT_IP,
+                prefix_len: 24,
+                mac: EXT_MAC,
+                next_hop: UPSTREAM,
+            }),
+        ],
+    )
+    .expect("overlapping subnets in different routers are fine");
+    for (vlan, mac, ip) in [
+        (VLAN_A1, H_A1, HOST0),
+        (VLAN_A2, H_A2, HOST_A2),
+        (VLAN_B1, H_B1, HOST0),
+        (VLAN_B2, H_B2, HOST_B2),
+    ] {
+        trunk(&mut g, t(0), vlan, &frames::gratuitous_arp(mac, ip));
+    }
+    assert_eq!(g.arp_table(VNI_A1), vec![(HOST0, H_A1)]);
+    assert_eq!(g.arp_table(VNI_B1), vec![(HOST0, H_B1)]);
+    g
+}
+
+/// Sends a UDP datagram from a host to its router interface on `vlan` and
+/// returns what came out.
+#[allow(clippy::too_many_arguments)]
+fn udp_in(
+    g: &mut Gateway,
+    now: Instant,
+    vlan: u16,
+    rif_mac: Mac,
+    host: Mac,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+) -> Vec<Output> {
+    trunk(
+        g,
+        now,
+        vlan,
+        &frames::udp(rif_mac, host, src, dst, sport, 53, 64, b"payload"),
+    )
+}
+
+/// The single routed frame of `out`, on `vlan`: (dst MAC, src MAC, src IP, dst IP, TTL).
+fn routed(out: &[Output], vlan: u16) -> (Mac, Mac, Ipv4Addr, Ipv4Addr, u8) {
+    assert_eq!(out.len(), 1, "one frame: {out:?}");
+    let f = on_trunk(&out[0], vlan);
+    let (eth, ip) = ip_of(&f);
+    (
+        eth.dst_addr(),
+        eth.src_addr(),
+        ip.src_addr(),
+        ip.dst_addr(),
+        ip.hop_limit(),
+    )
+}
+
+#[test]
+fn routers_are_separate_routing_domains_with_overlapping_subnets() {
+    let mut g = two_routers();
+    // Within each router, between its two subnets, from the same address.
+    let out = udp_in(&mut g, t(1), VLAN_A1, MAC_A1, H_A1, HOST0, HOST_A2, 1);
+    assert_eq!(routed(&out, VLAN_A2), (H_A2, MAC_A2, HOST0, HOST_A2, 63));
+    let out = udp_in(&mut g, t(1), VLAN_B1, MAC_B1, H_B1, HOST0, HOST_B2, 1);
+    assert_eq!(routed(&out, VLAN_B2), (H_B2, MAC_B2, HOST0, HOST_B2, 63));
+    // Back to 10.0.0.5: each router reaches its own.
+    let out = udp_in(&mut g, t(2), VLAN_A2, MAC_A2, H_A2, HOST_A2, HOST0, 1);
+    assert_eq!(routed(&out, VLAN_A1), (H_A1, MAC_A1, HOST_A2, HOST0, 63));
+    let out = udp_in(&mut g, t(2), VLAN_B2, MAC_B2, H_B2, HOST_B2, HOST0, 1);
+    assert_eq!(routed(&out, VLAN_B1), (H_B1, MAC_B1, HOST_B2, HOST0, 63));
+    // Across routers: dropped, not routed (and nothing is ARPed for).
+    assert!(udp_in(&mut g, t(3), VLAN_A1, MAC_A1, H_A1, HOST0, HOST_B2, 1).is_empty());
+    assert!(udp_in(&mut g, t(3), VLAN_B1, MAC_B1, H_B1, HOST0, HOST_A2, 1).is_empty());
+    assert!(udp_in(&mut g, t(3), VLAN_A2, MAC_A2, H_A2, HOST_A2, HOST_B2, 1).is_empty());
+    assert_eq!(g.counters().dropped(DropReason::NoRoute), 3);
+    assert_eq!(g.pending_packets(), 0);
+    // The other router's interface address is not the gateway's own from here.
+    let ping = icmp(MAC_A1, H_A1, HOST0, GW_B2, 5, true);
+    assert!(trunk(&mut g, t(4), VLAN_A1, &ping).is_empty());
+    assert_eq!(g.counters().dropped(DropReason::NoRoute), 4);
+    // Its own is, and the reply goes back into the router it came from.
+    for (vlan, rif_mac, host) in [(VLAN_B1, MAC_B1, H_B1), (VLAN_A1, MAC_A1, H_A1)] {
+        let ping = icmp(rif_mac, host, HOST0, GW0, 5, true);
+        let out = trunk(&mut g, t(5), vlan, &ping);
+        assert_eq!(routed(&out, vlan), (host, rif_mac, GW0, HOST0, 64));
+    }
+    // ARP for the shared gateway address is answered per bridge domain.
+    for (vlan, rif_mac, host) in [(VLAN_A1, MAC_A1, H_A1), (VLAN_B1, MAC_B1, H_B1)] {
+        let out = trunk(&mut g, t(6), vlan, &arp_request(host, HOST0, GW0));
+        assert_eq!(out.len(), 1);
+        let ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            ..
+        } = arp_of(&on_trunk(&out[0], vlan))
+        else {
+            panic!("arp")
+        };
+        assert_eq!(
+            (operation, source_hardware_addr),
+            (ArpOperation::Reply, rif_mac)
+        );
+    }
+    // A static route of router A is not router B's.
+    let far = Ipv4Addr::new(172, 16, 0, 9);
+    g.apply(2, &[route("a", Ipv4Addr::new(172, 16, 0, 0), 16, HOST_A2)])
+        .expect("route");
+    let out = udp_in(&mut g, t(7), VLAN_A1, MAC_A1, H_A1, HOST0, far, 1);
+    assert_eq!(routed(&out, VLAN_A2), (H_A2, MAC_A2, HOST0, far, 63));
+    assert!(udp_in(&mut g, t(7), VLAN_B1, MAC_B1, H_B1, HOST0, far, 1).is_empty());
+    assert_eq!(g.counters().dropped(DropReason::NoRoute), 5);
+}
+
+#[test]
+fn overlapping_subnets_within_one_router_refused() {
+    let mut g = two_routers();
+    let mac_x = EthernetAddress([0x02, 0xcc, 0, 0, 0, 0x01]);
+    let half = Ipv4Addr::new(10, 0, 0, 129);
+    // A third interface of router A, inside A's 10.0.0.0/24 (another domain).
+    let bad = [domain(130, 1300), rif("a3", "a", 1300, half, 25, mac_x)];
+    assert_eq!(
+        g.apply(2, &bad),
+        Err(ConfigError::OverlappingSubnets("a1".into(), "a3".into()))
+    );
+    assert_eq!(g.version(), 1);
+    assert!(g.bridge_domains().iter().all(|(vni, ..)| *vni != 1300));
+    // Moving B's interface into router A makes it overlap there.
+    assert_eq!(
+        g.apply(2, &[rif("b1", "a", VNI_B1, GW0, 24, MAC_B1)]),
+        Err(ConfigError::OverlappingSubnets("b1".into(), "a1".into()))
+    );
+    // Nothing of it applied: B still routes its 10.0.0.0/24.
+    let out = udp_in(&mut g, t(1), VLAN_B1, MAC_B1, H_B1, HOST0, HOST_B2, 1);
+    assert_eq!(routed(&out, VLAN_B2).0, H_B2);
+    // In a router of its own, the same subnet is fine.
+    g.apply(
+        2,
+        &[domain(130, 1300), rif("c1", "c", 1300, half, 25, mac_x)],
+    )
+    .expect("third router");
+    assert_eq!(g.version(), 2);
+}
+
+#[test]
+fn routers_may_not_share_an_interface_or_an_snat_rule() {
+    let mut g = two_routers();
+    let mac_x = EthernetAddress([0x02, 0xcc, 0, 0, 0, 0x01]);
+    // Another router's interface in A's bridge domain with A's address...
+    assert_eq!(
+        g.apply(2, &[rif("c1", "c", VNI_A1, GW0, 24, mac_x)]),
+        Err(ConfigError::InterfaceClash("a1".into(), "c1".into()))
+    );
+    // ... or A's MAC.
+    assert_eq!(
+        g.apply(
+            2,
+            &[rif(
+                "c1",
+                "c",
+                VNI_A1,
+                Ipv4Addr::new(10, 0, 0, 2),
+                24,
+                MAC_A1
+            )]
+        ),
+        Err(ConfigError::InterfaceClash("a1".into(), "c1".into()))
+    );
+    // With its own address and MAC it may share the bridge domain.
+    g.apply(
+        2,
+        &[rif(
+            "c1",
+            "c",
+            VNI_A1,
+            Ipv4Addr::new(10, 0, 0, 2),
+            24,
+            mac_x,
+        )],
+    )
+    .expect("distinct interface");
+    // One SNAT address for interfaces of two routers is refused.
+    assert_eq!(
+        g.apply(3, &[snat(&["a1", "b1"], SNAT_A)]),
+        Err(ConfigError::SnatAcrossRouters {
+            external_ip: SNAT_A,
+            a: "a1".into(),
+            b: "b1".into()
+        })
+    );
+    assert_eq!(g.version(), 2);
+}
+
+#[test]
+fn snat_and_floating_ips_per_router() {
+    let mut g = two_routers();
+    g.apply(2, &[snat(&["a1", "a2"], SNAT_A), snat(&["b1"], SNAT_B)])
+        .expect("snat");
+    resolve_upstream(&mut g, t(0));
+    // The same inside flow from both routers: each with its router's address.
+    let mut ports = Vec::new();
+    for (vlan, rif_mac, host, want) in [
+        (VLAN_A1, MAC_A1, H_A1, SNAT_A),
+        (VLAN_B1, MAC_B1, H_B1, SNAT_B),
+    ] {
+        let out = udp_in(&mut g, t(1), vlan, rif_mac, host, HOST0, INTERNET, 40000);
+        assert_eq!(out.len(), 1);
+        let f = on_external(&out[0]);
+        let (_, ip) = ip_of(&f);
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (want, INTERNET));
+        let u = UdpPacket::new_checked(ip.payload()).expect("udp");
+        assert!(u.verify_checksum(&want.into(), &INTERNET.into()));
+        ports.push(u.src_port());
+    }
+    assert_eq!(g.nat_connections(), 2, "neither router evicted the other");
+    let table = g.nat_table();
+    let mut routers: Vec<(&str, Ipv4Addr)> = table
+        .iter()
+        .map(|b| (b.router.as_str(), *b.external.ip()))
+        .collect();
+    routers.sort();
+    assert_eq!(routers, vec![("a", SNAT_A), ("b", SNAT_B)]);
+    // A's other subnet uses A's address too; B's second interface has no SNAT
+    // and never gets A's.
+    let out = udp_in(&mut g, t(2), VLAN_A2, MAC_A2, H_A2, HOST_A2, INTERNET, 1);
+    let f = on_external(&out[0]);
+    assert_eq!(ip_of(&f).1.src_addr(), SNAT_A);
+    assert!(udp_in(&mut g, t(2), VLAN_B2, MAC_B2, H_B2, HOST_B2, INTERNET, 1).is_empty());
+    assert_eq!(g.counters().dropped(DropReason::NoRoute), 1);
+    // Replies come back into the router the connection came from (a lookup
+    // ignoring the router would find B's 10.0.0.0/24 for both).
+    for (ext, port, vlan, host, rif_mac) in [
+        (SNAT_A, ports[0], VLAN_A1, H_A1, MAC_A1),
+        (SNAT_B, ports[1], VLAN_B1, H_B1, MAC_B1),
+    ] {
+        let r = frames::udp(EXT_MAC, UP_MAC, INTERNET, ext, 53, port, 60, b"answer");
+        let out = external(&mut g, t(3), &r);
+        assert_eq!(routed(&out, vlan), (host, rif_mac, INTERNET, HOST0, 59));
+        let f = on_trunk(&out[0], vlan);
+        let u = UdpPacket::new_checked(ip_of(&f).1.payload())
+            .expect("udp")
+            .dst_port();
+        assert_eq!(u, 40000);
+    }
+    // A floating IP on B's 10.0.0.5: inbound lands in B, outbound from B's
+    // host uses it, A's 10.0.0.5 keeps A's SNAT address.
+    g.apply(
+        3,
+        &[Update::FloatingIp(FloatingIp {
+            external_ip: FIP,
+            internal_ip: HOST0,
+            router_interface_id: "b1".into(),
+        })],
+    )
+    .expect("fip");
+    let syn = tcp(
+        EXT_MAC,
+        UP_MAC,
+        INTERNET,
+        FIP,
+        33000,
+        22,
+        TcpControl::Syn,
+        false,
+    );
+    let out = external(&mut g, t(4), &syn);
+    assert_eq!(routed(&out, VLAN_B1), (H_B1, MAC_B1, INTERNET, HOST0, 63));
+    for (vlan, rif_mac, host, want) in [
+        (VLAN_A1, MAC_A1, H_A1, SNAT_A),
+        (VLAN_B1, MAC_B1, H_B1, FIP),
+    ] {
+        let out = udp_in(&mut g, t(5), vlan, rif_mac, host, HOST0, INTERNET, 40001);
+        let f = on_external(&out[0]);
+        assert_eq!(ip_of(&f).1.src_addr(), want);
+    }
+    // Router B goes away (its interfaces move to a new router "c"): its
+    // connections go with it, though the SNAT address stays.
+    g.apply(
+        4,
+        &[
+            rif("b1", "c", VNI_B1, GW0, 24, MAC_B1),
+            rif("b2", "c", VNI_B2, GW_B2, 24, MAC_B2),
+        ],
+    )
+    .expect("move");
+    let left: Vec<String> = g.nat_table().into_iter().map(|b| b.router).collect();
+    assert_eq!(
+        left,
+        vec!["a".to_string(), "a".to_string(), "a".to_string()]
+    );
+    let r = frames::udp(EXT_MAC, UP_MAC, INTERNET, SNAT_B, 53, ports[1], 60, b"late");
+    assert!(external(&mut g, t(6), &r).is_empty());
+    assert_eq!(g.counters().dropped(DropReason::NoNatBinding), 1);
+}
+
+#[test]
+fn static_routes_longest_prefix_via_resolved_nexthop() {
+    let mut g = gateway();
+    resolve_upstream(&mut g, t(0));
+    let nh1 = Ipv4Addr::new(50, 50, 50, 30);
+    let nh1_mac = EthernetAddress([0x02, 0, 0, 0, 0x60, 0x01]);
+    let nh2 = Ipv4Addr::new(60, 60, 60, 30);
+    let nh2_mac = EthernetAddress([0x02, 0, 0, 0, 0x60, 0x02]);
+    let wide = Ipv4Addr::new(192, 168, 0, 0);
+    let narrow = Ipv4Addr::new(192, 168, 1, 0);
+    let in_narrow = Ipv4Addr::new(192, 168, 1, 5);
+    let in_wide = Ipv4Addr::new(192, 168, 2, 5);
+    // Without routes, both go out with SNAT.
+    for d in [in_narrow, in_wide] {
+        let out = udp_in(&mut g, t(1), 100, RIF_A, VM_OVS, IP_OVS, d, 1);
+        assert_eq!(ip_of(&on_external(&out[0])).1.src_addr(), EXT_IP);
+    }
+    g.apply(2, &[route("", wide, 16, nh1), route("", narrow, 24, nh2)])
+        .expect("routes");
+    // The /24 wins for 192.168.1.5: ARP for its next hop in domain 1001, queued.
+    let out = udp_in(&mut g, t(2), 100, RIF_A, VM_OVS, IP_OVS, in_narrow, 1);
+    assert_eq!(out.len(), 2, "ARP request on the trunk and to VTEP .12");
+    let ArpRepr::EthernetIpv4 {
+        operation,
+        source_protocol_addr,
+        target_protocol_addr,
+        ..
+    } = arp_of(&on_trunk(&out[0], 101))
+    else {
+        panic!("arp")
+    };
+    assert_eq!(
+        (operation, source_protocol_addr, target_protocol_addr),
+        (ArpOperation::Request, GW_B, nh2)
+    );
+    assert_eq!(g.pending_packets(), 1);
+    let out = trunk(&mut g, t(3), 101, &arp_reply(RIF_B, nh2_mac, nh2, GW_B));
+    assert_eq!(g.pending_packets(), 0);
+    assert_eq!(routed(&out, 101), (nh2_mac, RIF_B, IP_OVS, in_narrow, 63));
+    // The /16 for 192.168.2.5, via the other interface's next hop.
+    let out = udp_in(&mut g, t(4), 100, RIF_A, VM_OVS, IP_OVS, in_wide, 1);
+    assert_eq!(
+        out.len(),
+        3,
+        "ARP request on the trunk and to VTEPs .12 and .14"
+    );
+    let out = trunk(&mut g, t(5), 100, &arp_reply(RIF_A, nh1_mac, nh1, GW_A));
+    assert_eq!(routed(&out, 100), (nh1_mac, RIF_A, IP_OVS, in_wide, 63));
+    // Resolved now: straight out.
+    let out = udp_in(&mut g, t(6), 101, RIF_B, VM_B, IP_B, in_wide, 1);
+    assert_eq!(routed(&out, 100), (nh1_mac, RIF_A, IP_B, in_wide, 63));
+    // A host behind a route pings the gateway: the reply goes back via the route.
+    let ping = icmp(RIF_A, nh1_mac, in_wide, GW_A, 3, true);
+    let out = trunk(&mut g, t(7), 100, &ping);
+    assert_eq!(routed(&out, 100), (nh1_mac, RIF_A, GW_A, in_wide, 64));
+    // Removing the /24: 192.168.1.5 falls back to the /16.
+    g.apply(
+        3,
+        &[Update::RemoveRoute {
+            router: String::new(),
+            destination: narrow,
+            prefix_len: 24,
+        }],
+    )
+    .expect("remove");
+    let out = udp_in(&mut g, t(8), 100, RIF_A, VM_OVS, IP_OVS, in_narrow, 1);
+    assert_eq!(routed(&out, 100), (nh1_mac, RIF_A, IP_OVS, in_narrow, 63));
+    // Removing the /16 too: SNAT again.
+    g.apply(
+        4,
+        &[Update::RemoveRoute {
+            router: String::new(),
+            destination: wide,
+            prefix_len: 16,
+        }],
+    )
+    .expect("remove");
+    let out = udp_in(&mut g, t(9), 100, RIF_A, VM_OVS, IP_OVS, in_narrow, 1);
+    assert_eq!(ip_of(&on_external(&out[0])).1.src_addr(), EXT_IP);
+}
+
+#[test]
+fn bad_static_routes_refuse_the_whole_version() {
+    let mut g = gateway();
+    resolve_upstream(&mut g, t(0));
+    let ok = route(
+        "",
+        Ipv4Addr::new(10, 9, 0, 0),
+        16,
+        Ipv4Addr::new(50, 50, 50, 31),
+    );
+    let dst = Ipv4Addr::new(10, 9, 0, 5);
+    let off_subnet = Ipv4Addr::new(70, 0, 0, 1);
+    assert_eq!(
+        g.apply(
+            2,
+            &[
+                ok.clone(),
+                route("", Ipv4Addr::new(172, 16, 0, 0), 12, off_subnet)
+            ]
+        ),
+        Err(ConfigError::BadNexthop {
+            router: String::new(),
+            destination: Ipv4Addr::new(172, 16, 0, 0),
+            prefix_len: 12,
+            nexthop: off_subnet,
+        })
+    );
+    // Nor the router's own address, nor another router's subnet.
+    for bad in [
+        route("", Ipv4Addr::new(172, 16, 0, 0), 12, GW_A),
+        route("other", Ipv4Addr::new(172, 16, 0, 0), 12, IP_OVS),
+    ] {
+        assert!(matches!(
+            g.apply(2, &[ok.clone(), bad]),
+            Err(ConfigError::BadNexthop { .. })
+        ));
+    }
+    assert_eq!(
+        g.apply(2, &[route("", Ipv4Addr::new(10, 9, 0, 1), 16, IP_OVS)]),
+        Err(ConfigError::NotNetworkAddress {
+            destination: Ipv4Addr::new(10, 9, 0, 1),
+            prefix_len: 16
+        })
+    );
+    assert_eq!(
+        g.apply(2, &[route("", Ipv4Addr::new(10, 9, 0, 0), 33, IP_OVS)]),
+        Err(ConfigError::BadPrefix(33))
+    );
+    assert_eq!(g.version(), 1);
+    // Nothing of those versions applied: 10.9.0.5 still leaves with SNAT.
+    let out = udp_in(&mut g, t(1), 100, RIF_A, VM_OVS, IP_OVS, dst, 1);
+    assert_eq!(ip_of(&on_external(&out[0])).1.src_addr(), EXT_IP);
+    // Alone, the good route applies; then its interface cannot go without it.
+    g.apply(2, &[ok]).expect("good route");
+    let out = udp_in(&mut g, t(2), 100, RIF_A, VM_OVS, IP_OVS, dst, 1);
+    assert_eq!(out.len(), 3, "ARP for the next hop");
+    assert!(matches!(
+        g.apply(
+            3,
+            &[
+                Update::RemoveSnat {
+                    external_ip: EXT_IP
+                },
+                Update::RemoveRouterInterface { id: "rif-a".into() }
+            ]
+        ),
+        Err(ConfigError::BadNexthop { .. })
+    ));
+    assert_eq!(g.version(), 2);
+}
+
+/// One update for the all-or-nothing property: interfaces in two routers,
+/// static routes (some bad), SNAT rules, removals.
+fn any_update() -> impl Strategy<Value = Update> {
+    let router = prop::sample::select(vec!["", "a", "b"]);
+    let id = prop::sample::select(vec!["rif-a", "rif-b", "rif-c", "rif-d"]);
+    let net = prop::sample::select(vec![
+        (Ipv4Addr::new(50, 50, 50, 1), 24),
+        (Ipv4Addr::new(60, 60, 60, 1), 24),
+        (Ipv4Addr::new(50, 50, 50, 129), 25),
+        (Ipv4Addr::new(70, 0, 0, 1), 8),
+    ]);
+    let mac = prop::sample::select(vec![RIF_A, RIF_B, VM_B]);
+    let dest = prop::sample::select(vec![
+        (Ipv4Addr::new(192, 168, 0, 0), 16),
+        (Ipv4Addr::new(192, 168, 1, 0), 24),
+        (Ipv4Addr::new(192, 168, 1, 1), 24),
+        (Ipv4Addr::new(0, 0, 0, 0), 0),
+        (Ipv4Addr::new(192, 168, 1, 0), 33),
+    ]);
+    let hop = prop::sample::select(vec![
+        Ipv4Addr::new(50, 50, 50, 30),
+        Ipv4Addr::new(60, 60, 60, 30),
+        Ipv4Addr::new(70, 1, 1, 1),
+        GW_A,
+    ]);
+    prop_oneof![
+        (id.clone(), router.clone(), 1000u32..1002, net, mac)
+            .prop_map(|(id, router, vni, (ip, p), mac)| rif(id, router, vni, ip, p, mac)),
+        id.clone()
+            .prop_map(|id| Update::RemoveRouterInterface { id: id.into() }),
+        (router.clone(), dest.clone(), hop).prop_map(|(r, (d, p), h)| route(r, d, p, h)),
+        (router, dest).prop_map(|(r, (d, p))| Update::RemoveRoute {
+            router: r.into(),
+            destination: d,
+            prefix_len: p,
+        }),
+        (prop::collection::vec(id, 0..3), any::<bool>()).prop_map(|(ids, other)| {
+            let ip = if other { SNAT_B } else { EXT_IP };
+            snat(&ids, ip)
+        }),
+        Just(Update::RemoveSnat {
+            external_ip: EXT_IP
+        }),
+    ]
+}
+
+/// Probe packets from both router interfaces of [`config`] to a few places.
+fn probe(g: &mut Gateway) -> (Vec<Output>, u64, u64) {
+    let mut out = Vec::new();
+    for d in [IP_B, IP_VR, INTERNET, Ipv4Addr::new(192, 168, 1, 5), GW_B] {
+        out.extend(udp_in(g, t(50), 100, RIF_A, VM_OVS, IP_OVS, d, 7));
+    }
+    for d in [IP_OVS, Ipv4Addr::new(192, 168, 2, 5), INTERNET] {
+        out.extend(udp_in(g, t(50), 101, RIF_B, VM_B, IP_B, d, 7));
+    }
+    let c = g.counters();
+    (out, c.tx, c.drops.values().sum())
+}
+
 fn any_input() -> impl Strategy<Value = (u8, Vec<u8>)> {
     (0u8..6, prop::collection::vec(any::<u8>(), 0..200))
 }
@@ -1175,5 +1764,32 @@ proptest! {
             _ => TcpPacket::new_checked(ip.payload()).expect("tcp").verify_checksum(&EXT_IP.into(), &INTERNET.into()),
         };
         prop_assert!(ok);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Random versions of interface, route and SNAT updates: a refused version
+    /// changes nothing (the gateway forwards exactly as one that never saw it);
+    /// an accepted one never panics the packet path.
+    #[test]
+    fn apply_is_all_or_nothing(updates in prop::collection::vec(any_update(), 1..5)) {
+        let mut g = gateway();
+        let mut control = gateway();
+        resolve_upstream(&mut g, t(0));
+        resolve_upstream(&mut control, t(0));
+        match g.apply(2, &updates) {
+            Err(_) => {
+                prop_assert_eq!(g.version(), 1);
+                prop_assert_eq!(probe(&mut g), probe(&mut control));
+            }
+            Ok(()) => {
+                prop_assert_eq!(g.version(), 2);
+                probe(&mut g);
+                let mut out = Vec::new();
+                g.poll(t(10_000), &mut out);
+            }
+        }
     }
 }

@@ -113,6 +113,7 @@ fn reference_lab() -> Lab {
         },
         gateway::Update::RouterInterface(RouterInterface {
             id: "r1".into(),
+            router: String::new(),
             vni: VNI,
             ip: GW_IP,
             prefix_len: 24,

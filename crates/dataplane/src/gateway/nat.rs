@@ -1,7 +1,8 @@
 //! The SNAT connection table and in-place header rewriting.
 //!
-//! A connection is keyed by what the inside host sent (protocol, inside
-//! address and port or ICMP echo id, remote address and port) and maps to an
+//! A connection is keyed by what the inside host sent (the router it is
+//! behind, protocol, inside address and port or ICMP echo id, remote address
+//! and port: routers may use the same inside addresses) and maps to an
 //! allocated external port (or echo id) on the SNAT address. The reverse map is
 //! keyed by the external triple and checked against the remote end, so only the
 //! remote the inside host talked to can use the binding.
@@ -49,6 +50,8 @@ impl Default for NatTimeouts {
 /// What the inside host sent: the connection key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Flow {
+    /// The router the inside host is behind.
+    pub router: super::RouterNo,
     pub proto: u8,
     pub inside: Ipv4Addr,
     /// Source port, or the ICMP echo id.
@@ -257,12 +260,12 @@ impl Table {
         self.conns.values().map(|c| c.expires).min()
     }
 
-    /// Keeps only bindings whose external IP passes `keep`.
-    pub fn retain_ips(&mut self, keep: impl Fn(Ipv4Addr) -> bool) {
+    /// Keeps only bindings whose connection and external IP pass `keep`.
+    pub fn retain(&mut self, keep: impl Fn(&Flow, Ipv4Addr) -> bool) {
         let dead: Vec<Flow> = self
             .conns
             .iter()
-            .filter(|(_, c)| !keep(c.ext.ip))
+            .filter(|(f, c)| !keep(f, c.ext.ip))
             .map(|(f, _)| *f)
             .collect();
         for f in &dead {
@@ -394,6 +397,7 @@ mod tests {
 
     fn flow(port: u16) -> Flow {
         Flow {
+            router: 0,
             proto: UDP,
             inside: Ipv4Addr::new(10, 0, 0, 5),
             inside_port: port,
@@ -434,6 +438,35 @@ mod tests {
         // Expiry frees ports.
         assert_eq!(tb.expire(t(121)), None);
         assert_eq!(tb.outbound(t(121), flow(6), ip, Seg::default()), Some(2000));
+    }
+
+    #[test]
+    fn routers_with_the_same_inside_flow_get_separate_bindings() {
+        let mut tb = Table::new();
+        let (ip_a, ip_b) = (
+            Ipv4Addr::new(203, 0, 113, 10),
+            Ipv4Addr::new(203, 0, 113, 20),
+        );
+        let a = flow(4000);
+        let b = Flow { router: 1, ..a };
+        assert_eq!(tb.outbound(t(0), a, ip_a, Seg::default()), Some(4000));
+        assert_eq!(tb.outbound(t(0), b, ip_b, Seg::default()), Some(4000));
+        // Neither evicted the other.
+        assert_eq!(tb.outbound(t(1), a, ip_a, Seg::default()), Some(4000));
+        assert_eq!(tb.len(), 2);
+        let back = |tb: &mut Table, ip| {
+            let m = Mapped {
+                proto: UDP,
+                ip,
+                port: 4000,
+            };
+            tb.inbound(t(2), m, a.remote, a.remote_port, Seg::default())
+        };
+        assert_eq!(back(&mut tb, ip_a), Some(a));
+        assert_eq!(back(&mut tb, ip_b), Some(b));
+        tb.retain(|f, _| f.router != 1);
+        assert_eq!(tb.len(), 1);
+        assert_eq!(back(&mut tb, ip_b), None);
     }
 
     #[test]
