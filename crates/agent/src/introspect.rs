@@ -67,6 +67,7 @@ fn vif_type(a: &Attachment) -> &'static str {
         Attachment::Vrouter { .. } => "vrouter",
         Attachment::Ovs { .. } => "ovs",
         Attachment::HwVeb { .. } => "hw_veb",
+        Attachment::Router { .. } => "other",
     }
 }
 
@@ -175,6 +176,7 @@ impl NodeAgent {
                     Attachment::Ovs { vlan, .. } | Attachment::HwVeb { vlan, .. } => {
                         (Some(*vlan), None)
                     }
+                    Attachment::Router { vni, .. } => (None, Some(*vni)),
                 };
                 out.push(InterfaceState {
                     port_id: id.clone(),

@@ -176,11 +176,73 @@ fn security(
     })
 }
 
+/// The pipeline update that removes a router-level gateway item.
+fn remove_router_item(item: &Item) -> Option<gateway::Update> {
+    match item {
+        Item::Snat { external_ip, .. } => Some(gateway::Update::RemoveSnat {
+            external_ip: *external_ip,
+        }),
+        Item::FloatingIp { external_ip, .. } => Some(gateway::Update::RemoveFloatingIp {
+            external_ip: *external_ip,
+        }),
+        Item::Route {
+            router,
+            destination,
+            prefix_len,
+            ..
+        } => Some(gateway::Update::RemoveRoute {
+            router: router.clone(),
+            destination: *destination,
+            prefix_len: *prefix_len,
+        }),
+        _ => None,
+    }
+}
+
+/// The pipeline update that installs a router-level gateway item.
+fn add_router_item(item: &Item) -> Option<gateway::Update> {
+    match item {
+        Item::Snat {
+            external_ip,
+            interfaces,
+            ..
+        } => Some(gateway::Update::Snat(gateway::Snat {
+            router_interface_ids: interfaces.clone(),
+            external_ip: *external_ip,
+        })),
+        Item::FloatingIp {
+            external_ip,
+            internal_ip,
+            interface,
+            ..
+        } => Some(gateway::Update::FloatingIp(gateway::FloatingIp {
+            external_ip: *external_ip,
+            internal_ip: *internal_ip,
+            router_interface_id: interface.clone(),
+        })),
+        Item::Route {
+            router,
+            destination,
+            prefix_len,
+            nexthop,
+        } => Some(gateway::Update::Route {
+            router: router.clone(),
+            destination: *destination,
+            prefix_len: *prefix_len,
+            nexthop: *nexthop,
+        }),
+        _ => None,
+    }
+}
+
 /// Order of application within one version: containers first, contents after;
 /// removals of contents before removals of containers.
 fn rank(key: &str) -> u8 {
     if key.starts_with("net/") || key.starts_with("bd/") {
         0
+    } else if key.starts_with("snat/") || key.starts_with("fip/") || key.starts_with("route/") {
+        // A router's NAT and routes name its interfaces.
+        2
     } else {
         1
     }
@@ -568,9 +630,14 @@ impl NodeAgent {
                 out.push(gateway::Update::RemoveBridgeDomain {
                     vni: vni.parse().map_err(|_| "bad vni")?,
                 });
+            } else if let Some(id) = k.strip_prefix("rif/") {
+                out.push(gateway::Update::RemoveRouterInterface { id: id.to_string() });
+            } else if let Some(old) = self.items.get(k) {
+                out.extend(remove_router_item(old));
             }
         }
-        for (_, item) in ups {
+        for (key, item) in ups {
+            let key: &str = key.as_str();
             match item {
                 Item::BridgeDomain {
                     vni, vlan, flood, ..
@@ -604,6 +671,33 @@ impl NodeAgent {
                         mac: mac(m)?,
                         lease: l.clone(),
                     }));
+                }
+                Item::RouterInterface {
+                    router,
+                    vni,
+                    ip,
+                    prefix_len,
+                    mac: m,
+                } => {
+                    let id = key.strip_prefix("rif/").unwrap_or(key).to_string();
+                    out.push(gateway::Update::RouterInterface(gateway::RouterInterface {
+                        id,
+                        router: router.clone(),
+                        vni: *vni,
+                        ip: *ip,
+                        prefix_len: *prefix_len,
+                        mac: mac(m)?,
+                    }));
+                }
+                Item::Snat { .. } | Item::FloatingIp { .. } | Item::Route { .. } => {
+                    // Keyed by address in the pipeline: a changed address
+                    // replaces the old rule rather than adding a second one.
+                    if let Some(old) = self.items.get(key)
+                        && old != *item
+                    {
+                        out.extend(remove_router_item(old));
+                    }
+                    out.extend(add_router_item(item));
                 }
                 other => return Err(format!("a gateway cannot run {other:?}")),
             }

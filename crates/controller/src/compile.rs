@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use switchyard_model::{Change, Kind, State};
-use switchyard_proto::{Delta, Item, Role};
+use switchyard_proto::{Attachment, Delta, Item, Role};
 
 use crate::facts::{NodeFacts, PortFacts, Side, node_facts, port_facts};
 
@@ -41,6 +41,8 @@ struct Net {
     vrouters: BTreeMap<String, usize>,
     /// (physnet, vlan) -> VLAN-side ports
     vlans: BTreeMap<(String, u16), usize>,
+    /// Router interfaces in the network (they need its bridge domain on the gateway).
+    rifs: usize,
 }
 
 /// How a batch changed the node set.
@@ -71,6 +73,12 @@ pub struct Compiler {
     /// is new, and tracking them one by one would only cost time.
     untracked: bool,
     ports: HashMap<String, PortFacts>,
+    /// Each router's gateway items (SNAT, floating IPs, routes) and the node
+    /// they are on, as last compiled.
+    routers: HashMap<String, (String, BTreeMap<String, Item>)>,
+    /// Which router each router port and floating IP belonged to at the last
+    /// compile, so a deletion finds the router to recompile.
+    router_of: HashMap<String, String>,
     nets: HashMap<u32, Net>,
     pub last: Stats,
 }
@@ -91,6 +99,10 @@ impl Compiler {
         c.untracked = true;
         for id in st.ports.keys() {
             c.refresh_port(st, id);
+        }
+        let routers: Vec<String> = st.routers.keys().cloned().collect();
+        for r in &routers {
+            c.refresh_router(st, r);
         }
         c.untracked = false;
         // Every node with state starts at version 1: what a snapshot carries.
@@ -202,7 +214,19 @@ impl Compiler {
         vr_vteps.sort();
         for (gw, _) in gws {
             // One bridge domain per network: the VLAN of its (first) physnet.
+            let rifs = self.nets.get(&vni).map_or(0, |n| n.rifs);
             match vlans.first() {
+                // Routed but VLAN-less: a domain on the overlay side only.
+                None if rifs > 0 => self.put(
+                    &gw,
+                    format!("bd/{vni}"),
+                    Item::BridgeDomain {
+                        vni,
+                        vlan: 0,
+                        physnet: String::new(),
+                        flood: vr_vteps.clone(),
+                    },
+                ),
                 Some((physnet, vlan)) => self.put(
                     &gw,
                     format!("bd/{vni}"),
@@ -225,6 +249,7 @@ impl Compiler {
             return;
         };
         self.del(&p.host, &format!("iface/{id}"));
+        self.del(&p.host, &format!("rif/{id}"));
         let Some(vni) = p.vni else { return };
         let mut flood_changed = false;
         let (members, others): (Vec<String>, Vec<String>) = {
@@ -232,6 +257,10 @@ impl Compiler {
                 return;
             };
             net.ports.remove(id);
+            if matches!(p.attachment, Attachment::Router { .. }) {
+                net.rifs = net.rifs.saturating_sub(1);
+                flood_changed = true;
+            }
             match &p.side {
                 Side::Overlay => {
                     if let Some(c) = net.vrouters.get_mut(&p.host) {
@@ -265,7 +294,9 @@ impl Compiler {
             }
         }
         for (gw, _) in self.gateways() {
-            self.del(&gw, &key);
+            if gw != p.host {
+                self.del(&gw, &key);
+            }
             if let Side::Vlan { vlan, .. } = &p.side {
                 self.del(&gw, &format!("dhcp/{vlan}/{}", p.mac));
             }
@@ -290,6 +321,34 @@ impl Compiler {
 
     fn add_port(&mut self, p: PortFacts) {
         let id = p.port_id.clone();
+        if let (
+            Attachment::Router {
+                vni,
+                router,
+                prefix_len,
+            },
+            Some(ip),
+        ) = (&p.attachment, p.ips.first())
+        {
+            self.put(
+                &p.host,
+                format!("rif/{id}"),
+                Item::RouterInterface {
+                    router: router.clone(),
+                    vni: *vni,
+                    ip: *ip,
+                    prefix_len: *prefix_len,
+                    mac: p.mac.clone(),
+                },
+            );
+        } else {
+            self.put_iface(&p);
+        }
+        self.place_port(p);
+    }
+
+    fn put_iface(&mut self, p: &PortFacts) {
+        let id = p.port_id.clone();
         self.put(
             &p.host,
             format!("iface/{id}"),
@@ -304,6 +363,11 @@ impl Compiler {
                 lease: p.lease.clone(),
             },
         );
+    }
+
+    /// Joins a port to its network: remote entries, DHCP, flood lists.
+    fn place_port(&mut self, p: PortFacts) {
+        let id = p.port_id.clone();
         let Some(vni) = p.vni else {
             self.ports.insert(id, p);
             return;
@@ -315,7 +379,10 @@ impl Compiler {
         let (joined, new_vlan, others) = {
             net.ports.insert(id.clone());
             let mut joined = false;
-            let mut new_vlan = false;
+            let mut new_vlan = matches!(p.attachment, Attachment::Router { .. });
+            if new_vlan {
+                net.rifs += 1;
+            }
             match &p.side {
                 Side::Overlay if overlay_here => {
                     let c = net.vrouters.entry(p.host.clone()).or_default();
@@ -345,7 +412,7 @@ impl Compiler {
                 }
             }
             for (gw, _) in self.gateways() {
-                if p.side == Side::Overlay {
+                if p.side == Side::Overlay && gw != p.host {
                     self.put(&gw, key.clone(), item.clone());
                 }
             }
@@ -425,6 +492,131 @@ impl Compiler {
             if let Some(n) = self.nodes.get_mut(&h) {
                 n.forget.insert(p.mac.clone());
             }
+        }
+    }
+
+    // ---- routers ---------------------------------------------------------------
+
+    /// A router's gateway items as the model has them now: SNAT to its
+    /// gateway address, its floating IPs, its extra routes; all on the gateway
+    /// node it is placed on, naming its compiled interfaces.
+    fn router_items(&self, st: &State, rid: &str) -> (String, BTreeMap<String, Item>) {
+        let mut items = BTreeMap::new();
+        let Some(r) = st
+            .routers
+            .get(rid)
+            .filter(|r| self.role_of(&r.host) == Some(Role::Gateway))
+        else {
+            return (String::new(), items);
+        };
+        // (interface id, address, prefix) of every compiled interface on its node.
+        let rifs: Vec<(String, Ipv4Addr, u8)> = st
+            .router_interfaces(rid)
+            .into_iter()
+            .filter_map(|p| self.ports.get(&p.id))
+            .filter(|f| f.host == r.host)
+            .filter_map(|f| match &f.attachment {
+                Attachment::Router { prefix_len, .. } => f
+                    .ips
+                    .first()
+                    .map(|ip| (f.port_id.clone(), *ip, *prefix_len)),
+                _ => None,
+            })
+            .collect();
+        let rif_for = |ip: Ipv4Addr| {
+            rifs.iter()
+                .find(|(_, a, len)| crate::facts::same_prefix(*a, ip, *len))
+                .map(|(id, ..)| id.clone())
+        };
+        if let Some(g) = r.gateway.as_ref().filter(|g| g.enable_snat)
+            && let Some(ext) = st.ports.get(&g.port_id).and_then(|p| {
+                p.fixed_ips
+                    .iter()
+                    .find_map(|f| crate::facts::v4_of(&f.ip_address))
+            })
+        {
+            items.insert(
+                format!("snat/{rid}"),
+                Item::Snat {
+                    router: rid.to_string(),
+                    external_ip: ext,
+                    interfaces: rifs.iter().map(|(id, ..)| id.clone()).collect(),
+                },
+            );
+        }
+        for f in st
+            .floatingips
+            .values()
+            .filter(|f| f.router_id.as_deref() == Some(rid))
+        {
+            let (Some(ext), Some(inside)) = (
+                crate::facts::v4_of(&f.floating_ip_address),
+                f.fixed_ip_address.as_ref().and_then(crate::facts::v4_of),
+            ) else {
+                continue;
+            };
+            if let Some(iface) = rif_for(inside) {
+                items.insert(
+                    format!("fip/{ext}"),
+                    Item::FloatingIp {
+                        router: rid.to_string(),
+                        external_ip: ext,
+                        internal_ip: inside,
+                        interface: iface,
+                    },
+                );
+            }
+        }
+        for rt in &r.routes {
+            // The gateway routes via next hops on its interfaces' subnets; a
+            // next hop on the external subnet is not realised (yet).
+            let (ipnet::IpNet::V4(dest), std::net::IpAddr::V4(nh)) = (rt.destination, rt.nexthop)
+            else {
+                continue;
+            };
+            if rif_for(nh).is_some() {
+                items.insert(
+                    format!("route/{rid}/{}/{}", dest.network(), dest.prefix_len()),
+                    Item::Route {
+                        router: rid.to_string(),
+                        destination: dest.network(),
+                        prefix_len: dest.prefix_len(),
+                        nexthop: nh,
+                    },
+                );
+            }
+        }
+        (r.host.clone(), items)
+    }
+
+    /// Recompiles one router's gateway items, moving them if it moved.
+    pub fn refresh_router(&mut self, st: &State, rid: &str) {
+        let (host, items) = self.router_items(st, rid);
+        let (old_host, old) = self.routers.remove(rid).unwrap_or_default();
+        for k in old.keys() {
+            if old_host != host || !items.contains_key(k) {
+                self.del(&old_host, k);
+            }
+        }
+        for (k, v) in &items {
+            self.put(&host, k.clone(), v.clone());
+        }
+        self.router_of.retain(|_, r| r != rid);
+        if let Some(r) = st.routers.get(rid) {
+            for p in st.device_ports(rid) {
+                self.router_of.insert(p.id.clone(), rid.to_string());
+            }
+            let _ = r;
+            for f in st
+                .floatingips
+                .values()
+                .filter(|f| f.router_id.as_deref() == Some(rid))
+            {
+                self.router_of.insert(f.id.clone(), rid.to_string());
+            }
+        }
+        if !items.is_empty() || !old.is_empty() {
+            self.routers.insert(rid.to_string(), (host, items));
         }
     }
 
@@ -520,12 +712,45 @@ impl Compiler {
             for id in &ids {
                 self.refresh_port(st, id);
             }
+            let routers: Vec<String> = self
+                .routers
+                .keys()
+                .cloned()
+                .chain(st.routers.keys().cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for r in &routers {
+                self.refresh_router(st, r);
+            }
         } else {
             let mut ports: BTreeSet<String> = BTreeSet::new();
+            let mut routers: BTreeSet<String> = BTreeSet::new();
             for (kind, id, rec) in changes {
                 match kind {
                     Kind::Port => {
                         ports.insert(id.clone());
+                        if let Some(switchyard_model::Record::Port(p)) = rec
+                            && p.device_owner.starts_with("network:router")
+                        {
+                            routers.insert(p.device_id.clone());
+                        }
+                        if let Some(r) = self.router_of.get(id) {
+                            routers.insert(r.clone());
+                        }
+                    }
+                    Kind::Router => {
+                        routers.insert(id.clone());
+                    }
+                    Kind::FloatingIp => {
+                        if let Some(switchyard_model::Record::FloatingIp(f)) = rec
+                            && let Some(r) = &f.router_id
+                        {
+                            routers.insert(r.clone());
+                        }
+                        if let Some(r) = self.router_of.get(id) {
+                            routers.insert(r.clone());
+                        }
                     }
                     // Subnets (DHCP data), networks (MTU) and segments affect every port on them.
                     Kind::Subnet | Kind::Network | Kind::Segment => {
@@ -541,13 +766,15 @@ impl Compiler {
                             ports.extend(st.network_port_ids(&n).cloned());
                         }
                     }
-                    // Routers and floating IPs are not compiled yet: their
-                    // ports (interfaces, gateway) are not realised on nodes.
-                    Kind::Agent | Kind::Router | Kind::FloatingIp => {}
+                    Kind::Agent => {}
                 }
             }
             for id in ports {
                 self.refresh_port(st, &id);
+            }
+            // After the ports: a router's items name its compiled interfaces.
+            for r in routers {
+                self.refresh_router(st, &r);
             }
         }
         self.cut()

@@ -57,6 +57,20 @@ pub fn node_facts(a: &Agent) -> Option<NodeFacts> {
     })
 }
 
+/// Whether `b` is in `a`'s /`len` prefix.
+pub fn same_prefix(a: Ipv4Addr, b: Ipv4Addr, len: u8) -> bool {
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    };
+    u32::from(a) & mask == u32::from(b) & mask
+}
+
+pub fn v4_of(ip: &IpAddr) -> Option<Ipv4Addr> {
+    v4(ip)
+}
+
 fn v4(ip: &IpAddr) -> Option<Ipv4Addr> {
     match ip {
         IpAddr::V4(a) => Some(*a),
@@ -112,6 +126,23 @@ pub fn port_facts(st: &State, p: &Port) -> Option<PortFacts> {
                 }
             };
             (Side::Vlan { physnet, vlan }, att)
+        }
+        // A router interface on the gateway node the router is placed on.
+        "other" if p.device_owner == switchyard_model::OWNER_ROUTER_INTERFACE => {
+            let prefix_len = p
+                .fixed_ips
+                .iter()
+                .find(|f| f.ip_address.is_ipv4())
+                .and_then(|f| st.subnets.get(&f.subnet_id))
+                .map(|s| s.cidr.prefix_len())?;
+            (
+                Side::Overlay,
+                Attachment::Router {
+                    vni: top.segmentation_id?,
+                    router: p.device_id.clone(),
+                    prefix_len,
+                },
+            )
         }
         _ => return None,
     };

@@ -8,7 +8,8 @@
 //! maps them to its local devices (TAP, VF, OVS port).
 //!
 //! Keys: `net/{vni}`, `iface/{port_id}`, `remote/{vni}/{mac}`, `bd/{vni}`,
-//! `dhcp/{vlan}/{mac}`. MACs are lowercase `aa:bb:cc:dd:ee:ff` strings.
+//! `dhcp/{vlan}/{mac}`, and on gateways `rif/{port_id}`, `snat/{router}`,
+//! `fip/{external_ip}`, `route/{router}/{destination}/{prefix_len}`. MACs are lowercase `aa:bb:cc:dd:ee:ff` strings.
 
 pub mod introspect;
 
@@ -72,6 +73,13 @@ pub enum Attachment {
     Ovs { vlan: u16, physnet: String },
     /// An SR-IOV VF with the VLAN set on it.
     HwVeb { vlan: u16, physnet: String },
+    /// A router interface on the gateway node: the subnet's gateway address
+    /// in the network's bridge domain, routed in `router`'s domain.
+    Router {
+        vni: u32,
+        router: String,
+        prefix_len: u8,
+    },
 }
 
 /// An allowed address pair: a prefix usable from a MAC.
@@ -120,6 +128,37 @@ pub enum Item {
         vlan: u16,
         mac: String,
         lease: Lease,
+    },
+    /// Gateway: a router interface (`rif/{port_id}`) owning `ip` in the
+    /// network's bridge domain; interfaces of one `router` route together.
+    RouterInterface {
+        router: String,
+        vni: u32,
+        ip: Ipv4Addr,
+        prefix_len: u8,
+        mac: String,
+    },
+    /// Gateway: source NAT of a router's interfaces to its gateway address
+    /// (`snat/{router}`).
+    Snat {
+        router: String,
+        external_ip: Ipv4Addr,
+        interfaces: Vec<String>,
+    },
+    /// Gateway: a floating IP (`fip/{external_ip}`), 1:1 with `internal_ip`
+    /// behind router interface `interface`.
+    FloatingIp {
+        router: String,
+        external_ip: Ipv4Addr,
+        internal_ip: Ipv4Addr,
+        interface: String,
+    },
+    /// Gateway: an extra route of a router (`route/{router}/{destination}/{prefix_len}`).
+    Route {
+        router: String,
+        destination: Ipv4Addr,
+        prefix_len: u8,
+        nexthop: Ipv4Addr,
     },
 }
 
