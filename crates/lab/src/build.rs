@@ -79,7 +79,9 @@ pub fn build_with(
                     .as_deref()
                     .and_then(parse_prefix)
                     .ok_or_else(|| bad("hosts"))?;
-                Element::Internet(Internet::new(node_mac(i), ip, hosts))
+                let mut inet = Internet::new(node_mac(i), ip, hosts);
+                inet.port = n.external_port.unwrap_or(1);
+                Element::Internet(inet)
             }
             Role::Gateway => {
                 let trunk = n.trunk_port.ok_or_else(|| bad("trunk_port"))?;

@@ -76,7 +76,7 @@ impl Env {
         (nid, s["subnet"]["id"].as_str().expect("id").to_string())
     }
 
-    async fn vm(&self, net: &str, name: &str, host: &str, vnic: &str) -> Ipv4Addr {
+    async fn vm(&self, net: &str, name: &str, host: &str, vnic: &str) -> (String, Ipv4Addr) {
         let p = self
             .ok(
                 reqwest::Method::POST,
@@ -85,18 +85,43 @@ impl Env {
                     "device_owner": "compute:nova", "device_id": name}}),
             )
             .await;
-        let id = p["port"]["id"].as_str().expect("id");
+        let id = p["port"]["id"].as_str().expect("id").to_string();
         self.ok(
             reqwest::Method::POST,
             "/switchyard/v1/lab/guests",
             json!({"guest": {"name": name, "port_id": id}}),
         )
         .await;
-        self.live
+        let ip = self
+            .live
             .hypervisor()
             .wait_for_address(name, StdDuration::from_secs(20))
             .await
-            .expect("DHCP")
+            .expect("DHCP");
+        (id, ip)
+    }
+
+    /// Pings from a host on the internet until it answers; false if it never does.
+    async fn internet_reaches(&self, to: Ipv4Addr, within: StdDuration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (s, v) = self
+                .call(
+                    reqwest::Method::POST,
+                    "/switchyard/v1/lab/internet/ping",
+                    Some(
+                        json!({"ping": {"target": to.to_string(), "count": 3, "interval_ms": 20}}),
+                    ),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            if v["ping"]["answered"] == 3 {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+        }
     }
 
     /// Pings until a path answers (ARP warm-up), then counts a clean run.
@@ -165,9 +190,9 @@ async fn router_snat_and_inter_network_routing_across_backends() {
         .await;
 
     let _ovs = env.vm(&net_a, "vm-ovs", "compute-1", "normal").await;
-    let vr = env.vm(&net_a, "vm-vrouter", "compute-2", "normal").await;
+    let (vr_port, vr) = env.vm(&net_a, "vm-vrouter", "compute-2", "normal").await;
     let _sriov = env.vm(&net_a, "vm-sriov", "compute-3", "direct").await;
-    let b4 = env.vm(&net_b, "vm-b", "compute-4", "normal").await;
+    let (_, b4) = env.vm(&net_b, "vm-b", "compute-4", "normal").await;
 
     let internet: Ipv4Addr = "198.51.100.7".parse().expect("ip");
     for g in ["vm-ovs", "vm-vrouter", "vm-sriov", "vm-b"] {
@@ -212,6 +237,41 @@ async fn router_snat_and_inter_network_routing_across_backends() {
     assert!(
         env.reaches("vm-ovs", internet).await,
         "net-a still goes out"
+    );
+
+    // A floating IP on the vRouter guest is reachable from the internet, and
+    // only while it exists.
+    let fip = env
+        .ok(
+            reqwest::Method::POST,
+            "/v2.0/floatingips",
+            json!({"floatingip": {"floating_network_id": pid, "port_id": vr_port}}),
+        )
+        .await;
+    assert_eq!(fip["floatingip"]["status"], "ACTIVE", "{fip}");
+    let fid = fip["floatingip"]["id"].as_str().expect("id").to_string();
+    let faddr: Ipv4Addr = fip["floatingip"]["floating_ip_address"]
+        .as_str()
+        .expect("addr")
+        .parse()
+        .expect("v4");
+    assert!(
+        env.internet_reaches(faddr, StdDuration::from_secs(8)).await,
+        "the internet reaches {faddr} -> {vr}"
+    );
+    let (s, _) = env
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v2.0/floatingips/{fid}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    assert!(
+        !env.internet_reaches(faddr, StdDuration::from_millis(500))
+            .await,
+        "the mapping is gone"
     );
     env.live.shutdown().await;
 }

@@ -338,6 +338,56 @@ impl Hypervisor {
         Ok(g.stop_ping().map(|p| PingReport::of(name, &p)))
     }
 
+    /// Pings `target` from a host behind the lab's internet node (the first
+    /// address of its hosts range), as a client on the internet reaching a
+    /// floating IP would; waits like [`Hypervisor::ping`].
+    pub async fn internet_ping(
+        &self,
+        target: Ipv4Addr,
+        count: u16,
+        interval: Duration,
+        grace: Duration,
+    ) -> Result<PingReport, HypervisorError> {
+        let no_internet = || {
+            HypervisorError::Lab(
+                "internet".into(),
+                "the topology has no internet node".into(),
+            )
+        };
+        let until = {
+            let mut lab = self.lab();
+            let now = lab.now;
+            let name = lab
+                .node_names()
+                .into_iter()
+                .find(|n| *n == "internet")
+                .map(str::to_string)
+                .ok_or_else(no_internet)?;
+            let inet = lab.internet_mut(&name).ok_or_else(no_internet)?;
+            let from = Ipv4Addr::from(u32::from(inet.hosts.0) | 1);
+            inet.start_ping(from, target, interval, count, now);
+            now + interval * u32::from(count) + grace
+        };
+        let real_limit = tokio::time::Instant::now()
+            + StdDuration::from_micros((interval * u32::from(count) + grace).total_micros() * 4)
+            + StdDuration::from_secs(5);
+        loop {
+            {
+                let mut lab = self.lab();
+                let now = lab.now;
+                let inet = lab.internet_mut("internet").ok_or_else(no_internet)?;
+                let done = inet.ping().is_some_and(|p| {
+                    p.sent() == usize::from(count) && p.answered() == usize::from(count)
+                });
+                if done || now >= until || tokio::time::Instant::now() >= real_limit {
+                    let p = inet.stop_ping().ok_or_else(no_internet)?;
+                    return Ok(PingReport::of("internet", &p));
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Pings `target` `count` times from inside a guest and waits (on the
     /// lab's clock) for the last reply or `grace` after the last request.
     pub async fn ping(

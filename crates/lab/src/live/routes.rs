@@ -49,6 +49,7 @@ pub fn router(hyp: Hypervisor, app: App) -> Router {
         .route("/switchyard/v1/lab/guests", get(list).post(create))
         .route("/switchyard/v1/lab/guests/{name}", get(show).delete(delete))
         .route("/switchyard/v1/lab/guests/{name}/ping", post(ping))
+        .route("/switchyard/v1/lab/internet/ping", post(internet_ping))
         .method_not_allowed_fallback(not_allowed)
         .with_state(Ctx { hyp, app })
 }
@@ -200,10 +201,15 @@ async fn create_inner(c: &Ctx, body: &Bytes) -> Result<Response, NeutronError> {
 }
 
 async fn ping(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
-    result(ping_inner(&c, &name, &body).await)
+    result(ping_inner(&c, Some(&name), &body).await)
 }
 
-async fn ping_inner(c: &Ctx, name: &str, body: &Bytes) -> Result<Response, NeutronError> {
+async fn internet_ping(State(c): State<Ctx>, body: Bytes) -> Response {
+    result(ping_inner(&c, None, &body).await)
+}
+
+/// A ping run from a guest, or (`name` None) from a host on the internet.
+async fn ping_inner(c: &Ctx, name: Option<&str>, body: &Bytes) -> Result<Response, NeutronError> {
     let p = member(body, "ping")?;
     only(&p, &["target", "count", "interval_ms"])?;
     let target: Ipv4Addr = string(&p, "target")?
@@ -222,22 +228,23 @@ async fn ping_inner(c: &Ctx, name: &str, body: &Bytes) -> Result<Response, Neutr
             "'target' must be a unicast address, not {target}"
         )));
     }
-    // A guest booted a moment ago may still be in DHCP: give it time, as a
-    // user running ping in a fresh VM would.
-    c.hyp
-        .wait_for_address(name, StdDuration::from_secs(ADDRESS_WAIT_S))
-        .await
-        .map_err(|e| hyp_error(&e))?;
-    let report = c
-        .hyp
-        .ping(
-            name,
-            target,
-            u16::try_from(count).unwrap_or(u16::MAX),
-            Duration::from_millis(interval),
-            Duration::from_millis(1000),
-        )
-        .await
-        .map_err(|e| hyp_error(&e))?;
+    let (count, interval, grace) = (
+        u16::try_from(count).unwrap_or(u16::MAX),
+        Duration::from_millis(interval),
+        Duration::from_millis(1000),
+    );
+    let report = match name {
+        Some(name) => {
+            // A guest booted a moment ago may still be in DHCP: give it time,
+            // as a user running ping in a fresh VM would.
+            c.hyp
+                .wait_for_address(name, StdDuration::from_secs(ADDRESS_WAIT_S))
+                .await
+                .map_err(|e| hyp_error(&e))?;
+            c.hyp.ping(name, target, count, interval, grace).await
+        }
+        None => c.hyp.internet_ping(target, count, interval, grace).await,
+    }
+    .map_err(|e| hyp_error(&e))?;
     Ok(reply(200, json!({ "ping": report })))
 }
