@@ -111,8 +111,7 @@ pub const EXTENSIONS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The L3 extensions, listed only while the L3 API is served
-/// (`experimental_l3_api`). Names and descriptions are neutron-lib's.
+/// The L3 extensions (names and descriptions are neutron-lib's).
 pub const L3_EXTENSIONS: &[(&str, &str, &str)] = &[
     (
         "ext-gw-mode",
@@ -138,25 +137,24 @@ pub const L3_EXTENSIONS: &[(&str, &str, &str)] = &[
 
 const UPDATED: &str = "2026-11-01T00:00:00-00:00";
 
-pub fn extension(alias: &str, l3: bool) -> Option<Value> {
-    let l3s: &[(&str, &str, &str)] = if l3 { L3_EXTENSIONS } else { &[] };
+pub fn extension(alias: &str) -> Option<Value> {
     EXTENSIONS
         .iter()
-        .chain(l3s)
+        .chain(L3_EXTENSIONS)
         .find(|(a, _, _)| *a == alias)
         .map(|(a, n, d)| {
             json!({"alias": a, "name": n, "description": d, "updated": UPDATED, "links": []})
         })
 }
 
-pub fn extensions(l3: bool) -> Value {
-    let l3s: &[(&str, &str, &str)] = if l3 { L3_EXTENSIONS } else { &[] };
-    let mut aliases: Vec<&str> = EXTENSIONS.iter().chain(l3s).map(|(a, _, _)| *a).collect();
-    aliases.sort_unstable();
-    let list: Vec<Value> = aliases
-        .into_iter()
-        .filter_map(|a| extension(a, l3))
+pub fn extensions() -> Value {
+    let mut aliases: Vec<&str> = EXTENSIONS
+        .iter()
+        .chain(L3_EXTENSIONS)
+        .map(|(a, _, _)| *a)
         .collect();
+    aliases.sort_unstable();
+    let list: Vec<Value> = aliases.into_iter().filter_map(extension).collect();
     json!({ "extensions": list })
 }
 

@@ -95,13 +95,6 @@ const RESOURCES: [Res; 7] = [
     },
 ];
 
-/// Whether the L3 API is served (see `Ml2Config::experimental_l3_api`).
-fn l3_enabled(app: &App) -> bool {
-    app.shared
-        .read(|ml2, _| Ok(ml2.settings.experimental_l3_api))
-        .unwrap_or(false)
-}
-
 struct Req {
     method: Method,
     uri: Uri,
@@ -191,23 +184,16 @@ fn route(app: &App, req: &Req) -> Response {
         [] if m == Method::GET => Ok(http::json(200, meta::versions(&req.base))),
         [] => return http::method_not_allowed(),
         ["v2.0"] if m == Method::GET => Ok(http::json(200, meta::index(&req.base))),
-        ["v2.0", "extensions"] if m == Method::GET => {
-            Ok(http::json(200, meta::extensions(l3_enabled(app))))
-        }
-        ["v2.0", "extensions", alias] if m == Method::GET => {
-            meta::extension(alias, l3_enabled(app))
-                .map(|e| http::json(200, json!({ "extension": e })))
-                .ok_or_else(|| {
-                    NeutronError::not_found(
-                        "HTTPNotFound",
-                        format!("Extension with alias {alias} does not exist"),
-                    )
-                })
-        }
-        ["v2.0", coll, rest @ ..] => match RESOURCES.iter().find(|r| {
-            r.collection == *coll
-                && (!matches!(r.kind, Kind::Router | Kind::FloatingIp) || l3_enabled(app))
-        }) {
+        ["v2.0", "extensions"] if m == Method::GET => Ok(http::json(200, meta::extensions())),
+        ["v2.0", "extensions", alias] if m == Method::GET => meta::extension(alias)
+            .map(|e| http::json(200, json!({ "extension": e })))
+            .ok_or_else(|| {
+                NeutronError::not_found(
+                    "HTTPNotFound",
+                    format!("Extension with alias {alias} does not exist"),
+                )
+            }),
+        ["v2.0", coll, rest @ ..] => match RESOURCES.iter().find(|r| r.collection == *coll) {
             Some(res) => resource(app, req, res, rest),
             None => Err(NeutronError::no_route()),
         },

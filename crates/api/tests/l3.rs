@@ -1,6 +1,5 @@
 //! The L3 API (routers, interfaces, gateways, extra routes, floating IPs)
-//! over real HTTP, with Neutron's shapes, statuses and error types. It is
-//! served only with `experimental_l3_api` until gateway nodes realise it.
+//! over real HTTP, with Neutron's shapes, statuses and error types.
 
 mod common;
 
@@ -9,28 +8,13 @@ use serde_json::{Value, json};
 use switchyard_ml2::Ml2Config;
 
 fn l3() -> Ml2Config {
-    Ml2Config {
-        experimental_l3_api: true,
-        ..Default::default()
-    }
+    Ml2Config::default()
 }
 
 async fn count(s: &Server, coll: &str) -> usize {
     s.get(&format!("/v2.0/{coll}")).await.body[coll]
         .as_array()
         .map_or(0, Vec::len)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn l3_urls_are_404_and_unlisted_unless_enabled() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = Server::start(dir.path()).await;
-    assert_eq!(s.get("/v2.0/routers").await.status, 404);
-    assert_eq!(s.get("/v2.0/floatingips").await.status, 404);
-    let ext = s.get("/v2.0/extensions").await.body.to_string();
-    assert!(!ext.contains("\"router\""), "{ext}");
-    assert_eq!(s.get("/v2.0/extensions/router").await.status, 404);
-    s.stop().await;
 }
 
 /// An external network `public` (flat) with 203.0.113.0/24, a project network
@@ -505,5 +489,65 @@ async fn l3_extensions_are_listed_once_when_enabled() {
     let mut sorted = aliases.clone();
     sorted.sort_unstable();
     assert_eq!(aliases, sorted);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_gateway_cannot_realise_is_refused_with_501() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start_with(dir.path(), l3()).await;
+    let (public, _, net, sub) = setup(&s).await;
+    let router = s
+        .create(
+            "routers",
+            "router",
+            json!({"external_gateway_info": {"network_id": public["id"]}}),
+        )
+        .await;
+    let rid = id(&router);
+    let v6 = s.subnet(&net, "2001:db8::/64").await;
+    let r = s
+        .put(
+            &format!("/v2.0/routers/{rid}/add_router_interface"),
+            json!({"subnet_id": v6["id"]}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (501, "NotImplementedError"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        s.get("/v2.0/ports?device_owner=network:router_interface")
+            .await
+            .body["ports"],
+        json!([]),
+        "nothing half-made"
+    );
+    let r = s
+        .put(
+            &format!("/v2.0/routers/{rid}/add_router_interface"),
+            json!({"subnet_id": sub["id"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // A next hop on the external subnet is valid for Neutron but not realisable here.
+    let r = s
+        .put(
+            &format!("/v2.0/routers/{rid}"),
+            json!({"router": {"routes": [{"destination": "192.168.50.0/24", "nexthop": "203.0.113.77"}]}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (501, "NotImplementedError"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        s.get(&format!("/v2.0/routers/{rid}")).await.body["router"]["routes"],
+        json!([])
+    );
     s.stop().await;
 }

@@ -1,8 +1,8 @@
 //! Routers through the API, realised on the gateway node of the running lab:
 //! guests on OVS, vRouter and SR-IOV nodes reach the internet through the
 //! router's SNAT, two networks joined by one router reach each other across
-//! backends, and removing the interface cuts that. (The L3 API is served with
-//! `experimental_l3_api` while this lands.)
+//! backends, removing the interface cuts that, and a floating IP is reached
+//! from the internet while it exists.
 
 use std::net::Ipv4Addr;
 use std::time::Duration as StdDuration;
@@ -24,10 +24,7 @@ impl Env {
             topology: Topology::reference().expect("reference"),
             bind: "127.0.0.1:0".into(),
             db: dir.path().join("switchyard.db"),
-            ml2: switchyard_ml2::Ml2Config {
-                experimental_l3_api: true,
-                ..Default::default()
-            },
+            ml2: Default::default(),
             project: "admin".into(),
             heartbeat: StdDuration::from_secs(30),
         })
@@ -150,24 +147,19 @@ impl Env {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_snat_and_inter_network_routing_across_backends() {
     let env = Env::start().await;
-    let public = env
+    // `public` comes with the lab: the gateway's external link, 203.0.113.0/24.
+    let nets = env
         .ok(
-            reqwest::Method::POST,
-            "/v2.0/networks",
-            json!({"network": {"name": "public", "router:external": true,
-                "provider:network_type": "flat", "provider:physical_network": "public"}}),
+            reqwest::Method::GET,
+            "/v2.0/networks?name=public",
+            Value::Null,
         )
         .await;
-    let pid = public["network"]["id"].as_str().expect("id").to_string();
-    // The upstream router is .1 and the gateway node itself .2: not allocatable.
-    env.ok(
-        reqwest::Method::POST,
-        "/v2.0/subnets",
-        json!({"subnet": {"network_id": pid, "ip_version": 4, "cidr": "203.0.113.0/24",
-            "gateway_ip": "203.0.113.1", "enable_dhcp": false,
-            "allocation_pools": [{"start": "203.0.113.10", "end": "203.0.113.250"}]}}),
-    )
-    .await;
+    let pid = nets["networks"][0]["id"]
+        .as_str()
+        .expect("public exists")
+        .to_string();
+    assert_eq!(nets["networks"][0]["router:external"], true);
     let (net_a, sub_a) = env.network("net-a", "10.10.0.0/24").await;
     let (net_b, sub_b) = env.network("net-b", "10.20.0.0/24").await;
     let r = env

@@ -19,10 +19,6 @@ pub struct Ml2Config {
     pub agent_down_time: u64,
     pub base_mac: String,
     pub global_physnet_mtu: u32,
-    /// Serves the L3 API (routers, floating IPs) although the controller does
-    /// not yet realise it on gateway nodes: for development and API tests
-    /// only. Off, those URLs answer 404 and the extensions are not listed.
-    pub experimental_l3_api: bool,
 }
 
 impl Default for Ml2Config {
@@ -44,7 +40,6 @@ impl Default for Ml2Config {
             agent_down_time: 75,
             base_mac: "fa:16:3e:00:00:00".into(),
             global_physnet_mtu: 1500,
-            experimental_l3_api: false,
         }
     }
 }
@@ -67,7 +62,6 @@ pub struct Settings {
     pub agent_down_time: u64,
     pub base_mac: [u8; 3],
     pub global_physnet_mtu: u32,
-    pub experimental_l3_api: bool,
 }
 
 pub const MAX_VLAN: u32 = 4094;
@@ -185,7 +179,6 @@ impl Ml2Config {
             agent_down_time: self.agent_down_time,
             base_mac: [mac.0[0], mac.0[1], mac.0[2]],
             global_physnet_mtu: self.global_physnet_mtu,
-            experimental_l3_api: self.experimental_l3_api,
         })
     }
 }

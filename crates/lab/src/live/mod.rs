@@ -143,6 +143,7 @@ impl LiveLab {
             opts,
         };
         live.serve(listener)?;
+        live.ensure_public_network()?;
         let hosts: Vec<String> = live.agents.keys().cloned().collect();
         for h in hosts {
             live.start_agent(&h)?;
@@ -166,6 +167,69 @@ impl LiveLab {
         });
         self.controller = Some(Controller { app, stop, task });
         Ok(())
+    }
+
+    /// Creates the external network `public` on the gateway's external link
+    /// (from the topology: its subnet, the upstream router as gateway IP, and
+    /// an allocation pool above both addresses) unless it exists.
+    fn ensure_public_network(&self) -> Result<(), LiveError> {
+        let Some(app) = self.app() else {
+            return Ok(());
+        };
+        let Some(gw) = self
+            .opts
+            .topology
+            .nodes
+            .iter()
+            .find(|n| n.role == crate::topology::Role::Gateway)
+        else {
+            return Ok(());
+        };
+        let (Some(ip), Some(hop)) = (gw.external_ip, gw.next_hop) else {
+            return Ok(());
+        };
+        let len = gw.external_prefix_len.unwrap_or(24).min(30);
+        let mask = u32::MAX << (32 - u32::from(len));
+        let net = std::net::Ipv4Addr::from(u32::from(ip) & mask);
+        let last = std::net::Ipv4Addr::from((u32::from(ip) | !mask) - 1);
+        let first = std::net::Ipv4Addr::from(u32::from(ip).max(u32::from(hop)) + 1);
+        let exists = app
+            .shared
+            .read(|_, st| {
+                Ok(st
+                    .networks
+                    .values()
+                    .any(|n| n.name == "public" && n.external))
+            })
+            .unwrap_or(true);
+        if exists || first > last {
+            return Ok(());
+        }
+        let obj = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        let ctx = switchyard_ml2::Ctx::admin(&self.opts.project, app.shared.clock.now());
+        app.shared
+            .write(
+                &ctx,
+                |ml2, st, ctx| {
+                    let id = switchyard_ml2::ops::networks::create(
+                        ml2,
+                        st,
+                        ctx,
+                        &obj(serde_json::json!({"name": "public", "router:external": true, "shared": false,
+                            "provider:network_type": "flat", "provider:physical_network": "public"})),
+                    )?;
+                    switchyard_ml2::ops::subnets::create(
+                        st,
+                        ctx,
+                        &obj(serde_json::json!({"network_id": id, "name": "public-subnet", "ip_version": 4,
+                            "cidr": format!("{net}/{len}"), "gateway_ip": hop.to_string(), "enable_dhcp": false,
+                            "allocation_pools": [{"start": first.to_string(), "end": last.to_string()}]})),
+                    )?;
+                    Ok(())
+                },
+                |_, _, ()| Ok(()),
+            )
+            .map_err(|e| LiveError::Topology(format!("creating the public network: {}", e.message)))
     }
 
     /// `http://ADDR` of the API.

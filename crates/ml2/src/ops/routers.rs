@@ -36,6 +36,14 @@ fn bad_router(msg: impl std::fmt::Display) -> NeutronError {
     NeutronError::bad_request("BadRequest", format!("Bad router request: {msg}."))
 }
 
+/// Neutron routes IPv6 too; the gateway node routes IPv4 only, so an IPv6
+/// interface would be accepted and never realised.
+fn ipv6_unsupported() -> NeutronError {
+    NeutronError::not_implemented(
+        "IPv6 router interfaces are not supported yet: the gateway routes IPv4 only.",
+    )
+}
+
 pub fn router_visible(ctx: &Ctx, r: &Router) -> bool {
     ctx.is_admin || r.std.project_id == ctx.project_id
 }
@@ -167,6 +175,12 @@ fn check_routes(st: &State, r: &Router, routes: &[Route]) -> Result<()> {
     }
     let subnets = connected_subnets(st, r);
     let own = router_ips(st, r);
+    let iface_subnets: Vec<&Subnet> = st
+        .router_interfaces(&r.id)
+        .into_iter()
+        .flat_map(|p| p.fixed_ips.iter())
+        .filter_map(|f| st.subnets.get(&f.subnet_id))
+        .collect();
     for rt in routes {
         let show =
             json!([{"destination": rt.destination.to_string(), "nexthop": rt.nexthop.to_string()}]);
@@ -183,6 +197,18 @@ fn check_routes(st: &State, r: &Router, routes: &[Route]) -> Result<()> {
                 "InvalidRoutes",
                 format!("Invalid format for routes: {show}, the nexthop is used by router"),
             ));
+        }
+        // Valid for Neutron, but the gateway node could not realise them.
+        if !rt.nexthop.is_ipv4() {
+            return Err(NeutronError::not_implemented(
+                "IPv6 extra routes are not supported yet: the gateway routes IPv4 only.",
+            ));
+        }
+        if !iface_subnets.iter().any(|s| s.cidr.contains(&rt.nexthop)) {
+            return Err(NeutronError::not_implemented(format!(
+                "Extra routes via the external network are not supported yet: next hop {} is not on one of the router's interface subnets.",
+                rt.nexthop
+            )));
         }
     }
     Ok(())
@@ -524,6 +550,9 @@ pub fn add_interface(
         if p.fixed_ips.is_empty() {
             return Err(bad_router("Router port must have at least one fixed IP"));
         }
+        if p.fixed_ips.iter().any(|f| f.ip_address.is_ipv6()) {
+            return Err(ipv6_unsupported());
+        }
         let v4: Vec<&str> = p
             .fixed_ips
             .iter()
@@ -560,6 +589,9 @@ pub fn add_interface(
             "Subnet for router interface must have a gateway IP",
         ));
     };
+    if s.ip_version == 6 {
+        return Err(ipv6_unsupported());
+    }
     let shared = st.networks.get(&s.network_id).is_some_and(|n| n.shared);
     if !ctx.is_admin && s.std.project_id != ctx.project_id && !shared {
         return Err(bad_router(format!(
