@@ -219,3 +219,23 @@ def uniq():
     """A short unique suffix for names, so tests never collide."""
     return uuid.uuid4().hex[:8]
 
+
+def _cleanup_network(conn, net_id):
+    for p in list(conn.network.ports(network_id=net_id)):
+        conn.network.delete_port(p, ignore_missing=True)
+    conn.network.delete_network(net_id, ignore_missing=True)
+
+
+@pytest.fixture
+def net_factory(conn, uniq):
+    made = []
+
+    def make(**kw):
+        kw.setdefault("name", f"compat-{uniq}-{len(made)}")
+        n = conn.network.create_network(**kw)
+        made.append(n.id)
+        return n
+
+    yield make
+    for nid in reversed(made):
+        _cleanup_network(conn, nid)

@@ -16,27 +16,6 @@ UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-def _cleanup_network(conn, net_id):
-    for p in list(conn.network.ports(network_id=net_id)):
-        conn.network.delete_port(p, ignore_missing=True)
-    conn.network.delete_network(net_id, ignore_missing=True)
-
-
-@pytest.fixture
-def net_factory(conn, uniq):
-    made = []
-
-    def make(**kw):
-        kw.setdefault("name", f"compat-{uniq}-{len(made)}")
-        n = conn.network.create_network(**kw)
-        made.append(n.id)
-        return n
-
-    yield make
-    for nid in reversed(made):
-        _cleanup_network(conn, nid)
-
-
 # --------------------------------------------------------------------------- networks
 
 
