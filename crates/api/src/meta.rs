@@ -124,6 +124,11 @@ pub const L3_EXTENSIONS: &[(&str, &str, &str)] = &[
         "Extra routes configuration for L3 router",
     ),
     (
+        "l3_agent_scheduler",
+        "L3 Agent Scheduler",
+        "Schedule routers among l3 agents",
+    ),
+    (
         "fip-port-details",
         "Floating IP Port Details Extension",
         "Add port_details attribute to Floating IP resource",

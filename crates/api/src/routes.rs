@@ -244,6 +244,8 @@ fn resource(app: &App, req: &Req, res: &Res, rest: &[&str]) -> Result<Response> 
             id,
             action @ ("add_router_interface" | "remove_router_interface"),
         ] if res.kind == Kind::Router => router_interface(app, req, id, action),
+        [id, "l3-agents"] if res.kind == Kind::Router => router_agents(app, req, id),
+        [id, "l3-routers", ..] if res.kind == Kind::Agent => agent_routers(app, req, id),
         _ => Err(NeutronError::no_route()),
     }
 }
@@ -578,6 +580,62 @@ fn router_interface(app: &App, req: &Req, id: &str, action: &str) -> Result<Resp
         },
         |_, _, v| Ok(v),
     )?;
+    Ok(http::json(200, v))
+}
+
+/// `GET /v2.0/routers/{id}/l3-agents` (`l3_agent_scheduler`): the gateway
+/// agent the router is placed on.
+fn router_agents(app: &App, req: &Req, id: &str) -> Result<Response> {
+    if req.method != Method::GET {
+        return Err(not_allowed());
+    }
+    let ctx = req.ctx(app);
+    ops::require_admin(&ctx, "get_l3-agents")?;
+    let v = app.shared.read(|ml2, st| {
+        let r = routers::visible_router(&ctx, st, id)?;
+        let down = ml2.settings.agent_down_time;
+        let agents: Vec<Value> = st
+            .agent_by_type_host(switchyard_model::AGENT_TYPE_GATEWAY, &r.host)
+            .map(|a| {
+                let mut v = render::agent(a, ctx.now, down);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("ha_state".into(), Value::Null);
+                }
+                v
+            })
+            .into_iter()
+            .collect();
+        Ok(json!({ "agents": agents }))
+    })?;
+    Ok(http::json(200, v))
+}
+
+/// `GET /v2.0/agents/{id}/l3-routers`: the routers a gateway agent hosts.
+/// Moving routers by hand (POST/DELETE) is not supported yet.
+fn agent_routers(app: &App, req: &Req, id: &str) -> Result<Response> {
+    let ctx = req.ctx(app);
+    ops::require_admin(&ctx, "get_l3-routers")?;
+    if req.method != Method::GET {
+        return Err(NeutronError::not_implemented(
+            "Moving routers between gateway nodes by hand is not supported yet: routers are placed when created.",
+        ));
+    }
+    let v = app.shared.read(|_, st| {
+        let a = st.agents.get(id).ok_or_else(|| ops::agent_not_found(id))?;
+        if a.agent_type != switchyard_model::AGENT_TYPE_GATEWAY {
+            return Err(NeutronError::not_found(
+                "InvalidL3Agent",
+                format!("Agent {id} is not a L3 Agent or has been disabled"),
+            ));
+        }
+        let list: Vec<Value> = st
+            .routers
+            .values()
+            .filter(|r| r.host == a.host)
+            .map(|r| render::router(st, r))
+            .collect();
+        Ok(json!({ "routers": list }))
+    })?;
     Ok(http::json(200, v))
 }
 

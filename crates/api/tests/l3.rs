@@ -551,3 +551,51 @@ async fn what_the_gateway_cannot_realise_is_refused_with_501() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_spread_over_gateway_nodes_and_report_where() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start_with(dir.path(), l3()).await;
+    setup(&s).await;
+    let gw2 = s
+        .report(
+            "gateway-2",
+            "Gateway agent",
+            json!({"tunneling_ip": "192.0.2.2"}),
+        )
+        .await;
+    let mut hosts = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        let r = s.create("routers", "router", json!({ "name": name })).await;
+        let ag = s.get(&format!("/v2.0/routers/{}/l3-agents", id(&r))).await;
+        assert_eq!(ag.status, 200, "{}", ag.body);
+        let list = ag.body["agents"].as_array().expect("agents").clone();
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0]["agent_type"], "Gateway agent");
+        assert_eq!(list[0]["alive"], true);
+        hosts.push(list[0]["host"].as_str().expect("host").to_string());
+    }
+    hosts.sort();
+    assert_eq!(
+        hosts,
+        ["gateway", "gateway", "gateway-2", "gateway-2"],
+        "least loaded first"
+    );
+    let hosted = s
+        .get(&format!("/v2.0/agents/{}/l3-routers", id(&gw2)))
+        .await;
+    assert_eq!(hosted.body["routers"].as_array().map(Vec::len), Some(2));
+    let ovs = s.get("/v2.0/agents?host=compute-1").await.body["agents"][0].clone();
+    let r = s
+        .get(&format!("/v2.0/agents/{}/l3-routers", id(&ovs)))
+        .await;
+    assert_eq!((r.status, r.error_type()), (404, "InvalidL3Agent"));
+    let r = s
+        .post(
+            &format!("/v2.0/agents/{}/l3-routers", id(&gw2)),
+            json!({"router_id": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, 501);
+    s.stop().await;
+}

@@ -170,6 +170,12 @@ async fn router_snat_and_inter_network_routing_across_backends() {
         )
         .await;
     let rid = r["router"]["id"].as_str().expect("id").to_string();
+    let snat_ip: Ipv4Addr =
+        r["router"]["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
+            .as_str()
+            .expect("gateway address")
+            .parse()
+            .expect("v4");
     for sub in [&sub_a, &sub_b] {
         env.ok(
             reqwest::Method::PUT,
@@ -186,12 +192,72 @@ async fn router_snat_and_inter_network_routing_across_backends() {
     let _sriov = env.vm(&net_a, "vm-sriov", "compute-3", "direct").await;
     let (_, b4) = env.vm(&net_b, "vm-b", "compute-4", "normal").await;
 
+    // A failed call changes nothing on the gateway node either.
+    let gw_version = |v: &Value| v["node"]["desired_version"].clone();
+    let before = env
+        .ok(
+            reqwest::Method::GET,
+            "/switchyard/v1/nodes/gateway",
+            Value::Null,
+        )
+        .await;
+    let (s, _) = env
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v2.0/routers/{rid}/add_router_interface"),
+            Some(json!({"subnet_id": sub_a})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let after = env
+        .ok(
+            reqwest::Method::GET,
+            "/switchyard/v1/nodes/gateway",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(gw_version(&before), gw_version(&after));
+    assert_eq!(after["node"]["converged"], true);
+
+    env.live
+        .lab()
+        .lock()
+        .expect("lab")
+        .capture("gateway", 2)
+        .expect("external link");
     let internet: Ipv4Addr = "198.51.100.7".parse().expect("ip");
     for g in ["vm-ovs", "vm-vrouter", "vm-sriov", "vm-b"] {
         assert!(
             env.reaches(g, internet).await,
             "{g} reaches the internet through SNAT"
         );
+    }
+    // On the external link only public addresses appear: the router's SNAT
+    // address towards the internet, never a project address.
+    {
+        let lab = env.live.lab();
+        let lab = lab.lock().expect("lab");
+        let cap = lab.captured("gateway", 2).expect("capture");
+        let mut from_snat = 0;
+        for (_, f) in &cap.frames {
+            let Ok(eth) = smoltcp::wire::EthernetFrame::new_checked(&f[..]) else {
+                continue;
+            };
+            if eth.ethertype() != smoltcp::wire::EthernetProtocol::Ipv4 {
+                continue;
+            }
+            let ip = smoltcp::wire::Ipv4Packet::new_checked(eth.payload()).expect("ipv4");
+            for a in [ip.src_addr(), ip.dst_addr()] {
+                assert!(
+                    a.octets()[..3] == [203, 0, 113] || a.octets()[..3] == [198, 51, 100],
+                    "{a} on the external link"
+                );
+            }
+            if ip.src_addr() == snat_ip {
+                from_snat += 1;
+            }
+        }
+        assert!(from_snat >= 12, "{from_snat} packets from {snat_ip}");
     }
     // Two networks joined by the router, across backends.
     assert!(
