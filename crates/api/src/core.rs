@@ -135,6 +135,25 @@ impl Shared {
         g.compiler.snapshot(host).unwrap_or_default()
     }
 
+    /// After a gateway agent reported: places routers that have no gateway
+    /// node yet, in a transaction of its own (a failure there must not undo
+    /// the report). Best effort: failures are logged.
+    pub fn schedule_unplaced_routers(&self, ctx: &Ctx) {
+        let pending = self
+            .read(|_, st| Ok(st.routers.values().any(|r| r.host.is_empty())))
+            .unwrap_or(false);
+        if !pending {
+            return;
+        }
+        if let Err(e) = self.write(
+            ctx,
+            |ml2, st, ctx| switchyard_ml2::ops::routers::schedule_unplaced(ml2, st, ctx),
+            |_, _, ()| Ok(()),
+        ) {
+            tracing::warn!(error = %e.message, "placing routers on a gateway node failed");
+        }
+    }
+
     /// Runs a read against a consistent view; reads run in parallel.
     pub fn read<T>(&self, f: impl FnOnce(&Ml2, &State) -> Result<T>) -> Result<T> {
         // A writer that panicked has already rolled back (see `write`), so the

@@ -818,6 +818,9 @@ fn internal(app: &App, req: &Req, rest: &[&str]) -> Result<Response> {
                 |_, st, ctx| agents::report_state(st, ctx, one),
                 |ml2, st, id| render_one(ml2, st, &ctx, Kind::Agent, &id),
             )?;
+            if v["agent_type"] == switchyard_model::AGENT_TYPE_GATEWAY {
+                app.shared.schedule_unplaced_routers(&ctx);
+            }
             Ok(http::json(200, json!({ "agent": v })))
         }
         ["ports", id, "device"] if m == Method::PUT => {

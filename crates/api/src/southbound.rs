@@ -71,7 +71,11 @@ fn report(
             |_, st, ctx| ops::agents::report_state(st, ctx, &body),
             |_, _, _| Ok(()),
         )
-        .map_err(|e| e.message)
+        .map_err(|e| e.message)?;
+    if role == Role::Gateway {
+        app.shared.schedule_unplaced_routers(ctx);
+    }
+    Ok(())
 }
 
 async fn send(socket: &mut WebSocket, msg: &ToAgent) -> Result<(), String> {

@@ -348,6 +348,19 @@ async fn floating_ips_associate_through_a_router() {
     assert_eq!(f["status"], "ACTIVE");
     assert_eq!(f["port_details"]["mac_address"], vm["mac_address"]);
     assert_eq!(f["port_details"]["device_owner"], "compute:nova");
+    // The associated fixed IP cannot be taken from the port.
+    let r = s
+        .put(
+            &format!("/v2.0/ports/{}", id(&vm)),
+            json!({"port": {"fixed_ips": [{"subnet_id": sub["id"], "ip_address": "10.0.0.99"}]}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "BadRequest"),
+        "{}",
+        r.body
+    );
     // A PUT without port_id keeps the association.
     let r = s
         .put(&path, json!({"floatingip": {"description": "web"}}))
@@ -597,5 +610,52 @@ async fn routers_spread_over_gateway_nodes_and_report_where() {
         )
         .await;
     assert_eq!(r.status, 501);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_made_before_any_gateway_node_is_placed_when_one_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start_with(dir.path(), l3()).await;
+    s.lab_agents().await;
+    let net = s.network("n").await;
+    let sub = s.subnet(&net, "10.70.0.0/24").await;
+    let r = s
+        .create("routers", "router", json!({"name": "early"}))
+        .await;
+    let rid = id(&r);
+    let info = s
+        .put(
+            &format!("/v2.0/routers/{rid}/add_router_interface"),
+            json!({"subnet_id": sub["id"]}),
+        )
+        .await;
+    assert_eq!(info.status, 200, "{}", info.body);
+    let port = format!(
+        "/v2.0/ports/{}",
+        info.body["port_id"].as_str().expect("port")
+    );
+    assert_eq!(
+        s.get(&port).await.body["port"]["binding:vif_type"],
+        "unbound",
+        "no gateway node to bind to yet"
+    );
+    assert_eq!(
+        s.get(&format!("/v2.0/routers/{rid}/l3-agents")).await.body["agents"],
+        json!([])
+    );
+    s.report(
+        "gateway",
+        "Gateway agent",
+        json!({"tunneling_ip": "192.0.2.1"}),
+    )
+    .await;
+    let p = s.get(&port).await.body["port"].clone();
+    assert_eq!(
+        (p["binding:host_id"].clone(), p["binding:vif_type"].clone()),
+        (json!("gateway"), json!("other"))
+    );
+    let ag = s.get(&format!("/v2.0/routers/{rid}/l3-agents")).await;
+    assert_eq!(ag.body["agents"][0]["host"], "gateway");
     s.stop().await;
 }

@@ -615,6 +615,18 @@ pub fn update(
             Some(reqs),
             &current,
         )?;
+        // A floating IP's fixed address cannot disappear from under it.
+        if st.port_floatingips(id).iter().any(|f| {
+            f.fixed_ip_address
+                .is_some_and(|ip| !p.fixed_ips.iter().any(|x| x.ip_address == ip))
+        }) {
+            return Err(NeutronError::bad_request(
+                "BadRequest",
+                format!(
+                    "Bad port request: Cannot update the fixed_ips of the port {id}, because its original fixed_ip has been associated to a floating ip."
+                ),
+            ));
+        }
     }
     if let Some(v) = b.raw("allowed_address_pairs") {
         p.allowed_address_pairs = if v.is_null() {

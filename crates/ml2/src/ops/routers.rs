@@ -82,6 +82,42 @@ pub fn schedule(ml2: &Ml2, st: &State, now: switchyard_model::Timestamp) -> Stri
         .unwrap_or_default()
 }
 
+/// Places routers that have no gateway node yet (none was alive when they
+/// were created) and binds their ports there: what Neutron's
+/// `router_auto_schedule` does when an L3 agent reports. Run after a report.
+pub fn schedule_unplaced(ml2: &Ml2, st: &mut State, ctx: &Ctx) -> Result<()> {
+    let unplaced: Vec<String> = st
+        .routers
+        .values()
+        .filter(|r| r.host.is_empty())
+        .map(|r| r.id.clone())
+        .collect();
+    for rid in unplaced {
+        let host = schedule(ml2, st, ctx.now);
+        if host.is_empty() {
+            return Ok(());
+        }
+        if let Some(mut r) = st.routers.get(&rid).cloned() {
+            r.host = host.clone();
+            st.put_router(r);
+        }
+        let ports: Vec<String> = st
+            .device_ports(&rid)
+            .iter()
+            .filter(|p| {
+                p.device_owner == OWNER_ROUTER_INTERFACE || p.device_owner == OWNER_ROUTER_GATEWAY
+            })
+            .map(|p| p.id.clone())
+            .collect();
+        let body = json!({ "binding:host_id": host });
+        let body = body.as_object().cloned().unwrap_or_default();
+        for pid in ports {
+            ports::update(ml2, st, &service_ctx(ctx), &pid, &body)?;
+        }
+    }
+    Ok(())
+}
+
 fn parse_route(v: &Value) -> Result<Route> {
     let bad = |why: String| attrs::invalid("routes", why);
     let m = v
