@@ -147,7 +147,7 @@ impl Shared {
         }
         if let Err(e) = self.write(
             ctx,
-            |ml2, st, ctx| switchyard_ml2::ops::routers::schedule_unplaced(ml2, st, ctx),
+            switchyard_ml2::ops::routers::schedule_unplaced,
             |_, _, ()| Ok(()),
         ) {
             tracing::warn!(error = %e.message, "placing routers on a gateway node failed");
