@@ -192,6 +192,12 @@ async fn router_snat_and_inter_network_routing_across_backends() {
     let _sriov = env.vm(&net_a, "vm-sriov", "compute-3", "direct").await;
     let (_, b4) = env.vm(&net_b, "vm-b", "compute-4", "normal").await;
 
+    // Every backend reaches its subnet's gateway address on the gateway node.
+    let router_ip: Ipv4Addr = "10.10.0.1".parse().expect("ip");
+    for g in ["vm-ovs", "vm-vrouter", "vm-sriov"] {
+        assert!(env.reaches(g, router_ip).await, "{g} -> {router_ip}");
+    }
+
     // A failed call changes nothing on the gateway node either.
     let gw_version = |v: &Value| v["node"]["desired_version"].clone();
     let before = env
