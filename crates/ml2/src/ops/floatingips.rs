@@ -248,11 +248,7 @@ pub fn create(ml2: &Ml2, st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -
                 format!("Unable to find any IP address on external network {net_id}."),
             )
         })?;
-    let tags = b
-        .raw("tags")
-        .map(|v| attrs::to_tags("tags", v))
-        .transpose()?
-        .unwrap_or_default();
+    let tags = b.tags()?;
     let mut fip = FloatingIp {
         id: id.clone(),
         floating_network_id: net_id,

@@ -45,6 +45,14 @@ impl<'a> Body<'a> {
             Some(v) => attrs::to_string(k, v, max).map(Some),
         }
     }
+    /// `tags` in a POST body (empty when absent).
+    pub fn tags(&self) -> Result<Vec<String>> {
+        self.0
+            .get("tags")
+            .map(|v| attrs::to_tags("tags", v))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
     pub fn bool(&self, k: &str) -> Result<Option<bool>> {
         self.0.get(k).map(|v| attrs::to_bool(k, v)).transpose()
     }

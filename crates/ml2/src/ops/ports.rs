@@ -493,11 +493,7 @@ pub fn create(ml2: &Ml2, st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -
         .map(parse_profile)
         .transpose()?
         .unwrap_or_default();
-    let tags = b
-        .raw("tags")
-        .map(|v| attrs::to_tags("tags", v))
-        .transpose()?
-        .unwrap_or_default();
+    let tags = b.tags()?;
     let mut port = Port {
         id: id.clone(),
         network_id: network_id.clone(),

@@ -432,11 +432,7 @@ pub fn create(ml2: &Ml2, st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -
     attrs::check_body(attrs::ROUTER, body, true)?;
     let b = Body(body);
     let project_id = owner_project(ctx, &b)?;
-    let tags = b
-        .raw("tags")
-        .map(|v| attrs::to_tags("tags", v))
-        .transpose()?
-        .unwrap_or_default();
+    let tags = b.tags()?;
     let id = new_id();
     let r = Router {
         id: id.clone(),
