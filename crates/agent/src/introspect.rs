@@ -12,7 +12,8 @@ use switchyard_dataplane::frames::Mac;
 use switchyard_dataplane::{Counters, Pipeline, PortNo};
 use switchyard_proto::introspect::{STATUS_ACTIVE, STATUS_DOWN};
 use switchyard_proto::{
-    ArpEntry, Attachment, BridgeEntry, CounterState, InterfaceState, Item, NetworkTables, NodeState,
+    ArpEntry, Attachment, BridgeEntry, CounterState, InterfaceState, Item, NetworkTables,
+    NodeState, RouterState,
 };
 
 use crate::{Dataplane, NodeAgent};
@@ -81,7 +82,66 @@ impl NodeAgent {
             interfaces: self.interface_states(),
             networks: self.network_tables(),
             counters: counter_state(self.pipeline_counters()),
+            routers: self.router_states(),
+            nat_connections: match &self.dataplane {
+                Dataplane::Gateway(g) => Some(g.nat_connections()),
+                _ => None,
+            },
         }
+    }
+
+    /// The routers this node runs, from the router items it applied (the
+    /// gateway accepted them all-or-nothing with their version).
+    fn router_states(&self) -> Vec<RouterState> {
+        fn of<'a>(by: &'a mut BTreeMap<String, RouterState>, r: &str) -> &'a mut RouterState {
+            by.entry(r.to_string()).or_insert_with(|| RouterState {
+                router: r.to_string(),
+                interfaces: Vec::new(),
+                snat: None,
+                floating_ips: Vec::new(),
+                routes: Vec::new(),
+            })
+        }
+        let mut by: BTreeMap<String, RouterState> = BTreeMap::new();
+        for (k, item) in &self.items {
+            match item {
+                Item::RouterInterface {
+                    router,
+                    vni,
+                    ip,
+                    prefix_len,
+                    mac,
+                } => {
+                    let id = k.strip_prefix("rif/").unwrap_or(k);
+                    of(&mut by, router)
+                        .interfaces
+                        .push(format!("{id} {ip}/{prefix_len} vni {vni} {mac}"));
+                }
+                Item::Snat {
+                    router,
+                    external_ip,
+                    ..
+                } => of(&mut by, router).snat = Some(*external_ip),
+                Item::FloatingIp {
+                    router,
+                    external_ip,
+                    internal_ip,
+                    ..
+                } => of(&mut by, router)
+                    .floating_ips
+                    .push(format!("{external_ip} -> {internal_ip}")),
+                Item::Route {
+                    router,
+                    destination,
+                    prefix_len,
+                    nexthop,
+                } => of(&mut by, router)
+                    .routes
+                    .push(format!("{destination}/{prefix_len} via {nexthop}")),
+                _ => {}
+            }
+        }
+        by.into_values().collect()
     }
 
     fn pipeline_counters(&self) -> &Counters {

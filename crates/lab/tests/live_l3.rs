@@ -323,6 +323,22 @@ async fn router_snat_and_inter_network_routing_across_backends() {
         env.internet_reaches(faddr, StdDuration::from_secs(8)).await,
         "the internet reaches {faddr} -> {vr}"
     );
+    // The gateway node shows the router as it runs it.
+    let node = env
+        .ok(
+            reqwest::Method::GET,
+            "/switchyard/v1/nodes/gateway",
+            Value::Null,
+        )
+        .await;
+    let routers = &node["node"]["applied"]["routers"];
+    assert_eq!(routers[0]["router"], rid.as_str(), "{node}");
+    assert_eq!(routers[0]["snat"], snat_ip.to_string());
+    assert_eq!(
+        routers[0]["floating_ips"],
+        json!([format!("{faddr} -> {vr}")])
+    );
+    assert!(node["node"]["applied"]["nat_connections"].as_u64() >= Some(1));
     let (s, _) = env
         .call(
             reqwest::Method::DELETE,

@@ -32,6 +32,26 @@ pub struct NodeState {
     /// Per-network tables, by VNI then VLAN.
     pub networks: Vec<NetworkTables>,
     pub counters: CounterState,
+    /// Gateway nodes: the routers applied here, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routers: Vec<RouterState>,
+    /// Gateway nodes: SNAT connections in the table now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_connections: Option<usize>,
+}
+
+/// A router as a gateway node runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterState {
+    pub router: String,
+    /// `{port_id} {ip}/{prefix} vni {vni} {mac}` per interface.
+    pub interfaces: Vec<String>,
+    /// The SNAT address, when the router source-NATs.
+    pub snat: Option<Ipv4Addr>,
+    /// `{external} -> {internal}` per floating IP.
+    pub floating_ips: Vec<String>,
+    /// `{destination}/{prefix} via {nexthop}` per extra route.
+    pub routes: Vec<String>,
 }
 
 /// One VM interface (`vif --list`).

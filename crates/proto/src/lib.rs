@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 pub use introspect::{
-    ArpEntry, BridgeEntry, CounterState, InterfaceState, NetworkTables, NodeState,
+    ArpEntry, BridgeEntry, CounterState, InterfaceState, NetworkTables, NodeState, RouterState,
 };
 
 /// What a node does, from its agent type.

@@ -185,6 +185,21 @@ fn print_applied(a: &Value) {
             println!("  arp     {:<17} -> {}", s(&e["ip"]), s(&e["mac"]));
         }
     }
+    for r in a["routers"].as_array().into_iter().flatten() {
+        println!("router {}  snat {}", s(&r["router"]), s(&r["snat"]));
+        for (label, key) in [
+            ("interface", "interfaces"),
+            ("fip", "floating_ips"),
+            ("route", "routes"),
+        ] {
+            for x in r[key].as_array().into_iter().flatten() {
+                println!("  {label:<9} {}", s(x));
+            }
+        }
+    }
+    if let Some(n) = a["nat_connections"].as_u64() {
+        println!("nat connections: {n}");
+    }
     let c = &a["counters"];
     println!(
         "counters: rx {} tx {} not_learned {}",
