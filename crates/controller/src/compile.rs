@@ -376,11 +376,13 @@ impl Compiler {
         // The network is taken out of the map while its members are written to,
         // so its member list need not be copied for every port.
         let mut net = self.nets.remove(&vni).unwrap_or_default();
-        let (joined, new_vlan, others) = {
+        // `domain_changed`: a new VLAN side or a router interface, either of
+        // which changes the gateway's bridge domain for the network.
+        let (joined, domain_changed, others) = {
             net.ports.insert(id.clone());
             let mut joined = false;
-            let mut new_vlan = matches!(p.attachment, Attachment::Router { .. });
-            if new_vlan {
+            let mut domain_changed = matches!(p.attachment, Attachment::Router { .. });
+            if domain_changed {
                 net.rifs += 1;
             }
             match &p.side {
@@ -392,7 +394,7 @@ impl Compiler {
                 Side::Overlay => {}
                 Side::Vlan { physnet, vlan } => {
                     let c = net.vlans.entry((physnet.clone(), *vlan)).or_default();
-                    new_vlan = *c == 0;
+                    domain_changed = *c == 0;
                     *c += 1;
                 }
             }
@@ -402,7 +404,7 @@ impl Compiler {
             } else {
                 Vec::new()
             };
-            (joined, new_vlan, others)
+            (joined, domain_changed, others)
         };
         if let Some(item) = self.remote_item(vni, &p) {
             let key = remote_key(vni, &p.mac);
@@ -447,7 +449,7 @@ impl Compiler {
         }
         self.ports.insert(id, p);
         self.nets.insert(vni, net);
-        if joined || new_vlan {
+        if joined || domain_changed {
             self.refresh_flood(vni);
         }
     }
@@ -602,11 +604,10 @@ impl Compiler {
             self.put(&host, k.clone(), v.clone());
         }
         self.router_of.retain(|_, r| r != rid);
-        if let Some(r) = st.routers.get(rid) {
+        if st.routers.contains_key(rid) {
             for p in st.device_ports(rid) {
                 self.router_of.insert(p.id.clone(), rid.to_string());
             }
-            let _ = r;
             for f in st
                 .floatingips
                 .values()
