@@ -301,8 +301,11 @@ impl Compiler {
                 self.del(&gw, &format!("dhcp/{vlan}/{}", p.mac));
             }
         }
-        // The host left the network: its VRF and everything learned for it go.
-        if p.side == Side::Overlay && !members.contains(&p.host) {
+        // A vRouter left the network: its VRF and everything learned for it
+        // go. (A router interface leaving the gateway is not a vRouter
+        // leaving: the gateway keeps what it knows of the network.)
+        let router_port = matches!(p.attachment, Attachment::Router { .. });
+        if p.side == Side::Overlay && !router_port && !members.contains(&p.host) {
             self.del(&p.host, &format!("net/{vni}"));
             for o in &others {
                 if let Some(op) = self.ports.get(o) {

@@ -369,3 +369,124 @@ fn a_new_compute_node_recompiles_only_its_own_ports() {
         assert_eq!(items(&c, h), items(&full, h), "{h} differs");
     }
 }
+
+#[test]
+fn routers_compile_incrementally_to_what_a_full_compile_gives() {
+    let mut m = Model::new();
+    m.lab_agents();
+    m.agent(
+        "gateway-2",
+        "Gateway agent",
+        json!({"tunneling_ip": "192.0.2.2"}),
+    );
+    let (public, _) = m.txn(|ml2, st, ctx| {
+        let id = ops::networks::create(
+            ml2,
+            st,
+            ctx,
+            &obj(json!({"name": "public", "router:external": true,
+                "provider:network_type": "flat", "provider:physical_network": "public"})),
+        )
+        .expect("public");
+        ops::subnets::create(
+            st,
+            ctx,
+            &obj(json!({"network_id": id, "cidr": "203.0.113.0/24", "ip_version": 4})),
+        )
+        .expect("subnet");
+        id
+    });
+    let net = m.network("10.1.0.0/24");
+    let sub = m.st.network_subnets(&net)[0].id.clone();
+    let mut c = Compiler::full(&m.st);
+    c.initial_versions();
+    let (vm, ch) = m.port(&net, "compute-2", "normal");
+    c.apply(&m.st, &ch);
+    let (router, ch) = m.txn(|ml2, st, ctx| {
+        ops::routers::create(
+            ml2,
+            st,
+            ctx,
+            &obj(json!({"name": "r", "external_gateway_info": {"network_id": public}})),
+        )
+        .expect("router")
+    });
+    c.apply(&m.st, &ch);
+    let (_, ch) = m.txn(|ml2, st, ctx| {
+        ops::routers::add_interface(ml2, st, ctx, &router, &obj(json!({"subnet_id": sub})))
+            .expect("interface")
+    });
+    c.apply(&m.st, &ch);
+    let (fip, ch) = m.txn(|ml2, st, ctx| {
+        ops::floatingips::create(
+            ml2,
+            st,
+            ctx,
+            &obj(json!({"floating_network_id": public, "port_id": vm})),
+        )
+        .expect("fip")
+    });
+    c.apply(&m.st, &ch);
+    let (_, ch) = m.txn(|ml2, st, ctx| {
+        ops::routers::update(
+            ml2,
+            st,
+            ctx,
+            &router,
+            &obj(json!({"routes": [{"destination": "172.16.0.0/16", "nexthop": "10.1.0.254"}]})),
+        )
+        .expect("routes")
+    });
+    c.apply(&m.st, &ch);
+    let host = m.st.routers[&router].host.clone();
+    let on = items(&c, &host);
+    let keys: Vec<&str> = on
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !k.starts_with("remote/") && !k.starts_with("bd/"))
+        .collect();
+    assert_eq!(keys.len(), 4, "rif, snat, fip, route: {keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("rif/")));
+    assert!(on.contains_key(&format!("snat/{router}")));
+    assert!(keys.iter().any(|k| k.starts_with("route/")));
+    assert!(keys.iter().any(|k| k.starts_with("fip/")));
+    // The vRouter learns the router interface behind the gateway's VTEP.
+    assert!(
+        items(&c, "compute-2")
+            .values()
+            .any(|i| matches!(i, Item::RemoteMac { ips, .. } if ips.contains(&"10.1.0.1".parse().expect("ip"))))
+    );
+    let full = Compiler::full(&m.st);
+    for h in ["compute-2", "gateway", "gateway-2"] {
+        assert_eq!(items(&c, h), items(&full, h), "{h} differs");
+    }
+    // Dismantling takes everything off the gateway again.
+    let (_, ch) = m.txn(|_, st, ctx| ops::floatingips::delete(st, ctx, &fip).expect("delete fip"));
+    c.apply(&m.st, &ch);
+    let (_, ch) = m.txn(|ml2, st, ctx| {
+        ops::routers::update(ml2, st, ctx, &router, &obj(json!({"routes": []}))).expect("routes")
+    });
+    c.apply(&m.st, &ch);
+    let (_, ch) = m.txn(|ml2, st, ctx| {
+        ops::routers::remove_interface(ml2, st, ctx, &router, &obj(json!({"subnet_id": sub})))
+            .expect("remove")
+    });
+    c.apply(&m.st, &ch);
+    let (_, ch) =
+        m.txn(|ml2, st, ctx| ops::routers::delete(ml2, st, ctx, &router).expect("delete"));
+    c.apply(&m.st, &ch);
+    let left: Vec<String> = items(&c, &host)
+        .keys()
+        .filter(|k| {
+            ["rif/", "snat/", "fip/", "route/", "bd/"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let full = Compiler::full(&m.st);
+    for h in ["compute-2", "gateway", "gateway-2"] {
+        assert_eq!(items(&c, h), items(&full, h), "{h} differs after teardown");
+    }
+}
