@@ -76,6 +76,8 @@ pub struct Compiler {
     /// Each router's gateway items (SNAT, floating IPs, routes) and the node
     /// they are on, as last compiled.
     routers: HashMap<String, (String, BTreeMap<String, Item>)>,
+    /// Ports pre-plugged (INACTIVE bindings) on other hosts: port → (host, item).
+    preplugged: HashMap<String, Vec<(String, Item)>>,
     /// Which router each router port and floating IP belonged to at the last
     /// compile, so a deletion finds the router to recompile.
     router_of: HashMap<String, String>,
@@ -460,11 +462,21 @@ impl Compiler {
     /// Recompiles one port from the model (gone or unbound: removed).
     pub fn refresh_port(&mut self, st: &State, id: &str) {
         let new = st.ports.get(id).and_then(|p| port_facts(st, p));
-        if new.is_some() && self.ports.get(id) == new.as_ref() {
+        let pre = self.preplugs(st, id, new.as_ref());
+        if new.is_some()
+            && self.ports.get(id) == new.as_ref()
+            && self
+                .preplugged
+                .get(id)
+                .map_or(pre.is_empty(), |old| *old == pre)
+        {
             return;
         }
         let old = self.ports.get(id).cloned();
         self.remove_port(id);
+        for (host, _) in self.preplugged.remove(id).unwrap_or_default() {
+            self.del(&host, &format!("iface/{id}"));
+        }
         if let Some(old) = old
             && !self.untracked
             && new
@@ -476,7 +488,45 @@ impl Compiler {
         if let Some(p) = new {
             self.add_port(p);
         }
+        for (host, item) in &pre {
+            self.put(host, format!("iface/{id}"), item.clone());
+        }
+        if !pre.is_empty() {
+            self.preplugged.insert(id.to_string(), pre);
+        }
         self.last.ports_compiled += 1;
+    }
+
+    /// A port's INACTIVE bindings (made for a live migration), pre-plugged on
+    /// their hosts: the device exists there, administratively down, so the
+    /// hypervisor can plug the VM before the binding is activated; activation
+    /// then only flips it up. Hosts already holding the active binding are skipped.
+    fn preplugs(&self, st: &State, id: &str, active: Option<&PortFacts>) -> Vec<(String, Item)> {
+        let Some(p) = st.ports.get(id) else {
+            return Vec::new();
+        };
+        p.bindings
+            .iter()
+            .filter(|b| b.status == switchyard_model::BindingStatus::Inactive)
+            .filter(|b| active.is_none_or(|a| a.host != b.host))
+            .filter_map(|b| crate::facts::binding_facts(st, p, b))
+            .filter(|f| !matches!(f.attachment, Attachment::Router { .. }))
+            .map(|f| {
+                (
+                    f.host.clone(),
+                    Item::Interface {
+                        port_id: id.to_string(),
+                        mac: f.mac,
+                        ips: f.ips,
+                        pairs: f.pairs,
+                        port_security: f.port_security,
+                        admin_up: false,
+                        attachment: f.attachment,
+                        lease: f.lease,
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Tells every node of the port's network (and the port's own node and

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
-use switchyard_model::{Agent, NetworkType, Port, State};
+use switchyard_model::{Agent, NetworkType, Port, PortBinding, State};
 use switchyard_proto::{Attachment, Lease, Pair, Role};
 
 /// DHCP lease time the controller hands out (Neutron's default `dhcp_lease_duration`).
@@ -81,7 +81,11 @@ fn v4(ip: &IpAddr) -> Option<Ipv4Addr> {
 /// The facts of a port whose ACTIVE binding succeeded; `None` for anything the
 /// data plane has nothing to do with (unbound, failed, unknown segments).
 pub fn port_facts(st: &State, p: &Port) -> Option<PortFacts> {
-    let b = p.active_binding();
+    binding_facts(st, p, p.active_binding())
+}
+
+/// The facts of a port as one of its bindings (active or not) would place it.
+pub fn binding_facts(st: &State, p: &Port, b: &PortBinding) -> Option<PortFacts> {
     if b.host.is_empty() || !b.is_bound() {
         return None;
     }

@@ -490,3 +490,74 @@ fn routers_compile_incrementally_to_what_a_full_compile_gives() {
         assert_eq!(items(&c, h), items(&full, h), "{h} differs after teardown");
     }
 }
+
+#[test]
+fn inactive_bindings_are_preplugged_down_and_activation_flips_them_up() {
+    let mut m = Model::new();
+    m.lab_agents();
+    let net = m.network("10.1.0.0/24");
+    let (p, _) = m.port(&net, "compute-1", "normal");
+    let mut c = Compiler::full(&m.st);
+    c.initial_versions();
+    let key = format!("iface/{p}");
+    let admin_up = |c: &Compiler, h: &str| match items(c, h).get(&key) {
+        Some(Item::Interface {
+            admin_up,
+            attachment,
+            ..
+        }) => Some((*admin_up, attachment.clone())),
+        _ => None,
+    };
+    // Nova's first step: an INACTIVE binding on the destination.
+    let (_, ch) = m.txn(|ml2, st, ctx| {
+        ops::bindings::create(ml2, st, ctx, &p, &obj(json!({"host": "compute-2"})))
+            .expect("binding")
+    });
+    let d = c.apply(&m.st, &ch);
+    assert!(d.contains_key("compute-2"), "{d:?}");
+    assert!(!d.contains_key("compute-4"), "only the destination: {d:?}");
+    assert!(matches!(
+        admin_up(&c, "compute-2"),
+        Some((false, Attachment::Vrouter { .. }))
+    ));
+    assert!(matches!(
+        admin_up(&c, "compute-1"),
+        Some((true, Attachment::Ovs { .. }))
+    ));
+    assert_eq!(
+        items(&c, "compute-2"),
+        items(&Compiler::full(&m.st), "compute-2")
+    );
+
+    // Activation: the destination's device comes up, the source's goes.
+    let (_, ch) =
+        m.txn(|_, st, ctx| ops::bindings::activate(st, ctx, &p, "compute-2").expect("activate"));
+    c.apply(&m.st, &ch);
+    assert!(matches!(
+        admin_up(&c, "compute-2"),
+        Some((true, Attachment::Vrouter { .. }))
+    ));
+    // The old binding is INACTIVE and cleared (as ML2 leaves it): the source
+    // device goes with the activation.
+    assert_eq!(admin_up(&c, "compute-1"), None);
+    let (_, ch) =
+        m.txn(|_, st, ctx| ops::bindings::delete(st, ctx, &p, "compute-1").expect("delete"));
+    c.apply(&m.st, &ch);
+    assert_eq!(admin_up(&c, "compute-1"), None);
+    let full = Compiler::full(&m.st);
+    for h in ["compute-1", "compute-2", "gateway"] {
+        assert_eq!(items(&c, h), items(&full, h), "{h} differs");
+    }
+
+    // A migration rolled back before activation leaves nothing on the destination.
+    let (_, ch) = m.txn(|ml2, st, ctx| {
+        ops::bindings::create(ml2, st, ctx, &p, &obj(json!({"host": "compute-4"})))
+            .expect("binding")
+    });
+    c.apply(&m.st, &ch);
+    assert!(admin_up(&c, "compute-4").is_some());
+    let (_, ch) =
+        m.txn(|_, st, ctx| ops::bindings::delete(st, ctx, &p, "compute-4").expect("delete"));
+    c.apply(&m.st, &ch);
+    assert_eq!(admin_up(&c, "compute-4"), None);
+}
