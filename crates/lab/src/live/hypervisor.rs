@@ -243,6 +243,49 @@ impl Hypervisor {
         self.guest(name)
     }
 
+    /// Live-migrates a running guest to `dest`: waits for the destination's
+    /// agent to have the port's device (pre-plugged from the INACTIVE binding
+    /// the caller made, as Nova's `pre_live_migration` waits for the VIF), then
+    /// moves the guest as it runs (stack, addresses and ping streams travel
+    /// with it) and lets it announce itself as QEMU does. Activating the
+    /// binding is the caller's next step, as in Nova.
+    pub async fn migrate(
+        &self,
+        name: &str,
+        dest: &str,
+        timeout: StdDuration,
+    ) -> Result<PortNo, HypervisorError> {
+        let port_id = lock(&self.ports)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| HypervisorError::GuestNotFound(name.to_string()))?;
+        let agent = self
+            .lab()
+            .agent(dest)
+            .ok_or_else(|| HypervisorError::HostNotInLab(dest.to_string()))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let local = loop {
+            if let Some(p) = lock(&agent).port_of(&port_id) {
+                break p;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(HypervisorError::NotPlugged {
+                    port: port_id,
+                    host: dest.to_string(),
+                    secs: timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        let mut lab = self.lab();
+        if let Some(stale) = lab.guest_at(dest, local).map(str::to_string) {
+            let _ = lab.detach(&stale);
+        }
+        lab.move_guest(name, dest, local)
+            .map_err(|e| HypervisorError::Lab(name.to_string(), e.to_string()))?;
+        Ok(local)
+    }
+
     /// Deletes a guest: unplugged, stopped, its port reported down.
     pub fn unplug(&self, name: &str) -> Result<(), HypervisorError> {
         let host = {
