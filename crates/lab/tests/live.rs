@@ -12,7 +12,6 @@ use std::time::Duration as StdDuration;
 
 use serde_json::{Value, json};
 use smoltcp::time::Duration;
-use switchyard_lab::Topology;
 use switchyard_lab::live::{LiveLab, Options};
 
 struct Env {
@@ -23,14 +22,9 @@ struct Env {
 
 async fn start() -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
-    let live = LiveLab::start(Options {
-        topology: Topology::reference().expect("reference"),
-        bind: "127.0.0.1:0".into(),
-        db: dir.path().join("switchyard.db"),
-        ml2: Default::default(),
-        project: "admin".into(),
-        heartbeat: StdDuration::from_secs(30),
-    })
+    let live = LiveLab::start(
+        Options::reference(dir.path().join("switchyard.db")).expect("reference lab"),
+    )
     .await
     .expect("lab starts");
     let env = Env {

@@ -10,7 +10,6 @@ use std::time::Duration as StdDuration;
 
 use serde_json::{Value, json};
 use smoltcp::time::Duration;
-use switchyard_lab::Topology;
 use switchyard_lab::live::{LiveLab, Options};
 
 async fn call(
@@ -32,14 +31,9 @@ async fn call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ovs_to_vrouter_keeps_address_and_loses_few_pings() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let live = LiveLab::start(Options {
-        topology: Topology::reference().expect("reference"),
-        bind: "127.0.0.1:0".into(),
-        db: dir.path().join("switchyard.db"),
-        ml2: Default::default(),
-        project: "admin".into(),
-        heartbeat: StdDuration::from_secs(30),
-    })
+    let live = LiveLab::start(
+        Options::reference(dir.path().join("switchyard.db")).expect("reference lab"),
+    )
     .await
     .expect("lab");
     let http = reqwest::Client::new();

@@ -128,6 +128,30 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// Waits until `host`'s agent has a local device for `port_id` (it has
+/// applied a version with the port, active or pre-plugged).
+async fn wait_for_device(
+    agent: &Mutex<switchyard_agent::NodeAgent>,
+    port_id: &str,
+    host: &str,
+    timeout: StdDuration,
+) -> Result<PortNo, HypervisorError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(p) = lock(agent).port_of(port_id) {
+            return Ok(p);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(HypervisorError::NotPlugged {
+                port: port_id.to_string(),
+                host: host.to_string(),
+                secs: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Port status reports the hypervisor hands to a node's agent session.
 pub type AgentEvents = Arc<Mutex<BTreeMap<String, mpsc::Sender<FromAgent>>>>;
 
@@ -203,20 +227,7 @@ impl Hypervisor {
         if let Some((g, _)) = lock(&self.ports).iter().find(|(_, p)| *p == port_id) {
             return Err(HypervisorError::PortInUse(port_id.to_string(), g.clone()));
         }
-        let deadline = tokio::time::Instant::now() + timeout;
-        let local = loop {
-            if let Some(p) = lock(&agent).port_of(port_id) {
-                break p;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(HypervisorError::NotPlugged {
-                    port: port_id.to_string(),
-                    host: host.to_string(),
-                    secs: timeout.as_secs(),
-                });
-            }
-            tokio::time::sleep(POLL).await;
-        };
+        let local = wait_for_device(&agent, port_id, host, timeout).await?;
         {
             let mut lab = self.lab();
             let lab_err = |e: LabError| HypervisorError::Lab(name.to_string(), e.to_string());
@@ -263,20 +274,7 @@ impl Hypervisor {
             .lab()
             .agent(dest)
             .ok_or_else(|| HypervisorError::HostNotInLab(dest.to_string()))?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let local = loop {
-            if let Some(p) = lock(&agent).port_of(&port_id) {
-                break p;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(HypervisorError::NotPlugged {
-                    port: port_id,
-                    host: dest.to_string(),
-                    secs: timeout.as_secs(),
-                });
-            }
-            tokio::time::sleep(POLL).await;
-        };
+        let local = wait_for_device(&agent, &port_id, dest, timeout).await?;
         let mut lab = self.lab();
         if let Some(stale) = lab.guest_at(dest, local).map(str::to_string) {
             let _ = lab.detach(&stale);

@@ -50,6 +50,21 @@ pub struct Options {
     pub heartbeat: StdDuration,
 }
 
+impl Options {
+    /// The reference lab on a loopback port of the system's choosing, with a
+    /// database at `db` and the default ML2 settings (what the tests run).
+    pub fn reference(db: PathBuf) -> Result<Self, LiveError> {
+        Ok(Options {
+            topology: Topology::reference().map_err(|e| LiveError::Topology(e.to_string()))?,
+            bind: "127.0.0.1:0".into(),
+            db,
+            ml2: Ml2Config::default(),
+            project: "admin".into(),
+            heartbeat: client::HEARTBEAT,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
     #[error("topology: {0}")]
