@@ -337,6 +337,14 @@ impl Lab {
             _ => None,
         }
     }
+    pub fn internet(&self, node: &str) -> Option<&Internet> {
+        let i = self.node_idx(node).ok()?;
+        match &self.nodes[i].element {
+            Element::Internet(v) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn internet_mut(&mut self, node: &str) -> Option<&mut Internet> {
         match self.element_mut(node).ok()? {
             Element::Internet(v) => Some(v),

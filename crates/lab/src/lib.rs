@@ -9,6 +9,7 @@
 
 pub mod agents;
 pub mod build;
+pub mod client;
 pub mod guest;
 pub mod internet;
 pub mod lab;

@@ -63,6 +63,7 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
             .clone()
             .unwrap_or_else(|| "admin".into()),
         heartbeat: switchyard_agent::client::HEARTBEAT,
+        compute: switchyard_lab::live::ComputeOptions::default(),
     })
     .await
     .with_context(|| format!("starting the lab on {}", a.bind))?;

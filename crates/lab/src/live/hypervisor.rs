@@ -87,6 +87,9 @@ pub struct PingReport {
     /// Replies to a request already answered (`DUP!`).
     pub duplicates: u64,
     pub rtt_ms: Option<Rtt>,
+    /// The longest run of consecutive unanswered requests, in ms of the
+    /// stream (run length × interval): the outage the stream saw.
+    pub outage_ms: u64,
 }
 
 impl PingReport {
@@ -101,13 +104,27 @@ impl PingReport {
             avg: rtts.iter().sum::<f64>() / rtts.len() as f64,
             max: rtts.iter().copied().fold(0.0, f64::max),
         });
+        let lost = p.lost();
+        let mut longest = 0u64;
+        let mut run = 0u64;
+        let mut prev: Option<u16> = None;
+        for s in &lost {
+            run = if prev.is_some_and(|p| p.wrapping_add(1) == *s) {
+                run + 1
+            } else {
+                1
+            };
+            longest = longest.max(run);
+            prev = Some(*s);
+        }
         PingReport {
+            outage_ms: longest * p.interval.total_millis(),
             from: from.to_string(),
             target: p.target,
             interval_ms: p.interval.total_millis(),
             sent: p.sent(),
             answered: p.answered(),
-            lost: p.lost(),
+            lost,
             duplicates: p.duplicates,
             rtt_ms,
         }
@@ -254,34 +271,79 @@ impl Hypervisor {
         self.guest(name)
     }
 
-    /// Live-migrates a running guest to `dest`: waits for the destination's
-    /// agent to have the port's device (pre-plugged from the INACTIVE binding
-    /// the caller made, as Nova's `pre_live_migration` waits for the VIF), then
-    /// moves the guest as it runs (stack, addresses and ping streams travel
-    /// with it) and lets it announce itself as QEMU does. Activating the
-    /// binding is the caller's next step, as in Nova.
+    /// Live-migrates a running guest to `dest`: [`Hypervisor::prepare_migration`]
+    /// then [`Hypervisor::complete_migration`]. Activating the binding is the
+    /// caller's next step, as in Nova.
     pub async fn migrate(
         &self,
         name: &str,
         dest: &str,
         timeout: StdDuration,
     ) -> Result<PortNo, HypervisorError> {
-        let port_id = lock(&self.ports)
-            .get(name)
-            .cloned()
-            .ok_or_else(|| HypervisorError::GuestNotFound(name.to_string()))?;
+        let local = self.prepare_migration(name, dest, timeout).await?;
+        self.complete_migration(name, dest, local)?;
+        Ok(local)
+    }
+
+    /// Nova's `pre_live_migration`: waits for the destination's agent to have
+    /// the guest's port as a device (pre-plugged from the INACTIVE binding
+    /// the caller made, as Nova waits for the VIF). Returns that device.
+    pub async fn prepare_migration(
+        &self,
+        name: &str,
+        dest: &str,
+        timeout: StdDuration,
+    ) -> Result<PortNo, HypervisorError> {
+        let port_id = self.port_of(name)?;
         let agent = self
             .lab()
             .agent(dest)
             .ok_or_else(|| HypervisorError::HostNotInLab(dest.to_string()))?;
-        let local = wait_for_device(&agent, &port_id, dest, timeout).await?;
+        wait_for_device(&agent, &port_id, dest, timeout).await
+    }
+
+    /// Moves the running guest onto `dest`'s device `local` (its stack,
+    /// addresses and ping streams travel with it) and lets it announce
+    /// itself as QEMU does.
+    pub fn complete_migration(
+        &self,
+        name: &str,
+        dest: &str,
+        local: PortNo,
+    ) -> Result<(), HypervisorError> {
         let mut lab = self.lab();
-        if let Some(stale) = lab.guest_at(dest, local).map(str::to_string) {
+        if let Some(stale) = lab.guest_at(dest, local).map(str::to_string)
+            && stale != name
+        {
             let _ = lab.detach(&stale);
         }
         lab.move_guest(name, dest, local)
-            .map_err(|e| HypervisorError::Lab(name.to_string(), e.to_string()))?;
-        Ok(local)
+            .map_err(|e| HypervisorError::Lab(name.to_string(), e.to_string()))
+    }
+
+    /// Puts a guest back on its port's device on `host` (a migration rolled
+    /// back after the move); the device must still be there.
+    pub fn return_guest(&self, name: &str, host: &str) -> Result<(), HypervisorError> {
+        let port_id = self.port_of(name)?;
+        let agent = self
+            .lab()
+            .agent(host)
+            .ok_or_else(|| HypervisorError::HostNotInLab(host.to_string()))?;
+        let local = lock(&agent)
+            .port_of(&port_id)
+            .ok_or_else(|| HypervisorError::NotPlugged {
+                port: port_id.clone(),
+                host: host.to_string(),
+                secs: 0,
+            })?;
+        self.complete_migration(name, host, local)
+    }
+
+    fn port_of(&self, name: &str) -> Result<String, HypervisorError> {
+        lock(&self.ports)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| HypervisorError::GuestNotFound(name.to_string()))
     }
 
     /// Deletes a guest: unplugged, stopped, its port reported down.

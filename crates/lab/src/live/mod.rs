@@ -10,6 +10,7 @@
 //! again while the fabric keeps forwarding, which is how restart behaviour is
 //! tested.
 
+pub mod compute;
 pub mod hypervisor;
 pub mod routes;
 
@@ -33,6 +34,7 @@ use crate::agents::{agent_for, configurations};
 use crate::build::build_with;
 use crate::lab::{Element, Lab};
 use crate::topology::Topology;
+pub use compute::{Compute, ComputeOptions};
 pub use hypervisor::{GuestInfo, Hypervisor, HypervisorError, PingReport};
 
 /// The lab advances at most this many 1 ms ticks per wake-up; if it falls
@@ -48,6 +50,8 @@ pub struct Options {
     pub project: String,
     /// Agents' heartbeat interval.
     pub heartbeat: StdDuration,
+    /// The compute service's settings.
+    pub compute: ComputeOptions,
 }
 
 impl Options {
@@ -61,6 +65,7 @@ impl Options {
             ml2: Ml2Config::default(),
             project: "admin".into(),
             heartbeat: client::HEARTBEAT,
+            compute: ComputeOptions::default(),
         })
     }
 }
@@ -92,6 +97,7 @@ struct AgentRun {
 pub struct LiveLab {
     lab: Arc<Mutex<Lab>>,
     hypervisor: Hypervisor,
+    compute: Compute,
     events: hypervisor::AgentEvents,
     agents: BTreeMap<String, AgentRun>,
     controller: Option<Controller>,
@@ -146,9 +152,16 @@ impl LiveLab {
                 .spawn(move || run_clock(&lab, &stop))
                 .map_err(|e| LiveError::Listen("lab clock thread".into(), e))?
         };
+        let compute = Compute::new(
+            hypervisor.clone(),
+            &format!("http://{addr}"),
+            &opts.topology,
+            opts.compute.clone(),
+        );
         let mut live = LiveLab {
             lab,
             hypervisor,
+            compute,
             events,
             agents,
             controller: None,
@@ -170,7 +183,8 @@ impl LiveLab {
         let o = &self.opts;
         let app = switchyard_api::open_app(&o.db, Durability::Process, &o.ml2, &o.project)?;
         let (stop, mut stopped) = watch::channel(false);
-        let extra = routes::router(self.hypervisor.clone(), app.clone());
+        let extra = routes::router(self.hypervisor.clone(), app.clone())
+            .merge(compute::api::router(self.compute.clone(), &o.project));
         let app2 = app.clone();
         let task = tokio::spawn(async move {
             let shutdown = async move {
@@ -258,6 +272,10 @@ impl LiveLab {
 
     pub fn hypervisor(&self) -> &Hypervisor {
         &self.hypervisor
+    }
+
+    pub fn compute(&self) -> &Compute {
+        &self.compute
     }
 
     /// The running controller's application (None while it is stopped).

@@ -7,7 +7,11 @@
 //! * `GET|DELETE /switchyard/v1/lab/guests/{name}`;
 //! * `POST /switchyard/v1/lab/guests/{name}/ping` —
 //!   `{"ping": {"target": "10.0.0.5", "count": 10, "interval_ms": 10}}`, answered
-//!   when the run is over.
+//!   when the run is over;
+//! * `PUT|DELETE /switchyard/v1/lab/guests/{name}/stream` — start a ping
+//!   stream (`{"stream": {"target": …, "interval_ms": 10}}`) that runs until
+//!   stopped (at most 65,535 requests); DELETE stops it and reports it, with
+//!   `lost` and `outage_ms` (what a migration under it is measured with).
 //!
 //! Errors use Neutron's `NeutronError` body, like the rest of the API.
 
@@ -49,6 +53,10 @@ pub fn router(hyp: Hypervisor, app: App) -> Router {
         .route("/switchyard/v1/lab/guests", get(list).post(create))
         .route("/switchyard/v1/lab/guests/{name}", get(show).delete(delete))
         .route("/switchyard/v1/lab/guests/{name}/ping", post(ping))
+        .route(
+            "/switchyard/v1/lab/guests/{name}/stream",
+            axum::routing::put(start_stream).delete(stop_stream),
+        )
         .route("/switchyard/v1/lab/internet/ping", post(internet_ping))
         .method_not_allowed_fallback(not_allowed)
         .with_state(Ctx { hyp, app })
@@ -128,9 +136,25 @@ async fn show_lab(State(c): State<Ctx>) -> Response {
         "guests": guests,
         "clock_ms": lab.now.total_millis(),
         "lost_frames": lab.lost_frames,
+        "internet": internet(&lab),
         "overflowed_ticks": lab.overflowed_ticks,
     }});
     reply(200, v)
+}
+
+/// The internet node: its address, the range of hosts behind it, and the
+/// address `switchyard verify` probes (the first of those hosts). Null when
+/// the topology has none.
+fn internet(lab: &crate::Lab) -> Value {
+    let Some(inet) = lab.internet("internet") else {
+        return Value::Null;
+    };
+    let (net, len) = inet.hosts;
+    json!({
+        "address": inet.ip,
+        "hosts": format!("{net}/{len}"),
+        "probe": Ipv4Addr::from(u32::from(net) | 1),
+    })
 }
 
 async fn list(State(c): State<Ctx>) -> Response {
@@ -204,6 +228,56 @@ async fn ping(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Re
     result(ping_inner(&c, Some(&name), &body).await)
 }
 
+async fn start_stream(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
+    result(start_stream_inner(&c, &name, &body).await)
+}
+
+async fn start_stream_inner(c: &Ctx, name: &str, body: &Bytes) -> Result<Response, NeutronError> {
+    let p = member(body, "stream")?;
+    only(&p, &["target", "interval_ms"])?;
+    let target = unicast_target(&p)?;
+    let interval = number(&p, "interval_ms", 10, 10_000)?;
+    c.hyp
+        .wait_for_address(name, StdDuration::from_secs(ADDRESS_WAIT_S))
+        .await
+        .map_err(|e| hyp_error(&e))?;
+    c.hyp
+        .start_ping(
+            name,
+            target,
+            Duration::from_millis(interval),
+            Some(u16::MAX),
+        )
+        .map_err(|e| hyp_error(&e))?;
+    Ok(reply(
+        202,
+        json!({"stream": {"from": name, "target": target, "interval_ms": interval}}),
+    ))
+}
+
+async fn stop_stream(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
+    result(match c.hyp.stop_ping(&name) {
+        Ok(Some(r)) => Ok(reply(200, json!({ "stream": r }))),
+        Ok(None) => Err(NeutronError::not_found(
+            "StreamNotFound",
+            format!("Guest {name} runs no ping stream."),
+        )),
+        Err(e) => Err(hyp_error(&e)),
+    })
+}
+
+fn unicast_target(p: &Map<String, Value>) -> Result<Ipv4Addr, NeutronError> {
+    let target: Ipv4Addr = string(p, "target")?
+        .parse()
+        .map_err(|_| NeutronError::invalid_input("'target' must be an IPv4 address"))?;
+    if target.is_unspecified() || target.is_broadcast() || target.is_multicast() {
+        return Err(NeutronError::invalid_input(format!(
+            "'target' must be a unicast address, not {target}"
+        )));
+    }
+    Ok(target)
+}
+
 async fn internet_ping(State(c): State<Ctx>, body: Bytes) -> Response {
     result(ping_inner(&c, None, &body).await)
 }
@@ -212,20 +286,13 @@ async fn internet_ping(State(c): State<Ctx>, body: Bytes) -> Response {
 async fn ping_inner(c: &Ctx, name: Option<&str>, body: &Bytes) -> Result<Response, NeutronError> {
     let p = member(body, "ping")?;
     only(&p, &["target", "count", "interval_ms"])?;
-    let target: Ipv4Addr = string(&p, "target")?
-        .parse()
-        .map_err(|_| NeutronError::invalid_input("'target' must be an IPv4 address"))?;
+    let target = unicast_target(&p)?;
     let count = number(&p, "count", 5, MAX_PING_COUNT)?;
     let interval = number(&p, "interval_ms", 100, 10_000)?;
     if count * interval > MAX_PING_RUN_MS {
         return Err(NeutronError::invalid_input(format!(
             "count × interval_ms is {} ms; a ping run may last at most {MAX_PING_RUN_MS} ms",
             count * interval
-        )));
-    }
-    if target.is_unspecified() || target.is_broadcast() || target.is_multicast() {
-        return Err(NeutronError::invalid_input(format!(
-            "'target' must be a unicast address, not {target}"
         )));
     }
     let (count, interval, grace) = (

@@ -1,0 +1,195 @@
+//! Clients of a running lab's public APIs (Neutron, compute, the lab's guest
+//! API) over HTTP: what `switchyard verify`, `switchyard demo` and
+//! `switchyard bench migration` run. They only use what any API client can,
+//! so they work the same against `switchyard lab up` as in-process.
+
+pub mod demo;
+pub mod migration;
+pub mod verify;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{method} {path}: {message}")]
+    Http {
+        method: String,
+        path: String,
+        message: String,
+    },
+    #[error("{method} {path}: HTTP {status}: {message}")]
+    Api {
+        method: String,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{0}")]
+    Scenario(String),
+}
+
+/// The error message inside a Neutron (`NeutronError.message`) or Nova
+/// (`{fault: {message}}`) error body.
+fn error_message(v: &Value) -> Option<String> {
+    if let Some(m) = v["NeutronError"]["message"].as_str() {
+        return Some(m.to_string());
+    }
+    v.as_object()?
+        .values()
+        .find_map(|f| f["message"].as_str().map(str::to_string))
+}
+
+/// A client of one lab, at `http://HOST:PORT`.
+#[derive(Clone)]
+pub struct LabClient {
+    http: reqwest::Client,
+    url: String,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+impl LabClient {
+    pub fn new(url: &str) -> Self {
+        LabClient {
+            http: reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+            url: url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One call; any status is returned with the body (JSON or null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ClientError> {
+        let mut r = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url));
+        if path.starts_with("/compute/") {
+            r = r.header("OpenStack-API-Version", "compute 2.74");
+        }
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        let http_err = |e: reqwest::Error| ClientError::Http {
+            method: method.to_string(),
+            path: path.to_string(),
+            message: e.to_string(),
+        };
+        let resp = r.send().await.map_err(http_err)?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(http_err)?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// A call that must succeed (2xx); its body.
+    pub async fn ok(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let (status, v) = self.call(method.clone(), path, body).await?;
+        if (200..300).contains(&status) {
+            return Ok(v);
+        }
+        Err(ClientError::Api {
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            message: error_message(&v).unwrap_or_else(|| v.to_string()),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.ok(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.ok(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.ok(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.ok(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Polls a server until `done` holds for it, or `limit` passes.
+    pub async fn wait_server(
+        &self,
+        id: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value, ClientError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let s = self.get(&format!("/compute/v2.1/servers/{id}")).await?;
+            let s = s["server"].clone();
+            if done(&s) {
+                return Ok(s);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Scenario(format!(
+                    "server {id} still {} after {} s",
+                    s["status"],
+                    limit.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Boots a server on `host` and waits for ACTIVE; ERROR is an error
+    /// with the server's fault.
+    pub async fn boot(
+        &self,
+        name: &str,
+        networks: Value,
+        host: &str,
+        limit: Duration,
+    ) -> Result<Value, ClientError> {
+        let body = serde_json::json!({"server": {
+            "name": name, "networks": networks, "availability_zone": format!("nova:{host}")}});
+        let r = self.post("/compute/v2.1/servers", &body).await?;
+        let id = r["server"]["id"]
+            .as_str()
+            .ok_or_else(|| ClientError::Scenario("POST /servers answered without an id".into()))?
+            .to_string();
+        let s = self
+            .wait_server(&id, limit, |s| s["status"] != "BUILD")
+            .await?;
+        if s["status"] != "ACTIVE" {
+            return Err(ClientError::Scenario(format!(
+                "server {name} went {}: {}",
+                s["status"],
+                s["fault"]["message"]
+                    .as_str()
+                    .unwrap_or("no fault recorded")
+            )));
+        }
+        Ok(s)
+    }
+}
+
+/// The backend name of a `binding:vif_type`.
+pub fn backend_of(vif_type: &str) -> String {
+    match vif_type {
+        "ovs" => "ovs".into(),
+        "vrouter" => "vrouter".into(),
+        "hw_veb" | "hostdev_physical" => "sriov".into(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,742 @@
+//! The compute API's HTTP face, under `/compute` beside the Neutron API:
+//!
+//! * `GET /compute/`, `GET /compute/v2.1/` — version discovery;
+//! * `GET|POST /compute/v2.1/servers`, `GET /compute/v2.1/servers/detail`,
+//!   `GET|DELETE /compute/v2.1/servers/{id}`;
+//! * `POST /compute/v2.1/servers/{id}/action` with `os-migrateLive`;
+//! * `GET /compute/v2.1/servers/{id}/migrations`, `GET /compute/v2.1/os-migrations`;
+//! * `GET /compute/v2.1/os-hypervisors[/detail|/{id}]`.
+//!
+//! Microversions 2.1 to [`MAX_VERSION`] are accepted through
+//! `OpenStack-API-Version: compute X.Y` (or `X-OpenStack-Nova-API-Version`)
+//! and echoed back; request bodies are checked against the schema of the
+//! requested version. Errors use Nova's fault bodies
+//! (`{"itemNotFound": {"code": 404, "message": …}}`).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use super::{BootRequest, Compute, ComputeError, NetRequest, views};
+
+/// Highest microversion served: `host` on boot (2.74), UUID hypervisor ids
+/// (2.53), `block_migration: "auto"` without `disk_over_commit` (2.25).
+pub const MAX_VERSION: (u32, u32) = (2, 74);
+const MIN_VERSION: (u32, u32) = (2, 1);
+
+#[derive(Clone)]
+struct Ctx {
+    compute: Compute,
+    project: String,
+}
+
+pub fn router(compute: Compute, project: &str) -> Router {
+    Router::new()
+        .route("/compute", get(versions))
+        .route("/compute/", get(versions))
+        .route("/compute/v2.1", get(version))
+        .route("/compute/v2.1/", get(version))
+        .route("/compute/v2.1/servers", get(list).post(create))
+        .route("/compute/v2.1/servers/detail", get(list_detail))
+        .route("/compute/v2.1/servers/{id}", get(show).delete(delete))
+        .route("/compute/v2.1/servers/{id}/action", post(action))
+        .route(
+            "/compute/v2.1/servers/{id}/migrations",
+            get(server_migrations),
+        )
+        .route("/compute/v2.1/os-migrations", get(migrations))
+        .route("/compute/v2.1/os-hypervisors", get(hypervisors))
+        .route(
+            "/compute/v2.1/os-hypervisors/detail",
+            get(hypervisors_detail),
+        )
+        .route("/compute/v2.1/os-hypervisors/{id}", get(hypervisor))
+        .with_state(Ctx {
+            compute,
+            project: project.to_string(),
+        })
+}
+
+/// An error answer: Nova's fault body for a status.
+#[derive(Debug)]
+struct Fault {
+    code: u16,
+    message: String,
+}
+
+fn fault(code: u16, message: &str) -> Fault {
+    Fault {
+        code,
+        message: message.to_string(),
+    }
+}
+
+impl IntoResponse for Fault {
+    fn into_response(self) -> Response {
+        fault_response(self.code, &self.message)
+    }
+}
+
+fn fault_response(code: u16, message: &str) -> Response {
+    let kind = match code {
+        400 => "badRequest",
+        403 => "forbidden",
+        404 => "itemNotFound",
+        405 => "badMethod",
+        409 => "conflictingRequest",
+        501 => "notImplemented",
+        _ => "computeFault",
+    };
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ kind: {"code": code, "message": message} }).to_string(),
+    )
+        .into_response()
+}
+
+fn error(e: &ComputeError) -> Fault {
+    fault(e.code(), &e.to_string())
+}
+
+fn reply(code: StatusCode, v: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn version_string((a, b): (u32, u32)) -> String {
+    format!("{a}.{b}")
+}
+
+/// The microversion a request asks for.
+fn requested_version(h: &HeaderMap) -> Result<(u32, u32), Fault> {
+    let parse = |s: &str| -> Result<(u32, u32), Fault> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("latest") {
+            return Ok(MAX_VERSION);
+        }
+        let bad = || {
+            fault(
+                400,
+                &format!(
+                    "API Version String {s} is of invalid format. Must be of format MajorNum.MinorNum."
+                ),
+            )
+        };
+        let (a, b) = s.split_once('.').ok_or_else(bad)?;
+        let v = (
+            a.parse::<u32>().map_err(|_| bad())?,
+            b.parse::<u32>().map_err(|_| bad())?,
+        );
+        if v < MIN_VERSION || v > MAX_VERSION {
+            return Err(fault(
+                406,
+                &format!(
+                    "Version {} is not supported by the API. Minimum is {} and maximum is {}.",
+                    version_string(v),
+                    version_string(MIN_VERSION),
+                    version_string(MAX_VERSION)
+                ),
+            ));
+        }
+        Ok(v)
+    };
+    if let Some(v) = h.get("openstack-api-version") {
+        let s = v
+            .to_str()
+            .map_err(|_| fault(400, "OpenStack-API-Version is not valid text"))?;
+        // "compute 2.60" possibly among other services, comma-separated.
+        for part in s.split(',') {
+            let mut w = part.split_whitespace();
+            if w.next()
+                .is_some_and(|svc| svc.eq_ignore_ascii_case("compute"))
+                && let Some(ver) = w.next()
+            {
+                return parse(ver);
+            }
+        }
+    }
+    if let Some(v) = h.get("x-openstack-nova-api-version") {
+        let s = v
+            .to_str()
+            .map_err(|_| fault(400, "X-OpenStack-Nova-API-Version is not valid text"))?;
+        return parse(s);
+    }
+    Ok(MIN_VERSION)
+}
+
+/// Adds the microversion headers Nova sends with every versioned response.
+fn versioned(mut r: Response, v: (u32, u32)) -> Response {
+    let hs = r.headers_mut();
+    if let Ok(x) = HeaderValue::from_str(&format!("compute {}", version_string(v))) {
+        hs.insert("openstack-api-version", x);
+    }
+    if let Ok(x) = HeaderValue::from_str(&version_string(v)) {
+        hs.insert("x-openstack-nova-api-version", x);
+    }
+    hs.insert(
+        header::VARY,
+        HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
+    );
+    r
+}
+
+/// The base URL for links: from the request's `Host`.
+fn base(h: &HeaderMap) -> String {
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}/compute/v2.1")
+}
+
+fn version_doc(h: &HeaderMap) -> Value {
+    json!({
+        "id": "v2.1",
+        "status": "CURRENT",
+        "version": version_string(MAX_VERSION),
+        "min_version": version_string(MIN_VERSION),
+        "updated": "2013-07-23T11:33:21Z",
+        "links": [{"rel": "self", "href": format!("{}/", base(h))},
+                  {"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"}],
+        "media-types": [{"base": "application/json",
+                         "type": "application/vnd.openstack.compute+json;version=2.1"}],
+    })
+}
+
+async fn versions(h: HeaderMap) -> Response {
+    reply(StatusCode::OK, &json!({"versions": [version_doc(&h)]}))
+}
+
+async fn version(h: HeaderMap) -> Response {
+    reply(StatusCode::OK, &json!({"version": version_doc(&h)}))
+}
+
+/// Runs `f` at the request's microversion, with Nova's headers.
+async fn at_version<F, Fut>(h: &HeaderMap, f: F) -> Response
+where
+    F: FnOnce((u32, u32)) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    match requested_version(h) {
+        Ok(v) => versioned(f(v).await, v),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// `?host=`, `?name=` (a regular expression in Nova; a substring here) and
+/// `?status=` filters.
+fn filtered(c: &Compute, q: &[(String, String)]) -> Result<Vec<super::Server>, Fault> {
+    let mut v = c.servers();
+    for (k, val) in q {
+        match k.as_str() {
+            "host" | "node" => v.retain(|s| s.host.as_deref() == Some(val.as_str())),
+            "name" => v.retain(|s| s.name.contains(val.as_str())),
+            "status" => v.retain(|s| s.status.as_str().eq_ignore_ascii_case(val)),
+            "all_tenants" | "limit" | "marker" | "deleted" => {}
+            other => {
+                return Err(fault(400, &format!("Invalid filter field: {other}.")));
+            }
+        }
+    }
+    Ok(v)
+}
+
+async fn list(
+    State(c): State<Ctx>,
+    h: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    at_version(&h, |_| async {
+        match filtered(&c.compute, &q) {
+            Ok(v) => {
+                let b = base(&h);
+                let servers: Vec<Value> = v.iter().map(|s| views::server_brief(&b, s)).collect();
+                reply(StatusCode::OK, &json!({ "servers": servers }))
+            }
+            Err(r) => r.into_response(),
+        }
+    })
+    .await
+}
+
+async fn list_detail(
+    State(c): State<Ctx>,
+    h: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    at_version(&h, |_| async {
+        match filtered(&c.compute, &q) {
+            Ok(v) => {
+                let b = base(&h);
+                let servers: Vec<Value> = v.iter().map(|s| views::server_detail(&b, s)).collect();
+                reply(StatusCode::OK, &json!({ "servers": servers }))
+            }
+            Err(r) => r.into_response(),
+        }
+    })
+    .await
+}
+
+async fn show(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    at_version(&h, |_| async {
+        match c.compute.server(&id) {
+            Ok(s) => reply(
+                StatusCode::OK,
+                &json!({"server": views::server_detail(&base(&h), &s)}),
+            ),
+            Err(e) => error(&e).into_response(),
+        }
+    })
+    .await
+}
+
+async fn delete(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    at_version(&h, |_| async {
+        match c.compute.delete(&id).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => error(&e).into_response(),
+        }
+    })
+    .await
+}
+
+/// The JSON object body, with Nova's messages for what is not one.
+fn body_object(body: &Bytes) -> Result<Map<String, Value>, Fault> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(fault(400, "The request body must be a JSON object.")),
+        Err(_) => Err(fault(400, "Malformed request body")),
+    }
+}
+
+fn invalid(field: &str, value: &Value, why: &str) -> Fault {
+    fault(
+        400,
+        &format!("Invalid input for field/attribute {field}. Value: {value}. {why}"),
+    )
+}
+
+fn only(obj: &Map<String, Value>, field: &str, allowed: &[&str]) -> Result<(), Fault> {
+    let extra: Vec<String> = obj
+        .keys()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .map(|k| format!("'{k}'"))
+        .collect();
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let verb = if extra.len() == 1 { "was" } else { "were" };
+    Err(invalid(
+        field,
+        &Value::Object(obj.clone()),
+        &format!(
+            "Additional properties are not allowed ({} {verb} unexpected)",
+            extra.join(", ")
+        ),
+    ))
+}
+
+fn parse_networks(v: Option<&Value>, version: (u32, u32)) -> Result<Vec<NetRequest>, Fault> {
+    let Some(v) = v else {
+        return if version >= (2, 37) {
+            Err(invalid(
+                "server",
+                &Value::Null,
+                "'networks' is a required property",
+            ))
+        } else {
+            Err(fault(
+                400,
+                "Automatic network allocation is not supported: give 'networks' (uuid or port) explicitly.",
+            ))
+        };
+    };
+    match v {
+        Value::String(s) if s == "none" => Ok(Vec::new()),
+        Value::String(s) if s == "auto" => Err(fault(
+            400,
+            "Automatic network allocation ('auto') is not supported: give 'networks' (uuid or port) explicitly.",
+        )),
+        Value::Array(a) if !a.is_empty() => a
+            .iter()
+            .map(|n| {
+                let Value::Object(o) = n else {
+                    return Err(invalid("networks", n, "is not of type 'object'"));
+                };
+                only(o, "networks", &["uuid", "port", "fixed_ip", "tag"])?;
+                let s = |k: &str| -> Result<Option<String>, Fault> {
+                    match o.get(k) {
+                        None | Some(Value::Null) => Ok(None),
+                        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+                        Some(x) => Err(invalid(k, x, "is not a valid value")),
+                    }
+                };
+                match (s("uuid")?, s("port")?) {
+                    (_, Some(p)) => Ok(NetRequest::Port(p)),
+                    (Some(id), None) => Ok(NetRequest::Network {
+                        id,
+                        fixed_ip: s("fixed_ip")?,
+                    }),
+                    (None, None) => Err(fault(
+                        400,
+                        "Bad networks format: network uuid is not in proper format ()",
+                    )),
+                }
+            })
+            .collect(),
+        other => Err(invalid(
+            "networks",
+            other,
+            "is not valid under any of the given schemas",
+        )),
+    }
+}
+
+async fn create(State(c): State<Ctx>, h: HeaderMap, body: Bytes) -> Response {
+    let v = match requested_version(&h) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    match create_inner(&c, &h, &body, v).await {
+        Ok(r) => versioned(r, v),
+        Err(f) => versioned(f.into_response(), v),
+    }
+}
+
+async fn create_inner(
+    c: &Ctx,
+    h: &HeaderMap,
+    body: &Bytes,
+    version: (u32, u32),
+) -> Result<Response, Fault> {
+    let mut b = body_object(body)?;
+    let Some(Value::Object(s)) = b.remove("server") else {
+        return Err(invalid(
+            "root",
+            &Value::Object(b),
+            "'server' is a required property",
+        ));
+    };
+    let mut allowed = vec![
+        "name",
+        "imageRef",
+        "flavorRef",
+        "networks",
+        "availability_zone",
+        "min_count",
+        "max_count",
+    ];
+    if version >= (2, 74) {
+        allowed.extend(["host", "hypervisor_hostname"]);
+    }
+    only(&s, "server", &allowed)?;
+    let name = match s.get("name") {
+        Some(Value::String(n)) if !n.trim().is_empty() && n.len() <= 255 => n.clone(),
+        Some(x) => return Err(invalid("name", x, "is not a valid server name")),
+        None => {
+            return Err(invalid(
+                "server",
+                &Value::Object(s.clone()),
+                "'name' is a required property",
+            ));
+        }
+    };
+    for k in ["min_count", "max_count"] {
+        if let Some(x) = s.get(k)
+            && x.as_u64() != Some(1)
+            && x.as_str() != Some("1")
+        {
+            return Err(fault(
+                400,
+                &format!("{k} other than 1 is not supported: boot servers one at a time."),
+            ));
+        }
+    }
+    let networks = parse_networks(s.get("networks"), version)?;
+    let mut host = None;
+    match s.get("availability_zone") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(az)) => {
+            let mut parts = az.splitn(3, ':');
+            let zone = parts.next().unwrap_or_default();
+            if zone != "nova" && !zone.is_empty() {
+                return Err(fault(
+                    400,
+                    &format!("The requested availability zone is not available: {zone}"),
+                ));
+            }
+            host = parts.next().filter(|h| !h.is_empty()).map(str::to_string);
+        }
+        Some(x) => return Err(invalid("availability_zone", x, "is not of type 'string'")),
+    }
+    for k in ["host", "hypervisor_hostname"] {
+        match s.get(k) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(x)) if !x.is_empty() => {
+                if host.as_ref().is_some_and(|h| h != x) {
+                    return Err(fault(
+                        400,
+                        "The host named in availability_zone and in host/hypervisor_hostname differ.",
+                    ));
+                }
+                host = Some(x.clone());
+            }
+            Some(x) => return Err(invalid(k, x, "is not a valid host name")),
+        }
+    }
+    let id = c
+        .compute
+        .boot(BootRequest {
+            name,
+            project_id: caller_project(h, &c.project),
+            networks,
+            host,
+        })
+        .await
+        .map_err(|e| error(&e))?;
+    let b = base(h);
+    let mut r = reply(
+        StatusCode::ACCEPTED,
+        &json!({"server": {
+            "id": id,
+            "links": [{"rel": "self", "href": format!("{b}/servers/{id}")},
+                      {"rel": "bookmark", "href": format!("{b}/servers/{id}")}],
+            "OS-DCF:diskConfig": "MANUAL",
+            "security_groups": [{"name": "default"}],
+            "adminPass": &id[..12.min(id.len())],
+        }}),
+    );
+    if let Ok(loc) = HeaderValue::from_str(&format!("{b}/servers/{id}")) {
+        r.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(r)
+}
+
+fn caller_project(h: &HeaderMap, default: &str) -> String {
+    h.get("x-project-id")
+        .or_else(|| h.get("x-tenant-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && p.len() <= 255)
+        .unwrap_or(default)
+        .to_string()
+}
+
+/// Server actions Nova has that this service does not.
+const UNSUPPORTED_ACTIONS: &[&str] = &[
+    "reboot",
+    "os-start",
+    "os-stop",
+    "migrate",
+    "resize",
+    "confirmResize",
+    "revertResize",
+    "rebuild",
+    "pause",
+    "unpause",
+    "suspend",
+    "resume",
+    "shelve",
+    "unshelve",
+    "evacuate",
+    "lock",
+    "unlock",
+    "rescue",
+    "unrescue",
+    "createImage",
+    "addSecurityGroup",
+    "removeSecurityGroup",
+    "os-getConsoleOutput",
+    "forceDelete",
+    "restore",
+    "os-resetState",
+    "changePassword",
+    "trigger_crash_dump",
+];
+
+async fn action(
+    State(c): State<Ctx>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let v = match requested_version(&h) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    match action_inner(&c, &id, &body, v).await {
+        Ok(r) => versioned(r, v),
+        Err(f) => versioned(f.into_response(), v),
+    }
+}
+
+async fn action_inner(
+    c: &Ctx,
+    id: &str,
+    body: &Bytes,
+    version: (u32, u32),
+) -> Result<Response, Fault> {
+    let b = body_object(body)?;
+    // Unknown servers are 404 whatever the action.
+    c.compute.server(id).map_err(|e| error(&e))?;
+    let Some((name, args)) = b.iter().next() else {
+        return Err(fault(400, "Malformed request body"));
+    };
+    if name != "os-migrateLive" {
+        if UNSUPPORTED_ACTIONS.contains(&name.as_str()) {
+            return Err(fault(
+                501,
+                &format!(
+                    "Action {name} is not implemented by this compute service; os-migrateLive is."
+                ),
+            ));
+        }
+        return Err(fault(400, &format!("There is no such action: {name}")));
+    }
+    let Value::Object(m) = args else {
+        return Err(invalid("os-migrateLive", args, "is not of type 'object'"));
+    };
+    let mut allowed = vec!["host", "block_migration"];
+    if version < (2, 25) {
+        allowed.push("disk_over_commit");
+    }
+    if ((2, 30)..(2, 68)).contains(&version) {
+        allowed.push("force");
+    }
+    only(m, "os-migrateLive", &allowed)?;
+    let required: &[&str] = if version < (2, 25) {
+        &["block_migration", "disk_over_commit", "host"]
+    } else {
+        &["block_migration", "host"]
+    };
+    for k in required {
+        if !m.contains_key(*k) {
+            return Err(invalid(
+                "os-migrateLive",
+                args,
+                &format!("'{k}' is a required property"),
+            ));
+        }
+    }
+    match m.get("block_migration") {
+        Some(Value::Bool(_)) => {}
+        Some(Value::String(s)) if version >= (2, 25) && s == "auto" => {}
+        Some(x) => {
+            return Err(invalid(
+                "block_migration",
+                x,
+                "is not valid under any of the given schemas",
+            ));
+        }
+        None => {}
+    }
+    let host = match m.get("host") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(h)) if !h.is_empty() && h.len() <= 255 => Some(h.clone()),
+        Some(x) => return Err(invalid("host", x, "is not a valid host name")),
+    };
+    c.compute
+        .live_migrate(id, host.as_deref())
+        .await
+        .map_err(|e| error(&e))?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn server_migrations(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    at_version(&h, |_| async {
+        if let Err(e) = c.compute.server(&id) {
+            return error(&e).into_response();
+        }
+        let b = base(&h);
+        // In-progress migrations only, as Nova lists them here.
+        let v: Vec<Value> = c
+            .compute
+            .migrations()
+            .iter()
+            .filter(|m| m.instance_uuid == id && matches!(m.status, "preparing" | "running"))
+            .map(|m| views::migration(&b, m))
+            .collect();
+        reply(StatusCode::OK, &json!({ "migrations": v }))
+    })
+    .await
+}
+
+async fn migrations(
+    State(c): State<Ctx>,
+    h: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    at_version(&h, |_| async {
+        let b = base(&h);
+        let mut all = c.compute.migrations();
+        for (k, v) in &q {
+            match k.as_str() {
+                "instance_uuid" => all.retain(|m| &m.instance_uuid == v),
+                "status" => all.retain(|m| m.status == v),
+                "source_compute" => all.retain(|m| &m.source == v),
+                "migration_type" => all.retain(|_| v == "live-migration"),
+                _ => {}
+            }
+        }
+        all.reverse();
+        let v: Vec<Value> = all.iter().map(|m| views::migration(&b, m)).collect();
+        reply(StatusCode::OK, &json!({ "migrations": v }))
+    })
+    .await
+}
+
+async fn hypervisors(State(c): State<Ctx>, h: HeaderMap) -> Response {
+    at_version(&h, |_| async {
+        let v: Vec<Value> = c
+            .compute
+            .hosts()
+            .iter()
+            .map(|x| views::hypervisor(&c.compute, x, false))
+            .collect();
+        reply(StatusCode::OK, &json!({ "hypervisors": v }))
+    })
+    .await
+}
+
+async fn hypervisors_detail(State(c): State<Ctx>, h: HeaderMap) -> Response {
+    at_version(&h, |_| async {
+        let v: Vec<Value> = c
+            .compute
+            .hosts()
+            .iter()
+            .map(|x| views::hypervisor(&c.compute, x, true))
+            .collect();
+        reply(StatusCode::OK, &json!({ "hypervisors": v }))
+    })
+    .await
+}
+
+async fn hypervisor(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    at_version(&h, |_| async {
+        match c
+            .compute
+            .hosts()
+            .iter()
+            .find(|x| x.uuid == id || x.id.to_string() == id || x.name == id)
+        {
+            Some(x) => reply(
+                StatusCode::OK,
+                &json!({"hypervisor": views::hypervisor(&c.compute, x, true)}),
+            ),
+            None => {
+                fault(404, &format!("Hypervisor with ID {id} could not be found.")).into_response()
+            }
+        }
+    })
+    .await
+}

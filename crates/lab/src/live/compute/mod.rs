@@ -1,0 +1,974 @@
+//! The lab's compute service: a Nova v2.1 subset that boots guests on the
+//! lab's hypervisors and live-migrates them, driving the networking API the
+//! way Nova does.
+//!
+//! * Boot: create (or claim) each port with `binding:host_id`, refuse a
+//!   `binding_failed` binding, plug the guest's VIF where the node's agent put
+//!   the port (OVS port with its tag, vRouter interface, VF), and wait for the
+//!   port to become `ACTIVE` (Neutron's `network-vif-plugged`) before the
+//!   server is `ACTIVE`; any failure leaves the server in `ERROR` with a
+//!   fault and nothing of it in the network.
+//! * Live migration, Nova's multiple-bindings flow: check the destination
+//!   (known host, not the source, capacity), `POST …/bindings` for every VIF
+//!   on the destination (INACTIVE, with the destination's real `vif_type`),
+//!   wait for the destination to pre-plug every VIF, move the running guest
+//!   (its stack travels with it and announces itself), `PUT …/activate`,
+//!   `DELETE` the source bindings. Any failure before activation rolls back:
+//!   destination bindings deleted, the guest still running on the source.
+//!
+//! State is in memory, like the lab's guests it describes. Prechecks (bad
+//! host, wrong state, no capacity, a destination that cannot bind) answer the
+//! request synchronously, as Nova did before microversion 2.34, so a caller
+//! is told why at once; the rest runs in the background and is watched
+//! through the server's `status` and `/os-migrations`.
+
+pub mod api;
+pub mod neutron;
+mod views;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard_dataplane::frames::mac_serde::parse_mac;
+
+use super::hypervisor::{Hypervisor, HypervisorError};
+use crate::topology::{Role, Topology};
+use neutron::{Neutron, NeutronFailure};
+
+/// How often the service polls a port's status.
+const POLL: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone)]
+pub struct ComputeOptions {
+    /// Nova's `vif_plugging_timeout`: how long a boot waits for its ports to
+    /// become ACTIVE (and a migration for the destination to pre-plug).
+    pub vif_plugging_timeout: Duration,
+    /// Instances a hypervisor runs at most (its `vcpus`, one per instance).
+    pub instances_per_host: u32,
+}
+
+impl Default for ComputeOptions {
+    fn default() -> Self {
+        ComputeOptions {
+            vif_plugging_timeout: Duration::from_secs(30),
+            instances_per_host: 16,
+        }
+    }
+}
+
+/// The kind of hypervisor networking a host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Ovs,
+    Vrouter,
+    Sriov,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Ovs => "ovs",
+            Backend::Vrouter => "vrouter",
+            Backend::Sriov => "sriov",
+        }
+    }
+
+    /// Whether ports of `vnic_type` can be plugged here.
+    fn takes(self, vnic_type: &str) -> bool {
+        match self {
+            Backend::Sriov => vnic_type == "direct",
+            Backend::Ovs | Backend::Vrouter => vnic_type == "normal",
+        }
+    }
+}
+
+/// A hypervisor (compute node) of the lab.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub id: u32,
+    /// Its id in the API (microversion 2.53 and later show UUIDs).
+    pub uuid: String,
+    pub name: String,
+    pub backend: Backend,
+    /// Virtual functions (SR-IOV hosts), the cap on `direct` ports.
+    pub vfs: u32,
+}
+
+/// Nova's server `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Build,
+    Active,
+    Migrating,
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Build => "BUILD",
+            Status::Active => "ACTIVE",
+            Status::Migrating => "MIGRATING",
+            Status::Error => "ERROR",
+        }
+    }
+}
+
+/// One of a server's network interfaces: a Neutron port and the lab guest
+/// (one IP stack per NIC) plugged into it.
+#[derive(Debug, Clone)]
+pub struct Vif {
+    pub port_id: String,
+    pub network_id: String,
+    pub network_name: String,
+    pub mac: String,
+    pub ips: Vec<String>,
+    pub vnic_type: String,
+    pub vif_type: String,
+    pub profile: Value,
+    /// The guest (lab name) on this VIF, once plugged.
+    pub guest: String,
+    /// Nova created the port (and deletes it with the server) rather than
+    /// being given it.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub code: u16,
+    pub message: String,
+    pub created: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    pub status: Status,
+    pub task_state: Option<&'static str>,
+    pub host: Option<String>,
+    pub vifs: Vec<Vif>,
+    pub created: String,
+    pub updated: String,
+    pub fault: Option<Fault>,
+    /// Set by a delete during the build: the build tears down what it made.
+    deleting: bool,
+}
+
+/// A live migration, as `/os-migrations` shows it.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub id: u64,
+    pub uuid: String,
+    pub instance_uuid: String,
+    pub source: String,
+    pub dest: String,
+    /// `preparing`, `running`, `completed`, `error`.
+    pub status: &'static str,
+    /// Why it failed (a switchyard addition to Nova's record).
+    pub error: Option<String>,
+    pub created: String,
+    pub updated: String,
+}
+
+/// A network the new server is attached to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetRequest {
+    /// A new port on this network (`{"uuid": …}`), optionally with a fixed IP.
+    Network {
+        id: String,
+        fixed_ip: Option<String>,
+    },
+    /// An existing port (`{"port": …}`).
+    Port(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct BootRequest {
+    pub name: String,
+    pub project_id: String,
+    pub networks: Vec<NetRequest>,
+    /// `availability_zone: "nova:HOST"` or `host`.
+    pub host: Option<String>,
+}
+
+/// Errors in the categories Nova's API answers with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ComputeError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ComputeError {
+    pub fn code(&self) -> u16 {
+        match self {
+            ComputeError::BadRequest(_) => 400,
+            ComputeError::NotFound(_) => 404,
+            ComputeError::Conflict(_) => 409,
+            ComputeError::Internal(_) => 500,
+        }
+    }
+}
+
+fn now_string() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update below completes under the lock or does not start.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn valid_guest_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[derive(Default)]
+struct Inner {
+    servers: BTreeMap<String, Server>,
+    migrations: Vec<Migration>,
+}
+
+/// Cheap to clone; every clone is the same service.
+#[derive(Clone)]
+pub struct Compute {
+    inner: Arc<Mutex<Inner>>,
+    hyp: Hypervisor,
+    neutron: Neutron,
+    hosts: Arc<Vec<Host>>,
+    opts: Arc<ComputeOptions>,
+}
+
+impl Compute {
+    /// The service for the compute nodes of `topology`, reaching the
+    /// networking API at `url`.
+    pub fn new(hyp: Hypervisor, url: &str, topology: &Topology, opts: ComputeOptions) -> Self {
+        let hosts = topology
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let backend = match n.role {
+                    Role::Ovs => Backend::Ovs,
+                    Role::Vrouter => Backend::Vrouter,
+                    Role::Sriov => Backend::Sriov,
+                    _ => return None,
+                };
+                Some((n, backend))
+            })
+            .enumerate()
+            .map(|(i, (n, backend))| Host {
+                id: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                uuid: uuid::Uuid::new_v4().to_string(),
+                name: n.name.clone(),
+                backend,
+                vfs: n.vfs.unwrap_or(crate::agents::DEFAULT_VFS),
+            })
+            .collect();
+        Compute {
+            inner: Arc::default(),
+            hyp,
+            neutron: Neutron::new(url),
+            hosts: Arc::new(hosts),
+            opts: Arc::new(opts),
+        }
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    fn hypervisor_uuid(&self, h: &Host) -> String {
+        h.uuid.clone()
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    pub fn server(&self, id: &str) -> Result<Server, ComputeError> {
+        self.inner()
+            .servers
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found(id))
+    }
+
+    pub fn servers(&self) -> Vec<Server> {
+        let mut v: Vec<Server> = self.inner().servers.values().cloned().collect();
+        // Newest first, as Nova lists.
+        v.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    pub fn migrations(&self) -> Vec<Migration> {
+        self.inner().migrations.clone()
+    }
+
+    /// Instances on `host`, and how many of their VIFs are `direct` (VFs).
+    fn load(inner: &Inner, host: &str) -> (u32, u32) {
+        let mut n = 0;
+        let mut vfs = 0;
+        for s in inner.servers.values() {
+            if s.host.as_deref() == Some(host) && s.status != Status::Error {
+                n += 1;
+                vfs += s.vifs.iter().filter(|v| v.vnic_type == "direct").count() as u32;
+            }
+        }
+        (n, vfs)
+    }
+
+    /// Running instances and VFs in use on `host` (for the hypervisor view).
+    pub fn usage(&self, host: &str) -> (u32, u32) {
+        Self::load(&self.inner(), host)
+    }
+
+    /// Why `host` cannot take an instance with these vnic types, if it cannot.
+    /// `by_vnic`: also refuse hosts whose networking cannot plug the vnic
+    /// types (the scheduler's filter; a host named by the caller is left to
+    /// the binding, which then fails clearly).
+    fn unfit(&self, inner: &Inner, host: &Host, vnics: &[String], by_vnic: bool) -> Option<String> {
+        if let Some(v) = vnics.iter().find(|v| by_vnic && !host.backend.takes(v)) {
+            return Some(format!(
+                "host {} ({} networking) cannot plug a port of binding:vnic_type {v}",
+                host.name,
+                host.backend.as_str()
+            ));
+        }
+        let (n, vfs) = Self::load(inner, &host.name);
+        if n >= self.opts.instances_per_host {
+            return Some(format!("host {} runs {n} instances, its limit", host.name));
+        }
+        let want = vnics.iter().filter(|v| *v == "direct").count() as u32;
+        if host.backend == Backend::Sriov && want > 0 && vfs + want > host.vfs {
+            return Some(format!(
+                "host {} has {} free VFs, {want} needed",
+                host.name,
+                host.vfs.saturating_sub(vfs)
+            ));
+        }
+        None
+    }
+
+    /// The scheduler: the least-loaded host that fits, other than `except`.
+    fn pick_host(
+        &self,
+        inner: &Inner,
+        vnics: &[String],
+        except: Option<&str>,
+    ) -> Result<String, String> {
+        let mut reasons = Vec::new();
+        let mut best: Option<(u32, &Host)> = None;
+        for h in self.hosts.iter() {
+            if Some(h.name.as_str()) == except {
+                continue;
+            }
+            if let Some(r) = self.unfit(inner, h, vnics, true) {
+                reasons.push(r);
+                continue;
+            }
+            let (n, _) = Self::load(inner, &h.name);
+            if best.is_none_or(|(m, _)| n < m) {
+                best = Some((n, h));
+            }
+        }
+        best.map(|(_, h)| h.name.clone()).ok_or_else(|| {
+            format!(
+                "No valid host was found. There are not enough hosts available. ({})",
+                reasons.join("; ")
+            )
+        })
+    }
+
+    /// `POST /servers`: validates the request, records the server in
+    /// `BUILD` and builds it in the background. Returns the server id.
+    pub async fn boot(&self, req: BootRequest) -> Result<String, ComputeError> {
+        if let Some(h) = &req.host
+            && self.host(h).is_none()
+        {
+            return Err(ComputeError::BadRequest(format!(
+                "Compute host {h} could not be found."
+            )));
+        }
+        // What Nova's API checks before accepting: networks and ports exist,
+        // ports are free; their vnic types steer the scheduler.
+        let mut vnics = Vec::new();
+        for n in &req.networks {
+            match n {
+                NetRequest::Network { id, .. } => {
+                    self.neutron.show_network(id).await.map_err(|e| {
+                        if e.status == 404 {
+                            ComputeError::BadRequest(format!("Network {id} could not be found."))
+                        } else {
+                            neutron_error(&e)
+                        }
+                    })?;
+                    vnics.push("normal".to_string());
+                }
+                NetRequest::Port(id) => {
+                    let p = self.neutron.show_port(id).await.map_err(|e| {
+                        if e.status == 404 {
+                            ComputeError::BadRequest(format!("Port id {id} could not be found."))
+                        } else {
+                            neutron_error(&e)
+                        }
+                    })?;
+                    if p.get("device_id")
+                        .and_then(Value::as_str)
+                        .is_some_and(|d| !d.is_empty())
+                    {
+                        return Err(ComputeError::Conflict(format!(
+                            "Port {id} is still in use."
+                        )));
+                    }
+                    vnics.push(
+                        p.get("binding:vnic_type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("normal")
+                            .to_string(),
+                    );
+                }
+            }
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = now_string();
+        let host = {
+            let mut inner = self.inner();
+            for n in &req.networks {
+                if let NetRequest::Port(p) = n
+                    && Self::port_user(&inner, p).is_some()
+                {
+                    return Err(ComputeError::Conflict(format!("Port {p} is still in use.")));
+                }
+            }
+            let host = match &req.host {
+                // A host named by the caller skips the scheduler's filters
+                // (as Nova's forced host): the binding decides.
+                Some(h) => match self
+                    .host(h)
+                    .and_then(|h| self.unfit(&inner, h, &vnics, false))
+                {
+                    None => Ok(h.clone()),
+                    Some(r) => Err(format!(
+                        "No valid host was found. There are not enough hosts available. ({r})"
+                    )),
+                },
+                None => self.pick_host(&inner, &vnics, None),
+            };
+            inner.servers.insert(
+                id.clone(),
+                Server {
+                    id: id.clone(),
+                    name: req.name.clone(),
+                    project_id: req.project_id.clone(),
+                    status: Status::Build,
+                    task_state: Some("spawning"),
+                    host: host.as_ref().ok().cloned(),
+                    vifs: Vec::new(),
+                    created: now.clone(),
+                    updated: now,
+                    fault: None,
+                    deleting: false,
+                },
+            );
+            host
+        };
+        let this = self.clone();
+        let sid = id.clone();
+        tokio::spawn(async move {
+            let r = match host {
+                Ok(host) => this.build(&sid, &host, &req).await,
+                Err(no_host) => Err(no_host),
+            };
+            this.finish_build(&sid, r).await;
+        });
+        Ok(id)
+    }
+
+    /// The server a port is attached to in this service.
+    fn port_user<'a>(inner: &'a Inner, port_id: &str) -> Option<&'a Server> {
+        inner
+            .servers
+            .values()
+            .find(|s| s.vifs.iter().any(|v| v.port_id == port_id))
+    }
+
+    /// A guest name for VIF `index` of server `name`: the server's name (with
+    /// `.ethN` after the first NIC) when that is a free, valid lab name.
+    fn guest_name(&self, id: &str, name: &str, index: usize) -> String {
+        let suffix = if index == 0 {
+            String::new()
+        } else {
+            format!(".eth{index}")
+        };
+        let wanted = format!("{name}{suffix}");
+        if valid_guest_name(&wanted) && self.hyp.guest(&wanted).is_err() {
+            return wanted;
+        }
+        format!("instance-{}{suffix}", &id[..8.min(id.len())])
+    }
+
+    /// Builds a server on `host`; the error is the fault message.
+    async fn build(&self, id: &str, host: &str, req: &BootRequest) -> Result<(), String> {
+        for (i, n) in req.networks.iter().enumerate() {
+            if self.server(id).map(|s| s.deleting).unwrap_or(true) {
+                return Err("deleted while building".into());
+            }
+            let port = match n {
+                NetRequest::Network { id: net, fixed_ip } => {
+                    let mut body = json!({
+                        "network_id": net,
+                        "device_id": id,
+                        "device_owner": "compute:nova",
+                        "binding:host_id": host,
+                        "project_id": req.project_id,
+                    });
+                    if let Some(ip) = fixed_ip {
+                        body["fixed_ips"] = json!([{ "ip_address": ip }]);
+                    }
+                    self.neutron.create_port(body).await
+                }
+                NetRequest::Port(p) => {
+                    self.neutron
+                        .update_port(
+                            p,
+                            json!({"device_id": id, "device_owner": "compute:nova", "binding:host_id": host}),
+                        )
+                        .await
+                }
+            }
+            .map_err(|e| e.message.clone())?;
+            let vif = self
+                .vif_of(
+                    &port,
+                    matches!(n, NetRequest::Network { .. }),
+                    String::new(),
+                )
+                .await;
+            // Recorded before anything can fail, so a failure cleans it up.
+            self.update(id, |s| s.vifs.push(vif.clone()));
+            if vif.vif_type == "binding_failed" || vif.vif_type == "unbound" {
+                return Err(format!(
+                    "Binding failed for port {}, please check neutron logs for more information.",
+                    vif.port_id
+                ));
+            }
+            let name = self.guest_name(id, &req.name, i);
+            let mac = parse_mac(&vif.mac).ok_or("the port has no valid MAC address")?;
+            self.hyp
+                .plug(
+                    &name,
+                    &vif.port_id,
+                    host,
+                    mac,
+                    self.opts.vif_plugging_timeout,
+                )
+                .await
+                .map_err(|e| format!("Virtual Interface creation failed: {e}"))?;
+            self.update(id, |s| {
+                if let Some(v) = s.vifs.iter_mut().find(|v| v.port_id == vif.port_id) {
+                    v.guest = name.clone();
+                }
+            });
+        }
+        // network-vif-plugged: every port ACTIVE.
+        let ports: Vec<String> = self
+            .server(id)
+            .map(|s| s.vifs.iter().map(|v| v.port_id.clone()).collect())
+            .unwrap_or_default();
+        for p in ports {
+            self.wait_active(&p).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a port to be ACTIVE within the VIF plugging timeout.
+    async fn wait_active(&self, port_id: &str) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.opts.vif_plugging_timeout;
+        loop {
+            if let Ok(p) = self.neutron.show_port(port_id).await
+                && p.get("status").and_then(Value::as_str) == Some("ACTIVE")
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "Virtual Interface creation failed: port {port_id} did not become ACTIVE within {} s",
+                    self.opts.vif_plugging_timeout.as_secs()
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// A VIF from a port as Neutron returns it.
+    async fn vif_of(
+        &self,
+        port: &serde_json::Map<String, Value>,
+        created: bool,
+        guest: String,
+    ) -> Vif {
+        let s = |k: &str| {
+            port.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let network_id = s("network_id");
+        let network_name = match self.neutron.show_network(&network_id).await {
+            Ok(n) => n
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .unwrap_or(&network_id)
+                .to_string(),
+            Err(_) => network_id.clone(),
+        };
+        Vif {
+            port_id: s("id"),
+            network_id,
+            network_name,
+            mac: s("mac_address"),
+            ips: fixed_ips(port),
+            vnic_type: s("binding:vnic_type"),
+            vif_type: s("binding:vif_type"),
+            profile: port
+                .get("binding:profile")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+            guest,
+            created,
+        }
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut Server)) {
+        if let Some(s) = self.inner().servers.get_mut(id) {
+            f(s);
+            s.updated = now_string();
+        }
+    }
+
+    async fn finish_build(&self, id: &str, r: Result<(), String>) {
+        let deleting = self.server(id).map(|s| s.deleting).unwrap_or(true);
+        match r {
+            Ok(()) if !deleting => {
+                self.update(id, |s| {
+                    s.status = Status::Active;
+                    s.task_state = None;
+                });
+                tracing::info!(server = %id, "server ACTIVE");
+            }
+            r => {
+                // Nothing of a failed (or deleted) build stays in the network.
+                self.teardown(id).await;
+                if deleting {
+                    self.inner().servers.remove(id);
+                    return;
+                }
+                let message = r.err().unwrap_or_default();
+                tracing::warn!(server = %id, %message, "build failed");
+                self.update(id, |s| {
+                    s.status = Status::Error;
+                    s.task_state = None;
+                    s.vifs.clear();
+                    s.fault = Some(Fault {
+                        code: 500,
+                        message,
+                        created: now_string(),
+                    });
+                });
+            }
+        }
+    }
+
+    /// Unplugs a server's guests and releases its ports (deleting those Nova
+    /// created, unbinding those it was given).
+    async fn teardown(&self, id: &str) {
+        let Ok(s) = self.server(id) else { return };
+        for v in &s.vifs {
+            if !v.guest.is_empty() {
+                let _ = self.hyp.unplug(&v.guest);
+            }
+            let r = if v.created {
+                self.neutron.delete_port(&v.port_id).await
+            } else {
+                self.neutron
+                    .update_port(
+                        &v.port_id,
+                        json!({"device_id": "", "device_owner": "", "binding:host_id": ""}),
+                    )
+                    .await
+                    .map(|_| ())
+            };
+            if let Err(e) = r {
+                tracing::warn!(server = %id, port = %v.port_id, error = %e, "releasing a port failed");
+            }
+        }
+    }
+
+    /// `DELETE /servers/{id}`.
+    pub async fn delete(&self, id: &str) -> Result<(), ComputeError> {
+        {
+            let mut inner = self.inner();
+            let s = inner.servers.get_mut(id).ok_or_else(|| not_found(id))?;
+            match s.status {
+                Status::Migrating => {
+                    return Err(ComputeError::Conflict(format!(
+                        "Cannot 'delete' instance {id} while it is in task_state migrating"
+                    )));
+                }
+                Status::Build => {
+                    // The build notices and tears down what it made.
+                    s.deleting = true;
+                    s.task_state = Some("deleting");
+                    return Ok(());
+                }
+                Status::Active | Status::Error => {
+                    if s.task_state == Some("deleting") {
+                        return Ok(());
+                    }
+                    s.task_state = Some("deleting");
+                }
+            }
+        }
+        self.teardown(id).await;
+        self.inner().servers.remove(id);
+        Ok(())
+    }
+
+    /// `os-migrateLive`: prechecks and destination bindings now; the move in
+    /// the background. Returns the migration id.
+    pub async fn live_migrate(&self, id: &str, dest: Option<&str>) -> Result<u64, ComputeError> {
+        let (server, dest, migration_id) = {
+            let mut inner = self.inner();
+            let s = inner.servers.get(id).ok_or_else(|| not_found(id))?.clone();
+            if s.status != Status::Active || s.task_state.is_some() {
+                let (attr, state) = match s.task_state {
+                    Some(t) => ("task_state", t),
+                    None => ("vm_state", vm_state(s.status)),
+                };
+                return Err(ComputeError::Conflict(format!(
+                    "Cannot 'os-migrateLive' instance {id} while it is in {attr} {state}"
+                )));
+            }
+            let source = s.host.clone().unwrap_or_default();
+            let vnics: Vec<String> = s.vifs.iter().map(|v| v.vnic_type.clone()).collect();
+            let dest = match dest {
+                Some(d) => {
+                    let h = self.host(d).ok_or_else(|| {
+                        ComputeError::BadRequest(format!("Compute host {d} could not be found."))
+                    })?;
+                    if d == source {
+                        return Err(ComputeError::BadRequest(format!(
+                            "Unable to migrate instance ({id}) to current host ({source})."
+                        )));
+                    }
+                    if let Some(r) = self.unfit(&inner, h, &vnics, false) {
+                        return Err(ComputeError::BadRequest(format!(
+                            "Migration pre-check error: {r}"
+                        )));
+                    }
+                    d.to_string()
+                }
+                None => self
+                    .pick_host(&inner, &vnics, Some(&source))
+                    .map_err(ComputeError::BadRequest)?,
+            };
+            // Claimed now: a second request sees the task state and gets 409.
+            if let Some(s) = inner.servers.get_mut(id) {
+                s.status = Status::Migrating;
+                s.task_state = Some("migrating");
+                s.updated = now_string();
+            }
+            let mid = inner.migrations.len() as u64 + 1;
+            let now = now_string();
+            inner.migrations.push(Migration {
+                id: mid,
+                uuid: uuid::Uuid::new_v4().to_string(),
+                instance_uuid: id.to_string(),
+                source,
+                dest: dest.clone(),
+                status: "preparing",
+                error: None,
+                created: now.clone(),
+                updated: now,
+            });
+            (s, dest, mid)
+        };
+        // The conductor's step: a binding on the destination for every VIF.
+        let mut made: Vec<&Vif> = Vec::new();
+        let mut failure = None;
+        for v in &server.vifs {
+            match self
+                .neutron
+                .create_binding(&v.port_id, &dest, &v.vnic_type, &v.profile)
+                .await
+            {
+                Ok(b) if b.get("vif_type").and_then(Value::as_str) != Some("binding_failed") => {
+                    made.push(v);
+                }
+                Ok(_) => {
+                    made.push(v);
+                    failure = Some(format!(
+                        "Binding failed for port {} on host {dest}",
+                        v.port_id
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(format!(
+                        "Binding failed for port {} on host {dest}: {}",
+                        v.port_id, e.message
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failure {
+            for v in made {
+                let _ = self.neutron.delete_binding(&v.port_id, &dest).await;
+            }
+            let message = format!("Migration pre-check error: {why}");
+            self.end_migration(id, migration_id, Err(message.clone()), None);
+            return Err(ComputeError::BadRequest(message));
+        }
+        let this = self.clone();
+        let (sid, d) = (id.to_string(), dest.clone());
+        tokio::spawn(async move {
+            let r = this.migrate_running(&server, &d, migration_id).await;
+            let new_host = r.is_ok().then_some(d.as_str());
+            this.end_migration(&sid, migration_id, r, new_host);
+        });
+        Ok(migration_id)
+    }
+
+    fn set_migration(&self, mid: u64, status: &'static str, error: Option<String>) {
+        if let Some(m) = self.inner().migrations.iter_mut().find(|m| m.id == mid) {
+            m.status = status;
+            m.error = error;
+            m.updated = now_string();
+        }
+    }
+
+    fn end_migration(&self, id: &str, mid: u64, r: Result<(), String>, host: Option<&str>) {
+        match &r {
+            Ok(()) => self.set_migration(mid, "completed", None),
+            Err(e) => {
+                tracing::warn!(server = %id, error = %e, "live migration failed, rolled back");
+                self.set_migration(mid, "error", Some(e.clone()));
+            }
+        }
+        self.update(id, |s| {
+            s.status = Status::Active;
+            s.task_state = None;
+            if let Some(h) = host {
+                s.host = Some(h.to_string());
+            }
+        });
+    }
+
+    /// Pre-plug, move, activate, clean up the source. Rolls back (bindings on
+    /// `dest` deleted, guests left on the source) on failure before activation.
+    async fn migrate_running(&self, s: &Server, dest: &str, mid: u64) -> Result<(), String> {
+        let source = s.host.clone().unwrap_or_default();
+        // pre_live_migration: every VIF plugged on the destination first.
+        let mut devices = Vec::new();
+        for v in &s.vifs {
+            match self
+                .hyp
+                .prepare_migration(&v.guest, dest, self.opts.vif_plugging_timeout)
+                .await
+            {
+                Ok(local) => devices.push((v, local)),
+                Err(e) => {
+                    for v in &s.vifs {
+                        let _ = self.neutron.delete_binding(&v.port_id, dest).await;
+                    }
+                    return Err(match e {
+                        HypervisorError::NotPlugged { .. } => format!(
+                            "pre-live-migration on {dest} failed: {e}; destination bindings deleted, \
+                             the instance keeps running on {source}"
+                        ),
+                        e => format!("pre-live-migration on {dest} failed: {e}"),
+                    });
+                }
+            }
+        }
+        self.set_migration(mid, "running", None);
+        // The memory copy converges and the guest runs on the destination.
+        for (v, local) in &devices {
+            if let Err(e) = self.hyp.complete_migration(&v.guest, dest, *local) {
+                // Nothing activated yet: put moved guests back and roll back.
+                for (w, _) in &devices {
+                    let _ = self.hyp.return_guest(&w.guest, &source);
+                    let _ = self.neutron.delete_binding(&w.port_id, dest).await;
+                }
+                return Err(format!("moving the guest failed: {e}"));
+            }
+        }
+        // migrate_instance_start: activate each destination binding.
+        for v in &s.vifs {
+            if let Err(e) = self.neutron.activate_binding(&v.port_id, dest).await {
+                // As Nova: logged; the guest already runs on the destination.
+                tracing::warn!(port = %v.port_id, error = %e, "activating the destination binding");
+            }
+        }
+        // post_live_migration: the source bindings go, the VIFs are refreshed.
+        let mut vifs = Vec::new();
+        for v in &s.vifs {
+            if let Err(e) = self.neutron.delete_binding(&v.port_id, &source).await {
+                tracing::warn!(port = %v.port_id, error = %e, "deleting the source binding");
+            }
+            match self.neutron.show_port(&v.port_id).await {
+                Ok(p) => vifs.push(self.vif_of(&p, v.created, v.guest.clone()).await),
+                Err(_) => vifs.push(v.clone()),
+            }
+        }
+        self.update(&s.id, |s| s.vifs = vifs);
+        Ok(())
+    }
+}
+
+fn not_found(id: &str) -> ComputeError {
+    ComputeError::NotFound(format!("Instance {id} could not be found."))
+}
+
+fn neutron_error(e: &NeutronFailure) -> ComputeError {
+    ComputeError::Internal(format!("networking API: {}", e.message))
+}
+
+/// Nova's `OS-EXT-STS:vm_state` for a status.
+pub fn vm_state(s: Status) -> &'static str {
+    match s {
+        Status::Build => "building",
+        Status::Active | Status::Migrating => "active",
+        Status::Error => "error",
+    }
+}
+
+fn fixed_ips(port: &serde_json::Map<String, Value>) -> Vec<String> {
+    port.get("fixed_ips")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.get("ip_address").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,211 @@
+//! The Neutron calls the compute service makes, over real HTTP to the
+//! controller's API, as Nova's `network/neutron.py` makes them: create or
+//! claim a port with `binding:host_id`, read it back, and the
+//! `binding-extended` calls of live migration (create an INACTIVE binding on
+//! the destination, activate it, delete the source binding).
+//!
+//! Going through the API rather than into the controller in-process keeps the
+//! compute service honest: it sees exactly what a real Nova would, errors
+//! included.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+/// A Neutron error as the compute service reports it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct NeutronFailure {
+    /// HTTP status (0 when the API could not be reached).
+    pub status: u16,
+    /// Neutron's error `type` (e.g. `PortNotFound`).
+    pub kind: String,
+    pub message: String,
+}
+
+impl NeutronFailure {
+    fn unreachable(e: &reqwest::Error) -> Self {
+        NeutronFailure {
+            status: 0,
+            kind: "Unreachable".into(),
+            message: format!("the networking API could not be reached: {e}"),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, NeutronFailure>;
+
+/// How long one networking API call may take before the compute service
+/// gives up on it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct Neutron {
+    http: reqwest::Client,
+    /// `http://HOST:PORT/v2.0`
+    base: String,
+}
+
+impl Neutron {
+    /// A client of the API at `url` (`http://HOST:PORT`).
+    pub fn new(url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        Neutron {
+            http,
+            base: format!("{}/v2.0", url.trim_end_matches('/')),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Option<Value>> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            // Nova talks to Neutron with a service token; this API is noauth
+            // and takes the roles from this header.
+            .header("X-Roles", "admin,service");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| NeutronFailure::unreachable(&e))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| NeutronFailure::unreachable(&e))?;
+        if (200..300).contains(&status) {
+            return Ok(serde_json::from_str(&text).ok());
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let e = &v["NeutronError"];
+        Err(NeutronFailure {
+            status,
+            kind: e["type"].as_str().unwrap_or("HTTPError").to_string(),
+            message: e["message"]
+                .as_str()
+                .map_or_else(|| format!("HTTP {status}"), str::to_string),
+        })
+    }
+
+    fn member(v: Option<Value>, key: &str) -> Result<Map<String, Value>> {
+        match v {
+            Some(Value::Object(mut m)) => match m.remove(key) {
+                Some(Value::Object(o)) => Ok(o),
+                _ => Err(NeutronFailure {
+                    status: 500,
+                    kind: "BadResponse".into(),
+                    message: format!("the networking API answered without '{key}'"),
+                }),
+            },
+            _ => Err(NeutronFailure {
+                status: 500,
+                kind: "BadResponse".into(),
+                message: "the networking API answered with no JSON body".into(),
+            }),
+        }
+    }
+
+    pub async fn show_port(&self, id: &str) -> Result<Map<String, Value>> {
+        let v = self
+            .call(reqwest::Method::GET, &format!("/ports/{id}"), None)
+            .await?;
+        Self::member(v, "port")
+    }
+
+    pub async fn show_network(&self, id: &str) -> Result<Map<String, Value>> {
+        let v = self
+            .call(reqwest::Method::GET, &format!("/networks/{id}"), None)
+            .await?;
+        Self::member(v, "network")
+    }
+
+    pub async fn create_port(&self, port: Value) -> Result<Map<String, Value>> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/ports",
+                Some(json!({ "port": port })),
+            )
+            .await?;
+        Self::member(v, "port")
+    }
+
+    pub async fn update_port(&self, id: &str, port: Value) -> Result<Map<String, Value>> {
+        let v = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/ports/{id}"),
+                Some(json!({ "port": port })),
+            )
+            .await?;
+        Self::member(v, "port")
+    }
+
+    pub async fn delete_port(&self, id: &str) -> Result<()> {
+        match self
+            .call(reqwest::Method::DELETE, &format!("/ports/{id}"), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /ports/{id}/bindings`: the binding on `host` (INACTIVE while
+    /// another is active), with the host's real `vif_type`.
+    pub async fn create_binding(
+        &self,
+        port_id: &str,
+        host: &str,
+        vnic_type: &str,
+        profile: &Value,
+    ) -> Result<Map<String, Value>> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/ports/{port_id}/bindings"),
+                Some(
+                    json!({"binding": {"host": host, "vnic_type": vnic_type, "profile": profile}}),
+                ),
+            )
+            .await?;
+        Self::member(v, "binding")
+    }
+
+    pub async fn activate_binding(&self, port_id: &str, host: &str) -> Result<()> {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/ports/{port_id}/bindings/{host}/activate"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes a binding; one already gone is not an error (Nova ignores 404).
+    pub async fn delete_binding(&self, port_id: &str, host: &str) -> Result<()> {
+        match self
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/ports/{port_id}/bindings/{host}"),
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
