@@ -42,6 +42,18 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Live migrations under a 10 ms ping stream on a fresh reference lab,
+    /// through the compute API: outage and lost pings per run.
+    Migration {
+        /// Measured migrations (each followed by an unmeasured one back).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        #[arg(long, value_enum, default_value = "ovs-vrouter")]
+        direction: crate::scenario_cmd::Direction,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -59,6 +71,11 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Dataplane { json } => {
             tokio::task::spawn_blocking(move || crate::bench_dataplane::run(json)).await?
         }
+        BenchCmd::Migration {
+            runs,
+            direction,
+            json,
+        } => crate::scenario_cmd::bench_migration(runs, direction, json).await,
     }
 }
 

@@ -76,7 +76,7 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
     Ok(())
 }
 
-async fn wait_connected(live: &LiveLab, hosts: &[String], limit: Duration) -> bool {
+pub(crate) async fn wait_connected(live: &LiveLab, hosts: &[String], limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let ok = live.app().is_some_and(|app| {

@@ -1,5 +1,6 @@
-//! The `switchyard` command: `server` runs the Neutron API on SQLite; `bench`
-//! measures it. Errors are reported with anyhow; everything else lives in the
+//! The `switchyard` command: `server` runs the Neutron API on SQLite, `agent`
+//! a node agent, `lab up` the emulated lab, `verify` and `demo` the
+//! connectivity matrix and the reference scenario, `bench` measures. Errors are reported with anyhow; everything else lives in the
 //! library crates.
 
 mod agent_cmd;
@@ -9,6 +10,7 @@ mod bench_dataplane;
 mod config;
 mod lab_cmd;
 mod node_cmd;
+mod scenario_cmd;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -45,6 +47,13 @@ enum Cmd {
     /// The controller's view of nodes: versions sent and acknowledged.
     #[command(subcommand)]
     Node(node_cmd::NodeCmd),
+    /// The connectivity matrix of a running lab: every guest to every guest
+    /// it should reach and to the internet; exits non-zero when a path fails.
+    Verify(scenario_cmd::VerifyArgs),
+    /// The reference scenario on a fresh lab: three VMs on OVS, vRouter and
+    /// SR-IOV, the matrix, a live migration OVS -> vRouter under a 10 ms ping
+    /// stream, the matrix again.
+    Demo(scenario_cmd::DemoArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -87,6 +96,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Agent(a) => rt.block_on(agent_cmd::run(a, shutdown_signal())),
         Cmd::Lab(l) => rt.block_on(lab_cmd::run(l, shutdown_signal())),
         Cmd::Node(n) => rt.block_on(node_cmd::run(n)),
+        Cmd::Verify(a) => rt.block_on(scenario_cmd::verify(a)),
+        Cmd::Demo(a) => rt.block_on(scenario_cmd::demo(a)),
         Cmd::Bench(b) => rt.block_on(bench::run(b)),
     }
 }

@@ -1,0 +1,436 @@
+//! The compute API's contract over HTTP: version discovery and microversion
+//! headers, Nova's fault bodies and codes for bad requests, unknown servers
+//! and hosts, invalid states and unsupported actions; boot failures end in
+//! `ERROR` with a fault and leave nothing in the network; delete releases
+//! ports (deleting those Nova made, unbinding those it was given);
+//! hypervisors and the scheduler.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard_lab::client::LabClient;
+use switchyard_lab::live::{LiveLab, Options};
+
+const V: &str = "/compute/v2.1";
+
+async fn call(c: &LabClient, m: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    c.call(m, path, body.as_ref()).await.expect("http")
+}
+
+fn fault<'a>(v: &'a Value, kind: &str, code: u16) -> &'a str {
+    assert_eq!(v[kind]["code"], code, "{v}");
+    v[kind]["message"].as_str().expect("message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compute_api_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = Options::reference(dir.path().join("switchyard.db")).expect("reference");
+    opts.compute.vif_plugging_timeout = Duration::from_secs(5);
+    let live = LiveLab::start(opts).await.expect("lab");
+    let c = LabClient::new(&live.url());
+    let http = reqwest::Client::new();
+    use reqwest::Method as M;
+
+    // Discovery, and the microversion echoed back.
+    let (s, v) = call(&c, M::GET, "/compute/v2.1/", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["version"]["id"], "v2.1");
+    assert_eq!(v["version"]["min_version"], "2.1");
+    assert_eq!(v["version"]["version"], "2.74");
+    assert_eq!(
+        v["version"]["links"][0]["href"],
+        format!("{}/compute/v2.1/", live.url())
+    );
+    let (s, v) = call(&c, M::GET, "/compute/", None).await;
+    assert_eq!((s, v["versions"][0]["id"].as_str()), (200, Some("v2.1")));
+    let r = http
+        .get(format!("{}{V}/servers", live.url()))
+        .header("OpenStack-API-Version", "compute 2.60")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.headers()["openstack-api-version"], "compute 2.60");
+    assert_eq!(r.headers()["x-openstack-nova-api-version"], "2.60");
+    let r = http
+        .get(format!("{}{V}/servers", live.url()))
+        .header("X-OpenStack-Nova-API-Version", "2.99")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 406);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(
+        fault(&v, "computeFault", 406),
+        "Version 2.99 is not supported by the API. Minimum is 2.1 and maximum is 2.74."
+    );
+
+    // Networks and a port to work with.
+    let n = c
+        .post("/v2.0/networks", &json!({"network": {"name": "api-net"}}))
+        .await
+        .expect("net");
+    let net = n["network"]["id"].as_str().expect("id").to_string();
+    c.post(
+        "/v2.0/subnets",
+        &json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.64.0.0/24"}}),
+    )
+    .await
+    .expect("subnet");
+
+    // Bad boots, refused before anything is made.
+    let servers = format!("{V}/servers");
+    for (body, kind, code, text) in [
+        (
+            json!("x"),
+            "badRequest",
+            400,
+            "The request body must be a JSON object.",
+        ),
+        (
+            json!({"server": {"networks": [{"uuid": net}]}}),
+            "badRequest",
+            400,
+            "'name' is a required property",
+        ),
+        (
+            json!({"server": {"name": "a", "networks": [{"uuid": net}], "key_name": "k"}}),
+            "badRequest",
+            400,
+            "Additional properties are not allowed ('key_name' was unexpected)",
+        ),
+        (
+            json!({"server": {"name": "a"}}),
+            "badRequest",
+            400,
+            "'networks' is a required property",
+        ),
+        (
+            json!({"server": {"name": "a", "networks": "auto"}}),
+            "badRequest",
+            400,
+            "('auto') is not supported",
+        ),
+        (
+            json!({"server": {"name": "a", "networks": [{"uuid": "0b4ab4b6-0000-4000-8000-000000000000"}]}}),
+            "badRequest",
+            400,
+            "Network 0b4ab4b6-0000-4000-8000-000000000000 could not be found.",
+        ),
+        (
+            json!({"server": {"name": "a", "networks": [{"uuid": net}], "availability_zone": "nova:compute-9"}}),
+            "badRequest",
+            400,
+            "Compute host compute-9 could not be found.",
+        ),
+        (
+            json!({"server": {"name": "a", "networks": [{"uuid": net}], "availability_zone": "other"}}),
+            "badRequest",
+            400,
+            "The requested availability zone is not available: other",
+        ),
+        (
+            json!({"server": {"name": "a", "networks": [{"uuid": net}], "max_count": 3}}),
+            "badRequest",
+            400,
+            "max_count other than 1 is not supported",
+        ),
+    ] {
+        let (s, v) = call(&c, M::POST, &servers, Some(body.clone())).await;
+        assert_eq!(s, code, "{body} -> {v}");
+        assert!(fault(&v, kind, code).contains(text), "{body} -> {v}");
+    }
+    let (s, v) = call(&c, M::GET, "/v2.0/ports", None).await;
+    assert_eq!(
+        (s, v["ports"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "nothing made: {v}"
+    );
+
+    // A port Nova is given, and one it makes; the scheduler picks hosts
+    // that can plug them (a direct port goes to the SR-IOV node).
+    let p = c
+        .post(
+            "/v2.0/ports",
+            &json!({"port": {"network_id": net, "name": "given"}}),
+        )
+        .await
+        .expect("port");
+    let given = p["port"]["id"].as_str().expect("id").to_string();
+    let (s, v) = call(
+        &c,
+        M::POST,
+        &servers,
+        Some(json!({"server": {"name": "a", "networks": [{"port": given}], "imageRef": "lab", "flavorRef": "1"}})),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    assert!(v["server"]["adminPass"].is_string());
+    let a = v["server"]["id"].as_str().expect("id").to_string();
+    let a_srv = c
+        .wait_server(&a, Duration::from_secs(30), |s| s["status"] != "BUILD")
+        .await
+        .expect("a");
+    assert_eq!(a_srv["status"], "ACTIVE", "{a_srv}");
+    let a_host = a_srv["OS-EXT-SRV-ATTR:host"]
+        .as_str()
+        .expect("host")
+        .to_string();
+    assert!(
+        ["compute-1", "compute-2", "compute-4"].contains(&a_host.as_str()),
+        "{a_host}"
+    );
+    let port = c.get(&format!("/v2.0/ports/{given}")).await.expect("port");
+    assert_eq!(port["port"]["device_id"], a.as_str());
+    assert_eq!(port["port"]["device_owner"], "compute:nova");
+    assert_eq!(port["port"]["status"], "ACTIVE");
+    assert_eq!(
+        a_srv["addresses"]["api-net"][0]["OS-EXT-IPS-MAC:mac_addr"],
+        port["port"]["mac_address"]
+    );
+    let p = c
+        .post(
+            "/v2.0/ports",
+            &json!({"port": {"network_id": net, "binding:vnic_type": "direct"}}),
+        )
+        .await
+        .expect("direct");
+    let direct = p["port"]["id"].as_str().expect("id").to_string();
+    let (_, v) = call(
+        &c,
+        M::POST,
+        &servers,
+        Some(json!({"server": {"name": "d", "networks": [{"port": direct}]}})),
+    )
+    .await;
+    let d = v["server"]["id"].as_str().expect("id").to_string();
+    let d_srv = c
+        .wait_server(&d, Duration::from_secs(30), |s| s["status"] != "BUILD")
+        .await
+        .expect("d");
+    assert_eq!(
+        (
+            d_srv["status"].as_str(),
+            d_srv["OS-EXT-SRV-ATTR:host"].as_str()
+        ),
+        (Some("ACTIVE"), Some("compute-3"))
+    );
+
+    // A given port already in use.
+    let (s, v) = call(
+        &c,
+        M::POST,
+        &servers,
+        Some(json!({"server": {"name": "b", "networks": [{"port": given}]}})),
+    )
+    .await;
+    assert_eq!(s, 409);
+    assert_eq!(
+        fault(&v, "conflictingRequest", 409),
+        format!("Port {given} is still in use.")
+    );
+
+    // Forced onto a host that cannot bind it: ERROR with Nova's fault, and
+    // the port it made is gone.
+    let (s, v) = call(
+        &c,
+        M::POST,
+        &servers,
+        Some(json!({"server": {"name": "e", "networks": [{"uuid": net}], "availability_zone": "nova:compute-3"}})),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let e = v["server"]["id"].as_str().expect("id").to_string();
+    let e_srv = c
+        .wait_server(&e, Duration::from_secs(30), |s| s["status"] != "BUILD")
+        .await
+        .expect("e");
+    assert_eq!(e_srv["status"], "ERROR");
+    assert_eq!(e_srv["fault"]["code"], 500);
+    assert!(
+        e_srv["fault"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Binding failed for port")),
+        "{e_srv}"
+    );
+    let ports = c
+        .get(&format!("/v2.0/ports?device_id={e}"))
+        .await
+        .expect("ports");
+    assert_eq!(ports["ports"].as_array().map(Vec::len), Some(0), "{ports}");
+
+    // Lists, filters, hypervisors.
+    let l = c
+        .get(&format!("{V}/servers?host=compute-3"))
+        .await
+        .expect("list");
+    let ids: Vec<&str> = l["servers"]
+        .as_array()
+        .expect("l")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![e.as_str(), d.as_str()]);
+    let l = c
+        .get(&format!("{V}/servers/detail?status=ERROR"))
+        .await
+        .expect("list");
+    assert_eq!(l["servers"].as_array().map(Vec::len), Some(1));
+    let (s, v) = call(&c, M::GET, &format!("{V}/servers?flavor=x"), None).await;
+    assert_eq!(s, 400, "{v}");
+    let h = c
+        .get(&format!("{V}/os-hypervisors/detail"))
+        .await
+        .expect("hyp");
+    let hyps = h["hypervisors"].as_array().expect("h");
+    let names: Vec<&str> = hyps
+        .iter()
+        .filter_map(|h| h["hypervisor_hostname"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["compute-1", "compute-2", "compute-3", "compute-4"]
+    );
+    let c3 = &hyps[2];
+    assert_eq!(c3["switchyard:backend"], "sriov");
+    assert_eq!(c3["switchyard:vfs"], json!({"total": 8, "used": 1}));
+    assert_eq!(
+        c3["running_vms"], 1,
+        "the ERROR server is not running: {c3}"
+    );
+    let one = c
+        .get(&format!(
+            "{V}/os-hypervisors/{}",
+            c3["id"].as_str().expect("id")
+        ))
+        .await
+        .expect("one");
+    assert_eq!(one["hypervisor"]["hypervisor_hostname"], "compute-3");
+
+    // Migration requests Nova refuses.
+    let act = format!("{V}/servers/{a}/action");
+    let other = if a_host == "compute-2" {
+        "compute-4"
+    } else {
+        "compute-2"
+    };
+    for (body, code, kind, text) in [
+        (
+            json!({"os-migrateLive": {"host": "compute-9", "block_migration": "auto"}}),
+            400,
+            "badRequest",
+            "Compute host compute-9 could not be found.".to_string(),
+        ),
+        (
+            json!({"os-migrateLive": {"host": a_host, "block_migration": "auto"}}),
+            400,
+            "badRequest",
+            format!("Unable to migrate instance ({a}) to current host ({a_host})."),
+        ),
+        (
+            json!({"os-migrateLive": {"host": other}}),
+            400,
+            "badRequest",
+            "'block_migration' is a required property".to_string(),
+        ),
+        (
+            json!({"os-migrateLive": {"host": other, "block_migration": "auto", "disk_over_commit": false}}),
+            400,
+            "badRequest",
+            "Additional properties are not allowed ('disk_over_commit' was unexpected)".to_string(),
+        ),
+        (
+            json!({"os-migrateLive": {"host": other, "block_migration": "sometimes"}}),
+            400,
+            "badRequest",
+            "Invalid input for field/attribute block_migration.".to_string(),
+        ),
+        (
+            json!({"reboot": {"type": "SOFT"}}),
+            501,
+            "notImplemented",
+            "Action reboot is not implemented".to_string(),
+        ),
+        (
+            json!({"frobnicate": {}}),
+            400,
+            "badRequest",
+            "There is no such action: frobnicate".to_string(),
+        ),
+    ] {
+        let (s, v) = call(&c, M::POST, &act, Some(body.clone())).await;
+        assert_eq!(s, code, "{body} -> {v}");
+        assert!(fault(&v, kind, code).contains(&text), "{body} -> {v}");
+    }
+    let (s, v) = call(
+        &c,
+        M::POST,
+        &format!("{V}/servers/{e}/action"),
+        Some(json!({"os-migrateLive": {"host": "compute-1", "block_migration": "auto"}})),
+    )
+    .await;
+    assert_eq!(s, 409);
+    assert_eq!(
+        fault(&v, "conflictingRequest", 409),
+        format!("Cannot 'os-migrateLive' instance {e} while it is in vm_state error")
+    );
+    // At 2.24 the older body is the valid one.
+    let r = http
+        .post(format!("{}{act}", live.url()))
+        .header("X-OpenStack-Nova-API-Version", "2.24")
+        .json(&json!({"os-migrateLive": {"host": other, "block_migration": "auto", "disk_over_commit": false}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 400, "'auto' needs 2.25");
+    let r = http
+        .post(format!("{}{act}", live.url()))
+        .header("X-OpenStack-Nova-API-Version", "2.24")
+        .json(&json!({"os-migrateLive": {"host": other, "block_migration": false, "disk_over_commit": false}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 202);
+    let moved = c
+        .wait_server(&a, Duration::from_secs(30), |s| s["status"] == "ACTIVE")
+        .await
+        .expect("moved");
+    assert_eq!(moved["OS-EXT-SRV-ATTR:host"], other);
+
+    // Unknown servers.
+    let ghost = "5a5a5a5a-0000-4000-8000-000000000000";
+    for (m, path) in [
+        (M::GET, format!("{V}/servers/{ghost}")),
+        (M::DELETE, format!("{V}/servers/{ghost}")),
+        (M::POST, format!("{V}/servers/{ghost}/action")),
+    ] {
+        let body = (m == M::POST)
+            .then(|| json!({"os-migrateLive": {"host": null, "block_migration": "auto"}}));
+        let (s, v) = call(&c, m, &path, body).await;
+        assert_eq!(s, 404, "{path}");
+        assert_eq!(
+            fault(&v, "itemNotFound", 404),
+            format!("Instance {ghost} could not be found.")
+        );
+    }
+
+    // Delete: the given port stays, unbound and free; the made one goes.
+    for id in [&a, &d, &e] {
+        let (s, _) = call(&c, M::DELETE, &format!("{V}/servers/{id}"), None).await;
+        assert_eq!(s, 204);
+    }
+    let (s, _) = call(&c, M::GET, &format!("{V}/servers/{a}"), None).await;
+    assert_eq!(s, 404);
+    let port = c
+        .get(&format!("/v2.0/ports/{given}"))
+        .await
+        .expect("given port");
+    assert_eq!(port["port"]["device_id"], "");
+    assert_eq!(port["port"]["binding:host_id"], "");
+    assert!(
+        live.hypervisor().guests().is_empty(),
+        "{:?}",
+        live.hypervisor().guests()
+    );
+    live.shutdown().await;
+}

@@ -1,0 +1,166 @@
+//! `switchyard verify` (the connectivity matrix of a running lab),
+//! `switchyard demo` (the reference scenario on a fresh lab) and
+//! `switchyard bench migration` (repeated live migrations under a ping
+//! stream). The scenarios are clients of the public APIs
+//! (`switchyard_lab::client`); this module starts labs and prints.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use switchyard_lab::client::{LabClient, demo, migration, verify};
+use switchyard_lab::live::{LiveLab, Options};
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Base URL of the lab (`switchyard lab up` prints it).
+    #[arg(long, default_value = "http://127.0.0.1:9696", env = "SWITCHYARD_URL")]
+    url: String,
+    /// Only guests on this network (name or id).
+    #[arg(long)]
+    network: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Print one JSON object instead of the steps.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `bench migration` directions, on the reference lab's hosts.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Direction {
+    /// compute-1 (OVS) to compute-4 (vRouter).
+    OvsVrouter,
+    /// compute-4 (vRouter) to compute-1 (OVS).
+    VrouterOvs,
+    /// compute-2 to compute-4 (both vRouter).
+    VrouterVrouter,
+}
+
+impl Direction {
+    /// (label, from, to, the peer's host)
+    fn hosts(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Direction::OvsVrouter => ("ovs->vrouter", "compute-1", "compute-4", "compute-2"),
+            Direction::VrouterOvs => ("vrouter->ovs", "compute-4", "compute-1", "compute-2"),
+            Direction::VrouterVrouter => {
+                ("vrouter->vrouter", "compute-2", "compute-4", "compute-2")
+            }
+        }
+    }
+}
+
+fn base(url: &str) -> anyhow::Result<String> {
+    let u = url.trim().trim_end_matches('/');
+    if !(u.starts_with("http://") || u.starts_with("https://")) {
+        bail!("--url must be the lab's base URL, e.g. http://127.0.0.1:9696, not '{url}'");
+    }
+    if u.ends_with("/v2.0") {
+        bail!("--url must be the base URL without /v2.0, e.g. http://127.0.0.1:9696");
+    }
+    Ok(u.to_string())
+}
+
+pub async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let c = LabClient::new(&base(&a.url)?);
+    let m = verify::run(&c, a.network.as_deref())
+        .await
+        .with_context(|| format!("verifying the lab at {}", c.url()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        print!("{}", verify::table(&m));
+    }
+    if m.pairs.is_empty() {
+        bail!("no guest has an expected path to probe (boot servers first)");
+    }
+    if !m.ok {
+        let failed = m.pairs.iter().filter(|p| !p.ok).count();
+        bail!("{failed} of {} expected paths failed", m.pairs.len());
+    }
+    Ok(())
+}
+
+/// A fresh reference lab on a loopback port, with its database in `dir`,
+/// every agent connected.
+async fn fresh_lab(dir: &std::path::Path) -> anyhow::Result<LiveLab> {
+    let live = LiveLab::start(Options::reference(dir.join("switchyard.db"))?)
+        .await
+        .context("starting the reference lab")?;
+    let hosts = live.hosts();
+    if !crate::lab_cmd::wait_connected(&live, &hosts, Duration::from_secs(15)).await {
+        bail!("the lab's agents did not all connect within 15 s");
+    }
+    Ok(live)
+}
+
+pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let live = fresh_lab(dir.path()).await?;
+    let c = LabClient::new(&live.url());
+    let quiet = a.json;
+    let say = move |l: &str| {
+        if !quiet {
+            println!("{l}");
+        }
+    };
+    if !quiet {
+        println!(
+            "switchyard demo: the reference scenario on a fresh lab at {}",
+            live.url()
+        );
+    }
+    let r = demo::run(&c, &say).await;
+    live.shutdown().await;
+    let r = r.context("the reference scenario")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    if !r.ok {
+        bail!("the reference scenario failed (see above)");
+    }
+    Ok(())
+}
+
+pub async fn bench_migration(runs: usize, direction: Direction, json: bool) -> anyhow::Result<()> {
+    if runs == 0 || runs > 1000 {
+        bail!("--runs must be from 1 to 1000");
+    }
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let live = fresh_lab(dir.path()).await?;
+    let c = LabClient::new(&live.url());
+    let (label, from, to, peer) = direction.hosts();
+    let say = move |l: &str| {
+        if !json {
+            println!("{l}");
+        }
+    };
+    let r = migration::bench(&c, runs, label, from, to, peer, &say).await;
+    live.shutdown().await;
+    let r = r.context("the migration benchmark")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "live migration {} ({from} -> {to}), {} runs, 10 ms ping stream from a VM on {peer}:",
+            r.direction, r.runs
+        );
+        println!(
+            "  outage      min {} / p50 {} / max {} ms",
+            r.outage_ms.min, r.outage_ms.p50, r.outage_ms.max
+        );
+        println!(
+            "  lost pings  min {} / p50 {} / max {}",
+            r.lost_pings.min, r.lost_pings.p50, r.lost_pings.max
+        );
+        println!(
+            "  migration   min {} / p50 {} / max {} ms (request to ACTIVE on the destination)",
+            r.migration_ms.min, r.migration_ms.p50, r.migration_ms.max
+        );
+    }
+    Ok(())
+}
