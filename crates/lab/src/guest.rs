@@ -68,6 +68,30 @@ impl Device for Nic {
     }
 }
 
+/// The sender (MAC, IPv4) of an IPv4 frame to `mac` and `me`'s address
+/// from `me`'s subnet; None for anything else (frames are untrusted).
+fn ipv4_sender(
+    f: &[u8],
+    mac: EthernetAddress,
+    me: Ipv4Cidr,
+) -> Option<(EthernetAddress, Ipv4Addr)> {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, Ipv4Packet};
+    let eth = EthernetFrame::new_checked(f).ok()?;
+    if eth.dst_addr() != mac || eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let src_mac = eth.src_addr();
+    (dst == me.address()
+        && me.contains_addr(&src)
+        && src != me.address()
+        && src_mac.is_unicast()
+        && !src.is_broadcast()
+        && src != me.network().address())
+    .then_some((src_mac, src))
+}
+
 /// A running ping stream to one target.
 #[derive(Debug, Clone)]
 pub struct PingStream {
@@ -116,7 +140,12 @@ pub struct Guest {
     pub router: Option<Ipv4Addr>,
     pub ping: Option<PingStream>,
     announce: Vec<Instant>,
+    /// On-link senders the stack has been told about (see [`Guest::learn_senders`]).
+    told: BTreeMap<Ipv4Addr, (EthernetAddress, Instant)>,
 }
+
+/// How long a sender the stack was told about stays told.
+const TOLD_FOR: Duration = Duration::from_secs(30);
 
 impl Guest {
     pub fn new(name: &str, mac: EthernetAddress, now: Instant) -> Self {
@@ -142,6 +171,7 @@ impl Guest {
             router: None,
             ping: None,
             announce: Vec::new(),
+            told: BTreeMap::new(),
         }
     }
 
@@ -165,6 +195,7 @@ impl Guest {
         // Binding a fresh socket to an ident cannot fail.
         let _ = sock.bind(icmp::Endpoint::Ident(self.ident));
         self.icmp = Some(self.sockets.add(sock));
+        self.resolve(target);
         self.ping = Some(PingStream {
             target,
             interval,
@@ -174,6 +205,33 @@ impl Guest {
             duplicates: 0,
             count,
         });
+    }
+
+    /// Asks by ARP for the next hop toward `target`, as Linux does when a
+    /// route needs a neighbour; smoltcp would wait out its interface-wide
+    /// ARP silence (a second) if it asked for another neighbour recently.
+    /// The answer is aimed at us, so the stack learns it as its own.
+    fn resolve(&mut self, target: Ipv4Addr) {
+        let Some(me) = self.ip else { return };
+        let hop = if me.contains_addr(&target) {
+            target
+        } else {
+            match self.router {
+                Some(r) => r,
+                None => return,
+            }
+        };
+        if hop == me.address() {
+            return;
+        }
+        self.nic.tx.push_back(frames::arp(
+            smoltcp::wire::ArpOperation::Request,
+            EthernetAddress::BROADCAST,
+            self.mac,
+            me.address(),
+            EthernetAddress([0; 6]),
+            hop,
+        ));
     }
 
     pub fn stop_ping(&mut self) -> Option<PingStream> {
@@ -197,6 +255,7 @@ impl Guest {
     /// Runs the stack at `now`: DHCP, ARP, ping replies, the ping stream and the
     /// announce rounds. Frames to send are left in `nic.tx`.
     pub fn poll(&mut self, now: Instant) {
+        self.learn_senders(now);
         self.iface.poll(now, &mut self.nic, &mut self.sockets);
         self.handle_dhcp();
         self.handle_replies(now);
@@ -210,6 +269,48 @@ impl Guest {
             }
         }
         self.iface.poll(now, &mut self.nic, &mut self.sockets);
+    }
+
+    /// Lets the stack know the MAC of on-link senders before it answers them.
+    ///
+    /// smoltcp has one ARP silence timer for the whole interface: once it has
+    /// asked for one neighbour it asks for no other for a second, and drops
+    /// the replies it cannot address meanwhile. A Linux guest keeps per-
+    /// neighbour state and queues them. Behind a vRouter, which answers ARP
+    /// itself, a guest never sees the requests of the guests that ping it, so
+    /// with smoltcp alone a guest pinging one peer while pinged by another
+    /// goes silent for seconds. To behave like the Linux guest it stands in
+    /// for, each IPv4 packet from an on-link sender not yet known (or known
+    /// at another MAC) is preceded, for the stack only, by that sender's ARP
+    /// request for our address: the stack learns the MAC the packet came from
+    /// (as it does from real requests) and answers it on the wire, as a
+    /// Linux guest's ARP exchange would have put it there.
+    fn learn_senders(&mut self, now: Instant) {
+        let Some(me) = self.ip else { return };
+        if self.nic.rx.is_empty() {
+            return;
+        }
+        let mut out = VecDeque::with_capacity(self.nic.rx.len());
+        for f in self.nic.rx.drain(..) {
+            if let Some((mac, src)) = ipv4_sender(&f, self.mac, me)
+                && self
+                    .told
+                    .get(&src)
+                    .is_none_or(|(m, at)| *m != mac || now >= *at + TOLD_FOR)
+            {
+                self.told.insert(src, (mac, now));
+                out.push_back(frames::arp(
+                    smoltcp::wire::ArpOperation::Request,
+                    self.mac,
+                    mac,
+                    src,
+                    EthernetAddress([0; 6]),
+                    me.address(),
+                ));
+            }
+            out.push_back(f);
+        }
+        self.nic.rx = out;
     }
 
     /// Configures a fixed address instead of DHCP (for ports without a DHCP server).

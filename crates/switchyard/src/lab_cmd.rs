@@ -107,6 +107,9 @@ fn print_banner(live: &LiveLab, t: &Topology, db: &std::path::Path, hosts: &[Str
         .collect();
     println!("switchyard lab: up");
     println!("  Neutron API   {url}/v2.0/   (noauth)");
+    println!(
+        "  compute API   {url}/compute/v2.1/   (Nova v2.1 subset: servers, os-migrateLive, os-hypervisors)"
+    );
     println!("  lab           {url}/switchyard/v1/lab   (guests, ping)");
     println!(
         "  nodes         {url}/switchyard/v1/nodes   (target/release/switchyard node list --url {url})"
@@ -142,8 +145,15 @@ Try it (bash, with curl and jq; host names are the reference topology's):
   curl -s -XPOST $U/switchyard/v1/lab/guests/vm-ovs/ping -d '{{"ping":{{"target":"'$IP2'","count":5}}}}' | jq .
   target/release/switchyard node show compute-2 --url $U
 
+Or through the compute API, as Nova would (boot, then live-migrate OVS -> vRouter):
+  S=$(curl -s -XPOST $U/compute/v2.1/servers -d '{{"server":{{"name":"vm1","networks":[{{"uuid":"'$NET'"}}],"availability_zone":"nova:compute-1"}}}}' | jq -r .server.id)
+  curl -s $U/compute/v2.1/servers/$S | jq '.server | {{status, "OS-EXT-SRV-ATTR:host", addresses}}'
+  curl -s -XPOST $U/compute/v2.1/servers/$S/action -H 'OpenStack-API-Version: compute 2.74' \
+       -d '{{"os-migrateLive":{{"host":"compute-4","block_migration":"auto"}}}}'
+  target/release/switchyard verify --url $U      # every guest to every guest it should reach
+
 With the openstack CLI, a clouds.yaml entry without Keystone:
-  clouds: {{switchyard: {{auth_type: none, network_endpoint_override: "{url}/v2.0/"}}}}
+  clouds: {{switchyard: {{auth_type: none, network_endpoint_override: "{url}/v2.0/", compute_endpoint_override: "{url}/compute/v2.1/"}}}}
   openstack --os-cloud switchyard network list
 
 Ctrl-C stops the lab."#

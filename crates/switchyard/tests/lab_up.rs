@@ -114,6 +114,96 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
     assert!(text.contains("vrouter") && text.contains(&ips[1]), "{text}");
     assert!(text.contains("bridge"), "{text}");
 
+    // The compute API recipe: boot on OVS, live-migrate to a vRouter node.
+    let s = post(
+        "/compute/v2.1/servers",
+        json!({"server": {"name": "vm1", "networks": [{"uuid": net}], "availability_zone": "nova:compute-1"}}),
+    );
+    let sid = s["server"]["id"].as_str().expect("id").to_string();
+    let wait = |want_host: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = call(
+                &c,
+                reqwest::Method::GET,
+                &format!("{base}/compute/v2.1/servers/{sid}"),
+                None,
+            );
+            if v["server"]["status"] == "ACTIVE" && v["server"]["OS-EXT-SRV-ATTR:host"] == want_host
+            {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("compute-1");
+    let r = c
+        .post(format!("{base}/compute/v2.1/servers/{sid}/action"))
+        .header("OpenStack-API-Version", "compute 2.74")
+        .json(&json!({"os-migrateLive": {"host": "compute-4", "block_migration": "auto"}}))
+        .send()
+        .expect("migrate");
+    let st = r.status().as_u16();
+    assert_eq!(st, 202, "{}", r.text().unwrap_or_default());
+    wait("compute-4");
+
+    // verify: every guest reaches every other; exit 0, JSON on request.
+    let v = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["verify", "--url", &base, "--json"])
+        .output()
+        .expect("verify");
+    let out_text = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.status.success(),
+        "{out_text} {}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    let m: Value = serde_json::from_str(&out_text).expect("verify json");
+    assert_eq!(m["ok"], true, "{m}");
+    assert_eq!(
+        m["pairs"].as_array().map(Vec::len),
+        Some(6),
+        "3 guests, no router: {m}"
+    );
+    let vm1 = m["pairs"]
+        .as_array()
+        .expect("pairs")
+        .iter()
+        .find(|p| p["from"] == "vm1")
+        .expect("vm1 probes");
+    assert_eq!(vm1["from_backend"], "vrouter");
+    // A port set administratively down is a failed path and a non-zero exit.
+    let port = call(
+        &c,
+        reqwest::Method::GET,
+        &format!("{base}/v2.0/ports?device_id={sid}"),
+        None,
+    );
+    let pid = port["ports"][0]["id"].as_str().expect("port").to_string();
+    call(
+        &c,
+        reqwest::Method::PUT,
+        &format!("{base}/v2.0/ports/{pid}"),
+        Some(json!({"port": {"admin_state_up": false}})),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let v = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["verify", "--url", &base])
+        .output()
+        .expect("verify");
+    let table = String::from_utf8_lossy(&v.stdout);
+    assert!(!v.status.success(), "{table}");
+    assert!(
+        table.contains("FAIL") && table.contains("vm1 (vrouter)"),
+        "{table}"
+    );
+    assert!(
+        String::from_utf8_lossy(&v.stderr).contains("expected paths failed"),
+        "{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+
     let ok = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -131,6 +221,91 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut out, &mut rest);
     assert!(rest.contains("switchyard lab: stopped"), "{rest}");
+}
+
+/// `switchyard demo --json` on its own fresh lab: one object with the
+/// issue's shape, ok, exit 0.
+#[test]
+fn demo_json_reports_the_reference_scenario() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["demo", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&text).expect("one JSON object");
+    assert_eq!(r["ok"], true);
+    let vms: Vec<(&str, &str)> = r["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or(""),
+                v["vif_type"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        vms,
+        vec![
+            ("vm-ovs", "ovs"),
+            ("vm-vrouter", "vrouter"),
+            ("vm-sriov", "hw_veb")
+        ]
+    );
+    for v in r["vms"].as_array().expect("vms") {
+        for k in ["host", "ip", "mac"] {
+            assert!(v[k].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+        }
+    }
+    let m = &r["migration"];
+    for k in [
+        "vm",
+        "from_host",
+        "to_host",
+        "ip_before",
+        "ip_after",
+        "mac_before",
+        "mac_after",
+        "vif_type_before",
+        "vif_type_after",
+    ] {
+        assert!(m[k].is_string(), "{k}: {m}");
+    }
+    assert_eq!(
+        (m["from_host"].as_str(), m["to_host"].as_str()),
+        (Some("compute-1"), Some("compute-4"))
+    );
+    assert_eq!(m["vif_type_after"], "vrouter");
+    assert_eq!(m["interval_ms"], 10);
+    for k in ["lost_pings", "outage_ms"] {
+        assert!(m[k].is_u64(), "{k}: {m}");
+    }
+    for (k, n) in [("matrix_before", 9), ("matrix_after", 16)] {
+        assert_eq!(r[k]["ok"], true);
+        let pairs = r[k]["pairs"].as_array().expect("pairs");
+        assert_eq!(pairs.len(), n, "{k}");
+        for p in pairs {
+            for f in ["from", "to", "from_backend", "to_backend"] {
+                assert!(p[f].is_string(), "{f}: {p}");
+            }
+            assert!(
+                p["ok"].is_boolean() && (p["rtt_ms"].is_number() || p["rtt_ms"].is_null()),
+                "{p}"
+            );
+        }
+        assert!(
+            pairs
+                .iter()
+                .any(|p| p["to"] == "internet" && p["to_backend"] == "internet")
+        );
+    }
 }
 
 #[test]

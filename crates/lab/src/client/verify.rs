@@ -27,6 +27,8 @@ pub struct Pair {
     pub from_backend: String,
     pub to_backend: String,
     pub ok: bool,
+    /// Median round trip of the answered requests (the first request of a
+    /// cold path waits for ARP; the median is the path's own figure).
     pub rtt_ms: Option<f64>,
     /// The address probed.
     pub to_ip: String,

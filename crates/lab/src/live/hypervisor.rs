@@ -71,6 +71,8 @@ pub struct GuestInfo {
 pub struct Rtt {
     pub min: f64,
     pub avg: f64,
+    /// Robust to the first request of a cold path (waiting for ARP).
+    pub median: f64,
     pub max: f64,
 }
 
@@ -94,15 +96,17 @@ pub struct PingReport {
 
 impl PingReport {
     fn of(from: &str, p: &PingStream) -> Self {
-        let rtts: Vec<f64> = p
+        let mut rtts: Vec<f64> = p
             .log
             .values()
             .filter_map(|(s, r)| r.map(|r| (r - *s).total_micros() as f64 / 1000.0))
             .collect();
+        rtts.sort_by(f64::total_cmp);
         let rtt_ms = (!rtts.is_empty()).then(|| Rtt {
-            min: rtts.iter().copied().fold(f64::INFINITY, f64::min),
+            min: rtts[0],
             avg: rtts.iter().sum::<f64>() / rtts.len() as f64,
-            max: rtts.iter().copied().fold(0.0, f64::max),
+            median: rtts[rtts.len() / 2],
+            max: rtts[rtts.len() - 1],
         });
         let lost = p.lost();
         let mut longest = 0u64;
