@@ -139,7 +139,7 @@ pub async fn run(c: &LabClient, say: &(dyn Fn(&str) + Sync)) -> Result<Report, C
     let migration = migrate_under_stream(c, &id, "vm-vrouter", "compute-4", 10).await?;
     let m = &migration;
     say(&format!(
-        "   host      {} -> {}\n   ip        {} -> {}\n   mac       {} -> {}\n   vif_type  {} -> {}\n   lost {} pings at {} ms, outage {} ms",
+        "   host      {} -> {}\n   ip        {} -> {}\n   mac       {} -> {}\n   vif_type  {} -> {}\n   lost {} of {} pings at {} ms, outage {} ms; the migration took {} ms (request to ACTIVE)",
         m.from_host,
         m.to_host,
         m.ip_before,
@@ -149,8 +149,10 @@ pub async fn run(c: &LabClient, say: &(dyn Fn(&str) + Sync)) -> Result<Report, C
         m.vif_type_before,
         m.vif_type_after,
         m.lost_pings,
+        m.sent,
         m.interval_ms,
-        m.outage_ms
+        m.outage_ms,
+        m.migration_ms
     ));
     say("4. connectivity matrix again");
     let matrix_after = verify::run(c, Some("demo-net")).await?;

@@ -256,7 +256,18 @@ pub fn table(m: &Matrix) -> String {
         } else {
             format!("{} ({})", p.to, p.to_backend)
         };
-        let rtt = p.rtt_ms.map_or_else(|| "-".into(), |r| format!("{r:.2}"));
+        // The lab's clock ticks in milliseconds; a path forwarded within
+        // one tick shows as under a millisecond, not as zero.
+        let rtt = p.rtt_ms.map_or_else(
+            || "-".into(),
+            |r| {
+                if r < 1.0 {
+                    "<1".into()
+                } else {
+                    format!("{r:.0}")
+                }
+            },
+        );
         s.push_str(&format!(
             "{from:<w$}  {to:<w2$}  {:<15}  {:>7}  {rtt:>8}  {}\n",
             p.to_ip,
