@@ -65,6 +65,14 @@ async fn compute_api_contract() {
         "Version 2.99 is not supported by the API. Minimum is 2.1 and maximum is 2.74."
     );
 
+    // What this API does not have is Nova's 404, not Neutron's.
+    let (s, v) = call(&c, M::GET, &format!("{V}/flavors"), None).await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        fault(&v, "itemNotFound", 404),
+        "The resource could not be found."
+    );
+
     // Networks and a port to work with.
     let n = c
         .post("/v2.0/networks", &json!({"network": {"name": "api-net"}}))

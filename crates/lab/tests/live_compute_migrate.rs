@@ -5,6 +5,9 @@
 //! while a migration runs (409). Each move is measured with a 10 ms ping
 //! stream from another VM; the IP and MAC stay, `vif_type` follows the host.
 
+mod common;
+
+use common::{bindings, network};
 use serde_json::{Value, json};
 use switchyard_lab::client::migration::migrate_under_stream;
 use switchyard_lab::client::{LabClient, demo};
@@ -40,39 +43,6 @@ async fn lab() -> (LiveLab, tempfile::TempDir) {
     opts.topology = Topology::from_toml(&format!("{REFERENCE}\n{MORE_NODES}")).expect("topology");
     let live = LiveLab::start(opts).await.expect("lab");
     (live, dir)
-}
-
-async fn network(c: &LabClient, name: &str, cidr: &str) -> String {
-    let n = c
-        .post("/v2.0/networks", &json!({"network": {"name": name}}))
-        .await
-        .expect("network");
-    let id = n["network"]["id"].as_str().expect("id").to_string();
-    c.post(
-        "/v2.0/subnets",
-        &json!({"subnet": {"network_id": id, "ip_version": 4, "cidr": cidr}}),
-    )
-    .await
-    .expect("subnet");
-    id
-}
-
-async fn bindings(c: &LabClient, port: &str) -> Vec<(String, String)> {
-    let b = c
-        .get(&format!("/v2.0/ports/{port}/bindings"))
-        .await
-        .expect("bindings");
-    b["bindings"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|b| {
-            (
-                b["host"].as_str().unwrap_or_default().to_string(),
-                b["status"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 fn id(s: &Value) -> String {

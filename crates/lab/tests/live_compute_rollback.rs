@@ -6,29 +6,14 @@
 //! plugging timeout. In every case the VM keeps running on its source with
 //! connectivity, and a ping stream across the failed attempt loses nothing.
 
+mod common;
+
 use std::time::Duration;
 
+use common::bindings;
 use serde_json::{Value, json};
 use switchyard_lab::client::LabClient;
 use switchyard_lab::live::{LiveLab, Options};
-
-async fn bindings(c: &LabClient, port: &str) -> Vec<(String, String)> {
-    let b = c
-        .get(&format!("/v2.0/ports/{port}/bindings"))
-        .await
-        .expect("bindings");
-    b["bindings"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|b| {
-            (
-                b["host"].as_str().unwrap_or_default().to_string(),
-                b["status"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
 
 async fn port_of(c: &LabClient, server: &str) -> String {
     let p = c

@@ -34,11 +34,23 @@ pub struct Report {
     pub matrix_after: Matrix,
 }
 
-/// A VM's port, as Neutron shows it.
+/// A VM's first NIC (the first address the compute API lists), as Neutron
+/// shows its port.
 pub async fn vm(c: &LabClient, server: &Value) -> Result<Vm, ClientError> {
     let id = server["id"].as_str().unwrap_or_default();
     let ports = c.get(&format!("/v2.0/ports?device_id={id}")).await?;
-    let p = &ports["ports"][0];
+    let first = server["addresses"]
+        .as_object()
+        .and_then(|m| m.values().next())
+        .and_then(|a| a[0]["addr"].as_str())
+        .unwrap_or_default();
+    let all = ports["ports"].as_array().cloned().unwrap_or_default();
+    let p = all
+        .iter()
+        .find(|p| p["fixed_ips"][0]["ip_address"] == first)
+        .or(all.first())
+        .cloned()
+        .unwrap_or(Value::Null);
     Ok(Vm {
         name: server["name"].as_str().unwrap_or_default().to_string(),
         host: server["OS-EXT-SRV-ATTR:host"]

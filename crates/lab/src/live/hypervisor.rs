@@ -350,6 +350,18 @@ impl Hypervisor {
             .ok_or_else(|| HypervisorError::GuestNotFound(name.to_string()))
     }
 
+    /// The device `host`'s agent runs for Neutron port `port_id`, as its
+    /// introspection shows it (kind, VLAN, VNI), if it has one.
+    pub fn device(
+        &self,
+        host: &str,
+        port_id: &str,
+    ) -> Option<switchyard_proto::introspect::InterfaceState> {
+        let agent = self.lab().agent(host)?;
+        let state = lock(&agent).introspect();
+        state.interfaces.into_iter().find(|i| i.port_id == port_id)
+    }
+
     /// Deletes a guest: unplugged, stopped, its port reported down.
     pub fn unplug(&self, name: &str) -> Result<(), HypervisorError> {
         let host = {

@@ -55,6 +55,7 @@ pub fn router(compute: Compute, project: &str) -> Router {
             get(hypervisors_detail),
         )
         .route("/compute/v2.1/os-hypervisors/{id}", get(hypervisor))
+        .route("/compute/v2.1/{*rest}", axum::routing::any(unknown))
         .with_state(Ctx {
             compute,
             project: project.to_string(),
@@ -213,6 +214,11 @@ fn version_doc(h: &HeaderMap) -> Value {
     })
 }
 
+/// Anything else under the compute API: Nova's 404.
+async fn unknown() -> Response {
+    fault(404, "The resource could not be found.").into_response()
+}
+
 async fn versions(h: HeaderMap) -> Response {
     reply(StatusCode::OK, &json!({"versions": [version_doc(&h)]}))
 }
@@ -256,17 +262,7 @@ async fn list(
     h: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    at_version(&h, |_| async {
-        match filtered(&c.compute, &q) {
-            Ok(v) => {
-                let b = base(&h);
-                let servers: Vec<Value> = v.iter().map(|s| views::server_brief(&b, s)).collect();
-                reply(StatusCode::OK, &json!({ "servers": servers }))
-            }
-            Err(r) => r.into_response(),
-        }
-    })
-    .await
+    list_as(&c, &h, &q, views::server_brief).await
 }
 
 async fn list_detail(
@@ -274,11 +270,21 @@ async fn list_detail(
     h: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    at_version(&h, |_| async {
-        match filtered(&c.compute, &q) {
+    list_as(&c, &h, &q, views::server_detail).await
+}
+
+/// `GET /servers` and `/servers/detail`: the filtered servers in one view.
+async fn list_as(
+    c: &Ctx,
+    h: &HeaderMap,
+    q: &[(String, String)],
+    view: fn(&str, &super::Server) -> Value,
+) -> Response {
+    at_version(h, |_| async {
+        match filtered(&c.compute, q) {
             Ok(v) => {
-                let b = base(&h);
-                let servers: Vec<Value> = v.iter().map(|s| views::server_detail(&b, s)).collect();
+                let b = base(h);
+                let servers: Vec<Value> = v.iter().map(|s| view(&b, s)).collect();
                 reply(StatusCode::OK, &json!({ "servers": servers }))
             }
             Err(r) => r.into_response(),

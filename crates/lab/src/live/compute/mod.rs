@@ -127,6 +127,7 @@ pub struct Vif {
     pub ips: Vec<String>,
     pub vnic_type: String,
     pub vif_type: String,
+    pub vif_details: Value,
     pub profile: Value,
     /// The guest (lab name) on this VIF, once plugged.
     pub guest: String,
@@ -156,6 +157,8 @@ pub struct Server {
     pub fault: Option<Fault>,
     /// Set by a delete during the build: the build tears down what it made.
     deleting: bool,
+    /// Creation order (timestamps have one-second resolution).
+    seq: u64,
 }
 
 /// A live migration, as `/os-migrations` shows it.
@@ -239,6 +242,7 @@ fn valid_guest_name(name: &str) -> bool {
 struct Inner {
     servers: BTreeMap<String, Server>,
     migrations: Vec<Migration>,
+    next_seq: u64,
 }
 
 /// Cheap to clone; every clone is the same service.
@@ -312,7 +316,7 @@ impl Compute {
     pub fn servers(&self) -> Vec<Server> {
         let mut v: Vec<Server> = self.inner().servers.values().cloned().collect();
         // Newest first, as Nova lists.
-        v.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+        v.sort_by_key(|s| std::cmp::Reverse(s.seq));
         v
     }
 
@@ -470,6 +474,8 @@ impl Compute {
                 },
                 None => self.pick_host(&inner, &vnics, None),
             };
+            inner.next_seq += 1;
+            let seq = inner.next_seq;
             inner.servers.insert(
                 id.clone(),
                 Server {
@@ -484,6 +490,7 @@ impl Compute {
                     updated: now,
                     fault: None,
                     deleting: false,
+                    seq,
                 },
             );
             host
@@ -580,6 +587,8 @@ impl Compute {
                 )
                 .await
                 .map_err(|e| format!("Virtual Interface creation failed: {e}"))?;
+            // The VIF must be what the binding says (Nova plugs by vif_type).
+            self.check_device(host, &vif)?;
             self.update(id, |s| {
                 if let Some(v) = s.vifs.iter_mut().find(|v| v.port_id == vif.port_id) {
                     v.guest = name.clone();
@@ -593,6 +602,39 @@ impl Compute {
             .unwrap_or_default();
         for p in ports {
             self.wait_active(&p).await?;
+        }
+        Ok(())
+    }
+
+    /// The device the host's agent made for a VIF matches its binding: the
+    /// same `vif_type` (an OVS port, a vRouter interface, a VF) and, for a
+    /// VF, the VLAN the binding's `vif_details.vlan` names.
+    fn check_device(&self, host: &str, vif: &Vif) -> Result<(), String> {
+        let dev = self.hyp.device(host, &vif.port_id).ok_or_else(|| {
+            format!(
+                "Virtual Interface creation failed: host {host} has no device for port {}",
+                vif.port_id
+            )
+        })?;
+        if dev.vif_type != vif.vif_type {
+            return Err(format!(
+                "Virtual Interface creation failed: port {} is bound as vif_type {} but host {host} \
+                 plugged it as {}",
+                vif.port_id, vif.vif_type, dev.vif_type
+            ));
+        }
+        if vif.vif_type == "hw_veb" {
+            let want = vif.vif_details["vlan"]
+                .as_str()
+                .and_then(|v| v.parse::<u16>().ok());
+            let got = dev.vlan.or(Some(0));
+            if want != got {
+                return Err(format!(
+                    "Virtual Interface creation failed: port {} wants VLAN {:?} on its VF, \
+                     host {host} set {:?}",
+                    vif.port_id, want, got
+                ));
+            }
         }
         Ok(())
     }
@@ -647,6 +689,10 @@ impl Compute {
             ips: fixed_ips(port),
             vnic_type: s("binding:vnic_type"),
             vif_type: s("binding:vif_type"),
+            vif_details: port
+                .get("binding:vif_details")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
             profile: port
                 .get("binding:profile")
                 .cloned()
@@ -812,6 +858,7 @@ impl Compute {
         };
         // The conductor's step: a binding on the destination for every VIF.
         let mut made: Vec<&Vif> = Vec::new();
+        let mut targets: Vec<Vif> = Vec::new();
         let mut failure = None;
         for v in &server.vifs {
             match self
@@ -821,6 +868,15 @@ impl Compute {
             {
                 Ok(b) if b.get("vif_type").and_then(Value::as_str) != Some("binding_failed") => {
                     made.push(v);
+                    // What the destination must plug: the new binding's VIF.
+                    let mut t = v.clone();
+                    t.vif_type = b
+                        .get("vif_type")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    t.vif_details = b.get("vif_details").cloned().unwrap_or_else(|| json!({}));
+                    targets.push(t);
                 }
                 Ok(_) => {
                     made.push(v);
@@ -850,7 +906,9 @@ impl Compute {
         let this = self.clone();
         let (sid, d) = (id.to_string(), dest.clone());
         tokio::spawn(async move {
-            let r = this.migrate_running(&server, &d, migration_id).await;
+            let r = this
+                .migrate_running(&server, &targets, &d, migration_id)
+                .await;
             let new_host = r.is_ok().then_some(d.as_str());
             this.end_migration(&sid, migration_id, r, new_host);
         });
@@ -884,28 +942,41 @@ impl Compute {
 
     /// Pre-plug, move, activate, clean up the source. Rolls back (bindings on
     /// `dest` deleted, guests left on the source) on failure before activation.
-    async fn migrate_running(&self, s: &Server, dest: &str, mid: u64) -> Result<(), String> {
+    async fn migrate_running(
+        &self,
+        s: &Server,
+        targets: &[Vif],
+        dest: &str,
+        mid: u64,
+    ) -> Result<(), String> {
         let source = s.host.clone().unwrap_or_default();
-        // pre_live_migration: every VIF plugged on the destination first.
+        // pre_live_migration: every VIF plugged on the destination first,
+        // as its new binding says.
         let mut devices = Vec::new();
-        for v in &s.vifs {
-            match self
+        for (v, t) in s.vifs.iter().zip(targets) {
+            let ready = self
                 .hyp
                 .prepare_migration(&v.guest, dest, self.opts.vif_plugging_timeout)
                 .await
-            {
+                .map_err(|e| match e {
+                    HypervisorError::NotPlugged { .. } => format!(
+                        "pre-live-migration on {dest} failed: {e}; destination bindings deleted, \
+                         the instance keeps running on {source}"
+                    ),
+                    e => format!("pre-live-migration on {dest} failed: {e}"),
+                })
+                .and_then(|local| {
+                    self.check_device(dest, t)
+                        .map(|()| local)
+                        .map_err(|e| format!("pre-live-migration on {dest} failed: {e}"))
+                });
+            match ready {
                 Ok(local) => devices.push((v, local)),
-                Err(e) => {
+                Err(why) => {
                     for v in &s.vifs {
                         let _ = self.neutron.delete_binding(&v.port_id, dest).await;
                     }
-                    return Err(match e {
-                        HypervisorError::NotPlugged { .. } => format!(
-                            "pre-live-migration on {dest} failed: {e}; destination bindings deleted, \
-                             the instance keeps running on {source}"
-                        ),
-                        e => format!("pre-live-migration on {dest} failed: {e}"),
-                    });
+                    return Err(why);
                 }
             }
         }

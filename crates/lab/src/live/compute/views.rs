@@ -38,8 +38,9 @@ fn addresses(s: &Server) -> Value {
     Value::Object(m)
 }
 
-/// `hostId`: Nova's opaque per-project host hash; here the SHA-less stand-in
-/// of the same property (equal for two servers of a project on one host).
+/// `hostId`: an opaque hash of project and host, equal for two servers of a
+/// project on one host and different across projects (Nova uses SHA-224;
+/// FNV-1a has the same property and needs no crate).
 fn host_id(s: &Server) -> String {
     match &s.host {
         None => String::new(),
