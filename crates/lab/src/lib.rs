@@ -6,6 +6,10 @@
 //! after a move; an internet node answers on public addresses; any link can be
 //! captured to pcap. The lab is deterministic: the same steps give the same
 //! packets, so tests can bound losses exactly.
+//!
+//! `live` runs it in real time behind the API (`switchyard lab up`), with a
+//! hypervisor and a compute API; `client` holds the API clients behind
+//! `switchyard verify`, `demo` and `bench migration`.
 
 pub mod agents;
 pub mod build;

@@ -3,7 +3,9 @@
 //! topology connected to it over the real southbound (WebSocket on loopback),
 //! the emulated fabric advancing with the wall clock, and the hypervisor
 //! emulation that boots guests on the nodes, reachable under
-//! `/switchyard/v1/lab` beside the API.
+//! `/switchyard/v1/lab` beside the API, and the compute service (a Nova v2.1
+//! subset under `/compute/v2.1`) that boots and live-migrates VMs through the
+//! Neutron API.
 //!
 //! Agents run the same code as `switchyard agent`; their pipelines are the
 //! lab's nodes. The controller and each agent can be stopped and started
