@@ -232,7 +232,10 @@ async fn session_loop(
                         })
                         .await;
                         if let Err(e) = r {
-                            tracing::info!(%host, error = %e, "port status not applied");
+                            // As Neutron's update_device_up: a device reported by a
+                            // host that is not the port's (a pre-plugged migration
+                            // destination, a port deleted meanwhile) is ignored.
+                            tracing::debug!(%host, error = %e, "port status not applied");
                         }
                     }
                     FromAgent::Hello { .. } => return Err(format!("{host}: second hello")),

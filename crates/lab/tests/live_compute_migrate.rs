@@ -87,6 +87,10 @@ async fn every_direction_two_ports_and_concurrent_requests() {
         assert_eq!(m.to_host, dest);
         assert_eq!(m.vif_type_after, vif);
         assert!(m.lost_pings <= 10, "{m:?}");
+        // The port is ACTIVE on the destination (its agent reported it).
+        let p = c.get(&format!("/v2.0/ports/{port}")).await.expect("port");
+        assert_eq!(p["port"]["status"], "ACTIVE", "{p}");
+        assert_eq!(p["port"]["binding:host_id"], dest);
         // Only the destination's binding is left, and it is the active one.
         assert_eq!(
             bindings(&c, &port).await,
