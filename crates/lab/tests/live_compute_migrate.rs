@@ -224,8 +224,75 @@ async fn every_direction_two_ports_and_concurrent_requests() {
         .collect();
     assert_eq!(statuses, vec!["completed"; 5], "{migs}");
 
-    // The lab's VMs still all reach each other where they should.
     let vm = demo::vm(&c, &done).await.expect("vm");
     assert_eq!(vm.vif_type, "vrouter");
+
+    // A floating IP follows its VM: reachable from the internet on a vRouter
+    // node, and again after a live migration to the OVS node.
+    let nets = c.get("/v2.0/networks?name=public").await.expect("public");
+    let public = nets["networks"][0]["id"]
+        .as_str()
+        .expect("public")
+        .to_string();
+    let r = c
+        .post(
+            "/v2.0/routers",
+            &json!({"router": {"name": "r", "external_gateway_info": {"network_id": public}}}),
+        )
+        .await
+        .expect("router");
+    let router = r["router"]["id"].as_str().expect("router").to_string();
+    let subnet = c
+        .get(&format!("/v2.0/subnets?network_id={net}"))
+        .await
+        .expect("subnets")["subnets"][0]["id"]
+        .as_str()
+        .expect("subnet")
+        .to_string();
+    c.put(
+        &format!("/v2.0/routers/{router}/add_router_interface"),
+        &json!({"subnet_id": subnet}),
+    )
+    .await
+    .expect("interface");
+    let f = c
+        .post(
+            "/v2.0/floatingips",
+            &json!({"floatingip": {"floating_network_id": public, "port_id": port}}),
+        )
+        .await
+        .expect("fip");
+    let fip = f["floatingip"]["floating_ip_address"]
+        .as_str()
+        .expect("address")
+        .to_string();
+    let from_internet = || async {
+        let mut best = 0;
+        for _ in 0..5 {
+            let r = c
+                .post(
+                    "/switchyard/v1/lab/internet/ping",
+                    &json!({"ping": {"target": fip, "count": 5, "interval_ms": 20}}),
+                )
+                .await
+                .expect("internet ping");
+            best = best.max(r["ping"]["answered"].as_u64().unwrap_or(0));
+            if best == 5 {
+                break;
+            }
+        }
+        best
+    };
+    assert_eq!(from_internet().await, 5, "FIP on compute-4");
+    let m = migrate_under_stream(&c, &mover, "peer", "compute-1", 10)
+        .await
+        .expect("migration with a FIP");
+    assert!(m.ok(), "{m:?}");
+    assert_eq!(from_internet().await, 5, "FIP after moving to compute-1");
+    let f = c
+        .get(&format!("/v2.0/floatingips?port_id={port}"))
+        .await
+        .expect("fip");
+    assert_eq!(f["floatingips"][0]["fixed_ip_address"], vm.ip.as_str());
     live.shutdown().await;
 }
