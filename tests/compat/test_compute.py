@@ -126,6 +126,7 @@ def test_boot_live_migrate_ovs_to_vrouter_and_delete(cloud, net):
     (after,) = list(cloud.network.ports(device_id=srv.id))
     assert after.binding_vif_type == "vrouter"
     assert after.binding_host_id == "compute-4"
+    assert after.status == "ACTIVE"  # the server is ACTIVE once its ports are
     assert (after.mac_address, after.fixed_ips) == (port.mac_address, port.fixed_ips)
     migs = [m for m in cloud.compute.migrations() if m.server_id == srv.id]
     assert [(m.status, m.source_compute, m.dest_compute) for m in migs] == [

@@ -224,6 +224,41 @@ async fn compute_api_contract() {
         (Some("ACTIVE"), Some("compute-3"))
     );
 
+    // A port a lab guest runs on (booted through the lab's guest API, no
+    // device_id) is in use too, and is left exactly as it was.
+    let p = c
+        .post(
+            "/v2.0/ports",
+            &json!({"port": {"network_id": net, "binding:host_id": "compute-2", "device_owner": "compute:nova"}}),
+        )
+        .await
+        .expect("port");
+    let busy = p["port"]["id"].as_str().expect("id").to_string();
+    c.post(
+        "/switchyard/v1/lab/guests",
+        &json!({"guest": {"name": "hand-made", "port_id": busy}}),
+    )
+    .await
+    .expect("guest");
+    let (s, v) = call(
+        &c,
+        M::POST,
+        &servers,
+        Some(json!({"server": {"name": "b", "networks": [{"port": busy}]}})),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(
+        fault(&v, "conflictingRequest", 409),
+        format!("Port {busy} is still in use.")
+    );
+    let after = c.get(&format!("/v2.0/ports/{busy}")).await.expect("port");
+    assert_eq!(after["port"]["binding:host_id"], "compute-2");
+    assert_eq!(after["port"]["device_owner"], "compute:nova");
+    c.delete("/switchyard/v1/lab/guests/hand-made")
+        .await
+        .expect("unplug");
+
     // A given port already in use.
     let (s, v) = call(
         &c,
@@ -278,7 +313,8 @@ async fn compute_api_contract() {
         .iter()
         .filter_map(|s| s["id"].as_str())
         .collect();
-    assert_eq!(ids, vec![e.as_str(), d.as_str()]);
+    assert_eq!(ids, vec![d.as_str()], "a failed build is on no host");
+    assert!(e_srv["OS-EXT-SRV-ATTR:host"].is_null(), "{e_srv}");
     let l = c
         .get(&format!("{V}/servers/detail?status=ERROR"))
         .await
@@ -286,6 +322,20 @@ async fn compute_api_contract() {
     assert_eq!(l["servers"].as_array().map(Vec::len), Some(1));
     let (s, v) = call(&c, M::GET, &format!("{V}/servers?flavor=x"), None).await;
     assert_eq!(s, 400, "{v}");
+    let (s, v) = call(&c, M::GET, &format!("{V}/servers?status=FOO"), None).await;
+    assert_eq!(
+        (s, fault(&v, "badRequest", 400)),
+        (400, "Invalid status value")
+    );
+    let (s, v) = call(
+        &c,
+        M::PUT,
+        &format!("{V}/servers/{d}"),
+        Some(json!({"server": {}})),
+    )
+    .await;
+    assert_eq!(s, 405, "{v}");
+    fault(&v, "badMethod", 405);
     let h = c
         .get(&format!("{V}/os-hypervisors/detail"))
         .await

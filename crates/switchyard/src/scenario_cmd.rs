@@ -76,7 +76,10 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         print!("{}", verify::table(&m));
     }
     if m.pairs.is_empty() {
-        bail!("no guest has an expected path to probe (boot servers first)");
+        match &a.network {
+            Some(n) => bail!("no guest on network {n} has an expected path to probe"),
+            None => bail!("no guest has an expected path to probe (boot servers first)"),
+        }
     }
     if !m.ok {
         let failed = m.pairs.iter().filter(|p| !p.ok).count();

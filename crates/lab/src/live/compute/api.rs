@@ -56,6 +56,7 @@ pub fn router(compute: Compute, project: &str) -> Router {
         )
         .route("/compute/v2.1/os-hypervisors/{id}", get(hypervisor))
         .route("/compute/v2.1/{*rest}", axum::routing::any(unknown))
+        .method_not_allowed_fallback(bad_method)
         .with_state(Ctx {
             compute,
             project: project.to_string(),
@@ -214,6 +215,15 @@ fn version_doc(h: &HeaderMap) -> Value {
     })
 }
 
+/// A known path with a method it does not take: Nova's 405.
+async fn bad_method() -> Response {
+    fault(
+        405,
+        "The method specified is not allowed for this resource.",
+    )
+    .into_response()
+}
+
 /// Anything else under the compute API: Nova's 404.
 async fn unknown() -> Response {
     fault(404, "The resource could not be found.").into_response()
@@ -239,6 +249,30 @@ where
     }
 }
 
+/// Every server status Nova knows (a filter on another is 400 from 2.38).
+const NOVA_STATUSES: &[&str] = &[
+    "ACTIVE",
+    "BUILD",
+    "DELETED",
+    "ERROR",
+    "HARD_REBOOT",
+    "MIGRATING",
+    "PASSWORD",
+    "PAUSED",
+    "REBOOT",
+    "REBUILD",
+    "RESCUE",
+    "RESIZE",
+    "REVERT_RESIZE",
+    "SHELVED",
+    "SHELVED_OFFLOADED",
+    "SHUTOFF",
+    "SOFT_DELETED",
+    "SUSPENDED",
+    "UNKNOWN",
+    "VERIFY_RESIZE",
+];
+
 /// `?host=`, `?name=` (a regular expression in Nova; a substring here) and
 /// `?status=` filters.
 fn filtered(c: &Compute, q: &[(String, String)]) -> Result<Vec<super::Server>, Fault> {
@@ -247,7 +281,12 @@ fn filtered(c: &Compute, q: &[(String, String)]) -> Result<Vec<super::Server>, F
         match k.as_str() {
             "host" | "node" => v.retain(|s| s.host.as_deref() == Some(val.as_str())),
             "name" => v.retain(|s| s.name.contains(val.as_str())),
-            "status" => v.retain(|s| s.status.as_str().eq_ignore_ascii_case(val)),
+            "status" => {
+                if !NOVA_STATUSES.iter().any(|x| x.eq_ignore_ascii_case(val)) {
+                    return Err(fault(400, "Invalid status value"));
+                }
+                v.retain(|s| s.status.as_str().eq_ignore_ascii_case(val));
+            }
             "all_tenants" | "limit" | "marker" | "deleted" => {}
             other => {
                 return Err(fault(400, &format!("Invalid filter field: {other}.")));

@@ -324,8 +324,10 @@ impl Compute {
         self.inner().migrations.clone()
     }
 
-    /// Instances on `host`, and how many of their VIFs are `direct` (VFs).
-    fn load(inner: &Inner, host: &str) -> (u32, u32) {
+    /// Instances on `host`, and how many VFs they use: this service's
+    /// servers (not in ERROR) and guests booted through the lab's own guest
+    /// API, which use the host as much (on an SR-IOV host, a VF each).
+    fn load(&self, inner: &Inner, host: &str) -> (u32, u32) {
         let mut n = 0;
         let mut vfs = 0;
         for s in inner.servers.values() {
@@ -334,12 +336,23 @@ impl Compute {
                 vfs += s.vifs.iter().filter(|v| v.vnic_type == "direct").count() as u32;
             }
         }
+        let sriov = self.host(host).is_some_and(|h| h.backend == Backend::Sriov);
+        for g in self.hyp.guests() {
+            let ours = inner
+                .servers
+                .values()
+                .any(|s| s.vifs.iter().any(|v| v.guest == g.name));
+            if !ours && g.host.as_deref() == Some(host) {
+                n += 1;
+                vfs += u32::from(sriov);
+            }
+        }
         (n, vfs)
     }
 
     /// Running instances and VFs in use on `host` (for the hypervisor view).
     pub fn usage(&self, host: &str) -> (u32, u32) {
-        Self::load(&self.inner(), host)
+        self.load(&self.inner(), host)
     }
 
     /// Why `host` cannot take an instance with these vnic types, if it cannot.
@@ -354,7 +367,7 @@ impl Compute {
                 host.backend.as_str()
             ));
         }
-        let (n, vfs) = Self::load(inner, &host.name);
+        let (n, vfs) = self.load(inner, &host.name);
         if n >= self.opts.instances_per_host {
             return Some(format!("host {} runs {n} instances, its limit", host.name));
         }
@@ -386,7 +399,7 @@ impl Compute {
                 reasons.push(r);
                 continue;
             }
-            let (n, _) = Self::load(inner, &h.name);
+            let (n, _) = self.load(inner, &h.name);
             if best.is_none_or(|(m, _)| n < m) {
                 best = Some((n, h));
             }
@@ -432,9 +445,17 @@ impl Compute {
                             neutron_error(&e)
                         }
                     })?;
-                    if p.get("device_id")
-                        .and_then(Value::as_str)
-                        .is_some_and(|d| !d.is_empty())
+                    // In use: claimed by a device, or a guest booted on it
+                    // through the lab's guest API.
+                    let guest_on_it = self
+                        .hyp
+                        .guests()
+                        .iter()
+                        .any(|g| g.port_id.as_deref() == Some(id.as_str()));
+                    if guest_on_it
+                        || p.get("device_id")
+                            .and_then(Value::as_str)
+                            .is_some_and(|d| !d.is_empty())
                     {
                         return Err(ComputeError::Conflict(format!(
                             "Port {id} is still in use."
@@ -731,6 +752,8 @@ impl Compute {
                 self.update(id, |s| {
                     s.status = Status::Error;
                     s.task_state = None;
+                    // As Nova: a build that failed is on no host.
+                    s.host = None;
                     s.vifs.clear();
                     s.fault = Some(Fault {
                         code: 500,
@@ -881,15 +904,17 @@ impl Compute {
                 Ok(_) => {
                     made.push(v);
                     failure = Some(format!(
-                        "Binding failed for port {} on host {dest}",
-                        v.port_id
+                        "Binding failed for port {} on host {dest}: {}",
+                        v.port_id,
+                        self.why_unbindable(&dest, &v.vnic_type, None).await
                     ));
                     break;
                 }
                 Err(e) => {
                     failure = Some(format!(
                         "Binding failed for port {} on host {dest}: {}",
-                        v.port_id, e.message
+                        v.port_id,
+                        self.why_unbindable(&dest, &v.vnic_type, Some(&e)).await
                     ));
                     break;
                 }
@@ -913,6 +938,31 @@ impl Compute {
             this.end_migration(&sid, migration_id, r, new_host);
         });
         Ok(migration_id)
+    }
+
+    /// Why a port of `vnic_type` does not bind on `host`, in an operator's
+    /// terms where it can be told, else Neutron's own message.
+    async fn why_unbindable(
+        &self,
+        host: &str,
+        vnic_type: &str,
+        neutron: Option<&NeutronFailure>,
+    ) -> String {
+        if let Some(h) = self.host(host)
+            && !h.backend.takes(vnic_type)
+        {
+            return format!(
+                "binding:vnic_type {vnic_type} cannot be bound on {host}, whose networking is {}",
+                h.backend.as_str()
+            );
+        }
+        if let Ok(false) = self.neutron.agent_alive(host).await {
+            return format!("the networking agent on {host} is not alive");
+        }
+        match neutron {
+            Some(e) => format!("networking API: {}", e.message),
+            None => "binding:vif_type binding_failed".into(),
+        }
     }
 
     fn set_migration(&self, mid: u64, status: &'static str, error: Option<String>) {
@@ -1004,6 +1054,11 @@ impl Compute {
         for v in &s.vifs {
             if let Err(e) = self.neutron.delete_binding(&v.port_id, &source).await {
                 tracing::warn!(port = %v.port_id, error = %e, "deleting the source binding");
+            }
+            // The server is ACTIVE once its ports are, as after a boot; the
+            // guest already runs here, so a late port is logged, not undone.
+            if let Err(e) = self.wait_active(&v.port_id).await {
+                tracing::warn!(port = %v.port_id, error = %e, "port not ACTIVE after the migration");
             }
             match self.neutron.show_port(&v.port_id).await {
                 Ok(p) => vifs.push(self.vif_of(&p, v.created, v.guest.clone()).await),

@@ -129,6 +129,16 @@ impl Neutron {
         Self::member(v, "network")
     }
 
+    /// Whether `host` has a networking agent that Neutron considers alive.
+    pub async fn agent_alive(&self, host: &str) -> Result<bool> {
+        let v = self
+            .call(reqwest::Method::GET, &format!("/agents?host={host}"), None)
+            .await?;
+        Ok(v.as_ref()
+            .and_then(|v| v["agents"].as_array())
+            .is_some_and(|a| a.iter().any(|x| x["alive"] == true)))
+    }
+
     pub async fn create_port(&self, port: Value) -> Result<Map<String, Value>> {
         let v = self
             .call(

@@ -160,8 +160,6 @@ pub fn migration(base: &str, m: &Migration) -> Value {
         "new_instance_type_id": 1,
         "created_at": m.created,
         "updated_at": m.updated,
-        "user_id": "admin",
-        "project_id": Value::Null,
         "links": links(base, &format!("servers/{}/migrations", m.instance_uuid), &m.id.to_string()),
         "switchyard:error": m.error,
     })
