@@ -80,7 +80,9 @@ fn nothing_lost(r: &Value) -> bool {
 async fn failed_migrations_roll_back_and_lose_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut opts = Options::reference(dir.path().join("switchyard.db")).expect("reference");
-    opts.ml2.agent_down_time = 2;
+    // Long enough that step 3 binds before Neutron notices the stopped
+    // agent even on a loaded machine, short enough for step 2 to wait out.
+    opts.ml2.agent_down_time = 4;
     opts.heartbeat = Duration::from_millis(300);
     opts.compute.vif_plugging_timeout = Duration::from_secs(3);
     let mut live = LiveLab::start(opts).await.expect("lab");
