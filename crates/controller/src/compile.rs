@@ -599,11 +599,7 @@ impl Compiler {
                 },
             );
         }
-        for f in st
-            .floatingips
-            .values()
-            .filter(|f| f.router_id.as_deref() == Some(rid))
-        {
+        for f in st.router_floatingips(rid) {
             let (Some(ext), Some(inside)) = (
                 crate::facts::v4_of(&f.floating_ip_address),
                 f.fixed_ip_address.as_ref().and_then(crate::facts::v4_of),
@@ -661,11 +657,7 @@ impl Compiler {
             for p in st.device_ports(rid) {
                 self.router_of.insert(p.id.clone(), rid.to_string());
             }
-            for f in st
-                .floatingips
-                .values()
-                .filter(|f| f.router_id.as_deref() == Some(rid))
-            {
+            for f in st.router_floatingips(rid) {
                 self.router_of.insert(f.id.clone(), rid.to_string());
             }
         }

@@ -135,6 +135,9 @@ pub struct State {
     ports_by_device: HashMap<String, BTreeSet<String>>,
     /// port id -> floating IPs associated with it
     fips_by_port: HashMap<String, BTreeSet<String>>,
+    /// router id -> floating IPs it realises (the controller compiles a
+    /// router's FIPs without scanning them all).
+    fips_by_router: HashMap<String, BTreeSet<String>>,
 
     journal: Option<Journal>,
 }
@@ -358,6 +361,12 @@ impl State {
                         .or_default()
                         .insert(f.id.clone());
                 }
+                if let Some(router) = &f.router_id {
+                    self.fips_by_router
+                        .entry(router.clone())
+                        .or_default()
+                        .insert(f.id.clone());
+                }
             }
         }
     }
@@ -438,6 +447,9 @@ impl State {
                 if let Some(port) = &f.port_id {
                     drop_from(&mut self.fips_by_port, port, &f.id);
                 }
+                if let Some(router) = &f.router_id {
+                    drop_from(&mut self.fips_by_router, router, &f.id);
+                }
             }
         }
     }
@@ -486,6 +498,16 @@ impl State {
     }
 
     /// Floating IPs associated with a port.
+    /// The floating IPs a router realises (`router_id`).
+    pub fn router_floatingips(&self, router_id: &str) -> Vec<&FloatingIp> {
+        self.fips_by_router
+            .get(router_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.floatingips.get(id))
+            .collect()
+    }
+
     pub fn port_floatingips(&self, port_id: &str) -> Vec<&FloatingIp> {
         self.fips_by_port
             .get(port_id)
