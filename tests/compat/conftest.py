@@ -23,6 +23,7 @@ Under noauth switchyard treats a request without X-Roles as admin in the
 default project ("admin"), so provider attributes can be set.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -125,41 +126,45 @@ def _wait_ready(proc: subprocess.Popen, base: str, log_path: Path) -> None:
     raise RuntimeError(f"switchyard did not answer GET / within {STARTUP_TIMEOUT}s: {last}")
 
 
-@pytest.fixture(scope="session")
-def server():
-    binary = _binary()
+class Running:
+    """A switchyard process started by `spawn`: its stdout lines as they come."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, data_dir: str, log_path: Path):
+        self.proc = proc
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.lines: list[str] = []
+
+
+@contextlib.contextmanager
+def spawn(args, prefix: str):
+    """Runs `switchyard ARGS` (with {port} and {data_dir} filled in) on a free
+    loopback port and a throw-away directory, drains its stdout, and stops it
+    with SIGTERM at the end, asserting a clean exit."""
     port = _free_port()
-    data_dir = tempfile.mkdtemp(prefix="switchyard-compat-")
-    log_path = Path(data_dir) / "server.log"
+    data_dir = tempfile.mkdtemp(prefix=prefix)
+    log_path = Path(data_dir) / "switchyard.log"
     log = open(log_path, "wb")
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "warn")
     proc = subprocess.Popen(
-        [binary, "server", "--bind", f"127.0.0.1:{port}", "--data-dir", data_dir],
+        [_binary()] + [a.format(port=port, data_dir=data_dir) for a in args],
         stdout=subprocess.PIPE,
         stderr=log,
         env=env,
     )
-    # The start-up banner goes to stdout; keep draining it so the pipe never fills.
-    banner: list[str] = []
+    run = Running(proc, port, data_dir, log_path)
 
+    # Keep draining stdout so the pipe never fills.
     def drain():
         for line in proc.stdout:
-            banner.append(line.decode(errors="replace").rstrip())
+            run.lines.append(line.decode(errors="replace").rstrip())
 
     threading.Thread(target=drain, daemon=True).start()
-    base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(proc, base, log_path)
-        # The banner is printed before the listener serves, so it is there by now.
-        for _ in range(50):
-            if banner:
-                break
-            time.sleep(0.05)
-        assert banner and banner[0].startswith(
-            f"switchyard: Neutron API on http://127.0.0.1:{port}/v2.0/"
-        ), f"unexpected start-up banner: {banner!r}"
-        yield Server(proc, base, data_dir, log_path)
+        yield run
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -171,8 +176,23 @@ def server():
         log.close()
         rc = proc.returncode
         shutil.rmtree(data_dir, ignore_errors=True)
-        # A graceful stop on SIGTERM exits 0; anything else is a server bug.
+        # A graceful stop on SIGTERM exits 0; anything else is a bug.
         assert rc == 0, f"switchyard did not stop cleanly on SIGTERM (exit {rc})"
+
+
+@pytest.fixture(scope="session")
+def server():
+    with spawn(["server", "--bind", "127.0.0.1:{port}", "--data-dir", "{data_dir}"], "switchyard-compat-") as run:
+        _wait_ready(run.proc, run.base, run.log_path)
+        # The banner is printed before the listener serves, so it is there by now.
+        for _ in range(50):
+            if run.lines:
+                break
+            time.sleep(0.05)
+        assert run.lines and run.lines[0].startswith(
+            f"switchyard: Neutron API on http://127.0.0.1:{run.port}/v2.0/"
+        ), f"unexpected start-up banner: {run.lines!r}"
+        yield Server(run.proc, run.base, run.data_dir, run.log_path)
 
 
 @pytest.fixture(scope="session")

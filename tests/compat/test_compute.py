@@ -8,63 +8,30 @@ hypervisors, live-migrates a server from the OVS node to a vRouter node and
 reads the migration record, as an operator's scripts would.
 """
 
-import os
-import signal
-import subprocess
-import tempfile
-import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import openstack
 import openstack.exceptions as exc
 import pytest
 
-from conftest import _binary, _free_port
+from conftest import spawn
 
 LAB_STARTUP = 60.0
 
 
 @pytest.fixture(scope="module")
 def lab():
-    port = _free_port()
-    data_dir = tempfile.mkdtemp(prefix="switchyard-compute-")
-    log_path = Path(data_dir) / "lab.log"
-    log = open(log_path, "wb")
-    env = dict(os.environ)
-    env.setdefault("RUST_LOG", "warn")
-    proc = subprocess.Popen(
-        [_binary(), "lab", "up", "--bind", f"127.0.0.1:{port}", "--db", f"sqlite://{data_dir}/lab.db"],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        env=env,
-    )
-    lines: list[str] = []
-
-    def drain():
-        for line in proc.stdout:
-            lines.append(line.decode(errors="replace").rstrip())
-
-    threading.Thread(target=drain, daemon=True).start()
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with spawn(
+        ["lab", "up", "--bind", "127.0.0.1:{port}", "--db", "sqlite://{data_dir}/lab.db"],
+        "switchyard-compute-",
+    ) as run:
         deadline = time.monotonic() + LAB_STARTUP
-        while not any(l.startswith("  agents") for l in lines):
-            assert proc.poll() is None, log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, f"lab did not come up: {lines}"
+        while not any(l.startswith("  agents") for l in run.lines):
+            assert run.proc.poll() is None, run.log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, f"lab did not come up: {run.lines}"
             time.sleep(0.1)
-        assert any("connected and in sync" in l for l in lines), lines
-        yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
-        log.close()
-        assert rc == 0, f"lab did not stop cleanly (exit {rc})"
+        assert any("connected and in sync" in l for l in run.lines), run.lines
+        yield run.base
 
 
 @pytest.fixture(scope="module")
