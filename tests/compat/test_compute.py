@@ -63,7 +63,7 @@ def test_hypervisors(cloud):
     hyps = {h.name: h for h in cloud.compute.hypervisors(details=True)}
     assert sorted(hyps) == ["compute-1", "compute-2", "compute-3", "compute-4"]
     assert hyps["compute-1"].state == "up"
-    assert hyps["compute-1"].hypervisor_type == "QEMU"
+    assert hyps["compute-1"].hypervisor_type == "switchyard-lab"
 
 
 def test_boot_live_migrate_ovs_to_vrouter_and_delete(cloud, net):

@@ -558,7 +558,6 @@ async fn create_inner(
                       {"rel": "bookmark", "href": format!("{b}/servers/{id}")}],
             "OS-DCF:diskConfig": "MANUAL",
             "security_groups": [{"name": "default"}],
-            "adminPass": &id[..12.min(id.len())],
         }}),
     );
     if let Ok(loc) = HeaderValue::from_str(&format!("{b}/servers/{id}")) {

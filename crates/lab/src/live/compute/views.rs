@@ -120,8 +120,9 @@ pub fn hypervisor(c: &Compute, h: &Host, detail: bool) -> Value {
     });
     if detail && let Some(o) = v.as_object_mut() {
         let extra = json!({
-            "hypervisor_type": "QEMU",
-            "hypervisor_version": 9_002_000,
+            // What runs the guests: the lab's emulation, not a real hypervisor.
+            "hypervisor_type": "switchyard-lab",
+            "hypervisor_version": 1,
             "host_ip": Value::Null,
             "service": {"host": h.name, "id": c.hypervisor_uuid(h), "disabled_reason": null},
             "vcpus": c.opts.instances_per_host,
