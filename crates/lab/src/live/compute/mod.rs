@@ -297,10 +297,6 @@ impl Compute {
         &self.hosts
     }
 
-    fn hypervisor_uuid(&self, h: &Host) -> String {
-        h.uuid.clone()
-    }
-
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.name == name)
     }

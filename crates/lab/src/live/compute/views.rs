@@ -113,7 +113,7 @@ fn instance_name(s: &Server) -> String {
 pub fn hypervisor(c: &Compute, h: &Host, detail: bool) -> Value {
     let (running, vfs) = c.usage(&h.name);
     let mut v = json!({
-        "id": c.hypervisor_uuid(h),
+        "id": h.uuid,
         "hypervisor_hostname": h.name,
         "state": "up",
         "status": "enabled",
@@ -124,7 +124,7 @@ pub fn hypervisor(c: &Compute, h: &Host, detail: bool) -> Value {
             "hypervisor_type": "switchyard-lab",
             "hypervisor_version": 1,
             "host_ip": Value::Null,
-            "service": {"host": h.name, "id": c.hypervisor_uuid(h), "disabled_reason": null},
+            "service": {"host": h.name, "id": h.uuid, "disabled_reason": null},
             "vcpus": c.opts.instances_per_host,
             "vcpus_used": running,
             "running_vms": running,
