@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::bindings;
 use serde_json::{Value, json};
-use switchyard_lab::client::LabClient;
+use switchyard_lab::client::{LabClient, migration};
 use switchyard_lab::live::{LiveLab, Options};
 
 async fn port_of(c: &LabClient, server: &str) -> String {
@@ -52,19 +52,7 @@ async fn stop_stream(c: &LabClient, from: &str) -> Value {
 
 /// Pings until a short run is answered in full.
 async fn warm(c: &LabClient, from: &str, to: &str) {
-    for _ in 0..20 {
-        let r = c
-            .post(
-                &format!("/switchyard/v1/lab/guests/{from}/ping"),
-                &json!({"ping": {"target": to, "count": 3, "interval_ms": 20}}),
-            )
-            .await
-            .expect("ping");
-        if r["ping"]["answered"] == 3 {
-            return;
-        }
-    }
-    panic!("{from} cannot reach {to}");
+    migration::warm(c, from, to).await.expect("warm path");
 }
 
 /// No request lost except possibly the one in flight when it stopped.

@@ -58,7 +58,7 @@ impl MigrationResult {
 
 /// Pings `ip` from `guest` until a short run is answered in full (ARP
 /// resolved both ways), so the stream measures the move, not a cold path.
-async fn warm(c: &LabClient, guest: &str, ip: &str) -> Result<(), ClientError> {
+pub async fn warm(c: &LabClient, guest: &str, ip: &str) -> Result<(), ClientError> {
     for _ in 0..30 {
         let r = c
             .post(

@@ -448,14 +448,13 @@ fn parse_networks(v: Option<&Value>, version: (u32, u32)) -> Result<Vec<NetReque
 }
 
 async fn create(State(c): State<Ctx>, h: HeaderMap, body: Bytes) -> Response {
-    let v = match requested_version(&h) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
-    };
-    match create_inner(&c, &h, &body, v).await {
-        Ok(r) => versioned(r, v),
-        Err(f) => versioned(f.into_response(), v),
-    }
+    let (c, hr, body) = (&c, &h, &body);
+    at_version(&h, |v| async move {
+        create_inner(c, hr, body, v)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    })
+    .await
 }
 
 async fn create_inner(
@@ -614,14 +613,13 @@ async fn action(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let v = match requested_version(&h) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
-    };
-    match action_inner(&c, &id, &body, v).await {
-        Ok(r) => versioned(r, v),
-        Err(f) => versioned(f.into_response(), v),
-    }
+    let (c, id, body) = (&c, &id, &body);
+    at_version(&h, |v| async move {
+        action_inner(c, id, body, v)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    })
+    .await
 }
 
 async fn action_inner(
