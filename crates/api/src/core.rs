@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use switchyard_controller::Compiler;
+use switchyard_controller::{Compiler, Liveness};
 use switchyard_ml2::{Ctx, Ml2};
 use switchyard_model::{NeutronError, Result, State, Timestamp};
 use switchyard_proto::Delta;
@@ -43,9 +43,10 @@ impl Core {
     pub fn open(
         ml2: Ml2,
         store: SqliteStore,
+        now: Timestamp,
     ) -> std::result::Result<Self, switchyard_store::StoreError> {
         let state = State::from_records(store.load()?);
-        let compiler = Compiler::full(&state);
+        let compiler = Compiler::full(&state, &Liveness::at(now, ml2.settings.agent_down_time));
         Ok(Core {
             state,
             ml2,
@@ -204,7 +205,8 @@ impl Shared {
             }
         };
         let changes = core.state.commit();
-        let deltas = core.compiler.apply(&core.state, &changes);
+        let live = Liveness::at(ctx.now, core.ml2.settings.agent_down_time);
+        let deltas = core.compiler.apply(&core.state, &changes, &live);
         if !deltas.is_empty() {
             // No session listening is fine: agents get a snapshot when they connect.
             let _ = self.deltas.send(Arc::new(deltas));

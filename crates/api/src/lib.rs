@@ -70,7 +70,7 @@ pub fn open_app_with_clock(
 ) -> Result<App, ServeError> {
     let ml2 = Ml2::new(ml2)?;
     let store = SqliteStore::open(db_path, durability)?;
-    let core = Core::open(ml2, store)?;
+    let core = Core::open(ml2, store, clock.now())?;
     Ok(App {
         shared: Shared::new(core, clock),
         default_project: default_project.to_string(),

@@ -1,25 +1,90 @@
-//! The compiler: the Neutron model in, each node's desired state out, kept up to
-//! date incrementally.
+//! The compiler: the Neutron model (and which agents are alive) in, each
+//! node's desired state out, kept up to date incrementally.
 //!
 //! A bound port contributes:
-//! * on its own node, an `iface/{port}` item;
-//! * on every vRouter that has a port in the same network (and on the gateway),
-//!   a `remote/{vni}/{mac}` item pointing at the VTEP that reaches it: its
-//!   vRouter's, or the gateway's for a VLAN-side port;
-//! * on the gateway, for a VLAN-side port, a `dhcp/{vlan}/{mac}` item, and the
-//!   network's `bd/{vni}` bridge domain while any VLAN-side port exists.
+//! * on its own node, an `iface/{port}` item (`rif/{port}` for a router
+//!   interface on its gateway node);
+//! * on every vRouter that has a port in the same network and on every
+//!   gateway serving the network, a `remote/{vni}/{mac}` item pointing at the
+//!   VTEP that reaches it: its vRouter's, or the network's VLAN gateway's for
+//!   a VLAN-side (OVS, SR-IOV) port;
+//! * on the network's VLAN gateway, for a VLAN-side port, a `dhcp/{vlan}/{mac}` item.
 //!
-//! A vRouter holds `net/{vni}` while it has a port in the network, with the flood
-//! list of the other members. A port change touches only its node, the other
-//! members of its network and the gateway; [`Stats`] counts what each batch touched.
+//! # Gateways
+//!
+//! A network is served by the gateways that hold its router interfaces and,
+//! while it has VLAN-side ports, by exactly one **VLAN gateway** that stitches
+//! its VLAN to its VNI: the eligible gateway (alive agent, enabled, with a
+//! VTEP) that ranks first for the network's VNI by rendezvous hashing. Only one
+//! gateway may bridge a VLAN to a VNI (two would duplicate every frame), and
+//! hashing spreads networks over gateways while moving only the dead
+//! gateway's networks when one dies; a gateway that comes back takes its
+//! networks back (it announces their MACs on the VLAN when it does). Each
+//! gateway serving a network holds `bd/{vni}`: with the VLAN on the VLAN
+//! gateway, overlay-only (`vlan` 0) on the others, flooding to the network's
+//! vRouters and the other gateways serving it.
+//!
+//! A vRouter holds `net/{vni}` while it has a port in the network, with the
+//! flood list of the other members and the network's gateways. A port change
+//! touches only its node, the other members of its network and its gateways;
+//! [`Stats`] counts what each batch touched.
+//!
+//! Liveness is an input ([`Liveness`]), computed at the edge from heartbeats
+//! and `agent_down_time`: the compiler keeps no clock. A full compile and any
+//! sequence of incremental ones over the same model and liveness give the same
+//! items (property-tested in `tests/incremental.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use switchyard_model::{Change, Kind, State};
+use switchyard_model::{AGENT_TYPE_GATEWAY, Agent, Change, Kind, State, Timestamp};
 use switchyard_proto::{Attachment, Delta, Item, Role};
 
 use crate::facts::{NodeFacts, PortFacts, Side, node_facts, port_facts};
+
+/// Which agents count as alive now (Neutron's `alive`). An input of the
+/// compiler like the model: the edge says what time it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    /// As Neutron computes `alive`: a heartbeat within `agent_down_time_s` of `now`.
+    At {
+        now: Timestamp,
+        agent_down_time_s: u64,
+    },
+    /// Exactly the agents on these hosts (tests).
+    Hosts(BTreeSet<String>),
+    /// Every agent (tests, benchmarks).
+    All,
+}
+
+impl Liveness {
+    pub fn at(now: Timestamp, agent_down_time_s: u64) -> Self {
+        Liveness::At {
+            now,
+            agent_down_time_s,
+        }
+    }
+
+    /// Every agent of the model alive.
+    pub fn all(_st: &State) -> Self {
+        Liveness::All
+    }
+
+    pub fn from_hosts<I: IntoIterator<Item = S>, S: Into<String>>(hosts: I) -> Self {
+        Liveness::Hosts(hosts.into_iter().map(Into::into).collect())
+    }
+
+    pub fn is_alive(&self, a: &Agent) -> bool {
+        match self {
+            Liveness::At {
+                now,
+                agent_down_time_s,
+            } => a.is_alive(*now, *agent_down_time_s),
+            Liveness::Hosts(h) => h.contains(&a.host),
+            Liveness::All => true,
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Node {
@@ -34,6 +99,16 @@ struct Node {
     forget: BTreeSet<String>,
 }
 
+/// Where a network's gateway side is compiled to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Placement {
+    /// The gateway stitching the network's VLAN side to its VNI (while it has one).
+    vlan_gw: Option<String>,
+    /// Every gateway serving the network: `vlan_gw` and the gateways holding
+    /// its router interfaces.
+    gws: BTreeSet<String>,
+}
+
 #[derive(Debug, Default)]
 struct Net {
     ports: BTreeSet<String>,
@@ -41,8 +116,10 @@ struct Net {
     vrouters: BTreeMap<String, usize>,
     /// (physnet, vlan) -> VLAN-side ports
     vlans: BTreeMap<(String, u16), usize>,
-    /// Router interfaces in the network (they need its bridge domain on the gateway).
-    rifs: usize,
+    /// Gateway host -> router interfaces it holds in the network.
+    rif_gws: BTreeMap<String, usize>,
+    /// The placement the network's items were last written for.
+    placed: Placement,
 }
 
 /// How a batch changed the node set.
@@ -67,8 +144,10 @@ pub struct Stats {
 pub struct Compiler {
     /// Hashed: every item write looks its node up by host name.
     nodes: HashMap<String, Node>,
-    /// Gateway hosts and VTEPs, derived from `nodes` whenever they change.
-    gws: Vec<(String, Option<Ipv4Addr>)>,
+    /// Every gateway node, sorted (derived from `nodes`).
+    gws: Vec<String>,
+    /// Gateways that may serve networks: alive, enabled, with a VTEP; sorted.
+    eligible: Vec<String>,
     /// Off while a full compile builds every node from nothing: then every item
     /// is new, and tracking them one by one would only cost time.
     untracked: bool,
@@ -89,15 +168,77 @@ fn remote_key(vni: u32, mac: &str) -> String {
     format!("remote/{vni}/{mac}")
 }
 
+fn dhcp_key(vlan: u16, mac: &str) -> String {
+    format!("dhcp/{vlan}/{mac}")
+}
+
+/// Rendezvous (highest random weight) score of `host` for network `vni`:
+/// FNV-1a over both, finished with splitmix64's mixer. Stable across
+/// releases and processes (unlike `std`'s hasher), so every controller and
+/// every restart picks the same gateway.
+fn rendezvous(vni: u32, host: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in vni.to_be_bytes().iter().chain(host.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Writes `item` under `key` on `host` (a node whose agent is gone keeps no
+/// desired state, as a full compile would not create it).
+fn put_in(nodes: &mut HashMap<String, Node>, untracked: bool, host: &str, key: String, item: Item) {
+    let Some(n) = nodes.get_mut(host).filter(|n| n.facts.is_some()) else {
+        return;
+    };
+    if n.items.get(&key) != Some(&item) {
+        if !untracked {
+            n.dirty.insert(key.clone());
+        }
+        n.items.insert(key, item);
+    }
+}
+
+fn del_in(nodes: &mut HashMap<String, Node>, untracked: bool, host: &str, key: &str) {
+    let Some(n) = nodes.get_mut(host) else {
+        return;
+    };
+    if n.items.remove(key).is_some() && !untracked {
+        n.dirty.insert(key.to_string());
+    }
+}
+
+/// The hosts holding a port's `remote/` item: the network's vRouters and the
+/// gateways serving it, but never the port's own node, nor, for a VLAN-side
+/// port, the VLAN gateway (which reaches it on its trunk).
+fn remote_holders<'a>(net: &'a Net, p: &'a PortFacts) -> impl Iterator<Item = &'a String> + 'a {
+    let vlan_side = matches!(p.side, Side::Vlan { .. });
+    let vlan_gw = net.placed.vlan_gw.as_ref();
+    net.vrouters
+        .keys()
+        .chain(
+            net.placed
+                .gws
+                .iter()
+                .filter(move |g| !(vlan_side && vlan_gw == Some(*g))),
+        )
+        .filter(move |h| **h != p.host)
+}
+
 impl Compiler {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Compiles everything from scratch.
-    pub fn full(st: &State) -> Self {
+    pub fn full(st: &State, live: &Liveness) -> Self {
         let mut c = Compiler::new();
         c.sync_nodes(st);
+        c.eligible = c.eligible_gateways(st, live);
         c.untracked = true;
         for id in st.ports.keys() {
             c.refresh_port(st, id);
@@ -110,6 +251,7 @@ impl Compiler {
         // Every node with state starts at version 1: what a snapshot carries.
         for n in c.nodes.values_mut() {
             n.dirty.clear();
+            n.forget.clear();
             if !n.items.is_empty() {
                 n.version = 1;
             }
@@ -120,45 +262,60 @@ impl Compiler {
     // ---- item bookkeeping ------------------------------------------------------
 
     fn put(&mut self, host: &str, key: String, item: Item) {
-        // A node whose agent is gone keeps no desired state (as a full compile
-        // would not create it).
-        let Some(n) = self.nodes.get_mut(host).filter(|n| n.facts.is_some()) else {
-            return;
-        };
-        if n.items.get(&key) != Some(&item) {
-            if !self.untracked {
-                n.dirty.insert(key.clone());
-            }
-            n.items.insert(key, item);
-        }
+        put_in(&mut self.nodes, self.untracked, host, key, item);
     }
 
     fn del(&mut self, host: &str, key: &str) {
-        let Some(n) = self.nodes.get_mut(host) else {
-            return;
-        };
-        if n.items.remove(key).is_some() && !self.untracked {
-            n.dirty.insert(key.to_string());
-        }
-    }
-
-    fn gateways(&self) -> Vec<(String, Option<Ipv4Addr>)> {
-        self.gws.clone()
+        del_in(&mut self.nodes, self.untracked, host, key);
     }
 
     fn refresh_gateways(&mut self) {
         self.gws = self
             .nodes
             .iter()
-            .filter_map(|(h, n)| {
-                n.facts
-                    .as_ref()
-                    .filter(|f| f.role == Role::Gateway)
-                    .map(|f| (h.clone(), f.vtep))
-            })
+            .filter(|(_, n)| n.facts.as_ref().is_some_and(|f| f.role == Role::Gateway))
+            .map(|(h, _)| h.clone())
             .collect();
-        // The first gateway (by name) is where VLAN-side ports are reached.
         self.gws.sort();
+    }
+
+    /// Gateways that may serve networks now: alive, enabled
+    /// (`admin_state_up`), with a VTEP.
+    fn eligible_gateways(&self, st: &State, live: &Liveness) -> Vec<String> {
+        self.gws
+            .iter()
+            .filter(|h| self.vtep_of(h).is_some())
+            .filter(|h| {
+                st.agent_by_type_host(AGENT_TYPE_GATEWAY, h)
+                    .is_some_and(|a| a.admin_state_up && live.is_alive(a))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The gateway that bridges network `vni`'s VLAN side (rendezvous hashing
+    /// over the eligible gateways).
+    fn vlan_gateway(&self, vni: u32) -> Option<String> {
+        self.eligible
+            .iter()
+            .max_by_key(|h| (rendezvous(vni, h), std::cmp::Reverse(h.as_str())))
+            .cloned()
+    }
+
+    fn placement(&self, vni: u32, net: &Net) -> Placement {
+        let vlan_gw = if net.vlans.is_empty() {
+            None
+        } else {
+            self.vlan_gateway(vni)
+        };
+        let mut gws: BTreeSet<String> = net
+            .rif_gws
+            .keys()
+            .filter(|h| self.role_of(h) == Some(Role::Gateway))
+            .cloned()
+            .collect();
+        gws.extend(vlan_gw.iter().cloned());
+        Placement { vlan_gw, gws }
     }
 
     fn vtep_of(&self, host: &str) -> Option<Ipv4Addr> {
@@ -176,71 +333,152 @@ impl Compiler {
     }
 
     /// Where a port is reached from the overlay.
-    fn location(&self, p: &PortFacts) -> Option<Ipv4Addr> {
+    fn location(&self, p: &PortFacts, placed: &Placement) -> Option<Ipv4Addr> {
         match p.side {
             Side::Overlay => self.vtep_of(&p.host),
-            Side::Vlan { .. } => self.gws.first().and_then(|(_, v)| *v),
+            Side::Vlan { .. } => placed.vlan_gw.as_deref().and_then(|g| self.vtep_of(g)),
         }
     }
 
-    fn remote_item(&self, vni: u32, p: &PortFacts) -> Option<Item> {
+    fn remote_item(&self, vni: u32, p: &PortFacts, placed: &Placement) -> Option<Item> {
         Some(Item::RemoteMac {
             vni,
             mac: p.mac.clone(),
             ips: p.ips.clone(),
-            vtep: self.location(p)?,
+            vtep: self.location(p, placed)?,
         })
     }
 
-    /// Re-derives the flood lists of a network on its vRouters and gateway(s).
-    fn refresh_flood(&mut self, vni: u32) {
-        let Some(net) = self.nets.get(&vni) else {
-            return;
+    /// Re-derives a network's own items: the VRF and flood list on each of
+    /// its vRouters, the bridge domain on each gateway serving it (and none
+    /// on the others).
+    fn refresh_net_items(&mut self, vni: u32) {
+        let (members, placed, vlan) = match self.nets.get(&vni) {
+            Some(net) => (
+                net.vrouters.keys().cloned().collect::<Vec<String>>(),
+                net.placed.clone(),
+                net.vlans.keys().next().cloned(),
+            ),
+            None => (Vec::new(), Placement::default(), None),
         };
-        let members: Vec<String> = net.vrouters.keys().cloned().collect();
-        let vlans: Vec<(String, u16)> = net.vlans.keys().cloned().collect();
-        let gws = self.gateways();
-        let gw_vteps: Vec<Ipv4Addr> = gws.iter().filter_map(|(_, v)| *v).collect();
+        let vteps = |c: &Self, hosts: &mut dyn Iterator<Item = &String>| -> Vec<Ipv4Addr> {
+            let mut v: Vec<Ipv4Addr> = hosts.filter_map(|h| c.vtep_of(h)).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let gw_vteps = vteps(self, &mut placed.gws.iter());
         for h in &members {
-            let mut flood: Vec<Ipv4Addr> = members
-                .iter()
-                .filter(|o| *o != h)
-                .filter_map(|o| self.vtep_of(o))
-                .chain(gw_vteps.iter().copied())
-                .collect();
+            let mut flood = vteps(self, &mut members.iter().filter(|o| *o != h));
+            flood.extend(gw_vteps.iter().copied());
             flood.sort();
             flood.dedup();
             self.put(h, format!("net/{vni}"), Item::Network { vni, flood });
         }
-        let mut vr_vteps: Vec<Ipv4Addr> = members.iter().filter_map(|o| self.vtep_of(o)).collect();
-        vr_vteps.sort();
-        for (gw, _) in gws {
-            // One bridge domain per network: the VLAN of its (first) physnet.
-            let rifs = self.nets.get(&vni).map_or(0, |n| n.rifs);
-            match vlans.first() {
-                // Routed but VLAN-less: a domain on the overlay side only.
-                None if rifs > 0 => self.put(
-                    &gw,
-                    format!("bd/{vni}"),
-                    Item::BridgeDomain {
-                        vni,
-                        vlan: 0,
-                        physnet: String::new(),
-                        flood: vr_vteps.clone(),
-                    },
-                ),
-                Some((physnet, vlan)) => self.put(
-                    &gw,
-                    format!("bd/{vni}"),
-                    Item::BridgeDomain {
-                        vni,
-                        vlan: *vlan,
-                        physnet: physnet.clone(),
-                        flood: vr_vteps.clone(),
-                    },
-                ),
-                None => self.del(&gw, &format!("bd/{vni}")),
+        let vr_vteps = vteps(self, &mut members.iter());
+        for gw in self.gws.clone() {
+            let key = format!("bd/{vni}");
+            if !placed.gws.contains(&gw) {
+                self.del(&gw, &key);
+                continue;
             }
+            let (vlan, physnet) = match (&placed.vlan_gw, &vlan) {
+                (Some(v), Some((physnet, vlan))) if *v == gw => (*vlan, physnet.clone()),
+                // Overlay side only: the network is routed here, bridged elsewhere.
+                _ => (0, String::new()),
+            };
+            let mut flood = vr_vteps.clone();
+            flood.extend(vteps(self, &mut placed.gws.iter().filter(|o| **o != gw)));
+            flood.sort();
+            flood.dedup();
+            self.put(
+                &gw,
+                key,
+                Item::BridgeDomain {
+                    vni,
+                    vlan,
+                    physnet,
+                    flood,
+                },
+            );
+        }
+    }
+
+    /// Network `vni`'s placement changed from `old` to what it says now:
+    /// rewrites the gateway-side items of each of its ports, the location of
+    /// its VLAN-side ports on its vRouters, and the network's own items.
+    fn replace(&mut self, vni: u32, old: &Placement) {
+        let Some(net) = self.nets.get(&vni) else {
+            self.refresh_net_items(vni);
+            return;
+        };
+        let new = &net.placed;
+        let touched: BTreeSet<&String> = old.gws.iter().chain(new.gws.iter()).collect();
+        let vlan_moved = old.vlan_gw != new.vlan_gw;
+        for id in &net.ports {
+            let Some(q) = self.ports.get(id) else {
+                continue;
+            };
+            let key = remote_key(vni, &q.mac);
+            let item = self.remote_item(vni, q, new);
+            let vlan = match q.side {
+                Side::Vlan { vlan, .. } => Some(vlan),
+                Side::Overlay => None,
+            };
+            for g in &touched {
+                let holds = new.gws.contains(*g)
+                    && **g != q.host
+                    && !(vlan.is_some() && new.vlan_gw.as_ref() == Some(*g));
+                match (&item, holds) {
+                    (Some(it), true) => {
+                        put_in(&mut self.nodes, self.untracked, g, key.clone(), it.clone());
+                    }
+                    _ => del_in(&mut self.nodes, self.untracked, g, &key),
+                }
+            }
+            if let (Some(vlan), true) = (vlan, vlan_moved) {
+                let dkey = dhcp_key(vlan, &q.mac);
+                if let Some(o) = &old.vlan_gw {
+                    del_in(&mut self.nodes, self.untracked, o, &dkey);
+                }
+                if let (Some(n), Some(lease)) = (&new.vlan_gw, &q.lease) {
+                    let item = Item::DhcpPort {
+                        vlan,
+                        mac: q.mac.clone(),
+                        lease: lease.clone(),
+                    };
+                    put_in(&mut self.nodes, self.untracked, n, dkey, item);
+                }
+                for h in net.vrouters.keys() {
+                    match &item {
+                        Some(it) => {
+                            put_in(&mut self.nodes, self.untracked, h, key.clone(), it.clone())
+                        }
+                        None => del_in(&mut self.nodes, self.untracked, h, &key),
+                    }
+                }
+            }
+        }
+        self.refresh_net_items(vni);
+    }
+
+    /// Brings every network's placement in line with the eligible gateways.
+    fn replace_all(&mut self) {
+        let mut vnis: Vec<u32> = self.nets.keys().copied().collect();
+        vnis.sort_unstable();
+        for vni in vnis {
+            let Some(net) = self.nets.get(&vni) else {
+                continue;
+            };
+            let new = self.placement(vni, net);
+            if new == net.placed {
+                continue;
+            }
+            let old = match self.nets.get_mut(&vni) {
+                Some(net) => std::mem::replace(&mut net.placed, new),
+                None => continue,
+            };
+            self.replace(vni, &old);
         }
     }
 
@@ -253,73 +491,85 @@ impl Compiler {
         self.del(&p.host, &format!("iface/{id}"));
         self.del(&p.host, &format!("rif/{id}"));
         let Some(vni) = p.vni else { return };
-        let mut flood_changed = false;
-        let (members, others): (Vec<String>, Vec<String>) = {
-            let Some(net) = self.nets.get_mut(&vni) else {
-                return;
-            };
-            net.ports.remove(id);
-            if matches!(p.attachment, Attachment::Router { .. }) {
-                net.rifs = net.rifs.saturating_sub(1);
-                flood_changed = true;
-            }
-            match &p.side {
-                Side::Overlay => {
-                    if let Some(c) = net.vrouters.get_mut(&p.host) {
-                        *c -= 1;
-                        if *c == 0 {
-                            net.vrouters.remove(&p.host);
-                            flood_changed = true;
-                        }
-                    }
-                }
-                Side::Vlan { physnet, vlan } => {
-                    let k = (physnet.clone(), *vlan);
-                    if let Some(c) = net.vlans.get_mut(&k) {
-                        *c -= 1;
-                        if *c == 0 {
-                            net.vlans.remove(&k);
-                            flood_changed = true;
-                        }
-                    }
-                }
-            }
-            (
-                net.vrouters.keys().cloned().collect(),
-                net.ports.iter().cloned().collect(),
-            )
+        let Some(mut net) = self.nets.remove(&vni) else {
+            return;
         };
-        let key = remote_key(vni, &p.mac);
-        for h in &members {
-            if *h != p.host {
-                self.del(h, &key);
+        net.ports.remove(id);
+        if matches!(p.attachment, Attachment::Router { .. })
+            && let Some(c) = net.rif_gws.get_mut(&p.host)
+        {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                net.rif_gws.remove(&p.host);
             }
         }
-        for (gw, _) in self.gateways() {
-            if gw != p.host {
-                self.del(&gw, &key);
+        let mut left = false;
+        match &p.side {
+            Side::Overlay => {
+                if let Some(c) = net.vrouters.get_mut(&p.host) {
+                    *c = c.saturating_sub(1);
+                    if *c == 0 {
+                        net.vrouters.remove(&p.host);
+                        left = true;
+                    }
+                }
             }
-            if let Side::Vlan { vlan, .. } = &p.side {
-                self.del(&gw, &format!("dhcp/{vlan}/{}", p.mac));
-            }
-        }
-        // A vRouter left the network: its VRF and everything learned for it
-        // go. (A router interface leaving the gateway is not a vRouter
-        // leaving: the gateway keeps what it knows of the network.)
-        let router_port = matches!(p.attachment, Attachment::Router { .. });
-        if p.side == Side::Overlay && !router_port && !members.contains(&p.host) {
-            self.del(&p.host, &format!("net/{vni}"));
-            for o in &others {
-                if let Some(op) = self.ports.get(o) {
-                    let k = remote_key(vni, &op.mac);
-                    self.del(&p.host, &k);
+            Side::Vlan { physnet, vlan } => {
+                let k = (physnet.clone(), *vlan);
+                if let Some(c) = net.vlans.get_mut(&k) {
+                    *c = c.saturating_sub(1);
+                    if *c == 0 {
+                        net.vlans.remove(&k);
+                    }
                 }
             }
         }
-        if flood_changed {
-            self.refresh_flood(vni);
+        // Its own items, where the current placement put them.
+        let key = remote_key(vni, &p.mac);
+        for h in net.vrouters.keys().chain(net.placed.gws.iter()) {
+            if *h != p.host {
+                del_in(&mut self.nodes, self.untracked, h, &key);
+            }
         }
-        if self.nets.get(&vni).is_some_and(|n| n.ports.is_empty()) {
+        if let (Side::Vlan { vlan, .. }, Some(gw)) = (&p.side, &net.placed.vlan_gw) {
+            del_in(
+                &mut self.nodes,
+                self.untracked,
+                gw,
+                &dhcp_key(*vlan, &p.mac),
+            );
+        }
+        // A vRouter left the network: its VRF and everything it knew of the
+        // network go.
+        if left {
+            del_in(
+                &mut self.nodes,
+                self.untracked,
+                &p.host,
+                &format!("net/{vni}"),
+            );
+            for o in &net.ports {
+                if let Some(op) = self.ports.get(o) {
+                    del_in(
+                        &mut self.nodes,
+                        self.untracked,
+                        &p.host,
+                        &remote_key(vni, &op.mac),
+                    );
+                }
+            }
+        }
+        let new = self.placement(vni, &net);
+        let old = std::mem::replace(&mut net.placed, new);
+        let moved = old != net.placed;
+        let empty = net.ports.is_empty();
+        self.nets.insert(vni, net);
+        if moved {
+            self.replace(vni, &old);
+        } else if left {
+            self.refresh_net_items(vni);
+        }
+        if empty {
             self.nets.remove(&vni);
         }
     }
@@ -370,7 +620,8 @@ impl Compiler {
         );
     }
 
-    /// Joins a port to its network: remote entries, DHCP, flood lists.
+    /// Joins a port to its network: remote entries, DHCP, flood lists, and
+    /// the network's placement if the port changes it.
     fn place_port(&mut self, p: PortFacts) {
         let id = p.port_id.clone();
         let Some(vni) = p.vni else {
@@ -378,87 +629,80 @@ impl Compiler {
             return;
         };
         let overlay_here = p.side == Side::Overlay && self.role_of(&p.host) == Some(Role::Vrouter);
-        // The network is taken out of the map while its members are written to,
-        // so its member list need not be copied for every port.
+        // The network is taken out of the map while its members are written
+        // to, so its member list need not be copied for every port.
         let mut net = self.nets.remove(&vni).unwrap_or_default();
-        // `domain_changed`: a new VLAN side or a router interface, either of
-        // which changes the gateway's bridge domain for the network.
-        let (joined, domain_changed, others) = {
-            net.ports.insert(id.clone());
-            let mut joined = false;
-            let mut domain_changed = matches!(p.attachment, Attachment::Router { .. });
-            if domain_changed {
-                net.rifs += 1;
+        net.ports.insert(id.clone());
+        if matches!(p.attachment, Attachment::Router { .. }) {
+            *net.rif_gws.entry(p.host.clone()).or_default() += 1;
+        }
+        let mut joined = false;
+        match &p.side {
+            Side::Overlay if overlay_here => {
+                let c = net.vrouters.entry(p.host.clone()).or_default();
+                joined = *c == 0;
+                *c += 1;
             }
-            match &p.side {
-                Side::Overlay if overlay_here => {
-                    let c = net.vrouters.entry(p.host.clone()).or_default();
-                    joined = *c == 0;
-                    *c += 1;
-                }
-                Side::Overlay => {}
-                Side::Vlan { physnet, vlan } => {
-                    let c = net.vlans.entry((physnet.clone(), *vlan)).or_default();
-                    domain_changed = *c == 0;
-                    *c += 1;
-                }
-            }
-            // Only a vRouter new to the network needs the other ports.
-            let others: Vec<String> = if joined {
-                net.ports.iter().filter(|o| **o != id).cloned().collect()
-            } else {
-                Vec::new()
-            };
-            (joined, domain_changed, others)
-        };
-        if let Some(item) = self.remote_item(vni, &p) {
-            let key = remote_key(vni, &p.mac);
-            for h in net.vrouters.keys() {
-                if *h != p.host {
-                    self.put(h, key.clone(), item.clone());
-                }
-            }
-            for (gw, _) in self.gateways() {
-                if p.side == Side::Overlay && gw != p.host {
-                    self.put(&gw, key.clone(), item.clone());
-                }
+            Side::Overlay => {}
+            Side::Vlan { physnet, vlan } => {
+                *net.vlans.entry((physnet.clone(), *vlan)).or_default() += 1;
             }
         }
-        if let (Side::Vlan { vlan, .. }, Some(lease)) = (&p.side, &p.lease) {
-            for (gw, _) in self.gateways() {
-                self.put(
-                    &gw,
-                    format!("dhcp/{vlan}/{}", p.mac),
-                    Item::DhcpPort {
-                        vlan: *vlan,
-                        mac: p.mac.clone(),
-                        lease: lease.clone(),
-                    },
+        let new = self.placement(vni, &net);
+        let old = std::mem::replace(&mut net.placed, new);
+        let moved = old != net.placed;
+        // The port's own items, under the network's placement now.
+        if let Some(item) = self.remote_item(vni, &p, &net.placed) {
+            let key = remote_key(vni, &p.mac);
+            for h in remote_holders(&net, &p) {
+                put_in(
+                    &mut self.nodes,
+                    self.untracked,
+                    h,
+                    key.clone(),
+                    item.clone(),
                 );
             }
         }
+        if let (Side::Vlan { vlan, .. }, Some(lease), Some(gw)) =
+            (&p.side, &p.lease, &net.placed.vlan_gw)
+        {
+            let item = Item::DhcpPort {
+                vlan: *vlan,
+                mac: p.mac.clone(),
+                lease: lease.clone(),
+            };
+            put_in(
+                &mut self.nodes,
+                self.untracked,
+                gw,
+                dhcp_key(*vlan, &p.mac),
+                item,
+            );
+        }
         if joined {
             // A vRouter new to the network learns every other port of it.
-            for o in &others {
+            for o in &net.ports {
                 let Some(op) = self.ports.get(o) else {
                     continue;
                 };
                 if op.host == p.host {
                     continue;
                 }
-                if let Some(item) = self.remote_item(vni, op) {
+                if let Some(item) = self.remote_item(vni, op, &net.placed) {
                     let k = remote_key(vni, &op.mac);
-                    self.put(&p.host, k, item);
+                    put_in(&mut self.nodes, self.untracked, &p.host, k, item);
                 }
             }
         }
         self.ports.insert(id, p);
         self.nets.insert(vni, net);
-        if joined || domain_changed {
-            self.refresh_flood(vni);
+        if moved {
+            self.replace(vni, &old);
+        } else if joined {
+            self.refresh_net_items(vni);
         }
     }
-
     /// Recompiles one port from the model (gone or unbound: removed).
     pub fn refresh_port(&mut self, st: &State, id: &str) {
         let new = st.ports.get(id).and_then(|p| port_facts(st, p));
@@ -533,7 +777,7 @@ impl Compiler {
     /// the gateways) to forget what it learned about the port's MAC.
     fn withdraw(&mut self, p: &PortFacts) {
         let mut hosts: BTreeSet<String> = BTreeSet::from([p.host.clone()]);
-        hosts.extend(self.gws.iter().map(|(h, _)| h.clone()));
+        hosts.extend(self.gws.iter().cloned());
         if let Some(net) = p.vni.and_then(|v| self.nets.get(&v)) {
             hosts.extend(net.vrouters.keys().cloned());
             hosts.extend(
@@ -668,16 +912,29 @@ impl Compiler {
 
     // ---- nodes -----------------------------------------------------------------
 
+    /// Each host's node facts from the agents table. A host with agents of
+    /// several roles (a stale record beside the live one) is taken as the one
+    /// that reported last (ties by id), so the choice depends on the model alone.
+    fn wanted_nodes(st: &State) -> BTreeMap<String, NodeFacts> {
+        let mut best: BTreeMap<String, (Timestamp, &str, NodeFacts)> = BTreeMap::new();
+        for a in st.agents.values() {
+            let Some(f) = node_facts(a) else { continue };
+            let rank = (a.heartbeat_timestamp, a.id.as_str());
+            match best.get(&a.host) {
+                Some((t, id, _)) if (*t, *id) >= rank => {}
+                _ => {
+                    best.insert(a.host.clone(), (rank.0, rank.1, f));
+                }
+            }
+        }
+        best.into_iter().map(|(h, (_, _, f))| (h, f)).collect()
+    }
+
     /// Brings the node list in line with the agents table; heartbeats change
     /// nothing here. Says what changed, so that [`Compiler::apply`] recompiles
     /// only what it must.
     fn sync_nodes(&mut self, st: &State) -> NodeChange {
-        let want: BTreeMap<String, NodeFacts> = st
-            .agents
-            .values()
-            .filter_map(node_facts)
-            .map(|f| (f.host.clone(), f))
-            .collect();
+        let want = Self::wanted_nodes(st);
         let have: BTreeMap<String, NodeFacts> = self
             .nodes
             .iter()
@@ -718,30 +975,35 @@ impl Compiler {
         }
     }
 
-    /// Applies one committed transaction's changes. Returns the deltas to send.
-    pub fn apply(&mut self, st: &State, changes: &[Change]) -> BTreeMap<String, Delta> {
+    /// Liveness changed (no model change): moves networks whose gateway died,
+    /// or came back. Returns the deltas to send.
+    pub fn set_liveness(&mut self, st: &State, live: &Liveness) -> BTreeMap<String, Delta> {
+        self.apply(st, &[], live)
+    }
+
+    /// Whether `live` would change which gateways serve networks (cheap: the
+    /// edge checks this on every tick before taking the write path).
+    pub fn liveness_matters(&self, st: &State, live: &Liveness) -> bool {
+        self.eligible_gateways(st, live) != self.eligible
+    }
+
+    /// Applies one committed transaction's changes, with liveness as the edge
+    /// sees it now. Returns the deltas to send.
+    pub fn apply(
+        &mut self,
+        st: &State,
+        changes: &[Change],
+        live: &Liveness,
+    ) -> BTreeMap<String, Delta> {
         self.last = Stats::default();
         let node_change = if changes.iter().any(|(k, _, _)| *k == Kind::Agent) {
             self.sync_nodes(st)
         } else {
             NodeChange::None
         };
-        if let NodeChange::Added(hosts) = &node_change {
-            // Ports already bound to a newly registered host (its agent was
-            // deleted and came back, say) get their items now; nothing else
-            // depends on a node that had no state.
-            let hosts: BTreeSet<&String> = hosts.iter().collect();
-            let ids: Vec<String> = self
-                .ports
-                .values()
-                .filter(|p| hosts.contains(&p.host))
-                .map(|p| p.port_id.clone())
-                .collect();
-            for id in &ids {
-                self.remove_port(id);
-                self.refresh_port(st, id);
-            }
-        }
+        let eligible = self.eligible_gateways(st, live);
+        let eligible_changed = eligible != self.eligible;
+        self.eligible = eligible;
         if node_change == NodeChange::Other {
             // Recompile all ports against the new node set, diffing item by item.
             let ids: Vec<String> = self
@@ -769,59 +1031,76 @@ impl Compiler {
             for r in &routers {
                 self.refresh_router(st, r);
             }
-        } else {
-            let mut ports: BTreeSet<String> = BTreeSet::new();
-            let mut routers: BTreeSet<String> = BTreeSet::new();
-            for (kind, id, rec) in changes {
-                match kind {
-                    Kind::Port => {
-                        ports.insert(id.clone());
-                        if let Some(switchyard_model::Record::Port(p)) = rec
-                            && p.device_owner.starts_with("network:router")
-                        {
-                            routers.insert(p.device_id.clone());
-                        }
-                        if let Some(r) = self.router_of.get(id) {
-                            routers.insert(r.clone());
-                        }
+            return self.cut();
+        }
+        if eligible_changed {
+            self.replace_all();
+        }
+        if let NodeChange::Added(hosts) = &node_change {
+            // Ports already bound to a newly registered host (its agent was
+            // deleted and came back, say) get their items now; nothing else
+            // depends on a node that had no state.
+            let hosts: BTreeSet<&String> = hosts.iter().collect();
+            let ids: Vec<String> = self
+                .ports
+                .values()
+                .filter(|p| hosts.contains(&p.host))
+                .map(|p| p.port_id.clone())
+                .collect();
+            for id in &ids {
+                self.remove_port(id);
+                self.refresh_port(st, id);
+            }
+        }
+        let mut ports: BTreeSet<String> = BTreeSet::new();
+        let mut routers: BTreeSet<String> = BTreeSet::new();
+        for (kind, id, rec) in changes {
+            match kind {
+                Kind::Port => {
+                    ports.insert(id.clone());
+                    if let Some(switchyard_model::Record::Port(p)) = rec
+                        && p.device_owner.starts_with("network:router")
+                    {
+                        routers.insert(p.device_id.clone());
                     }
-                    Kind::Router => {
-                        routers.insert(id.clone());
+                    if let Some(r) = self.router_of.get(id) {
+                        routers.insert(r.clone());
                     }
-                    Kind::FloatingIp => {
-                        if let Some(switchyard_model::Record::FloatingIp(f)) = rec
-                            && let Some(r) = &f.router_id
-                        {
-                            routers.insert(r.clone());
-                        }
-                        if let Some(r) = self.router_of.get(id) {
-                            routers.insert(r.clone());
-                        }
-                    }
-                    // Subnets (DHCP data), networks (MTU) and segments affect every port on them.
-                    Kind::Subnet | Kind::Network | Kind::Segment => {
-                        let net = match rec {
-                            Some(switchyard_model::Record::Subnet(s)) => Some(s.network_id.clone()),
-                            Some(switchyard_model::Record::Segment(s)) => {
-                                Some(s.network_id.clone())
-                            }
-                            Some(switchyard_model::Record::Network(n)) => Some(n.id.clone()),
-                            _ => None,
-                        };
-                        if let Some(n) = net {
-                            ports.extend(st.network_port_ids(&n).cloned());
-                        }
-                    }
-                    Kind::Agent => {}
                 }
+                Kind::Router => {
+                    routers.insert(id.clone());
+                }
+                Kind::FloatingIp => {
+                    if let Some(switchyard_model::Record::FloatingIp(f)) = rec
+                        && let Some(r) = &f.router_id
+                    {
+                        routers.insert(r.clone());
+                    }
+                    if let Some(r) = self.router_of.get(id) {
+                        routers.insert(r.clone());
+                    }
+                }
+                // Subnets (DHCP data), networks (MTU) and segments affect every port on them.
+                Kind::Subnet | Kind::Network | Kind::Segment => {
+                    let net = match rec {
+                        Some(switchyard_model::Record::Subnet(s)) => Some(s.network_id.clone()),
+                        Some(switchyard_model::Record::Segment(s)) => Some(s.network_id.clone()),
+                        Some(switchyard_model::Record::Network(n)) => Some(n.id.clone()),
+                        _ => None,
+                    };
+                    if let Some(n) = net {
+                        ports.extend(st.network_port_ids(&n).cloned());
+                    }
+                }
+                Kind::Agent => {}
             }
-            for id in ports {
-                self.refresh_port(st, &id);
-            }
-            // After the ports: a router's items name its compiled interfaces.
-            for r in routers {
-                self.refresh_router(st, &r);
-            }
+        }
+        for id in ports {
+            self.refresh_port(st, &id);
+        }
+        // After the ports: a router's items name its compiled interfaces.
+        for r in routers {
+            self.refresh_router(st, &r);
         }
         self.cut()
     }

@@ -10,4 +10,4 @@
 pub mod compile;
 pub mod facts;
 
-pub use compile::{Compiler, Stats};
+pub use compile::{Compiler, Liveness, Stats};

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
-use switchyard_controller::Compiler;
+use switchyard_controller::{Compiler, Liveness};
 use switchyard_ml2::{Ctx, Ml2, Ml2Config, ops};
 use switchyard_model::{Change, State};
 use switchyard_proto::{Attachment, Item};
@@ -103,7 +103,7 @@ fn reference_network_compiles_to_every_backend() {
     let (p_ovs, _) = m.port(&net, "compute-1", "normal");
     let (p_vr, _) = m.port(&net, "compute-2", "normal");
     let (p_sriov, _) = m.port(&net, "compute-3", "direct");
-    let c = Compiler::full(&m.st);
+    let c = Compiler::full(&m.st, &Liveness::all(&m.st));
 
     let c1 = items(&c, "compute-1");
     let Some(Item::Interface {
@@ -176,28 +176,25 @@ fn a_port_change_touches_only_the_nodes_it_concerns() {
     let other = m.network("60.60.60.0/24");
     m.port(&net, "compute-2", "normal");
     m.port(&other, "compute-4", "normal");
-    let mut c = Compiler::full(&m.st);
+    let mut c = Compiler::full(&m.st, &Liveness::all(&m.st));
     c.initial_versions();
 
-    // A second vRouter port in `net` on compute-2: its own node only (no one else is in the network).
+    // A second vRouter port in `net` on compute-2: its own node only (no one
+    // else is in the network, and no gateway serves it: no VLAN side, no router).
     let (_, ch) = m.port(&net, "compute-2", "normal");
-    let d = c.apply(&m.st, &ch);
+    let d = c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert_eq!(
         d.keys().cloned().collect::<Vec<_>>(),
-        vec!["compute-2".to_string(), "gateway".to_string()]
+        vec!["compute-2".to_string()]
     );
     assert_eq!(c.last.ports_compiled, 1);
 
-    // compute-4 joins `net`: it learns the network and compute-2 and the gateway learn it.
+    // compute-4 joins `net`: it learns the network and compute-2 learns it.
     let (p4, ch) = m.port(&net, "compute-4", "normal");
-    let d = c.apply(&m.st, &ch);
+    let d = c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert_eq!(
         d.keys().cloned().collect::<Vec<_>>(),
-        vec![
-            "compute-2".to_string(),
-            "compute-4".to_string(),
-            "gateway".to_string()
-        ]
+        vec!["compute-2".to_string(), "compute-4".to_string()]
     );
     let d4 = &d["compute-4"];
     assert!(d4.upserts.contains_key("net/1000"));
@@ -213,7 +210,7 @@ fn a_port_change_touches_only_the_nodes_it_concerns() {
 
     // Deleting it removes what it brought, on the same nodes.
     let ch = m.delete_port(&p4);
-    let d = c.apply(&m.st, &ch);
+    let d = c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert!(d["compute-4"].removals.contains(&"net/1000".to_string()));
     assert!(d["compute-4"].removals.contains(&format!("iface/{p4}")));
     assert!(!d.contains_key("compute-1") && !d.contains_key("compute-3"));
@@ -224,7 +221,7 @@ fn incremental_equals_full_compile() {
     let mut m = Model::new();
     m.lab_agents();
     let nets = [m.network("10.1.0.0/24"), m.network("10.2.0.0/24")];
-    let mut c = Compiler::full(&m.st);
+    let mut c = Compiler::full(&m.st, &Liveness::all(&m.st));
     c.initial_versions();
     let hosts = [
         ("compute-1", "normal"),
@@ -237,15 +234,15 @@ fn incremental_equals_full_compile() {
     for i in 0..40usize {
         let (h, v) = hosts[i % hosts.len()];
         let (id, ch) = m.port(&nets[i % 2], h, v);
-        c.apply(&m.st, &ch);
+        c.apply(&m.st, &ch, &Liveness::all(&m.st));
         made.push(id);
         if i % 3 == 2 {
             let gone = made.remove(i % made.len());
             let ch = m.delete_port(&gone);
-            c.apply(&m.st, &ch);
+            c.apply(&m.st, &ch, &Liveness::all(&m.st));
         }
     }
-    let full = Compiler::full(&m.st);
+    let full = Compiler::full(&m.st, &Liveness::all(&m.st));
     for h in [
         "compute-1",
         "compute-2",
@@ -266,21 +263,21 @@ fn deleted_ports_are_withdrawn_from_learned_tables_of_their_network() {
     m.port(&net, "compute-1", "normal");
     m.port(&other, "compute-3", "direct");
     let (p2, _) = m.port(&net, "compute-2", "normal");
-    let mut c = Compiler::full(&m.st);
+    let mut c = Compiler::full(&m.st, &Liveness::all(&m.st));
     c.initial_versions();
     let mac = m.st.ports[&p2].mac_address.to_string();
 
     // Renaming a port changes nothing a node forwards on: nothing to forget.
     let b = obj(json!({"name": "renamed"}));
     let (_, ch) = m.txn(|ml2, st, ctx| ops::ports::update(ml2, st, ctx, &p2, &b).expect("update"));
-    let d = c.apply(&m.st, &ch);
+    let d = c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert!(d.values().all(|d| d.forget.is_empty()), "{d:?}");
 
     // Deleting it: every node of the network (the OVS node learnt the MAC from
     // traffic, the gateway too) and its own node forget it; compute-3, on
     // another network only, is left alone.
     let ch = m.delete_port(&p2);
-    let d = c.apply(&m.st, &ch);
+    let d = c.apply(&m.st, &ch, &Liveness::all(&m.st));
     for host in ["compute-1", "compute-2", "gateway"] {
         assert_eq!(d[host].forget, vec![mac.clone()], "{host}");
     }
@@ -297,7 +294,7 @@ fn a_new_compute_node_recompiles_only_its_own_ports() {
     for h in ["compute-1", "compute-2", "compute-4", "compute-2"] {
         m.port(&net, h, "normal");
     }
-    let mut c = Compiler::full(&m.st);
+    let mut c = Compiler::full(&m.st, &Liveness::all(&m.st));
     c.initial_versions();
 
     // A new vRouter node registers: no port is on it yet, nothing to recompile.
@@ -306,14 +303,14 @@ fn a_new_compute_node_recompiles_only_its_own_ports() {
         "vRouter agent",
         json!({"tunneling_ip": "192.0.2.15"}),
     );
-    let d = c.apply(&m.st, &ch);
+    let d = c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert_eq!(c.last.ports_compiled, 0, "{d:?}");
     assert!(d.is_empty(), "{d:?}");
     // Its first port joins it to the network like any port would.
     let (_, ch) = m.port(&net, "compute-5", "normal");
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert!(items(&c, "compute-5").contains_key("net/1000"));
-    let full = Compiler::full(&m.st);
+    let full = Compiler::full(&m.st, &Liveness::all(&m.st));
     for h in [
         "compute-1",
         "compute-2",
@@ -332,16 +329,16 @@ fn a_new_compute_node_recompiles_only_its_own_ports() {
             .map(|a| a.id.clone())
             .expect("agent");
     let (_, ch) = m.txn(|_, st, ctx| ops::agents::delete(st, ctx, &agent_id).expect("delete"));
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert!(items(&c, "compute-2").is_empty());
     let ch = m.agent(
         "compute-2",
         "vRouter agent",
         json!({"tunneling_ip": "192.0.2.12"}),
     );
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert_eq!(c.last.ports_compiled, 2, "only compute-2's ports");
-    let full = Compiler::full(&m.st);
+    let full = Compiler::full(&m.st, &Liveness::all(&m.st));
     for h in [
         "compute-1",
         "compute-2",
@@ -362,9 +359,9 @@ fn a_new_compute_node_recompiles_only_its_own_ports() {
         "Gateway agent",
         json!({"tunneling_ip": "192.0.2.2"}),
     );
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert_eq!(c.last.ports_compiled, 5);
-    let full = Compiler::full(&m.st);
+    let full = Compiler::full(&m.st, &Liveness::all(&m.st));
     for h in ["compute-2", "compute-5", "gateway", "gateway-2"] {
         assert_eq!(items(&c, h), items(&full, h), "{h} differs");
     }
@@ -398,10 +395,10 @@ fn routers_compile_incrementally_to_what_a_full_compile_gives() {
     });
     let net = m.network("10.1.0.0/24");
     let sub = m.st.network_subnets(&net)[0].id.clone();
-    let mut c = Compiler::full(&m.st);
+    let mut c = Compiler::full(&m.st, &Liveness::all(&m.st));
     c.initial_versions();
     let (vm, ch) = m.port(&net, "compute-2", "normal");
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     let (router, ch) = m.txn(|ml2, st, ctx| {
         ops::routers::create(
             ml2,
@@ -411,12 +408,12 @@ fn routers_compile_incrementally_to_what_a_full_compile_gives() {
         )
         .expect("router")
     });
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     let (_, ch) = m.txn(|ml2, st, ctx| {
         ops::routers::add_interface(ml2, st, ctx, &router, &obj(json!({"subnet_id": sub})))
             .expect("interface")
     });
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     let (fip, ch) = m.txn(|ml2, st, ctx| {
         ops::floatingips::create(
             ml2,
@@ -426,7 +423,7 @@ fn routers_compile_incrementally_to_what_a_full_compile_gives() {
         )
         .expect("fip")
     });
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     let (_, ch) = m.txn(|ml2, st, ctx| {
         ops::routers::update(
             ml2,
@@ -437,7 +434,7 @@ fn routers_compile_incrementally_to_what_a_full_compile_gives() {
         )
         .expect("routes")
     });
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     let host = m.st.routers[&router].host.clone();
     let on = items(&c, &host);
     let keys: Vec<&str> = on
@@ -456,25 +453,25 @@ fn routers_compile_incrementally_to_what_a_full_compile_gives() {
             .values()
             .any(|i| matches!(i, Item::RemoteMac { ips, .. } if ips.contains(&"10.1.0.1".parse().expect("ip"))))
     );
-    let full = Compiler::full(&m.st);
+    let full = Compiler::full(&m.st, &Liveness::all(&m.st));
     for h in ["compute-2", "gateway", "gateway-2"] {
         assert_eq!(items(&c, h), items(&full, h), "{h} differs");
     }
     // Dismantling takes everything off the gateway again.
     let (_, ch) = m.txn(|_, st, ctx| ops::floatingips::delete(st, ctx, &fip).expect("delete fip"));
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     let (_, ch) = m.txn(|ml2, st, ctx| {
         ops::routers::update(ml2, st, ctx, &router, &obj(json!({"routes": []}))).expect("routes")
     });
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     let (_, ch) = m.txn(|ml2, st, ctx| {
         ops::routers::remove_interface(ml2, st, ctx, &router, &obj(json!({"subnet_id": sub})))
             .expect("remove")
     });
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     let (_, ch) =
         m.txn(|ml2, st, ctx| ops::routers::delete(ml2, st, ctx, &router).expect("delete"));
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     let left: Vec<String> = items(&c, &host)
         .keys()
         .filter(|k| {
@@ -485,7 +482,7 @@ fn routers_compile_incrementally_to_what_a_full_compile_gives() {
         .cloned()
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    let full = Compiler::full(&m.st);
+    let full = Compiler::full(&m.st, &Liveness::all(&m.st));
     for h in ["compute-2", "gateway", "gateway-2"] {
         assert_eq!(items(&c, h), items(&full, h), "{h} differs after teardown");
     }
@@ -497,7 +494,7 @@ fn inactive_bindings_are_preplugged_down_and_activation_flips_them_up() {
     m.lab_agents();
     let net = m.network("10.1.0.0/24");
     let (p, _) = m.port(&net, "compute-1", "normal");
-    let mut c = Compiler::full(&m.st);
+    let mut c = Compiler::full(&m.st, &Liveness::all(&m.st));
     c.initial_versions();
     let key = format!("iface/{p}");
     let admin_up = |c: &Compiler, h: &str| match items(c, h).get(&key) {
@@ -513,7 +510,7 @@ fn inactive_bindings_are_preplugged_down_and_activation_flips_them_up() {
         ops::bindings::create(ml2, st, ctx, &p, &obj(json!({"host": "compute-2"})))
             .expect("binding")
     });
-    let d = c.apply(&m.st, &ch);
+    let d = c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert!(d.contains_key("compute-2"), "{d:?}");
     assert!(!d.contains_key("compute-4"), "only the destination: {d:?}");
     assert!(matches!(
@@ -526,13 +523,13 @@ fn inactive_bindings_are_preplugged_down_and_activation_flips_them_up() {
     ));
     assert_eq!(
         items(&c, "compute-2"),
-        items(&Compiler::full(&m.st), "compute-2")
+        items(&Compiler::full(&m.st, &Liveness::all(&m.st)), "compute-2")
     );
 
     // Activation: the destination's device comes up, the source's goes.
     let (_, ch) =
         m.txn(|_, st, ctx| ops::bindings::activate(st, ctx, &p, "compute-2").expect("activate"));
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert!(matches!(
         admin_up(&c, "compute-2"),
         Some((true, Attachment::Vrouter { .. }))
@@ -542,9 +539,9 @@ fn inactive_bindings_are_preplugged_down_and_activation_flips_them_up() {
     assert_eq!(admin_up(&c, "compute-1"), None);
     let (_, ch) =
         m.txn(|_, st, ctx| ops::bindings::delete(st, ctx, &p, "compute-1").expect("delete"));
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert_eq!(admin_up(&c, "compute-1"), None);
-    let full = Compiler::full(&m.st);
+    let full = Compiler::full(&m.st, &Liveness::all(&m.st));
     for h in ["compute-1", "compute-2", "gateway"] {
         assert_eq!(items(&c, h), items(&full, h), "{h} differs");
     }
@@ -554,10 +551,10 @@ fn inactive_bindings_are_preplugged_down_and_activation_flips_them_up() {
         ops::bindings::create(ml2, st, ctx, &p, &obj(json!({"host": "compute-4"})))
             .expect("binding")
     });
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert!(admin_up(&c, "compute-4").is_some());
     let (_, ch) =
         m.txn(|_, st, ctx| ops::bindings::delete(st, ctx, &p, "compute-4").expect("delete"));
-    c.apply(&m.st, &ch);
+    c.apply(&m.st, &ch, &Liveness::all(&m.st));
     assert_eq!(admin_up(&c, "compute-4"), None);
 }

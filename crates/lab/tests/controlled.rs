@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 use smoltcp::time::Duration;
 use smoltcp::wire::EthernetAddress;
-use switchyard_controller::Compiler;
+use switchyard_controller::{Compiler, Liveness};
 use switchyard_dataplane::frames::mac_serde::parse_mac;
 use switchyard_lab::build::build_with;
 use switchyard_lab::{Element, Lab, Topology};
@@ -104,7 +104,7 @@ fn model_to_pipelines_connects_every_backend() {
     }
 
     // The controller compiles; each agent takes its snapshot and acks it.
-    let mut compiler = Compiler::full(&cloud.st);
+    let mut compiler = Compiler::full(&cloud.st, &Liveness::All);
     compiler.initial_versions();
     let mut lab: Lab =
         build_with(&Topology::reference().expect("reference"), agent_for).expect("lab");

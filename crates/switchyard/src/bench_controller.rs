@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 use switchyard_agent::{NodeAgent, pipeline_for};
-use switchyard_controller::Compiler;
+use switchyard_controller::{Compiler, Liveness};
 use switchyard_dataplane::frames::mac_serde::parse_mac;
 use switchyard_ml2::{Ctx, Ml2, Ml2Config, ops};
 use switchyard_model::State;
@@ -135,7 +135,7 @@ pub fn run(nodes: usize, ports: usize, as_json: bool) -> anyhow::Result<()> {
     }
 
     let t = Instant::now();
-    let mut compiler = Compiler::full(&st);
+    let mut compiler = Compiler::full(&st, &Liveness::All);
     compiler.initial_versions();
     let full_ms = t.elapsed().as_secs_f64() * 1000.0;
 
@@ -163,7 +163,7 @@ pub fn run(nodes: usize, ports: usize, as_json: bool) -> anyhow::Result<()> {
     for k in ports..ports + changes {
         let ch = create_port(&mut st, k)?;
         let t = Instant::now();
-        let deltas = compiler.apply(&st, &ch);
+        let deltas = compiler.apply(&st, &ch, &Liveness::All);
         times.push(t.elapsed().as_secs_f64() * 1e6);
         touched += deltas.len();
         for (host, d) in deltas {
@@ -185,7 +185,7 @@ pub fn run(nodes: usize, ports: usize, as_json: bool) -> anyhow::Result<()> {
     ops::agents::report_state(&mut st, &ctx, &b).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ch = st.commit();
     let t = Instant::now();
-    compiler.apply(&st, &ch);
+    compiler.apply(&st, &ch, &Liveness::All);
     let register_us = t.elapsed().as_secs_f64() * 1e6;
     let per_change = touched as f64 / changes as f64;
     let rss = rss_mb();

@@ -93,29 +93,74 @@ pub fn schedule_unplaced(ml2: &Ml2, st: &mut State, ctx: &Ctx) -> Result<()> {
         .map(|r| r.id.clone())
         .collect();
     for rid in unplaced {
-        let host = schedule(ml2, st, ctx.now);
-        if host.is_empty() {
+        if !place(ml2, st, ctx, &rid)? {
             return Ok(());
-        }
-        if let Some(mut r) = st.routers.get(&rid).cloned() {
-            r.host = host.clone();
-            st.put_router(r);
-        }
-        let ports: Vec<String> = st
-            .device_ports(&rid)
-            .iter()
-            .filter(|p| {
-                p.device_owner == OWNER_ROUTER_INTERFACE || p.device_owner == OWNER_ROUTER_GATEWAY
-            })
-            .map(|p| p.id.clone())
-            .collect();
-        let body = json!({ "binding:host_id": host });
-        let body = body.as_object().cloned().unwrap_or_default();
-        for pid in ports {
-            ports::update(ml2, st, &service_ctx(ctx), &pid, &body)?;
         }
     }
     Ok(())
+}
+
+/// Whether `host` has a gateway agent that is alive now.
+fn gateway_alive(ml2: &Ml2, st: &State, host: &str, now: switchyard_model::Timestamp) -> bool {
+    st.agent_by_type_host(AGENT_TYPE_GATEWAY, host)
+        .is_some_and(|a| a.is_alive(now, ml2.settings.agent_down_time))
+}
+
+/// Routers whose gateway node's agent is dead (or gone), and routers not
+/// placed yet, while some gateway is alive: what the failover pass moves.
+pub fn stranded(ml2: &Ml2, st: &State, now: switchyard_model::Timestamp) -> Vec<String> {
+    if schedule(ml2, st, now).is_empty() {
+        return Vec::new();
+    }
+    st.routers
+        .values()
+        .filter(|r| r.host.is_empty() || !gateway_alive(ml2, st, &r.host, now))
+        .map(|r| r.id.clone())
+        .collect()
+}
+
+/// Neutron's `allow_automatic_l3agent_failover`: moves every router whose
+/// gateway node's agent is dead to the least-loaded live gateway, rebinding
+/// its ports there, and places unplaced ones. A router whose gateway comes
+/// back stays where it was moved (no flapping). Returns the routers moved.
+pub fn reschedule_stranded(ml2: &Ml2, st: &mut State, ctx: &Ctx) -> Result<Vec<String>> {
+    let mut moved = Vec::new();
+    for rid in stranded(ml2, st, ctx.now) {
+        if !place(ml2, st, ctx, &rid)? {
+            break;
+        }
+        moved.push(rid);
+    }
+    Ok(moved)
+}
+
+/// Puts router `rid` on the gateway [`schedule`] picks (its current, dead
+/// node excluded by liveness) and binds its ports there; false when no
+/// gateway is alive.
+fn place(ml2: &Ml2, st: &mut State, ctx: &Ctx, rid: &str) -> Result<bool> {
+    let host = schedule(ml2, st, ctx.now);
+    if host.is_empty() {
+        return Ok(false);
+    }
+    if let Some(mut r) = st.routers.get(rid).cloned() {
+        r.host = host.clone();
+        r.std.bump(ctx.now);
+        st.put_router(r);
+    }
+    let ports: Vec<String> = st
+        .device_ports(rid)
+        .iter()
+        .filter(|p| {
+            p.device_owner == OWNER_ROUTER_INTERFACE || p.device_owner == OWNER_ROUTER_GATEWAY
+        })
+        .map(|p| p.id.clone())
+        .collect();
+    let body = json!({ "binding:host_id": host });
+    let body = body.as_object().cloned().unwrap_or_default();
+    for pid in ports {
+        ports::update(ml2, st, &service_ctx(ctx), &pid, &body)?;
+    }
+    Ok(true)
 }
 
 fn parse_route(v: &Value) -> Result<Route> {

@@ -1,0 +1,564 @@
+//! Incremental compilation equals a full compile, whatever happens: random
+//! sequences of API operations *and* agent events (registration, deletion,
+//! re-registration, role change, a gateway disabled, agents dying and coming
+//! back as time passes, the failover pass moving routers off dead gateways,
+//! live migrations) are applied to one compiler incrementally, and after each
+//! step every node's items must equal a fresh full compile of the same model
+//! at the same time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+use switchyard_controller::{Compiler, Liveness};
+use switchyard_ml2::{Ctx, Ml2, Ml2Config, ops};
+use switchyard_model::{Change, State};
+use switchyard_proto::Item;
+
+/// Agents that may run: (host, agent type, configurations). Two entries share
+/// compute-4 (a vRouter node re-registered as an OVS node: a role change).
+const AGENTS: [(&str, &str, &str); 9] = [
+    (
+        "compute-1",
+        "Open vSwitch agent",
+        r#"{"bridge_mappings": {"physnet1": "br-phys"}}"#,
+    ),
+    (
+        "compute-2",
+        "vRouter agent",
+        r#"{"tunneling_ip": "192.0.2.12"}"#,
+    ),
+    (
+        "compute-3",
+        "NIC Switch agent",
+        r#"{"device_mappings": {"physnet1": ["eth1"]}}"#,
+    ),
+    (
+        "compute-4",
+        "vRouter agent",
+        r#"{"tunneling_ip": "192.0.2.14"}"#,
+    ),
+    (
+        "compute-5",
+        "Open vSwitch agent",
+        r#"{"bridge_mappings": {"physnet1": "br-phys"}}"#,
+    ),
+    (
+        "gateway",
+        "Gateway agent",
+        r#"{"tunneling_ip": "192.0.2.1"}"#,
+    ),
+    (
+        "gateway-2",
+        "Gateway agent",
+        r#"{"tunneling_ip": "192.0.2.2"}"#,
+    ),
+    (
+        "gateway-3",
+        "Gateway agent",
+        r#"{"tunneling_ip": "192.0.2.3"}"#,
+    ),
+    (
+        "compute-4",
+        "Open vSwitch agent",
+        r#"{"bridge_mappings": {"physnet1": "br-phys"}}"#,
+    ),
+];
+
+const HOSTS: [&str; 8] = [
+    "compute-1",
+    "compute-2",
+    "compute-3",
+    "compute-4",
+    "compute-5",
+    "gateway",
+    "gateway-2",
+    "gateway-3",
+];
+
+/// Neutron's default `agent_down_time`.
+const DOWN: u64 = 75;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Network,
+    Port {
+        net: usize,
+        host: usize,
+        direct: bool,
+    },
+    DeletePort(usize),
+    AdminState(usize, bool),
+    Rebind(usize, usize),
+    Migrate(usize, usize),
+    Register(usize),
+    DeleteAgent(usize),
+    DisableGateway(usize, bool),
+    /// The agent stops (no more heartbeats) or starts again.
+    Stop(usize),
+    Start(usize),
+    /// 30 s pass: running agents heartbeat, the others may go dead.
+    Tick,
+    /// The failover pass (`reschedule_stranded`), as the controller's tick runs it.
+    Failover,
+    Router(usize),
+    RemoveInterface(usize),
+    DeleteRouter(usize),
+    FloatingIp(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => Just(Op::Network),
+        6 => (0..4usize, 0..5usize, any::<bool>()).prop_map(|(net, host, direct)| Op::Port { net, host, direct }),
+        2 => (0..64usize).prop_map(Op::DeletePort),
+        1 => (0..64usize, any::<bool>()).prop_map(|(p, up)| Op::AdminState(p, up)),
+        1 => (0..64usize, 0..5usize).prop_map(|(p, h)| Op::Rebind(p, h)),
+        1 => (0..64usize, 0..5usize).prop_map(|(p, h)| Op::Migrate(p, h)),
+        2 => (0..AGENTS.len()).prop_map(Op::Register),
+        1 => (0..HOSTS.len()).prop_map(Op::DeleteAgent),
+        1 => (5..8usize, any::<bool>()).prop_map(|(g, up)| Op::DisableGateway(g, up)),
+        2 => (0..AGENTS.len()).prop_map(Op::Stop),
+        2 => (0..AGENTS.len()).prop_map(Op::Start),
+        3 => Just(Op::Tick),
+        1 => Just(Op::Failover),
+        2 => (0..4usize).prop_map(Op::Router),
+        1 => (0..8usize).prop_map(Op::RemoveInterface),
+        1 => (0..8usize).prop_map(Op::DeleteRouter),
+        1 => (0..64usize).prop_map(Op::FloatingIp),
+    ]
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+struct World {
+    ml2: Ml2,
+    st: State,
+    /// Seconds since the start.
+    t: i64,
+    running: BTreeSet<usize>,
+    nets: Vec<String>,
+    ports: Vec<String>,
+    routers: Vec<String>,
+    public: String,
+    compiler: Compiler,
+}
+
+impl World {
+    fn ctx(&self) -> Ctx {
+        let now = chrono::DateTime::from_timestamp(1_800_000_000 + self.t, 0).expect("time");
+        Ctx::admin("p", now)
+    }
+
+    fn live(&self) -> Liveness {
+        Liveness::at(self.ctx().now, DOWN)
+    }
+
+    /// One transaction, rolled back on error as the API does; the compiler
+    /// sees what was committed.
+    fn txn<T>(
+        &mut self,
+        f: impl FnOnce(&Ml2, &mut State, &Ctx) -> switchyard_model::Result<T>,
+    ) -> Option<T> {
+        let ctx = self.ctx();
+        self.st.begin();
+        match f(&self.ml2, &mut self.st, &ctx) {
+            Ok(v) => {
+                let changes: Vec<Change> = self.st.commit();
+                let live = self.live();
+                self.compiler.apply(&self.st, &changes, &live);
+                Some(v)
+            }
+            Err(_) => {
+                self.st.rollback();
+                None
+            }
+        }
+    }
+
+    fn report(&mut self, i: usize) {
+        let (host, ty, conf) = AGENTS[i];
+        let conf: Value = serde_json::from_str(conf).unwrap_or(Value::Null);
+        let body = obj(json!({"host": host, "agent_type": ty, "configurations": conf}));
+        self.txn(|_, st, ctx| ops::agents::report_state(st, ctx, &body));
+    }
+
+    fn new() -> Self {
+        let ml2 = Ml2::with_seed(&Ml2Config::default(), 11).expect("ml2");
+        let st = State::new();
+        let compiler = Compiler::full(&st, &Liveness::All);
+        let mut w = World {
+            ml2,
+            st,
+            t: 0,
+            running: BTreeSet::new(),
+            nets: Vec::new(),
+            ports: Vec::new(),
+            routers: Vec::new(),
+            public: String::new(),
+            compiler,
+        };
+        for i in [0, 1, 2, 3, 5] {
+            w.running.insert(i);
+            w.report(i);
+        }
+        w.public = w
+            .txn(|ml2, st, ctx| {
+                let id = ops::networks::create(
+                    ml2,
+                    st,
+                    ctx,
+                    &obj(json!({"name": "public", "router:external": true,
+                        "provider:network_type": "flat", "provider:physical_network": "public"})),
+                )?;
+                ops::subnets::create(
+                    st,
+                    ctx,
+                    &obj(json!({"network_id": id, "cidr": "203.0.113.0/24", "ip_version": 4})),
+                )?;
+                Ok(id)
+            })
+            .unwrap_or_default();
+        w
+    }
+
+    fn pick<'a>(v: &'a [String], i: usize) -> Option<&'a String> {
+        (!v.is_empty()).then(|| &v[i % v.len()])
+    }
+
+    fn step(&mut self, op: &Op) {
+        match op {
+            Op::Network => {
+                let n = self.nets.len();
+                let cidr = format!("10.{n}.0.0/24");
+                if let Some(id) = self.txn(|ml2, st, ctx| {
+                    let id = ops::networks::create(ml2, st, ctx, &obj(json!({"name": "n"})))?;
+                    ops::subnets::create(
+                        st,
+                        ctx,
+                        &obj(json!({"network_id": id, "cidr": cidr, "ip_version": 4})),
+                    )?;
+                    Ok(id)
+                }) {
+                    self.nets.push(id);
+                }
+            }
+            Op::Port { net, host, direct } => {
+                let Some(net) = Self::pick(&self.nets, *net).cloned() else {
+                    return;
+                };
+                let vnic = if *direct { "direct" } else { "normal" };
+                let b = obj(json!({"network_id": net, "binding:host_id": HOSTS[*host],
+                    "binding:vnic_type": vnic, "device_owner": "compute:nova"}));
+                if let Some(id) = self.txn(|ml2, st, ctx| ops::ports::create(ml2, st, ctx, &b)) {
+                    self.ports.push(id);
+                }
+            }
+            Op::DeletePort(i) => {
+                if let Some(id) = Self::pick(&self.ports, *i).cloned() {
+                    self.txn(|_, st, ctx| ops::ports::delete(st, ctx, &id));
+                    self.ports.retain(|p| *p != id);
+                }
+            }
+            Op::AdminState(i, up) => {
+                if let Some(id) = Self::pick(&self.ports, *i).cloned() {
+                    let b = obj(json!({"admin_state_up": up}));
+                    self.txn(|ml2, st, ctx| ops::ports::update(ml2, st, ctx, &id, &b));
+                }
+            }
+            Op::Rebind(i, h) => {
+                if let Some(id) = Self::pick(&self.ports, *i).cloned() {
+                    let b = obj(json!({"binding:host_id": HOSTS[*h]}));
+                    self.txn(|ml2, st, ctx| ops::ports::update(ml2, st, ctx, &id, &b));
+                }
+            }
+            Op::Migrate(i, h) => {
+                let Some(id) = Self::pick(&self.ports, *i).cloned() else {
+                    return;
+                };
+                let dest = HOSTS[*h];
+                let b = obj(json!({"host": dest}));
+                if self
+                    .txn(|ml2, st, ctx| ops::bindings::create(ml2, st, ctx, &id, &b))
+                    .is_none()
+                {
+                    return;
+                }
+                let source = self
+                    .st
+                    .ports
+                    .get(&id)
+                    .map(|p| p.active_binding().host.clone());
+                self.txn(|_, st, ctx| ops::bindings::activate(st, ctx, &id, dest));
+                if let Some(source) = source {
+                    self.txn(|_, st, ctx| ops::bindings::delete(st, ctx, &id, &source));
+                }
+            }
+            Op::Register(i) => {
+                self.running.insert(*i);
+                self.report(*i);
+            }
+            Op::DeleteAgent(h) => {
+                let ids: Vec<String> = self
+                    .st
+                    .agents
+                    .values()
+                    .filter(|a| a.host == HOSTS[*h])
+                    .map(|a| a.id.clone())
+                    .collect();
+                for id in ids {
+                    self.txn(|_, st, ctx| ops::agents::delete(st, ctx, &id));
+                }
+            }
+            Op::DisableGateway(g, up) => {
+                let id = self
+                    .st
+                    .agents
+                    .values()
+                    .find(|a| a.host == HOSTS[*g])
+                    .map(|a| a.id.clone());
+                if let Some(id) = id {
+                    let b = obj(json!({"admin_state_up": up}));
+                    self.txn(|_, st, ctx| ops::agents::update(st, ctx, &id, &b));
+                }
+            }
+            Op::Stop(i) => {
+                self.running.remove(i);
+            }
+            Op::Start(i) => {
+                self.running.insert(*i);
+                self.report(*i);
+            }
+            Op::Tick => {
+                self.t += 30;
+                let running: Vec<usize> = self.running.iter().copied().collect();
+                for i in running {
+                    // Only agents whose record exists heartbeat into it (a
+                    // deleted one re-registers through Register/Start).
+                    let (host, ty, _) = AGENTS[i];
+                    if self.st.agent_by_type_host(ty, host).is_some() {
+                        self.report(i);
+                    }
+                }
+                // Time passing alone changes liveness: the edge's tick.
+                let live = self.live();
+                self.compiler.set_liveness(&self.st, &live);
+            }
+            Op::Failover => {
+                let ml2 = Ml2::with_seed(&Ml2Config::default(), 11).expect("ml2");
+                self.txn(|_, st, ctx| ops::routers::reschedule_stranded(&ml2, st, ctx));
+            }
+            Op::Router(n) => {
+                let Some(net) = Self::pick(&self.nets, *n).cloned() else {
+                    return;
+                };
+                let Some(sub) = self.st.network_subnets(&net).first().map(|s| s.id.clone()) else {
+                    return;
+                };
+                let public = self.public.clone();
+                if let Some(r) = self.txn(|ml2, st, ctx| {
+                    let r = ops::routers::create(
+                        ml2,
+                        st,
+                        ctx,
+                        &obj(json!({"name": "r", "external_gateway_info": {"network_id": public}})),
+                    )?;
+                    ops::routers::add_interface(ml2, st, ctx, &r, &obj(json!({"subnet_id": sub})))?;
+                    Ok(r)
+                }) {
+                    self.routers.push(r);
+                }
+            }
+            Op::RemoveInterface(r) => {
+                let Some(rid) = Self::pick(&self.routers, *r).cloned() else {
+                    return;
+                };
+                let port = self
+                    .st
+                    .router_interfaces(&rid)
+                    .first()
+                    .map(|p| p.id.clone());
+                if let Some(port) = port {
+                    let b = obj(json!({"port_id": port}));
+                    self.txn(|ml2, st, ctx| ops::routers::remove_interface(ml2, st, ctx, &rid, &b));
+                }
+            }
+            Op::DeleteRouter(r) => {
+                let Some(rid) = Self::pick(&self.routers, *r).cloned() else {
+                    return;
+                };
+                let ifaces: Vec<String> = self
+                    .st
+                    .router_interfaces(&rid)
+                    .iter()
+                    .map(|p| p.id.clone())
+                    .collect();
+                let fips: Vec<String> = self
+                    .st
+                    .router_floatingips(&rid)
+                    .iter()
+                    .map(|f| f.id.clone())
+                    .collect();
+                self.txn(|ml2, st, ctx| {
+                    for f in &fips {
+                        ops::floatingips::delete(st, ctx, f)?;
+                    }
+                    for p in &ifaces {
+                        let b = obj(json!({"port_id": p}));
+                        ops::routers::remove_interface(ml2, st, ctx, &rid, &b)?;
+                    }
+                    ops::routers::delete(ml2, st, ctx, &rid)
+                });
+                self.routers.retain(|r| *r != rid);
+            }
+            Op::FloatingIp(p) => {
+                let Some(port) = Self::pick(&self.ports, *p).cloned() else {
+                    return;
+                };
+                let public = self.public.clone();
+                let b = obj(json!({"floating_network_id": public, "port_id": port}));
+                self.txn(|ml2, st, ctx| ops::floatingips::create(ml2, st, ctx, &b));
+            }
+        }
+    }
+
+    fn check(&self, step: usize, op: &Op) -> Result<(), TestCaseError> {
+        let full = Compiler::full(&self.st, &self.live());
+        for h in HOSTS {
+            let inc: BTreeMap<String, Item> = self
+                .compiler
+                .snapshot(h)
+                .map(|(_, i)| i)
+                .unwrap_or_default();
+            let want: BTreeMap<String, Item> = full.snapshot(h).map(|(_, i)| i).unwrap_or_default();
+            if inc != want {
+                let extra: Vec<&String> = inc
+                    .iter()
+                    .filter(|(k, v)| want.get(*k) != Some(v))
+                    .map(|(k, _)| k)
+                    .collect();
+                let missing: Vec<&String> = want
+                    .iter()
+                    .filter(|(k, v)| inc.get(*k) != Some(v))
+                    .map(|(k, _)| k)
+                    .collect();
+                return Err(TestCaseError::fail(format!(
+                    "after step {step} ({op:?}), {h}: incremental has {extra:?} that a full compile has not, and lacks {missing:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn incremental_equals_full_under_api_and_agent_events(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut w = World::new();
+        w.check(0, &Op::Tick)?;
+        for (i, op) in ops.iter().enumerate() {
+            w.step(op);
+            w.check(i + 1, op)?;
+        }
+    }
+}
+
+/// The scenario of the fault report, by hand: compute-2's agent record is
+/// deleted and its agent registers again with its heartbeat; the gateway and
+/// the other vRouter get back every `remote/` item for compute-2's ports.
+#[test]
+fn a_deleted_agent_that_registers_again_gets_everything_back() {
+    let mut w = World::new();
+    w.step(&Op::Network);
+    w.step(&Op::Register(3));
+    for host in [0, 1, 1, 3, 2] {
+        w.step(&Op::Port {
+            net: 0,
+            host,
+            direct: host == 2,
+        });
+    }
+    let before = w.compiler.snapshot("gateway").map(|(_, i)| i);
+    w.step(&Op::DeleteAgent(1));
+    w.check(1, &Op::DeleteAgent(1)).expect("after delete");
+    w.step(&Op::Register(1));
+    w.check(2, &Op::Register(1)).expect("after re-registration");
+    assert_eq!(w.compiler.snapshot("gateway").map(|(_, i)| i), before);
+}
+
+fn bridge_vlan(w: &World, host: &str) -> Option<u16> {
+    w.compiler.snapshot(host).and_then(|(_, items)| {
+        items.values().find_map(|i| match i {
+            Item::BridgeDomain { vlan, .. } => Some(*vlan),
+            _ => None,
+        })
+    })
+}
+
+fn vtep_of_remote(w: &World, host: &str, mac: &str) -> Option<String> {
+    w.compiler.snapshot(host).and_then(|(_, items)| {
+        items.values().find_map(|i| match i {
+            Item::RemoteMac { mac: m, vtep, .. } if m == mac => Some(vtep.to_string()),
+            _ => None,
+        })
+    })
+}
+
+/// Two gateways: exactly one bridges the network's VLAN; when its agent dies
+/// the other takes the VLAN side and the vRouters reach the OVS port through
+/// it; a disabled gateway is not chosen; when the first comes back the
+/// network is back where rendezvous hashing puts it, and nothing bridges twice.
+#[test]
+fn the_vlan_side_follows_live_gateways() {
+    let mut w = World::new();
+    w.step(&Op::Register(6));
+    w.step(&Op::Network);
+    w.step(&Op::Port {
+        net: 0,
+        host: 0,
+        direct: false,
+    });
+    w.step(&Op::Port {
+        net: 0,
+        host: 1,
+        direct: false,
+    });
+    let ovs_mac = w.st.ports[&w.ports[0]].mac_address.to_string();
+    let bridging = |w: &World| -> Vec<&str> {
+        ["gateway", "gateway-2"]
+            .into_iter()
+            .filter(|g| bridge_vlan(w, g).is_some_and(|v| v != 0))
+            .collect()
+    };
+    let first = bridging(&w);
+    assert_eq!(first.len(), 1, "exactly one gateway bridges the VLAN");
+    let (dead, other, other_vtep) = if first[0] == "gateway" {
+        (5, "gateway-2", "192.0.2.2")
+    } else {
+        (6, "gateway", "192.0.2.1")
+    };
+    w.step(&Op::Stop(dead));
+    w.step(&Op::Tick);
+    w.step(&Op::Tick);
+    w.step(&Op::Tick);
+    assert_eq!(bridging(&w), vec![other], "the live gateway took over");
+    assert_eq!(
+        vtep_of_remote(&w, "compute-2", &ovs_mac).as_deref(),
+        Some(other_vtep),
+        "the vRouter reaches the OVS port through the live gateway"
+    );
+    w.check(1, &Op::Tick).expect("same as full");
+    // The live one disabled too: nobody bridges, the vRouter has no way to the VLAN side.
+    w.step(&Op::DisableGateway(if dead == 5 { 6 } else { 5 }, false));
+    assert!(bridging(&w).is_empty());
+    assert_eq!(vtep_of_remote(&w, "compute-2", &ovs_mac), None);
+    w.step(&Op::DisableGateway(if dead == 5 { 6 } else { 5 }, true));
+    // The dead one comes back: the network returns to where hashing puts it.
+    w.step(&Op::Start(dead));
+    assert_eq!(bridging(&w), first);
+    w.check(2, &Op::Start(dead)).expect("same as full");
+}
