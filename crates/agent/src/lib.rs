@@ -131,9 +131,13 @@ pub struct NodeAgent {
     ports: BTreeMap<String, PortNo>,
     /// Versions of the pipeline's own update sequence (independent of the controller's).
     dp_version: u64,
-    /// Port status changes the last applied versions made: an interface
-    /// added (up, or down when administratively down) or its
-    /// `admin_state_up` flipped. The session reports them to the controller.
+    /// Ports whose device is present on this node (a VM's TAP or VF
+    /// plugged), as the hypervisor or the I/O driver reports it.
+    plugged: std::collections::BTreeSet<String>,
+    /// Ports reported up: device plugged, interface applied and
+    /// administratively up (router ports: applied on this gateway).
+    up: std::collections::BTreeSet<String>,
+    /// Port status changes not reported yet. The session reports them.
     port_status: Vec<(String, bool)>,
 }
 
@@ -179,6 +183,9 @@ fn security(
 /// The pipeline update that removes a router-level gateway item.
 fn remove_router_item(item: &Item) -> Option<gateway::Update> {
     match item {
+        Item::RouterGateway { router, .. } => Some(gateway::Update::RemoveRouterGateway {
+            router: router.clone(),
+        }),
         Item::Snat { external_ip, .. } => Some(gateway::Update::RemoveSnat {
             external_ip: *external_ip,
         }),
@@ -202,6 +209,10 @@ fn remove_router_item(item: &Item) -> Option<gateway::Update> {
 /// The pipeline update that installs a router-level gateway item.
 fn add_router_item(item: &Item) -> Option<gateway::Update> {
     match item {
+        Item::RouterGateway { router, ip, .. } => Some(gateway::Update::RouterGateway {
+            router: router.clone(),
+            ip: *ip,
+        }),
         Item::Snat {
             external_ip,
             interfaces,
@@ -259,6 +270,8 @@ impl NodeAgent {
             range,
             ports: BTreeMap::new(),
             dp_version: 1,
+            plugged: std::collections::BTreeSet::new(),
+            up: std::collections::BTreeSet::new(),
             port_status: Vec::new(),
         }
     }
@@ -272,11 +285,85 @@ impl NodeAgent {
         &self.items
     }
 
-    /// Port status changes to report: `(port_id, up)`. A port is up once
-    /// this node runs a version containing its interface (which makes
-    /// Neutron's port ACTIVE), and down while it is administratively down.
+    /// Port status changes to report: `(port_id, up)`. A VM port is up
+    /// while its device is plugged here and this node runs its interface,
+    /// administratively up (Neutron's port is then ACTIVE); a router port
+    /// while this gateway runs it.
     pub fn take_port_status(&mut self) -> Vec<(String, bool)> {
         std::mem::take(&mut self.port_status)
+    }
+
+    /// Every port up now (what [`FromAgent::PortsUp`] reports after a snapshot).
+    pub fn ports_up(&self) -> Vec<String> {
+        self.up.iter().cloned().collect()
+    }
+
+    /// The device of `port_id` appeared (`present`) or went away on this
+    /// node. Its local port number stays the port's while the device is
+    /// plugged, even if the controller withdraws the interface meanwhile.
+    pub fn set_device(&mut self, port_id: &str, present: bool) {
+        if present {
+            self.plugged.insert(port_id.to_string());
+        } else {
+            self.plugged.remove(port_id);
+            if !self.items.contains_key(&format!("iface/{port_id}")) {
+                self.ports.remove(port_id);
+            }
+        }
+        self.refresh_status();
+    }
+
+    /// Whether the device of `port_id` is plugged here.
+    pub fn is_plugged(&self, port_id: &str) -> bool {
+        self.plugged.contains(port_id)
+    }
+
+    fn compute_up(&self) -> std::collections::BTreeSet<String> {
+        let mut up = std::collections::BTreeSet::new();
+        for (k, item) in self.items.range("iface/".to_string().."iface0".to_string()) {
+            if let Item::Interface {
+                port_id,
+                admin_up: true,
+                ..
+            } = item
+                && self.plugged.contains(port_id)
+                && k.ends_with(port_id.as_str())
+            {
+                up.insert(port_id.clone());
+            }
+        }
+        // Router ports are this gateway's own devices: up once it runs them.
+        for k in self
+            .items
+            .range("rif/".to_string().."rif0".to_string())
+            .map(|(k, _)| k)
+        {
+            if let Some(id) = k.strip_prefix("rif/") {
+                up.insert(id.to_string());
+            }
+        }
+        for item in self
+            .items
+            .range("gw/".to_string().."gw0".to_string())
+            .map(|(_, v)| v)
+        {
+            if let Item::RouterGateway { port_id, .. } = item {
+                up.insert(port_id.clone());
+            }
+        }
+        up
+    }
+
+    /// Queues the status changes since the last report.
+    fn refresh_status(&mut self) {
+        let now = self.compute_up();
+        for id in now.difference(&self.up) {
+            self.port_status.push((id.clone(), true));
+        }
+        for id in self.up.difference(&now) {
+            self.port_status.push((id.clone(), false));
+        }
+        self.up = now;
     }
 
     /// The local port a Neutron port is plugged into, once it has one.
@@ -338,6 +425,14 @@ impl NodeAgent {
                 }
                 (*version, d)
             }
+            ToAgent::Refused { reason } => {
+                // The session ends on a refusal and never sends this answer;
+                // it only keeps `handle` total.
+                return FromAgent::Nack {
+                    version: self.version,
+                    error: format!("refused by the controller: {reason}"),
+                };
+            }
             ToAgent::Delta(d) => {
                 if d.version != self.version + 1 {
                     return FromAgent::Nack {
@@ -372,25 +467,17 @@ impl NodeAgent {
         match result {
             Ok(()) => {
                 for k in &d.removals {
-                    if let Some(id) = k.strip_prefix("iface/") {
+                    if let Some(id) = k.strip_prefix("iface/")
+                        && !self.plugged.contains(id)
+                    {
                         self.ports.remove(id);
                     }
                     self.items.remove(k);
                 }
                 for (k, v) in &d.upserts {
-                    if let (Some(id), Item::Interface { admin_up, .. }) =
-                        (k.strip_prefix("iface/"), v)
-                    {
-                        let was = match self.items.get(k) {
-                            Some(Item::Interface { admin_up, .. }) => Some(*admin_up),
-                            _ => None,
-                        };
-                        if was != Some(*admin_up) {
-                            self.port_status.push((id.to_string(), *admin_up));
-                        }
-                    }
                     self.items.insert(k.clone(), v.clone());
                 }
+                self.refresh_status();
                 // Unparsable MACs are skipped: forgetting is an optimisation
                 // over ageing, never a reason to refuse a version.
                 for m in d.forget.iter().filter_map(|m| parse_mac(m)) {
@@ -689,7 +776,10 @@ impl NodeAgent {
                         mac: mac(m)?,
                     }));
                 }
-                Item::Snat { .. } | Item::FloatingIp { .. } | Item::Route { .. } => {
+                Item::Snat { .. }
+                | Item::FloatingIp { .. }
+                | Item::Route { .. }
+                | Item::RouterGateway { .. } => {
                     // Keyed by address in the pipeline: a changed address
                     // replaces the old rule rather than adding a second one.
                     if let Some(old) = self.items.get(key)

@@ -209,6 +209,9 @@ fn an_administratively_down_port_keeps_its_device_and_forwards_nothing() {
         )),
         FromAgent::Ack { version: 1 }
     );
+    // Applied but no device yet: not up.
+    assert_eq!(a.take_port_status(), vec![]);
+    a.set_device("p1", true);
     assert_eq!(a.take_port_status(), vec![("p1".to_string(), true)]);
     let mut down = up.clone();
     if let Item::Interface { admin_up, .. } = &mut down {
@@ -245,4 +248,52 @@ fn an_administratively_down_port_keeps_its_device_and_forwards_nothing() {
         a.introspect().interface("p1").map(|i| i.status.as_str()),
         Some("ACTIVE")
     );
+}
+
+/// A port is up only while its device is plugged *and* the node runs its
+/// interface administratively up; the device keeps its local port while
+/// plugged, even when the controller withdraws the interface and gives it back.
+#[test]
+fn a_port_is_up_only_while_its_device_is_plugged_and_applied() {
+    let mut a = agent();
+    a.set_device("p1", true);
+    assert_eq!(a.take_port_status(), vec![], "a device alone is not up");
+    assert_eq!(
+        a.handle(&snapshot(
+            1,
+            &[
+                ("net/1000", net()),
+                ("iface/p1", iface("p1", "fa:16:3e:00:00:01"))
+            ]
+        )),
+        FromAgent::Ack { version: 1 }
+    );
+    assert_eq!(a.take_port_status(), vec![("p1".to_string(), true)]);
+    assert_eq!(a.ports_up(), vec!["p1".to_string()]);
+    let port = a.port_of("p1");
+    // The interface is withdrawn (its agent record deleted, say): down, but
+    // the plugged device keeps its port number.
+    let d = ToAgent::Delta(Delta {
+        version: 2,
+        removals: vec!["iface/p1".to_string()],
+        ..Delta::default()
+    });
+    assert_eq!(a.handle(&d), FromAgent::Ack { version: 2 });
+    assert_eq!(a.take_port_status(), vec![("p1".to_string(), false)]);
+    assert_eq!(a.port_of("p1"), port);
+    let mut ups = BTreeMap::new();
+    ups.insert("iface/p1".to_string(), iface("p1", "fa:16:3e:00:00:01"));
+    let d = ToAgent::Delta(Delta {
+        version: 3,
+        upserts: ups,
+        ..Delta::default()
+    });
+    assert_eq!(a.handle(&d), FromAgent::Ack { version: 3 });
+    assert_eq!(a.take_port_status(), vec![("p1".to_string(), true)]);
+    assert_eq!(a.port_of("p1"), port, "same device, same port");
+    // The VM goes away: down; its port number is free once nothing holds it.
+    a.set_device("p1", false);
+    assert_eq!(a.take_port_status(), vec![("p1".to_string(), false)]);
+    assert!(a.ports_up().is_empty());
+    assert_eq!(a.port_of("p1"), port, "the interface still holds it");
 }

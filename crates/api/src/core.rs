@@ -6,13 +6,16 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use switchyard_controller::{Compiler, Liveness};
 use switchyard_ml2::{Ctx, Ml2};
 use switchyard_model::{NeutronError, Result, State, Timestamp};
-use switchyard_proto::Delta;
+use switchyard_proto::{Delta, Role};
 use switchyard_store::SqliteStore;
+
+use crate::nodeauth::{NodeCredentials, RefusalLog};
 
 /// Where time comes from (the edge): the system clock in production.
 pub trait Clock: Send + Sync {
@@ -59,22 +62,51 @@ impl Core {
 /// A request for a node's applied state; the session answers on the channel.
 pub type IntrospectRequest = std::sync::mpsc::Sender<switchyard_proto::NodeState>;
 
-/// A cheap handle shared by all request handlers.
 /// Per-node deltas of one commit, as the southbound sessions receive them.
 pub type Deltas = Arc<BTreeMap<String, Delta>>;
+
+/// A node that refuses the state it is sent.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Failure {
+    pub since: String,
+    pub reason: String,
+    /// Snapshots refused in a row.
+    pub attempts: u32,
+    /// When the next snapshot goes out.
+    pub retry_in_ms: u64,
+}
 
 /// What the controller knows of a node's convergence.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct NodeStatus {
+    /// A southbound session of the node's agent is open.
     pub connected: bool,
+    /// The session that owns this status (later sessions replace earlier ones).
+    #[serde(skip)]
+    pub session: u64,
     /// Latest version sent to the node's agent.
     pub sent: u64,
     /// Latest version the agent acknowledged, and when.
     pub acked: u64,
     pub acked_at: Option<String>,
     pub last_error: Option<String>,
+    /// Set while the node refuses its state (nacks it).
+    pub failed: Option<Failure>,
 }
 
+/// The live southbound session of a node.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    pub generation: u64,
+    pub role: Role,
+    /// The agent's hello configurations, which its reports carry.
+    pub configurations: serde_json::Map<String, serde_json::Value>,
+    pub introspect: tokio::sync::mpsc::Sender<IntrospectRequest>,
+    /// Told when a newer session of the same node replaces this one.
+    pub replaced: tokio::sync::watch::Sender<bool>,
+}
+
+/// A cheap handle shared by all request handlers.
 #[derive(Clone)]
 pub struct Shared {
     core: Arc<RwLock<Core>>,
@@ -84,12 +116,25 @@ pub struct Shared {
     /// Set when the server shuts down: southbound sessions (upgraded
     /// connections outlive graceful HTTP shutdown) close on it.
     pub closing: tokio::sync::watch::Sender<bool>,
-    /// The live southbound session of each connected node, for introspection.
-    pub sessions: Arc<Mutex<BTreeMap<String, tokio::sync::mpsc::Sender<IntrospectRequest>>>>,
+    /// The live southbound session of each connected node.
+    pub sessions: Arc<Mutex<BTreeMap<String, SessionHandle>>>,
+    next_session: Arc<AtomicU64>,
+    /// Who may speak for which node (southbound and internal agent API).
+    pub credentials: Arc<NodeCredentials>,
+    /// Refused clients, logged once a minute each.
+    pub refusals: Arc<RefusalLog>,
 }
 
 impl Shared {
     pub fn new(core: Core, clock: Arc<dyn Clock>) -> Self {
+        Self::with_credentials(core, clock, NodeCredentials::in_memory())
+    }
+
+    pub fn with_credentials(
+        core: Core,
+        clock: Arc<dyn Clock>,
+        credentials: NodeCredentials,
+    ) -> Self {
         let (deltas, _) = tokio::sync::broadcast::channel(1024);
         let (closing, _) = tokio::sync::watch::channel(false);
         Shared {
@@ -99,6 +144,9 @@ impl Shared {
             nodes: Arc::new(Mutex::new(BTreeMap::new())),
             closing,
             sessions: Arc::new(Mutex::new(BTreeMap::new())),
+            next_session: Arc::new(AtomicU64::new(1)),
+            credentials: Arc::new(credentials),
+            refusals: Arc::new(RefusalLog::default()),
         }
     }
 
@@ -114,7 +162,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(host)
-            .cloned()
+            .map(|s| s.introspect.clone())
             .ok_or_else(|| format!("the agent of {host} is not connected"))?;
         let (tx, rx) = std::sync::mpsc::channel();
         session
@@ -124,10 +172,66 @@ impl Shared {
             .map_err(|_| format!("the agent of {host} did not answer within {timeout:?}"))
     }
 
-    /// Records something about a node's session.
-    pub fn node_status(&self, host: &str, f: impl FnOnce(&mut NodeStatus)) {
+    /// Makes `handle` (with a fresh generation) the node's session, telling
+    /// the one it replaces to close. Returns the generation.
+    pub fn begin_session(&self, host: &str, mut handle: SessionHandle) -> u64 {
+        let generation = self.next_session.fetch_add(1, Ordering::Relaxed);
+        handle.generation = generation;
+        let old = self
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(host.to_string(), handle);
+        if let Some(old) = old {
+            let _ = old.replaced.send(true);
+        }
         let mut g = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
-        f(g.entry(host.to_string()).or_default());
+        let st = g.entry(host.to_string()).or_default();
+        *st = NodeStatus {
+            connected: true,
+            session: generation,
+            acked: st.acked,
+            acked_at: st.acked_at.clone(),
+            ..NodeStatus::default()
+        };
+        generation
+    }
+
+    /// Ends session `generation` of `host`: only if it still owns the node
+    /// does the node become disconnected (a replaced or refused session never
+    /// changes another session's node).
+    pub fn end_session(&self, host: &str, generation: u64) {
+        {
+            let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+            if sessions
+                .get(host)
+                .is_some_and(|s| s.generation == generation)
+            {
+                sessions.remove(host);
+            }
+        }
+        self.session_status(host, generation, |s| s.connected = false);
+    }
+
+    /// The live session's role and configurations, if `host` has one.
+    pub fn live_session(
+        &self,
+        host: &str,
+    ) -> Option<(Role, serde_json::Map<String, serde_json::Value>)> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(host)
+            .map(|s| (s.role, s.configurations.clone()))
+    }
+
+    /// Records something about a node on behalf of session `generation`;
+    /// ignored when another session owns the node now.
+    pub fn session_status(&self, host: &str, generation: u64, f: impl FnOnce(&mut NodeStatus)) {
+        let mut g = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(st) = g.get_mut(host).filter(|s| s.session == generation) {
+            f(st);
+        }
     }
 
     /// A node's desired state now: (version, items).
@@ -155,6 +259,84 @@ impl Shared {
         }
     }
 
+    /// What time passing changes, run every second by the server: agents
+    /// that went dead (or came back) move networks between gateways, and
+    /// routers on a dead gateway move to a live one (Neutron's
+    /// `allow_automatic_l3agent_failover`). Blocking: call it off the reactor.
+    pub fn tick(&self) {
+        let now = self.clock.now();
+        let matters = {
+            let g = self.core.read().unwrap_or_else(PoisonError::into_inner);
+            let live = Liveness::at(now, g.ml2.settings.agent_down_time);
+            g.compiler.liveness_matters(&g.state, &live)
+        };
+        if matters {
+            let mut g = self.write_lock();
+            let core = &mut *g;
+            let live = Liveness::at(now, core.ml2.settings.agent_down_time);
+            let deltas = core.compiler.set_liveness(&core.state, &live);
+            tracing::info!(
+                nodes = deltas.len(),
+                "gateway liveness changed; networks re-placed"
+            );
+            if !deltas.is_empty() {
+                let _ = self.deltas.send(Arc::new(deltas));
+            }
+        }
+        let stranded = self
+            .read(|ml2, st| Ok(!switchyard_ml2::ops::routers::stranded(ml2, st, now).is_empty()))
+            .unwrap_or(false);
+        if stranded {
+            let ctx = Ctx::admin("", now);
+            match self.write(
+                &ctx,
+                switchyard_ml2::ops::routers::reschedule_stranded,
+                |_, st, moved| {
+                    Ok(moved
+                        .into_iter()
+                        .map(|r| {
+                            let host = st
+                                .routers
+                                .get(&r)
+                                .map(|x| x.host.clone())
+                                .unwrap_or_default();
+                            (r, host)
+                        })
+                        .collect::<Vec<_>>())
+                },
+            ) {
+                Ok(moved) => {
+                    for (router, host) in moved {
+                        tracing::warn!(%router, to = %host, "router moved off a dead gateway");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "moving routers off a dead gateway failed")
+                }
+            }
+        }
+    }
+
+    /// Whether `host` has an agent that is alive now.
+    pub fn agent_alive(&self, host: &str) -> bool {
+        let now = self.clock.now();
+        self.read(|ml2, st| {
+            Ok(st
+                .agents_on_host(host)
+                .any(|a| a.is_alive(now, ml2.settings.agent_down_time)))
+        })
+        .unwrap_or(false)
+    }
+
+    fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, Core> {
+        self.core.write().unwrap_or_else(|poisoned| {
+            self.core.clear_poison();
+            let mut g = poisoned.into_inner();
+            g.state.rollback();
+            g
+        })
+    }
+
     /// Runs a read against a consistent view; reads run in parallel.
     pub fn read<T>(&self, f: impl FnOnce(&Ml2, &State) -> Result<T>) -> Result<T> {
         // A writer that panicked has already rolled back (see `write`), so the
@@ -173,12 +355,7 @@ impl Shared {
         op: impl FnOnce(&Ml2, &mut State, &Ctx) -> Result<R>,
         after: impl FnOnce(&Ml2, &State, R) -> Result<T>,
     ) -> Result<T> {
-        let mut g = self.core.write().unwrap_or_else(|poisoned| {
-            self.core.clear_poison();
-            let mut g = poisoned.into_inner();
-            g.state.rollback();
-            g
-        });
+        let mut g = self.write_lock();
         let core = &mut *g;
         core.state.begin();
         let outcome = catch_unwind(AssertUnwindSafe(|| {

@@ -13,6 +13,7 @@
 pub mod core;
 pub mod http;
 pub mod meta;
+pub mod nodeauth;
 pub mod query;
 pub mod routes;
 pub mod southbound;
@@ -105,11 +106,40 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let closing = app.shared.closing.clone();
-    axum::serve(listener, extra.merge(router(app)))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = closing.send(true);
-        })
-        .await?;
+    let ticker = tokio::spawn(tick_loop(app.shared.clone()));
+    let served = axum::serve(
+        listener,
+        extra
+            .merge(router(app))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = closing.send(true);
+    })
+    .await;
+    ticker.abort();
+    served?;
     Ok(())
+}
+
+/// How often the server looks at what time passing changed (agents that
+/// went dead or came back: gateway failover).
+pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn tick_loop(shared: Shared) {
+    let mut closing = shared.closing.subscribe();
+    let mut every = tokio::time::interval(TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                let s = shared.clone();
+                if tokio::task::spawn_blocking(move || s.tick()).await.is_err() {
+                    tracing::error!("the liveness tick panicked");
+                }
+            }
+            _ = closing.changed() => return,
+        }
+    }
 }

@@ -102,6 +102,8 @@ struct Req {
     body: Bytes,
     caller: Caller,
     base: String,
+    /// The client's address, for the refusal log.
+    peer: String,
 }
 
 impl Req {
@@ -143,6 +145,7 @@ pub async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: Bytes,
 ) -> Response {
     let caller = match http::caller(&headers, &app.default_project) {
@@ -157,6 +160,7 @@ pub async fn dispatch(
         body,
         caller,
         base,
+        peer: crate::southbound::peer_of(peer),
     };
     // The state lock and SQLite commit are blocking work: keep them off the reactor.
     let app2 = app.clone();
@@ -538,6 +542,14 @@ fn delete(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
     let expected = http::if_match(&req.headers)?;
     let ctx = req.ctx(app);
     let kind = res.kind;
+    let live = if kind == Kind::Agent {
+        app.shared
+            .read(|_, st| Ok(st.agents.get(id).map(|a| a.host.clone())))?
+            .filter(|h| app.shared.agent_alive(h))
+            .and_then(|h| app.shared.live_session(&h))
+    } else {
+        None
+    };
     app.shared.write(
         &ctx,
         |ml2, st, ctx| {
@@ -548,7 +560,26 @@ fn delete(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
                 Kind::Subnet => subnets::delete(ml2, st, ctx, id),
                 Kind::Port => ports::delete(st, ctx, id),
                 Kind::Segment => segments::delete(st, ctx, id),
-                Kind::Agent => agents::delete(st, ctx, id),
+                Kind::Agent => {
+                    let gone = st.agents.get(id).cloned();
+                    agents::delete(st, ctx, id)?;
+                    // The node's agent is connected and alive: it registers
+                    // again at once, as its next report would (Neutron's
+                    // agents re-create their record with each report), so
+                    // the node's forwarding state is not torn down.
+                    if let Some(a) = gone
+                        && let Some((role, conf)) = live
+                            .as_ref()
+                            .filter(|(r, _)| r.agent_type() == a.agent_type)
+                    {
+                        let mut body = serde_json::Map::new();
+                        body.insert("host".into(), json!(a.host));
+                        body.insert("agent_type".into(), json!(role.agent_type()));
+                        body.insert("configurations".into(), Value::Object(conf.clone()));
+                        agents::report_state(st, ctx, &body)?;
+                    }
+                    Ok(())
+                }
                 Kind::Router => routers::delete(ml2, st, ctx, id),
                 Kind::FloatingIp => floatingips::delete(st, ctx, id),
             }
@@ -786,14 +817,33 @@ fn node_json(
 ) -> Value {
     let (desired, state) = app.shared.snapshot(host);
     let st = status.cloned().unwrap_or_default();
+    // Connected means a session is open *and* its agent heartbeats: a
+    // stopped agent whose socket lingers is not connected.
+    let alive = app.shared.agent_alive(host);
+    let connected = st.connected && alive;
+    let converged = connected && st.failed.is_none() && st.acked == desired;
+    let phase = if !alive {
+        "down"
+    } else if !st.connected {
+        "disconnected"
+    } else if st.failed.is_some() {
+        "failed"
+    } else if converged {
+        "converged"
+    } else {
+        "syncing"
+    };
     let mut v = json!({
         "host": host,
+        "state": phase,
+        "alive": alive,
         "desired_version": desired,
         "sent_version": st.sent,
         "acked_version": st.acked,
         "acked_at": st.acked_at,
-        "connected": st.connected,
-        "converged": st.acked == desired,
+        "connected": connected,
+        "converged": converged,
+        "failed": st.failed,
         "last_error": st.last_error,
         "item_count": state.len(),
     });
@@ -806,13 +856,64 @@ fn node_json(
     v
 }
 
+/// The node a request to the internal agent API speaks for (its bearer
+/// credential), refused with 401 (logged once a minute per client).
+fn node_caller(app: &App, req: &Req) -> Result<crate::nodeauth::Enrolled> {
+    app.shared
+        .credentials
+        .authenticate(crate::southbound::bearer(&req.headers))
+        .map_err(|e| {
+            app.shared.refusals.refused(
+                &format!("agent API from {}: {e}", req.peer),
+                "agent API: refused a client without a valid node credential",
+            );
+            crate::southbound::unauthenticated(&e)
+        })
+}
+
+/// 403: a node credential used for another host or role.
+fn not_this_node(
+    app: &App,
+    req: &Req,
+    who: &crate::nodeauth::Enrolled,
+    what: String,
+) -> NeutronError {
+    app.shared.refusals.refused(
+        &format!("agent API from {} as {}: {what}", req.peer, who.host),
+        "agent API: refused a node speaking for another",
+    );
+    NeutronError::new(
+        403,
+        "HTTPForbidden",
+        format!(
+            "The credential of {} ({} node) cannot {what}.",
+            who.host,
+            who.role.name()
+        ),
+    )
+}
+
 fn internal(app: &App, req: &Req, rest: &[&str]) -> Result<Response> {
     let ctx = req.ctx(app);
     let m = &req.method;
     match rest {
         ["agents", "report"] if m == Method::POST => {
+            let who = node_caller(app, req)?;
             let body = http::json_body(&req.body)?;
             let one = http::resource_body(&body, "agent")?;
+            let host = one.get("host").and_then(Value::as_str).unwrap_or_default();
+            let agent_type = one
+                .get("agent_type")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if host != who.host || agent_type != who.role.agent_type() {
+                return Err(not_this_node(
+                    app,
+                    req,
+                    &who,
+                    format!("report a '{agent_type}' on host '{host}'"),
+                ));
+            }
             let v = app.shared.write(
                 &ctx,
                 |_, st, ctx| agents::report_state(st, ctx, one),
@@ -824,6 +925,7 @@ fn internal(app: &App, req: &Req, rest: &[&str]) -> Result<Response> {
             Ok(http::json(200, json!({ "agent": v })))
         }
         ["ports", id, "device"] if m == Method::PUT => {
+            let who = node_caller(app, req)?;
             let body = http::json_body(&req.body)?;
             let one = http::resource_body(&body, "device")?;
             if let Some(k) = one.keys().find(|k| *k != "host" && *k != "status") {
@@ -833,6 +935,14 @@ fn internal(app: &App, req: &Req, rest: &[&str]) -> Result<Response> {
             }
             let host =
                 attrs::to_string("host", one.get("host").unwrap_or(&Value::Null), Some(255))?;
+            if host != who.host {
+                return Err(not_this_node(
+                    app,
+                    req,
+                    &who,
+                    format!("report devices of host '{host}'"),
+                ));
+            }
             let up = match one.get("status").and_then(Value::as_str) {
                 Some("up") => true,
                 Some("down") => false,

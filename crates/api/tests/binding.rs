@@ -7,10 +7,14 @@ use common::{Server, id};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+/// A device report by `host`'s agent, with its credential.
 async fn device(s: &Server, port: &str, host: &str, status: &str) -> common::Resp {
-    s.put(
+    let auth = format!("Bearer {}", s.token(host, common::lab_role(host)));
+    s.req(
+        Method::PUT,
         &format!("/switchyard/v1/ports/{port}/device"),
-        json!({"device": {"host": host, "status": status}}),
+        Some(json!({"device": {"host": host, "status": status}})),
+        &[("authorization", &auth)],
     )
     .await
 }

@@ -706,13 +706,55 @@ async fn agents_api_and_liveness() {
         s.post("/v2.0/agents", json!({"agent": {}})).await.status,
         405
     );
+    // The report API speaks for enrolled nodes only: no credential is 401,
+    // another host's or role's is 403, a bad body with a good one is 400.
     let r = s
         .post(
             "/switchyard/v1/agents/report",
             json!({"agent": {"host": "h"}}),
         )
         .await;
-    assert_eq!(r.status, 400);
+    assert_eq!((r.status, r.error_type()), (401, "HTTPUnauthorized"));
+    let auth = format!(
+        "Bearer {}",
+        s.token("compute-1", switchyard_proto::Role::Ovs)
+    );
+    for (body, status) in [
+        (
+            json!({"agent": {"host": "h", "agent_type": "Open vSwitch agent"}}),
+            403,
+        ),
+        (
+            json!({"agent": {"host": "compute-1", "agent_type": "Gateway agent"}}),
+            403,
+        ),
+        (
+            json!({"agent": {"host": "compute-1", "agent_type": "Open vSwitch agent", "configurations": 7}}),
+            400,
+        ),
+    ] {
+        let r = s
+            .req(
+                Method::POST,
+                "/switchyard/v1/agents/report",
+                Some(body.clone()),
+                &[("authorization", &auth)],
+            )
+            .await;
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+    }
+    let r = s
+        .req(
+            Method::POST,
+            "/switchyard/v1/agents/report",
+            Some(json!({"agent": {"host": "compute-1", "agent_type": "Open vSwitch agent"}})),
+            &[(
+                "authorization",
+                "Bearer 0000000000000000000000000000000000000000000000000000000000000000",
+            )],
+        )
+        .await;
+    assert_eq!(r.status, 401);
     assert_eq!(s.delete(&format!("/v2.0/agents/{aid}")).await.status, 204);
     let r = s.get(&format!("/v2.0/agents/{aid}")).await;
     assert_eq!((r.status, r.error_type()), (404, "AgentNotFound"));

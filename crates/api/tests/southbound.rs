@@ -9,19 +9,25 @@ use std::time::Duration;
 
 use common::{Server, id};
 use serde_json::json;
-use switchyard_agent::client::{self, Options};
+use switchyard_agent::client::{self, Event, Options};
 use switchyard_agent::{Dataplane, NodeAgent, PortRange};
 use switchyard_dataplane::frames::mac_serde::parse_mac;
 use switchyard_dataplane::vrouter::Vrouter;
 use switchyard_proto::{FromAgent, Role};
 
 struct Running {
-    events: tokio::sync::mpsc::Sender<FromAgent>,
+    events: tokio::sync::mpsc::Sender<Event>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start_agent(base: &str, agent: Arc<Mutex<NodeAgent>>) -> Running {
+fn start_agent(s: &Server, agent: Arc<Mutex<NodeAgent>>) -> Running {
+    let base = &s.base;
+    let (host, role) = {
+        let a = agent.lock().expect("agent");
+        (a.host.clone(), a.role)
+    };
+    let token = s.token(&host, role);
     let url = format!(
         "{}/switchyard/v1/southbound",
         base.replacen("http://", "ws://", 1)
@@ -34,9 +40,17 @@ fn start_agent(base: &str, agent: Arc<Mutex<NodeAgent>>) -> Running {
         url,
         configurations: conf,
         heartbeat: Duration::from_millis(500),
+        token,
     };
     let task = tokio::spawn(client::run(agent.clone(), opts, rx, stop_rx));
     Running { events, stop, task }
+}
+
+async fn port_status_now(s: &Server, pid: &str) -> String {
+    s.get(&format!("/v2.0/ports/{pid}")).await.body["port"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -63,7 +77,7 @@ async fn agent_follows_the_api_and_survives_a_controller_restart() {
             count: 64,
         },
     )));
-    let run = start_agent(&s.base, agent.clone());
+    let run = start_agent(&s, agent.clone());
 
     // The hello registered the agent.
     for _ in 0..100 {
@@ -109,8 +123,11 @@ async fn agent_follows_the_api_and_survives_a_controller_restart() {
     assert!(node["items"].get(&key).is_some(), "{node}");
     assert_eq!(s.get("/switchyard/v1/nodes/compute-9").await.status, 404);
 
-    // Once the node has applied the version with the interface, the agent
-    // reports the device up and the port goes ACTIVE.
+    // Once the node has applied the version with the interface and the
+    // VM's device is plugged, the agent reports it up and the port goes ACTIVE.
+    assert_eq!(port_status_now(&s, &pid).await, "DOWN", "no device yet");
+    agent.lock().expect("agent").set_device(&pid, true);
+    run.events.send(Event::Changed).await.expect("event");
     let port_status = |s: &Server, pid: String| {
         let url = format!("{}/v2.0/ports/{pid}", s.base);
         let http = s.http.clone();
@@ -137,10 +154,10 @@ async fn agent_follows_the_api_and_survives_a_controller_restart() {
     assert_eq!(status, "ACTIVE");
     // A device-down report from the agent takes it DOWN.
     run.events
-        .send(FromAgent::PortStatus {
+        .send(Event::Send(FromAgent::PortStatus {
             port_id: pid.clone(),
             up: false,
-        })
+        }))
         .await
         .expect("event");
     for _ in 0..100 {
@@ -211,7 +228,7 @@ async fn southbound_heartbeats_drive_liveness_and_binding() {
             count: 64,
         },
     )));
-    let run = start_agent(&s.base, agent);
+    let run = start_agent(&s, agent);
     let alive = |s: &Server| {
         let url = format!("{}/v2.0/agents?host=compute-2", s.base);
         let http = s.http.clone();
@@ -265,7 +282,7 @@ async fn southbound_heartbeats_drive_liveness_and_binding() {
             count: 64,
         },
     )));
-    let run = start_agent(&s.base, agent.clone());
+    let run = start_agent(&s, agent.clone());
     for _ in 0..100 {
         a = alive(&s).await;
         if a == true {

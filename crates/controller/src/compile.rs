@@ -827,12 +827,25 @@ impl Compiler {
                 .find(|(_, a, len)| crate::facts::same_prefix(*a, ip, *len))
                 .map(|(id, ..)| id.clone())
         };
-        if let Some(g) = r.gateway.as_ref().filter(|g| g.enable_snat)
-            && let Some(ext) = st.ports.get(&g.port_id).and_then(|p| {
+        let gateway_ip = r.gateway.as_ref().and_then(|g| {
+            st.ports.get(&g.port_id).and_then(|p| {
                 p.fixed_ips
                     .iter()
                     .find_map(|f| crate::facts::v4_of(&f.ip_address))
             })
+        });
+        if let (Some(g), Some(ip)) = (r.gateway.as_ref(), gateway_ip) {
+            items.insert(
+                format!("gw/{rid}"),
+                Item::RouterGateway {
+                    router: rid.to_string(),
+                    port_id: g.port_id.clone(),
+                    ip,
+                },
+            );
+        }
+        if let Some(_g) = r.gateway.as_ref().filter(|g| g.enable_snat)
+            && let Some(ext) = gateway_ip
         {
             items.insert(
                 format!("snat/{rid}"),

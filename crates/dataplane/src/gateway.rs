@@ -208,6 +208,16 @@ pub enum Update {
         destination: Ipv4Addr,
         prefix_len: u8,
     },
+    /// Creates or replaces (by router) a router's gateway address on the
+    /// external network (Neutron's `qg-` interface): answered to ARP and
+    /// ping there, whether or not the router source-NATs.
+    RouterGateway {
+        router: String,
+        ip: Ipv4Addr,
+    },
+    RemoveRouterGateway {
+        router: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -274,6 +284,8 @@ struct Config {
     dhcp: HashMap<(u16, Mac), Lease>,
     /// (router, destination, prefix length) → next hop.
     routes: BTreeMap<(String, Ipv4Addr, u8), Ipv4Addr>,
+    /// Router → its gateway address on the external network.
+    router_gws: BTreeMap<String, Ipv4Addr>,
 }
 
 /// Routers are numbered for the packet path and the SNAT connection table; a
@@ -584,6 +596,11 @@ impl Gateway {
     /// The trunk port.
     pub fn trunk(&self) -> PortNo {
         self.trunk
+    }
+
+    /// Routers' gateway addresses on the external network, by router.
+    pub fn router_gateways(&self) -> &BTreeMap<String, Ipv4Addr> {
+        &self.cfg.router_gws
     }
 
     /// The bridge domains as (VNI, VLAN, flood VTEPs), sorted by VNI.
@@ -1040,11 +1057,15 @@ impl Gateway {
             .zip(&self.derived.rif_router)
             .any(|(r, n)| r.ip == ip && router.is_none_or(|router| *n == router))
             || self.cfg.externals.values().any(|e| e.ip == ip)
+            || self.cfg.router_gws.values().any(|g| *g == ip)
     }
 
     /// Addresses the gateway answers ARP for on the external network.
     fn owns_external(&self, ext: &External, ip: Ipv4Addr) -> bool {
-        ext.ip == ip || self.cfg.snats.contains_key(&ip) || self.derived.fip_in.contains_key(&ip)
+        ext.ip == ip
+            || self.cfg.snats.contains_key(&ip)
+            || self.derived.fip_in.contains_key(&ip)
+            || self.cfg.router_gws.values().any(|g| *g == ip)
     }
 
     /// Sends a packet the gateway itself originates (e.g. an echo reply) in
@@ -1695,6 +1716,12 @@ impl Config {
             } => {
                 self.routes
                     .remove(&(router.clone(), *destination, *prefix_len));
+            }
+            Update::RouterGateway { router, ip } => {
+                self.router_gws.insert(router.clone(), *ip);
+            }
+            Update::RemoveRouterGateway { router } => {
+                self.router_gws.remove(router);
             }
         }
         Ok(())

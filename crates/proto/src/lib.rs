@@ -9,7 +9,7 @@
 //!
 //! Keys: `net/{vni}`, `iface/{port_id}`, `remote/{vni}/{mac}`, `bd/{vni}`,
 //! `dhcp/{vlan}/{mac}`, and on gateways `rif/{port_id}`, `snat/{router}`,
-//! `fip/{external_ip}`, `route/{router}/{destination}/{prefix_len}`. MACs are lowercase `aa:bb:cc:dd:ee:ff` strings.
+//! `fip/{external_ip}`, `route/{router}/{destination}/{prefix_len}`, `gw/{router}`. MACs are lowercase `aa:bb:cc:dd:ee:ff` strings.
 
 pub mod introspect;
 
@@ -40,6 +40,16 @@ impl Role {
             Role::Ovs => "Open vSwitch agent",
             Role::Sriov => "NIC Switch agent",
             Role::Gateway => "Gateway agent",
+        }
+    }
+
+    /// The name `--role` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Vrouter => "vrouter",
+            Role::Ovs => "ovs",
+            Role::Sriov => "sriov",
+            Role::Gateway => "gateway",
         }
     }
 
@@ -153,6 +163,13 @@ pub enum Item {
         internal_ip: Ipv4Addr,
         interface: String,
     },
+    /// Gateway: a router's gateway port (`gw/{router}`): its address on the
+    /// external network, answered there like Neutron's `qg-` interface.
+    RouterGateway {
+        router: String,
+        port_id: String,
+        ip: Ipv4Addr,
+    },
     /// Gateway: an extra route of a router (`route/{router}/{destination}/{prefix_len}`).
     Route {
         router: String,
@@ -200,6 +217,11 @@ pub enum ToAgent {
     Introspect {
         id: u64,
     },
+    /// The controller refuses this session (its hello named another host or
+    /// role than its credential, or it broke the protocol) and closes it.
+    Refused {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +245,13 @@ pub enum FromAgent {
     PortStatus {
         port_id: String,
         up: bool,
+    },
+    /// Every port that is up on this node (its device is plugged and the
+    /// node runs it, administratively up); every other port bound here is
+    /// down. Sent after each snapshot is applied, so a resync after either
+    /// side restarted leaves no stale `ACTIVE` behind.
+    PortsUp {
+        ports: Vec<String>,
     },
     /// The answer to [`ToAgent::Introspect`].
     Introspection {

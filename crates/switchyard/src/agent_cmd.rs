@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
@@ -38,19 +39,12 @@ pub struct AgentArgs {
     /// Physical network reached by the trunk (ovs, sriov).
     #[arg(long, default_value = "physnet1")]
     physnet: String,
+    /// The node's credential, as `switchyard node enroll` made it.
+    #[arg(long, env = "SWITCHYARD_TOKEN_FILE")]
+    token_file: PathBuf,
 }
 
-fn parse_role(s: &str) -> Result<Role, String> {
-    match s {
-        "vrouter" => Ok(Role::Vrouter),
-        "ovs" => Ok(Role::Ovs),
-        "sriov" => Ok(Role::Sriov),
-        "gateway" => Ok(Role::Gateway),
-        other => Err(format!(
-            "unknown role '{other}' (vrouter, ovs, sriov, gateway)"
-        )),
-    }
-}
+use crate::node_cmd::parse_role;
 
 pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let base = a.controller.trim_end_matches('/');
@@ -64,6 +58,13 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
             a.controller
         );
     };
+    let token = std::fs::read_to_string(&a.token_file)
+        .with_context(|| format!("reading the node token {}", a.token_file.display()))?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        bail!("the node token file {} is empty", a.token_file.display());
+    }
     let mac = parse_mac("02:53:59:00:00:01").context("node MAC")?;
     let needs_vtep = matches!(a.role, Role::Vrouter | Role::Gateway);
     if needs_vtep && a.tunneling_ip.is_none() {
@@ -90,6 +91,7 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
             url,
             configurations,
             heartbeat: HEARTBEAT,
+            token,
         },
         events,
         stop,

@@ -17,6 +17,8 @@ pub struct FileConfig {
     pub default_project: Option<String>,
     /// "process" (survives kill -9) or "power" (fsync each commit).
     pub durability: Option<String>,
+    /// The node credentials file (default DATA_DIR/nodes.toml).
+    pub node_credentials: Option<PathBuf>,
     pub ml2: Ml2Config,
 }
 

@@ -76,6 +76,9 @@ struct ServerArgs {
     /// Project owning requests that carry no X-Project-Id.
     #[arg(long, env = "SWITCHYARD_DEFAULT_PROJECT")]
     default_project: Option<String>,
+    /// The node credentials file (`switchyard node enroll`; default DATA_DIR/nodes.toml).
+    #[arg(long, env = "SWITCHYARD_NODE_CREDENTIALS")]
+    node_credentials: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,8 +132,24 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating data directory {}", parent.display()))?;
     }
-    let app = switchyard_api::open_app(&path, durability, &file.ml2, &project)
+    let mut app = switchyard_api::open_app(&path, durability, &file.ml2, &project)
         .with_context(|| format!("opening {}", path.display()))?;
+    let creds = a
+        .node_credentials
+        .or(file.node_credentials.clone())
+        .unwrap_or_else(|| data_dir.join("nodes.toml"));
+    match switchyard_api::nodeauth::list_file(&creds) {
+        Ok(nodes) if nodes.is_empty() => tracing::warn!(
+            file = %creds.display(),
+            "no node is enrolled: agents are refused until `switchyard node enroll HOST --role ROLE`"
+        ),
+        Ok(nodes) => {
+            tracing::info!(file = %creds.display(), nodes = nodes.len(), "node credentials")
+        }
+        Err(e) => anyhow::bail!("{e}"),
+    }
+    app.shared.credentials =
+        std::sync::Arc::new(switchyard_api::nodeauth::NodeCredentials::with_file(&creds));
     let local = listener.local_addr()?;
     tracing::info!(%local, db = %path.display(), "switchyard server ready");
     println!(

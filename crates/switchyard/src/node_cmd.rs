@@ -1,8 +1,41 @@
 //! `switchyard node list` / `switchyard node show HOST`: the controller's view
-//! of each node's convergence, from `GET /switchyard/v1/nodes[/{host}]`.
+//! of each node's convergence, from `GET /switchyard/v1/nodes[/{host}]`;
+//! `switchyard node enroll|revoke|enrolled`: the nodes' southbound
+//! credentials, in the credentials file the server reads.
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use switchyard_api::nodeauth;
+use switchyard_proto::Role;
+
+/// Where the node credentials file is: `--credentials`, or `nodes.toml` in
+/// the data directory (as `switchyard server` finds it).
+#[derive(Debug, clap::Args)]
+pub struct CredentialsArgs {
+    /// The node credentials file (default: DATA_DIR/nodes.toml).
+    #[arg(long, env = "SWITCHYARD_NODE_CREDENTIALS")]
+    credentials: Option<PathBuf>,
+    /// The server's data directory.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+}
+
+impl CredentialsArgs {
+    fn path(&self) -> PathBuf {
+        self.credentials
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("nodes.toml"))
+    }
+}
+
+pub fn parse_role(s: &str) -> Result<Role, String> {
+    [Role::Vrouter, Role::Ovs, Role::Sriov, Role::Gateway]
+        .into_iter()
+        .find(|r| r.name() == s)
+        .ok_or_else(|| format!("unknown role '{s}' (vrouter, ovs, sriov, gateway)"))
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum NodeCmd {
@@ -25,6 +58,48 @@ pub enum NodeCmd {
         #[arg(long)]
         desired: bool,
     },
+    /// Enroll a node: a new credential for its agent (`switchyard agent
+    /// --token-file`), speaking for HOST in ROLE only. Enrolling a node again
+    /// revokes its old credential. The server picks it up without a restart.
+    Enroll {
+        host: String,
+        /// vrouter | ovs | sriov | gateway
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[command(flatten)]
+        creds: CredentialsArgs,
+        /// Write the token to this file (created readable by its owner only)
+        /// instead of printing it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Revoke a node's credential: its agent is refused from its next connection.
+    Revoke {
+        host: String,
+        #[command(flatten)]
+        creds: CredentialsArgs,
+    },
+    /// The enrolled nodes.
+    Enrolled {
+        #[command(flatten)]
+        creds: CredentialsArgs,
+    },
+}
+
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The controller's base URL from what the operator typed: the Neutron
@@ -64,7 +139,7 @@ async fn get(url: &str) -> anyhow::Result<Value> {
 
 fn line(n: &Value) -> String {
     format!(
-        "{:<20} {:>8} {:>8} {:>8}  {:<9} {:<9} {:>6}",
+        "{:<20} {:>8} {:>8} {:>8}  {:<9} {:<12} {:>6}",
         n["host"].as_str().unwrap_or("?"),
         n["desired_version"].to_string(),
         n["sent_version"].to_string(),
@@ -74,19 +149,59 @@ fn line(n: &Value) -> String {
         } else {
             "-"
         },
-        if n["converged"] == true {
-            "converged"
-        } else {
-            "behind"
-        },
+        n["state"].as_str().unwrap_or("?"),
         n["item_count"].to_string(),
     )
 }
 
-const HEADER: &str = "HOST                  DESIRED     SENT    ACKED  SESSION   STATE      ITEMS";
+const HEADER: &str =
+    "HOST                  DESIRED     SENT    ACKED  SESSION   STATE         ITEMS";
 
 pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
     match cmd {
+        NodeCmd::Enroll {
+            host,
+            role,
+            creds,
+            token_file,
+        } => {
+            let path = creds.path();
+            let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let token = nodeauth::enroll_in_file(&path, &host, role, &at)?;
+            match token_file {
+                Some(out) => {
+                    write_secret(&out, &format!("{token}\n"))?;
+                    eprintln!(
+                        "enrolled {host} as a {} node in {}; its token is in {}",
+                        role.name(),
+                        path.display(),
+                        out.display()
+                    );
+                }
+                None => {
+                    eprintln!(
+                        "enrolled {host} as a {} node in {}; its token (shown once):",
+                        role.name(),
+                        path.display()
+                    );
+                    println!("{token}");
+                }
+            }
+        }
+        NodeCmd::Revoke { host, creds } => {
+            let path = creds.path();
+            if !nodeauth::revoke_in_file(&path, &host)? {
+                bail!("{host} is not enrolled in {}", path.display());
+            }
+            eprintln!("revoked the credential of {host} in {}", path.display());
+        }
+        NodeCmd::Enrolled { creds } => {
+            let path = creds.path();
+            println!("{:<24} {:<8} ENROLLED", "HOST", "ROLE");
+            for (host, role, at) in nodeauth::list_file(&path)? {
+                println!("{host:<24} {:<8} {at}", role.name());
+            }
+        }
         NodeCmd::List { url, json } => {
             let v = get(&format!("{}/switchyard/v1/nodes", base(&url)?)).await?;
             if json {
@@ -111,7 +226,15 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
             }
             let n = &v["node"];
             println!("{HEADER}\n{}", line(n));
-            if let Some(e) = n["last_error"].as_str() {
+            if let Some(f) = n["failed"].as_object() {
+                println!(
+                    "failed since {}: refused its state {} times ({}); next snapshot in {} ms",
+                    s(&f["since"].clone()),
+                    s(&f["attempts"].clone()),
+                    s(&f["reason"].clone()),
+                    s(&f["retry_in_ms"].clone())
+                );
+            } else if let Some(e) = n["last_error"].as_str() {
                 println!("last refused version: {e}");
             }
             match &n["applied"] {

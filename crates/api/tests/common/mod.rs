@@ -11,7 +11,18 @@ use serde_json::{Value, json};
 use switchyard_api::Clock;
 use switchyard_ml2::Ml2Config;
 use switchyard_model::Timestamp;
+use switchyard_proto::Role;
 use switchyard_store::Durability;
+
+/// The role of a host of the reference lab (and the extra hosts tests add).
+pub fn lab_role(host: &str) -> Role {
+    match host {
+        "compute-1" | "compute-6" => Role::Ovs,
+        "compute-3" | "compute-5" => Role::Sriov,
+        h if h.starts_with("gateway") => Role::Gateway,
+        _ => Role::Vrouter,
+    }
+}
 
 /// A clock the test moves by hand.
 #[derive(Debug)]
@@ -87,6 +98,12 @@ impl Server {
             clock.clone(),
         )
         .expect("app opens");
+        let mut app = app;
+        // Node credentials in the test's directory, so a restarted server
+        // knows the same nodes.
+        app.shared.credentials = Arc::new(switchyard_api::nodeauth::NodeCredentials::with_file(
+            &dir.join("nodes.toml"),
+        ));
         let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -190,11 +207,39 @@ impl Server {
         self.create("ports", "port", attrs).await
     }
 
+    /// `host`'s credential as a `role` node: enrolled in the test's
+    /// credentials file on first use, the same token after (a restart too).
+    pub fn token(&self, host: &str, role: Role) -> String {
+        let dir = self.db.parent().expect("test dir");
+        let tokens = dir.join("test-tokens.json");
+        let mut map: std::collections::BTreeMap<String, (String, String)> =
+            std::fs::read_to_string(&tokens)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+        if let Some((r, t)) = map.get(host)
+            && r == role.name()
+        {
+            return t.clone();
+        }
+        let t =
+            switchyard_api::nodeauth::enroll_in_file(&dir.join("nodes.toml"), host, role, "test")
+                .expect("enroll");
+        map.insert(host.to_string(), (role.name().to_string(), t.clone()));
+        std::fs::write(&tokens, serde_json::to_string(&map).expect("json")).expect("write tokens");
+        t
+    }
+
+    /// A report through the internal agent API, with the host's credential.
     pub async fn report(&self, host: &str, agent_type: &str, configurations: Value) -> Value {
+        let role = Role::from_agent_type(agent_type).expect("a known agent type");
+        let auth = format!("Bearer {}", self.token(host, role));
         let r = self
-            .post(
+            .req(
+                Method::POST,
                 "/switchyard/v1/agents/report",
-                json!({"agent": {"host": host, "agent_type": agent_type, "configurations": configurations}}),
+                Some(json!({"agent": {"host": host, "agent_type": agent_type, "configurations": configurations}})),
+                &[("authorization", &auth)],
             )
             .await;
         assert_eq!(r.status, 200, "report: {}", r.body);

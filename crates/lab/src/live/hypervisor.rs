@@ -16,9 +16,9 @@ use std::time::Duration as StdDuration;
 use serde::Serialize;
 use smoltcp::time::Duration;
 use smoltcp::wire::EthernetAddress;
+use switchyard_agent::client::Event;
 use switchyard_dataplane::PortNo;
 use switchyard_dataplane::frames::mac_serde::format_mac;
-use switchyard_proto::FromAgent;
 use tokio::sync::mpsc;
 
 use crate::guest::PingStream;
@@ -174,7 +174,7 @@ async fn wait_for_device(
 }
 
 /// Port status reports the hypervisor hands to a node's agent session.
-pub type AgentEvents = Arc<Mutex<BTreeMap<String, mpsc::Sender<FromAgent>>>>;
+pub type AgentEvents = Arc<Mutex<BTreeMap<String, mpsc::Sender<Event>>>>;
 
 /// Cheap to clone; every clone drives the same lab.
 #[derive(Clone)]
@@ -211,15 +211,19 @@ impl Hypervisor {
         lock(&self.lab)
     }
 
+    /// The device of `port_id` appeared or went away on `host`: its agent
+    /// learns it (and reports the port up or down) as it would from the
+    /// kernel on a real node.
     fn report(&self, host: &str, port_id: &str, up: bool) {
+        let Some(agent) = self.lab().agent(host) else {
+            return;
+        };
+        lock(&agent).set_device(port_id, up);
         let tx = lock(&self.events).get(host).cloned();
         if let Some(tx) = tx {
             // A full or closed channel means no session: the agent reports
-            // the state it applied on its next connection anyway.
-            let _ = tx.try_send(FromAgent::PortStatus {
-                port_id: port_id.to_string(),
-                up,
-            });
+            // every port it has up on its next connection anyway.
+            let _ = tx.try_send(Event::Changed);
         }
     }
 
@@ -315,14 +319,25 @@ impl Hypervisor {
         dest: &str,
         local: PortNo,
     ) -> Result<(), HypervisorError> {
-        let mut lab = self.lab();
-        if let Some(stale) = lab.guest_at(dest, local).map(str::to_string)
-            && stale != name
-        {
-            let _ = lab.detach(&stale);
+        let port_id = self.port_of(name)?;
+        let from = {
+            let mut lab = self.lab();
+            if let Some(stale) = lab.guest_at(dest, local).map(str::to_string)
+                && stale != name
+            {
+                let _ = lab.detach(&stale);
+            }
+            let from = lab.attachment(name).map(|(h, _)| h.to_string());
+            lab.move_guest(name, dest, local)
+                .map_err(|e| HypervisorError::Lab(name.to_string(), e.to_string()))?;
+            from
+        };
+        // The VIF left the source and is plugged on the destination.
+        if let Some(from) = from.filter(|f| f != dest) {
+            self.report(&from, &port_id, false);
         }
-        lab.move_guest(name, dest, local)
-            .map_err(|e| HypervisorError::Lab(name.to_string(), e.to_string()))
+        self.report(dest, &port_id, true);
+        Ok(())
     }
 
     /// Puts a guest back on its port's device on `host` (a migration rolled

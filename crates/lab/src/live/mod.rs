@@ -93,6 +93,9 @@ struct Controller {
 struct AgentRun {
     agent: Arc<Mutex<NodeAgent>>,
     configurations: serde_json::Map<String, serde_json::Value>,
+    /// The node's southbound credential, enrolled in the controller each
+    /// time it starts.
+    token: String,
     session: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
@@ -128,6 +131,7 @@ impl LiveLab {
                     AgentRun {
                         agent: shared.clone(),
                         configurations: configurations(spec),
+                        token: switchyard_api::nodeauth::new_token(),
                         session: None,
                     },
                 );
@@ -184,6 +188,15 @@ impl LiveLab {
     fn serve(&mut self, listener: tokio::net::TcpListener) -> Result<(), LiveError> {
         let o = &self.opts;
         let app = switchyard_api::open_app(&o.db, Durability::Process, &o.ml2, &o.project)?;
+        // The lab's own agents are its enrolled nodes.
+        for (host, run) in &self.agents {
+            let role = run
+                .agent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .role;
+            app.shared.credentials.add(host, role, &run.token);
+        }
         let (stop, mut stopped) = watch::channel(false);
         let extra = routes::router(self.hypervisor.clone(), app.clone())
             .merge(compute::api::router(self.compute.clone(), &o.project));
@@ -348,6 +361,7 @@ impl LiveLab {
                 url,
                 configurations: run.configurations.clone(),
                 heartbeat,
+                token: run.token.clone(),
             },
             events,
             stop,

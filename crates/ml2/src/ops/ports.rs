@@ -742,3 +742,45 @@ pub fn set_device_status(st: &mut State, ctx: &Ctx, id: &str, host: &str, up: bo
     }
     Ok(())
 }
+
+/// An agent's full account of its ports (after it applied a snapshot):
+/// every port actively bound to `host` is `ACTIVE` if it is in `up` (and
+/// administratively up), `DOWN` otherwise, so a node that lost its devices
+/// (a restarted hypervisor, a crashed VM) leaves no stale `ACTIVE` behind.
+/// Ports in `up` that are not bound to `host` are ignored, as Neutron's
+/// `update_device_list` ignores devices of other hosts. Returns how many
+/// ports changed.
+pub fn sync_device_statuses(
+    st: &mut State,
+    ctx: &Ctx,
+    host: &str,
+    up: &std::collections::BTreeSet<String>,
+) -> Result<usize> {
+    require_admin(ctx, "update_device_status")?;
+    let changed: Vec<Port> = st
+        .ports
+        .values()
+        .filter(|p| {
+            let b = p.active_binding();
+            b.host == host && b.is_bound()
+        })
+        .filter_map(|p| {
+            let status = if up.contains(&p.id) && p.admin_state_up {
+                PortStatus::Active
+            } else {
+                PortStatus::Down
+            };
+            (p.status != status).then(|| {
+                let mut p = p.clone();
+                p.status = status;
+                p.std.bump(ctx.now);
+                p
+            })
+        })
+        .collect();
+    let n = changed.len();
+    for p in changed {
+        st.put_port(p);
+    }
+    Ok(n)
+}
