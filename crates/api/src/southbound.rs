@@ -423,7 +423,7 @@ impl Session {
     async fn on_message(&mut self, socket: &mut WebSocket, m: FromAgent) -> Result<(), String> {
         match m {
             FromAgent::Ack { version } => {
-                if version == 0 || version > self.sent {
+                if version > self.sent {
                     let why = format!(
                         "acknowledged version {version}, but the latest version sent is {}",
                         self.sent
@@ -452,7 +452,7 @@ impl Session {
                 });
             }
             FromAgent::Nack { version, error } => {
-                if version == 0 || version > self.sent {
+                if version > self.sent {
                     let why = format!(
                         "refused version {version}, but the latest version sent is {}",
                         self.sent
