@@ -87,14 +87,41 @@ class Server:
         """The endpoint given to openstacksdk (see module docstring)."""
         return f"{self.base}/v2.0/"
 
-    def internal(self, method: str, path: str, body=None):
+    ROLES = {
+        "Open vSwitch agent": "ovs",
+        "vRouter agent": "vrouter",
+        "NIC Switch agent": "sriov",
+        "Gateway agent": "gateway",
+    }
+
+    def token(self, host: str, role: str) -> str:
+        """The node credential of `host`, enrolled with `switchyard node enroll`
+        in the server's data directory (which the server re-reads) on first use."""
+        tokens = self.__dict__.setdefault("_tokens", {})
+        if (host, role) not in tokens:
+            out = subprocess.run(
+                [_binary(), "node", "enroll", host, "--role", role, "--data-dir", self.data_dir],
+                check=True, capture_output=True, text=True,
+            )
+            tokens[(host, role)] = out.stdout.strip()
+        return tokens[(host, role)]
+
+    def report(self, agent: dict):
+        """An agent's report through the internal API, with its node credential."""
+        token = self.token(agent["host"], self.ROLES[agent["agent_type"]])
+        return self.internal("POST", "agents/report", {"agent": agent}, token=token)
+
+    def internal(self, method: str, path: str, body=None, token: str | None = None):
         """Calls the internal /switchyard/v1 API (not part of Neutron; plain urllib)."""
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         req = urllib.request.Request(
             f"{self.base}/switchyard/v1/{path.lstrip('/')}",
             data=data,
             method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            headers=headers,
         )
         with urllib.request.urlopen(req, timeout=10) as r:
             raw = r.read()
@@ -228,7 +255,7 @@ def agents(server):
     ]
     out = []
     for r in reports:
-        status, body = server.internal("POST", "agents/report", {"agent": r})
+        status, body = server.report(r)
         assert status in (200, 201), (status, body)
         out.append(body)
     return out

@@ -7,11 +7,9 @@ import pytest
 
 @pytest.fixture
 def gateway_agent(server, agents):
-    status, body = server.internal(
-        "POST",
-        "agents/report",
-        {"agent": {"host": "gateway", "agent_type": "Gateway agent",
-                   "configurations": {"tunneling_ip": "192.0.2.1"}}},
+    status, body = server.report(
+        {"host": "gateway", "agent_type": "Gateway agent",
+         "configurations": {"tunneling_ip": "192.0.2.1"}},
     )
     assert status in (200, 201), (status, body)
     return body
