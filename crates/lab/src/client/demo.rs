@@ -132,7 +132,7 @@ pub async fn run(c: &LabClient, say: &(dyn Fn(&str) + Sync)) -> Result<Report, C
         vms.push(v);
     }
     say("2. connectivity matrix");
-    let matrix_before = verify::run(c, Some("demo-net")).await?;
+    let matrix_before = verify::run(c, Some("demo-net"), verify::PROBE_COUNT).await?;
     for l in verify::table(&matrix_before).lines() {
         say(&format!("   {l}"));
     }
@@ -167,7 +167,7 @@ pub async fn run(c: &LabClient, say: &(dyn Fn(&str) + Sync)) -> Result<Report, C
         m.migration_ms
     ));
     say("4. connectivity matrix again");
-    let matrix_after = verify::run(c, Some("demo-net")).await?;
+    let matrix_after = verify::run(c, Some("demo-net"), verify::PROBE_COUNT).await?;
     for l in verify::table(&matrix_after).lines() {
         say(&format!("   {l}"));
     }
