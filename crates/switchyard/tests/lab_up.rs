@@ -293,7 +293,33 @@ fn demo_json_reports_the_reference_scenario() {
             assert!(v[k].as_str().is_some_and(|s| !s.is_empty()), "{v}");
         }
     }
+    // The verdict is every fact of the scenario, each named and checked.
+    let facts = r["facts"].as_array().expect("facts");
+    for f in facts {
+        assert_eq!(f["ok"], true, "{f}");
+    }
+    let names: Vec<&str> = facts.iter().filter_map(|f| f["name"].as_str()).collect();
+    for n in [
+        "migration requested to compute-4",
+        "server on compute-4 after",
+        "vif_type ovs before",
+        "vif_type vrouter after",
+        "port ACTIVE on compute-4",
+        "migration completed",
+        "at most 5 pings lost",
+        "matrix after: all 16 paths ok",
+    ] {
+        assert!(names.contains(&n), "{n}: {names:?}");
+    }
     let m = &r["migration"];
+    assert_eq!(
+        (
+            &m["migration_status"],
+            &m["port_status_after"],
+            &m["port_host_after"]
+        ),
+        (&json!("completed"), &json!("ACTIVE"), &json!("compute-4"))
+    );
     for k in [
         "vm",
         "from_host",
