@@ -215,6 +215,63 @@ fn docs_carry_no_internal_labels() {
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));
 }
 
+/// A line of demo output with what changes from run to run (addresses,
+/// MACs, ports, counts, times, column padding) blanked out.
+fn shape(line: &str) -> String {
+    let mut out = String::new();
+    let mut last = ' ';
+    for c in line.replace("<1", "0").chars() {
+        let c = if c.is_ascii_digit() { '#' } else { c };
+        // Runs of digits, and of spaces, are one token.
+        if !((c == '#' || c == ' ') && c == last) {
+            out.push(c);
+        }
+        last = c;
+    }
+    // MAC octets are hex: a:b:c:d:e:f with any letters a-f.
+    out.split(' ')
+        .map(|w| {
+            if w.len() >= 11 && w.split(':').count() == 6 {
+                "MAC"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The README's sample of `switchyard demo` is what this build prints, line
+/// for line in order (the sample may leave lines out, as it says it does).
+#[test]
+fn the_readme_demo_sample_is_what_demo_prints() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let start = readme
+        .find("```\nswitchyard demo: ")
+        .expect("README has a demo sample");
+    let sample: Vec<String> = readme[start + 4..]
+        .lines()
+        .take_while(|l| !l.starts_with("```"))
+        // The sample's loopback port is written PORT.
+        .map(|l| shape(&l.replace("PORT", "0")))
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("demo")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let printed: Vec<String> = text.lines().map(shape).collect();
+    let mut at = 0;
+    for want in &sample {
+        match printed[at..].iter().position(|l| l == want) {
+            Some(i) => at += i + 1,
+            None => panic!("README line not printed (in order): {want}\n\nprinted:\n{text}"),
+        }
+    }
+}
+
 /// The checks themselves catch what they are for.
 #[test]
 fn the_checks_catch_dangling_links_outside_links_and_labels() {
