@@ -48,7 +48,8 @@ enum Cmd {
     #[command(subcommand)]
     Node(node_cmd::NodeCmd),
     /// The connectivity matrix of a running lab: every guest to every guest
-    /// it should reach and to the internet; exits non-zero when a path fails.
+    /// it should reach and to the internet, 5 pings per path, every one
+    /// answered unless --min-replies says fewer; exits non-zero when a path fails.
     Verify(scenario_cmd::VerifyArgs),
     /// The reference scenario on a fresh lab: three VMs on OVS, vRouter and
     /// SR-IOV, the matrix, a live migration OVS -> vRouter under a 10 ms ping

@@ -18,9 +18,21 @@ pub struct VerifyArgs {
     /// Only guests on this network (name or id).
     #[arg(long)]
     network: Option<String>,
+    /// Replies (of the 5 pings per path) a path needs to count as ok.
+    #[arg(long, value_name = "N", default_value_t = verify::PROBE_COUNT,
+          value_parser = min_replies)]
+    min_replies: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// `--min-replies`: a number from 1 to the pings per path.
+fn min_replies(s: &str) -> Result<u64, String> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| format!("must be a number from 1 to {}", verify::PROBE_COUNT))?;
+    verify::check_min_replies(n).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,7 +79,7 @@ fn base(url: &str) -> anyhow::Result<String> {
 
 pub async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     let c = LabClient::new(&base(&a.url)?);
-    let m = verify::run(&c, a.network.as_deref())
+    let m = verify::run(&c, a.network.as_deref(), a.min_replies)
         .await
         .with_context(|| format!("verifying the lab at {}", c.url()))?;
     if a.json {

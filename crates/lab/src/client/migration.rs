@@ -24,7 +24,10 @@ const RESUMED_WINDOW: usize = 30;
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrationResult {
     pub vm: String,
+    /// The host `os-migrateLive` asked for.
+    pub requested_host: String,
     pub from_host: String,
+    /// The server's host after the migration.
     pub to_host: String,
     pub ip_before: String,
     pub ip_after: String,
@@ -43,6 +46,13 @@ pub struct MigrationResult {
     pub migration_ms: u64,
     /// The stream's last requests were all answered.
     pub connectivity_after: bool,
+    /// The migration's record in `/os-migrations` (newest for the server):
+    /// its `status` and `dest_compute` (empty when there is none).
+    pub migration_status: String,
+    pub migration_dest: String,
+    /// The port's `status` and `binding:host_id` after the migration.
+    pub port_status_after: String,
+    pub port_host_after: String,
 }
 
 impl MigrationResult {
@@ -136,8 +146,15 @@ pub async fn migrate_under_stream(
             .iter()
             .any(|s| (*s as usize) + RESUMED_WINDOW + 1 >= sent);
     let outage_ms = r["outage_ms"].as_u64().unwrap_or(0);
+    let record = c
+        .get(&format!("/compute/v2.1/os-migrations?instance_uuid={id}"))
+        .await?;
+    // Newest first: the migration just requested.
+    let record = &record["migrations"][0];
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     Ok(MigrationResult {
         vm: before.name.clone(),
+        requested_host: dest.to_string(),
         from_host: before.host,
         to_host: after.host,
         ip_before: before.ip,
@@ -152,6 +169,10 @@ pub async fn migrate_under_stream(
         sent,
         migration_ms,
         connectivity_after,
+        migration_status: text(&record["status"]),
+        migration_dest: text(&record["dest_compute"]),
+        port_status_after: after.port_status,
+        port_host_after: after.port_host,
     })
 }
 

@@ -2,8 +2,10 @@
 //! every other guest it should reach — same network, or networks joined by a
 //! router — and to an address on the internet when its network has a router
 //! with an external gateway (SNAT, or a floating IP on the guest's port).
-//! Each path is probed with 5 pings from inside the source guest (`ping -c 5`:
-//! a path is up when any reply comes back), sources in parallel.
+//! Each path is probed with 5 pings from inside the source guest, 50 ms
+//! apart, and is up when at least `min_replies` of them are answered (all 5
+//! unless asked otherwise); its RTT is the median of the answered ones.
+//! Sources run in parallel, each source's paths one after another.
 //!
 //! Expectations come from the Neutron API (ports, routers, floating IPs),
 //! the guests from the lab's guest API; nothing is read from the controller
@@ -12,13 +14,25 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{ClientError, LabClient, backend_of};
 
-/// Pings per probe and their spacing.
-const PROBE_COUNT: u64 = 5;
+/// Pings per path and their spacing.
+pub const PROBE_COUNT: u64 = 5;
 const PROBE_INTERVAL_MS: u64 = 50;
+
+/// `min_replies` as given, when it is a number of pings a path can answer
+/// (1 to [`PROBE_COUNT`]).
+pub fn check_min_replies(n: u64) -> Result<u64, ClientError> {
+    if (1..=PROBE_COUNT).contains(&n) {
+        Ok(n)
+    } else {
+        Err(ClientError::Scenario(format!(
+            "min_replies must be from 1 to {PROBE_COUNT} (the pings sent per path), not {n}"
+        )))
+    }
+}
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Pair {
@@ -26,6 +40,7 @@ pub struct Pair {
     pub to: String,
     pub from_backend: String,
     pub to_backend: String,
+    /// At least the matrix's `min_replies` of the `sent` pings answered.
     pub ok: bool,
     /// Median round trip of the answered requests (the first request of a
     /// cold path waits for ARP; the median is the path's own figure).
@@ -39,6 +54,8 @@ pub struct Pair {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Matrix {
     pub ok: bool,
+    /// Replies (of [`PROBE_COUNT`]) a path needs to be ok.
+    pub min_replies: u64,
     pub pairs: Vec<Pair>,
 }
 
@@ -53,8 +70,13 @@ struct Endpoint {
 }
 
 /// Runs the matrix over the lab's guests (those on `network`, by name or id,
-/// when given).
-pub async fn run(c: &LabClient, network: Option<&str>) -> Result<Matrix, ClientError> {
+/// when given); a path is ok with at least `min_replies` replies.
+pub async fn run(
+    c: &LabClient,
+    network: Option<&str>,
+    min_replies: u64,
+) -> Result<Matrix, ClientError> {
+    let min_replies = check_min_replies(min_replies)?;
     let lab = c.get("/switchyard/v1/lab").await?;
     let nets = c.get("/v2.0/networks").await?;
     let net_names: BTreeMap<String, String> = nets["networks"]
@@ -170,7 +192,14 @@ pub async fn run(c: &LabClient, network: Option<&str>) -> Result<Matrix, ClientE
         tasks.spawn(async move {
             let mut out = Vec::new();
             for (to, to_backend, ip) in probes {
-                out.push(probe_one(&c, &from, &from_backend, &to, &to_backend, &ip).await?);
+                let ends = Ends {
+                    from: &from,
+                    from_backend: &from_backend,
+                    to: &to,
+                    to_backend: &to_backend,
+                    to_ip: &ip,
+                };
+                out.push(probe_one(&c, &ends, min_replies).await?);
             }
             Ok::<_, ClientError>(out)
         });
@@ -183,50 +212,57 @@ pub async fn run(c: &LabClient, network: Option<&str>) -> Result<Matrix, ClientE
     pairs.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
     Ok(Matrix {
         ok: !pairs.is_empty() && pairs.iter().all(|p| p.ok),
+        min_replies,
         pairs,
     })
 }
 
-async fn probe_one(
-    c: &LabClient,
-    from: &str,
-    from_backend: &str,
-    to: &str,
-    to_backend: &str,
-    ip: &str,
-) -> Result<Pair, ClientError> {
-    let body =
-        json!({"ping": {"target": ip, "count": PROBE_COUNT, "interval_ms": PROBE_INTERVAL_MS}});
+/// The two ends of a path.
+struct Ends<'a> {
+    from: &'a str,
+    from_backend: &'a str,
+    to: &'a str,
+    to_backend: &'a str,
+    to_ip: &'a str,
+}
+
+async fn probe_one(c: &LabClient, e: &Ends<'_>, min_replies: u64) -> Result<Pair, ClientError> {
+    let body = json!({"ping": {"target": e.to_ip, "count": PROBE_COUNT,
+        "interval_ms": PROBE_INTERVAL_MS}});
     let (status, v) = c
         .call(
             reqwest::Method::POST,
-            &format!("/switchyard/v1/lab/guests/{from}/ping"),
+            &format!("/switchyard/v1/lab/guests/{}/ping", e.from),
             Some(&body),
         )
         .await?;
+    Ok(pair_of(e, status, &v, min_replies))
+}
+
+/// A path's line from the ping API's answer (`status`, body `v`).
+fn pair_of(e: &Ends<'_>, status: u16, v: &Value, min_replies: u64) -> Pair {
     let r = &v["ping"];
-    let (sent, answered) = if status == 200 {
+    let (sent, answered, rtt) = if status == 200 {
         (
             r["sent"].as_u64().unwrap_or(0),
             r["answered"].as_u64().unwrap_or(0),
+            r["rtt_ms"]["median"].as_f64(),
         )
     } else {
         // A guest that cannot ping (no address yet) is a failed path, shown.
-        (0, 0)
+        (0, 0, None)
     };
-    Ok(Pair {
-        from: from.to_string(),
-        to: to.to_string(),
-        from_backend: from_backend.to_string(),
-        to_backend: to_backend.to_string(),
-        ok: answered > 0,
-        rtt_ms: r["rtt_ms"]["avg"]
-            .as_f64()
-            .map(|x| (x * 100.0).round() / 100.0),
-        to_ip: ip.to_string(),
+    Pair {
+        from: e.from.to_string(),
+        to: e.to.to_string(),
+        from_backend: e.from_backend.to_string(),
+        to_backend: e.to_backend.to_string(),
+        ok: answered >= min_replies,
+        rtt_ms: rtt.map(|x| (x * 100.0).round() / 100.0),
+        to_ip: e.to_ip.to_string(),
         sent,
         answered,
-    })
+    }
 }
 
 /// The matrix as a table, one line per path.
@@ -277,9 +313,94 @@ pub fn table(m: &Matrix) -> String {
     }
     let failed = m.pairs.iter().filter(|p| !p.ok).count();
     s.push_str(&format!(
-        "{} paths, {} ok, {failed} failed\n",
+        "{} paths, {} ok, {failed} failed; a path needs {} of {PROBE_COUNT} replies, rtt is their median\n",
         m.pairs.len(),
-        m.pairs.len() - failed
+        m.pairs.len() - failed,
+        m.min_replies
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENDS: Ends<'static> = Ends {
+        from: "vm-ovs",
+        from_backend: "ovs",
+        to: "vm-vrouter",
+        to_backend: "vrouter",
+        to_ip: "50.50.50.4",
+    };
+
+    /// The ping API's answer for `answered` of 5 replies; the mean (avg) is
+    /// pulled up by one slow reply, the median is not.
+    fn answer(answered: u64) -> Value {
+        json!({"ping": {"sent": 5, "answered": answered, "lost": [],
+            "rtt_ms": {"min": 0.5, "avg": 8.8, "median": 1.0, "max": 40.0}}})
+    }
+
+    fn matrix(min_replies: u64, pairs: Vec<Pair>) -> Matrix {
+        Matrix {
+            ok: pairs.iter().all(|p| p.ok),
+            min_replies,
+            pairs,
+        }
+    }
+
+    #[test]
+    fn a_path_needs_every_reply_by_default() {
+        let p = pair_of(&ENDS, 200, &answer(4), PROBE_COUNT);
+        assert!(!p.ok, "4 of 5 is a failed path: {p:?}");
+        let t = table(&matrix(PROBE_COUNT, vec![p]));
+        assert!(t.contains("4/5") && t.contains("FAIL"), "{t}");
+        assert!(t.contains("1 failed; a path needs 5 of 5 replies"), "{t}");
+        assert!(pair_of(&ENDS, 200, &answer(5), PROBE_COUNT).ok);
+        assert!(!pair_of(&ENDS, 200, &answer(1), PROBE_COUNT).ok);
+    }
+
+    #[test]
+    fn min_replies_lowers_the_bar() {
+        let p = pair_of(&ENDS, 200, &answer(4), 4);
+        assert!(p.ok, "{p:?}");
+        let t = table(&matrix(4, vec![p]));
+        assert!(t.contains("4/5") && !t.contains("FAIL"), "{t}");
+        assert!(!pair_of(&ENDS, 200, &answer(3), 4).ok);
+        assert!(!pair_of(&ENDS, 200, &answer(0), 1).ok);
+    }
+
+    #[test]
+    fn a_ping_refused_by_the_api_is_a_failed_path_without_rtt() {
+        let p = pair_of(&ENDS, 409, &json!({"NeutronError": {}}), 1);
+        assert!(!p.ok && p.rtt_ms.is_none() && p.sent == 0, "{p:?}");
+        let t = table(&matrix(1, vec![p]));
+        assert!(t.contains("0/0") && t.contains("FAIL"), "{t}");
+    }
+
+    #[test]
+    fn the_rtt_shown_is_the_median_not_the_mean() {
+        let p = pair_of(&ENDS, 200, &answer(5), PROBE_COUNT);
+        assert_eq!(p.rtt_ms, Some(1.0));
+        let t = table(&matrix(PROBE_COUNT, vec![p]));
+        let line = t.lines().nth(1).unwrap_or_default();
+        assert!(line.contains(" 1  ok"), "{t}");
+        // No replies: no RTT at all, not zero.
+        let none = json!({"ping": {"sent": 5, "answered": 0, "rtt_ms": null}});
+        assert_eq!(pair_of(&ENDS, 200, &none, 1).rtt_ms, None);
+    }
+
+    #[test]
+    fn min_replies_must_be_a_count_a_path_can_answer() {
+        for n in 1..=PROBE_COUNT {
+            assert_eq!(check_min_replies(n).ok(), Some(n));
+        }
+        for n in [0, PROBE_COUNT + 1, 100] {
+            let e = check_min_replies(n).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref()
+                    .is_some_and(|e| e.contains("from 1 to 5") && e.contains(&n.to_string())),
+                "{e:?}"
+            );
+        }
+    }
 }

@@ -76,6 +76,20 @@ pub struct Rtt {
     pub max: f64,
 }
 
+/// The median of `values` (the mean of the two middle ones for an even
+/// count), or `None` when there are none: what `switchyard verify` prints
+/// as a path's RTT.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 /// The outcome of a ping run, as `ping` prints it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PingReport {
@@ -102,10 +116,10 @@ impl PingReport {
             .filter_map(|(s, r)| r.map(|r| (r - *s).total_micros() as f64 / 1000.0))
             .collect();
         rtts.sort_by(f64::total_cmp);
-        let rtt_ms = (!rtts.is_empty()).then(|| Rtt {
+        let rtt_ms = median(&rtts).map(|median| Rtt {
             min: rtts[0],
             avg: rtts.iter().sum::<f64>() / rtts.len() as f64,
-            median: rtts[rtts.len() / 2],
+            median,
             max: rtts[rtts.len() - 1],
         });
         let lost = p.lost();
@@ -557,5 +571,29 @@ impl Hypervisor {
         }
         self.stop_ping(name)?
             .ok_or_else(|| HypervisorError::Lab(name.to_string(), "ping stream vanished".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_an_odd_count_is_the_middle_value() {
+        // The cold first reply (40 ms) pulls the mean to 8.8 but not the median.
+        assert_eq!(median(&[40.0, 1.0, 2.0, 0.5, 0.5]), Some(1.0));
+        assert_eq!(median(&[3.0]), Some(3.0));
+    }
+
+    #[test]
+    fn median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        // The upper middle value alone (3.0) would be the old, wrong answer.
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[1.0, 40.0]), Some(20.5));
+    }
+
+    #[test]
+    fn no_replies_have_no_median() {
+        assert_eq!(median(&[]), None);
     }
 }
