@@ -8,13 +8,17 @@
 //! * every failure is `{"NeutronError":{"type","message","detail"}}` with
 //!   Neutron's status; a handler never panics on input;
 //! * [`serve`] stops gracefully when its shutdown future resolves: in-flight
-//!   requests finish, and every committed write is already on disk.
+//!   requests finish, and every committed write is already on disk;
+//! * every connection is bounded ([`server`]: header, body and idle timeouts,
+//!   a connection limit, head and body sizes), and what is refused outside a
+//!   handler still gets a Neutron error body.
 
 pub mod core;
 pub mod http;
 pub mod meta;
 pub mod query;
 pub mod routes;
+pub mod server;
 pub mod southbound;
 
 use std::future::Future;
@@ -29,6 +33,7 @@ use tokio::net::TcpListener;
 
 pub use crate::core::{Clock, Core, Shared, SystemClock};
 pub use crate::routes::App;
+pub use crate::server::{HttpConfigError, HttpOptions, LinkBase, LinkPrefix};
 
 /// Largest request body accepted; bulk creations of many ports need more than
 /// oslo's 112 KiB default.
@@ -42,6 +47,8 @@ pub enum ServeError {
     Store(#[from] switchyard_store::StoreError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Http(#[from] HttpConfigError),
 }
 
 /// Opens the database and builds the application.
@@ -88,7 +95,8 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests.
+/// Serves until `shutdown` resolves, then drains in-flight requests, with the
+/// default [`HttpOptions`].
 pub async fn serve(
     listener: TcpListener,
     app: App,
@@ -104,12 +112,25 @@ pub async fn serve_with(
     extra: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with_options(listener, app, extra, HttpOptions::default(), shutdown).await
+}
+
+/// As [`serve_with`], with the HTTP server's limits and public URL
+/// ([`server`] says what each does).
+pub async fn serve_with_options(
+    listener: TcpListener,
+    app: App,
+    extra: Router,
+    opts: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    opts.check()?;
     let closing = app.shared.closing.clone();
-    axum::serve(listener, extra.merge(router(app)))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = closing.send(true);
-        })
-        .await?;
+    let service = server::with_limits(extra.merge(router(app)), &opts);
+    server::run(listener, service, opts, async move {
+        shutdown.await;
+        let _ = closing.send(true);
+    })
+    .await?;
     Ok(())
 }

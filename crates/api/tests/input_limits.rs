@@ -2,11 +2,12 @@
 //! a huge value, `binding:profile` is capped at 4095 characters of JSON, a port
 //! takes at most 5 fixed IPs, a subnet a bounded number of allocation pools,
 //! IPv4 addresses and CIDRs with leading zeros are refused, booleans in query
-//! strings are strict.
+//! strings are strict, and oversized or malformed requests get Neutron bodies.
 
 mod common;
 
 use common::{Server, id};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn lab(dir: &std::path::Path) -> (Server, Value, Value) {
@@ -311,4 +312,43 @@ async fn booleans_in_query_strings_are_strict() {
     }
     let r = s.get("/v2.0/networks?mtu=big").await;
     assert_eq!(r.status, 400, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_requests_get_neutron_bodies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let neutron = |status: u16, r: &common::Resp, kind: &str| {
+        assert_eq!(r.status, status, "{}", r.body);
+        assert_eq!(r.error_type(), kind, "{}", r.body);
+        assert!(r.body["NeutronError"]["message"].is_string(), "{}", r.body);
+        assert_eq!(r.body["NeutronError"]["detail"], "");
+    };
+    // 413: a body over the limit.
+    let big = json!({"network": {"name": "x".repeat(switchyard_api::MAX_BODY + 10)}});
+    let r = s.req(Method::POST, "/v2.0/networks", Some(big), &[]).await;
+    neutron(413, &r, "HTTPRequestEntityTooLarge");
+    // 431: headers over the limit.
+    let long = "v".repeat(40 * 1024);
+    let r = s
+        .req(Method::GET, "/v2.0/networks", None, &[("x-long", &long)])
+        .await;
+    neutron(431, &r, "HTTPRequestHeaderFieldsTooLarge");
+    // The southbound endpoint without a WebSocket handshake: axum's rejection.
+    let r = s.get("/switchyard/v1/southbound").await;
+    assert!(r.status >= 400, "{}", r.body);
+    assert!(r.body["NeutronError"]["type"].is_string(), "{}", r.body);
+    // Non-UTF-8 and badly percent-encoded paths and queries stay Neutron-shaped.
+    for path in [
+        "/v2.0/networks/%FF%FE",
+        "/v2.0/networks?name=%FF",
+        "/v2.0/networks/%zz",
+    ] {
+        let r = s.get(path).await;
+        assert!(
+            r.status == 200 || r.body["NeutronError"]["type"].is_string(),
+            "{path}: {}",
+            r.body
+        );
+    }
 }
