@@ -76,6 +76,8 @@ struct ServerArgs {
     /// Project owning requests that carry no X-Project-Id.
     #[arg(long, env = "SWITCHYARD_DEFAULT_PROJECT")]
     default_project: Option<String>,
+    #[command(flatten)]
+    http: config::HttpArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -121,6 +123,7 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
         .default_project
         .or(file.default_project.clone())
         .unwrap_or_else(|| "admin".into());
+    let http = config::http_options(&a.http, &file)?;
     // Listen first: a server that cannot start must not create a database.
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
@@ -137,7 +140,9 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
         "switchyard: Neutron API on http://{local}/v2.0/ (database {})",
         path.display()
     );
-    switchyard_api::serve(listener, app, shutdown_signal()).await?;
+    // No routes beside the API's.
+    let extra = Default::default();
+    switchyard_api::serve_with_options(listener, app, extra, http, shutdown_signal()).await?;
     tracing::info!("switchyard server stopped");
     Ok(())
 }
