@@ -151,6 +151,36 @@ async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool
     }
 }
 
+/// Reads one whole response (head and `content-length` body) off a
+/// keep-alive connection.
+async fn read_one_response(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())
+                        .flatten()
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return out;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert!(n > 0, "closed mid-response");
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// Status and JSON body of a raw HTTP/1.1 response.
 fn parse_response(raw: &[u8]) -> (u16, Value) {
     let text = String::from_utf8_lossy(raw);
@@ -281,15 +311,11 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
         c.write_all(b"GET /v2.0/networks HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .expect("write");
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
-            .await
-            .expect("answered")
-            .expect("read");
+        let raw = read_one_response(&mut c).await;
         assert!(
-            buf[..n].starts_with(b"HTTP/1.1 200"),
+            raw.starts_with(b"HTTP/1.1 200"),
             "{}",
-            String::from_utf8_lossy(&buf[..n])
+            String::from_utf8_lossy(&raw)
         );
         // Within the idle timeout the connection is reused.
         tokio::time::sleep(Duration::from_millis(100)).await;
