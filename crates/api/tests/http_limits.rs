@@ -439,6 +439,10 @@ async fn rejections_outside_handlers_are_neutron_errors() {
             get(|Path(n): Path<u32>| async move { n.to_string() }),
         )
         .route(
+            "/compute/v2.1/things/{n}",
+            get(|Path(n): Path<u32>| async move { n.to_string() }),
+        )
+        .route(
             "/extra",
             get(
                 |Query(q): Query<std::collections::HashMap<String, u32>>| async move {
@@ -471,6 +475,11 @@ async fn rejections_outside_handlers_are_neutron_errors() {
     check(st, 400, "HTTPBadRequest", &b);
     let (st, b) = get("/extra?a=notanumber").await;
     check(st, 400, "HTTPBadRequest", &b);
+    // Under the compute API the same rejection is a Nova fault.
+    let (st, b) = get("/compute/v2.1/things/x").await;
+    assert_eq!(st, 400);
+    assert_eq!(b["badRequest"]["code"], 400, "{b}");
+    assert!(b["badRequest"]["message"].is_string(), "{b}");
     // Too many header fields, a too long URI, a chunked body over the limit.
     let mut req = client.get(s.url("/v2.0/networks"));
     for i in 0..120 {
