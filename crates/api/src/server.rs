@@ -56,6 +56,8 @@ const MAX_REFUSING: usize = 64;
 /// client still writing a refused body reads the answer instead of a reset
 /// (nginx's "lingering close").
 const LINGER_TIME: Duration = Duration::from_secs(2);
+/// A refused client that sends nothing for this long is closed at once.
+const REFUSE_QUIET: Duration = Duration::from_millis(100);
 const LINGER_BYTES: usize = 2 * MAX_BODY;
 /// Descriptors kept free for the database, agents and logs when the connection
 /// limit is clamped to the process's descriptor limit.
@@ -583,15 +585,21 @@ async fn refuse(mut stream: TcpStream, limit: usize) {
         stream.shutdown().await
     })
     .await;
+    // Drain what the client already sent so that closing does not reset the
+    // answer away; a client that sends nothing costs one short wait, so that
+    // idle sockets cannot keep the refusing slots busy.
     let mut scratch = [0u8; 4096];
-    let _ = tokio::time::timeout(LINGER_TIME, async {
-        while let Ok(n) = stream.read(&mut scratch).await {
-            if n == 0 {
-                break;
-            }
+    let deadline = Instant::now() + LINGER_TIME;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(
+        deadline.min(Instant::now() + REFUSE_QUIET),
+        stream.read(&mut scratch),
+    )
+    .await
+    {
+        if n == 0 {
+            break;
         }
-    })
-    .await;
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
