@@ -8,7 +8,10 @@
 //! * every failure is `{"NeutronError":{"type","message","detail"}}` with
 //!   Neutron's status; a handler never panics on input;
 //! * [`serve`] stops gracefully when its shutdown future resolves: in-flight
-//!   requests finish, and every committed write is already on disk.
+//!   requests finish, and every committed write is already on disk;
+//! * every connection is bounded ([`server`]: header, body and idle timeouts,
+//!   a connection limit, head and body sizes), and what is refused outside a
+//!   handler still gets a Neutron error body.
 
 pub mod core;
 pub mod http;
@@ -16,6 +19,7 @@ pub mod meta;
 pub mod nodeauth;
 pub mod query;
 pub mod routes;
+pub mod server;
 pub mod southbound;
 
 use std::future::Future;
@@ -30,6 +34,7 @@ use tokio::net::TcpListener;
 
 pub use crate::core::{Clock, Core, Shared, SystemClock};
 pub use crate::routes::App;
+pub use crate::server::{HttpConfigError, HttpOptions, LinkBase, LinkPrefix};
 
 /// Largest request body accepted; bulk creations of many ports need more than
 /// oslo's 112 KiB default.
@@ -43,6 +48,8 @@ pub enum ServeError {
     Store(#[from] switchyard_store::StoreError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Http(#[from] HttpConfigError),
 }
 
 /// Opens the database and builds the application.
@@ -89,7 +96,8 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests.
+/// Serves until `shutdown` resolves, then drains in-flight requests, with the
+/// default [`HttpOptions`].
 pub async fn serve(
     listener: TcpListener,
     app: App,
@@ -105,15 +113,23 @@ pub async fn serve_with(
     extra: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with_options(listener, app, extra, HttpOptions::default(), shutdown).await
+}
+
+/// As [`serve_with`], with the HTTP server's limits and public URL
+/// ([`server`] says what each does).
+pub async fn serve_with_options(
+    listener: TcpListener,
+    app: App,
+    extra: Router,
+    opts: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    opts.check()?;
     let closing = app.shared.closing.clone();
     let ticker = tokio::spawn(tick_loop(app.shared.clone()));
-    let served = axum::serve(
-        listener,
-        extra
-            .merge(router(app))
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let service = server::with_limits(extra.merge(router(app)), &opts);
+    let served = server::run(listener, service, opts, async move {
         shutdown.await;
         let _ = closing.send(true);
     })

@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
-use switchyard_model::attrs::{self, Attr};
+use switchyard_model::attrs::{self, Attr, clip};
 use switchyard_model::{NeutronError, Result};
 
 const CONTROL: [&str; 6] = [
@@ -19,6 +19,24 @@ const CONTROL: [&str; 6] = [
     "page_reverse",
 ];
 const TAG_FILTERS: [&str; 4] = ["tags", "tags-any", "not-tags", "not-tags-any"];
+/// Filters Neutron converts with `convert_to_boolean` / `convert_to_int`
+/// before looking anything up: a bad value is a 400 even when nothing matches.
+const BOOL_FILTERS: [&str; 7] = [
+    "admin_state_up",
+    "shared",
+    "router:external",
+    "port_security_enabled",
+    "enable_dhcp",
+    "alive",
+    "resources_synced",
+];
+const INT_FILTERS: [&str; 5] = [
+    "mtu",
+    "revision_number",
+    "ip_version",
+    "provider:segmentation_id",
+    "segmentation_id",
+];
 
 /// A parsed query string, keeping the original order for link building.
 #[derive(Debug, Clone, Default)]
@@ -59,20 +77,28 @@ impl Query {
     }
 }
 
-/// oslo `bool_from_string(strict=True)`.
+/// neutron-lib's `convert_to_boolean`: oslo `bool_from_string(strict=True)`.
 pub fn parse_bool(s: &str) -> Result<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "t" | "true" | "on" | "y" | "yes" => Ok(true),
         "0" | "f" | "false" | "off" | "n" | "no" => Ok(false),
         _ => Err(NeutronError::invalid_input(format!(
-            "'{s}' cannot be converted to boolean"
+            "'{}' cannot be converted to boolean",
+            clip(s)
         ))),
     }
 }
 
+/// neutron-lib's `convert_to_int`.
+fn parse_int(s: &str) -> Result<i64> {
+    s.trim()
+        .parse()
+        .map_err(|_| NeutronError::invalid_input(format!("'{}' is not an integer", clip(s))))
+}
+
 fn py_list(items: &[&str]) -> String {
-    let inner: Vec<String> = items.iter().map(|i| format!("'{i}'")).collect();
-    format!("[{}]", inner.join(", "))
+    let inner: Vec<String> = items.iter().map(|i| format!("'{}'", clip(i))).collect();
+    clip(&format!("[{}]", inner.join(", "))).into_owned()
 }
 
 #[derive(Debug)]
@@ -136,7 +162,8 @@ impl ListParams {
                         for v in &values {
                             let (fk, fv) = v.split_once('=').ok_or_else(|| {
                                 NeutronError::invalid_input(format!(
-                                    "Invalid fixed_ips filter '{v}', expected key=value"
+                                    "Invalid fixed_ips filter '{}', expected key=value",
+                                    clip(v)
                                 ))
                             })?;
                             if !["ip_address", "subnet_id", "ip_address_substr"].contains(&fk) {
@@ -152,6 +179,13 @@ impl ListParams {
                         }
                         filters.push(Filter::FixedIps(groups));
                     } else {
+                        for v in &values {
+                            if BOOL_FILTERS.contains(&k) {
+                                parse_bool(v)?;
+                            } else if INT_FILTERS.contains(&k) {
+                                parse_int(v)?;
+                            }
+                        }
                         filters.push(Filter::Eq(k.to_string(), values));
                     }
                 }
@@ -216,7 +250,8 @@ impl ListParams {
                     return Err(NeutronError::bad_request(
                         "BadRequest",
                         format!(
-                            "Bad limit request: Limit must be an integer 0 or greater and not '{l}'."
+                            "Bad limit request: Limit must be an integer 0 or greater and not '{}'.",
+                            clip(l)
                         ),
                     ));
                 }
@@ -226,9 +261,13 @@ impl ListParams {
             .first("marker")
             .map(str::to_string)
             .filter(|m| !m.is_empty());
+        // Neutron reads anything but "true" as false; a value that is not a
+        // boolean at all is refused here instead (docs/api.md).
         let page_reverse = q
             .first("page_reverse")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            .map(parse_bool)
+            .transpose()?
+            .unwrap_or(false);
         Ok(ListParams {
             filters,
             sorts,
@@ -396,12 +435,7 @@ fn cmp_json(a: &Value, b: &Value) -> Ordering {
 fn value_matches(v: &Value, wanted: &str) -> Result<bool> {
     Ok(match v {
         Value::Bool(b) => parse_bool(wanted)? == *b,
-        Value::Number(n) => {
-            let w: i64 = wanted.trim().parse().map_err(|_| {
-                NeutronError::invalid_input(format!("'{wanted}' is not an integer"))
-            })?;
-            n.as_i64() == Some(w)
-        }
+        Value::Number(n) => n.as_i64() == Some(parse_int(wanted)?),
         Value::String(s) => s == wanted,
         Value::Array(a) => a.iter().any(|x| x.as_str() == Some(wanted)),
         Value::Null | Value::Object(_) => false,
@@ -500,8 +534,20 @@ mod tests {
         assert!(p.matches(&item).expect("ok"));
         let item = json!({"name": "c", "shared": false, "tags": ["y", "x"]});
         assert!(!p.matches(&item).expect("ok"));
-        let p = ListParams::parse(&q("shared=maybe"), NETWORK).expect("parses");
-        assert!(p.matches(&json!({"shared": true})).is_err());
+        let e = ListParams::parse(&q("shared=maybe"), NETWORK).expect_err("not a boolean");
+        assert_eq!(
+            e.message,
+            "Invalid input for operation: 'maybe' cannot be converted to boolean."
+        );
+        let e = ListParams::parse(&q("mtu=big"), NETWORK).expect_err("not an integer");
+        assert_eq!(
+            e.message,
+            "Invalid input for operation: 'big' is not an integer."
+        );
+        let e = ListParams::parse(&q("page_reverse=maybe"), NETWORK).expect_err("strict");
+        assert_eq!(e.kind, "InvalidInput");
+        let p = ListParams::parse(&q("page_reverse=True"), NETWORK).expect("valid");
+        assert!(p.page_reverse);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Request routing and the handlers of every Neutron resource. Handlers parse,
 //! call one ML2 operation inside a [`Shared::write`] transaction, and render.
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State as AxState;
 use axum::http::{HeaderMap, Method, Uri};
@@ -17,6 +18,7 @@ use crate::core::Shared;
 use crate::http::{self, Caller};
 use crate::meta;
 use crate::query::{ListParams, Query, select_fields};
+use crate::server::LinkBase;
 
 /// Everything a handler needs.
 #[derive(Clone)]
@@ -117,23 +119,17 @@ impl Req {
     fn query(&self) -> Query {
         Query::parse(self.uri.query())
     }
-    /// `http://host:port` as the client addressed us.
+    /// `path` under the server's public URL ([`base_url`]).
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 }
 
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost:9696");
-    let proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or("http");
-    format!("{proto}://{host}")
+/// Where links point: the configured `network_link_prefix`, else the address
+/// the client connected to (both set by [`crate::server`]). Never the `Host`
+/// or `X-Forwarded-*` headers, which any client can forge.
+fn base_url(link: Option<&LinkBase>) -> String {
+    link.map_or_else(|| "http://localhost:9696".to_string(), |l| l.0.to_string())
 }
 
 /// How long `GET /switchyard/v1/nodes/{host}` waits for the agent's answer.
@@ -146,13 +142,14 @@ pub async fn dispatch(
     uri: Uri,
     headers: HeaderMap,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    link: Option<Extension<LinkBase>>,
     body: Bytes,
 ) -> Response {
     let caller = match http::caller(&headers, &app.default_project) {
         Ok(c) => c,
         Err(e) => return http::error(&e),
     };
-    let base = base_url(&headers);
+    let base = base_url(link.as_ref().map(|Extension(l)| l));
     let req = Req {
         method,
         uri,

@@ -15,12 +15,22 @@ pub struct NeutronError {
     pub message: String,
 }
 
+/// No error message is longer than this many characters: a backstop behind
+/// the validators, which quote at most [`crate::attrs::MAX_QUOTED_CHARS`]
+/// characters of a client's value, so a response never echoes a huge request.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
 impl NeutronError {
     pub fn new(status: u16, kind: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut message: String = message.into();
+        if let Some((at, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+            message.truncate(at);
+            message.push_str(crate::attrs::ELLIPSIS);
+        }
         NeutronError {
             status,
             kind: kind.into(),
-            message: message.into(),
+            message,
         }
     }
 

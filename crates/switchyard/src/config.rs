@@ -1,9 +1,11 @@
 //! `switchyard server` settings: TOML file, then environment, then flags.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use switchyard_api::{HttpOptions, LinkPrefix};
 use switchyard_ml2::Ml2Config;
 use switchyard_store::Durability;
 
@@ -19,7 +21,96 @@ pub struct FileConfig {
     pub durability: Option<String>,
     /// The node credentials file (default DATA_DIR/nodes.toml).
     pub node_credentials: Option<PathBuf>,
+    /// Neutron's `network_link_prefix`: the public URL links are built on.
+    #[serde(alias = "public_endpoint")]
+    pub network_link_prefix: Option<String>,
+    pub http: HttpConfig,
     pub ml2: Ml2Config,
+}
+
+/// `[http]`: the API server's timeouts (seconds) and limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub header_timeout: Option<f64>,
+    pub body_timeout: Option<f64>,
+    pub idle_timeout: Option<f64>,
+    pub max_connections: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+}
+
+/// The API server's public URL and limits, for `server` and `lab up`
+/// (docs/operator-guide.md, "HTTP server").
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HttpArgs {
+    /// Public URL that links in responses are built on (Neutron's
+    /// network_link_prefix), e.g. https://neutron.example.com:9696; default:
+    /// http:// and the address a client connected to. Never the Host header.
+    #[arg(long, env = "SWITCHYARD_NETWORK_LINK_PREFIX", value_name = "URL")]
+    pub network_link_prefix: Option<String>,
+    /// Seconds a client has to send a request's head [default: 10].
+    #[arg(long, env = "SWITCHYARD_HEADER_TIMEOUT", value_name = "SECONDS")]
+    pub header_timeout: Option<f64>,
+    /// Seconds a client has to send a request's body [default: 60].
+    #[arg(long, env = "SWITCHYARD_BODY_TIMEOUT", value_name = "SECONDS")]
+    pub body_timeout: Option<f64>,
+    /// Seconds an idle keep-alive connection stays open [default: 75].
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub idle_timeout: Option<f64>,
+    /// Connections served at once; more are answered 503 [default: 512].
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+}
+
+fn seconds(name: &str, s: Option<f64>, default: Duration) -> anyhow::Result<Duration> {
+    match s {
+        None => Ok(default),
+        Some(x) => Duration::try_from_secs_f64(x)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| format!("{name} must be a positive number of seconds, not {x}")),
+    }
+}
+
+/// Flags and environment over `[http]` and `network_link_prefix` from the
+/// file, over the defaults.
+pub fn http_options(a: &HttpArgs, file: &FileConfig) -> anyhow::Result<HttpOptions> {
+    let d = HttpOptions::default();
+    let f = &file.http;
+    let prefix = a
+        .network_link_prefix
+        .clone()
+        .or(file.network_link_prefix.clone())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<LinkPrefix>())
+        .transpose()?;
+    let opts = HttpOptions {
+        network_link_prefix: prefix,
+        header_timeout: seconds(
+            "header_timeout",
+            a.header_timeout.or(f.header_timeout),
+            d.header_timeout,
+        )?,
+        body_timeout: seconds(
+            "body_timeout",
+            a.body_timeout.or(f.body_timeout),
+            d.body_timeout,
+        )?,
+        idle_timeout: seconds(
+            "idle_timeout",
+            a.idle_timeout.or(f.idle_timeout),
+            d.idle_timeout,
+        )?,
+        max_connections: a
+            .max_connections
+            .or(f.max_connections)
+            .unwrap_or(d.max_connections),
+        max_header_bytes: f.max_header_bytes.unwrap_or(d.max_header_bytes),
+        max_headers: f.max_headers.unwrap_or(d.max_headers),
+    };
+    opts.check()?;
+    Ok(opts)
 }
 
 impl FileConfig {
@@ -73,6 +164,60 @@ mod tests {
         assert!(sqlite_path("sqlite://").is_err());
         assert!(sqlite_path("postgres://h/db").is_err());
         assert!(sqlite_path("mysql://h/db").is_err());
+    }
+
+    #[test]
+    fn http_settings_flags_over_file_over_defaults() {
+        let file: FileConfig = toml::from_str(
+            "public_endpoint = \"https://n.example.com/net/\"\n[http]\nheader_timeout = 2.5\nidle_timeout = 30\nmax_headers = 50\n",
+        )
+        .expect("valid");
+        let o = http_options(&HttpArgs::default(), &file).expect("ok");
+        assert_eq!(
+            o.network_link_prefix.as_ref().map(LinkPrefix::as_str),
+            Some("https://n.example.com/net")
+        );
+        assert_eq!(o.header_timeout, Duration::from_millis(2500));
+        assert_eq!(o.idle_timeout, Duration::from_secs(30));
+        assert_eq!(o.body_timeout, HttpOptions::default().body_timeout);
+        assert_eq!(o.max_headers, 50);
+        let flags = HttpArgs {
+            network_link_prefix: Some("http://10.0.0.1:9696".into()),
+            header_timeout: Some(1.0),
+            max_connections: Some(64),
+            ..HttpArgs::default()
+        };
+        let o = http_options(&flags, &file).expect("ok");
+        assert_eq!(
+            o.network_link_prefix.as_ref().map(LinkPrefix::as_str),
+            Some("http://10.0.0.1:9696")
+        );
+        assert_eq!(o.header_timeout, Duration::from_secs(1));
+        assert_eq!(o.max_connections, 64);
+        for bad in [
+            HttpArgs {
+                header_timeout: Some(0.0),
+                ..HttpArgs::default()
+            },
+            HttpArgs {
+                idle_timeout: Some(f64::NAN),
+                ..HttpArgs::default()
+            },
+            HttpArgs {
+                network_link_prefix: Some("neutron.example.com".into()),
+                ..HttpArgs::default()
+            },
+            HttpArgs {
+                max_connections: Some(0),
+                ..HttpArgs::default()
+            },
+        ] {
+            assert!(
+                http_options(&bad, &FileConfig::default()).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(toml::from_str::<FileConfig>("[http]\nheader_timeot = 1\n").is_err());
     }
 
     #[test]

@@ -29,9 +29,12 @@ pub struct UpArgs {
     /// Database URL, sqlite://PATH; default: a fresh database in a temporary directory.
     #[arg(long, env = "SWITCHYARD_DB")]
     db: Option<String>,
-    /// Server configuration file (its [ml2] section; see docs/operator-guide.md).
+    /// Server configuration file (its [ml2] and [http] sections and
+    /// network_link_prefix; see docs/operator-guide.md).
     #[arg(long, env = "SWITCHYARD_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    http: config::HttpArgs,
 }
 
 pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -45,6 +48,7 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
         None => Topology::reference().context("the reference topology")?,
     };
     let file = config::FileConfig::load(a.config.as_deref())?;
+    let http = config::http_options(&a.http, &file)?;
     // The temporary directory lives as long as the lab.
     let (db, _tmp) = match a.db.or(file.db.clone()) {
         Some(url) => (config::sqlite_path(&url)?, None),
@@ -64,6 +68,7 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
             .unwrap_or_else(|| "admin".into()),
         heartbeat: switchyard_agent::client::HEARTBEAT,
         compute: switchyard_lab::live::ComputeOptions::default(),
+        http,
     })
     .await
     .with_context(|| format!("starting the lab on {}", a.bind))?;

@@ -80,6 +80,8 @@ struct ServerArgs {
     /// The node credentials file (`switchyard node enroll`; default DATA_DIR/nodes.toml).
     #[arg(long, env = "SWITCHYARD_NODE_CREDENTIALS")]
     node_credentials: Option<PathBuf>,
+    #[command(flatten)]
+    http: config::HttpArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,6 +127,7 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
         .default_project
         .or(file.default_project.clone())
         .unwrap_or_else(|| "admin".into());
+    let http = config::http_options(&a.http, &file)?;
     // Listen first: a server that cannot start must not create a database.
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
@@ -157,7 +160,9 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
         "switchyard: Neutron API on http://{local}/v2.0/ (database {})",
         path.display()
     );
-    switchyard_api::serve(listener, app, shutdown_signal()).await?;
+    // No routes beside the API's.
+    let extra = Default::default();
+    switchyard_api::serve_with_options(listener, app, extra, http, shutdown_signal()).await?;
     tracing::info!("switchyard server stopped");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The real `switchyard server` process: committed state survives `kill -9`,
 //! SIGTERM stops it gracefully, bad configuration is refused with a clear error.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -165,4 +165,188 @@ fn bad_configuration_is_refused_clearly() {
         .expect("runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PostgreSQL is not supported yet"));
+}
+
+/// A server started with `args`, its stderr collected line by line.
+struct Logged {
+    child: Child,
+    base: String,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Logged {
+    fn start(data: &Path, args: &[&str]) -> Logged {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("server")
+            .args(args)
+            .arg("--data-dir")
+            .arg(data)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn switchyard");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let err = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("banner");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in banner {line:?}"));
+        // A wildcard bind is reached on loopback.
+        let base = url
+            .trim_end_matches("/v2.0/")
+            .replace("0.0.0.0", "127.0.0.1");
+        Logged {
+            child,
+            base,
+            stderr,
+        }
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.stderr
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    fn wait_logged(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.logged(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `href` of the first pagination link, asked with a hostile `Host`.
+fn first_link(base: &str) -> String {
+    let client = reqwest::blocking::Client::new();
+    for name in ["a", "b"] {
+        let (st, _) = call(
+            &client,
+            reqwest::Method::POST,
+            &format!("{base}/v2.0/networks"),
+            Some(json!({"network": {"name": name}})),
+        );
+        assert_eq!(st, 201);
+    }
+    let r = client
+        .get(format!("{base}/v2.0/networks?limit=1"))
+        .header("host", "evil.example")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .expect("list");
+    let body: Value = r.json().expect("json");
+    body["networks_links"][0]["href"]
+        .as_str()
+        .expect("href")
+        .to_string()
+}
+
+#[test]
+fn binding_beyond_loopback_warns_and_links_never_follow_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = Logged::start(dir.path(), &["--bind", "0.0.0.0:0"]);
+    assert!(
+        p.wait_logged("without authentication (noauth)"),
+        "{:?}",
+        p.stderr.lock().expect("log lock")
+    );
+    // Bound to the wildcard, links name the address the client reached.
+    let href = first_link(&p.base);
+    assert!(
+        href.starts_with(&format!("{}/v2.0/networks?", p.base)),
+        "{href}"
+    );
+    p.stop();
+
+    // On loopback there is nothing to warn about; the flag sets the public URL.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = Logged::start(
+        dir.path(),
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--network-link-prefix",
+            "https://neutron.example.com:9696/",
+        ],
+    );
+    assert!(p.wait_logged("switchyard server ready"));
+    assert!(!p.logged("without authentication"));
+    let href = first_link(&p.base);
+    assert!(
+        href.starts_with("https://neutron.example.com:9696/v2.0/networks?"),
+        "{href}"
+    );
+    p.stop();
+}
+
+#[test]
+fn http_timeouts_come_from_the_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("http.toml");
+    std::fs::write(
+        &cfg,
+        "public_endpoint = \"http://api.example.com\"\n[http]\nheader_timeout = 0.5\n",
+    )
+    .expect("write");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let p = Logged::start(dir.path(), &["--bind", "127.0.0.1:0", "--config", &cfg]);
+    let addr = p.base.trim_start_matches("http://").to_string();
+    // Half a request head, then silence: the server hangs up.
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    s.write_all(b"GET /v2.0/networks HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("answered {:?}", String::from_utf8_lossy(&buf[..n])),
+        // A reset is a close too; a read timeout is not.
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // Others are still served, with links on the configured URL.
+    let client = reqwest::blocking::Client::new();
+    let (st, body) = call(&client, reqwest::Method::GET, &format!("{}/", p.base), None);
+    assert_eq!(st, 200);
+    assert_eq!(
+        body["versions"][0]["links"][0]["href"],
+        "http://api.example.com/v2.0/"
+    );
+    p.stop();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["server", "--bind", "127.0.0.1:0", "--header-timeout", "0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("header_timeout must be a positive number"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -54,6 +54,8 @@ pub struct Options {
     pub heartbeat: StdDuration,
     /// The compute service's settings.
     pub compute: ComputeOptions,
+    /// The API server's limits and public URL.
+    pub http: switchyard_api::HttpOptions,
 }
 
 impl Options {
@@ -68,6 +70,7 @@ impl Options {
             project: "admin".into(),
             heartbeat: client::HEARTBEAT,
             compute: ComputeOptions::default(),
+            http: switchyard_api::HttpOptions::default(),
         })
     }
 }
@@ -201,11 +204,14 @@ impl LiveLab {
         let extra = routes::router(self.hypervisor.clone(), app.clone())
             .merge(compute::api::router(self.compute.clone(), &o.project));
         let app2 = app.clone();
+        let http = o.http.clone();
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = switchyard_api::serve_with(listener, app2, extra, shutdown).await {
+            if let Err(e) =
+                switchyard_api::serve_with_options(listener, app2, extra, http, shutdown).await
+            {
                 tracing::error!(error = %e, "controller stopped");
             }
         });

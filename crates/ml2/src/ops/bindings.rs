@@ -95,6 +95,7 @@ pub fn create(
         None | Some(Value::Null) => Map::new(),
         Some(v) => attrs::to_object("profile", v)?.clone(),
     };
+    super::ports::check_profile_len(&profile)?;
     let outcome = binding::bind_port(
         ml2,
         st,

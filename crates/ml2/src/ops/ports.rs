@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
 use serde_json::{Map, Value};
 use switchyard_model::attrs::{self, invalid};
 use switchyard_model::{
@@ -21,6 +20,14 @@ use crate::mech::VNIC_TYPES;
 use crate::{Ctx, Ml2};
 
 pub const MAX_ALLOWED_ADDRESS_PAIRS: usize = 10;
+/// Fixed IPs one request may give a port: the default of Neutron's
+/// `max_fixed_ips_per_port` (deprecated in Newton, removed in Pike, when
+/// Neutron stopped bounding it). Unlike Neutron we apply it to `network:*`
+/// owners too, since any caller may claim such an owner here.
+pub const MAX_FIXED_IPS_PER_PORT: usize = 5;
+/// Neutron's `BINDING_PROFILE_LEN` (neutron/plugins/ml2/models.py): the most
+/// characters `json.dumps(binding:profile)` may take.
+pub const MAX_BINDING_PROFILE_LEN: usize = 4095;
 const MAC_RETRIES: usize = 16;
 
 /// One entry of a `fixed_ips` request.
@@ -37,7 +44,8 @@ fn parse_fixed_ips(v: &Value) -> Result<Vec<IpReq>> {
         let m = attrs::to_object("fixed_ips", item)?;
         if let Some(k) = m.keys().find(|k| *k != "subnet_id" && *k != "ip_address") {
             return Err(NeutronError::http_bad_request(format!(
-                "Unrecognized attribute(s) '{k}'"
+                "Unrecognized attribute(s) '{}'",
+                attrs::clip(k)
             )));
         }
         let subnet_id = m
@@ -77,7 +85,8 @@ fn parse_pairs(v: &Value, port_mac: Mac) -> Result<Vec<AddressPair>> {
         let m = attrs::to_object("allowed_address_pairs", item)?;
         if let Some(k) = m.keys().find(|k| *k != "ip_address" && *k != "mac_address") {
             return Err(NeutronError::http_bad_request(format!(
-                "Unrecognized attribute(s) '{k}'"
+                "Unrecognized attribute(s) '{}'",
+                attrs::clip(k)
             )));
         }
         let ip = match m.get("ip_address") {
@@ -90,7 +99,7 @@ fn parse_pairs(v: &Value, port_mac: Mac) -> Result<Vec<AddressPair>> {
             Some(v) => attrs::to_string("allowed_address_pairs", v, Some(64))?,
         };
         let addr = if ip.contains('/') {
-            ip.parse::<IpNet>().ok().map(|n| n.addr())
+            attrs::parse_cidr(&ip).map(|n| n.addr())
         } else {
             attrs::parse_ip(&ip)
         };
@@ -98,7 +107,8 @@ fn parse_pairs(v: &Value, port_mac: Mac) -> Result<Vec<AddressPair>> {
             Some(a) if !a.is_multicast() => {}
             _ => {
                 return Err(NeutronError::http_bad_request(format!(
-                    "'{ip}' is not a valid IP address"
+                    "'{}' is not a valid IP address",
+                    attrs::clip(&ip)
                 )));
             }
         }
@@ -126,9 +136,12 @@ fn parse_pairs(v: &Value, port_mac: Mac) -> Result<Vec<AddressPair>> {
 
 fn parse_mac(v: &Value, attr: &str) -> Result<Mac> {
     let s = attrs::to_string(attr, v, Some(32))?;
-    let m: Mac = s
-        .parse()
-        .map_err(|_| invalid(attr, format!("'{s}' is not a valid MAC address")))?;
+    let m: Mac = s.parse().map_err(|_| {
+        invalid(
+            attr,
+            format!("'{}' is not a valid MAC address", attrs::clip(&s)),
+        )
+    })?;
     if !m.is_valid_for_port() || m.0[0] & 1 == 1 {
         return Err(invalid(attr, format!("'{s}' is not a valid MAC address")));
     }
@@ -139,7 +152,10 @@ fn parse_mac(v: &Value, attr: &str) -> Result<Mac> {
 pub(crate) fn parse_vnic_as(attr: &str, v: &Value) -> Result<String> {
     let s = attrs::to_string(attr, v, Some(64))?;
     if !VNIC_TYPES.contains(&s.as_str()) {
-        return Err(invalid(attr, format!("'{s}' is not in {VNIC_TYPES:?}")));
+        return Err(invalid(
+            attr,
+            format!("'{}' is not in {VNIC_TYPES:?}", attrs::clip(&s)),
+        ));
     }
     Ok(s)
 }
@@ -148,10 +164,31 @@ fn parse_vnic(v: &Value) -> Result<String> {
     parse_vnic_as("binding:vnic_type", v)
 }
 
+/// ML2's `_process_port_binding_attributes`: a profile whose JSON is longer
+/// than [`MAX_BINDING_PROFILE_LEN`] is refused.
+pub(crate) fn check_profile_len(profile: &Map<String, Value>) -> Result<()> {
+    let len = if profile.is_empty() {
+        2
+    } else {
+        2 + profile
+            .iter()
+            .map(|(k, v)| attrs::py_json_len(&Value::String(k.clone())) + 2 + attrs::py_json_len(v))
+            .sum::<usize>()
+            + 2 * (profile.len() - 1)
+    };
+    if len > MAX_BINDING_PROFILE_LEN {
+        return Err(NeutronError::invalid_input(
+            "binding:profile value too large",
+        ));
+    }
+    Ok(())
+}
+
 fn parse_profile(v: &Value) -> Result<Map<String, Value>> {
     match v {
         Value::Null => Ok(Map::new()),
         Value::Object(m) => {
+            check_profile_len(m)?;
             if let Some(t) = m.get("migrating_to")
                 && !t.is_string()
             {
@@ -164,7 +201,7 @@ fn parse_profile(v: &Value) -> Result<Map<String, Value>> {
         }
         other => Err(invalid(
             "binding:profile",
-            format!("'{other}' is not a dictionary"),
+            format!("'{}' is not a dictionary", attrs::show(other)),
         )),
     }
 }
@@ -265,6 +302,12 @@ fn allocate_ips(
             }
         }
         Some(reqs) => {
+            // ipam_backend_mixin's `_validate_max_ips_per_port` (Neutron <= Ocata).
+            if reqs.len() > MAX_FIXED_IPS_PER_PORT {
+                return Err(NeutronError::invalid_input(
+                    "Exceeded maximum amount of fixed ips per port.",
+                ));
+            }
             if !reqs.is_empty() && subnets.is_empty() {
                 return Err(NeutronError::invalid_input(
                     "IP allocation requires subnets for network",

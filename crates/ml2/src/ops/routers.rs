@@ -11,7 +11,6 @@
 
 use std::net::IpAddr;
 
-use ipnet::IpNet;
 use serde_json::{Map, Value, json};
 use switchyard_model::attrs;
 use switchyard_model::{
@@ -165,17 +164,21 @@ fn place(ml2: &Ml2, st: &mut State, ctx: &Ctx, rid: &str) -> Result<bool> {
 
 fn parse_route(v: &Value) -> Result<Route> {
     let bad = |why: String| attrs::invalid("routes", why);
-    let m = v
-        .as_object()
-        .ok_or_else(|| bad(format!("Invalid data format for hostroute: '{v}'")))?;
+    let shape = || {
+        bad(format!(
+            "Invalid data format for hostroute: '{}'",
+            attrs::show(v)
+        ))
+    };
+    let m = v.as_object().ok_or_else(shape)?;
     if m.len() != 2 || !m.contains_key("destination") || !m.contains_key("nexthop") {
-        return Err(bad(format!("Invalid data format for hostroute: '{v}'")));
+        return Err(shape());
     }
-    let dest = m
+    let dest_text = m
         .get("destination")
         .and_then(Value::as_str)
-        .and_then(|s| s.parse::<IpNet>().ok())
-        .ok_or_else(|| bad(format!("Invalid data format for hostroute: '{v}'")))?;
+        .ok_or_else(shape)?;
+    let dest = attrs::parse_cidr(dest_text).ok_or_else(shape)?;
     if dest.trunc() != dest {
         return Err(bad(format!(
             "'{dest}' isn't a recognized IP subnet cidr, '{}' is recommended",
@@ -185,7 +188,8 @@ fn parse_route(v: &Value) -> Result<Route> {
     let nexthop = attrs::to_ip("routes", m.get("nexthop").unwrap_or(&Value::Null))?;
     if dest.addr().is_ipv4() != nexthop.is_ipv4() {
         return Err(bad(format!(
-            "Invalid data format for hostroute: '{v}' (destination and nexthop differ in IP version)"
+            "Invalid data format for hostroute: '{}' (destination and nexthop differ in IP version)",
+            attrs::show(v)
         )));
     }
     Ok(Route {
@@ -199,10 +203,11 @@ fn parse_routes(v: &Value) -> Result<Vec<Route>> {
         return Ok(Vec::new());
     }
     let list = attrs::to_list("routes", v)?;
-    let mut out: Vec<Route> = Vec::with_capacity(list.len());
+    let mut out: Vec<Route> = Vec::with_capacity(list.len().min(MAX_ROUTES + 1));
+    let mut seen = std::collections::HashSet::new();
     for r in list {
         let r = parse_route(r)?;
-        if out.contains(&r) {
+        if !seen.insert((r.destination, r.nexthop)) {
             return Err(attrs::invalid(
                 "routes",
                 format!(
@@ -330,7 +335,7 @@ fn parse_gateway(ctx: &Ctx, v: &Value, rule: &str) -> Result<Option<GatewayReque
         other => {
             return Err(attrs::invalid(
                 "external_gateway_info",
-                format!("'{other}' is not a dictionary"),
+                format!("'{}' is not a dictionary", attrs::show(other)),
             ));
         }
     };

@@ -17,6 +17,10 @@ use crate::{Ctx, Ml2};
 
 pub const MAX_DNS_NAMESERVERS: usize = 5;
 pub const MAX_HOST_ROUTES: usize = 20;
+/// Allocation pools of one subnet. Neutron has no limit; pools are checked
+/// pairwise for overlap, so a bound keeps one request cheap. Real subnets use
+/// a handful; 100 leaves room for any sane layout (docs/api.md, "Limits").
+pub const MAX_ALLOCATION_POOLS: usize = 100;
 const IPV6_MODES: [&str; 3] = ["slaac", "dhcpv6-stateful", "dhcpv6-stateless"];
 
 fn version_of(ip: &IpAddr) -> u8 {
@@ -30,21 +34,7 @@ fn mismatch(name: &str, addr: impl std::fmt::Display, v: u8) -> NeutronError {
 }
 
 fn parse_cidr(v: &Value) -> Result<IpNet> {
-    let s = match v {
-        Value::String(s) => s.as_str(),
-        other => {
-            return Err(invalid(
-                "cidr",
-                format!("'{other}' is not a valid IP subnet"),
-            ));
-        }
-    };
-    if !s.contains('/') {
-        return Err(invalid("cidr", format!("'{s}' is not a valid IP subnet")));
-    }
-    let n: IpNet = s
-        .parse()
-        .map_err(|_| invalid("cidr", format!("'{s}' is not a valid IP subnet")))?;
+    let n = attrs::check_subnet(v).map_err(|reason| invalid("cidr", reason))?;
     // Host bits are dropped, as Neutron normalises `10.0.0.5/24` to `10.0.0.0/24`.
     Ok(n.trunc())
 }
@@ -81,30 +71,32 @@ fn pool_str(p: &IpRange) -> String {
 
 fn parse_pools(v: &Value, ver: u8) -> Result<Vec<IpRange>> {
     let list = attrs::to_list("allocation_pools", v)?;
+    if list.len() > MAX_ALLOCATION_POOLS {
+        return Err(NeutronError::invalid_input(format!(
+            "The number of allocation pools exceeds the limit {MAX_ALLOCATION_POOLS}"
+        )));
+    }
     let mut out = Vec::new();
     for item in list {
         let m = attrs::to_object("allocation_pools", item)?;
         if let Some(k) = m.keys().find(|k| *k != "start" && *k != "end") {
             return Err(NeutronError::http_bad_request(format!(
-                "Unrecognized attribute(s) '{k}'"
+                "Unrecognized attribute(s) '{}'",
+                attrs::clip(k)
             )));
         }
         let bad = || {
             NeutronError::bad_request(
                 "InvalidAllocationPool",
-                format!("The allocation pool {} is not valid.", item),
+                format!("The allocation pool {} is not valid.", attrs::show(item)),
             )
         };
-        let start = m
-            .get("start")
-            .and_then(Value::as_str)
-            .and_then(attrs::parse_ip)
-            .ok_or_else(bad)?;
-        let end = m
-            .get("end")
-            .and_then(Value::as_str)
-            .and_then(attrs::parse_ip)
-            .ok_or_else(bad)?;
+        // neutron-lib's `validate_ip_pools`: both ends present, each an address.
+        let (Some(start), Some(end)) = (m.get("start"), m.get("end")) else {
+            return Err(bad());
+        };
+        let start = attrs::check_ip_value(start).map_err(|r| invalid("allocation_pools", r))?;
+        let end = attrs::check_ip_value(end).map_err(|r| invalid("allocation_pools", r))?;
         if version_of(&start) != ver || version_of(&end) != ver || to_u128(start) > to_u128(end) {
             let p = IpRange { start, end };
             return Err(NeutronError::bad_request(
@@ -163,9 +155,16 @@ fn check_pools(cidr: &IpNet, pools: &[IpRange], gw: Option<IpAddr>) -> Result<()
 fn parse_dns(v: &Value, ver: u8) -> Result<Vec<IpAddr>> {
     let list = attrs::to_list("dns_nameservers", v)?;
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for item in list {
-        let ip = attrs::to_ip("dns_nameservers", item)?;
-        if out.contains(&ip) {
+        // neutron-lib's `validate_nameservers`.
+        let ip = attrs::check_ip_value(item).map_err(|msg| {
+            invalid(
+                "dns_nameservers",
+                format!("'{}' is not a valid nameserver. {msg}", attrs::show(item)),
+            )
+        })?;
+        if !seen.insert(ip) {
             return Err(invalid(
                 "dns_nameservers",
                 format!("Duplicate nameserver '{ip}'"),
@@ -190,44 +189,35 @@ fn parse_dns(v: &Value, ver: u8) -> Result<Vec<IpAddr>> {
 fn parse_routes(v: &Value, ver: u8) -> Result<Vec<HostRoute>> {
     let list = attrs::to_list("host_routes", v)?;
     let mut out: Vec<HostRoute> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for item in list {
         let m = attrs::to_object("host_routes", item)?;
         if let Some(k) = m.keys().find(|k| *k != "destination" && *k != "nexthop") {
             return Err(NeutronError::http_bad_request(format!(
-                "Unrecognized attribute(s) '{k}'"
+                "Unrecognized attribute(s) '{}'",
+                attrs::clip(k)
             )));
         }
-        let dest = m
-            .get("destination")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<IpNet>().ok())
-            .ok_or_else(|| {
-                invalid(
-                    "host_routes",
-                    format!("Invalid data format for hostroute: '{item}'"),
-                )
-            })?;
-        let nexthop = m
-            .get("nexthop")
-            .and_then(Value::as_str)
-            .and_then(attrs::parse_ip)
-            .ok_or_else(|| {
-                invalid(
-                    "host_routes",
-                    format!("Invalid data format for hostroute: '{item}'"),
-                )
-            })?;
+        let (Some(dest), Some(nexthop)) = (m.get("destination"), m.get("nexthop")) else {
+            return Err(invalid(
+                "host_routes",
+                format!("Invalid data format for hostroute: '{}'", attrs::show(item)),
+            ));
+        };
+        // neutron-lib's `validate_hostroutes`: a route CIDR and an address.
+        let dest = attrs::check_route_cidr(dest).map_err(|r| invalid("host_routes", r))?;
+        let nexthop = attrs::check_ip_value(nexthop).map_err(|r| invalid("host_routes", r))?;
         if version_of(&dest.addr()) != ver || version_of(&nexthop) != ver {
             return Err(mismatch("host_route", dest, ver));
         }
         let r = HostRoute {
-            destination: dest.trunc(),
+            destination: dest,
             nexthop,
         };
-        if out.contains(&r) {
+        if !seen.insert((r.destination, r.nexthop)) {
             return Err(invalid(
                 "host_routes",
-                format!("Duplicate hostroute '{item}'"),
+                format!("Duplicate hostroute '{}'", attrs::show(item)),
             ));
         }
         out.push(r);
@@ -251,7 +241,10 @@ fn parse_mode(b: &Body<'_>, k: &str) -> Result<Option<String>> {
             if !IPV6_MODES.contains(&s.as_str()) {
                 return Err(invalid(
                     k,
-                    format!("'{s}' is not in ['dhcpv6-stateful', 'dhcpv6-stateless', 'slaac']"),
+                    format!(
+                        "'{}' is not in ['dhcpv6-stateful', 'dhcpv6-stateless', 'slaac']",
+                        attrs::clip(&s)
+                    ),
                 ));
             }
             Ok(Some(s))
