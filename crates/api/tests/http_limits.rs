@@ -68,6 +68,8 @@ fn logs() -> String {
 
 struct Srv {
     addr: SocketAddr,
+    /// A node credential this server accepts (compute-2, vRouter).
+    token: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
     _dir: tempfile::TempDir,
@@ -84,6 +86,10 @@ impl Srv {
             "proj",
         )
         .expect("app");
+        let token = app
+            .shared
+            .credentials
+            .enroll("compute-2", switchyard_proto::Role::Vrouter);
         let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -98,6 +104,7 @@ impl Srv {
         ));
         Srv {
             addr,
+            token,
             stop: Some(tx),
             task,
             _dir: dir,
@@ -368,11 +375,18 @@ async fn websocket_upgrades_outlive_the_http_timeouts() {
         .expect("stream open")
         .expect("message");
     assert_eq!(back.into_text().expect("text").as_str(), "still here");
-    // The southbound endpoint still upgrades.
-    let (sb, resp) =
-        tokio_tungstenite::connect_async(format!("ws://{}/switchyard/v1/southbound", s.addr))
-            .await
-            .expect("southbound upgrade");
+    // The southbound endpoint still upgrades (for an enrolled node).
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/switchyard/v1/southbound", s.addr),
+    )
+    .expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", s.token).parse().expect("header"),
+    );
+    let (sb, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("southbound upgrade");
     assert_eq!(resp.status(), 101);
     drop(sb);
     drop(ws);

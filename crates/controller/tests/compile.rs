@@ -442,7 +442,8 @@ fn routers_compile_incrementally_to_what_a_full_compile_gives() {
         .map(String::as_str)
         .filter(|k| !k.starts_with("remote/") && !k.starts_with("bd/"))
         .collect();
-    assert_eq!(keys.len(), 4, "rif, snat, fip, route: {keys:?}");
+    assert_eq!(keys.len(), 5, "rif, gw, snat, fip, route: {keys:?}");
+    assert!(on.contains_key(&format!("gw/{router}")));
     assert!(keys.iter().any(|k| k.starts_with("rif/")));
     assert!(on.contains_key(&format!("snat/{router}")));
     assert!(keys.iter().any(|k| k.starts_with("route/")));

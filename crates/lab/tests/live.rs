@@ -306,7 +306,10 @@ async fn http_api_drives_guests_on_every_backend() {
     let g = env.get("/switchyard/v1/lab/guests/vm-vrouter").await;
     assert_eq!(g["guest"]["host"], "compute-2", "{g}");
     let r = env.ping("vm-vrouter", made[0].4, 3).await;
-    assert_eq!(r["answered"], 0, "a guest without a port forwards nothing: {r}");
+    assert_eq!(
+        r["answered"], 0,
+        "a guest without a port forwards nothing: {r}"
+    );
     warm_up(&env, "vm-vr2", made[0].4).await;
     let r = env.ping("vm-vr2", made[0].4, 5).await;
     assert_eq!(r["answered"], 5, "{r}");
