@@ -451,6 +451,36 @@ pub struct Gateway {
     routers: HashMap<String, RouterNo>,
     next_router: RouterNo,
     counters: Counters,
+    /// (VLAN, MAC) pairs to announce on the trunk at the next poll, and the
+    /// round after that (see [`ANNOUNCE_AGAIN`]).
+    announce: Vec<(u16, Mac)>,
+    announce_again: Option<(Instant, Vec<(u16, Mac)>)>,
+}
+
+/// How long after the first round of announcements the second goes out (a
+/// switch busy with the first, or a link coming up, misses fewer).
+pub const ANNOUNCE_AGAIN: Duration = Duration::from_millis(100);
+
+/// A RARP request from `mac` to everyone: what QEMU sends to announce a
+/// migrated NIC, and what a gateway taking over a VLAN sends for every MAC it
+/// now reaches, so that the VLAN's switches learn where those MACs are.
+pub fn rarp_announce(mac: Mac) -> Vec<u8> {
+    const ETHERTYPE_RARP: u16 = 0x8035;
+    let mut body = Vec::with_capacity(28);
+    body.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 3]);
+    body.extend_from_slice(&mac.0);
+    body.extend_from_slice(&[0; 4]);
+    body.extend_from_slice(&mac.0);
+    body.extend_from_slice(&[0; 4]);
+    let mut f = frames::ethernet(
+        frames::BROADCAST,
+        mac,
+        EthernetProtocol::Unknown(ETHERTYPE_RARP),
+        &body,
+    );
+    // Padded to the Ethernet minimum, as a NIC would send it.
+    f.resize(f.len().max(60), 0);
+    f
 }
 
 impl Gateway {
@@ -472,7 +502,37 @@ impl Gateway {
             routers: HashMap::new(),
             next_router: 0,
             counters: Counters::default(),
+            announce: Vec::new(),
+            announce_again: None,
         }
+    }
+
+    /// What a new configuration makes this gateway newly reach on a VLAN:
+    /// every MAC behind the overlay (and every router interface) of a domain
+    /// whose VLAN side is new here, and each remote MAC or interface added to
+    /// a domain that already had it. Announced on the trunk so the VLAN side
+    /// stops sending them to a gateway that no longer bridges them.
+    fn newly_reached(old: &Config, new: &Config) -> Vec<(u16, Mac)> {
+        let mut out = Vec::new();
+        for (vni, d) in new.domains.iter().filter(|(_, d)| d.vlan != NO_VLAN) {
+            let had_vlan = old.domains.get(vni).is_some_and(|o| o.vlan == d.vlan);
+            for r in new.remotes.values().filter(|r| r.vni == *vni) {
+                if !had_vlan || !old.remotes.contains_key(&(r.vni, r.mac)) {
+                    out.push((d.vlan, r.mac));
+                }
+            }
+            for r in new.rifs.iter().filter(|r| r.vni == *vni) {
+                if !had_vlan || !old.rifs.iter().any(|o| o.vni == r.vni && o.mac == r.mac) {
+                    out.push((d.vlan, r.mac));
+                }
+            }
+        }
+        out
+    }
+
+    /// MAC announcements waiting for the next poll (tests, introspection).
+    pub fn pending_announcements(&self) -> usize {
+        self.announce.len()
     }
 
     pub fn version(&self) -> u64 {
@@ -506,6 +566,7 @@ impl Gateway {
             cfg.apply_one(u, self.trunk)?;
         }
         cfg.validate()?;
+        self.announce.extend(Self::newly_reached(&self.cfg, &cfg));
         // Config is fresher news than what was learned about a remote MAC.
         for u in updates {
             if let Update::RemoteMac(r) = u {
@@ -1913,6 +1974,29 @@ impl Pipeline for Gateway {
         }
         if let Some(t) = self.nat.expire(now) {
             earliest(&mut next, t);
+        }
+        let due = match &self.announce_again {
+            Some((at, _)) if *at <= now => self.announce_again.take().map(|(_, l)| l),
+            _ => None,
+        };
+        let fresh = std::mem::take(&mut self.announce);
+        if !fresh.is_empty() {
+            let mut again = self
+                .announce_again
+                .take()
+                .map(|(_, l)| l)
+                .unwrap_or_default();
+            again.extend(fresh.iter().copied());
+            self.announce_again = Some((now + ANNOUNCE_AGAIN, again));
+        }
+        for (vlan, mac) in fresh.into_iter().chain(due.into_iter().flatten()) {
+            if let Ok(data) = vlan::push_tag(&rarp_announce(mac), vlan) {
+                let port = self.trunk;
+                self.tx(out, Output::Frame { port, data });
+            }
+        }
+        if let Some((at, _)) = &self.announce_again {
+            earliest(&mut next, *at);
         }
         next
     }
