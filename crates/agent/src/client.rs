@@ -56,6 +56,8 @@ enum End {
     Refused(String),
     /// Anything else (unreachable, closed): retried with backoff.
     Failed(String),
+    /// A session that ran (its snapshot applied) ended: reconnect promptly.
+    Ended(String),
 }
 
 /// Runs the agent's session until `stop` resolves, reconnecting as needed.
@@ -81,6 +83,10 @@ pub async fn run(
             End::Stop => return,
             End::Refused(e) => (e, true),
             End::Failed(e) => (e, false),
+            End::Ended(e) => {
+                backoff = BACKOFF_MIN;
+                (e, false)
+            }
         };
         if refused {
             backoff = BACKOFF_MAX;
@@ -127,7 +133,7 @@ async fn session_inner(
     events: &mut mpsc::Receiver<Event>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<End, End> {
-    let failed = |e: String| End::Failed(e);
+    let connect_failed = End::Failed;
     let mut request = opts
         .url
         .as_str()
@@ -143,30 +149,40 @@ async fn session_inner(
                 "the controller refused this node's credential (401): enroll the node with `switchyard node enroll` and pass its token".into(),
             ));
         }
-        Err(e) => return Err(failed(e.to_string())),
+        Err(e) => return Err(connect_failed(e.to_string())),
     };
     let (mut tx, mut rx) = ws.split();
     let hello = agent
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .hello(opts.configurations.clone());
-    tx.send(encode(&hello).map_err(failed)?)
+    tx.send(encode(&hello).map_err(connect_failed)?)
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| connect_failed(e.to_string()))?;
     let mut beat = tokio::time::interval(opts.heartbeat);
     beat.tick().await;
     let mut events_open = true;
+    // Once the controller's state was taken, a lost session is retried at
+    // the shortest backoff again.
+    let mut synced = false;
+    let failed = |e: String, synced: bool| {
+        if synced {
+            End::Ended(e)
+        } else {
+            End::Failed(e)
+        }
+    };
     loop {
         let mut out: Vec<FromAgent> = Vec::new();
         tokio::select! {
             msg = rx.next() => {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(_))) | None => return Err(failed("controller closed the session".into())),
+                    Some(Ok(Message::Close(_))) | None => return Err(failed("the controller closed the session".into(), synced)),
                     Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Err(failed(e.to_string())),
+                    Some(Err(e)) => return Err(failed(e.to_string(), synced)),
                 };
-                let m: ToAgent = serde_json::from_str(&text).map_err(|e| failed(format!("unreadable message: {e}")))?;
+                let m: ToAgent = serde_json::from_str(&text).map_err(|e| failed(format!("unreadable message: {e}"), synced))?;
                 if let ToAgent::Refused { reason } = &m {
                     return Err(End::Refused(format!("refused by the controller: {reason}")));
                 }
@@ -174,6 +190,7 @@ async fn session_inner(
                 let mut a = agent.lock().unwrap_or_else(PoisonError::into_inner);
                 let reply = a.handle(&m);
                 let applied = matches!(reply, FromAgent::Ack { .. });
+                synced |= snapshot && applied;
                 out.push(reply);
                 let changes = a.take_port_status();
                 if snapshot && applied {
@@ -198,9 +215,9 @@ async fn session_inner(
             }
         }
         for m in out {
-            tx.send(encode(&m).map_err(failed)?)
+            tx.send(encode(&m).map_err(|e| failed(e, synced))?)
                 .await
-                .map_err(|e| failed(e.to_string()))?;
+                .map_err(|e| failed(e.to_string(), synced))?;
         }
     }
 }

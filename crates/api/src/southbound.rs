@@ -360,7 +360,10 @@ impl Session {
                     return Ok(());
                 }
                 _ = replaced.changed() => {
-                    refuse(socket, "replaced by a newer session of the same node").await;
+                    // A newer session of the node (its agent restarted, say)
+                    // took over: this one just ends.
+                    tracing::info!(host = %self.host, "session replaced by a newer one of the same node");
+                    let _ = socket.send(Message::Close(None)).await;
                     return Ok(());
                 }
                 _ = tokio::time::sleep_until(last_heard + idle) => {

@@ -90,6 +90,8 @@ struct Node {
     element: Element,
     underlay: Option<Ipv4Addr>,
     io: PortQueues,
+    /// A crashed node: it forwards nothing and everything sent to it is lost.
+    down: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +189,7 @@ impl Lab {
             element,
             underlay,
             io: PortQueues::default(),
+            down: false,
         });
         Ok(())
     }
@@ -388,6 +391,11 @@ impl Lab {
             let mut moved = self.collect_guest_tx();
             for n in 0..self.nodes.len() {
                 let node = &mut self.nodes[n];
+                if node.down {
+                    self.lost_frames += node.io.inbox.len() as u64;
+                    node.io.inbox.clear();
+                    continue;
+                }
                 let (io, now, scratch) = (&mut node.io, self.now, &mut self.scratch);
                 node.element.with_pipeline(|p| pump(p, io, now, scratch));
                 let outs: Vec<Output> = node.io.outbox.drain(..).collect();
@@ -476,6 +484,15 @@ impl Lab {
             self.step();
         }
         done(self)
+    }
+
+    /// Crashes node `name` (`down`: it stops forwarding, frames to it are
+    /// lost, as a dead host's) or brings it back.
+    pub fn set_down(&mut self, name: &str, down: bool) -> Result<(), LabError> {
+        let i = self.node_idx(name)?;
+        self.nodes[i].down = down;
+        self.nodes[i].io = PortQueues::default();
+        Ok(())
     }
 
     pub fn node_names(&self) -> Vec<&str> {

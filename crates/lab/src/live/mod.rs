@@ -226,13 +226,14 @@ impl LiveLab {
         let Some(app) = self.app() else {
             return Ok(());
         };
-        let Some(gw) = self
+        let gateways: Vec<&crate::topology::NodeSpec> = self
             .opts
             .topology
             .nodes
             .iter()
-            .find(|n| n.role == crate::topology::Role::Gateway)
-        else {
+            .filter(|n| n.role == crate::topology::Role::Gateway)
+            .collect();
+        let Some(gw) = gateways.first() else {
             return Ok(());
         };
         let (Some(ip), Some(hop)) = (gw.external_ip, gw.next_hop) else {
@@ -242,7 +243,15 @@ impl LiveLab {
         let mask = u32::MAX << (32 - u32::from(len));
         let net = std::net::Ipv4Addr::from(u32::from(ip) & mask);
         let last = std::net::Ipv4Addr::from((u32::from(ip) | !mask) - 1);
-        let first = std::net::Ipv4Addr::from(u32::from(ip).max(u32::from(hop)) + 1);
+        // The pool starts above every gateway's own address and the upstream's.
+        let highest = gateways
+            .iter()
+            .filter_map(|g| g.external_ip)
+            .chain(std::iter::once(hop))
+            .map(u32::from)
+            .max()
+            .unwrap_or(u32::from(ip));
+        let first = std::net::Ipv4Addr::from(highest + 1);
         let exists = app
             .shared
             .read(|_, st| {
@@ -393,6 +402,52 @@ impl LiveLab {
             let _ = task.await;
         }
         Ok(())
+    }
+
+    /// The southbound credential of `host`'s agent (the lab enrols its own
+    /// agents; tests use it to play a misbehaving agent).
+    pub fn node_token(&self, host: &str) -> Option<String> {
+        self.agents.get(host).map(|r| r.token.clone())
+    }
+
+    /// Crashes `host` as a host that lost power would: its datapath stops
+    /// (frames to it are lost) and its agent with it.
+    pub async fn crash_node(&mut self, host: &str) -> Result<(), LiveError> {
+        self.stop_agent(host).await?;
+        self.lab
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_down(host, true)
+            .map_err(|e| LiveError::Topology(e.to_string()))
+    }
+
+    /// Boots `host` again after [`LiveLab::crash_node`]: an empty datapath
+    /// and a fresh agent, which the controller's snapshot fills.
+    pub fn restart_node(&mut self, host: &str) -> Result<(), LiveError> {
+        let (i, spec) = self
+            .opts
+            .topology
+            .nodes
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.name == host)
+            .ok_or_else(|| LiveError::NoAgent(host.to_string()))?;
+        let fresh = agent_for(spec, i)
+            .map_err(LiveError::Topology)?
+            .ok_or_else(|| LiveError::NoAgent(host.to_string()))?;
+        {
+            let run = self
+                .agents
+                .get(host)
+                .ok_or_else(|| LiveError::NoAgent(host.to_string()))?;
+            *run.agent.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+        }
+        self.lab
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_down(host, false)
+            .map_err(|e| LiveError::Topology(e.to_string()))?;
+        self.start_agent(host)
     }
 
     /// Stops agents, controller and clock.
