@@ -24,40 +24,14 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchyard_lab::client::LabClient;
 use switchyard_lab::client::migration::warm;
+use switchyard_lab::live::failover::{
+    SECOND_GATEWAY, converged, routed_network, router_host, tail_answered, vlan_gateway,
+};
 use switchyard_lab::live::{LiveLab, Options, PingReport};
 use switchyard_lab::topology::{REFERENCE, Topology};
 use switchyard_proto::{FromAgent, Role, ToAgent};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const SECOND_GATEWAY: &str = r#"
-[[nodes]]
-name = "gateway-2"
-role = "gateway"
-underlay = "192.0.2.2"
-trunk_port = 1
-physnet = "physnet1"
-external_port = 2
-external_ip = "203.0.113.3"
-external_prefix_len = 24
-next_hop = "203.0.113.1"
-
-[[nodes]]
-name = "internet-2"
-role = "internet"
-external_port = 1
-external_ip = "203.0.113.1"
-external_prefix_len = 24
-hosts = "198.51.100.0/24"
-
-[[links]]
-a = "gateway-2:1"
-b = "fabric:11"
-
-[[links]]
-a = "gateway-2:2"
-b = "internet-2:1"
-"#;
 
 /// Agents die 3 s after their last heartbeat (heartbeats every second), so
 /// failover shows in seconds rather than Neutron's default 75.
@@ -84,53 +58,11 @@ async fn eventually(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
-async fn nodes(c: &LabClient) -> Vec<Value> {
-    c.get("/switchyard/v1/nodes").await.expect("nodes")["nodes"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 async fn node(c: &LabClient, host: &str) -> Value {
     c.get(&format!("/switchyard/v1/nodes/{host}"))
         .await
         .expect("node")["node"]
         .clone()
-}
-
-async fn all_converged(c: &LabClient, hosts: &[&str]) -> bool {
-    let n = nodes(c).await;
-    hosts.iter().all(|h| {
-        n.iter()
-            .any(|x| x["host"] == *h && x["state"] == "converged")
-    })
-}
-
-/// The gateway whose desired state bridges `vni` to a VLAN.
-async fn vlan_gateway(c: &LabClient, vni: u64) -> Option<String> {
-    for g in ["gateway", "gateway-2"] {
-        let n = node(c, g).await;
-        if let Some(Value::Object(bd)) = n["items"].get(format!("bd/{vni}"))
-            && bd
-                .get("vlan")
-                .and_then(Value::as_u64)
-                .is_some_and(|v| v != 0)
-        {
-            return Some(g.to_string());
-        }
-    }
-    None
-}
-
-async fn router_host(c: &LabClient, router: &str) -> String {
-    let a = c
-        .get(&format!("/v2.0/routers/{router}/l3-agents"))
-        .await
-        .expect("l3 agents");
-    a["agents"][0]["host"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }
 
 struct Vm {
@@ -177,48 +109,11 @@ fn stop(live: &LiveLab, from: &str) -> PingReport {
         .expect("a stream ran")
 }
 
-/// Whether the last `n` requests of a stream were all answered.
-fn tail_answered(r: &PingReport, n: usize) -> bool {
-    let first = r.sent.saturating_sub(n);
-    r.sent > n && !r.lost.iter().any(|s| usize::from(*s) >= first)
-}
-
 async fn port_status(c: &LabClient, port: &str) -> String {
     c.get(&format!("/v2.0/ports/{port}")).await.expect("port")["port"]["status"]
         .as_str()
         .unwrap_or_default()
         .to_string()
-}
-
-/// A network with a router to `public`; (network id, router id).
-async fn routed_network(c: &LabClient, name: &str, cidr: &str) -> (String, String) {
-    let net = common::network(c, name, cidr).await;
-    let public = c.get("/v2.0/networks?name=public").await.expect("public")["networks"][0]["id"]
-        .as_str()
-        .expect("public")
-        .to_string();
-    let sub = c
-        .get(&format!("/v2.0/subnets?network_id={net}"))
-        .await
-        .expect("subnet")["subnets"][0]["id"]
-        .as_str()
-        .expect("subnet")
-        .to_string();
-    let r = c
-        .post(
-            "/v2.0/routers",
-            &json!({"router": {"name": "r", "external_gateway_info": {"network_id": public}}}),
-        )
-        .await
-        .expect("router");
-    let rid = r["router"]["id"].as_str().expect("router").to_string();
-    c.put(
-        &format!("/v2.0/routers/{rid}/add_router_interface"),
-        &json!({"subnet_id": sub}),
-    )
-    .await
-    .expect("interface");
-    (net, rid)
 }
 
 const HOSTS2: [&str; 6] = [
@@ -235,14 +130,12 @@ async fn a_dead_gateway_hands_its_networks_and_routers_to_the_live_one() {
     let (mut live, _dir) = lab(SECOND_GATEWAY).await;
     let c = LabClient::new(&live.url());
     eventually("every node converges", 30, async || {
-        all_converged(&c, &HOSTS2).await
+        converged(&c, &HOSTS2).await.expect("nodes")
     })
     .await;
-    let (net, router) = routed_network(&c, "gw-net", "10.70.0.0/24").await;
-    let vni = c.get(&format!("/v2.0/networks/{net}")).await.expect("net")["network"]
-        ["provider:segmentation_id"]
-        .as_u64()
-        .expect("vni");
+    let (net, router, vni) = routed_network(&c, "gw-net", "10.70.0.0/24")
+        .await
+        .expect("network");
     let ovs = boot(&c, "vm-ovs", &net, "compute-1").await;
     let vr = boot(&c, "vm-vr", &net, "compute-2").await;
     let out = boot(&c, "vm-out", &net, "compute-4").await;
@@ -268,13 +161,14 @@ async fn a_dead_gateway_hands_its_networks_and_routers_to_the_live_one() {
 
     let bridging = vlan_gateway(&c, vni)
         .await
+        .expect("nodes")
         .expect("one gateway bridges the VLAN");
     let other = if bridging == "gateway" {
         "gateway-2"
     } else {
         "gateway"
     };
-    let routed_on = router_host(&c, &router).await;
+    let routed_on = router_host(&c, &router).await.expect("router");
     eprintln!("VLAN side on {bridging}, router on {routed_on}");
 
     // The bridging gateway dies under both streams.
@@ -283,12 +177,12 @@ async fn a_dead_gateway_hands_its_networks_and_routers_to_the_live_one() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     live.crash_node(&bridging).await.expect("crash");
     eventually("the VLAN side moves to the live gateway", 30, async || {
-        vlan_gateway(&c, vni).await.as_deref() == Some(other)
+        vlan_gateway(&c, vni).await.expect("nodes").as_deref() == Some(other)
     })
     .await;
     if routed_on == bridging {
         eventually("the router moves to the live gateway", 30, async || {
-            router_host(&c, &router).await == other
+            router_host(&c, &router).await.expect("router") == other
         })
         .await;
     }
@@ -331,8 +225,8 @@ async fn a_dead_gateway_hands_its_networks_and_routers_to_the_live_one() {
         "the restarted gateway bridges its network again",
         30,
         async || {
-            vlan_gateway(&c, vni).await.as_deref() == Some(bridging.as_str())
-                && all_converged(&c, &HOSTS2).await
+            vlan_gateway(&c, vni).await.expect("nodes").as_deref() == Some(bridging.as_str())
+                && converged(&c, &HOSTS2).await.expect("nodes")
         },
     )
     .await;
@@ -347,14 +241,18 @@ async fn a_dead_gateway_hands_its_networks_and_routers_to_the_live_one() {
     );
     assert!(tail_answered(&back, 100), "{back:?}");
     assert_eq!(back.duplicates, 0, "one gateway bridges at a time");
-    assert_eq!(router_host(&c, &router).await, other, "no flapping back");
+    assert_eq!(
+        router_host(&c, &router).await.expect("router"),
+        other,
+        "no flapping back"
+    );
 
     // The router's gateway (now the other one) dies: the router moves back.
     stream(&live, &out.name, "198.51.100.1");
     tokio::time::sleep(Duration::from_millis(500)).await;
     live.crash_node(other).await.expect("crash");
     eventually("the router moves off the dead gateway", 30, async || {
-        router_host(&c, &router).await == bridging
+        router_host(&c, &router).await.expect("router") == bridging
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -381,7 +279,7 @@ async fn deleting_an_agent_record_loses_nothing_and_brings_everything_back() {
         "gateway",
     ];
     eventually("every node converges", 30, async || {
-        all_converged(&c, &hosts).await
+        converged(&c, &hosts).await.expect("nodes")
     })
     .await;
     let net = common::network(&c, "del-net", "10.71.0.0/24").await;
@@ -441,7 +339,8 @@ async fn deleting_an_agent_record_loses_nothing_and_brings_everything_back() {
     .await;
     live.start_agent("compute-2").expect("start agent");
     eventually("everything is back", 30, async || {
-        node(&c, "gateway").await["items"] == gateway_items && all_converged(&c, &hosts).await
+        node(&c, "gateway").await["items"] == gateway_items
+            && converged(&c, &hosts).await.expect("nodes")
     })
     .await;
     eventually("the port is ACTIVE again", 10, async || {
@@ -531,7 +430,7 @@ async fn rogue_southbound_clients_change_nothing() {
         "gateway",
     ];
     eventually("every node converges", 30, async || {
-        all_converged(&c, &hosts).await
+        converged(&c, &hosts).await.expect("nodes")
     })
     .await;
     let net = common::network(&c, "rogue-net", "10.72.0.0/24").await;
@@ -612,7 +511,7 @@ async fn rogue_southbound_clients_change_nothing() {
     eventually(
         "compute-2 converges again with its real agent",
         30,
-        async || all_converged(&c, &hosts).await,
+        async || converged(&c, &hosts).await.expect("nodes"),
     )
     .await;
     // The report API: no credential 401, a fake gateway through a compute
@@ -671,7 +570,7 @@ async fn a_node_that_refuses_its_state_is_failed_and_backs_off() {
     let (live, _dir) = lab(SMALL_NIC).await;
     let c = LabClient::new(&live.url());
     eventually("compute-6 converges", 30, async || {
-        all_converged(&c, &["compute-6"]).await
+        converged(&c, &["compute-6"]).await.expect("nodes")
     })
     .await;
     let net = common::network(&c, "vf-net", "10.73.0.0/24").await;
@@ -740,7 +639,7 @@ async fn status_tells_the_truth() {
         "gateway",
     ];
     eventually("every node converges", 30, async || {
-        all_converged(&c, &hosts).await
+        converged(&c, &hosts).await.expect("nodes")
     })
     .await;
     let net = common::network(&c, "truth", "10.74.0.0/24").await;
@@ -788,7 +687,7 @@ async fn status_tells_the_truth() {
         other => panic!("expected a snapshot, got {other:?}"),
     }
     eventually("compute-9 converges", 10, async || {
-        all_converged(&c, &["compute-9"]).await
+        converged(&c, &["compute-9"]).await.expect("nodes")
     })
     .await;
     // Silent from now on, socket open.
@@ -814,7 +713,7 @@ async fn status_tells_the_truth() {
     let live = LiveLab::start(options()).await.expect("lab again");
     let c = LabClient::new(&live.url());
     eventually("every node converges after the restart", 30, async || {
-        all_converged(&c, &hosts).await
+        converged(&c, &hosts).await.expect("nodes")
     })
     .await;
     eventually("a port without its guest is DOWN", 10, async || {

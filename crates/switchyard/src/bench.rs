@@ -42,6 +42,21 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Gateway failover and controller restarts under 10 ms ping streams on a
+    /// fresh lab with two gateways: the gateway bridging a network dies and
+    /// boots again, then the controller restarts; outage, lost pings,
+    /// reconvergence per run.
+    Failover {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// The lab's agent_down_time in seconds (agents heartbeat every
+        /// second); the outage follows it.
+        #[arg(long, default_value_t = 3)]
+        agent_down_time: u64,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Live migrations under a 10 ms ping stream on a fresh reference lab,
     /// through the compute API: outage and lost pings per run.
     Migration {
@@ -76,6 +91,11 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             direction,
             json,
         } => crate::scenario_cmd::bench_migration(runs, direction, json).await,
+        BenchCmd::Failover {
+            runs,
+            agent_down_time,
+            json,
+        } => failover(runs, agent_down_time, json).await,
     }
 }
 
@@ -220,4 +240,68 @@ mod tests {
         assert_eq!(prefix_for(254), 23);
         assert_eq!(prefix_for(10_000), 18);
     }
+}
+
+/// `switchyard bench failover`.
+async fn failover(runs: usize, agent_down_time: u64, json: bool) -> anyhow::Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    if agent_down_time < 2 {
+        bail!("--agent-down-time must be at least 2 s (agents heartbeat every second)");
+    }
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let say = |s: &str| {
+        if !json {
+            println!("{s}");
+        }
+    };
+    if !json {
+        println!(
+            "switchyard bench failover: {runs} runs, agent_down_time {agent_down_time} s, 10 ms ping streams"
+        );
+    }
+    let rounds = switchyard_lab::live::failover::bench(
+        dir.path().join("switchyard.db"),
+        runs,
+        agent_down_time,
+        &say,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spread = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        json!({"min": v.first(), "p50": v.get(v.len() / 2), "max": v.last()})
+    };
+    let field = |f: fn(&switchyard_lab::live::failover::Round) -> u64| {
+        spread(rounds.iter().map(f).collect())
+    };
+    let summary = json!({
+        "runs": runs,
+        "agent_down_time_s": agent_down_time,
+        "interval_ms": 10,
+        "l2_outage_ms": field(|r| r.l2_outage_ms),
+        "internet_outage_ms": field(|r| r.internet_outage_ms),
+        "back_lost": field(|r| r.back_lost as u64),
+        "back_duplicates": field(|r| r.back_duplicates),
+        "restart_converge_ms": field(|r| r.restart_converge_ms),
+        "restart_lost": field(|r| r.restart_lost as u64),
+        "rounds": rounds,
+    });
+    if json {
+        println!("{summary}");
+    } else {
+        for k in [
+            "l2_outage_ms",
+            "internet_outage_ms",
+            "back_lost",
+            "back_duplicates",
+            "restart_converge_ms",
+            "restart_lost",
+        ] {
+            let s = &summary[k];
+            println!("{k:<22} min {} p50 {} max {}", s["min"], s["p50"], s["max"]);
+        }
+    }
+    Ok(())
 }

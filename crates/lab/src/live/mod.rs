@@ -13,6 +13,7 @@
 //! tested.
 
 pub mod compute;
+pub mod failover;
 pub mod hypervisor;
 pub mod routes;
 
