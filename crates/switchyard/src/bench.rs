@@ -229,19 +229,6 @@ async fn api(ports: usize, concurrency: usize, as_json: bool) -> anyhow::Result<
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_fits_ports() {
-        assert_eq!(prefix_for(1), 30);
-        assert_eq!(prefix_for(253), 24);
-        assert_eq!(prefix_for(254), 23);
-        assert_eq!(prefix_for(10_000), 18);
-    }
-}
-
 /// `switchyard bench failover`.
 async fn failover(runs: usize, agent_down_time: u64, json: bool) -> anyhow::Result<()> {
     if runs == 0 {
@@ -304,4 +291,18 @@ async fn failover(runs: usize, agent_down_time: u64, json: bool) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_fits_ports() {
+        assert_eq!(prefix_for(1), 30);
+        assert_eq!(prefix_for(253), 24);
+        assert_eq!(prefix_for(254), 23);
+        assert_eq!(prefix_for(10_000), 18);
+    }
 }
