@@ -495,12 +495,16 @@ impl Compiler {
             return;
         };
         net.ports.remove(id);
+        // Only the last VLAN-side port, or a gateway's last router interface
+        // in the network, can change where its gateway side is.
+        let mut may_move = false;
         if matches!(p.attachment, Attachment::Router { .. })
             && let Some(c) = net.rif_gws.get_mut(&p.host)
         {
             *c = c.saturating_sub(1);
             if *c == 0 {
                 net.rif_gws.remove(&p.host);
+                may_move = true;
             }
         }
         let mut left = false;
@@ -520,6 +524,7 @@ impl Compiler {
                     *c = c.saturating_sub(1);
                     if *c == 0 {
                         net.vlans.remove(&k);
+                        may_move |= net.vlans.is_empty();
                     }
                 }
             }
@@ -559,15 +564,18 @@ impl Compiler {
                 }
             }
         }
-        let new = self.placement(vni, &net);
-        let old = std::mem::replace(&mut net.placed, new);
-        let moved = old != net.placed;
+        let old = if may_move {
+            let new = self.placement(vni, &net);
+            (new != net.placed).then(|| std::mem::replace(&mut net.placed, new))
+        } else {
+            None
+        };
         let empty = net.ports.is_empty();
         self.nets.insert(vni, net);
-        if moved {
-            self.replace(vni, &old);
-        } else if left {
-            self.refresh_net_items(vni);
+        match old {
+            Some(old) => self.replace(vni, &old),
+            None if left => self.refresh_net_items(vni),
+            None => {}
         }
         if empty {
             self.nets.remove(&vni);
@@ -633,8 +641,13 @@ impl Compiler {
         // to, so its member list need not be copied for every port.
         let mut net = self.nets.remove(&vni).unwrap_or_default();
         net.ports.insert(id.clone());
+        // Only a network's first VLAN-side port, or a gateway's first router
+        // interface in it, can change where its gateway side is.
+        let mut may_move = false;
         if matches!(p.attachment, Attachment::Router { .. }) {
-            *net.rif_gws.entry(p.host.clone()).or_default() += 1;
+            let c = net.rif_gws.entry(p.host.clone()).or_default();
+            may_move |= *c == 0;
+            *c += 1;
         }
         let mut joined = false;
         match &p.side {
@@ -645,12 +658,16 @@ impl Compiler {
             }
             Side::Overlay => {}
             Side::Vlan { physnet, vlan } => {
+                may_move |= net.vlans.is_empty();
                 *net.vlans.entry((physnet.clone(), *vlan)).or_default() += 1;
             }
         }
-        let new = self.placement(vni, &net);
-        let old = std::mem::replace(&mut net.placed, new);
-        let moved = old != net.placed;
+        let old = if may_move {
+            let new = self.placement(vni, &net);
+            (new != net.placed).then(|| std::mem::replace(&mut net.placed, new))
+        } else {
+            None
+        };
         // The port's own items, under the network's placement now.
         if let Some(item) = self.remote_item(vni, &p, &net.placed) {
             let key = remote_key(vni, &p.mac);
@@ -697,10 +714,10 @@ impl Compiler {
         }
         self.ports.insert(id, p);
         self.nets.insert(vni, net);
-        if moved {
-            self.replace(vni, &old);
-        } else if joined {
-            self.refresh_net_items(vni);
+        match old {
+            Some(old) => self.replace(vni, &old),
+            None if joined => self.refresh_net_items(vni),
+            None => {}
         }
     }
     /// Recompiles one port from the model (gone or unbound: removed).

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use switchyard_lab::client::LabClient;
 use switchyard_lab::client::migration::warm;
 use switchyard_lab::live::failover::{
-    SECOND_GATEWAY, converged, routed_network, router_host, tail_answered, vlan_gateway,
+    self, SECOND_GATEWAY, converged, routed_network, router_host, tail_answered, vlan_gateway,
 };
 use switchyard_lab::live::{LiveLab, Options, PingReport};
 use switchyard_lab::topology::{REFERENCE, Topology};
@@ -92,21 +92,35 @@ async fn boot(c: &LabClient, name: &str, net: &str, host: &str) -> Vm {
 }
 
 fn stream(live: &LiveLab, from: &str, to: &str) {
-    live.hypervisor()
-        .start_ping(
-            from,
-            to.parse().expect("ip"),
-            smoltcp::time::Duration::from_millis(10),
-            None,
-        )
-        .expect("stream");
+    failover::stream(live, from, to).expect("stream");
 }
 
 fn stop(live: &LiveLab, from: &str) -> PingReport {
-    live.hypervisor()
-        .stop_ping(from)
-        .expect("guest")
-        .expect("a stream ran")
+    failover::stop(live, from).expect("a stream ran")
+}
+
+const HOSTS: [&str; 5] = [
+    "compute-1",
+    "compute-2",
+    "compute-3",
+    "compute-4",
+    "gateway",
+];
+
+/// The reference lab, converged, with a network and a VM on the OVS node
+/// that reaches a VM on a vRouter node.
+async fn two_vms(cidr: &str) -> (LiveLab, tempfile::TempDir, LabClient, Vm, Vm) {
+    let (live, dir) = lab("").await;
+    let c = LabClient::new(&live.url());
+    eventually("every node converges", 30, async || {
+        converged(&c, &HOSTS).await.expect("nodes")
+    })
+    .await;
+    let net = common::network(&c, "net", cidr).await;
+    let ovs = boot(&c, "vm-ovs", &net, "compute-1").await;
+    let vr = boot(&c, "vm-vr", &net, "compute-2").await;
+    warm(&c, &ovs.name, &vr.ip).await.expect("warm");
+    (live, dir, c, ovs, vr)
 }
 
 async fn port_status(c: &LabClient, port: &str) -> String {
@@ -269,23 +283,8 @@ async fn a_dead_gateway_hands_its_networks_and_routers_to_the_live_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_agent_record_loses_nothing_and_brings_everything_back() {
-    let (mut live, _dir) = lab("").await;
-    let c = LabClient::new(&live.url());
-    let hosts = [
-        "compute-1",
-        "compute-2",
-        "compute-3",
-        "compute-4",
-        "gateway",
-    ];
-    eventually("every node converges", 30, async || {
-        converged(&c, &hosts).await.expect("nodes")
-    })
-    .await;
-    let net = common::network(&c, "del-net", "10.71.0.0/24").await;
-    let ovs = boot(&c, "vm-ovs", &net, "compute-1").await;
-    let vr = boot(&c, "vm-vr", &net, "compute-2").await;
-    warm(&c, &ovs.name, &vr.ip).await.expect("warm");
+    let (mut live, _dir, c, ovs, vr) = two_vms("10.71.0.0/24").await;
+    let hosts = HOSTS;
     let gateway_items = node(&c, "gateway").await["items"].clone();
     let agent_id = |c: LabClient| async move {
         c.get("/v2.0/agents?host=compute-2").await.expect("agents")["agents"][0]["id"]
@@ -420,23 +419,8 @@ fn hello(host: &str, role: Role) -> FromAgent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rogue_southbound_clients_change_nothing() {
-    let (live, _dir) = lab("").await;
-    let c = LabClient::new(&live.url());
-    let hosts = [
-        "compute-1",
-        "compute-2",
-        "compute-3",
-        "compute-4",
-        "gateway",
-    ];
-    eventually("every node converges", 30, async || {
-        converged(&c, &hosts).await.expect("nodes")
-    })
-    .await;
-    let net = common::network(&c, "rogue-net", "10.72.0.0/24").await;
-    let ovs = boot(&c, "vm-ovs", &net, "compute-1").await;
-    let vr = boot(&c, "vm-vr", &net, "compute-2").await;
-    warm(&c, &ovs.name, &vr.ip).await.expect("warm");
+    let (live, _dir, c, ovs, vr) = two_vms("10.72.0.0/24").await;
+    let hosts = HOSTS;
     let agents_before = c.get("/v2.0/agents").await.expect("agents")["agents"]
         .as_array()
         .map(Vec::len);

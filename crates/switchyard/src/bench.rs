@@ -293,7 +293,6 @@ async fn failover(runs: usize, agent_down_time: u64, json: bool) -> anyhow::Resu
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

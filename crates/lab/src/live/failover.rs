@@ -174,7 +174,8 @@ pub struct Round {
     pub restart_lost: usize,
 }
 
-fn stream(live: &LiveLab, from: &str, to: &str) -> Result<(), ClientError> {
+/// Starts a 10 ms ping stream from guest `from` to `to`.
+pub fn stream(live: &LiveLab, from: &str, to: &str) -> Result<(), ClientError> {
     let to = to
         .parse()
         .map_err(|_| ClientError::Scenario(format!("bad address {to}")))?;
@@ -183,7 +184,8 @@ fn stream(live: &LiveLab, from: &str, to: &str) -> Result<(), ClientError> {
         .map_err(|e| ClientError::Scenario(e.to_string()))
 }
 
-fn stop(live: &LiveLab, from: &str) -> Result<PingReport, ClientError> {
+/// Stops guest `from`'s stream and reports it.
+pub fn stop(live: &LiveLab, from: &str) -> Result<PingReport, ClientError> {
     live.hypervisor()
         .stop_ping(from)
         .map_err(|e| ClientError::Scenario(e.to_string()))?
