@@ -83,7 +83,8 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let peer = peer_of(peer);
-    let who = match app.shared.credentials.authenticate(bearer(&headers)) {
+    let token = bearer(&headers).unwrap_or_default().to_string();
+    let who = match app.shared.credentials.authenticate(Some(&token)) {
         Ok(who) => who,
         Err(e) => {
             app.shared.refusals.refused(
@@ -95,7 +96,7 @@ pub async fn upgrade(
     };
     ws.max_message_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
-            if let Err(e) = session(app, socket, who, peer).await {
+            if let Err(e) = session(app, socket, who, token, peer).await {
                 tracing::info!(error = %e, "southbound session ended");
             }
         })
@@ -193,6 +194,7 @@ async fn session(
     app: App,
     mut socket: WebSocket,
     who: Enrolled,
+    token: String,
     peer: String,
 ) -> Result<(), String> {
     let (host, role, configurations) = match hello(&mut socket).await {
@@ -263,6 +265,7 @@ async fn session(
         host: host.clone(),
         role,
         configurations,
+        token,
         generation,
         sent: 0,
         resync: Resync::Normal,
@@ -307,6 +310,9 @@ struct Session {
     host: String,
     role: Role,
     configurations: serde_json::Map<String, Value>,
+    /// The credential the session was opened with, checked again at each
+    /// heartbeat so that revoking a node ends its session too.
+    token: String,
     generation: u64,
     sent: u64,
     resync: Resync,
@@ -507,6 +513,17 @@ impl Session {
                 }
             }
             FromAgent::Heartbeat => {
+                let still = self
+                    .app
+                    .shared
+                    .credentials
+                    .authenticate(Some(&self.token))
+                    .is_ok_and(|w| w.host == self.host && w.role == self.role);
+                if !still {
+                    let why = format!("the credential of {} was revoked", self.host);
+                    tracing::warn!(host = %self.host, "node credential revoked; closing its session");
+                    return self.violation(socket, why).await;
+                }
                 let (h, role, conf) = (self.host.clone(), self.role, self.configurations.clone());
                 write(&self.app, move |app, ctx| {
                     report(app, ctx, &h, role, &conf, false)

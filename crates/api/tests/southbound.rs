@@ -307,3 +307,82 @@ async fn southbound_heartbeats_drive_liveness_and_binding() {
     let _ = run.task.await;
     s.stop().await;
 }
+
+/// Revoking a node's credential ends its live session at its next heartbeat,
+/// and its agent is refused from then on; enrolling it again lets it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_is_cut_off_and_enrolling_it_again_lets_it_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let new_agent = || {
+        let vr = Vrouter::new(parse_mac("02:00:00:00:00:02").expect("mac"));
+        Arc::new(Mutex::new(NodeAgent::new(
+            "compute-2",
+            Role::Vrouter,
+            Dataplane::Vrouter(vr),
+            PortRange {
+                first: 1,
+                count: 64,
+            },
+        )))
+    };
+    let run = start_agent(&s, new_agent());
+    let state = |s: &Server| {
+        let url = format!("{}/switchyard/v1/nodes/compute-2", s.base);
+        let http = s.http.clone();
+        async move {
+            let v: serde_json::Value = http
+                .get(url)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            v["node"]["state"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    let mut st = String::new();
+    for _ in 0..100 {
+        st = state(&s).await;
+        if st == "converged" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(st, "converged");
+    assert!(
+        switchyard_api::nodeauth::revoke_in_file(&dir.path().join("nodes.toml"), "compute-2")
+            .expect("revoke")
+    );
+    for _ in 0..100 {
+        st = state(&s).await;
+        if st == "disconnected" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        st, "disconnected",
+        "the session ended at the next heartbeat"
+    );
+    // And it stays out (its reconnections are refused).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(state(&s).await, "disconnected");
+    let _ = run.stop.send(true);
+    let _ = run.task.await;
+    // Enrolled again (a new token): back.
+    std::fs::remove_file(dir.path().join("test-tokens.json")).expect("forget the old token");
+    let run = start_agent(&s, new_agent());
+    for _ in 0..100 {
+        st = state(&s).await;
+        if st == "converged" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(st, "converged");
+    let _ = run.stop.send(true);
+    let _ = run.task.await;
+    s.stop().await;
+}

@@ -350,3 +350,140 @@ fn http_timeouts_come_from_the_config_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Node states as `GET /switchyard/v1/nodes` gives them: host -> state.
+fn node_states(client: &reqwest::blocking::Client, base: &str) -> Vec<(String, String)> {
+    let (_, v) = call(
+        client,
+        reqwest::Method::GET,
+        &format!("{base}/switchyard/v1/nodes"),
+        None,
+    );
+    v["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            (
+                n["host"].as_str().unwrap_or_default().to_string(),
+                n["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn agent(base: &str, role: &str, token: &Path, log: &Path) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args([
+        "agent",
+        "--host",
+        "compute-2",
+        "--role",
+        role,
+        "--controller",
+        base,
+    ])
+    .arg("--token-file")
+    .arg(token);
+    if role == "vrouter" {
+        cmd.args(["--tunneling-ip", "192.0.2.12"]);
+    }
+    cmd.env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn agent")
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// `switchyard node enroll` and `switchyard agent` as an operator runs them:
+/// the enrolled agent converges; the same credential with another role, or a
+/// made-up token, is refused with the reason and changes nothing.
+#[test]
+fn agents_run_as_processes_with_their_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::blocking::Client::new();
+    let mut p = start(dir.path());
+    let token = dir.path().join("compute-2.token");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "node",
+            "enroll",
+            "compute-2",
+            "--role",
+            "vrouter",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .arg("--token-file")
+        .arg(&token)
+        .output()
+        .expect("enroll");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["node", "enrolled", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("enrolled");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("compute-2"));
+
+    let good_log = dir.path().join("agent.log");
+    let mut good = agent(&p.base, "vrouter", &token, &good_log);
+    wait_for("compute-2 to converge", || {
+        node_states(&client, &p.base)
+            .iter()
+            .any(|(h, s)| h == "compute-2" && s == "converged")
+    });
+    // The same credential, started with the wrong role: refused, saying how to fix it.
+    let wrong_log = dir.path().join("wrong.log");
+    let mut wrong = agent(&p.base, "ovs", &token, &wrong_log);
+    // A made-up credential: refused before any session.
+    let fake = dir.path().join("fake.token");
+    std::fs::write(&fake, "0".repeat(64)).expect("fake token");
+    let fake_log = dir.path().join("fake.log");
+    let mut faker = agent(&p.base, "vrouter", &fake, &fake_log);
+    wait_for("both refusals to be logged", || {
+        let w = std::fs::read_to_string(&wrong_log).unwrap_or_default();
+        let f = std::fs::read_to_string(&fake_log).unwrap_or_default();
+        w.contains("start it with --role vrouter") && f.contains("refused this node's credential")
+    });
+    // The real node is untouched, and still the only compute agent.
+    assert!(
+        node_states(&client, &p.base)
+            .iter()
+            .any(|(h, s)| h == "compute-2" && s == "converged")
+    );
+    let (_, agents) = call(
+        &client,
+        reqwest::Method::GET,
+        &format!("{}/v2.0/agents", p.base),
+        None,
+    );
+    let types: Vec<&str> = agents["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["agent_type"].as_str())
+        .collect();
+    assert_eq!(types, vec!["vRouter agent"]);
+    for c in [&mut good, &mut wrong, &mut faker, &mut p.child] {
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let _ = c.wait();
+    }
+}
