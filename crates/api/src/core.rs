@@ -36,6 +36,13 @@ impl Clock for SystemClock {
 pub struct Core {
     pub state: State,
     pub ml2: Ml2,
+    /// When this controller started, and the latest heartbeat it found in
+    /// the database then (about when the previous one stopped): while it has
+    /// been up less than `agent_down_time`, agents are judged as if the time
+    /// it was away had not passed, so a restart does not make every gateway
+    /// look dead and move networks before the agents could report.
+    started: Timestamp,
+    resumed_from: Timestamp,
     /// Every node's desired state, kept up to date with each commit.
     pub compiler: Compiler,
     // The connection is not `Sync`; only writers (holding the write lock) use it.
@@ -49,13 +56,39 @@ impl Core {
         now: Timestamp,
     ) -> std::result::Result<Self, switchyard_store::StoreError> {
         let state = State::from_records(store.load()?);
-        let compiler = Compiler::full(&state, &Liveness::at(now, ml2.settings.agent_down_time));
-        Ok(Core {
+        let resumed_from = state
+            .agents
+            .values()
+            .map(|a| a.heartbeat_timestamp)
+            .max()
+            .filter(|t| *t < now)
+            .unwrap_or(now);
+        let mut core = Core {
             state,
             ml2,
-            compiler,
+            started: now,
+            resumed_from,
+            compiler: Compiler::new(),
             store: Mutex::new(store),
-        })
+        };
+        core.compiler = Compiler::full(&core.state, &core.liveness(now));
+        Ok(core)
+    }
+
+    /// Whether the controller is in its first `agent_down_time` after start.
+    pub fn in_grace(&self, now: Timestamp) -> bool {
+        let down = i64::try_from(self.ml2.settings.agent_down_time).unwrap_or(i64::MAX);
+        now.signed_duration_since(self.started).num_seconds() < down
+    }
+
+    /// Liveness as the compiler sees it now (see [`Core::started`]).
+    pub fn liveness(&self, now: Timestamp) -> Liveness {
+        let at = if self.in_grace(now) {
+            self.resumed_from + now.signed_duration_since(self.started)
+        } else {
+            now
+        };
+        Liveness::at(at, self.ml2.settings.agent_down_time)
     }
 }
 
@@ -265,15 +298,18 @@ impl Shared {
     /// `allow_automatic_l3agent_failover`). Blocking: call it off the reactor.
     pub fn tick(&self) {
         let now = self.clock.now();
-        let matters = {
+        let (matters, grace) = {
             let g = self.core.read().unwrap_or_else(PoisonError::into_inner);
-            let live = Liveness::at(now, g.ml2.settings.agent_down_time);
-            g.compiler.liveness_matters(&g.state, &live)
+            let live = g.liveness(now);
+            (
+                g.compiler.liveness_matters(&g.state, &live),
+                g.in_grace(now),
+            )
         };
         if matters {
             let mut g = self.write_lock();
             let core = &mut *g;
-            let live = Liveness::at(now, core.ml2.settings.agent_down_time);
+            let live = core.liveness(now);
             let deltas = core.compiler.set_liveness(&core.state, &live);
             tracing::info!(
                 nodes = deltas.len(),
@@ -283,9 +319,14 @@ impl Shared {
                 let _ = self.deltas.send(Arc::new(deltas));
             }
         }
-        let stranded = self
-            .read(|ml2, st| Ok(!switchyard_ml2::ops::routers::stranded(ml2, st, now).is_empty()))
-            .unwrap_or(false);
+        // Routers wait until the agents had agent_down_time to report after
+        // a restart (as Neutron's rescheduler waits for down agents).
+        let stranded = !grace
+            && self
+                .read(
+                    |ml2, st| Ok(!switchyard_ml2::ops::routers::stranded(ml2, st, now).is_empty()),
+                )
+                .unwrap_or(false);
         if stranded {
             let ctx = Ctx::admin("", now);
             match self.write(
@@ -382,7 +423,7 @@ impl Shared {
             }
         };
         let changes = core.state.commit();
-        let live = Liveness::at(ctx.now, core.ml2.settings.agent_down_time);
+        let live = core.liveness(ctx.now);
         let deltas = core.compiler.apply(&core.state, &changes, &live);
         if !deltas.is_empty() {
             // No session listening is fine: agents get a snapshot when they connect.

@@ -348,7 +348,10 @@ impl Session {
         replaced: &mut tokio::sync::watch::Receiver<bool>,
         idle: Duration,
     ) -> Result<(), String> {
-        self.send_snapshot(socket).await?;
+        // The first snapshot is acked like any resync snapshot: a node that
+        // cannot run it is failed at once.
+        let v = self.send_snapshot(socket).await?;
+        self.resync = Resync::Snapshot(v);
         let mut last_heard = Instant::now();
         loop {
             let retry_at = match self.resync {

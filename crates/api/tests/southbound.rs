@@ -386,3 +386,76 @@ async fn a_revoked_node_is_cut_off_and_enrolling_it_again_lets_it_back() {
     let _ = run.task.await;
     s.stop().await;
 }
+
+/// The items `host`'s node should run, as the controller has them.
+async fn desired(s: &Server, host: &str) -> serde_json::Value {
+    s.get(&format!("/switchyard/v1/nodes/{host}")).await.body["node"]["items"].clone()
+}
+
+fn vtep_of(items: &serde_json::Value, mac: &str) -> Option<String> {
+    items
+        .as_object()?
+        .values()
+        .find(|i| i["kind"] == "remote_mac" && i["mac"] == mac)
+        .and_then(|i| i["vtep"].as_str().map(str::to_string))
+}
+
+/// A controller that was away longer than agent_down_time does not take
+/// every gateway for dead the moment it starts: for agent_down_time it
+/// judges agents as of when it stopped, so networks stay where they were;
+/// after that, an agent that never reported is dead and its networks move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_gives_agents_time_to_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.lab_agents().await;
+    s.report(
+        "gateway",
+        "Gateway agent",
+        json!({"tunneling_ip": "192.0.2.1"}),
+    )
+    .await;
+    let n = s.network("n").await;
+    s.subnet(&n, "10.0.0.0/24").await;
+    let ovs = s
+        .port(
+            &n,
+            json!({"binding:host_id": "compute-1", "device_owner": "compute:nova"}),
+        )
+        .await;
+    s.port(
+        &n,
+        json!({"binding:host_id": "compute-2", "device_owner": "compute:nova"}),
+    )
+    .await;
+    let mac = ovs["mac_address"].as_str().expect("mac").to_string();
+    assert_eq!(
+        vtep_of(&desired(&s, "compute-2").await, &mac).as_deref(),
+        Some("192.0.2.1"),
+        "the vRouter reaches the OVS port through the gateway"
+    );
+    // Away for 200 s, more than agent_down_time (75 s).
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let clock = s.stop().await;
+    clock.advance(200);
+    let s = Server::start_on(dir.path(), Default::default(), clock, &addr).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        vtep_of(&desired(&s, "compute-2").await, &mac).as_deref(),
+        Some("192.0.2.1"),
+        "still there right after the restart"
+    );
+    // No report within agent_down_time of the restart: the gateway is dead,
+    // and with no other gateway the VLAN side is unreachable.
+    s.clock.advance(76);
+    let mut gone = false;
+    for _ in 0..50 {
+        if vtep_of(&desired(&s, "compute-2").await, &mac).is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the dead gateway no longer carries the network");
+    s.stop().await;
+}
