@@ -48,6 +48,8 @@ const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// Largest message an agent may send (a big gateway's introspection).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Largest `configurations` a hello may carry (they are stored with the agent).
+const MAX_CONFIGURATIONS: usize = 64 * 1024;
 
 /// The token of an `Authorization: Bearer TOKEN` header.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -96,8 +98,9 @@ pub async fn upgrade(
     };
     ws.max_message_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
+            // Refusals and violations were logged (rate-limited) already.
             if let Err(e) = session(app, socket, who, token, peer).await {
-                tracing::info!(error = %e, "southbound session ended");
+                tracing::debug!(error = %e, "southbound session ended");
             }
         })
 }
@@ -208,7 +211,12 @@ async fn session(
             return Err(e);
         }
     };
-    let refusal = if host != who.host {
+    let conf_len = serde_json::to_string(&configurations).map_or(usize::MAX, |t| t.len());
+    let refusal = if conf_len > MAX_CONFIGURATIONS {
+        Some(format!(
+            "the hello's configurations are {conf_len} bytes; at most {MAX_CONFIGURATIONS} are kept"
+        ))
+    } else if host != who.host {
         Some(format!(
             "this credential speaks for {}, not for {host}",
             who.host
