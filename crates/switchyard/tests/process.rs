@@ -14,12 +14,16 @@ struct Proc {
 }
 
 fn start(data: &Path) -> Proc {
+    start_with_log(data, Stdio::null())
+}
+
+fn start_with_log(data: &Path, log: impl Into<Stdio>) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["server", "--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn switchyard");
     let stdout = child.stdout.take().expect("stdout");
@@ -486,4 +490,34 @@ fn agents_run_as_processes_with_their_credentials() {
             .status();
         let _ = c.wait();
     }
+}
+
+/// A client refused a hundred times is logged once (with the count of what
+/// was held back on the next line a minute later), not a hundred times.
+#[test]
+fn refused_clients_are_logged_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("server.log");
+    let mut p = start_with_log(dir.path(), std::fs::File::create(&log).expect("log"));
+    let client = reqwest::blocking::Client::new();
+    for _ in 0..100 {
+        let (st, body) = call(
+            &client,
+            reqwest::Method::POST,
+            &format!("{}/switchyard/v1/agents/report", p.base),
+            Some(json!({"agent": {"host": "a-gw", "agent_type": "Gateway agent"}})),
+        );
+        assert_eq!(st, 401);
+        assert_eq!(body["NeutronError"]["type"], "HTTPUnauthorized");
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status();
+    let _ = p.child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines = text
+        .lines()
+        .filter(|l| l.contains("refused a client without a valid node credential"))
+        .count();
+    assert_eq!(lines, 1, "{text}");
 }
