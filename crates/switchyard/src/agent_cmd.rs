@@ -84,7 +84,7 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
     let agent = Arc::new(Mutex::new(NodeAgent::new(&a.host, a.role, dp, range)));
     let (_events_tx, events) = tokio::sync::mpsc::channel(64);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    println!("switchyard agent {} ({:?}) -> {url}", a.host, a.role);
+    println!("switchyard agent {} ({}) -> {url}", a.host, a.role.name());
     let task = tokio::spawn(client::run(
         agent.clone(),
         Options {
