@@ -6,6 +6,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Linux-mode tests (network namespaces, TAP devices, real pings) need root and
+# a few Debian packages; install what is missing. Without root they skip
+# themselves, loudly.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  need=()
+  command -v ip >/dev/null || need+=(iproute2)
+  command -v ping >/dev/null || need+=(iputils-ping)
+  command -v tcpdump >/dev/null || need+=(tcpdump)
+  command -v busybox >/dev/null || need+=(busybox)
+  if [ "${#need[@]}" -gt 0 ]; then
+    echo "== installing Debian packages for the Linux-mode tests: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${need[@]}" >/dev/null \
+      || { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
+  fi
+fi
+
 echo "== cargo build (release binary for the compatibility tests)"
 cargo build --release --locked -p switchyard
 

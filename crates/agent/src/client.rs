@@ -36,6 +36,9 @@ pub struct Options {
     pub heartbeat: Duration,
     /// The node's credential (`switchyard node enroll`).
     pub token: String,
+    /// Told after each controller message the agent handled (the Linux I/O
+    /// looks for the devices of newly applied interfaces then).
+    pub applied: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What the node side tells the session.
@@ -189,6 +192,9 @@ async fn session_inner(
                 let snapshot = matches!(m, ToAgent::Snapshot { .. });
                 let mut a = agent.lock().unwrap_or_else(PoisonError::into_inner);
                 let reply = a.handle(&m);
+                if let Some(n) = &opts.applied {
+                    n.notify_one();
+                }
                 let applied = matches!(reply, FromAgent::Ack { .. });
                 synced |= snapshot && applied;
                 out.push(reply);

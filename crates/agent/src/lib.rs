@@ -15,6 +15,8 @@
 
 pub mod client;
 mod introspect;
+#[cfg(target_os = "linux")]
+pub mod linux;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

@@ -41,6 +41,7 @@ fn start_agent(s: &Server, agent: Arc<Mutex<NodeAgent>>) -> Running {
         configurations: conf,
         heartbeat: Duration::from_millis(500),
         token,
+        applied: None,
     };
     let task = tokio::spawn(client::run(agent.clone(), opts, rx, stop_rx));
     Running { events, stop, task }

@@ -15,7 +15,6 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use switchyard_agent::client::{self, HEARTBEAT, Options};
 use switchyard_agent::{NodeAgent, pipeline_for};
-use switchyard_dataplane::frames::mac_serde::parse_mac;
 use switchyard_proto::Role;
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +41,29 @@ pub struct AgentArgs {
     /// The node's credential, as `switchyard node enroll` made it.
     #[arg(long, env = "SWITCHYARD_TOKEN_FILE")]
     token_file: PathBuf,
+    /// Where the pipeline's packets come from: `linux` (the VMs' TAP devices
+    /// and VXLAN over UDP on --tunneling-ip; vRouter nodes) or `none` (the
+    /// pipeline runs without devices).
+    #[arg(long, value_enum, default_value_t = Io::Linux)]
+    io: Io,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Io {
+    Linux,
+    None,
+}
+
+/// A locally administered MAC for the node's own frames (DHCP answers,
+/// proxy ARP), derived from its host name so nodes differ.
+fn node_mac(host: &str) -> [u8; 6] {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in host.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let b = h.to_be_bytes();
+    [0x02, 0x53, 0x59, b[1], b[2], b[3]]
 }
 
 use crate::node_cmd::parse_role;
@@ -65,7 +87,7 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
     if token.is_empty() {
         bail!("the node token file {} is empty", a.token_file.display());
     }
-    let mac = parse_mac("02:53:59:00:00:01").context("node MAC")?;
+    let mac = switchyard_dataplane::frames::Mac::from_bytes(&node_mac(&a.host));
     let needs_vtep = matches!(a.role, Role::Vrouter | Role::Gateway);
     if needs_vtep && a.tunneling_ip.is_none() {
         bail!("--tunneling-ip is required for a {:?} node", a.role);
@@ -82,9 +104,33 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
         _ => serde_json::Map::new(),
     };
     let agent = Arc::new(Mutex::new(NodeAgent::new(&a.host, a.role, dp, range)));
-    let (_events_tx, events) = tokio::sync::mpsc::channel(64);
+    let (events_tx, events) = tokio::sync::mpsc::channel(64);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    println!("switchyard agent {} ({}) -> {url}", a.host, a.role.name());
+    let applied = Arc::new(tokio::sync::Notify::new());
+    let io = match a.io {
+        Io::Linux => {
+            let rt = switchyard_agent::linux::Runtime::open(
+                agent.clone(),
+                &switchyard_agent::linux::Options {
+                    vtep: a.tunneling_ip,
+                },
+                events_tx.clone(),
+            )
+            .await?;
+            Some(tokio::spawn(rt.run(applied.clone(), stop.clone())))
+        }
+        Io::None => None,
+    };
+    println!(
+        "switchyard agent {} ({}) -> {url}; data plane: {}",
+        a.host,
+        a.role.name(),
+        match (a.io, a.tunneling_ip) {
+            (Io::Linux, Some(ip)) => format!("linux (TAP devices, VXLAN on {ip}:4789)"),
+            (Io::Linux, None) => "linux".to_string(),
+            (Io::None, _) => "none (no devices)".to_string(),
+        }
+    );
     let task = tokio::spawn(client::run(
         agent.clone(),
         Options {
@@ -92,13 +138,29 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
             configurations,
             heartbeat: HEARTBEAT,
             token,
+            applied: Some(applied),
         },
         events,
         stop,
     ));
-    shutdown.await;
+    let mut io = io;
+    tokio::select! {
+        () = shutdown => {}
+        r = async { match io.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
+            let _ = stop_tx.send(true);
+            let _ = task.await;
+            match r {
+                Ok(Ok(())) => bail!("the data plane stopped"),
+                Ok(Err(e)) => bail!("the data plane failed: {e}"),
+                Err(e) => bail!("the data plane task failed: {e}"),
+            }
+        }
+    }
     let _ = stop_tx.send(true);
     let _ = task.await;
+    if let Some(t) = io {
+        let _ = t.await;
+    }
     let v = agent.lock().map(|g| g.version()).unwrap_or(0);
     println!("switchyard agent {} stopped at version {v}", a.host);
     Ok(())

@@ -386,6 +386,10 @@ fn agent(base: &str, role: &str, token: &Path, log: &Path) -> Child {
         role,
         "--controller",
         base,
+        // No data plane: these agents share the test's network namespace,
+        // where no underlay address exists to bind VXLAN to.
+        "--io",
+        "none",
     ])
     .arg("--token-file")
     .arg(token);

@@ -378,6 +378,7 @@ impl LiveLab {
                 configurations: run.configurations.clone(),
                 heartbeat,
                 token: run.token.clone(),
+                applied: None,
             },
             events,
             stop,

@@ -1,0 +1,341 @@
+//! The node's pipeline on real Linux devices (the I/O edge the emulated lab
+//! replaces with in-process links): VM interfaces are TAP devices named as
+//! Nova names them (`tap` + the first 11 characters of the Neutron port id),
+//! VXLAN is UDP/4789 on the node's underlay address.
+//!
+//! One loop per node, driven by readiness only: a task per TAP reading
+//! frames, the underlay socket, a netlink link monitor (a device appearing
+//! or going away), the session's "state applied" signal, and the pipeline's
+//! own next timer. Every packet goes through the same sans-io pipeline the
+//! lab runs, under the agent's lock, and what it emits is written out.
+//!
+//! The agent owns the mapping from device to pipeline port: when a port's
+//! interface is applied and a TAP with its name exists, the agent attaches
+//! to it (`TUNSETIFF` on the existing device; it never creates one), gives it
+//! the port's local number and reports the device plugged
+//! ([`NodeAgent::set_device`]); when reading fails (the device was
+//! destroyed), the device is unplugged. The hypervisor creates the TAP (and,
+//! for a namespace guest, moves its netdev into the guest's namespace once
+//! the port is `ACTIVE`, the attached descriptor keeps working).
+//!
+//! Built for the vRouter role; other roles refuse this I/O with a clear error
+//! until their devices are (OVS nodes run Open vSwitch, SR-IOV and gateway
+//! nodes need AF_PACKET trunks).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NlAddr, TokioSocket, protocols};
+use switchyard_dataplane::{Input, Instant, Output, PortNo};
+use switchyard_proto::{Attachment, Item, Role};
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, mpsc, watch};
+use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
+
+use crate::NodeAgent;
+use crate::client::Event;
+
+/// VXLAN's UDP port (RFC 7348).
+pub const VXLAN_PORT: u16 = 4789;
+/// Netlink multicast group of link changes (`RTMGRP_LINK`).
+const RTMGRP_LINK: u32 = 1;
+/// Frames up to a jumbo MTU plus headers.
+const FRAME_MAX: usize = 9216 + 64;
+
+/// The host netdev of a Neutron port, as Nova and os-vif name it.
+pub fn tap_name(port_id: &str) -> String {
+    let short: String = port_id.chars().take(11).collect();
+    format!("tap{short}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinuxError {
+    #[error("Linux I/O for {0} nodes is not built yet; run the agent with --io none")]
+    Unsupported(&'static str),
+    #[error("a vRouter node needs its underlay address (--tunneling-ip)")]
+    NoVtep,
+    #[error(
+        "cannot bind the VXLAN socket on {0}: {1} (is --tunneling-ip this host's underlay address?)"
+    )]
+    Bind(SocketAddrV4, io::Error),
+    #[error("netlink link monitor: {0}")]
+    Netlink(io::Error),
+}
+
+pub struct Options {
+    /// The node's underlay (VTEP) address.
+    pub vtep: Option<Ipv4Addr>,
+}
+
+/// What the device readers hand the loop.
+enum Rx {
+    Frame(PortNo, Vec<u8>),
+    /// Reading `port_id`'s device failed: it is gone.
+    Gone(String, PortNo),
+}
+
+struct Attached {
+    port: PortNo,
+    dev: Arc<AsyncDevice>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+fn lock(agent: &Mutex<NodeAgent>) -> std::sync::MutexGuard<'_, NodeAgent> {
+    agent.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The VM interfaces this node should have devices for: (port id, local port).
+fn wanted(agent: &NodeAgent) -> Vec<(String, PortNo)> {
+    agent
+        .items()
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Item::Interface {
+                port_id,
+                attachment: Attachment::Vrouter { .. },
+                ..
+            } if k.starts_with("iface/") => agent.port_of(port_id).map(|p| (port_id.clone(), p)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a netdev named `name` exists in this network namespace.
+fn exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
+}
+
+/// Attaches to the existing TAP `name` (never creates one).
+fn attach(name: &str) -> io::Result<AsyncDevice> {
+    DeviceBuilder::new()
+        .name(name)
+        .layer(Layer::L2)
+        .build_async()
+}
+
+pub struct Runtime {
+    agent: Arc<Mutex<NodeAgent>>,
+    udp: Arc<UdpSocket>,
+    devices: HashMap<String, Attached>,
+    by_port: HashMap<PortNo, Arc<AsyncDevice>>,
+    tx: mpsc::Sender<Rx>,
+    rx: mpsc::Receiver<Rx>,
+    events: mpsc::Sender<Event>,
+    start: std::time::Instant,
+    out: Vec<Output>,
+}
+
+impl Runtime {
+    /// Opens the node's sockets: the VXLAN socket on the VTEP address.
+    pub async fn open(
+        agent: Arc<Mutex<NodeAgent>>,
+        opts: &Options,
+        events: mpsc::Sender<Event>,
+    ) -> Result<Self, LinuxError> {
+        match lock(&agent).role {
+            Role::Vrouter => {}
+            Role::Ovs => return Err(LinuxError::Unsupported("ovs")),
+            Role::Sriov => return Err(LinuxError::Unsupported("sriov")),
+            Role::Gateway => return Err(LinuxError::Unsupported("gateway")),
+        }
+        let vtep = opts.vtep.ok_or(LinuxError::NoVtep)?;
+        let at = SocketAddrV4::new(vtep, VXLAN_PORT);
+        let udp = UdpSocket::bind(at)
+            .await
+            .map_err(|e| LinuxError::Bind(at, e))?;
+        let (tx, rx) = mpsc::channel(1024);
+        Ok(Runtime {
+            agent,
+            udp: Arc::new(udp),
+            devices: HashMap::new(),
+            by_port: HashMap::new(),
+            tx,
+            rx,
+            events,
+            start: std::time::Instant::now(),
+            out: Vec::new(),
+        })
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(i64::try_from(self.start.elapsed().as_micros()).unwrap_or(i64::MAX))
+    }
+
+    /// Attaches the devices of interfaces the node runs that have none yet.
+    fn rescan(&mut self) {
+        let want = wanted(&lock(&self.agent));
+        let mut changed = false;
+        for (port_id, port) in want {
+            if self.devices.contains_key(&port_id) {
+                continue;
+            }
+            let name = tap_name(&port_id);
+            if !exists(&name) {
+                continue;
+            }
+            let dev = match attach(&name) {
+                Ok(d) => Arc::new(d),
+                Err(e) => {
+                    tracing::warn!(%name, error = %e, "cannot attach to the port's device");
+                    continue;
+                }
+            };
+            let reader = tokio::spawn(read_frames(
+                dev.clone(),
+                port,
+                port_id.clone(),
+                self.tx.clone(),
+            ));
+            tracing::info!(%name, port, %port_id, "device attached");
+            self.by_port.insert(port, dev.clone());
+            self.devices
+                .insert(port_id.clone(), Attached { port, dev, reader });
+            lock(&self.agent).set_device(&port_id, true);
+            changed = true;
+        }
+        if changed {
+            let _ = self.events.try_send(Event::Changed);
+        }
+    }
+
+    fn gone(&mut self, port_id: &str, port: PortNo) {
+        if let Some(a) = self.devices.remove(port_id) {
+            a.reader.abort();
+            self.by_port.remove(&a.port);
+            drop(a.dev);
+        }
+        self.by_port.remove(&port);
+        tracing::info!(%port_id, port, "device gone");
+        lock(&self.agent).set_device(port_id, false);
+        let _ = self.events.try_send(Event::Changed);
+    }
+
+    /// Feeds one packet through the pipeline; returns when it wants polling.
+    fn process(&mut self, input: Input<'_>) -> Option<Instant> {
+        let now = self.now();
+        let mut a = lock(&self.agent);
+        let p = a.dataplane.pipeline();
+        p.process(now, input, &mut self.out);
+        p.poll(now, &mut self.out)
+    }
+
+    fn poll(&mut self) -> Option<Instant> {
+        let now = self.now();
+        lock(&self.agent)
+            .dataplane
+            .pipeline()
+            .poll(now, &mut self.out)
+    }
+
+    /// Writes out what the pipeline emitted.
+    async fn flush(&mut self) {
+        for o in std::mem::take(&mut self.out) {
+            match o {
+                Output::Frame { port, data } => {
+                    if let Some(dev) = self.by_port.get(&port) {
+                        // A device that is down (EIO) or gone drops the frame,
+                        // as a NIC would.
+                        let _ = dev.send(&data).await;
+                    }
+                }
+                Output::Underlay { dst, data } => {
+                    let to = SocketAddr::V4(SocketAddrV4::new(dst, VXLAN_PORT));
+                    if let Err(e) = self.udp.send_to(&data, to).await {
+                        tracing::debug!(%dst, error = %e, "underlay send failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs until `stop`.
+    pub async fn run(
+        mut self,
+        applied: Arc<Notify>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), LinuxError> {
+        let mut links = TokioSocket::new(protocols::NETLINK_ROUTE).map_err(LinuxError::Netlink)?;
+        links
+            .socket_mut()
+            .bind(&NlAddr::new(0, RTMGRP_LINK))
+            .map_err(LinuxError::Netlink)?;
+        let mut nlbuf: Vec<u8> = Vec::with_capacity(8192);
+        let mut buf = vec![0u8; 65_536];
+        let mut next: Option<Instant> = None;
+        self.rescan();
+        loop {
+            let now = self.now();
+            let wait = next.map(|t| {
+                let us = if t > now { (t - now).total_micros() } else { 0 };
+                std::time::Duration::from_micros(us)
+            });
+            tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                _ = applied.notified() => self.rescan(),
+                r = links.recv_from(&mut nlbuf) => {
+                    nlbuf.clear();
+                    if r.is_ok() {
+                        self.rescan();
+                    }
+                }
+                m = self.rx.recv() => match m {
+                    Some(Rx::Frame(port, data)) => {
+                        next = self.process(Input::Frame { port, data: &data });
+                        // Whatever else is waiting, under the same lock round.
+                        while let Ok(Rx::Frame(port, data)) = self.rx.try_recv() {
+                            next = self.process(Input::Frame { port, data: &data });
+                        }
+                        self.flush().await;
+                    }
+                    Some(Rx::Gone(port_id, port)) => self.gone(&port_id, port),
+                    None => return Ok(()),
+                },
+                r = self.udp.recv_from(&mut buf) => {
+                    if let Ok((n, SocketAddr::V4(from))) = r {
+                        let data = buf[..n].to_vec();
+                        next = self.process(Input::Underlay { src: *from.ip(), data: &data });
+                        self.flush().await;
+                    }
+                }
+                _ = async { if let Some(w) = wait { tokio::time::sleep(w).await } }, if wait.is_some() => {
+                    next = self.poll();
+                    self.flush().await;
+                }
+            }
+        }
+    }
+}
+
+async fn read_frames(dev: Arc<AsyncDevice>, port: PortNo, port_id: String, tx: mpsc::Sender<Rx>) {
+    let mut buf = vec![0u8; FRAME_MAX];
+    loop {
+        match dev.recv(&mut buf).await {
+            Ok(n) => {
+                if tx.send(Rx::Frame(port, buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(port, %port_id, error = %e, "device read failed");
+                let _ = tx.send(Rx::Gone(port_id, port)).await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tap_name;
+
+    #[test]
+    fn taps_are_named_as_nova_names_them() {
+        assert_eq!(
+            tap_name("3d1b6c0e-8f2a-4b6e-9c1d-0a2b3c4d5e6f"),
+            "tap3d1b6c0e-8f"
+        );
+        assert!(tap_name("3d1b6c0e-8f2a-4b6e-9c1d-0a2b3c4d5e6f").len() <= 15);
+    }
+}
