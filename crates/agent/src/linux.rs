@@ -18,9 +18,18 @@
 //! for a namespace guest, moves its netdev into the guest's namespace once
 //! the port is `ACTIVE`, the attached descriptor keeps working).
 //!
-//! Built for the vRouter role; other roles refuse this I/O with a clear error
-//! until their devices are (OVS nodes run Open vSwitch, SR-IOV and gateway
-//! nodes need AF_PACKET trunks).
+//! A node's fixed ports run on TAPs the host set up for it ([`Options::fixed`]):
+//! a gateway's trunk and external interface, an SR-IOV NIC's uplink and VFs.
+//! A trunk's frames reach its TAP through a Linux bridge joining the TAP and
+//! the trunk netdev in the node's namespace: the kernel keeps 802.1Q tags in
+//! packet metadata on receive and writes them back into the frames a TAP
+//! hands over, where an AF_PACKET socket would need `PACKET_AUXDATA` to
+//! recover them. An SR-IOV VF is a TAP (the emulated NIC's VF netdev; the
+//! hypervisor passes it to the VM); a port on a VF is plugged as soon as its
+//! interface is applied, as Neutron's SR-IOV agent reports a configured VF.
+//!
+//! OVS nodes run Open vSwitch, not this pipeline: they refuse this I/O with
+//! a clear error until the OVSDB backend exists.
 
 use std::collections::HashMap;
 use std::io;
@@ -62,11 +71,16 @@ pub enum LinuxError {
     Bind(SocketAddrV4, io::Error),
     #[error("netlink link monitor: {0}")]
     Netlink(io::Error),
+    #[error("cannot attach to {0} (it must exist, as a TAP): {1}")]
+    Fixed(String, io::Error),
 }
 
 pub struct Options {
-    /// The node's underlay (VTEP) address.
+    /// The node's underlay (VTEP) address (vRouter and gateway nodes).
     pub vtep: Option<Ipv4Addr>,
+    /// TAPs the node's fixed pipeline ports run on: (port, TAP name). They
+    /// must exist when the agent starts.
+    pub fixed: Vec<(PortNo, String)>,
 }
 
 /// What the device readers hand the loop.
@@ -86,17 +100,20 @@ fn lock(agent: &Mutex<NodeAgent>) -> std::sync::MutexGuard<'_, NodeAgent> {
     agent.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The VM interfaces this node should have devices for: (port id, local port).
-fn wanted(agent: &NodeAgent) -> Vec<(String, PortNo)> {
+/// The interfaces this node runs: (port id, local port, on a VF).
+fn wanted(agent: &NodeAgent) -> Vec<(String, PortNo, bool)> {
     agent
         .items()
         .iter()
         .filter_map(|(k, v)| match v {
             Item::Interface {
                 port_id,
-                attachment: Attachment::Vrouter { .. },
+                attachment,
                 ..
-            } if k.starts_with("iface/") => agent.port_of(port_id).map(|p| (port_id.clone(), p)),
+            } if k.starts_with("iface/") => {
+                let vf = matches!(attachment, Attachment::HwVeb { .. });
+                agent.port_of(port_id).map(|p| (port_id.clone(), p, vf))
+            }
             _ => None,
         })
         .collect()
@@ -117,14 +134,30 @@ fn attach(name: &str) -> io::Result<AsyncDevice> {
 
 pub struct Runtime {
     agent: Arc<Mutex<NodeAgent>>,
-    udp: Arc<UdpSocket>,
+    /// The underlay socket (vRouter and gateway nodes).
+    udp: Option<Arc<UdpSocket>>,
+    /// VM interfaces' devices by Neutron port id (vRouter: TAPs; SR-IOV:
+    /// ports on VFs, whose TAPs are fixed ports).
     devices: HashMap<String, Attached>,
+    /// Readers of the fixed ports.
+    fixed: Vec<tokio::task::JoinHandle<()>>,
     by_port: HashMap<PortNo, Arc<AsyncDevice>>,
     tx: mpsc::Sender<Rx>,
     rx: mpsc::Receiver<Rx>,
     events: mpsc::Sender<Event>,
     start: std::time::Instant,
     out: Vec<Output>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        for r in &self.fixed {
+            r.abort();
+        }
+        for a in self.devices.values() {
+            a.reader.abort();
+        }
+    }
 }
 
 impl Runtime {
@@ -134,23 +167,40 @@ impl Runtime {
         opts: &Options,
         events: mpsc::Sender<Event>,
     ) -> Result<Self, LinuxError> {
-        match lock(&agent).role {
-            Role::Vrouter => {}
+        let role = lock(&agent).role;
+        let udp = match role {
             Role::Ovs => return Err(LinuxError::Unsupported("ovs")),
-            Role::Sriov => return Err(LinuxError::Unsupported("sriov")),
-            Role::Gateway => return Err(LinuxError::Unsupported("gateway")),
-        }
-        let vtep = opts.vtep.ok_or(LinuxError::NoVtep)?;
-        let at = SocketAddrV4::new(vtep, VXLAN_PORT);
-        let udp = UdpSocket::bind(at)
-            .await
-            .map_err(|e| LinuxError::Bind(at, e))?;
+            Role::Sriov => None,
+            Role::Vrouter | Role::Gateway => {
+                let vtep = opts.vtep.ok_or(LinuxError::NoVtep)?;
+                let at = SocketAddrV4::new(vtep, VXLAN_PORT);
+                let udp = UdpSocket::bind(at)
+                    .await
+                    .map_err(|e| LinuxError::Bind(at, e))?;
+                Some(Arc::new(udp))
+            }
+        };
         let (tx, rx) = mpsc::channel(1024);
+        let mut by_port = HashMap::new();
+        let mut fixed = Vec::new();
+        for (port, name) in &opts.fixed {
+            let dev = Arc::new(attach(name).map_err(|e| LinuxError::Fixed(name.clone(), e))?);
+            let reader = tokio::spawn(read_frames(
+                dev.clone(),
+                *port,
+                format!("fixed:{name}"),
+                tx.clone(),
+            ));
+            tracing::info!(%name, port, "fixed port attached");
+            by_port.insert(*port, dev);
+            fixed.push(reader);
+        }
         Ok(Runtime {
             agent,
-            udp: Arc::new(udp),
+            udp,
             devices: HashMap::new(),
-            by_port: HashMap::new(),
+            by_port,
+            fixed,
             tx,
             rx,
             events,
@@ -167,8 +217,19 @@ impl Runtime {
     fn rescan(&mut self) {
         let want = wanted(&lock(&self.agent));
         let mut changed = false;
-        for (port_id, port) in want {
+        for (port_id, port, on_vf) in want {
             if self.devices.contains_key(&port_id) {
+                continue;
+            }
+            if on_vf {
+                // The VF is the NIC's own (a fixed port): configured, plugged.
+                if let Some(dev) = self.by_port.get(&port).cloned() {
+                    let reader = tokio::spawn(async {});
+                    self.devices
+                        .insert(port_id.clone(), Attached { port, dev, reader });
+                    lock(&self.agent).set_device(&port_id, true);
+                    changed = true;
+                }
                 continue;
             }
             let name = tap_name(&port_id);
@@ -201,6 +262,12 @@ impl Runtime {
     }
 
     fn gone(&mut self, port_id: &str, port: PortNo) {
+        if let Some(name) = port_id.strip_prefix("fixed:") {
+            // The host took away a device the node is built on.
+            tracing::error!(%name, port, "a fixed port's device is gone; its traffic stops");
+            self.by_port.remove(&port);
+            return;
+        }
         if let Some(a) = self.devices.remove(port_id) {
             a.reader.abort();
             self.by_port.remove(&a.port);
@@ -241,8 +308,9 @@ impl Runtime {
                     }
                 }
                 Output::Underlay { dst, data } => {
+                    let Some(udp) = &self.udp else { continue };
                     let to = SocketAddr::V4(SocketAddrV4::new(dst, VXLAN_PORT));
-                    if let Err(e) = self.udp.send_to(&data, to).await {
+                    if let Err(e) = udp.send_to(&data, to).await {
                         tracing::debug!(%dst, error = %e, "underlay send failed");
                     }
                 }
@@ -292,7 +360,7 @@ impl Runtime {
                     Some(Rx::Gone(port_id, port)) => self.gone(&port_id, port),
                     None => return Ok(()),
                 },
-                r = self.udp.recv_from(&mut buf) => {
+                r = async { match &self.udp { Some(u) => u.recv_from(&mut buf).await, None => std::future::pending().await } } => {
                     if let Ok((n, SocketAddr::V4(from))) = r {
                         let data = buf[..n].to_vec();
                         next = self.process(Input::Underlay { src: *from.ip(), data: &data });

@@ -46,7 +46,55 @@ pub struct AgentArgs {
     /// pipeline runs without devices).
     #[arg(long, value_enum, default_value_t = Io::Linux)]
     io: Io,
+    /// Linux I/O: the TAP the trunk (gateway) or NIC uplink (sriov) runs on,
+    /// bridged by the host with the physnet's netdev.
+    #[arg(long)]
+    trunk_tap: Option<String>,
+    /// Linux I/O, gateway: the TAP of the external network interface.
+    #[arg(long)]
+    external_tap: Option<String>,
+    /// Gateway: its own address on the external network, A.B.C.D/N.
+    #[arg(long)]
+    external_ip: Option<String>,
+    /// Gateway: the upstream router on the external network.
+    #[arg(long)]
+    next_hop: Option<Ipv4Addr>,
+    /// Linux I/O, sriov: the VFs are the TAPs PREFIX0 … PREFIX{N-1}.
+    #[arg(long)]
+    vf_tap_prefix: Option<String>,
+    /// sriov: the number of VFs.
+    #[arg(long, default_value_t = 8)]
+    vfs: u32,
 }
+
+/// The gateway's external side from the flags, if given.
+fn external(
+    a: &AgentArgs,
+    mac: switchyard_dataplane::frames::Mac,
+) -> anyhow::Result<Option<switchyard_dataplane::gateway::External>> {
+    let (Some(ip), Some(hop)) = (&a.external_ip, a.next_hop) else {
+        if a.external_ip.is_some() || a.next_hop.is_some() {
+            bail!("--external-ip and --next-hop go together");
+        }
+        return Ok(None);
+    };
+    let (addr, len) = ip
+        .split_once('/')
+        .and_then(|(a, l)| Some((a.parse::<Ipv4Addr>().ok()?, l.parse::<u8>().ok()?)))
+        .filter(|(_, l)| *l <= 32)
+        .ok_or_else(|| anyhow::anyhow!("--external-ip must be A.B.C.D/N, not '{ip}'"))?;
+    Ok(Some(switchyard_dataplane::gateway::External {
+        port: EXTERNAL_PORT,
+        ip: addr,
+        prefix_len: len,
+        mac,
+        next_hop: hop,
+    }))
+}
+
+/// The pipeline ports of a node's trunk (or NIC uplink) and a gateway's external side.
+const TRUNK_PORT: u32 = 1;
+const EXTERNAL_PORT: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Io {
@@ -92,8 +140,24 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
     if needs_vtep && a.tunneling_ip.is_none() {
         bail!("--tunneling-ip is required for a {:?} node", a.role);
     }
-    let (dp, range) =
-        pipeline_for(a.role, mac, a.tunneling_ip, 1, 64).map_err(anyhow::Error::msg)?;
+    let (mut dp, range) =
+        pipeline_for(a.role, mac, a.tunneling_ip, TRUNK_PORT, a.vfs).map_err(anyhow::Error::msg)?;
+    if let (switchyard_agent::Dataplane::Gateway(g), Some(x)) = (&mut dp, external(&a, mac)?) {
+        g.apply(1, &[switchyard_dataplane::gateway::Update::External(x)])
+            .map_err(|e| anyhow::anyhow!("the external side: {e}"))?;
+    }
+    let mut fixed: Vec<(u32, String)> = Vec::new();
+    if let Some(t) = &a.trunk_tap {
+        fixed.push((TRUNK_PORT, t.clone()));
+    }
+    if let Some(t) = &a.external_tap {
+        fixed.push((EXTERNAL_PORT, t.clone()));
+    }
+    if let Some(prefix) = &a.vf_tap_prefix {
+        for k in 0..a.vfs {
+            fixed.push((switchyard_agent::SRIOV_VFS + k, format!("{prefix}{k}")));
+        }
+    }
     let conf = match (a.role, a.tunneling_ip) {
         (Role::Vrouter | Role::Gateway, Some(ip)) => json!({"tunneling_ip": ip.to_string()}),
         (Role::Ovs, _) => json!({"bridge_mappings": {a.physnet.clone(): "br-phys"}}),
@@ -113,6 +177,7 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
                 agent.clone(),
                 &switchyard_agent::linux::Options {
                     vtep: a.tunneling_ip,
+                    fixed,
                 },
                 events_tx.clone(),
             )

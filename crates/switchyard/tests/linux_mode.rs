@@ -1,0 +1,803 @@
+//! Linux mode: `switchyard agent` processes, each in its own network
+//! namespace (a node), move real packets between guest namespaces (real
+//! kernel stacks): vRouter nodes over VXLAN on a real underlay, an SR-IOV
+//! node's VFs over a VLAN on a fabric switch (a Linux bridge), a gateway
+//! stitching that VLAN to the VXLAN network and source-NATing to an
+//! "internet" namespace.
+//!
+//! The controller runs in this process; the agents reach it over a
+//! management namespace (a listener opened inside it), the test over
+//! loopback. The test plays the hypervisor: it creates each VM's TAP in its
+//! node (named `tap` + the port id's first 11 characters, as Nova does),
+//! waits for the port to be `ACTIVE` (the agent attached the device), then
+//! moves the TAP's netdev into the guest namespace with the port's MAC and
+//! address. Needs root; every namespace, device and process it made is
+//! removed when it ends, passed or failed.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard_api::nodeauth::{NodeCredentials, enroll_in_file};
+use switchyard_ml2::Ml2Config;
+use switchyard_proto::Role;
+use switchyard_store::Durability;
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// Runs `ip ARGS`, panicking with its stderr on failure.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `ip netns exec NS ip ARGS`.
+fn ip_in(ns: &str, args: &[&str]) {
+    let mut all = vec!["netns", "exec", ns, "ip"];
+    all.extend_from_slice(args);
+    ip(&all);
+}
+
+/// Namespaces and processes this test made; removed on drop.
+struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Lab {
+            prefix: format!("sy{}-{n}", std::process::id() % 100_000),
+            namespaces: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    fn ns(&mut self, name: &str) -> String {
+        let full = format!("{}-{name}", self.prefix);
+        ip(&["netns", "add", &full]);
+        ip_in(&full, &["link", "set", "lo", "up"]);
+        self.namespaces.push(full.clone());
+        full
+    }
+
+    /// A veth pair between namespaces `a` and `b`, addressed and up.
+    fn wire(&self, a: (&str, &str, Option<&str>), b: (&str, &str, Option<&str>)) {
+        ip(&[
+            "link", "add", a.1, "netns", a.0, "type", "veth", "peer", "name", b.1, "netns", b.0,
+        ]);
+        for (ns, dev, addr) in [a, b] {
+            if let Some(addr) = addr {
+                ip_in(ns, &["addr", "add", addr, "dev", dev]);
+            }
+            ip_in(ns, &["link", "set", dev, "up"]);
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A listener opened inside network namespace `ns` (the calling thread
+/// enters it, binds, and the socket stays there).
+fn listen_in(ns: &str, addr: &str) -> std::net::TcpListener {
+    let path = format!("/run/netns/{ns}");
+    let addr: SocketAddr = addr.parse().expect("addr");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("netns");
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let l = std::net::TcpListener::bind(addr).expect("bind in netns");
+        l.set_nonblocking(true).expect("nonblocking");
+        l
+    })
+    .join()
+    .expect("listener thread")
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: Value) -> Value {
+    let r = http.post(url).json(&body).send().await.expect("post");
+    assert!(r.status().is_success(), "POST {url}: {}", r.status());
+    r.json().await.expect("json")
+}
+
+async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn agent(
+    lab: &mut Lab,
+    ns: &str,
+    host: &str,
+    vtep: &str,
+    controller: &str,
+    token: &Path,
+    log: &Path,
+) {
+    agent_with(
+        lab,
+        ns,
+        host,
+        &["--role", "vrouter", "--tunneling-ip", vtep],
+        controller,
+        token,
+        log,
+    );
+}
+
+/// `switchyard agent` for `host` inside namespace `ns`, with role flags `args`.
+fn agent_with(
+    lab: &mut Lab,
+    ns: &str,
+    host: &str,
+    args: &[&str],
+    controller: &str,
+    token: &Path,
+    log: &Path,
+) {
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            env!("CARGO_BIN_EXE_switchyard"),
+            "agent",
+        ])
+        .args(["--host", host])
+        .args(args)
+        .args(["--controller", controller])
+        .arg("--token-file")
+        .arg(token)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn agent");
+    lab.children.push(child);
+}
+
+/// The controller in this process: API on loopback (returned: its base URL),
+/// southbound also inside namespace `mgmt` at 10.255.0.1:9696 (for agents);
+/// stops when the returned sender is sent `true`.
+async fn controller(
+    dir: &Path,
+    mgmt: &str,
+) -> (String, std::path::PathBuf, tokio::sync::watch::Sender<bool>) {
+    let creds = dir.join("nodes.toml");
+    let mut app = switchyard_api::open_app(
+        &dir.join("switchyard.db"),
+        Durability::Process,
+        &Ml2Config::default(),
+        "admin",
+    )
+    .expect("app");
+    app.shared.credentials = Arc::new(NodeCredentials::with_file(&creds));
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", api.local_addr().expect("addr"));
+    let south =
+        tokio::net::TcpListener::from_std(listen_in(mgmt, "10.255.0.1:9696")).expect("listener");
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    for l in [api, south] {
+        let (app, mut stop) = (app.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _ = switchyard_api::serve(l, app, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        });
+    }
+    (base, creds, stop_tx)
+}
+
+/// A node's credential file, enrolled in `creds`.
+fn enroll(dir: &Path, creds: &Path, host: &str, role: Role) -> std::path::PathBuf {
+    let token = dir.join(format!("{host}.token"));
+    let t = enroll_in_file(creds, host, role, "test").expect("enroll");
+    std::fs::write(&token, t).expect("token");
+    token
+}
+
+/// The management network: a bridge in `mgmt` (10.255.0.1) and a leg to
+/// each node namespace, addressed 10.255.0.N.
+fn manage(lab: &Lab, mgmt: &str, nodes: &[(&str, u8)]) {
+    ip_in(mgmt, &["link", "add", "br0", "type", "bridge"]);
+    ip_in(mgmt, &["addr", "add", "10.255.0.1/24", "dev", "br0"]);
+    ip_in(mgmt, &["link", "set", "br0", "up"]);
+    for (ns, n) in nodes {
+        let leg = format!("m{n}");
+        lab.wire(
+            (ns, "mgmt0", Some(&format!("10.255.0.{n}/24"))),
+            (mgmt, &leg, None),
+        );
+        ip_in(mgmt, &["link", "set", &leg, "master", "br0"]);
+    }
+}
+
+/// A Linux bridge `br` in `ns` (a learning bridge: VLAN tags pass untouched).
+fn bridge(ns: &str, br: &str) {
+    ip_in(ns, &["link", "add", br, "type", "bridge"]);
+    ip_in(ns, &["link", "set", br, "up"]);
+}
+
+/// A persistent TAP `name` in `ns`, up, enslaved to bridge `br` if given.
+fn tap(ns: &str, name: &str, br: Option<&str>) {
+    ip_in(ns, &["tuntap", "add", "dev", name, "mode", "tap"]);
+    if let Some(br) = br {
+        ip_in(ns, &["link", "set", name, "master", br]);
+    }
+    ip_in(ns, &["link", "set", name, "up"]);
+}
+
+/// Runs `cmd` inside `ns`: whether it succeeded, and what it printed.
+fn exec(ns: &str, cmd: &[&str]) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .expect("netns exec");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vrouter_nodes_move_real_packets_between_kernel_guests() {
+    if !is_root() {
+        eprintln!("SKIPPED: Linux-mode tests need root (network namespaces, TAP devices)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lab = Lab::new();
+    let mgmt = lab.ns("mgmt");
+    let c2 = lab.ns("c2");
+    let c4 = lab.ns("c4");
+    let g1 = lab.ns("g1");
+    let g2 = lab.ns("g2");
+    manage(&lab, &mgmt, &[(&c2, 12), (&c4, 14)]);
+    // The underlay between the two vRouter nodes.
+    lab.wire(
+        (&c2, "eth0", Some("192.0.2.12/24")),
+        (&c4, "eth0", Some("192.0.2.14/24")),
+    );
+    let (base, creds, stop_tx) = controller(dir.path(), &mgmt).await;
+    // Two enrolled vRouter nodes, each agent a process in its namespace.
+    for (ns, host, vtep) in [
+        (&c2, "compute-2", "192.0.2.12"),
+        (&c4, "compute-4", "192.0.2.14"),
+    ] {
+        let token = enroll(dir.path(), &creds, host, Role::Vrouter);
+        let log = dir.path().join(format!("{host}.log"));
+        agent(
+            &mut lab,
+            ns,
+            host,
+            vtep,
+            "http://10.255.0.1:9696",
+            &token,
+            &log,
+        );
+    }
+    let http = reqwest::Client::new();
+    until("both nodes converge", 30, async || {
+        let n = get(&http, &format!("{base}/switchyard/v1/nodes")).await;
+        n["nodes"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|n| n["state"] == "converged"))
+    })
+    .await;
+
+    // A network, and a port on each node.
+    let net = post(
+        &http,
+        &format!("{base}/v2.0/networks"),
+        json!({"network": {"name": "linux-net"}}),
+    )
+    .await;
+    let net = net["network"]["id"].as_str().expect("id").to_string();
+    post(
+        &http,
+        &format!("{base}/v2.0/subnets"),
+        json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.90.0.0/24"}}),
+    )
+    .await;
+    let mut guests = Vec::new();
+    for (node_ns, guest_ns, host) in [(&c2, &g1, "compute-2"), (&c4, &g2, "compute-4")] {
+        let p = post(
+            &http,
+            &format!("{base}/v2.0/ports"),
+            json!({"port": {"network_id": net, "binding:host_id": host, "device_owner": "compute:nova"}}),
+        )
+        .await;
+        let port = p["port"]["id"].as_str().expect("id").to_string();
+        assert_eq!(p["port"]["binding:vif_type"], "vrouter");
+        let mac = p["port"]["mac_address"].as_str().expect("mac").to_string();
+        let addr = p["port"]["fixed_ips"][0]["ip_address"]
+            .as_str()
+            .expect("ip")
+            .to_string();
+        // os-vif's part: the VM's TAP on the node, named after the port.
+        let tap = switchyard_agent::linux::tap_name(&port);
+        ip_in(node_ns, &["tuntap", "add", "dev", &tap, "mode", "tap"]);
+        let status_url = format!("{base}/v2.0/ports/{port}");
+        until(
+            "the agent attaches the device (port ACTIVE)",
+            30,
+            async || get(&http, &status_url).await["port"]["status"] == "ACTIVE",
+        )
+        .await;
+        // The guest: a kernel stack behind the TAP's netdev.
+        ip_in(node_ns, &["link", "set", &tap, "netns", guest_ns]);
+        ip_in(guest_ns, &["link", "set", &tap, "address", &mac]);
+        ip_in(
+            guest_ns,
+            &["addr", "add", &format!("{addr}/24"), "dev", &tap],
+        );
+        ip_in(guest_ns, &["link", "set", &tap, "up"]);
+        guests.push((guest_ns.to_string(), addr));
+    }
+
+    // Real pings, both ways, through the vRouters and VXLAN on the underlay,
+    // watched on the underlay by tcpdump.
+    let cap = dir.path().join("underlay.txt");
+    let mut tcpdump = Command::new("ip")
+        .args([
+            "netns", "exec", &c4, "tcpdump", "-l", "-nn", "-i", "eth0", "-c", "8", "udp", "port",
+            "4789",
+        ])
+        .stdout(std::fs::File::create(&cap).expect("capture"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (from, to) in [(0usize, 1usize), (1, 0)] {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &guests[from].0,
+                "ping",
+                "-c",
+                "5",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+            ])
+            .arg(&guests[to].1)
+            .output()
+            .expect("ping");
+        assert!(
+            out.status.success(),
+            "ping {} -> {}: {}{}",
+            guests[from].1,
+            guests[to].1,
+            String::from_utf8_lossy(&out.stdout),
+            std::fs::read_to_string(dir.path().join("compute-2.log")).unwrap_or_default()
+        );
+    }
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+    let seen = std::fs::read_to_string(&cap).unwrap_or_default();
+    // tcpdump prints the outer packet, then the inner one on the next line.
+    let lines: Vec<&str> = seen.lines().collect();
+    let vxlan_icmp = lines.windows(2).any(|w| {
+        w[0].contains("192.0.2.12.4789 > 192.0.2.14.4789: VXLAN")
+            && w[0].contains("vni")
+            && w[1].contains("ICMP echo request")
+    });
+    assert!(
+        vxlan_icmp,
+        "no VXLAN-encapsulated ICMP on the underlay:\n{seen}"
+    );
+    // The frames crossed the underlay as VXLAN: the node's pipeline
+    // encapsulated them (its counters, asked of the agent).
+    let n = get(&http, &format!("{base}/switchyard/v1/nodes/compute-2")).await;
+    let tx = n["node"]["applied"]["counters"]["tx"].as_u64().unwrap_or(0);
+    assert!(tx >= 10, "{n}");
+    let _ = stop_tx.send(true);
+}
+
+/// The udhcpc event script: applies the lease as a DHCP client would.
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    echo "lease $ip/$mask router $router" ;;
+esac
+exit 0
+"#;
+
+/// An SR-IOV node (its NIC's uplink bridged to a fabric switch, VFs as host
+/// netdevs), the gateway (trunk on the fabric, VTEP on the underlay, an
+/// external side towards an "internet" namespace) and a vRouter node, all
+/// agent processes: a VF guest takes its address by DHCP from the gateway,
+/// pings a vRouter guest across VLAN -> gateway -> VXLAN, and both reach the
+/// internet through the router's SNAT; the SR-IOV node's frames on the
+/// physnet carry the network's VLAN, and the internet sees only the
+/// router's public address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vf_guest_reaches_a_vrouter_guest_and_the_internet_through_the_gateway() {
+    if !is_root() {
+        eprintln!("SKIPPED: Linux-mode tests need root (network namespaces, TAP devices)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lab = Lab::new();
+    let mgmt = lab.ns("mgmt");
+    let fab = lab.ns("fab");
+    let und = lab.ns("und");
+    let inet = lab.ns("inet");
+    let c2 = lab.ns("c2");
+    let c3 = lab.ns("c3");
+    let gw = lab.ns("gw");
+    let g1 = lab.ns("g1");
+    let g3 = lab.ns("g3");
+    manage(&lab, &mgmt, &[(&c2, 12), (&c3, 13), (&gw, 10)]);
+    // The physical fabric (VLAN-transparent) and the underlay segment.
+    bridge(&fab, "br-fab");
+    bridge(&und, "br-und");
+    for (ns, leg, addr) in [(&c2, "u12", "192.0.2.12/24"), (&gw, "u1", "192.0.2.1/24")] {
+        lab.wire((ns, "eth0", Some(addr)), (&und, leg, None));
+        ip_in(&und, &["link", "set", leg, "master", "br-und"]);
+    }
+    // SR-IOV node: the PF's uplink (a TAP bridged with the physnet veth) and 4 VFs.
+    lab.wire((&c3, "phy0", None), (&fab, "f3", None));
+    ip_in(&fab, &["link", "set", "f3", "master", "br-fab"]);
+    bridge(&c3, "br-up");
+    ip_in(&c3, &["link", "set", "phy0", "master", "br-up"]);
+    tap(&c3, "up0", Some("br-up"));
+    for k in 0..4 {
+        tap(&c3, &format!("vf{k}"), None);
+    }
+    // Gateway: trunk on the fabric, external side towards the internet.
+    lab.wire((&gw, "trk0", None), (&fab, "f10", None));
+    ip_in(&fab, &["link", "set", "f10", "master", "br-fab"]);
+    bridge(&gw, "br-trk");
+    ip_in(&gw, &["link", "set", "trk0", "master", "br-trk"]);
+    tap(&gw, "gtrk", Some("br-trk"));
+    lab.wire((&gw, "ext0", None), (&inet, "up0", Some("203.0.113.1/24")));
+    bridge(&gw, "br-ext");
+    ip_in(&gw, &["link", "set", "ext0", "master", "br-ext"]);
+    tap(&gw, "gext", Some("br-ext"));
+    ip_in(&inet, &["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+
+    let (base, creds, stop_tx) = controller(dir.path(), &mgmt).await;
+    let ctl = "http://10.255.0.1:9696";
+    let t2 = enroll(dir.path(), &creds, "compute-2", Role::Vrouter);
+    agent(
+        &mut lab,
+        &c2,
+        "compute-2",
+        "192.0.2.12",
+        ctl,
+        &t2,
+        &dir.path().join("c2.log"),
+    );
+    let t3 = enroll(dir.path(), &creds, "compute-3", Role::Sriov);
+    agent_with(
+        &mut lab,
+        &c3,
+        "compute-3",
+        &[
+            "--role",
+            "sriov",
+            "--trunk-tap",
+            "up0",
+            "--vf-tap-prefix",
+            "vf",
+            "--vfs",
+            "4",
+        ],
+        ctl,
+        &t3,
+        &dir.path().join("c3.log"),
+    );
+    let tg = enroll(dir.path(), &creds, "gateway", Role::Gateway);
+    agent_with(
+        &mut lab,
+        &gw,
+        "gateway",
+        &[
+            "--role",
+            "gateway",
+            "--tunneling-ip",
+            "192.0.2.1",
+            "--trunk-tap",
+            "gtrk",
+            "--external-tap",
+            "gext",
+            "--external-ip",
+            "203.0.113.2/24",
+            "--next-hop",
+            "203.0.113.1",
+        ],
+        ctl,
+        &tg,
+        &dir.path().join("gw.log"),
+    );
+    let http = reqwest::Client::new();
+    let logs = || {
+        ["c2", "c3", "gw"]
+            .iter()
+            .map(|n| {
+                std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut nodes = Value::Null;
+    for _ in 0..300 {
+        nodes = get(&http, &format!("{base}/switchyard/v1/nodes")).await;
+        if nodes["nodes"]
+            .as_array()
+            .is_some_and(|a| a.len() == 3 && a.iter().all(|n| n["state"] == "converged"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        nodes["nodes"]
+            .as_array()
+            .is_some_and(|a| a.len() == 3 && a.iter().all(|n| n["state"] == "converged")),
+        "three nodes converge: {nodes}\n{}",
+        logs()
+    );
+
+    // public (flat, the gateway's external link), demo-net with a router.
+    let public = post(
+        &http,
+        &format!("{base}/v2.0/networks"),
+        json!({"network": {"name": "public", "router:external": true,
+            "provider:network_type": "flat", "provider:physical_network": "public"}}),
+    )
+    .await["network"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    post(
+        &http,
+        &format!("{base}/v2.0/subnets"),
+        json!({"subnet": {"network_id": public, "ip_version": 4, "cidr": "203.0.113.0/24",
+            "gateway_ip": "203.0.113.1", "enable_dhcp": false,
+            "allocation_pools": [{"start": "203.0.113.10", "end": "203.0.113.20"}]}}),
+    )
+    .await;
+    let net = post(
+        &http,
+        &format!("{base}/v2.0/networks"),
+        json!({"network": {"name": "demo-net"}}),
+    )
+    .await["network"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let sub = post(
+        &http,
+        &format!("{base}/v2.0/subnets"),
+        json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "50.50.50.0/24"}}),
+    )
+    .await["subnet"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let router = post(
+        &http,
+        &format!("{base}/v2.0/routers"),
+        json!({"router": {"name": "r", "external_gateway_info": {"network_id": public}}}),
+    )
+    .await;
+    let rid = router["router"]["id"].as_str().expect("id").to_string();
+    let snat_ip = router["router"]["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
+        .as_str()
+        .expect("gateway ip")
+        .to_string();
+    let r = http
+        .put(format!("{base}/v2.0/routers/{rid}/add_router_interface"))
+        .json(&json!({"subnet_id": sub}))
+        .send()
+        .await
+        .expect("interface");
+    assert!(r.status().is_success());
+
+    // The vRouter guest, as in the first test (static address: its own).
+    let p1 = post(
+        &http,
+        &format!("{base}/v2.0/ports"),
+        json!({"port": {"network_id": net, "binding:host_id": "compute-2", "device_owner": "compute:nova"}}),
+    )
+    .await["port"]
+        .clone();
+    let tap1 = switchyard_agent::linux::tap_name(p1["id"].as_str().expect("id"));
+    tap(&c2, &tap1, None);
+    let url1 = format!("{base}/v2.0/ports/{}", p1["id"].as_str().expect("id"));
+    until("the vRouter port ACTIVE", 30, async || {
+        get(&http, &url1).await["port"]["status"] == "ACTIVE"
+    })
+    .await;
+    let ip1 = p1["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .expect("ip")
+        .to_string();
+    ip_in(&c2, &["link", "set", &tap1, "netns", &g1]);
+    ip_in(
+        &g1,
+        &[
+            "link",
+            "set",
+            &tap1,
+            "address",
+            p1["mac_address"].as_str().expect("mac"),
+        ],
+    );
+    ip_in(&g1, &["addr", "add", &format!("{ip1}/24"), "dev", &tap1]);
+    ip_in(&g1, &["link", "set", &tap1, "up"]);
+    ip_in(&g1, &["route", "add", "default", "via", "50.50.50.1"]);
+
+    // The VF guest: a direct port; the hypervisor hands it the VF the
+    // agent gave the port (its local port 100 + k), with the port's MAC.
+    let p3 = post(
+        &http,
+        &format!("{base}/v2.0/ports"),
+        json!({"port": {"network_id": net, "binding:host_id": "compute-3",
+            "binding:vnic_type": "direct", "device_owner": "compute:nova"}}),
+    )
+    .await["port"]
+        .clone();
+    assert_eq!(p3["binding:vif_type"], "hw_veb");
+    // Neutron's SR-IOV driver gives the VLAN as a string.
+    let vlan: u64 = p3["binding:vif_details"]["vlan"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("vlan");
+    let pid3 = p3["id"].as_str().expect("id").to_string();
+    let url3 = format!("{base}/v2.0/ports/{pid3}");
+    until("the VF port ACTIVE", 30, async || {
+        get(&http, &url3).await["port"]["status"] == "ACTIVE"
+    })
+    .await;
+    let node3 = get(&http, &format!("{base}/switchyard/v1/nodes/compute-3")).await;
+    let local = node3["node"]["applied"]["interfaces"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["port_id"] == pid3.as_str()))
+        .and_then(|i| i["local_port"].as_u64())
+        .expect("the VF of the port");
+    let vf = format!("vf{}", local - 100);
+    ip_in(&c3, &["link", "set", &vf, "netns", &g3]);
+    ip_in(
+        &g3,
+        &[
+            "link",
+            "set",
+            &vf,
+            "address",
+            p3["mac_address"].as_str().expect("mac"),
+        ],
+    );
+    ip_in(&g3, &["link", "set", &vf, "up"]);
+    let script = dir.path().join("udhcpc.sh");
+    std::fs::write(&script, UDHCPC_SCRIPT).expect("script");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let physnet = dir.path().join("physnet.txt");
+    let mut capture = Command::new("ip")
+        .args([
+            "netns", "exec", &c3, "tcpdump", "-l", "-e", "-nn", "-i", "phy0", "-c", "6", "icmp",
+        ])
+        .stdout(std::fs::File::create(&physnet).expect("capture"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    let (ok, lease) = exec(
+        &g3,
+        &[
+            "busybox",
+            "udhcpc",
+            "-f",
+            "-q",
+            "-n",
+            "-t",
+            "5",
+            "-T",
+            "1",
+            "-i",
+            &vf,
+            "-s",
+            script.to_str().expect("path"),
+        ],
+    );
+    let ip3 = p3["fixed_ips"][0]["ip_address"].as_str().expect("ip");
+    assert!(
+        ok && lease.contains(&format!("lease {ip3}/")),
+        "DHCP from the gateway: {lease}\n{}",
+        logs()
+    );
+
+    // VF guest <-> vRouter guest, and both to the internet.
+    let internet = dir.path().join("internet.txt");
+    let mut outside = Command::new("ip")
+        .args([
+            "netns", "exec", &inet, "tcpdump", "-l", "-nn", "-i", "up0", "-c", "4", "icmp",
+        ])
+        .stdout(std::fs::File::create(&internet).expect("capture"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (ns, to) in [
+        (&g3, ip1.as_str()),
+        (&g1, ip3),
+        (&g3, "198.51.100.1"),
+        (&g1, "198.51.100.1"),
+    ] {
+        let (ok, out) = exec(ns, &["ping", "-c", "4", "-i", "0.2", "-W", "2", to]);
+        assert!(ok, "{ns} -> {to}: {out}\n{}", logs());
+    }
+    for c in [&mut capture, &mut outside] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    // The SR-IOV node's frames on the physnet carry the network's VLAN.
+    let seen = std::fs::read_to_string(&physnet).unwrap_or_default();
+    assert!(
+        seen.contains(&format!("vlan {vlan}")),
+        "VLAN {vlan} on the physnet:\n{seen}"
+    );
+    // The internet sees the router's public address, never an inside one.
+    let seen = std::fs::read_to_string(&internet).unwrap_or_default();
+    assert!(seen.contains(&snat_ip), "SNAT to {snat_ip}:\n{seen}");
+    assert!(
+        !seen.contains("50.50.50."),
+        "an inside address leaked:\n{seen}"
+    );
+    let _ = stop_tx.send(true);
+}
