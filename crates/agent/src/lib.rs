@@ -17,6 +17,7 @@ pub mod client;
 mod introspect;
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub mod openvswitch;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

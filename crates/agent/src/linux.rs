@@ -28,8 +28,8 @@
 //! hypervisor passes it to the VM); a port on a VF is plugged as soon as its
 //! interface is applied, as Neutron's SR-IOV agent reports a configured VF.
 //!
-//! OVS nodes run Open vSwitch, not this pipeline: they refuse this I/O with
-//! a clear error until the OVSDB backend exists.
+//! OVS nodes run Open vSwitch instead of this pipeline
+//! ([`crate::openvswitch`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -73,6 +73,8 @@ pub enum LinuxError {
     Netlink(io::Error),
     #[error("cannot attach to {0} (it must exist, as a TAP): {1}")]
     Fixed(String, io::Error),
+    #[error("{0}")]
+    Other(String),
 }
 
 pub struct Options {

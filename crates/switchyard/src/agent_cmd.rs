@@ -65,6 +65,15 @@ pub struct AgentArgs {
     /// sriov: the number of VFs.
     #[arg(long, default_value_t = 8)]
     vfs: u32,
+    /// Linux I/O, ovs: ovsdb-server's Unix socket.
+    #[arg(long, default_value = "/var/run/openvswitch/db.sock")]
+    ovs_db: PathBuf,
+    /// Linux I/O, ovs: ovs-vswitchd's run directory (its bridges' BR.mgmt sockets).
+    #[arg(long, default_value = "/var/run/openvswitch")]
+    ovs_rundir: PathBuf,
+    /// Linux I/O, ovs: the NIC carrying the physnet, put on br-phys.
+    #[arg(long)]
+    physnet_nic: Option<String>,
 }
 
 /// The gateway's external side from the flags, if given.
@@ -172,6 +181,33 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let applied = Arc::new(tokio::sync::Notify::new());
     let io = match a.io {
+        Io::Linux if a.role == Role::Ovs => {
+            let mappings =
+                std::collections::BTreeMap::from([(a.physnet.clone(), "br-phys".to_string())]);
+            let nics = a
+                .physnet_nic
+                .iter()
+                .map(|n| ("br-phys".to_string(), n.clone()))
+                .collect();
+            let backend = switchyard_agent::openvswitch::Backend::open(
+                agent.clone(),
+                switchyard_agent::openvswitch::Options {
+                    db: a.ovs_db.clone(),
+                    rundir: a.ovs_rundir.clone(),
+                    mappings,
+                    nics,
+                },
+                events_tx.clone(),
+            )
+            .await?;
+            let (applied, stop) = (applied.clone(), stop.clone());
+            Some(tokio::spawn(async move {
+                backend
+                    .run(applied, stop)
+                    .await
+                    .map_err(|e| switchyard_agent::linux::LinuxError::Other(e.to_string()))
+            }))
+        }
         Io::Linux => {
             let rt = switchyard_agent::linux::Runtime::open(
                 agent.clone(),
@@ -190,10 +226,11 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
         "switchyard agent {} ({}) -> {url}; data plane: {}",
         a.host,
         a.role.name(),
-        match (a.io, a.tunneling_ip) {
-            (Io::Linux, Some(ip)) => format!("linux (TAP devices, VXLAN on {ip}:4789)"),
-            (Io::Linux, None) => "linux".to_string(),
-            (Io::None, _) => "none (no devices)".to_string(),
+        match (a.io, a.role, a.tunneling_ip) {
+            (Io::Linux, Role::Ovs, _) => format!("Open vSwitch ({})", a.ovs_db.display()),
+            (Io::Linux, _, Some(ip)) => format!("linux (TAP devices, VXLAN on {ip}:4789)"),
+            (Io::Linux, _, None) => "linux (TAP devices)".to_string(),
+            (Io::None, _, _) => "none (no devices)".to_string(),
         }
     );
     let task = tokio::spawn(client::run(

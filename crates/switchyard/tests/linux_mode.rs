@@ -801,3 +801,372 @@ async fn a_vf_guest_reaches_a_vrouter_guest_and_the_internet_through_the_gateway
     );
     let _ = stop_tx.send(true);
 }
+
+/// Starts `ovsdb-server` and `ovs-vswitchd` (userspace datapath) inside `ns`,
+/// with their database, sockets and logs in `run` (children of the lab, so
+/// they go with it).
+async fn open_vswitch(lab: &mut Lab, ns: &str, run: &Path) {
+    std::fs::create_dir_all(run).expect("run dir");
+    let db = run.join("conf.db");
+    let ok = Command::new("ovsdb-tool")
+        .args(["create"])
+        .arg(&db)
+        .arg("/usr/share/openvswitch/vswitch.ovsschema")
+        .status()
+        .expect("ovsdb-tool");
+    assert!(ok.success());
+    let sock = run.join("db.sock");
+    let spawn = |args: Vec<String>| {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(&args)
+            .env("OVS_RUNDIR", run)
+            .env("OVS_LOGDIR", run)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ovs")
+    };
+    let p = |x: &Path| x.display().to_string();
+    lab.children.push(spawn(vec![
+        "ovsdb-server".into(),
+        p(&db),
+        format!("--remote=punix:{}", p(&sock)),
+        format!("--unixctl={}", p(&run.join("ovsdb.ctl"))),
+        format!("--log-file={}", p(&run.join("ovsdb.log"))),
+    ]));
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ok = Command::new("ovs-vsctl")
+        .arg(format!("--db=unix:{}", p(&sock)))
+        .args(["--no-wait", "init"])
+        .status()
+        .expect("ovs-vsctl");
+    assert!(ok.success());
+    lab.children.push(spawn(vec![
+        "ovs-vswitchd".into(),
+        format!("unix:{}", p(&sock)),
+        "--disable-system".into(),
+        format!("--unixctl={}", p(&run.join("vswitchd.ctl"))),
+        format!("--log-file={}", p(&run.join("vswitchd.log"))),
+    ]));
+}
+
+/// An OVS node on real Open vSwitch (userspace datapath) beside the gateway
+/// and a vRouter node: the agent builds br-int and br-phys with their patch
+/// ports; os-vif's plug (the VM's TAP on br-int with external_ids:iface-id)
+/// makes the port ACTIVE with the network's local VLAN as its tag; the
+/// guest takes its lease by DHCP from the gateway and pings a vRouter guest;
+/// br-phys translates the local VLAN to the network's VLAN, which tcpdump
+/// sees on the physnet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
+    if !is_root() {
+        eprintln!("SKIPPED: Linux-mode tests need root (network namespaces, Open vSwitch)");
+        return;
+    }
+    if Command::new("ovs-vswitchd")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!(
+            "Open vSwitch is missing: apt-get install openvswitch-switch (scripts/test.sh does)"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lab = Lab::new();
+    let mgmt = lab.ns("mgmt");
+    let fab = lab.ns("fab");
+    let und = lab.ns("und");
+    let c1 = lab.ns("c1");
+    let c2 = lab.ns("c2");
+    let gw = lab.ns("gw");
+    let g1 = lab.ns("g1");
+    let g2 = lab.ns("g2");
+    manage(&lab, &mgmt, &[(&c1, 11), (&c2, 12), (&gw, 10)]);
+    bridge(&fab, "br-fab");
+    bridge(&und, "br-und");
+    for (ns, leg, addr) in [(&c2, "u12", "192.0.2.12/24"), (&gw, "u1", "192.0.2.1/24")] {
+        lab.wire((ns, "eth0", Some(addr)), (&und, leg, None));
+        ip_in(&und, &["link", "set", leg, "master", "br-und"]);
+    }
+    // The OVS node's physnet NIC on the fabric; Open vSwitch in the node.
+    lab.wire((&c1, "phy0", None), (&fab, "f1", None));
+    ip_in(&fab, &["link", "set", "f1", "master", "br-fab"]);
+    let ovs_run = dir.path().join("ovs");
+    open_vswitch(&mut lab, &c1, &ovs_run).await;
+    // The gateway's trunk on the fabric (no external side needed here).
+    lab.wire((&gw, "trk0", None), (&fab, "f10", None));
+    ip_in(&fab, &["link", "set", "f10", "master", "br-fab"]);
+    bridge(&gw, "br-trk");
+    ip_in(&gw, &["link", "set", "trk0", "master", "br-trk"]);
+    tap(&gw, "gtrk", Some("br-trk"));
+
+    let (base, creds, stop_tx) = controller(dir.path(), &mgmt).await;
+    let ctl = "http://10.255.0.1:9696";
+    let t1 = enroll(dir.path(), &creds, "compute-1", Role::Ovs);
+    let (db_arg, run_arg) = (
+        ovs_run.join("db.sock").display().to_string(),
+        ovs_run.display().to_string(),
+    );
+    agent_with(
+        &mut lab,
+        &c1,
+        "compute-1",
+        &[
+            "--role",
+            "ovs",
+            "--ovs-db",
+            &db_arg,
+            "--ovs-rundir",
+            &run_arg,
+            "--physnet-nic",
+            "phy0",
+        ],
+        ctl,
+        &t1,
+        &dir.path().join("c1.log"),
+    );
+    let t2 = enroll(dir.path(), &creds, "compute-2", Role::Vrouter);
+    agent(
+        &mut lab,
+        &c2,
+        "compute-2",
+        "192.0.2.12",
+        ctl,
+        &t2,
+        &dir.path().join("c2.log"),
+    );
+    let tg = enroll(dir.path(), &creds, "gateway", Role::Gateway);
+    agent_with(
+        &mut lab,
+        &gw,
+        "gateway",
+        &[
+            "--role",
+            "gateway",
+            "--tunneling-ip",
+            "192.0.2.1",
+            "--trunk-tap",
+            "gtrk",
+        ],
+        ctl,
+        &tg,
+        &dir.path().join("gw.log"),
+    );
+    let http = reqwest::Client::new();
+    let logs = || {
+        ["c1", "c2", "gw"]
+            .iter()
+            .map(|n| {
+                std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut nodes = Value::Null;
+    for _ in 0..300 {
+        nodes = get(&http, &format!("{base}/switchyard/v1/nodes")).await;
+        if nodes["nodes"]
+            .as_array()
+            .is_some_and(|a| a.len() == 3 && a.iter().all(|n| n["state"] == "converged"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        nodes["nodes"]
+            .as_array()
+            .is_some_and(|a| a.len() == 3 && a.iter().all(|n| n["state"] == "converged")),
+        "three nodes converge: {nodes}\n{}",
+        logs()
+    );
+    let vsctl = |args: &[&str]| -> String {
+        let out = Command::new("ovs-vsctl")
+            .arg(format!("--db=unix:{db_arg}"))
+            .args(args)
+            .output()
+            .expect("ovs-vsctl");
+        assert!(
+            out.status.success(),
+            "ovs-vsctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The agent built the bridges.
+    let bridges = vsctl(&["list-br"]);
+    assert!(
+        bridges.contains("br-int") && bridges.contains("br-phys"),
+        "{bridges}"
+    );
+    let on_phys = vsctl(&["list-ports", "br-phys"]);
+    assert!(
+        on_phys.contains("phy0") && on_phys.contains("phy-br-phys"),
+        "{on_phys}"
+    );
+
+    let net = post(
+        &http,
+        &format!("{base}/v2.0/networks"),
+        json!({"network": {"name": "ovs-net"}}),
+    )
+    .await["network"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    post(
+        &http,
+        &format!("{base}/v2.0/subnets"),
+        json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "50.50.50.0/24"}}),
+    )
+    .await;
+    // The vRouter guest (static address).
+    let p2 = post(
+        &http,
+        &format!("{base}/v2.0/ports"),
+        json!({"port": {"network_id": net, "binding:host_id": "compute-2", "device_owner": "compute:nova"}}),
+    )
+    .await["port"]
+        .clone();
+    let tap2 = switchyard_agent::linux::tap_name(p2["id"].as_str().expect("id"));
+    tap(&c2, &tap2, None);
+    let url2 = format!("{base}/v2.0/ports/{}", p2["id"].as_str().expect("id"));
+    until("the vRouter port ACTIVE", 30, async || {
+        get(&http, &url2).await["port"]["status"] == "ACTIVE"
+    })
+    .await;
+    let ip2 = p2["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .expect("ip")
+        .to_string();
+    ip_in(&c2, &["link", "set", &tap2, "netns", &g2]);
+    ip_in(
+        &g2,
+        &[
+            "link",
+            "set",
+            &tap2,
+            "address",
+            p2["mac_address"].as_str().expect("mac"),
+        ],
+    );
+    ip_in(&g2, &["addr", "add", &format!("{ip2}/24"), "dev", &tap2]);
+    ip_in(&g2, &["link", "set", &tap2, "up"]);
+
+    // The OVS guest: os-vif's plug of a veth (the VM's NIC in the guest).
+    let p1 = post(
+        &http,
+        &format!("{base}/v2.0/ports"),
+        json!({"port": {"network_id": net, "binding:host_id": "compute-1", "device_owner": "compute:nova"}}),
+    )
+    .await["port"]
+        .clone();
+    assert_eq!(p1["binding:vif_type"], "ovs");
+    let pid1 = p1["id"].as_str().expect("id").to_string();
+    let mac1 = p1["mac_address"].as_str().expect("mac").to_string();
+    let tap1 = switchyard_agent::linux::tap_name(&pid1);
+    lab.wire((&c1, &tap1, None), (&g1, "eth0", None));
+    ip_in(&g1, &["link", "set", "eth0", "address", &mac1]);
+    vsctl(&[
+        "add-port",
+        "br-int",
+        &tap1,
+        "--",
+        "set",
+        "Interface",
+        &tap1,
+        &format!("external_ids:iface-id={pid1}"),
+        &format!("external_ids:attached-mac={mac1}"),
+        "external_ids:iface-status=active",
+        "external_ids:vm-uuid=vm-ovs",
+    ]);
+    let url1 = format!("{base}/v2.0/ports/{pid1}");
+    until("the OVS port ACTIVE", 30, async || {
+        get(&http, &url1).await["port"]["status"] == "ACTIVE"
+    })
+    .await;
+    // The port is an access port of the network's local VLAN on br-int, and
+    // br-phys rewrites that local VLAN to the network's VLAN on the physnet.
+    let tag = vsctl(&["get", "Port", &tap1, "tag"]);
+    assert!(
+        tag.parse::<u16>().is_ok_and(|t| (1..4095).contains(&t)),
+        "tag {tag}"
+    );
+    let segs = get(&http, &format!("{base}/v2.0/segments?network_id={net}")).await;
+    let seg = segs["segments"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["network_type"] == "vlan"))
+        .and_then(|s| s["segmentation_id"].as_u64())
+        .expect("the network's VLAN segment");
+    let flows_phys = {
+        let out = Command::new("ovs-ofctl")
+            .arg("dump-flows")
+            .arg(format!("unix:{}", ovs_run.join("br-phys.mgmt").display()))
+            .output()
+            .expect("dump-flows");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        flows_phys.contains(&format!("dl_vlan={tag} actions=mod_vlan_vid:{seg},NORMAL")),
+        "br-phys translates local VLAN {tag} to {seg}:\n{flows_phys}"
+    );
+    let script = dir.path().join("udhcpc.sh");
+    std::fs::write(&script, UDHCPC_SCRIPT).expect("script");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let physnet = dir.path().join("physnet.txt");
+    let mut capture = Command::new("ip")
+        .args([
+            "netns", "exec", &c1, "tcpdump", "-l", "-e", "-nn", "-i", "phy0", "-c", "4", "icmp",
+        ])
+        .stdout(std::fs::File::create(&physnet).expect("capture"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    let (ok, lease) = exec(
+        &g1,
+        &[
+            "busybox",
+            "udhcpc",
+            "-f",
+            "-q",
+            "-n",
+            "-t",
+            "5",
+            "-T",
+            "1",
+            "-i",
+            "eth0",
+            "-s",
+            script.to_str().expect("path"),
+        ],
+    );
+    let ip1 = p1["fixed_ips"][0]["ip_address"].as_str().expect("ip");
+    assert!(
+        ok && lease.contains(&format!("lease {ip1}/")),
+        "DHCP from the gateway through OVS: {lease}\n{}",
+        logs()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (ns, to) in [(&g1, ip2.as_str()), (&g2, ip1)] {
+        let (ok, out) = exec(ns, &["ping", "-c", "4", "-i", "0.2", "-W", "2", to]);
+        assert!(ok, "{ns} -> {to}: {out}\n{}", logs());
+    }
+    let _ = capture.kill();
+    let _ = capture.wait();
+    let seen = std::fs::read_to_string(&physnet).unwrap_or_default();
+    assert!(
+        seen.contains(&format!("vlan {seg},")),
+        "the OVS node's frames carry the network's VLAN {seg} on the physnet:\n{seen}"
+    );
+    let _ = stop_tx.send(true);
+}
