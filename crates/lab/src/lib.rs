@@ -9,7 +9,9 @@
 //!
 //! `live` runs it in real time behind the API (`switchyard lab up`), with a
 //! hypervisor and a compute API; `client` holds the API clients behind
-//! `switchyard verify`, `demo` and `bench migration`.
+//! `switchyard verify`, `demo` and `bench migration`. `linux` builds the same
+//! topology on the host's kernel instead (`switchyard lab up --linux`):
+//! namespaces, agent processes, Open vSwitch, kernel guests.
 
 pub mod agents;
 pub mod build;
@@ -17,6 +19,8 @@ pub mod client;
 pub mod guest;
 pub mod internet;
 pub mod lab;
+#[cfg(target_os = "linux")]
+pub mod linux;
 pub mod live;
 pub mod pcap;
 pub mod topology;

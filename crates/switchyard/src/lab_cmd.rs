@@ -14,9 +14,28 @@ use crate::config;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCmd {
-    /// Start the controller, the agents, the emulated fabric and the hypervisor emulation.
+    /// Start the controller, the agents, the emulated fabric and the hypervisor emulation
+    /// (or, with --linux, the topology on this machine's kernel).
     Up(UpArgs),
+    /// Remove what a Linux lab left behind (namespaces, agents, Open vSwitch),
+    /// after a crash or a kill -9.
+    Down(DownArgs),
 }
+
+#[derive(Debug, clap::Args)]
+pub struct DownArgs {
+    /// The Linux lab's state directory.
+    #[arg(long, env = "SWITCHYARD_LAB_DIR", default_value = DEFAULT_LINUX_DIR)]
+    state_dir: PathBuf,
+    /// The lab's namespace prefix: every namespace named PREFIX-… goes.
+    #[arg(long, default_value = LINUX_PREFIX)]
+    prefix: String,
+}
+
+/// Where a Linux lab keeps its state, logs and Open vSwitch databases.
+const DEFAULT_LINUX_DIR: &str = "/run/switchyard-lab";
+/// Namespace names of a Linux lab start with this.
+const LINUX_PREFIX: &str = "sy";
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -35,10 +54,24 @@ pub struct UpArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     http: config::HttpArgs,
+    /// Build the topology on this machine's kernel: network namespaces, agent
+    /// processes, Open vSwitch, kernel guests (root; see docs/operator-guide.md).
+    #[arg(long)]
+    linux: bool,
+    /// With --linux: the state directory (state file, logs, tokens, OVS databases).
+    #[arg(long, env = "SWITCHYARD_LAB_DIR", default_value = DEFAULT_LINUX_DIR)]
+    state_dir: PathBuf,
+    /// With --linux: namespaces are named PREFIX-<node> (two labs side by
+    /// side need two prefixes and two state directories).
+    #[arg(long, default_value = LINUX_PREFIX)]
+    prefix: String,
 }
 
 pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let LabCmd::Up(a) = cmd;
+    let a = match cmd {
+        LabCmd::Up(a) => a,
+        LabCmd::Down(d) => return down(&d),
+    };
     let topology = match &a.topology {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -50,13 +83,16 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let file = config::FileConfig::load(a.config.as_deref())?;
     let http = config::http_options(&a.http, &file)?;
     // The temporary directory lives as long as the lab.
-    let (db, _tmp) = match a.db.or(file.db.clone()) {
+    let (db, _tmp) = match a.db.clone().or(file.db.clone()) {
         Some(url) => (config::sqlite_path(&url)?, None),
         None => {
             let t = tempfile::tempdir().context("creating a temporary directory")?;
             (t.path().join("switchyard.db"), Some(t))
         }
     };
+    if a.linux {
+        return linux(a, topology, file, http, db, shutdown).await;
+    }
     let live = LiveLab::start(Options {
         topology: topology.clone(),
         bind: a.bind.clone(),
@@ -163,4 +199,81 @@ With the openstack CLI, a clouds.yaml entry without Keystone:
 
 Ctrl-C stops the lab."#
     );
+}
+
+#[cfg(target_os = "linux")]
+fn down(d: &DownArgs) -> anyhow::Result<()> {
+    let (procs, namespaces) = switchyard_lab::linux::down(&d.state_dir, &d.prefix, true)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("switchyard lab down: stopped {procs} processes, removed {namespaces} namespaces");
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn down(_: &DownArgs) -> anyhow::Result<()> {
+    anyhow::bail!("Linux labs exist only on Linux")
+}
+
+#[cfg(target_os = "linux")]
+async fn linux(
+    a: UpArgs,
+    topology: Topology,
+    file: config::FileConfig,
+    http: switchyard_api::HttpOptions,
+    db: PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use switchyard_lab::linux::{LinuxLab, Options as LinuxOptions};
+    let binary = std::env::current_exe().context("finding the switchyard binary")?;
+    println!(
+        "switchyard lab up --linux: building {} nodes as network namespaces …",
+        topology.nodes.len()
+    );
+    let lab = LinuxLab::start(LinuxOptions {
+        topology: topology.clone(),
+        bind: a.bind.clone(),
+        db: db.clone(),
+        ml2: file.ml2.clone(),
+        project: file
+            .default_project
+            .clone()
+            .unwrap_or_else(|| "admin".into()),
+        binary,
+        state_dir: a.state_dir.clone(),
+        prefix: a.prefix.clone(),
+        http,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let u = lab.url();
+    println!("switchyard lab (Linux mode) is up: every node converged.");
+    println!("  Neutron API   {u}/v2.0/");
+    println!(
+        "  lab API       {u}/switchyard/v1/lab  (guests: POST {{\"guest\": {{\"name\", \"port_id\"}}}}, ping)"
+    );
+    println!(
+        "  nodes         network namespaces {}-<node>; agent logs and OVS databases in {}",
+        a.prefix,
+        a.state_dir.display()
+    );
+    println!("  verify        switchyard verify --url {u}");
+    println!(
+        "Ctrl-C stops it and removes every namespace, device and process it made (`switchyard lab down` after a crash)."
+    );
+    shutdown.await;
+    lab.shutdown().await;
+    println!("switchyard lab: stopped");
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn linux(
+    _: UpArgs,
+    _: Topology,
+    _: config::FileConfig,
+    _: switchyard_api::HttpOptions,
+    _: PathBuf,
+    _: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    anyhow::bail!("--linux needs Linux")
 }

@@ -220,76 +220,11 @@ impl LiveLab {
         Ok(())
     }
 
-    /// Creates the external network `public` on the gateway's external link
-    /// (from the topology: its subnet, the upstream router as gateway IP, and
-    /// an allocation pool above both addresses) unless it exists.
     fn ensure_public_network(&self) -> Result<(), LiveError> {
-        let Some(app) = self.app() else {
-            return Ok(());
-        };
-        let gateways: Vec<&crate::topology::NodeSpec> = self
-            .opts
-            .topology
-            .nodes
-            .iter()
-            .filter(|n| n.role == crate::topology::Role::Gateway)
-            .collect();
-        let Some(gw) = gateways.first() else {
-            return Ok(());
-        };
-        let (Some(ip), Some(hop)) = (gw.external_ip, gw.next_hop) else {
-            return Ok(());
-        };
-        let len = gw.external_prefix_len.unwrap_or(24).min(30);
-        let mask = u32::MAX << (32 - u32::from(len));
-        let net = std::net::Ipv4Addr::from(u32::from(ip) & mask);
-        let last = std::net::Ipv4Addr::from((u32::from(ip) | !mask) - 1);
-        // The pool starts above every gateway's own address and the upstream's.
-        let highest = gateways
-            .iter()
-            .filter_map(|g| g.external_ip)
-            .chain(std::iter::once(hop))
-            .map(u32::from)
-            .max()
-            .unwrap_or(u32::from(ip));
-        let first = std::net::Ipv4Addr::from(highest + 1);
-        let exists = app
-            .shared
-            .read(|_, st| {
-                Ok(st
-                    .networks
-                    .values()
-                    .any(|n| n.name == "public" && n.external))
-            })
-            .unwrap_or(true);
-        if exists || first > last {
-            return Ok(());
+        match self.app() {
+            Some(app) => ensure_public_network(app, &self.opts.topology, &self.opts.project),
+            None => Ok(()),
         }
-        let obj = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
-        let ctx = switchyard_ml2::Ctx::admin(&self.opts.project, app.shared.clock.now());
-        app.shared
-            .write(
-                &ctx,
-                |ml2, st, ctx| {
-                    let id = switchyard_ml2::ops::networks::create(
-                        ml2,
-                        st,
-                        ctx,
-                        &obj(serde_json::json!({"name": "public", "router:external": true, "shared": false,
-                            "provider:network_type": "flat", "provider:physical_network": "public"})),
-                    )?;
-                    switchyard_ml2::ops::subnets::create(
-                        st,
-                        ctx,
-                        &obj(serde_json::json!({"network_id": id, "name": "public-subnet", "ip_version": 4,
-                            "cidr": format!("{net}/{len}"), "gateway_ip": hop.to_string(), "enable_dhcp": false,
-                            "allocation_pools": [{"start": first.to_string(), "end": last.to_string()}]})),
-                    )?;
-                    Ok(())
-                },
-                |_, _, ()| Ok(()),
-            )
-            .map_err(|e| LiveError::Topology(format!("creating the public network: {}", e.message)))
     }
 
     /// `http://ADDR` of the API.
@@ -477,6 +412,79 @@ impl Drop for LiveLab {
                 let _ = stop.send(true);
             }
         }
+    }
+}
+
+/// Creates the external network `public` on the gateway's external link
+/// (from the topology: its subnet, the upstream router as gateway IP, and
+/// an allocation pool above both addresses) unless it exists.
+pub fn ensure_public_network(
+    app: &App,
+    topology: &Topology,
+    project: &str,
+) -> Result<(), LiveError> {
+    {
+        let gateways: Vec<&crate::topology::NodeSpec> = topology
+            .nodes
+            .iter()
+            .filter(|n| n.role == crate::topology::Role::Gateway)
+            .collect();
+        let Some(gw) = gateways.first() else {
+            return Ok(());
+        };
+        let (Some(ip), Some(hop)) = (gw.external_ip, gw.next_hop) else {
+            return Ok(());
+        };
+        let len = gw.external_prefix_len.unwrap_or(24).min(30);
+        let mask = u32::MAX << (32 - u32::from(len));
+        let net = std::net::Ipv4Addr::from(u32::from(ip) & mask);
+        let last = std::net::Ipv4Addr::from((u32::from(ip) | !mask) - 1);
+        // The pool starts above every gateway's own address and the upstream's.
+        let highest = gateways
+            .iter()
+            .filter_map(|g| g.external_ip)
+            .chain(std::iter::once(hop))
+            .map(u32::from)
+            .max()
+            .unwrap_or(u32::from(ip));
+        let first = std::net::Ipv4Addr::from(highest + 1);
+        let exists = app
+            .shared
+            .read(|_, st| {
+                Ok(st
+                    .networks
+                    .values()
+                    .any(|n| n.name == "public" && n.external))
+            })
+            .unwrap_or(true);
+        if exists || first > last {
+            return Ok(());
+        }
+        let obj = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        let ctx = switchyard_ml2::Ctx::admin(project, app.shared.clock.now());
+        app.shared
+            .write(
+                &ctx,
+                |ml2, st, ctx| {
+                    let id = switchyard_ml2::ops::networks::create(
+                        ml2,
+                        st,
+                        ctx,
+                        &obj(serde_json::json!({"name": "public", "router:external": true, "shared": false,
+                            "provider:network_type": "flat", "provider:physical_network": "public"})),
+                    )?;
+                    switchyard_ml2::ops::subnets::create(
+                        st,
+                        ctx,
+                        &obj(serde_json::json!({"network_id": id, "name": "public-subnet", "ip_version": 4,
+                            "cidr": format!("{net}/{len}"), "gateway_ip": hop.to_string(), "enable_dhcp": false,
+                            "allocation_pools": [{"start": first.to_string(), "end": last.to_string()}]})),
+                    )?;
+                    Ok(())
+                },
+                |_, _, ()| Ok(()),
+            )
+            .map_err(|e| LiveError::Topology(format!("creating the public network: {}", e.message)))
     }
 }
 
