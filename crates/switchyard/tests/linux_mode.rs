@@ -14,7 +14,6 @@
 //! address. Needs root; every namespace, device and process it made is
 //! removed when it ends, passed or failed.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -22,6 +21,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard_api::nodeauth::{NodeCredentials, enroll_in_file};
+use switchyard_lab::linux::netns;
 use switchyard_ml2::Ml2Config;
 use switchyard_proto::Role;
 use switchyard_store::Durability;
@@ -30,22 +30,9 @@ fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
-/// Runs `ip ARGS`, panicking with its stderr on failure.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `ip netns exec NS ip ARGS`.
+/// `ip netns exec NS ip ARGS`, panicking on failure.
 fn ip_in(ns: &str, args: &[&str]) {
-    let mut all = vec!["netns", "exec", ns, "ip"];
-    all.extend_from_slice(args);
-    ip(&all);
+    netns::ip_in(ns, args).expect("ip");
 }
 
 /// Namespaces and processes this test made; removed on drop.
@@ -68,23 +55,14 @@ impl Lab {
 
     fn ns(&mut self, name: &str) -> String {
         let full = format!("{}-{name}", self.prefix);
-        ip(&["netns", "add", &full]);
-        ip_in(&full, &["link", "set", "lo", "up"]);
         self.namespaces.push(full.clone());
+        netns::add(&full).expect("netns");
         full
     }
 
     /// A veth pair between namespaces `a` and `b`, addressed and up.
     fn wire(&self, a: (&str, &str, Option<&str>), b: (&str, &str, Option<&str>)) {
-        ip(&[
-            "link", "add", a.1, "netns", a.0, "type", "veth", "peer", "name", b.1, "netns", b.0,
-        ]);
-        for (ns, dev, addr) in [a, b] {
-            if let Some(addr) = addr {
-                ip_in(ns, &["addr", "add", addr, "dev", dev]);
-            }
-            ip_in(ns, &["link", "set", dev, "up"]);
-        }
+        netns::wire(a, b).expect("veth");
     }
 }
 
@@ -95,25 +73,14 @@ impl Drop for Lab {
             let _ = c.wait();
         }
         for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            netns::del(ns);
         }
     }
 }
 
-/// A listener opened inside network namespace `ns` (the calling thread
-/// enters it, binds, and the socket stays there).
+/// A listener opened inside network namespace `ns`.
 fn listen_in(ns: &str, addr: &str) -> std::net::TcpListener {
-    let path = format!("/run/netns/{ns}");
-    let addr: SocketAddr = addr.parse().expect("addr");
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).expect("netns");
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let l = std::net::TcpListener::bind(addr).expect("bind in netns");
-        l.set_nonblocking(true).expect("nonblocking");
-        l
-    })
-    .join()
-    .expect("listener thread")
+    netns::listen_in(ns, addr.parse().expect("addr")).expect("listener in netns")
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> Value {
@@ -253,36 +220,19 @@ fn manage(lab: &Lab, mgmt: &str, nodes: &[(&str, u8)]) {
     }
 }
 
-/// A Linux bridge `br` in `ns` (a learning bridge: VLAN tags pass untouched).
+/// A Linux bridge `br` in `ns`.
 fn bridge(ns: &str, br: &str) {
-    ip_in(ns, &["link", "add", br, "type", "bridge"]);
-    ip_in(ns, &["link", "set", br, "up"]);
+    netns::bridge(ns, br).expect("bridge");
 }
 
-/// A persistent TAP `name` in `ns`, up, enslaved to bridge `br` if given.
+/// A persistent TAP `name` in `ns`, up, on bridge `br` if given.
 fn tap(ns: &str, name: &str, br: Option<&str>) {
-    ip_in(ns, &["tuntap", "add", "dev", name, "mode", "tap"]);
-    if let Some(br) = br {
-        ip_in(ns, &["link", "set", name, "master", br]);
-    }
-    ip_in(ns, &["link", "set", name, "up"]);
+    netns::tap(ns, name, br).expect("tap");
 }
 
 /// Runs `cmd` inside `ns`: whether it succeeded, and what it printed.
 fn exec(ns: &str, cmd: &[&str]) -> (bool, String) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(cmd)
-        .output()
-        .expect("netns exec");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    netns::exec(ns, cmd).expect("netns exec")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
