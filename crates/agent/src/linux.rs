@@ -216,7 +216,11 @@ impl Runtime {
     }
 
     /// Attaches the devices of interfaces the node runs that have none yet.
-    fn rescan(&mut self) {
+    /// Returns whether one that exists could not be attached (the tool that
+    /// created it may still hold it: `ip tuntap add` does for a moment), so
+    /// the caller looks again shortly.
+    fn rescan(&mut self) -> bool {
+        let mut again = false;
         let want = wanted(&lock(&self.agent));
         let mut changed = false;
         for (port_id, port, on_vf) in want {
@@ -241,7 +245,8 @@ impl Runtime {
             let dev = match attach(&name) {
                 Ok(d) => Arc::new(d),
                 Err(e) => {
-                    tracing::warn!(%name, error = %e, "cannot attach to the port's device");
+                    tracing::debug!(%name, error = %e, "cannot attach to the port's device yet");
+                    again = true;
                     continue;
                 }
             };
@@ -261,6 +266,7 @@ impl Runtime {
         if changed {
             let _ = self.events.try_send(Event::Changed);
         }
+        again
     }
 
     fn gone(&mut self, port_id: &str, port: PortNo) {
@@ -334,7 +340,7 @@ impl Runtime {
         let mut nlbuf: Vec<u8> = Vec::with_capacity(8192);
         let mut buf = vec![0u8; 65_536];
         let mut next: Option<Instant> = None;
-        self.rescan();
+        let mut again = self.rescan();
         loop {
             let now = self.now();
             let wait = next.map(|t| {
@@ -343,12 +349,15 @@ impl Runtime {
             });
             tokio::select! {
                 _ = stop.changed() => return Ok(()),
-                _ = applied.notified() => self.rescan(),
+                _ = applied.notified() => again = self.rescan(),
                 r = links.recv_from(&mut nlbuf) => {
                     nlbuf.clear();
                     if r.is_ok() {
-                        self.rescan();
+                        again = self.rescan();
                     }
+                }
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)), if again => {
+                    again = self.rescan();
                 }
                 m = self.rx.recv() => match m {
                     Some(Rx::Frame(port, data)) => {
