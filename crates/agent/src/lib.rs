@@ -142,6 +142,8 @@ pub struct NodeAgent {
     up: std::collections::BTreeSet<String>,
     /// Port status changes not reported yet. The session reports them.
     port_status: Vec<(String, bool)>,
+    /// Whether a snapshot from the controller has been applied since start.
+    synced: bool,
 }
 
 fn mac(s: &str) -> Result<Mac, String> {
@@ -276,7 +278,15 @@ impl NodeAgent {
             plugged: std::collections::BTreeSet::new(),
             up: std::collections::BTreeSet::new(),
             port_status: Vec::new(),
+            synced: false,
         }
+    }
+
+    /// Whether this agent has applied a snapshot from the controller since
+    /// it started: before, what it holds is not the node's state (a
+    /// restarted OVS agent must not wipe the flows Open vSwitch still runs).
+    pub fn synced(&self) -> bool {
+        self.synced
     }
 
     /// The version of the controller's state this node runs.
@@ -450,9 +460,11 @@ impl NodeAgent {
                 (d.version, d.clone())
             }
         };
+        let snapshot = matches!(msg, ToAgent::Snapshot { .. });
         match self.apply(&delta) {
             Ok(()) => {
                 self.version = version;
+                self.synced |= snapshot;
                 FromAgent::Ack { version }
             }
             Err(error) => FromAgent::Nack { version, error },

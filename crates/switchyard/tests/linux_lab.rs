@@ -251,3 +251,136 @@ async fn the_reference_scenario_connectivity_on_the_kernel() {
     let left: Vec<u32> = pids.into_iter().filter(|p| alive(*p)).collect();
     assert!(left.is_empty(), "processes left: {left:?}");
 }
+
+/// Restarts under a 10 ms ping stream between an OVS guest and a vRouter
+/// guest (the path crosses the OVS node, the fabric, the gateway and VXLAN):
+/// the controller (nodes forward headless: nothing lost), the OVS node's
+/// agent (Open vSwitch keeps its flows: nothing lost), and the vRouter and
+/// gateway agents, whose processes carry their data planes: traffic stops
+/// until the new process has reattached its devices and taken its state,
+/// then flows again. Every node converges again after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_keep_or_restore_traffic() {
+    use switchyard_lab::linux::{LinuxLab, Options};
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: lab up --linux needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = format!("syr{}", std::process::id() % 100_000);
+    let mut lab = LinuxLab::start(Options {
+        topology: switchyard_lab::Topology::reference().expect("topology"),
+        bind: "127.0.0.1:0".into(),
+        db: dir.path().join("switchyard.db"),
+        ml2: switchyard_ml2::Ml2Config::default(),
+        project: "admin".into(),
+        binary: env!("CARGO_BIN_EXE_switchyard").into(),
+        state_dir: dir.path().join("state"),
+        prefix: prefix.clone(),
+        http: switchyard_api::HttpOptions::default(),
+    })
+    .await
+    .expect("lab");
+    let url = lab.url();
+    let http = reqwest::Client::new();
+    let u = |p: &str| format!("{url}{p}");
+    let net = call(
+        &http,
+        reqwest::Method::POST,
+        &u("/v2.0/networks"),
+        Some(json!({"network": {"name": "n"}})),
+    )
+    .await;
+    let net = net["network"]["id"].as_str().expect("id").to_string();
+    call(
+        &http,
+        reqwest::Method::POST,
+        &u("/v2.0/subnets"),
+        Some(json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.80.0.0/24"}})),
+    )
+    .await;
+    let mut ips = Vec::new();
+    for (host, name) in [("compute-1", "ovs"), ("compute-2", "vr")] {
+        let p = call(
+            &http,
+            reqwest::Method::POST,
+            &u("/v2.0/ports"),
+            Some(json!({"port": {"network_id": net, "binding:host_id": host, "device_owner": "compute:nova"}})),
+        )
+        .await;
+        let g = call(
+            &http,
+            reqwest::Method::POST,
+            &u("/switchyard/v1/lab/guests"),
+            Some(json!({"guest": {"name": name, "port_id": p["port"]["id"]}})),
+        )
+        .await;
+        ips.push(g["guest"]["ip"].as_str().expect("leased").to_string());
+    }
+    let hosts = [
+        "compute-1",
+        "compute-2",
+        "compute-3",
+        "compute-4",
+        "gateway",
+    ];
+    let converged = |url: String| async move {
+        let c = switchyard_lab::client::LabClient::new(&url);
+        for _ in 0..300 {
+            if switchyard_lab::live::failover::converged(&c, &hosts)
+                .await
+                .unwrap_or(false)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    let warm = lab
+        .guests
+        .ping("ovs", ips[1].parse().expect("ip"), 5, 100)
+        .await
+        .expect("ping");
+    assert_eq!(warm.answered, 5, "{warm:?}");
+    for what in ["controller", "compute-1", "compute-2", "gateway"] {
+        lab.guests
+            .start_stream("ovs", ips[1].parse().expect("ip"), 10)
+            .expect("stream");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if what == "controller" {
+            lab.restart_controller().await.expect("restart controller");
+        } else {
+            lab.restart_agent(what).expect("restart agent");
+        }
+        assert!(
+            converged(url.clone()).await,
+            "every node converges again after restarting {what}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let r = lab
+            .guests
+            .stop_stream("ovs")
+            .expect("stream")
+            .expect("report");
+        eprintln!(
+            "restart of {what}: lost {} of {} (outage {} ms)",
+            r.lost.len(),
+            r.sent,
+            r.outage_ms
+        );
+        let tail_ok = r.sent > 100 && r.lost.iter().all(|s| *s + 100 <= r.sent);
+        assert!(
+            tail_ok,
+            "traffic flows again after restarting {what}: {r:?}"
+        );
+        if what == "controller" || what == "compute-1" {
+            assert!(r.lost.is_empty(), "nothing lost restarting {what}: {r:?}");
+        }
+    }
+    lab.shutdown().await;
+    assert!(
+        namespaces(&prefix).is_empty(),
+        "shutdown removed every namespace"
+    );
+}

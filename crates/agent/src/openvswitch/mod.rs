@@ -296,9 +296,17 @@ impl Backend {
         }
     }
 
-    /// Brings OVS in line with the node's state.
+    /// Brings OVS in line with the node's state — once the agent holds it:
+    /// until its first snapshot, Open vSwitch keeps what it runs (a
+    /// restarted agent does not wipe the flows carrying traffic).
     async fn reconcile(&mut self) -> Result<(), OvsError> {
-        let items = lock(&self.agent).items().clone();
+        let (items, synced) = {
+            let a = lock(&self.agent);
+            (a.items().clone(), a.synced())
+        };
+        if !synced {
+            return Ok(());
+        }
         let ifs = ifaces(&self.cache);
         let plan = plan::plan(&items, &ifs, &self.opts.mappings, &mut self.lvids);
         // Tags.

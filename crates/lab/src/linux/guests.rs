@@ -3,13 +3,18 @@
 //! `vif_type`, on the node the port is bound to:
 //!
 //! * `vrouter`: a TAP named `tap` + the port id's first 11 characters in the
-//!   node, handed to the vRouter agent (it attaches when the TAP appears);
-//!   once the port is `ACTIVE`, its netdev moves into the guest;
+//!   node, handed to the vRouter agent (it attaches when the TAP appears),
+//!   joined to the guest by a Linux bridge `qbr…` and a veth (`qvb…` in the
+//!   node, `eth0` in the guest) — os-vif's hybrid plug: the TAP stays in the
+//!   node, so a restarted agent finds it again;
 //! * `ovs`: a veth pair, the node's end (named like the TAP) added to
 //!   `br-int` with os-vif's `external_ids` (`iface-id`, `attached-mac`,
 //!   `iface-status`, `vm-uuid`), the guest's end `eth0`;
 //! * `hw_veb`: the VF the SR-IOV agent gave the port (its local port 100 + k
-//!   is VF `vfk`), passed into the guest as PCI passthrough would.
+//!   is VF `vfk`), joined to the guest the same way (`vbrk`, `vvbk`): the
+//!   emulated NIC lives in the agent's process, so its VF netdevs stay in
+//!   the node where a restarted agent finds them, where PCI passthrough
+//!   would hand the VF itself to the VM.
 //!
 //! The guest's NIC takes the port's MAC, and its address by DHCP (busybox
 //! `udhcpc`) from switchyard's DHCP service. Pings are the real `ping`.
@@ -81,6 +86,8 @@ pub struct Guest {
     pub dev: String,
     pub mac: String,
     pub ip: Option<String>,
+    /// The VF it is on (`hw_veb`).
+    pub vf: Option<u32>,
 }
 
 /// A ping run's report (the shape of the emulated lab's).
@@ -94,11 +101,64 @@ pub struct PingResult {
     pub rtt_ms: Option<serde_json::Value>,
 }
 
+/// A stream's report: what a `ping -i 0.01` saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamReport {
+    pub from: String,
+    pub target: Ipv4Addr,
+    pub interval_ms: u64,
+    pub sent: u64,
+    pub answered: u64,
+    /// Sequence numbers never answered.
+    pub lost: Vec<u64>,
+    /// The longest run of unanswered requests × the interval.
+    pub outage_ms: u64,
+}
+
+/// A running `ping` stream.
+struct Stream {
+    child: std::process::Child,
+    target: Ipv4Addr,
+    interval_ms: u64,
+}
+
 #[derive(Clone)]
 pub struct Guests {
     inner: Arc<Mutex<BTreeMap<String, Guest>>>,
+    streams: Arc<Mutex<BTreeMap<String, Stream>>>,
     prefix: String,
     dir: PathBuf,
+}
+
+/// Reads a finished `ping` stream's output: (sent, answered seqs).
+fn stream_result(out: &str) -> (u64, Vec<u64>) {
+    let (sent, _) = counts(out);
+    let mut seqs: Vec<u64> = out
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.split("icmp_seq=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    (sent, seqs)
+}
+
+/// The requests never answered (seq 1..=sent) and the longest gap, in requests.
+fn gaps(sent: u64, answered: &[u64]) -> (Vec<u64>, u64) {
+    let got: std::collections::BTreeSet<u64> = answered.iter().copied().collect();
+    let lost: Vec<u64> = (1..=sent).filter(|s| !got.contains(s)).collect();
+    let (mut best, mut run, mut prev) = (0u64, 0u64, 0u64);
+    for s in &lost {
+        run = if *s == prev + 1 && run > 0 {
+            run + 1
+        } else {
+            1
+        };
+        prev = *s;
+        best = best.max(run);
+    }
+    (lost, best)
 }
 
 fn valid(name: &str) -> bool {
@@ -135,6 +195,7 @@ impl Guests {
     pub fn new(prefix: &str, dir: &Path) -> Self {
         Guests {
             inner: Arc::default(),
+            streams: Arc::default(),
             prefix: prefix.to_string(),
             dir: dir.to_path_buf(),
         }
@@ -232,10 +293,11 @@ impl Guests {
         let r = self
             .plug(app, &node, &gns, &host, &vif_type, port_id, &mac, timeout)
             .await;
-        let dev = match r {
+        let (dev, vf) = match r {
             Ok(d) => d,
             Err(e) => {
                 netns::del(&gns);
+                self.unplug_node(&host, &vif_type, port_id, None);
                 return Err(e);
             }
         };
@@ -248,6 +310,7 @@ impl Guests {
             dev: dev.clone(),
             mac,
             ip: None,
+            vf,
         };
         self.lock().insert(name.to_string(), guest);
         let ip = self.dhcp(&gns, &dev).await;
@@ -273,14 +336,23 @@ impl Guests {
         port_id: &str,
         mac: &str,
         timeout: Duration,
-    ) -> Result<String, GuestError> {
+    ) -> Result<(String, Option<u32>), GuestError> {
         let tap = switchyard_agent::linux::tap_name(port_id);
-        let dev = match vif_type {
+        let mut vf = None;
+        let short: String = port_id.chars().take(11).collect();
+        // The guest's end of a veth whose node end joins `dev` on a bridge.
+        let hybrid = |dev: &str, br: &str, leg: &str| -> Result<(), GuestError> {
+            netns::bridge(node, br)?;
+            netns::enslave(node, dev, br)?;
+            netns::wire((node, leg, None), (gns, "eth0", None))?;
+            netns::enslave(node, leg, br)?;
+            Ok(())
+        };
+        match vif_type {
             "vrouter" => {
                 netns::tap(node, &tap, None)?;
                 Self::wait_active(app, port_id, host, timeout).await?;
-                netns::ip_in(node, &["link", "set", &tap, "netns", gns])?;
-                tap
+                hybrid(&tap, &format!("qbr{short}"), &format!("qvb{short}"))?;
             }
             "ovs" => {
                 netns::wire((node, &tap, None), (gns, "eth0", None))?;
@@ -303,7 +375,6 @@ impl Guests {
                     ],
                 )?;
                 Self::wait_active(app, port_id, host, timeout).await?;
-                "eth0".to_string()
             }
             "hw_veb" => {
                 Self::wait_active(app, port_id, host, timeout).await?;
@@ -323,15 +394,16 @@ impl Guests {
                 .ok()
                 .flatten()
                 .ok_or_else(|| GuestError::NoVf(port_id.to_string()))?;
-                let vf = format!("vf{}", local.saturating_sub(switchyard_agent::SRIOV_VFS));
-                netns::ip_in(node, &["link", "set", &vf, "netns", gns])?;
-                vf
+                let k = local.saturating_sub(switchyard_agent::SRIOV_VFS);
+                hybrid(&format!("vf{k}"), &format!("vbr{k}"), &format!("vvb{k}"))?;
+                vf = Some(k);
             }
             other => return Err(GuestError::VifType(other.to_string())),
-        };
+        }
+        let dev = "eth0".to_string();
         netns::ip_in(gns, &["link", "set", &dev, "address", mac])?;
         netns::ip_in(gns, &["link", "set", &dev, "up"])?;
-        Ok(dev)
+        Ok((dev, vf))
     }
 
     async fn dhcp(&self, gns: &str, dev: &str) -> Result<String, GuestError> {
@@ -372,26 +444,134 @@ impl Guests {
 
     /// Deletes guest `name`: its namespace (and NIC) go; an OVS port leaves br-int.
     pub fn delete(&self, name: &str) -> Result<(), GuestError> {
+        let _ = self.stop_stream(name);
         let g = self
             .lock()
             .remove(name)
             .ok_or_else(|| GuestError::NotFound(name.to_string()))?;
         netns::del(&g.netns);
-        if g.vif_type == "ovs" {
-            let db = self.dir.join(format!("ovs-{}", g.host)).join("db.sock");
-            let tap = switchyard_agent::linux::tap_name(&g.port_id);
-            let _ = netns::run(
-                "ovs-vsctl",
-                &[
-                    &format!("--db=unix:{}", db.display()),
-                    "--if-exists",
-                    "del-port",
-                    "br-int",
-                    &tap,
-                ],
+        self.unplug_node(&g.host, &g.vif_type, &g.port_id, g.vf);
+        Ok(())
+    }
+
+    /// Removes what plugging a guest made in its node (the VM is gone; the
+    /// agent sees its device go and reports the port down).
+    fn unplug_node(&self, host: &str, vif_type: &str, port_id: &str, vf: Option<u32>) {
+        let node = super::ns_name(&self.prefix, host);
+        let short: String = port_id.chars().take(11).collect();
+        let tap = switchyard_agent::linux::tap_name(port_id);
+        match vif_type {
+            "vrouter" => {
+                let _ = netns::ip_in(&node, &["link", "del", &format!("qbr{short}")]);
+                let _ = netns::ip_in(&node, &["link", "del", &format!("qvb{short}")]);
+                let _ = netns::ip_in(&node, &["link", "del", &tap]);
+            }
+            "hw_veb" => {
+                if let Some(k) = vf {
+                    let _ = netns::ip_in(&node, &["link", "del", &format!("vbr{k}")]);
+                    let _ = netns::ip_in(&node, &["link", "del", &format!("vvb{k}")]);
+                }
+            }
+            "ovs" => {
+                let db = self.dir.join(format!("ovs-{host}")).join("db.sock");
+                let _ = netns::run(
+                    "ovs-vsctl",
+                    &[
+                        &format!("--db=unix:{}", db.display()),
+                        "--if-exists",
+                        "del-port",
+                        "br-int",
+                        &tap,
+                    ],
+                );
+                let _ = netns::ip_in(&node, &["link", "del", &tap]);
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts a ping stream from guest `name` to `target` every `interval_ms`
+    /// (the real `ping`, running until [`Guests::stop_stream`]).
+    pub fn start_stream(
+        &self,
+        name: &str,
+        target: Ipv4Addr,
+        interval_ms: u64,
+    ) -> Result<(), GuestError> {
+        let g = self.get(name)?;
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(mut old) = streams.remove(name) {
+            let _ = old.child.kill();
+            let _ = old.child.wait();
+        }
+        let interval = format!("{:.3}", interval_ms as f64 / 1000.0);
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &g.netns, "ping", "-n", "-i", &interval, "-W", "1",
+            ])
+            .arg(target.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| NetnsError::Spawn("ping".into(), e))?;
+        streams.insert(
+            name.to_string(),
+            Stream {
+                child,
+                target,
+                interval_ms,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops guest `name`'s stream (as Ctrl-C would: `ping` prints its summary)
+    /// and reports it; `None` when none runs.
+    pub fn stop_stream(&self, name: &str) -> Result<Option<StreamReport>, GuestError> {
+        let Some(s) = self
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name)
+        else {
+            return Ok(None);
+        };
+        if let Ok(pid) = i32::try_from(s.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
             );
         }
-        Ok(())
+        let out = s
+            .child
+            .wait_with_output()
+            .map_err(|e| NetnsError::Spawn("ping".into(), e))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (mut sent, answered) = stream_result(&text);
+        // The last request was still in flight when the stream stopped.
+        if sent > 0 && !answered.contains(&sent) {
+            sent -= 1;
+        }
+        let (lost, run) = gaps(sent, &answered);
+        Ok(Some(StreamReport {
+            from: name.to_string(),
+            target: s.target,
+            interval_ms: s.interval_ms,
+            sent,
+            answered: answered.len() as u64,
+            lost,
+            outage_ms: run * s.interval_ms,
+        }))
+    }
+
+    /// Stops every stream (the lab is going: a process in a removed namespace
+    /// would keep it alive).
+    pub fn stop_all(&self) {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        for (_, mut s) in std::mem::take(&mut *streams) {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
     }
 
     /// `count` real pings from guest `name` to `target`, `interval_ms` apart.
@@ -438,7 +618,21 @@ impl Guests {
 
 #[cfg(test)]
 mod tests {
-    use super::{counts, rtts};
+    use super::{counts, gaps, rtts, stream_result};
+
+    #[test]
+    fn streams_report_what_was_lost_and_the_longest_outage() {
+        let out = "64 bytes from 10.0.0.3: icmp_seq=1 ttl=64 time=0.4 ms\n\
+            64 bytes from 10.0.0.3: icmp_seq=2 ttl=64 time=0.4 ms\n\
+            64 bytes from 10.0.0.3: icmp_seq=6 ttl=64 time=0.4 ms\n\
+            64 bytes from 10.0.0.3: icmp_seq=8 ttl=64 time=0.4 ms\n\
+            --- 10.0.0.3 ping statistics ---\n\
+            8 packets transmitted, 4 received, 50% packet loss, time 70ms\n";
+        let (sent, got) = stream_result(out);
+        assert_eq!((sent, got.clone()), (8, vec![1, 2, 6, 8]));
+        assert_eq!(gaps(sent, &got), (vec![3, 4, 5, 7], 3));
+        assert_eq!(gaps(3, &[1, 2, 3]), (vec![], 0));
+    }
 
     #[test]
     fn ping_output_is_read() {

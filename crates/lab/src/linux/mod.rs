@@ -202,10 +202,16 @@ pub fn ns_name(prefix: &str, node: &str) -> String {
 pub struct LinuxLab {
     opts: Options,
     state: State,
+    /// Open vSwitch daemons.
     children: Vec<Child>,
+    /// Each node's agent process, and how it was started (to restart it).
+    agents: BTreeMap<String, (Child, NodeSpec, String)>,
+    /// Each node's credential (the controller learns them again on a restart).
+    tokens: BTreeMap<String, (switchyard_proto::Role, String)>,
     app: App,
     url: String,
     stop: watch::Sender<bool>,
+    serving: Vec<tokio::task::JoinHandle<()>>,
     pub guests: guests::Guests,
 }
 
@@ -239,9 +245,12 @@ impl LinuxLab {
                 ..State::default()
             },
             children: Vec::new(),
+            agents: BTreeMap::new(),
+            tokens: BTreeMap::new(),
             app,
             url: String::new(),
             stop,
+            serving: Vec::new(),
             guests: guests::Guests::new(&opts.prefix, &opts.state_dir),
             opts,
         };
@@ -272,9 +281,18 @@ impl LinuxLab {
         Ok(n)
     }
 
-    fn spawn(&mut self, mut cmd: Command, log: &str) -> Result<(), LinuxError> {
+    fn spawn(&mut self, cmd: Command, log: &str) -> Result<(), LinuxError> {
+        let child = self.start_process(cmd, log)?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    fn start_process(&mut self, mut cmd: Command, log: &str) -> Result<Child, LinuxError> {
         let path = self.opts.state_dir.join(log);
-        let f = std::fs::File::create(&path)
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
             .map_err(|e| LinuxError::State(path.display().to_string(), e.to_string()))?;
         let child = cmd
             .stdout(Stdio::null())
@@ -283,8 +301,7 @@ impl LinuxLab {
             .map_err(|e| LinuxError::Other(format!("starting {log}: {e}")))?;
         self.state.pids.push(child.id());
         write_state(&self.opts.state_dir, &self.state)?;
-        self.children.push(child);
-        Ok(())
+        Ok(child)
     }
 
     async fn build(&mut self) -> Result<(), LinuxError> {
@@ -385,7 +402,7 @@ impl LinuxLab {
             mgmt_n = mgmt_n.saturating_add(1);
             agents.push((n.clone(), ns));
         }
-        self.serve(&mgmt).await?;
+        self.serve().await?;
         crate::live::ensure_public_network(&self.app, &topo, &self.opts.project)
             .map_err(|e| LinuxError::Controller(e.to_string()))?;
         for (spec, ns) in agents {
@@ -451,18 +468,26 @@ impl LinuxLab {
     }
 
     /// The controller: API on loopback, southbound also in the management namespace.
-    async fn serve(&mut self, mgmt: &str) -> Result<(), LinuxError> {
-        let api = tokio::net::TcpListener::bind(&self.opts.bind)
+    async fn serve(&mut self) -> Result<(), LinuxError> {
+        let mgmt = ns_name(&self.opts.prefix, "mgmt");
+        let bind = if self.url.is_empty() {
+            self.opts.bind.clone()
+        } else {
+            self.url.trim_start_matches("http://").to_string()
+        };
+        let api = tokio::net::TcpListener::bind(&bind)
             .await
-            .map_err(|e| LinuxError::Controller(format!("listening on {}: {e}", self.opts.bind)))?;
+            .map_err(|e| LinuxError::Controller(format!("listening on {bind}: {e}")))?;
         let addr = api
             .local_addr()
             .map_err(|e| LinuxError::Controller(e.to_string()))?;
         self.url = format!("http://{addr}");
+        let (stop, _) = watch::channel(false);
+        self.stop = stop;
         let south_addr: SocketAddr = SOUTHBOUND
             .parse()
             .map_err(|_| LinuxError::Other("southbound address".into()))?;
-        let south = tokio::net::TcpListener::from_std(netns::listen_in(mgmt, south_addr)?)
+        let south = tokio::net::TcpListener::from_std(netns::listen_in(&mgmt, south_addr)?)
             .map_err(|e| LinuxError::Controller(e.to_string()))?;
         let extra = routes::router(
             self.guests.clone(),
@@ -475,7 +500,7 @@ impl LinuxLab {
                 self.stop.subscribe(),
                 self.opts.http.clone(),
             );
-            tokio::spawn(async move {
+            self.serving.push(tokio::spawn(async move {
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
@@ -484,9 +509,42 @@ impl LinuxLab {
                 {
                     tracing::error!(error = %e, "controller stopped");
                 }
-            });
+            }));
         }
         Ok(())
+    }
+
+    /// Stops the controller as a crash would look to the agents (every
+    /// session drops), and starts it again on the same database and
+    /// addresses; the nodes keep forwarding meanwhile.
+    pub async fn restart_controller(&mut self) -> Result<(), LinuxError> {
+        let _ = self.app.shared.closing.send(true);
+        let _ = self.stop.send(true);
+        for t in std::mem::take(&mut self.serving) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        self.app = switchyard_api::open_app(
+            &self.opts.db,
+            Durability::Process,
+            &self.opts.ml2,
+            &self.opts.project,
+        )
+        .map_err(|e| LinuxError::Controller(e.to_string()))?;
+        for (host, (role, token)) in &self.tokens {
+            self.app.shared.credentials.add(host, *role, token);
+        }
+        self.serve().await
+    }
+
+    /// Kills node `host`'s agent process and starts it again.
+    pub fn restart_agent(&mut self, host: &str) -> Result<(), LinuxError> {
+        let (mut child, spec, ns) = self
+            .agents
+            .remove(host)
+            .ok_or_else(|| LinuxError::Topology(format!("no agent runs {host}")))?;
+        let _ = child.kill();
+        let _ = child.wait();
+        self.agent(&spec, &ns)
     }
 
     /// `switchyard agent` for node `spec`, inside its namespace.
@@ -494,6 +552,7 @@ impl LinuxLab {
         let role = crate::agents::agent_role(spec)
             .ok_or_else(|| LinuxError::Topology(format!("{} runs no agent", spec.name)))?;
         let token = self.app.shared.credentials.enroll(&spec.name, role);
+        self.tokens.insert(spec.name.clone(), (role, token.clone()));
         let token_file = self.opts.state_dir.join(format!("{}.token", spec.name));
         std::fs::write(&token_file, token)
             .map_err(|e| LinuxError::State(token_file.display().to_string(), e.to_string()))?;
@@ -543,7 +602,10 @@ impl LinuxLab {
             }
             _ => {}
         }
-        self.spawn(c, &format!("agent-{}.log", spec.name))
+        let child = self.start_process(c, &format!("agent-{}.log", spec.name))?;
+        self.agents
+            .insert(spec.name.clone(), (child, spec.clone(), ns.to_string()));
+        Ok(())
     }
 
     async fn wait_converged(&self, topo: &Topology) -> Result<(), LinuxError> {
@@ -570,7 +632,13 @@ impl LinuxLab {
     }
 
     fn teardown(&mut self) {
+        let _ = self.app.shared.closing.send(true);
         let _ = self.stop.send(true);
+        self.guests.stop_all();
+        for (_, (mut c, _, _)) in std::mem::take(&mut self.agents) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();

@@ -2,8 +2,9 @@
 //! `switchyard verify` runs against either): `GET /switchyard/v1/lab`,
 //! `GET|POST /switchyard/v1/lab/guests`, `GET|DELETE
 //! /switchyard/v1/lab/guests/{name}`, `POST
-//! /switchyard/v1/lab/guests/{name}/ping` (real `ping` in the guest). Ping
-//! streams are not built for Linux guests yet: `501`.
+//! /switchyard/v1/lab/guests/{name}/ping` (real `ping` in the guest) and
+//! `PUT|DELETE …/stream` (a `ping` every 10 ms until stopped, with what it
+//! lost and the longest outage). Pings from the internet node: `501`.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -39,7 +40,7 @@ pub fn router(guests: Guests, app: App, topology: Topology) -> Router {
         .route("/switchyard/v1/lab/guests/{name}/ping", post(ping))
         .route(
             "/switchyard/v1/lab/guests/{name}/stream",
-            axum::routing::put(not_built).delete(not_built),
+            axum::routing::put(start_stream).delete(stop_stream),
         )
         .route("/switchyard/v1/lab/internet/ping", post(not_built))
         .with_state(Ctx {
@@ -51,8 +52,48 @@ pub fn router(guests: Guests, app: App, topology: Topology) -> Router {
 
 async fn not_built() -> Response {
     error(&NeutronError::not_implemented(
-        "Ping streams and internet pings are not built for Linux-mode guests yet.",
+        "Pings from the internet node are not built for Linux-mode labs yet.",
     ))
+}
+
+async fn start_stream(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
+    let r = (|| {
+        let p = member(&body, "stream")?;
+        if let Some(k) = p
+            .keys()
+            .find(|k| !["target", "interval_ms"].contains(&k.as_str()))
+        {
+            return Err(NeutronError::invalid_input(format!(
+                "Unrecognized attribute(s) '{k}'"
+            )));
+        }
+        let target: Ipv4Addr = string(&p, "target")?
+            .parse()
+            .map_err(|_| NeutronError::invalid_input("'target' must be an IPv4 address"))?;
+        let interval = number(&p, "interval_ms", 10, 10_000)?.max(10);
+        c.guests
+            .start_stream(&name, target, interval)
+            .map_err(|e| guest_error(&e))?;
+        Ok(json!({"stream": {"from": name, "target": target, "interval_ms": interval}}))
+    })();
+    match r {
+        Ok(v) => reply(202, v),
+        Err(e) => error(&e),
+    }
+}
+
+async fn stop_stream(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
+    let g = c.guests.clone();
+    let n = name.clone();
+    match tokio::task::spawn_blocking(move || g.stop_stream(&n)).await {
+        Ok(Ok(Some(r))) => reply(200, json!({"stream": r})),
+        Ok(Ok(None)) => error(&NeutronError::not_found(
+            "StreamNotFound",
+            format!("Guest {name} runs no ping stream."),
+        )),
+        Ok(Err(e)) => error(&guest_error(&e)),
+        Err(_) => error(&NeutronError::internal()),
+    }
 }
 
 fn guest_error(e: &GuestError) -> NeutronError {
