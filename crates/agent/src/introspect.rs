@@ -176,6 +176,7 @@ impl NodeAgent {
                         vni: Some(i.vni),
                         status: STATUS_ACTIVE.into(),
                         port_security: i.security.enabled,
+                        plugged: false,
                     });
                 }
             }
@@ -191,6 +192,7 @@ impl NodeAgent {
                         vni: None,
                         status: STATUS_ACTIVE.into(),
                         port_security: a.security.enabled,
+                        plugged: false,
                     });
                 }
             }
@@ -212,6 +214,7 @@ impl NodeAgent {
                         vni: None,
                         status: STATUS_ACTIVE.into(),
                         port_security: vf.spoof_check,
+                        plugged: false,
                     });
                 }
             }
@@ -248,8 +251,12 @@ impl NodeAgent {
                     vni,
                     status: STATUS_DOWN.into(),
                     port_security: *port_security,
+                    plugged: false,
                 });
             }
+        }
+        for i in &mut out {
+            i.plugged = !i.port_id.is_empty() && self.plugged.contains(&i.port_id);
         }
         out.sort_by_key(|i| i.local_port);
         out

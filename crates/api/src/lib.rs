@@ -126,6 +126,13 @@ pub async fn serve_with_options(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     opts.check()?;
+    if let Some(w) = listener
+        .local_addr()
+        .ok()
+        .and_then(server::exposure_warning)
+    {
+        tracing::warn!("{w}");
+    }
     let closing = app.shared.closing.clone();
     let ticker = tokio::spawn(tick_loop(app.shared.clone()));
     let service = server::with_limits(extra.merge(router(app)), &opts);
@@ -136,6 +143,49 @@ pub async fn serve_with_options(
     .await;
     ticker.abort();
     served?;
+    Ok(())
+}
+
+/// Only what node agents use: the southbound session and the internal agent
+/// API, both authenticated by node credentials; anything else is `404`.
+/// For a listener on a management network, where the Neutron API (noauth
+/// until identity exists) must not be reachable.
+pub fn southbound_router(app: App) -> Router {
+    Router::new()
+        .route(
+            "/switchyard/v1/southbound",
+            axum::routing::get(southbound::upgrade),
+        )
+        .route(
+            "/switchyard/v1/agents/report",
+            axum::routing::any(routes::dispatch),
+        )
+        .route(
+            "/switchyard/v1/ports/{id}/device",
+            axum::routing::any(routes::dispatch),
+        )
+        .fallback(|uri: axum::http::Uri| async move {
+            http::error(&switchyard_model::NeutronError::not_found(
+                "HTTPNotFound",
+                format!("{} is not served here (southbound only).", uri.path()),
+            ))
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+/// Serves [`southbound_router`] until `shutdown` resolves. The server that
+/// runs the API ([`serve_with_options`]) runs the controller's clock; this
+/// one only serves.
+pub async fn serve_southbound(
+    listener: TcpListener,
+    app: App,
+    opts: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    opts.check()?;
+    let service = server::with_limits(southbound_router(app), &opts);
+    server::run(listener, service, opts, shutdown).await?;
     Ok(())
 }
 

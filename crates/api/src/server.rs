@@ -611,9 +611,6 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
-    if let Some(w) = exposure_warning(local) {
-        tracing::warn!("{w}");
-    }
     if let Some(fds) = open_files_limit()
         && opts.max_connections + RESERVED_FDS > fds
     {

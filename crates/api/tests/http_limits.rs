@@ -709,3 +709,97 @@ async fn binding_beyond_loopback_without_auth_is_warned_about() {
     );
     s.stop().await;
 }
+
+// ---- a southbound-only listener ----------------------------------------------
+
+/// What a management network reaches: the node-authenticated agent API and
+/// the southbound session, never the noauth Neutron API; and no warning,
+/// since everything it serves authenticates its caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_southbound_listener_serves_only_what_agents_use() {
+    logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = switchyard_api::open_app(
+        &dir.path().join("t.db"),
+        Durability::Process,
+        &Ml2Config::default(),
+        "admin",
+    )
+    .expect("app");
+    let token = app
+        .shared
+        .credentials
+        .enroll("compute-2", switchyard_proto::Role::Vrouter);
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(switchyard_api::serve_southbound(
+        listener,
+        app,
+        opts(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let c = reqwest::Client::new();
+    for path in ["/v2.0/networks", "/switchyard/v1/nodes", "/"] {
+        let r = c.get(url(path)).send().await.expect("answered");
+        assert_eq!(r.status(), 404, "{path}");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["NeutronError"]["type"], "HTTPNotFound", "{path}");
+    }
+    let r = c
+        .post(url("/v2.0/networks"))
+        .json(&serde_json::json!({"network": {"name": "n"}}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 404);
+    let report = serde_json::json!({"agent": {"host": "compute-2", "agent_type": "vRouter agent"}});
+    let r = c
+        .post(url("/switchyard/v1/agents/report"))
+        .json(&report)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(url("/switchyard/v1/agents/report"))
+        .bearer_auth(&token)
+        .json(&report)
+        .send()
+        .await
+        .expect("answered");
+    let status = r.status();
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["agent"]["host"], "compute-2");
+    // A WebSocket upgrade without a node credential.
+    let r = c
+        .get(url("/switchyard/v1/southbound"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 401);
+    let marker = format!(":{port}");
+    assert!(
+        !logs()
+            .lines()
+            .any(|l| l.contains("without authentication") && l.contains(&marker)),
+        "{}",
+        logs()
+    );
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("stops")
+        .expect("task")
+        .expect("served");
+}

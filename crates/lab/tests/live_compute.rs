@@ -19,7 +19,9 @@ async fn lab() -> (LiveLab, tempfile::TempDir) {
 async fn reference_scenario_through_the_public_apis() {
     let (live, _dir) = lab().await;
     let c = LabClient::new(&live.url());
-    let report = demo::run(&c, &|l| eprintln!("{l}")).await.expect("demo");
+    let report = demo::run(&c, &|l| eprintln!("{l}"), Some(demo::MAX_LOST_PINGS))
+        .await
+        .expect("demo");
     let vif = |n: &str| {
         report
             .vms

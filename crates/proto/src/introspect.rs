@@ -72,6 +72,10 @@ pub struct InterfaceState {
     pub status: String,
     /// Port security (anti-spoofing; the spoof check on a VF).
     pub port_security: bool,
+    /// The port's device (TAP, OVS port, VF) is there and attached: what a
+    /// hypervisor waits for before it moves a guest onto this node.
+    #[serde(default)]
+    pub plugged: bool,
 }
 
 /// One network's forwarding tables: a vRouter VRF (VNI), an OVS or SR-IOV VLAN,

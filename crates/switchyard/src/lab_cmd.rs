@@ -33,9 +33,9 @@ pub struct DownArgs {
 }
 
 /// Where a Linux lab keeps its state, logs and Open vSwitch databases.
-const DEFAULT_LINUX_DIR: &str = "/run/switchyard-lab";
+pub(crate) const DEFAULT_LINUX_DIR: &str = "/run/switchyard-lab";
 /// Namespace names of a Linux lab start with this.
-const LINUX_PREFIX: &str = "sy";
+pub(crate) const LINUX_PREFIX: &str = "sy";
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -256,6 +256,7 @@ async fn linux(
         a.prefix,
         a.state_dir.display()
     );
+    println!("  compute API   {u}/compute/v2.1/  (boot and live-migrate servers across nodes)");
     println!("  verify        switchyard verify --url {u}");
     println!(
         "Ctrl-C stops it and removes every namespace, device and process it made (`switchyard lab down` after a crash)."

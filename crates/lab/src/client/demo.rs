@@ -64,8 +64,17 @@ pub const MAX_LOST_PINGS: usize = 5;
 
 /// Checks every fact of the scenario against what it saw: the boots' hosts
 /// and `vif_type`s, both matrices complete and all green, and each fact of
-/// the migration. Pure, so each fact's check is tested on its own.
-pub fn facts(vms: &[Vm], m: &MigrationResult, before: &Matrix, after: &Matrix) -> Vec<Fact> {
+/// the migration; the lost pings against `max_lost` when given (on the
+/// emulated lab's virtual clock the count is a property of the code; on
+/// real devices it depends on the machine's load, so it is reported, not
+/// judged). Pure, so each fact's check is tested on its own.
+pub fn facts(
+    vms: &[Vm],
+    m: &MigrationResult,
+    before: &Matrix,
+    after: &Matrix,
+    max_lost: Option<usize>,
+) -> Vec<Fact> {
     let mut f = Vec::new();
     let mut fact = |name: &str, ok: bool, detail: String| {
         f.push(Fact {
@@ -162,11 +171,13 @@ pub fn facts(vms: &[Vm], m: &MigrationResult, before: &Matrix, after: &Matrix) -
         m.port_status_after == "ACTIVE" && m.port_host_after == MIGRATE_TO,
         format!("{} on {}", m.port_status_after, m.port_host_after),
     );
-    fact(
-        &format!("at most {MAX_LOST_PINGS} pings lost"),
-        m.lost_pings <= MAX_LOST_PINGS,
-        format!("lost {} of {}", m.lost_pings, m.sent),
-    );
+    if let Some(max) = max_lost {
+        fact(
+            &format!("at most {max} pings lost"),
+            m.lost_pings <= max,
+            format!("lost {} of {}", m.lost_pings, m.sent),
+        );
+    }
     fact(
         "pings answered again after the move",
         m.connectivity_after,
@@ -258,8 +269,13 @@ pub async fn network(c: &LabClient) -> Result<String, ClientError> {
     Ok(net)
 }
 
-/// Runs the scenario; `say` gets each step as a line of text.
-pub async fn run(c: &LabClient, say: &(dyn Fn(&str) + Sync)) -> Result<Report, ClientError> {
+/// Runs the scenario; `say` gets each step as a line of text; `max_lost`
+/// bounds the migration's lost pings (see [`facts`]).
+pub async fn run(
+    c: &LabClient,
+    say: &(dyn Fn(&str) + Sync),
+    max_lost: Option<usize>,
+) -> Result<Report, ClientError> {
     say("1. network demo-net 50.50.50.0/24, router demo-router with its gateway on public");
     let net = network(c).await?;
     // vm-sriov's port is a VF: binding:vnic_type=direct, made before the boot.
@@ -327,7 +343,7 @@ pub async fn run(c: &LabClient, say: &(dyn Fn(&str) + Sync)) -> Result<Report, C
     for l in verify::table(&matrix_after).lines() {
         say(&format!("   {l}"));
     }
-    let facts = facts(&vms, m, &matrix_before, &matrix_after);
+    let facts = facts(&vms, m, &matrix_before, &matrix_after, max_lost);
     let ok = facts.iter().all(|f| f.ok);
     for f in facts.iter().filter(|f| !f.ok) {
         say(&format!("FAILED: {}: {}", f.name, f.detail));
@@ -426,7 +442,7 @@ mod tests {
 
     /// The names of the facts that fail.
     fn failing(vms: &[Vm], m: &MigrationResult, b: &Matrix, a: &Matrix) -> Vec<String> {
-        facts(vms, m, b, a)
+        facts(vms, m, b, a, Some(MAX_LOST_PINGS))
             .into_iter()
             .filter(|f| !f.ok)
             .map(|f| f.name)
@@ -435,10 +451,31 @@ mod tests {
 
     #[test]
     fn the_scenario_as_it_should_be_passes() {
-        let f = facts(&vms(), &migration(), &before(), &after());
+        let f = facts(
+            &vms(),
+            &migration(),
+            &before(),
+            &after(),
+            Some(MAX_LOST_PINGS),
+        );
         assert!(f.iter().all(|f| f.ok), "{f:#?}");
         assert_eq!(before().pairs.len(), 9);
         assert_eq!(after().pairs.len(), 16);
+    }
+
+    #[test]
+    fn without_a_bound_lost_pings_are_reported_not_judged() {
+        let mut m = migration();
+        m.lost_pings = 40;
+        let judged = facts(&vms(), &m, &before(), &after(), Some(MAX_LOST_PINGS));
+        assert!(
+            judged
+                .iter()
+                .any(|f| !f.ok && f.name.contains("pings lost"))
+        );
+        let reported = facts(&vms(), &m, &before(), &after(), None);
+        assert!(reported.iter().all(|f| f.ok), "{reported:#?}");
+        assert!(!reported.iter().any(|f| f.name.contains("pings lost")));
     }
 
     #[test]

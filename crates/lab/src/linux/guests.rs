@@ -1,23 +1,31 @@
 //! Guests in Linux mode: a network namespace with the kernel's own stack per
-//! guest, plugged on its Neutron port as os-vif plugs a VM for the binding's
-//! `vif_type`, on the node the port is bound to:
+//! guest (`PREFIX-g-NAME`, its NIC `eth0` with the port's MAC, its address by
+//! DHCP from switchyard's DHCP service via busybox `udhcpc`; pings are the
+//! real `ping`), and beside it the guest's "VMM" namespace (`PREFIX-v-NAME`,
+//! what QEMU is to a VM): `eth0`'s peer `nic` on a bridge `br0` with the leg
+//! that reaches the node the guest runs on. The node end is plugged as
+//! os-vif plugs a VM for the binding's `vif_type`:
 //!
 //! * `vrouter`: a TAP named `tap` + the port id's first 11 characters in the
 //!   node, handed to the vRouter agent (it attaches when the TAP appears),
-//!   joined to the guest by a Linux bridge `qbr…` and a veth (`qvb…` in the
-//!   node, `eth0` in the guest) — os-vif's hybrid plug: the TAP stays in the
-//!   node, so a restarted agent finds it again;
-//! * `ovs`: a veth pair, the node's end (named like the TAP) added to
-//!   `br-int` with os-vif's `external_ids` (`iface-id`, `attached-mac`,
-//!   `iface-status`, `vm-uuid`), the guest's end `eth0`;
+//!   joined to the leg by a Linux bridge `qbr…` and a veth `qvb…` — os-vif's
+//!   hybrid plug: the TAP stays in the node, so a restarted agent finds it;
+//! * `ovs`: the leg's node end, named like the TAP, added to `br-int` with
+//!   os-vif's `external_ids` (`iface-id`, `attached-mac`, `iface-status`,
+//!   `vm-uuid`);
 //! * `hw_veb`: the VF the SR-IOV agent gave the port (its local port 100 + k
-//!   is VF `vfk`), joined to the guest the same way (`vbrk`, `vvbk`): the
+//!   is VF `vfk`), joined to the leg the same way (`vbrk`, `vvbk`): the
 //!   emulated NIC lives in the agent's process, so its VF netdevs stay in
-//!   the node where a restarted agent finds them, where PCI passthrough
-//!   would hand the VF itself to the VM.
+//!   the node, where PCI passthrough would hand the VF itself to the VM.
 //!
-//! The guest's NIC takes the port's MAC, and its address by DHCP (busybox
-//! `udhcpc`) from switchyard's DHCP service. Pings are the real `ping`.
+//! Live migration is Nova's sequence on these parts: `pre_live_migration`
+//! plugs a second leg on the destination as its binding says and waits for
+//! the destination's agent to report the device; the switch-over moves the
+//! VMM's bridge from the old leg to the new one (two `ip link` calls, no
+//! pause of the guest: an idealised move); the source's plug is removed and
+//! the guest announces itself (gratuitous ARP, as QEMU's announce rounds do).
+//! The guest's `eth0` never changes: its MAC, address, routes and neighbour
+//! entries stay in its kernel.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -45,7 +53,7 @@ exit 0
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
-    #[error("guest name must be 1 to 12 characters of letters, digits, '-' and '_'")]
+    #[error("guest name must be 1 to 63 characters of letters, digits, '-', '_' and '.'")]
     BadName,
     #[error("guest {0} already exists")]
     Exists(String),
@@ -71,6 +79,8 @@ pub enum GuestError {
     NoLease(String, String),
     #[error("the VF of port {0} is not known to its agent")]
     NoVf(String),
+    #[error("guest {0} has no destination plugged on {1} (pre_live_migration first)")]
+    NotPrepared(String, String),
     #[error(transparent)]
     Netns(#[from] NetnsError),
 }
@@ -84,11 +94,34 @@ pub struct Guest {
     /// The guest's namespace and its NIC there.
     pub netns: String,
     pub dev: String,
+    /// The namespace of the guest's VMM (its NIC's backend).
+    pub vmm: String,
     pub mac: String,
     pub ip: Option<String>,
     /// The VF it is on (`hw_veb`).
     pub vf: Option<u32>,
+    /// The VMM's leg to the node it runs on.
+    #[serde(skip)]
+    leg: String,
+    /// A destination plugged for a live migration, not yet switched to.
+    #[serde(skip)]
+    pending: Option<Plug>,
+    /// Legs made so far (each plug gets a new name).
+    #[serde(skip)]
+    legs: u32,
 }
+
+/// A guest's NIC plugged on a node: the node, how, and the VMM's leg there.
+#[derive(Debug, Clone)]
+struct Plug {
+    host: String,
+    vif_type: String,
+    leg: String,
+    vf: Option<u32>,
+}
+
+/// The controller the lab runs now (a restarted controller is a new one).
+pub type AppCell = Arc<std::sync::RwLock<App>>;
 
 /// A ping run's report (the shape of the emulated lab's).
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +157,7 @@ struct Stream {
 
 #[derive(Clone)]
 pub struct Guests {
+    app: AppCell,
     inner: Arc<Mutex<BTreeMap<String, Guest>>>,
     streams: Arc<Mutex<BTreeMap<String, Stream>>>,
     prefix: String,
@@ -162,10 +196,10 @@ fn gaps(sent: u64, answered: &[u64]) -> (Vec<u64>, u64) {
 }
 
 fn valid(name: &str) -> bool {
-    (1..=12).contains(&name.len())
+    (1..=63).contains(&name.len())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// (min, median, max) of the RTTs in `ping`'s per-reply lines.
@@ -192,13 +226,21 @@ fn counts(out: &str) -> (u64, u64) {
 }
 
 impl Guests {
-    pub fn new(prefix: &str, dir: &Path) -> Self {
+    pub fn new(prefix: &str, dir: &Path, app: AppCell) -> Self {
         Guests {
+            app,
             inner: Arc::default(),
             streams: Arc::default(),
             prefix: prefix.to_string(),
             dir: dir.to_path_buf(),
         }
+    }
+
+    fn app(&self) -> App {
+        self.app
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Guest>> {
@@ -216,8 +258,9 @@ impl Guests {
             .ok_or_else(|| GuestError::NotFound(name.to_string()))
     }
 
-    fn port_status(app: &App, port: &str) -> String {
-        app.shared
+    fn port_status(&self, port: &str) -> String {
+        self.app()
+            .shared
             .read(|_, st| Ok(st.ports.get(port).map(|p| p.status.as_str().to_string())))
             .ok()
             .flatten()
@@ -225,14 +268,14 @@ impl Guests {
     }
 
     async fn wait_active(
-        app: &App,
+        &self,
         port: &str,
         host: &str,
         timeout: Duration,
     ) -> Result<(), GuestError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if Self::port_status(app, port) == "ACTIVE" {
+            if self.port_status(port) == "ACTIVE" {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -246,10 +289,86 @@ impl Guests {
         }
     }
 
+    /// The interface `host`'s agent runs for `port_id`, as it answers now.
+    pub async fn device(
+        &self,
+        host: &str,
+        port_id: &str,
+    ) -> Option<switchyard_proto::introspect::InterfaceState> {
+        let (app, h, p) = (self.app(), host.to_string(), port_id.to_string());
+        tokio::task::spawn_blocking(move || {
+            let state = app.shared.introspect(&h, Duration::from_secs(3)).ok()?;
+            state.interfaces.into_iter().find(|i| i.port_id == p)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Waits until `host`'s agent has the device of `port_id` attached;
+    /// returns its local port.
+    async fn wait_plugged(
+        &self,
+        host: &str,
+        port_id: &str,
+        timeout: Duration,
+    ) -> Result<u32, GuestError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.device(host, port_id).await
+                && i.plugged
+            {
+                return Ok(i.local_port);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(GuestError::NotPlugged {
+                    port: port_id.to_string(),
+                    host: host.to_string(),
+                    secs: timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The binding of `port_id` for `host` (the active one when `host` is
+    /// `None`): (host, vif_type, MAC).
+    fn binding(
+        &self,
+        port_id: &str,
+        host: Option<&str>,
+    ) -> Result<(String, String, String), GuestError> {
+        let found = self
+            .app()
+            .shared
+            .read(|_, st| {
+                Ok(st.ports.get(port_id).map(|p| {
+                    let b = match host {
+                        Some(h) => p.binding_for(h),
+                        None => Some(p.active_binding()),
+                    };
+                    (
+                        b.map(|b| (b.host.clone(), b.vif_type.clone())),
+                        p.mac_address.to_string(),
+                    )
+                }))
+            })
+            .ok()
+            .flatten()
+            .ok_or_else(|| GuestError::PortNotFound(port_id.to_string()))?;
+        match found {
+            (Some((h, vif)), mac)
+                if !h.is_empty() && vif != "unbound" && vif != "binding_failed" =>
+            {
+                Ok((h, vif, mac))
+            }
+            _ => Err(GuestError::NotBound(port_id.to_string())),
+        }
+    }
+
     /// Boots guest `name` on Neutron port `port_id`, on the node it is bound to.
     pub async fn boot(
         &self,
-        app: &App,
         name: &str,
         port_id: &str,
         timeout: Duration,
@@ -266,38 +385,54 @@ impl Guests {
                 return Err(GuestError::PortInUse(port_id.to_string(), o.name.clone()));
             }
         }
-        let (host, vif_type, mac) = app
-            .shared
-            .read(|_, st| {
-                Ok(st.ports.get(port_id).map(|p| {
-                    let b = p.active_binding();
-                    (
-                        b.host.clone(),
-                        b.vif_type.clone(),
-                        p.mac_address.to_string(),
-                    )
-                }))
-            })
-            .ok()
-            .flatten()
-            .ok_or_else(|| GuestError::PortNotFound(port_id.to_string()))?;
-        if host.is_empty() || vif_type == "unbound" || vif_type == "binding_failed" {
-            return Err(GuestError::NotBound(port_id.to_string()));
-        }
-        let node = super::ns_name(&self.prefix, &host);
-        if !netns::list().contains(&node) {
+        let (host, vif_type, mac) = self.binding(port_id, None)?;
+        if !netns::list().contains(&super::ns_name(&self.prefix, &host)) {
             return Err(GuestError::HostNotInLab(host));
         }
         let gns = super::ns_name(&self.prefix, &format!("g-{name}"));
-        netns::add(&gns)?;
-        let r = self
-            .plug(app, &node, &gns, &host, &vif_type, port_id, &mac, timeout)
-            .await;
-        let (dev, vf) = match r {
-            Ok(d) => d,
+        let vns = super::ns_name(&self.prefix, &format!("v-{name}"));
+        netns::add(&gns).map_err(|_| GuestError::Exists(name.to_string()))?;
+        // The VMM is plumbing, not a host: it speaks no IPv6 of its own.
+        let vmm = netns::add(&vns).and_then(|()| {
+            netns::exec(
+                &vns,
+                &[
+                    "sh",
+                    "-c",
+                    "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; \
+                     echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
+                ],
+            )
+        });
+        if let Err(e) = vmm {
+            netns::del(&gns);
+            netns::del(&vns);
+            return Err(e.into());
+        }
+        let made = async {
+            netns::wire((&vns, "nic", None), (&gns, "eth0", None))?;
+            netns::bridge(&vns, "br0")?;
+            netns::enslave(&vns, "nic", "br0")?;
+            netns::ip_in(&gns, &["link", "set", "eth0", "address", &mac])?;
+            let plug = self
+                .plug(&host, &vif_type, port_id, &mac, &vns, "l0", timeout)
+                .await?;
+            if let Err(e) = netns::enslave(&vns, "l0", "br0") {
+                self.unplug(port_id, &plug);
+                return Err(e.into());
+            }
+            if let Err(e) = self.wait_active(port_id, &host, timeout).await {
+                self.unplug(port_id, &plug);
+                return Err(e);
+            }
+            Ok(plug)
+        }
+        .await;
+        let plug = match made {
+            Ok(p) => p,
             Err(e) => {
                 netns::del(&gns);
-                self.unplug_node(&host, &vif_type, port_id, None);
+                netns::del(&vns);
                 return Err(e);
             }
         };
@@ -307,14 +442,17 @@ impl Guests {
             host,
             vif_type,
             netns: gns.clone(),
-            dev: dev.clone(),
+            dev: "eth0".to_string(),
+            vmm: vns,
             mac,
             ip: None,
-            vf,
+            vf: plug.vf,
+            leg: plug.leg,
+            pending: None,
+            legs: 1,
         };
         self.lock().insert(name.to_string(), guest);
-        let ip = self.dhcp(&gns, &dev).await;
-        match ip {
+        match self.dhcp(&gns, "eth0").await {
             Ok(ip) => {
                 if let Some(g) = self.lock().get_mut(name) {
                     g.ip = Some(ip);
@@ -325,85 +463,187 @@ impl Guests {
         self.get(name)
     }
 
+    /// Plugs a VMM leg `leg` (in namespace `vns`, not yet on its bridge) on
+    /// `host` for `vif_type`, and waits for the node's agent to have the
+    /// device. Nothing is left on the node when it fails.
     #[allow(clippy::too_many_arguments)]
     async fn plug(
         &self,
-        app: &App,
-        node: &str,
-        gns: &str,
         host: &str,
         vif_type: &str,
         port_id: &str,
         mac: &str,
+        vns: &str,
+        leg: &str,
         timeout: Duration,
-    ) -> Result<(String, Option<u32>), GuestError> {
+    ) -> Result<Plug, GuestError> {
+        let node = super::ns_name(&self.prefix, host);
+        if !netns::list().contains(&node) {
+            return Err(GuestError::HostNotInLab(host.to_string()));
+        }
+        let mut plug = Plug {
+            host: host.to_string(),
+            vif_type: vif_type.to_string(),
+            leg: leg.to_string(),
+            vf: None,
+        };
         let tap = switchyard_agent::linux::tap_name(port_id);
-        let mut vf = None;
         let short: String = port_id.chars().take(11).collect();
-        // The guest's end of a veth whose node end joins `dev` on a bridge.
-        let hybrid = |dev: &str, br: &str, leg: &str| -> Result<(), GuestError> {
-            netns::bridge(node, br)?;
-            netns::enslave(node, dev, br)?;
-            netns::wire((node, leg, None), (gns, "eth0", None))?;
-            netns::enslave(node, leg, br)?;
+        // The leg's node end, on bridge `br` with the agent's device `dev`.
+        let hybrid = |dev: &str, br: &str, node_leg: &str| -> Result<(), GuestError> {
+            netns::bridge(&node, br)?;
+            netns::enslave(&node, dev, br)?;
+            netns::wire((&node, node_leg, None), (vns, leg, None))?;
+            netns::enslave(&node, node_leg, br)?;
             Ok(())
         };
-        match vif_type {
+        let r = match vif_type {
             "vrouter" => {
-                netns::tap(node, &tap, None)?;
-                Self::wait_active(app, port_id, host, timeout).await?;
-                hybrid(&tap, &format!("qbr{short}"), &format!("qvb{short}"))?;
+                async {
+                    netns::tap(&node, &tap, None)?;
+                    self.wait_plugged(host, port_id, timeout).await?;
+                    hybrid(&tap, &format!("qbr{short}"), &format!("qvb{short}"))
+                }
+                .await
             }
             "ovs" => {
-                netns::wire((node, &tap, None), (gns, "eth0", None))?;
-                let db = self.dir.join(format!("ovs-{host}")).join("db.sock");
-                netns::run(
-                    "ovs-vsctl",
-                    &[
-                        &format!("--db=unix:{}", db.display()),
-                        "add-port",
-                        "br-int",
-                        &tap,
-                        "--",
-                        "set",
-                        "Interface",
-                        &tap,
-                        &format!("external_ids:iface-id={port_id}"),
-                        &format!("external_ids:attached-mac={mac}"),
-                        "external_ids:iface-status=active",
-                        &format!("external_ids:vm-uuid={gns}"),
-                    ],
-                )?;
-                Self::wait_active(app, port_id, host, timeout).await?;
+                async {
+                    netns::wire((&node, &tap, None), (vns, leg, None))?;
+                    let db = self.dir.join(format!("ovs-{host}")).join("db.sock");
+                    netns::run(
+                        "ovs-vsctl",
+                        &[
+                            &format!("--db=unix:{}", db.display()),
+                            "add-port",
+                            "br-int",
+                            &tap,
+                            "--",
+                            "set",
+                            "Interface",
+                            &tap,
+                            &format!("external_ids:iface-id={port_id}"),
+                            &format!("external_ids:attached-mac={mac}"),
+                            "external_ids:iface-status=active",
+                            &format!("external_ids:vm-uuid={vns}"),
+                        ],
+                    )?;
+                    self.wait_plugged(host, port_id, timeout).await.map(|_| ())
+                }
+                .await
             }
             "hw_veb" => {
-                Self::wait_active(app, port_id, host, timeout).await?;
-                let (app2, h, p) = (app.clone(), host.to_string(), port_id.to_string());
-                let local = tokio::task::spawn_blocking(move || {
-                    app2.shared
-                        .introspect(&h, Duration::from_secs(3))
-                        .ok()
-                        .and_then(|s| {
-                            s.interfaces
-                                .into_iter()
-                                .find(|i| i.port_id == p)
-                                .map(|i| i.local_port)
-                        })
-                })
+                async {
+                    let local = self.wait_plugged(host, port_id, timeout).await?;
+                    let k = local
+                        .checked_sub(switchyard_agent::SRIOV_VFS)
+                        .ok_or_else(|| GuestError::NoVf(port_id.to_string()))?;
+                    plug.vf = Some(k);
+                    hybrid(&format!("vf{k}"), &format!("vbr{k}"), &format!("vvb{k}"))
+                }
                 .await
-                .ok()
-                .flatten()
-                .ok_or_else(|| GuestError::NoVf(port_id.to_string()))?;
-                let k = local.saturating_sub(switchyard_agent::SRIOV_VFS);
-                hybrid(&format!("vf{k}"), &format!("vbr{k}"), &format!("vvb{k}"))?;
-                vf = Some(k);
             }
             other => return Err(GuestError::VifType(other.to_string())),
+        };
+        match r {
+            Ok(()) => Ok(plug),
+            Err(e) => {
+                self.unplug(port_id, &plug);
+                Err(e)
+            }
         }
-        let dev = "eth0".to_string();
-        netns::ip_in(gns, &["link", "set", &dev, "address", mac])?;
-        netns::ip_in(gns, &["link", "set", &dev, "up"])?;
-        Ok((dev, vf))
+    }
+
+    /// Nova's `pre_live_migration` for guest `name`: plugs its NIC on `dest`
+    /// as the port's binding for `dest` says, and waits for `dest`'s agent
+    /// to have the device. Returns its local port there.
+    pub async fn prepare_move(
+        &self,
+        name: &str,
+        dest: &str,
+        timeout: Duration,
+    ) -> Result<u32, GuestError> {
+        self.abort_move(name);
+        let (g, leg) = {
+            let mut all = self.lock();
+            let g = all
+                .get_mut(name)
+                .ok_or_else(|| GuestError::NotFound(name.to_string()))?;
+            g.legs += 1;
+            (g.clone(), format!("l{}", g.legs - 1))
+        };
+        let (_, vif_type, _) = self.binding(&g.port_id, Some(dest))?;
+        let plug = self
+            .plug(dest, &vif_type, &g.port_id, &g.mac, &g.vmm, &leg, timeout)
+            .await?;
+        let local = self
+            .device(dest, &g.port_id)
+            .await
+            .map(|i| i.local_port)
+            .unwrap_or_default();
+        match self.lock().get_mut(name) {
+            Some(g) => g.pending = Some(plug),
+            None => {
+                // Deleted meanwhile.
+                self.unplug(&g.port_id, &plug);
+                return Err(GuestError::NotFound(name.to_string()));
+            }
+        }
+        Ok(local)
+    }
+
+    /// Removes a destination plugged for a migration that will not happen.
+    pub fn abort_move(&self, name: &str) {
+        let pending = self
+            .lock()
+            .get_mut(name)
+            .and_then(|g| g.pending.take().map(|p| (g.port_id.clone(), p)));
+        if let Some((port, plug)) = pending {
+            self.unplug(&port, &plug);
+        }
+    }
+
+    /// The switch-over: the guest's VMM leaves its leg to the source and
+    /// takes the one to `dest`; the source's plug goes, and the guest
+    /// announces itself from its new place.
+    pub fn complete_move(&self, name: &str, dest: &str) -> Result<(), GuestError> {
+        let (g, plug) = {
+            let mut all = self.lock();
+            let g = all
+                .get_mut(name)
+                .ok_or_else(|| GuestError::NotFound(name.to_string()))?;
+            match g.pending.take() {
+                Some(p) if p.host == dest => (g.clone(), p),
+                other => {
+                    g.pending = other;
+                    return Err(GuestError::NotPrepared(name.to_string(), dest.to_string()));
+                }
+            }
+        };
+        // Off the old leg first: never two ways out at once (a loop through
+        // the network for a moment).
+        let _ = netns::ip_in(&g.vmm, &["link", "set", &g.leg, "nomaster"]);
+        if let Err(e) = netns::enslave(&g.vmm, &plug.leg, "br0") {
+            let _ = netns::enslave(&g.vmm, &g.leg, "br0");
+            self.unplug(&g.port_id, &plug);
+            return Err(e.into());
+        }
+        let old = Plug {
+            host: g.host.clone(),
+            vif_type: g.vif_type.clone(),
+            leg: g.leg.clone(),
+            vf: g.vf,
+        };
+        if let Some(r) = self.lock().get_mut(name) {
+            r.host = plug.host.clone();
+            r.vif_type = plug.vif_type.clone();
+            r.vf = plug.vf;
+            r.leg = plug.leg.clone();
+        }
+        self.unplug(&g.port_id, &old);
+        if let Some(ip) = g.ip.clone() {
+            announce(&g.netns, &ip);
+        }
+        Ok(())
     }
 
     async fn dhcp(&self, gns: &str, dev: &str) -> Result<String, GuestError> {
@@ -442,7 +682,8 @@ impl Guests {
         }
     }
 
-    /// Deletes guest `name`: its namespace (and NIC) go; an OVS port leaves br-int.
+    /// Deletes guest `name`: its namespaces (NIC and VMM) go, and what its
+    /// plugs made in their nodes.
     pub fn delete(&self, name: &str) -> Result<(), GuestError> {
         let _ = self.stop_stream(name);
         let g = self
@@ -450,30 +691,40 @@ impl Guests {
             .remove(name)
             .ok_or_else(|| GuestError::NotFound(name.to_string()))?;
         netns::del(&g.netns);
-        self.unplug_node(&g.host, &g.vif_type, &g.port_id, g.vf);
+        netns::del(&g.vmm);
+        let here = Plug {
+            host: g.host.clone(),
+            vif_type: g.vif_type.clone(),
+            leg: g.leg.clone(),
+            vf: g.vf,
+        };
+        self.unplug(&g.port_id, &here);
+        if let Some(p) = &g.pending {
+            self.unplug(&g.port_id, p);
+        }
         Ok(())
     }
 
-    /// Removes what plugging a guest made in its node (the VM is gone; the
-    /// agent sees its device go and reports the port down).
-    fn unplug_node(&self, host: &str, vif_type: &str, port_id: &str, vf: Option<u32>) {
-        let node = super::ns_name(&self.prefix, host);
+    /// Removes what a plug made in its node (the VM is gone from there; the
+    /// agent sees its device go and reports the port down) and its leg.
+    fn unplug(&self, port_id: &str, plug: &Plug) {
+        let node = super::ns_name(&self.prefix, &plug.host);
         let short: String = port_id.chars().take(11).collect();
         let tap = switchyard_agent::linux::tap_name(port_id);
-        match vif_type {
+        match plug.vif_type.as_str() {
             "vrouter" => {
                 let _ = netns::ip_in(&node, &["link", "del", &format!("qbr{short}")]);
                 let _ = netns::ip_in(&node, &["link", "del", &format!("qvb{short}")]);
                 let _ = netns::ip_in(&node, &["link", "del", &tap]);
             }
             "hw_veb" => {
-                if let Some(k) = vf {
+                if let Some(k) = plug.vf {
                     let _ = netns::ip_in(&node, &["link", "del", &format!("vbr{k}")]);
                     let _ = netns::ip_in(&node, &["link", "del", &format!("vvb{k}")]);
                 }
             }
             "ovs" => {
-                let db = self.dir.join(format!("ovs-{host}")).join("db.sock");
+                let db = self.dir.join(format!("ovs-{}", plug.host)).join("db.sock");
                 let _ = netns::run(
                     "ovs-vsctl",
                     &[
@@ -614,6 +865,24 @@ impl Guests {
             rtt_ms: rtt,
         })
     }
+}
+
+/// Gratuitous ARP from the guest's NIC (in the background, as QEMU's
+/// announce rounds run after a migration): switches that learnt the guest's
+/// MAC elsewhere learn where it is now.
+fn announce(gns: &str, ip: &str) {
+    let (gns, ip) = (gns.to_string(), ip.to_string());
+    std::thread::spawn(move || {
+        let r = netns::exec(
+            &gns,
+            &[
+                "busybox", "arping", "-U", "-c", "3", "-w", "3", "-I", "eth0", &ip,
+            ],
+        );
+        if let Ok((false, out)) = r {
+            tracing::debug!(guest = %gns, %out, "announcing after the move");
+        }
+    });
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `switchyard lab up --linux`: the topology built on this machine's kernel.
 //! One network namespace per node; the controller in this process (API on
-//! loopback, southbound also listening inside a management namespace); one
+//! loopback, and inside a management namespace a listener serving only what
+//! agents use: the southbound session and the agent API); one
 //! `switchyard agent` **process** per node inside its namespace; Open vSwitch
 //! (`ovsdb-server` + `ovs-vswitchd`, userspace datapath) inside each OVS
 //! node; guests as namespaces with the kernel's own stack, plugged as
@@ -131,7 +132,7 @@ fn kill(pid: u32) {
 }
 
 /// Removes what the lab recorded in `state_dir` (processes and namespaces)
-/// and its guests' namespaces (`PREFIX-g-…`); with `sweep`, every namespace
+/// and its guests' namespaces (`PREFIX-g-…`, their VMMs' `PREFIX-v-…`); with `sweep`, every namespace
 /// named `PREFIX-…` (what `switchyard lab down` asks for). Returns the
 /// processes stopped and the namespaces removed.
 pub fn down(state_dir: &Path, prefix: &str, sweep: bool) -> Result<(usize, usize), LinuxError> {
@@ -147,13 +148,12 @@ pub fn down(state_dir: &Path, prefix: &str, sweep: bool) -> Result<(usize, usize
         }
     }
     let mut names: Vec<String> = s.namespaces.clone();
-    let guests = format!("{prefix}-g-");
+    // Guests and their VMMs come and go with the lab's API: not recorded.
+    let (guests, vmms) = (format!("{prefix}-g-"), format!("{prefix}-v-"));
     let all = format!("{prefix}-");
-    names.extend(
-        netns::list()
-            .into_iter()
-            .filter(|n| n.starts_with(&guests) || (sweep && n.starts_with(&all))),
-    );
+    names.extend(netns::list().into_iter().filter(|n| {
+        n.starts_with(&guests) || n.starts_with(&vmms) || (sweep && n.starts_with(&all))
+    }));
     names.sort();
     names.dedup();
     let existing = netns::list();
@@ -209,10 +209,14 @@ pub struct LinuxLab {
     /// Each node's credential (the controller learns them again on a restart).
     tokens: BTreeMap<String, (switchyard_proto::Role, String)>,
     app: App,
+    /// The controller the guests and the compute service talk to now.
+    cell: guests::AppCell,
     url: String,
     stop: watch::Sender<bool>,
     serving: Vec<tokio::task::JoinHandle<()>>,
     pub guests: guests::Guests,
+    /// The compute API (Nova's part: it outlives a controller restart).
+    compute: Option<crate::live::Compute>,
 }
 
 impl LinuxLab {
@@ -239,6 +243,7 @@ impl LinuxLab {
         let app = switchyard_api::open_app(&opts.db, Durability::Process, &opts.ml2, &opts.project)
             .map_err(|e| LinuxError::Controller(e.to_string()))?;
         let (stop, _) = watch::channel(false);
+        let cell: guests::AppCell = std::sync::Arc::new(std::sync::RwLock::new(app.clone()));
         let mut lab = LinuxLab {
             state: State {
                 pid: std::process::id(),
@@ -248,10 +253,12 @@ impl LinuxLab {
             agents: BTreeMap::new(),
             tokens: BTreeMap::new(),
             app,
+            cell: cell.clone(),
             url: String::new(),
             stop,
             serving: Vec::new(),
-            guests: guests::Guests::new(&opts.prefix, &opts.state_dir),
+            guests: guests::Guests::new(&opts.prefix, &opts.state_dir, cell),
+            compute: None,
             opts,
         };
         if let Err(e) = lab.build().await {
@@ -489,12 +496,23 @@ impl LinuxLab {
             .map_err(|_| LinuxError::Other("southbound address".into()))?;
         let south = tokio::net::TcpListener::from_std(netns::listen_in(&mgmt, south_addr)?)
             .map_err(|e| LinuxError::Controller(e.to_string()))?;
-        let extra = routes::router(
-            self.guests.clone(),
-            self.app.clone(),
-            self.opts.topology.clone(),
+        let compute = self
+            .compute
+            .get_or_insert_with(|| {
+                crate::live::Compute::new(
+                    crate::live::compute::VirtDriver::Linux(self.guests.clone()),
+                    &format!("http://{addr}"),
+                    &self.opts.topology,
+                    crate::live::ComputeOptions::default(),
+                )
+            })
+            .clone();
+        let extra = routes::router(self.guests.clone(), self.opts.topology.clone()).merge(
+            crate::live::compute::api::router(compute, &self.opts.project),
         );
-        for (l, extra) in [(api, extra), (south, axum::Router::new())] {
+        // The API on loopback; on the management network only what agents
+        // use (node credentials), never the noauth Neutron API.
+        for (l, extra) in [(api, Some(extra)), (south, None)] {
             let (app, mut stop, http) = (
                 self.app.clone(),
                 self.stop.subscribe(),
@@ -504,9 +522,13 @@ impl LinuxLab {
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                if let Err(e) =
-                    switchyard_api::serve_with_options(l, app, extra, http, shutdown).await
-                {
+                let served = match extra {
+                    Some(extra) => {
+                        switchyard_api::serve_with_options(l, app, extra, http, shutdown).await
+                    }
+                    None => switchyard_api::serve_southbound(l, app, http, shutdown).await,
+                };
+                if let Err(e) = served {
                     tracing::error!(error = %e, "controller stopped");
                 }
             }));
@@ -530,6 +552,10 @@ impl LinuxLab {
             &self.opts.project,
         )
         .map_err(|e| LinuxError::Controller(e.to_string()))?;
+        *self
+            .cell
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = self.app.clone();
         for (host, (role, token)) in &self.tokens {
             self.app.shared.credentials.add(host, *role, token);
         }

@@ -15,7 +15,6 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
-use switchyard_api::App;
 use switchyard_api::http::{empty, error, json as reply, json_body};
 use switchyard_model::NeutronError;
 
@@ -28,11 +27,10 @@ const MAX_PING_RUN_MS: u64 = 60_000;
 #[derive(Clone)]
 struct Ctx {
     guests: Guests,
-    app: App,
     topology: Topology,
 }
 
-pub fn router(guests: Guests, app: App, topology: Topology) -> Router {
+pub fn router(guests: Guests, topology: Topology) -> Router {
     Router::new()
         .route("/switchyard/v1/lab", get(show_lab))
         .route("/switchyard/v1/lab/guests", get(list).post(create))
@@ -43,11 +41,7 @@ pub fn router(guests: Guests, app: App, topology: Topology) -> Router {
             axum::routing::put(start_stream).delete(stop_stream),
         )
         .route("/switchyard/v1/lab/internet/ping", post(not_built))
-        .with_state(Ctx {
-            guests,
-            app,
-            topology,
-        })
+        .with_state(Ctx { guests, topology })
 }
 
 async fn not_built() -> Response {
@@ -110,6 +104,7 @@ fn guest_error(e: &GuestError) -> NeutronError {
         G::NotPlugged { .. } => "PortNotPlugged",
         G::NoLease(..) => "GuestHasNoAddress",
         G::NoVf(_) => "PortNotPlugged",
+        G::NotPrepared(..) => "GuestNotMigrating",
         G::Netns(_) => "LabError",
     };
     match e {
@@ -202,7 +197,7 @@ async fn create(State(c): State<Ctx>, body: Bytes) -> Response {
         let port = string(&g, "port_id")?;
         let timeout = number(&g, "timeout_s", 30, 120)?;
         c.guests
-            .boot(&c.app, &name, &port, Duration::from_secs(timeout))
+            .boot(&name, &port, Duration::from_secs(timeout))
             .await
             .map_err(|e| guest_error(&e))
     }

@@ -163,7 +163,7 @@ impl LiveLab {
                 .map_err(|e| LiveError::Listen("lab clock thread".into(), e))?
         };
         let compute = Compute::new(
-            hypervisor.clone(),
+            compute::VirtDriver::Emulated(hypervisor.clone()),
             &format!("http://{addr}"),
             &opts.topology,
             opts.compute.clone(),

@@ -23,6 +23,7 @@
 //! through the server's `status` and `/os-migrations`.
 
 pub mod api;
+pub mod driver;
 pub mod neutron;
 mod views;
 
@@ -33,8 +34,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchyard_dataplane::frames::mac_serde::parse_mac;
 
-use super::hypervisor::{Hypervisor, HypervisorError};
+use super::hypervisor::HypervisorError;
 use crate::topology::{Role, Topology};
+pub use driver::VirtDriver;
 use neutron::{Neutron, NeutronFailure};
 
 /// How often the service polls a port's status.
@@ -249,7 +251,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct Compute {
     inner: Arc<Mutex<Inner>>,
-    hyp: Hypervisor,
+    hyp: VirtDriver,
     neutron: Neutron,
     hosts: Arc<Vec<Host>>,
     opts: Arc<ComputeOptions>,
@@ -258,7 +260,7 @@ pub struct Compute {
 impl Compute {
     /// The service for the compute nodes of `topology`, reaching the
     /// networking API at `url`.
-    pub fn new(hyp: Hypervisor, url: &str, topology: &Topology, opts: ComputeOptions) -> Self {
+    pub fn new(hyp: VirtDriver, url: &str, topology: &Topology, opts: ComputeOptions) -> Self {
         let hosts = topology
             .nodes
             .iter()
@@ -291,6 +293,11 @@ impl Compute {
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
         lock(&self.inner)
+    }
+
+    /// What runs the guests (`hypervisor_type`).
+    pub fn driver_kind(&self) -> &'static str {
+        self.hyp.kind()
     }
 
     pub fn hosts(&self) -> &[Host] {
@@ -605,7 +612,7 @@ impl Compute {
                 .await
                 .map_err(|e| format!("Virtual Interface creation failed: {e}"))?;
             // The VIF must be what the binding says (Nova plugs by vif_type).
-            self.check_device(host, &vif)?;
+            self.check_device(host, &vif).await?;
             self.update(id, |s| {
                 if let Some(v) = s.vifs.iter_mut().find(|v| v.port_id == vif.port_id) {
                     v.guest = name.clone();
@@ -626,8 +633,8 @@ impl Compute {
     /// The device the host's agent made for a VIF matches its binding: the
     /// same `vif_type` (an OVS port, a vRouter interface, a VF) and, for a
     /// VF, the VLAN the binding's `vif_details.vlan` names.
-    fn check_device(&self, host: &str, vif: &Vif) -> Result<(), String> {
-        let dev = self.hyp.device(host, &vif.port_id).ok_or_else(|| {
+    async fn check_device(&self, host: &str, vif: &Vif) -> Result<(), String> {
+        let dev = self.hyp.device(host, &vif.port_id).await.ok_or_else(|| {
             format!(
                 "Virtual Interface creation failed: host {host} has no device for port {}",
                 vif.port_id
@@ -1000,7 +1007,7 @@ impl Compute {
         // as its new binding says.
         let mut devices = Vec::new();
         for (v, t) in s.vifs.iter().zip(targets) {
-            let ready = self
+            let prepared = self
                 .hyp
                 .prepare_migration(&v.guest, dest, self.opts.vif_plugging_timeout)
                 .await
@@ -1010,16 +1017,20 @@ impl Compute {
                          the instance keeps running on {source}"
                     ),
                     e => format!("pre-live-migration on {dest} failed: {e}"),
-                })
-                .and_then(|local| {
-                    self.check_device(dest, t)
-                        .map(|()| local)
-                        .map_err(|e| format!("pre-live-migration on {dest} failed: {e}"))
                 });
+            let ready = match prepared {
+                Ok(local) => self
+                    .check_device(dest, t)
+                    .await
+                    .map(|()| local)
+                    .map_err(|e| format!("pre-live-migration on {dest} failed: {e}")),
+                Err(e) => Err(e),
+            };
             match ready {
                 Ok(local) => devices.push((v, local)),
                 Err(why) => {
                     for v in &s.vifs {
+                        self.hyp.abort_migration(&v.guest);
                         let _ = self.neutron.delete_binding(&v.port_id, dest).await;
                     }
                     return Err(why);
@@ -1032,7 +1043,8 @@ impl Compute {
             if let Err(e) = self.hyp.complete_migration(&v.guest, dest, *local) {
                 // Nothing activated yet: put moved guests back and roll back.
                 for (w, _) in &devices {
-                    let _ = self.hyp.return_guest(&w.guest, &source);
+                    let timeout = self.opts.vif_plugging_timeout;
+                    let _ = self.hyp.return_guest(&w.guest, &source, timeout).await;
                     let _ = self.neutron.delete_binding(&w.port_id, dest).await;
                 }
                 return Err(format!("moving the guest failed: {e}"));

@@ -120,8 +120,9 @@ pub fn hypervisor(c: &Compute, h: &Host, detail: bool) -> Value {
     });
     if detail && let Some(o) = v.as_object_mut() {
         let extra = json!({
-            // What runs the guests: the lab's emulation, not a real hypervisor.
-            "hypervisor_type": "switchyard-lab",
+            // What runs the guests: the lab's emulation or Linux-mode
+            // namespaces, not a real hypervisor.
+            "hypervisor_type": c.driver_kind(),
             "hypervisor_version": 1,
             "host_ip": Value::Null,
             "service": {"host": h.name, "id": h.uuid, "disabled_reason": null},
