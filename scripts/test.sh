@@ -15,6 +15,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v ping >/dev/null || need+=(iputils-ping)
   command -v tcpdump >/dev/null || need+=(tcpdump)
   command -v busybox >/dev/null || need+=(busybox)
+  command -v ethtool >/dev/null || need+=(ethtool)
+  command -v iperf3 >/dev/null || need+=(iperf3)
   command -v ovs-vswitchd >/dev/null || need+=(openvswitch-switch)
   if [ "${#need[@]}" -gt 0 ]; then
     echo "== installing Debian packages for the Linux-mode tests: ${need[*]}"

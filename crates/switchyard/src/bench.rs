@@ -57,6 +57,23 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// TCP throughput (iperf3) and ping RTT between kernel guests of a fresh
+    /// Linux-mode lab, over switchyard and over the kernel's own bridges and
+    /// VXLAN on the same namespaces (root, iperf3).
+    Linux {
+        /// Seconds each iperf3 stream runs.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// The lab's state directory.
+        #[arg(long, default_value = "/run/switchyard-bench")]
+        state_dir: std::path::PathBuf,
+        /// The lab's namespace prefix.
+        #[arg(long, default_value = "syb")]
+        prefix: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Live migrations under a 10 ms ping stream on a fresh reference lab,
     /// through the compute API: outage and lost pings per run.
     Migration {
@@ -96,7 +113,73 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             agent_down_time,
             json,
         } => failover(runs, agent_down_time, json).await,
+        BenchCmd::Linux {
+            seconds,
+            state_dir,
+            prefix,
+            json,
+        } => linux(seconds, state_dir, prefix, json).await,
     }
+}
+
+#[cfg(target_os = "linux")]
+async fn linux(
+    seconds: u64,
+    state_dir: std::path::PathBuf,
+    prefix: String,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    use switchyard_lab::linux::{LinuxLab, Options, bench};
+    if !(1..=600).contains(&seconds) {
+        bail!("--seconds must be from 1 to 600");
+    }
+    let on_path = |t: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
+    };
+    if !on_path("iperf3") {
+        bail!("bench linux needs iperf3 (Debian package: iperf3)");
+    }
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let say = |l: &str| {
+        if !as_json {
+            println!("{l}");
+        }
+    };
+    say(
+        "switchyard bench linux: building the reference lab plus compute-5 (OVS) as network namespaces …",
+    );
+    let lab = LinuxLab::start(Options {
+        topology: bench::topology().map_err(|e| anyhow::anyhow!("{e}"))?,
+        bind: "127.0.0.1:0".into(),
+        db: dir.path().join("switchyard.db"),
+        ml2: Ml2Config::default(),
+        project: "admin".into(),
+        binary: std::env::current_exe().context("finding the switchyard binary")?,
+        state_dir,
+        prefix,
+        http: switchyard_api::HttpOptions::default(),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    say(&format!(
+        "one iperf3 TCP stream for {seconds} s per path, switchyard then the kernel (Linux bridges, kernel VXLAN) on the same namespaces"
+    ));
+    let r = tokio::select! {
+        r = bench::run(&lab, seconds, &say) => r.map_err(|e| anyhow::anyhow!("{e}")),
+        () = crate::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+    };
+    lab.shutdown().await;
+    let r = r?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn linux(_: u64, _: std::path::PathBuf, _: String, _: bool) -> anyhow::Result<()> {
+    bail!("bench linux needs Linux")
 }
 
 /// Smallest IPv4 prefix holding `n` ports plus the gateway and broadcast.

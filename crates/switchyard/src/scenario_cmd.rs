@@ -183,7 +183,7 @@ async fn demo_linux(
     let r = tokio::select! {
         // Real pings on a shared machine: the loss is reported, not judged.
         r = demo::run(&c, say, None) => r.context("the reference scenario"),
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        () = crate::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
     };
     lab.shutdown().await;
     r

@@ -228,6 +228,41 @@ async fn the_reference_scenario_connectivity_on_the_kernel() {
         Some(3)
     );
 
+    // The overlay MTU Neutron advertises (1450) passes whole, with DF set,
+    // between every pair of guests (OVS ↔ vRouter crosses the gateway).
+    let gs = call(
+        &http,
+        reqwest::Method::GET,
+        &u("/switchyard/v1/lab/guests"),
+        None,
+    )
+    .await;
+    let gs = gs["guests"].as_array().cloned().unwrap_or_default();
+    assert_eq!(gs.len(), 3, "{gs:?}");
+    for a in &gs {
+        for b in &gs {
+            if a["name"] == b["name"] {
+                continue;
+            }
+            let (ns, ip) = (
+                a["netns"].as_str().expect("netns"),
+                b["ip"].as_str().expect("ip"),
+            );
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "ping", "-M", "do", "-s", "1422"])
+                .args(["-c", "3", "-i", "0.2", "-W", "1", ip])
+                .output()
+                .expect("ping");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains(" 0% packet loss") || text.contains(" 3 received"),
+                "1450-byte packets {} -> {}: {text}",
+                a["name"],
+                b["name"]
+            );
+        }
+    }
+
     // kill -9: the lab leaves its namespaces and processes; lab down removes them.
     let pids = recorded_pids(&lab.state);
     assert!(!pids.is_empty());
@@ -653,5 +688,64 @@ fn demo_linux_runs_the_reference_scenario() {
     assert!(
         namespaces(&prefix).is_empty(),
         "demo --linux removes its lab"
+    );
+}
+
+/// `switchyard bench linux --json`: one TCP stream per path over switchyard
+/// and over the kernel on the same namespaces; every path carries TCP (an
+/// OVS guest's offloaded checksums once broke it) and reports its figures.
+/// Only the shape is checked: throughput is the benchmark's to record.
+#[test]
+fn bench_linux_measures_every_path_against_the_kernel() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: bench linux needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = format!("syb{}", std::process::id() % 100_000);
+    let _cleanup = Lab {
+        child: None,
+        state: dir.path().join("state"),
+        prefix: prefix.clone(),
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "bench",
+            "linux",
+            "--json",
+            "--seconds",
+            "1",
+            "--prefix",
+            &prefix,
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("bench linux");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        out.status.success(),
+        "bench linux: {v:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paths = v["paths"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = paths.iter().filter_map(|p| p["path"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["vrouter_vrouter", "ovs_vrouter", "ovs_ovs"],
+        "{v:#}"
+    );
+    for p in &paths {
+        let f = |k: &str| p[k].as_f64().unwrap_or(-1.0);
+        assert!(f("switchyard_gbps") > 0.0 && f("kernel_gbps") > 0.0, "{p}");
+        assert!(f("rtt_ms") > 0.0 && f("kernel_rtt_ms") > 0.0, "{p}");
+        let ratio = f("switchyard_gbps") / f("kernel_gbps");
+        assert!((f("ratio") - ratio).abs() < 0.01, "{p}");
+        eprintln!("{p}");
+    }
+    assert!(
+        namespaces(&prefix).is_empty(),
+        "bench linux removes its lab"
     );
 }

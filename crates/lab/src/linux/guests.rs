@@ -414,6 +414,15 @@ impl Guests {
             netns::bridge(&vns, "br0")?;
             netns::enslave(&vns, "nic", "br0")?;
             netns::ip_in(&gns, &["link", "set", "eth0", "address", &mac])?;
+            // The NIC fills in its checksums (a virtio NIC without the
+            // checksum offload): a veth would hand frames on with the
+            // checksum left to hardware, and Open vSwitch's userspace
+            // datapath forwards them as they are, so TCP from OVS guests
+            // would arrive with bad checksums and be dropped.
+            let (ok, out) = netns::exec(&gns, &["ethtool", "-K", "eth0", "tx", "off"])?;
+            if !ok {
+                return Err(NetnsError::Command("ethtool -K eth0 tx off".into(), out).into());
+            }
             let plug = self
                 .plug(&host, &vif_type, port_id, &mac, &vns, "l0", timeout)
                 .await?;

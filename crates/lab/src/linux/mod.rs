@@ -26,6 +26,7 @@
 //! [`down`] removes it after a crash, and a second lab next to a running one
 //! is refused.
 
+pub mod bench;
 pub mod guests;
 pub mod netns;
 pub mod routes;
@@ -169,8 +170,9 @@ pub fn down(state_dir: &Path, prefix: &str, sweep: bool) -> Result<(usize, usize
 }
 
 /// Tools Linux mode runs, with the Debian package that has each.
-const TOOLS: [(&str, &str); 7] = [
+const TOOLS: [(&str, &str); 8] = [
     ("ip", "iproute2"),
+    ("ethtool", "ethtool"),
     ("ping", "iputils-ping"),
     ("busybox", "busybox"),
     ("ovsdb-server", "openvswitch-switch"),
