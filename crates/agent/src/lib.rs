@@ -17,6 +17,7 @@ pub mod client;
 mod introspect;
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub mod offload;
 pub mod openvswitch;
 
 use std::collections::BTreeMap;

@@ -45,13 +45,12 @@ use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
 
 use crate::NodeAgent;
 use crate::client::Event;
+use crate::offload::Frames;
 
 /// VXLAN's UDP port (RFC 7348).
 pub const VXLAN_PORT: u16 = 4789;
 /// Netlink multicast group of link changes (`RTMGRP_LINK`).
 const RTMGRP_LINK: u32 = 1;
-/// Frames up to a jumbo MTU plus headers.
-const FRAME_MAX: usize = 9216 + 64;
 
 /// The host netdev of a Neutron port, as Nova and os-vif name it.
 pub fn tap_name(port_id: &str) -> String {
@@ -85,17 +84,102 @@ pub struct Options {
     pub fixed: Vec<(PortNo, String)>,
 }
 
+/// Starts the node's data plane on a thread of its own, with a
+/// single-threaded runtime for the loop and its device readers: frames pass
+/// between them without crossing threads (a multi-threaded runtime spent
+/// some 12% of the throughput handing bursts between workers), and the
+/// control plane (southbound session, heartbeats) keeps the process's
+/// other threads. Returns once the node's sockets and fixed devices are
+/// open; the receiver yields how the loop ended.
+pub async fn start(
+    agent: Arc<Mutex<NodeAgent>>,
+    opts: Options,
+    events: mpsc::Sender<Event>,
+    applied: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::sync::oneshot::Receiver<Result<(), LinuxError>>, LinuxError> {
+    let (opened_tx, opened) = tokio::sync::oneshot::channel();
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("dataplane".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = opened_tx.send(Err(LinuxError::Other(format!(
+                        "cannot start the data plane's runtime: {e}"
+                    ))));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match Runtime::open(agent, &opts, events).await {
+                    Ok(r) => {
+                        let _ = opened_tx.send(Ok(()));
+                        let _ = done_tx.send(r.run(applied, stop).await);
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .map_err(|e| LinuxError::Other(format!("cannot start the data plane's thread: {e}")))?;
+    opened
+        .await
+        .map_err(|_| LinuxError::Other("the data plane's thread ended while starting".into()))??;
+    Ok(done)
+}
+
 /// What the device readers hand the loop.
 enum Rx {
-    Frame(PortNo, Vec<u8>),
+    /// Frames read from a port's device, already cut to wire size; the
+    /// buffers go back to [`Pool`] once processed.
+    Frames(PortNo, Frames),
     /// Reading `port_id`'s device failed: it is gone.
     Gone(String, PortNo),
+}
+
+/// A device the node writes frames to.
+#[derive(Clone)]
+struct Dev {
+    dev: Arc<AsyncDevice>,
+    /// Opened with the virtio header and offloads ([`crate::offload`]).
+    vnet: bool,
 }
 
 struct Attached {
     port: PortNo,
     dev: Arc<AsyncDevice>,
     reader: tokio::task::JoinHandle<()>,
+}
+
+/// Frame buffers passed from the readers to the loop and back, so a burst's
+/// frames are not allocated on one thread and freed on another each time.
+#[derive(Clone, Default)]
+struct Pool(Arc<Mutex<Vec<Frames>>>);
+
+impl Pool {
+    /// Buffers kept for reuse; beyond it they are freed.
+    const KEEP: usize = 64;
+
+    fn take(&self) -> Frames {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn put(&self, f: Frames) {
+        let mut p = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if p.len() < Self::KEEP {
+            p.push(f);
+        }
+    }
 }
 
 fn lock(agent: &Mutex<NodeAgent>) -> std::sync::MutexGuard<'_, NodeAgent> {
@@ -126,11 +210,14 @@ fn exists(name: &str) -> bool {
     nix::net::if_::if_nametoindex(name).is_ok()
 }
 
-/// Attaches to the existing TAP `name` (never creates one).
-fn attach(name: &str) -> io::Result<AsyncDevice> {
+/// Attaches to the existing TAP `name` (never creates one); with `offload`,
+/// with the virtio header and checksum/TSO/USO offloads, so a guest's
+/// bursts arrive whole ([`crate::offload`]).
+fn attach(name: &str, offload: bool) -> io::Result<AsyncDevice> {
     DeviceBuilder::new()
         .name(name)
         .layer(Layer::L2)
+        .offload(offload)
         .build_async()
 }
 
@@ -143,9 +230,14 @@ pub struct Runtime {
     devices: HashMap<String, Attached>,
     /// Readers of the fixed ports.
     fixed: Vec<tokio::task::JoinHandle<()>>,
-    by_port: HashMap<PortNo, Arc<AsyncDevice>>,
+    by_port: HashMap<PortNo, Dev>,
+    /// Frames bound for offload TAPs, joined per port as they are flushed.
+    coalescers: HashMap<PortNo, crate::offload::Coalescer>,
+    /// UDP GSO works on this host (cleared after the first refusal).
+    udp_gso: bool,
     tx: mpsc::Sender<Rx>,
     rx: mpsc::Receiver<Rx>,
+    pool: Pool,
     events: mpsc::Sender<Event>,
     start: std::time::Instant,
     out: Vec<Output>,
@@ -179,22 +271,57 @@ impl Runtime {
                 let udp = UdpSocket::bind(at)
                     .await
                     .map_err(|e| LinuxError::Bind(at, e))?;
+                // A TCP window's worth of datagrams arrives between two
+                // reads; the default 208 KiB buffer overflowed (drops the
+                // sender sees as retransmits). Forced past rmem_max as root.
+                use nix::sys::socket::{setsockopt, sockopt};
+                for (what, r) in [
+                    (
+                        "receive",
+                        setsockopt(&udp, sockopt::RcvBufForce, &UNDERLAY_SOCKET_BUFFER).or_else(
+                            |_| setsockopt(&udp, sockopt::RcvBuf, &UNDERLAY_SOCKET_BUFFER),
+                        ),
+                    ),
+                    (
+                        "send",
+                        setsockopt(&udp, sockopt::SndBufForce, &UNDERLAY_SOCKET_BUFFER).or_else(
+                            |_| setsockopt(&udp, sockopt::SndBuf, &UNDERLAY_SOCKET_BUFFER),
+                        ),
+                    ),
+                ] {
+                    if let Err(e) = r {
+                        tracing::info!(error = %e, "cannot size the underlay socket's {what} buffer; keeping the default");
+                    }
+                }
+                // Receive bursts joined (UDP_GRO): a datagram size and many
+                // datagrams per read. Without it, one per read.
+                if let Err(e) = nix::sys::socket::setsockopt(
+                    &udp,
+                    nix::sys::socket::sockopt::UdpGroSegment,
+                    &true,
+                ) {
+                    tracing::info!(error = %e, "UDP GRO not available; reading datagrams one by one");
+                }
                 Some(Arc::new(udp))
             }
         };
         let (tx, rx) = mpsc::channel(1024);
+        let pool = Pool::default();
         let mut by_port = HashMap::new();
         let mut fixed = Vec::new();
         for (port, name) in &opts.fixed {
-            let dev = Arc::new(attach(name).map_err(|e| LinuxError::Fixed(name.clone(), e))?);
+            let dev =
+                Arc::new(attach(name, false).map_err(|e| LinuxError::Fixed(name.clone(), e))?);
             let reader = tokio::spawn(read_frames(
                 dev.clone(),
                 *port,
                 format!("fixed:{name}"),
                 tx.clone(),
+                pool.clone(),
+                false,
             ));
             tracing::info!(%name, port, "fixed port attached");
-            by_port.insert(*port, dev);
+            by_port.insert(*port, Dev { dev, vnet: false });
             fixed.push(reader);
         }
         Ok(Runtime {
@@ -202,9 +329,12 @@ impl Runtime {
             udp,
             devices: HashMap::new(),
             by_port,
+            coalescers: HashMap::new(),
+            udp_gso: true,
             fixed,
             tx,
             rx,
+            pool,
             events,
             start: std::time::Instant::now(),
             out: Vec::new(),
@@ -229,10 +359,16 @@ impl Runtime {
             }
             if on_vf {
                 // The VF is the NIC's own (a fixed port): configured, plugged.
-                if let Some(dev) = self.by_port.get(&port).cloned() {
+                if let Some(d) = self.by_port.get(&port).cloned() {
                     let reader = tokio::spawn(async {});
-                    self.devices
-                        .insert(port_id.clone(), Attached { port, dev, reader });
+                    self.devices.insert(
+                        port_id.clone(),
+                        Attached {
+                            port,
+                            dev: d.dev,
+                            reader,
+                        },
+                    );
                     lock(&self.agent).set_device(&port_id, true);
                     changed = true;
                 }
@@ -242,7 +378,7 @@ impl Runtime {
             if !exists(&name) {
                 continue;
             }
-            let dev = match attach(&name) {
+            let dev = match attach(&name, true) {
                 Ok(d) => Arc::new(d),
                 Err(e) => {
                     tracing::debug!(%name, error = %e, "cannot attach to the port's device yet");
@@ -255,9 +391,17 @@ impl Runtime {
                 port,
                 port_id.clone(),
                 self.tx.clone(),
+                self.pool.clone(),
+                true,
             ));
             tracing::info!(%name, port, %port_id, "device attached");
-            self.by_port.insert(port, dev.clone());
+            self.by_port.insert(
+                port,
+                Dev {
+                    dev: dev.clone(),
+                    vnet: true,
+                },
+            );
             self.devices
                 .insert(port_id.clone(), Attached { port, dev, reader });
             lock(&self.agent).set_device(&port_id, true);
@@ -288,8 +432,7 @@ impl Runtime {
     }
 
     /// Feeds one packet through the pipeline; returns when it wants polling.
-    fn process(&mut self, input: Input<'_>) -> Option<Instant> {
-        let now = self.now();
+    fn process(&mut self, now: Instant, input: Input<'_>) -> Option<Instant> {
         let mut a = lock(&self.agent);
         let p = a.dataplane.pipeline();
         p.process(now, input, &mut self.out);
@@ -304,24 +447,62 @@ impl Runtime {
             .poll(now, &mut self.out)
     }
 
-    /// Writes out what the pipeline emitted.
+    /// Writes out what the pipeline emitted: frames to offload TAPs joined
+    /// per flow, underlay datagrams to one VTEP sent as one UDP GSO batch.
     async fn flush(&mut self) {
+        let mut batch = UnderlayBatch::default();
+        let mut writes: Vec<(PortNo, Vec<u8>)> = Vec::new();
         for o in std::mem::take(&mut self.out) {
             match o {
                 Output::Frame { port, data } => {
-                    if let Some(dev) = self.by_port.get(&port) {
-                        // A device that is down (EIO) or gone drops the frame,
-                        // as a NIC would.
-                        let _ = dev.send(&data).await;
+                    match self.by_port.get(&port) {
+                        Some(d) if d.vnet => {
+                            let c = self.coalescers.entry(port).or_default();
+                            c.push(&data, &mut |b| writes.push((port, b)));
+                        }
+                        Some(_) => writes.push((port, data)),
+                        // A device that is gone drops the frame, as a NIC would.
+                        None => {}
                     }
                 }
                 Output::Underlay { dst, data } => {
-                    let Some(udp) = &self.udp else { continue };
-                    let to = SocketAddr::V4(SocketAddrV4::new(dst, VXLAN_PORT));
-                    if let Err(e) = udp.send_to(&data, to).await {
-                        tracing::debug!(%dst, error = %e, "underlay send failed");
+                    if let Some(full) = batch.add(dst, data) {
+                        self.send_underlay(full).await;
                     }
                 }
+            }
+        }
+        for (port, c) in &mut self.coalescers {
+            c.flush(&mut |b| writes.push((*port, b)));
+        }
+        if let Some(last) = batch.take() {
+            self.send_underlay(last).await;
+        }
+        for (port, data) in writes {
+            if let Some(d) = self.by_port.get(&port) {
+                // A device that is down (EIO) drops the frame, as a NIC would.
+                let _ = d.dev.send(&data).await;
+            }
+        }
+    }
+
+    /// Sends datagrams to one VTEP: one `sendmsg` with `UDP_SEGMENT` when
+    /// there are several (the kernel cuts them), else one `send_to`.
+    async fn send_underlay(&mut self, b: Batch) {
+        let Some(udp) = self.udp.clone() else { return };
+        let to = SocketAddrV4::new(b.dst, VXLAN_PORT);
+        if b.datagrams.len() > 1 && self.udp_gso {
+            match send_gso(&udp, to, &b.datagrams, b.size).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "UDP GSO refused; sending datagrams one by one from now on");
+                    self.udp_gso = false;
+                }
+            }
+        }
+        for d in &b.datagrams {
+            if let Err(e) = udp.send_to(d, SocketAddr::V4(to)).await {
+                tracing::debug!(dst = %b.dst, error = %e, "underlay send failed");
             }
         }
     }
@@ -339,6 +520,7 @@ impl Runtime {
             .map_err(LinuxError::Netlink)?;
         let mut nlbuf: Vec<u8> = Vec::with_capacity(8192);
         let mut buf = vec![0u8; 65_536];
+        let mut cmsg = nix::cmsg_space!(i32);
         let mut next: Option<Instant> = None;
         let mut again = self.rescan();
         loop {
@@ -359,22 +541,44 @@ impl Runtime {
                 _ = tokio::time::sleep(std::time::Duration::from_millis(100)), if again => {
                     again = self.rescan();
                 }
-                m = self.rx.recv() => match m {
-                    Some(Rx::Frame(port, data)) => {
-                        next = self.process(Input::Frame { port, data: &data });
-                        // Whatever else is waiting, under the same lock round.
-                        while let Ok(Rx::Frame(port, data)) = self.rx.try_recv() {
-                            next = self.process(Input::Frame { port, data: &data });
+                m = self.rx.recv() => {
+                    let mut m = m;
+                    // Whatever else is waiting, before one flush.
+                    let mut taken = 0;
+                    loop {
+                        match m {
+                            Some(Rx::Frames(port, frames)) => {
+                                // One clock reading per read: a burst is
+                                // one instant to the pipeline.
+                                let now = self.now();
+                                for data in frames.iter() {
+                                    next = self.process(now, Input::Frame { port, data });
+                                }
+                                self.pool.put(frames);
+                            }
+                            Some(Rx::Gone(port_id, port)) => self.gone(&port_id, port),
+                            None => return Ok(()),
                         }
-                        self.flush().await;
+                        taken += 1;
+                        match self.rx.try_recv() {
+                            Ok(more) if taken < 64 => m = Some(more),
+                            Ok(more) => {
+                                self.flush().await;
+                                m = Some(more);
+                                taken = 0;
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    Some(Rx::Gone(port_id, port)) => self.gone(&port_id, port),
-                    None => return Ok(()),
-                },
-                r = async { match &self.udp { Some(u) => u.recv_from(&mut buf).await, None => std::future::pending().await } } => {
-                    if let Ok((n, SocketAddr::V4(from))) = r {
-                        let data = buf[..n].to_vec();
-                        next = self.process(Input::Underlay { src: *from.ip(), data: &data });
+                    self.flush().await;
+                }
+                r = async { match &self.udp { Some(u) => recv_gro(u, &mut buf, &mut cmsg).await, None => std::future::pending().await } } => {
+                    if let Ok((n, from, seg)) = r {
+                        let n = n.min(buf.len());
+                        let now = self.now();
+                        for data in buf[..n].chunks(seg.unwrap_or(n).max(1)) {
+                            next = self.process(now, Input::Underlay { src: *from.ip(), data });
+                        }
                         self.flush().await;
                     }
                 }
@@ -387,12 +591,37 @@ impl Runtime {
     }
 }
 
-async fn read_frames(dev: Arc<AsyncDevice>, port: PortNo, port_id: String, tx: mpsc::Sender<Rx>) {
-    let mut buf = vec![0u8; FRAME_MAX];
+async fn read_frames(
+    dev: Arc<AsyncDevice>,
+    port: PortNo,
+    port_id: String,
+    tx: mpsc::Sender<Rx>,
+    pool: Pool,
+    vnet: bool,
+) {
+    let mut buf = vec![0u8; crate::offload::VNET_HDR_LEN + 65_536 + 64];
+    let mut refused = false;
     loop {
         match dev.recv(&mut buf).await {
             Ok(n) => {
-                if tx.send(Rx::Frame(port, buf[..n].to_vec())).await.is_err() {
+                let read = &buf[..n.min(buf.len())];
+                let mut frames = pool.take();
+                if vnet {
+                    if let Err(e) = crate::offload::segment(read, &mut frames) {
+                        // Once per device: a guest sending such frames
+                        // would otherwise fill the log.
+                        if !refused {
+                            tracing::warn!(port, %port_id, error = %e, "dropping a frame the device handed over that does not parse (logged once per device)");
+                            refused = true;
+                        }
+                        pool.put(frames);
+                        continue;
+                    }
+                } else {
+                    frames.clear();
+                    frames.push(read);
+                }
+                if tx.send(Rx::Frames(port, frames)).await.is_err() {
                     return;
                 }
             }
@@ -401,6 +630,130 @@ async fn read_frames(dev: Arc<AsyncDevice>, port: PortNo, port_id: String, tx: m
                 let _ = tx.send(Rx::Gone(port_id, port)).await;
                 return;
             }
+        }
+    }
+}
+
+/// Datagrams bound for one VTEP, gathered for one UDP GSO send: all of
+/// `size` bytes but the last, at most [`GSO_MAX_SEGMENTS`] and 64 KiB.
+/// Kept apart and handed to the kernel as an iovec, not copied together.
+struct Batch {
+    dst: Ipv4Addr,
+    size: usize,
+    bytes: usize,
+    datagrams: Vec<Vec<u8>>,
+    /// The last datagram was shorter: nothing may follow.
+    closed: bool,
+}
+
+/// Bytes of the underlay socket's send and receive buffers.
+const UNDERLAY_SOCKET_BUFFER: usize = 8 << 20;
+
+/// UDP_MAX_SEGMENTS of older kernels (64; newer allow 128).
+const GSO_MAX_SEGMENTS: usize = 64;
+const GSO_MAX_BYTES: usize = 65_000;
+
+#[derive(Default)]
+struct UnderlayBatch(Option<Batch>);
+
+impl UnderlayBatch {
+    /// Adds a datagram; returns the batch it closed, if one is ready to go.
+    fn add(&mut self, dst: Ipv4Addr, data: Vec<u8>) -> Option<Batch> {
+        if let Some(b) = &mut self.0
+            && b.dst == dst
+            && !b.closed
+            && data.len() <= b.size
+            && b.datagrams.len() < GSO_MAX_SEGMENTS
+            && b.bytes + data.len() <= GSO_MAX_BYTES
+        {
+            b.closed = data.len() < b.size;
+            b.bytes += data.len();
+            b.datagrams.push(data);
+            return None;
+        }
+        let done = self.0.take();
+        self.0 = Some(Batch {
+            dst,
+            size: data.len(),
+            bytes: data.len(),
+            datagrams: vec![data],
+            closed: false,
+        });
+        done
+    }
+
+    fn take(&mut self) -> Option<Batch> {
+        self.0.take()
+    }
+}
+
+/// One `sendmsg` of `datagrams` to `to` (all of `size` bytes but the last),
+/// cut again by the kernel into those datagrams (`UDP_SEGMENT`).
+async fn send_gso(
+    udp: &UdpSocket,
+    to: SocketAddrV4,
+    datagrams: &[Vec<u8>],
+    size: usize,
+) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrIn, sendmsg};
+    use std::os::fd::AsRawFd;
+    let seg = u16::try_from(size).map_err(|_| io::Error::other("segment too large"))?;
+    let addr = SockaddrIn::from(to);
+    let fd = udp.as_raw_fd();
+    let iov: Vec<io::IoSlice<'_>> = datagrams.iter().map(|d| io::IoSlice::new(d)).collect();
+    loop {
+        udp.writable().await?;
+        let r = udp.try_io(tokio::io::Interest::WRITABLE, || {
+            sendmsg(
+                fd,
+                &iov,
+                &[ControlMessage::UdpGsoSegments(&seg)],
+                MsgFlags::empty(),
+                Some(&addr),
+            )
+            .map_err(io::Error::from)
+        });
+        match r {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One `recvmsg`: bytes, sender, and the datagram size when the kernel
+/// joined several (`UDP_GRO`).
+async fn recv_gro(
+    udp: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut [u8],
+) -> io::Result<(usize, SocketAddrV4, Option<usize>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg};
+    use std::os::fd::AsRawFd;
+    let fd = udp.as_raw_fd();
+    loop {
+        udp.readable().await?;
+        let r = udp.try_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [io::IoSliceMut::new(buf)];
+            let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(cmsg), MsgFlags::empty())
+                .map_err(io::Error::from)?;
+            let mut seg = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::UdpGroSegments(s) = c {
+                        seg = usize::try_from(s).ok().filter(|s| *s > 0);
+                    }
+                }
+            }
+            let from = msg
+                .address
+                .map(|a| SocketAddrV4::new(a.ip(), a.port()))
+                .ok_or_else(|| io::Error::other("no sender address"))?;
+            Ok((msg.bytes, from, seg))
+        });
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return r,
         }
     }
 }

@@ -209,16 +209,24 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
             }))
         }
         Io::Linux => {
-            let rt = switchyard_agent::linux::Runtime::open(
+            let done = switchyard_agent::linux::start(
                 agent.clone(),
-                &switchyard_agent::linux::Options {
+                switchyard_agent::linux::Options {
                     vtep: a.tunneling_ip,
                     fixed,
                 },
                 events_tx.clone(),
+                applied.clone(),
+                stop.clone(),
             )
             .await?;
-            Some(tokio::spawn(rt.run(applied.clone(), stop.clone())))
+            Some(tokio::spawn(async move {
+                done.await.unwrap_or_else(|_| {
+                    Err(switchyard_agent::linux::LinuxError::Other(
+                        "the data plane's thread ended".into(),
+                    ))
+                })
+            }))
         }
         Io::None => None,
     };

@@ -414,15 +414,6 @@ impl Guests {
             netns::bridge(&vns, "br0")?;
             netns::enslave(&vns, "nic", "br0")?;
             netns::ip_in(&gns, &["link", "set", "eth0", "address", &mac])?;
-            // The NIC fills in its checksums (a virtio NIC without the
-            // checksum offload): a veth would hand frames on with the
-            // checksum left to hardware, and Open vSwitch's userspace
-            // datapath forwards them as they are, so TCP from OVS guests
-            // would arrive with bad checksums and be dropped.
-            let (ok, out) = netns::exec(&gns, &["ethtool", "-K", "eth0", "tx", "off"])?;
-            if !ok {
-                return Err(NetnsError::Command("ethtool -K eth0 tx off".into(), out).into());
-            }
             let plug = self
                 .plug(&host, &vif_type, port_id, &mac, &vns, "l0", timeout)
                 .await?;
@@ -518,6 +509,18 @@ impl Guests {
             "ovs" => {
                 async {
                     netns::wire((&node, &tap, None), (vns, leg, None))?;
+                    // The guest's NIC keeps its offloads (TSO, checksum left
+                    // to the device), as a virtio NIC does for vhost; the
+                    // leg into Open vSwitch has none, so the kernel cuts and
+                    // checksums frames before they reach OVS: its userspace
+                    // datapath forwards a frame as it is, and would carry
+                    // TCP with unfilled checksums to peers that drop it.
+                    let (ok, out) = netns::exec(vns, &["ethtool", "-K", leg, "tx", "off"])?;
+                    if !ok {
+                        return Err(
+                            NetnsError::Command(format!("ethtool -K {leg} tx off"), out).into()
+                        );
+                    }
                     let db = self.dir.join(format!("ovs-{host}")).join("db.sock");
                     netns::run(
                         "ovs-vsctl",
