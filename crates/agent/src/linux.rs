@@ -7,7 +7,16 @@
 //! frames, the underlay socket, a netlink link monitor (a device appearing
 //! or going away), the session's "state applied" signal, and the pipeline's
 //! own next timer. Every packet goes through the same sans-io pipeline the
-//! lab runs, under the agent's lock, and what it emits is written out.
+//! lab runs, under the agent's lock, and what it emits is written out. The
+//! loop and its readers share one thread of their own ([`start`]).
+//!
+//! VM TAPs are opened with the virtio-net header (`IFF_VNET_HDR`) and TSO,
+//! as QEMU opens them for vhost: a read is a guest's burst of up to 64 KiB,
+//! cut into wire-size frames ([`crate::offload::segment`]) before the
+//! pipeline; frames for a VM TAP are joined back per TCP flow
+//! ([`crate::offload::Coalescer`]). The underlay socket sends a VTEP's
+//! datagrams in one `sendmsg` (`UDP_SEGMENT`) and reads them joined
+//! (`UDP_GRO`). The wire only ever sees frames of the network's MTU.
 //!
 //! The agent owns the mapping from device to pipeline port: when a port's
 //! interface is applied and a TAP with its name exists, the agent attaches
