@@ -16,10 +16,34 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v ip >/dev/null || need+=(iproute2)
   command -v ping >/dev/null || need+=(iputils-ping)
   command -v tcpdump >/dev/null || need+=(tcpdump)
-  command -v busybox >/dev/null || need+=(busybox)
+  # QEMU guests' image: the distribution kernel, a static busybox, xz to
+  # unpack the kernel (busybox-static also serves the namespace guests).
+  dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+  ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
+  command -v xz >/dev/null || need+=(xz-utils)
   command -v ethtool >/dev/null || need+=(ethtool)
   command -v iperf3 >/dev/null || need+=(iperf3)
   command -v ovs-vswitchd >/dev/null || need+=(openvswitch-switch)
+  if ! command -v qemu-system-x86_64 >/dev/null; then
+    # bookworm's QEMU 7.2 conflicts with the qemu-utils 10 these machines
+    # carry from bookworm-backports; QEMU from bookworm-backports installs.
+    if grep -q 'VERSION_CODENAME=bookworm' /etc/os-release \
+       && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      echo "== adding bookworm-backports to apt's sources (for qemu-system-x86)"
+      printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
+        'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
+        > /etc/apt/sources.list.d/bookworm-backports.sources
+      apt-get update >/dev/null
+    fi
+    echo "== installing QEMU for the VM tests: qemu-system-x86"
+    export DEBIAN_FRONTEND=noninteractive
+    if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      apt-get install -y --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+    else
+      apt-get install -y --no-install-recommends qemu-system-x86 >/dev/null \
+        || { apt-get update >/dev/null && apt-get install -y --no-install-recommends qemu-system-x86 >/dev/null; }
+    fi
+  fi
   if [ "${#need[@]}" -gt 0 ]; then
     echo "== installing Debian packages for the Linux-mode tests: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -27,9 +27,13 @@
 //! is refused.
 
 pub mod bench;
+pub mod console;
 pub mod guests;
+pub mod image;
 pub mod netns;
+pub mod qmp;
 pub mod routes;
+pub mod vm;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
