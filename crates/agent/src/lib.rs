@@ -19,6 +19,8 @@ mod introspect;
 pub mod linux;
 pub mod offload;
 pub mod openvswitch;
+#[cfg(target_os = "linux")]
+mod sys;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

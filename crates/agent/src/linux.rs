@@ -1,31 +1,32 @@
 //! The node's pipeline on real Linux devices (the I/O edge the emulated lab
-//! replaces with in-process links): VM interfaces are TAP devices named as
-//! Nova names them (`tap` + the first 11 characters of the Neutron port id),
+//! replaces with in-process links): VM interfaces are netdevs named as Nova
+//! names them (`tap` + the first 11 characters of the Neutron port id),
 //! VXLAN is UDP/4789 on the node's underlay address.
 //!
-//! One loop per node, driven by readiness only: a task per TAP reading
+//! One loop per node, driven by readiness only: a task per device reading
 //! frames, the underlay socket, a netlink link monitor (a device appearing
 //! or going away), the session's "state applied" signal, and the pipeline's
 //! own next timer. Every packet goes through the same sans-io pipeline the
 //! lab runs, under the agent's lock, and what it emits is written out. The
 //! loop and its readers share one thread of their own ([`start`]).
 //!
-//! VM TAPs are opened with the virtio-net header (`IFF_VNET_HDR`) and TSO,
-//! as QEMU opens them for vhost: a read is a guest's burst of up to 64 KiB,
-//! cut into wire-size frames ([`crate::offload::segment`]) before the
-//! pipeline; frames for a VM TAP are joined back per TCP flow
-//! ([`crate::offload::Coalescer`]). The underlay socket sends a VTEP's
-//! datagrams in one `sendmsg` (`UDP_SEGMENT`) and reads them joined
-//! (`UDP_GRO`). The wire only ever sees frames of the network's MTU.
-//!
 //! The agent owns the mapping from device to pipeline port: when a port's
-//! interface is applied and a TAP with its name exists, the agent attaches
-//! to it (`TUNSETIFF` on the existing device; it never creates one), gives it
-//! the port's local number and reports the device plugged
-//! ([`NodeAgent::set_device`]); when reading fails (the device was
-//! destroyed), the device is unplugged. The hypervisor creates the TAP (and,
-//! for a namespace guest, moves its netdev into the guest's namespace once
-//! the port is `ACTIVE`, the attached descriptor keeps working).
+//! interface is applied and a netdev with its name exists, the agent
+//! attaches to it with an AF_PACKET socket bound to it — whatever it is: the
+//! TAP a QEMU VM holds, or a veth whose peer is a guest namespace's NIC — as
+//! vRouter's kernel module attaches to a VM's TAP without taking it from
+//! QEMU. It gives the device the port's local number and reports it plugged
+//! ([`NodeAgent::set_device`]); when the netdev is gone (deleted, or moved
+//! out of the node), the device is unplugged. The hypervisor makes the
+//! netdev; the agent never creates one.
+//!
+//! Frames cross the socket with virtio-net headers (`PACKET_VNET_HDR`): a
+//! read is a guest's burst of up to 64 KiB (TSO), cut into wire-size frames
+//! ([`crate::offload::segment`]) before the pipeline; frames for a VM
+//! interface are joined back per TCP flow ([`crate::offload::Coalescer`]).
+//! The underlay socket sends a VTEP's datagrams in one `sendmsg`
+//! (`UDP_SEGMENT`) and reads them joined (`UDP_GRO`). The wire only ever
+//! sees frames of the network's MTU.
 //!
 //! A node's fixed ports run on TAPs the host set up for it ([`Options::fixed`]):
 //! a gateway's trunk and external interface, an SR-IOV NIC's uplink and VFs.
@@ -43,11 +44,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NlAddr, TokioSocket, protocols};
 use switchyard_dataplane::{Input, Instant, Output, PortNo};
 use switchyard_proto::{Attachment, Item, Role};
+use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, watch};
 use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
@@ -152,17 +155,69 @@ enum Rx {
     Gone(String, PortNo),
 }
 
+/// How the agent reaches a device: a TAP it holds itself (the node's fixed
+/// ports: an SR-IOV NIC's uplink and VFs, a gateway's trunk and external
+/// link), or a VM interface's netdev — QEMU's TAP, a veth — through an
+/// AF_PACKET socket bound to it, the way vRouter's kernel module attaches
+/// to a VM's TAP without taking it from QEMU.
+enum Link {
+    Tap(AsyncDevice),
+    Packet {
+        fd: AsyncFd<OwnedFd>,
+        name: String,
+        ifindex: u32,
+    },
+}
+
+impl Link {
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Link::Tap(d) => d.recv(buf).await,
+            Link::Packet { fd, name, ifindex } => loop {
+                let mut g = fd.readable().await?;
+                match g.try_io(|f| nix::unistd::read(f.get_ref(), buf).map_err(io::Error::from)) {
+                    // The interface went down (or was just made and set up):
+                    // the socket says so once and stays bound. Only an
+                    // interface that is gone (or another by its name) ends it.
+                    Ok(Err(e))
+                        if e.raw_os_error() == Some(nix::libc::ENETDOWN)
+                            && nix::net::if_::if_nametoindex(name.as_str()).ok()
+                                == Some(*ifindex) =>
+                    {
+                        continue;
+                    }
+                    Ok(r) => return r,
+                    Err(_would_block) => continue,
+                }
+            },
+        }
+    }
+
+    async fn send(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Link::Tap(d) => d.send(data).await,
+            Link::Packet { fd, .. } => loop {
+                let mut g = fd.writable().await?;
+                match g.try_io(|f| nix::unistd::write(f.get_ref(), data).map_err(io::Error::from)) {
+                    Ok(r) => return r,
+                    Err(_would_block) => continue,
+                }
+            },
+        }
+    }
+}
+
 /// A device the node writes frames to.
 #[derive(Clone)]
 struct Dev {
-    dev: Arc<AsyncDevice>,
+    dev: Arc<Link>,
     /// Opened with the virtio header and offloads ([`crate::offload`]).
     vnet: bool,
 }
 
 struct Attached {
     port: PortNo,
-    dev: Arc<AsyncDevice>,
+    dev: Arc<Link>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -228,6 +283,28 @@ fn attach(name: &str, offload: bool) -> io::Result<AsyncDevice> {
         .layer(Layer::L2)
         .offload(offload)
         .build_async()
+}
+
+/// Attaches to a VM interface's netdev `name` with an AF_PACKET socket
+/// (virtio-net headers, so a guest's bursts arrive whole).
+fn attach_vm(name: &str) -> io::Result<Link> {
+    let ifindex = nix::net::if_::if_nametoindex(name)?;
+    let fd = crate::sys::packet_socket(ifindex)?;
+    // A guest's TCP window of bursts can arrive between two reads; the
+    // default 208 KiB receive buffer dropped them (retransmits).
+    use nix::sys::socket::{setsockopt, sockopt};
+    let size = VM_SOCKET_BUFFER;
+    if setsockopt(fd.get_ref(), sockopt::RcvBufForce, &size)
+        .or_else(|_| setsockopt(fd.get_ref(), sockopt::RcvBuf, &size))
+        .is_err()
+    {
+        tracing::info!(%name, "cannot size the interface socket's receive buffer; keeping the default");
+    }
+    Ok(Link::Packet {
+        fd,
+        name: name.to_string(),
+        ifindex,
+    })
 }
 
 pub struct Runtime {
@@ -319,8 +396,9 @@ impl Runtime {
         let mut by_port = HashMap::new();
         let mut fixed = Vec::new();
         for (port, name) in &opts.fixed {
-            let dev =
-                Arc::new(attach(name, false).map_err(|e| LinuxError::Fixed(name.clone(), e))?);
+            let dev = Arc::new(Link::Tap(
+                attach(name, false).map_err(|e| LinuxError::Fixed(name.clone(), e))?,
+            ));
             let reader = tokio::spawn(read_frames(
                 dev.clone(),
                 *port,
@@ -387,7 +465,7 @@ impl Runtime {
             if !exists(&name) {
                 continue;
             }
-            let dev = match attach(&name, true) {
+            let dev = match attach_vm(&name) {
                 Ok(d) => Arc::new(d),
                 Err(e) => {
                     tracing::debug!(%name, error = %e, "cannot attach to the port's device yet");
@@ -601,7 +679,7 @@ impl Runtime {
 }
 
 async fn read_frames(
-    dev: Arc<AsyncDevice>,
+    dev: Arc<Link>,
     port: PortNo,
     port_id: String,
     tx: mpsc::Sender<Rx>,
@@ -654,6 +732,9 @@ struct Batch {
     /// The last datagram was shorter: nothing may follow.
     closed: bool,
 }
+
+/// Bytes of a VM interface's AF_PACKET receive buffer.
+const VM_SOCKET_BUFFER: usize = 4 << 20;
 
 /// Bytes of the underlay socket's send and receive buffers.
 const UNDERLAY_SOCKET_BUFFER: usize = 8 << 20;

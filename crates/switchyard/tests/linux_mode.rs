@@ -7,12 +7,13 @@
 //!
 //! The controller runs in this process; the agents reach it over a
 //! management namespace (a listener opened inside it), the test over
-//! loopback. The test plays the hypervisor: it creates each VM's TAP in its
-//! node (named `tap` + the port id's first 11 characters, as Nova does),
-//! waits for the port to be `ACTIVE` (the agent attached the device), then
-//! moves the TAP's netdev into the guest namespace with the port's MAC and
-//! address. Needs root; every namespace, device and process it made is
-//! removed when it ends, passed or failed.
+//! loopback. The test plays the hypervisor: it plugs each VM's interface
+//! in its node, named `tap` + the port id's first 11 characters as Nova
+//! names it — a veth whose other end is the guest namespace's NIC, or the
+//! TAP a real QEMU VM holds — and waits for the port to be `ACTIVE` (the
+//! agent attached to the device). An SR-IOV guest gets the VF netdev moved
+//! into its namespace. Needs root; every namespace, device and process it
+//! made is removed when it ends, passed or failed.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -310,9 +311,10 @@ async fn vrouter_nodes_move_real_packets_between_kernel_guests() {
             .as_str()
             .expect("ip")
             .to_string();
-        // os-vif's part: the VM's TAP on the node, named after the port.
+        // os-vif's part: the VM's interface on the node, named after the
+        // port (a veth whose other end is the guest's NIC).
         let tap = switchyard_agent::linux::tap_name(&port);
-        ip_in(node_ns, &["tuntap", "add", "dev", &tap, "mode", "tap"]);
+        lab.wire((node_ns, &tap, None), (guest_ns, "eth0", None));
         let status_url = format!("{base}/v2.0/ports/{port}");
         until(
             "the agent attaches the device (port ACTIVE)",
@@ -320,14 +322,12 @@ async fn vrouter_nodes_move_real_packets_between_kernel_guests() {
             async || get(&http, &status_url).await["port"]["status"] == "ACTIVE",
         )
         .await;
-        // The guest: a kernel stack behind the TAP's netdev.
-        ip_in(node_ns, &["link", "set", &tap, "netns", guest_ns]);
-        ip_in(guest_ns, &["link", "set", &tap, "address", &mac]);
+        // The guest: a kernel stack on the other end.
+        ip_in(guest_ns, &["link", "set", "eth0", "address", &mac]);
         ip_in(
             guest_ns,
-            &["addr", "add", &format!("{addr}/24"), "dev", &tap],
+            &["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
         );
-        ip_in(guest_ns, &["link", "set", &tap, "up"]);
         guests.push((guest_ns.to_string(), addr));
     }
 
@@ -389,6 +389,104 @@ async fn vrouter_nodes_move_real_packets_between_kernel_guests() {
     let n = get(&http, &format!("{base}/switchyard/v1/nodes/compute-2")).await;
     let tx = n["node"]["applied"]["counters"]["tx"].as_u64().unwrap_or(0);
     assert!(tx >= 10, "{n}");
+
+    // A QEMU VM on compute-4: QEMU holds its TAP, the agent attaches to the
+    // TAP's netdev beside it (AF_PACKET); the VM's kernel takes its lease
+    // from the vRouter's DHCP, pings the guest on compute-2 across VXLAN,
+    // and serves 16 MiB over TCP that arrive intact.
+    let img = switchyard_lab::linux::image::ensure(&dir.path().join("images"), &Default::default())
+        .expect("guest image");
+    let p = post(
+        &http,
+        &format!("{base}/v2.0/ports"),
+        json!({"port": {"network_id": net, "binding:host_id": "compute-4", "device_owner": "compute:nova"}}),
+    )
+    .await;
+    let port = p["port"]["id"].as_str().expect("id").to_string();
+    let addr = p["port"]["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .expect("ip")
+        .to_string();
+    let tap = switchyard_agent::linux::tap_name(&port);
+    ip_in(
+        &c4,
+        &["tuntap", "add", "dev", &tap, "mode", "tap", "vnet_hdr"],
+    );
+    ip_in(&c4, &["link", "set", &tap, "up"]);
+    let mut vm = switchyard_lab::linux::vm::Vm::spawn(
+        &img,
+        switchyard_lab::linux::vm::VmSpec {
+            name: "vm-q".into(),
+            mac: p["port"]["mac_address"].as_str().expect("mac").to_string(),
+            tap: tap.clone(),
+            netns: Some(c4.clone()),
+            memory_mb: 128,
+            run_dir: dir.path().join("vm-q"),
+            incoming: false,
+        },
+    )
+    .expect("qemu");
+    let url = format!("{base}/v2.0/ports/{port}");
+    until("the VM's port ACTIVE", 30, async || {
+        get(&http, &url).await["port"]["status"] == "ACTIVE"
+    })
+    .await;
+    let mut con = vm.console(Duration::from_secs(90)).await.expect("console");
+    let mut lease = String::new();
+    for _ in 0..240 {
+        let o = con
+            .exec("cat /run/lease", Duration::from_secs(10))
+            .await
+            .expect("console");
+        lease = o.text.trim().to_string();
+        if o.status == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(lease, addr, "the VM's lease is the port's address");
+    let ping = con
+        .exec(
+            &format!("ping -c 3 -W 2 {}", guests[0].1),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("console");
+    assert_eq!(ping.status, 0, "VM -> compute-2 guest: {}", ping.text);
+    let mut want = String::new();
+    for _ in 0..240 {
+        let o = con
+            .exec(
+                "[ -f /www/blob ] && sha256sum /www/blob",
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("console");
+        if o.status == 0 {
+            want = o
+                .text
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(want.len(), 64, "no blob in the VM");
+    let (ok, got) = exec(
+        &guests[0].0,
+        &[
+            "sh",
+            "-c",
+            &format!("busybox wget -q -O - http://{addr}/blob | sha256sum"),
+        ],
+    );
+    assert!(
+        ok && got.starts_with(&want),
+        "fetched {got}, the VM has {want}"
+    );
+    vm.kill();
     let _ = stop_tx.send(true);
 }
 
@@ -606,7 +704,7 @@ async fn a_vf_guest_reaches_a_vrouter_guest_and_the_internet_through_the_gateway
     .await["port"]
         .clone();
     let tap1 = switchyard_agent::linux::tap_name(p1["id"].as_str().expect("id"));
-    tap(&c2, &tap1, None);
+    lab.wire((&c2, &tap1, None), (&g1, "eth0", None));
     let url1 = format!("{base}/v2.0/ports/{}", p1["id"].as_str().expect("id"));
     until("the vRouter port ACTIVE", 30, async || {
         get(&http, &url1).await["port"]["status"] == "ACTIVE"
@@ -616,19 +714,17 @@ async fn a_vf_guest_reaches_a_vrouter_guest_and_the_internet_through_the_gateway
         .as_str()
         .expect("ip")
         .to_string();
-    ip_in(&c2, &["link", "set", &tap1, "netns", &g1]);
     ip_in(
         &g1,
         &[
             "link",
             "set",
-            &tap1,
+            "eth0",
             "address",
             p1["mac_address"].as_str().expect("mac"),
         ],
     );
-    ip_in(&g1, &["addr", "add", &format!("{ip1}/24"), "dev", &tap1]);
-    ip_in(&g1, &["link", "set", &tap1, "up"]);
+    ip_in(&g1, &["addr", "add", &format!("{ip1}/24"), "dev", "eth0"]);
     ip_in(&g1, &["route", "add", "default", "via", "50.50.50.1"]);
 
     // The VF guest: a direct port; the hypervisor hands it the VF the
@@ -986,7 +1082,7 @@ async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
     .await["port"]
         .clone();
     let tap2 = switchyard_agent::linux::tap_name(p2["id"].as_str().expect("id"));
-    tap(&c2, &tap2, None);
+    lab.wire((&c2, &tap2, None), (&g2, "eth0", None));
     let url2 = format!("{base}/v2.0/ports/{}", p2["id"].as_str().expect("id"));
     until("the vRouter port ACTIVE", 30, async || {
         get(&http, &url2).await["port"]["status"] == "ACTIVE"
@@ -996,19 +1092,17 @@ async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
         .as_str()
         .expect("ip")
         .to_string();
-    ip_in(&c2, &["link", "set", &tap2, "netns", &g2]);
     ip_in(
         &g2,
         &[
             "link",
             "set",
-            &tap2,
+            "eth0",
             "address",
             p2["mac_address"].as_str().expect("mac"),
         ],
     );
-    ip_in(&g2, &["addr", "add", &format!("{ip2}/24"), "dev", &tap2]);
-    ip_in(&g2, &["link", "set", &tap2, "up"]);
+    ip_in(&g2, &["addr", "add", &format!("{ip2}/24"), "dev", "eth0"]);
 
     // The OVS guest: os-vif's plug of a veth (the VM's NIC in the guest).
     let p1 = post(

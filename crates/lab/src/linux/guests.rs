@@ -6,10 +6,10 @@
 //! that reaches the node the guest runs on. The node end is plugged as
 //! os-vif plugs a VM for the binding's `vif_type`:
 //!
-//! * `vrouter`: a TAP named `tap` + the port id's first 11 characters in the
-//!   node, handed to the vRouter agent (it attaches when the TAP appears),
-//!   joined to the leg by a Linux bridge `qbr…` and a veth `qvb…` — os-vif's
-//!   hybrid plug: the TAP stays in the node, so a restarted agent finds it;
+//! * `vrouter`: the leg's node end, named like Nova's TAP (`tap` + the port
+//!   id's first 11 characters), handed to the vRouter agent, which attaches
+//!   to it with an AF_PACKET socket when it appears, as to a QEMU VM's TAP;
+//!   it stays in the node, so a restarted agent finds it;
 //! * `ovs`: the leg's node end, named like the TAP, added to `br-int` with
 //!   os-vif's `external_ids` (`iface-id`, `attached-mac`, `iface-status`,
 //!   `vm-uuid`);
@@ -488,7 +488,6 @@ impl Guests {
             vf: None,
         };
         let tap = switchyard_agent::linux::tap_name(port_id);
-        let short: String = port_id.chars().take(11).collect();
         // The leg's node end, on bridge `br` with the agent's device `dev`.
         let hybrid = |dev: &str, br: &str, node_leg: &str| -> Result<(), GuestError> {
             netns::bridge(&node, br)?;
@@ -500,9 +499,11 @@ impl Guests {
         let r = match vif_type {
             "vrouter" => {
                 async {
-                    netns::tap(&node, &tap, None)?;
-                    self.wait_plugged(host, port_id, timeout).await?;
-                    hybrid(&tap, &format!("qbr{short}"), &format!("qvb{short}"))
+                    // The leg's node end is the VM's interface, named like
+                    // Nova's TAP; the agent attaches to it (AF_PACKET), as
+                    // to a QEMU VM's TAP.
+                    netns::wire((&node, &tap, None), (vns, leg, None))?;
+                    self.wait_plugged(host, port_id, timeout).await.map(|_| ())
                 }
                 .await
             }
@@ -721,12 +722,9 @@ impl Guests {
     /// agent sees its device go and reports the port down) and its leg.
     fn unplug(&self, port_id: &str, plug: &Plug) {
         let node = super::ns_name(&self.prefix, &plug.host);
-        let short: String = port_id.chars().take(11).collect();
         let tap = switchyard_agent::linux::tap_name(port_id);
         match plug.vif_type.as_str() {
             "vrouter" => {
-                let _ = netns::ip_in(&node, &["link", "del", &format!("qbr{short}")]);
-                let _ = netns::ip_in(&node, &["link", "del", &format!("qvb{short}")]);
                 let _ = netns::ip_in(&node, &["link", "del", &tap]);
             }
             "hw_veb" => {

@@ -243,6 +243,17 @@ pub async fn migrate(
     let uri = format!("unix:{}", dest_spec.incoming_path().display());
     dest.execute("migrate-incoming", Some(json!({"uri": uri})), t)
         .await?;
+    // With the return path the source hears whether the destination loaded
+    // the state: without it a destination that fails leaves the source
+    // reporting `completed`, paused, and the guest running nowhere.
+    for q in [&mut *src, &mut *dest] {
+        q.execute(
+            "migrate-set-capabilities",
+            Some(json!({"capabilities": [{"capability": "return-path", "state": true}]})),
+            t,
+        )
+        .await?;
+    }
     src.execute(
         "migrate-set-parameters",
         Some(json!({"downtime-limit": downtime_limit_ms, "max-bandwidth": 1_u64 << 30})),
