@@ -61,11 +61,21 @@ fn apply_update(cache: &mut Cache, update: &Value) {
     for (table, rows) in tables {
         let t = cache.entry(table.clone()).or_default();
         for (uuid, change) in rows.as_object().into_iter().flatten() {
-            match change.get("new") {
-                Some(new) => {
+            match (change.get("new"), change.get("old"), t.get_mut(uuid)) {
+                // A modification: the columns given replace those cached,
+                // the others stay. ovsdb-server's `monitor` sends every
+                // monitored column in "new", but nothing here depends on
+                // it: an update that carried only the changed ones would
+                // not wipe the rest.
+                (Some(Value::Object(new)), Some(_), Some(Value::Object(row))) => {
+                    for (k, v) in new {
+                        row.insert(k.clone(), v.clone());
+                    }
+                }
+                (Some(new), _, _) => {
                     t.insert(uuid.clone(), new.clone());
                 }
-                None => {
+                (None, _, _) => {
                     t.remove(uuid);
                 }
             }
@@ -274,10 +284,15 @@ impl Backend {
     /// Takes in the monitor updates waiting (ovsdb-server sends the update a
     /// transaction causes before the transaction's reply, so after a
     /// transact they are all here).
-    async fn settle(&mut self) {
+    /// Applies the updates already received; returns whether there were any.
+    async fn settle(&mut self) -> bool {
+        let mut any = false;
         while let Ok(p) = self.updates.try_recv() {
+            tracing::debug!(update = %p[1], "OVSDB update");
             apply_update(&mut self.cache, &p[1]);
+            any = true;
         }
+        any
     }
 
     /// Local VLANs of ports configured by an earlier run (their other_config).
@@ -299,14 +314,19 @@ impl Backend {
     /// Brings OVS in line with the node's state — once the agent holds it:
     /// until its first snapshot, Open vSwitch keeps what it runs (a
     /// restarted agent does not wipe the flows carrying traffic).
-    async fn reconcile(&mut self) -> Result<(), OvsError> {
+    ///
+    /// Returns whether OVSDB changed meanwhile (updates that came with the
+    /// tag transaction): the plan was made from what was before, so the
+    /// caller reconciles again — those updates will not come a second time.
+    async fn reconcile(&mut self) -> Result<bool, OvsError> {
         let (items, synced) = {
             let a = lock(&self.agent);
             (a.items().clone(), a.synced())
         };
         if !synced {
-            return Ok(());
+            return Ok(false);
         }
+        let mut moved = false;
         let ifs = ifaces(&self.cache);
         let plan = plan::plan(&items, &ifs, &self.opts.mappings, &mut self.lvids);
         // Tags.
@@ -333,7 +353,7 @@ impl Backend {
         }
         if !ops.is_empty() {
             self.db.transact(ops).await?;
-            self.settle().await;
+            moved = self.settle().await;
         }
         // Flows.
         for (br, flows) in &plan.flows {
@@ -353,10 +373,12 @@ impl Backend {
         {
             let mut a = lock(&self.agent);
             for id in present.difference(&self.plugged) {
+                tracing::info!(port_id = %id, "device plugged (Open vSwitch attached its interface)");
                 a.set_device(id, true);
                 changed = true;
             }
             for id in self.plugged.difference(&present) {
+                tracing::info!(port_id = %id, "device unplugged (its interface left Open vSwitch)");
                 a.set_device(id, false);
                 changed = true;
             }
@@ -365,7 +387,7 @@ impl Backend {
         if changed {
             let _ = self.events.try_send(Event::Changed);
         }
-        Ok(())
+        Ok(moved)
     }
 
     async fn replace_flows(&self, br: &str, flows: &[String]) -> Result<(), OvsError> {
@@ -416,7 +438,11 @@ impl Backend {
         loop {
             self.settle().await;
             let retry = match self.reconcile().await {
-                Ok(()) => {
+                Ok(true) => {
+                    logged = false;
+                    continue;
+                }
+                Ok(false) => {
                     logged = false;
                     false
                 }
@@ -434,10 +460,42 @@ impl Backend {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(1)), if retry => {}
                 u = self.updates.recv() => match u {
                     // params: [monitor id, table updates]
-                    Some(p) => apply_update(&mut self.cache, &p[1]),
+                    Some(p) => {
+                        tracing::debug!(update = %p[1], "OVSDB update");
+                        apply_update(&mut self.cache, &p[1])
+                    }
                     None => return Err(OvsError::Ovsdb(OvsdbError::Closed)),
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    /// A row inserted whole, then modified by updates that carry only what
+    /// changed, then deleted.
+    #[test]
+    fn a_modification_keeps_the_columns_it_does_not_carry() {
+        let mut cache = Cache::default();
+        apply_update(
+            &mut cache,
+            &json!({"Interface": {"u1": {"new": {"name": "qvo1", "ofport": ["set", []],
+                "external_ids": ["map", [["iface-id", "p1"]]]}}}}),
+        );
+        apply_update(
+            &mut cache,
+            &json!({"Interface": {"u1": {"old": {"ofport": ["set", []]}, "new": {"ofport": 3}}}}),
+        );
+        let i = ifaces(&cache);
+        assert_eq!(i.len(), 1);
+        assert_eq!((i[0].ofport, i[0].iface_id.as_deref()), (3, Some("p1")));
+        apply_update(
+            &mut cache,
+            &json!({"Interface": {"u1": {"old": {"name": "qvo1"}}}}),
+        );
+        assert!(ifaces(&cache).is_empty());
     }
 }
