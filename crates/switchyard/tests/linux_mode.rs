@@ -1472,19 +1472,8 @@ async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
     }
     let out = stream.await.expect("join").expect("ping");
     let text = String::from_utf8_lossy(&out.stdout);
-    let summary = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_default()
-        .to_string();
-    let n: Vec<u64> = summary
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let (sent, received) = (
-        n.first().copied().unwrap_or(0),
-        n.get(1).copied().unwrap_or(0),
-    );
+    let (sent, received) = switchyard_lab::linux::guests::ping_counts(&text);
+    let summary = format!("{received} of {sent} pings answered");
     eprintln!("QEMU VM compute-1 (ovs) -> compute-2 (vrouter): {stats:?}; pings: {summary}");
     assert!(sent > 200, "{summary}");
     // The stream came back (a switch-over that never finished would lose

@@ -166,7 +166,7 @@ pub struct Guests {
 
 /// Reads a finished `ping` stream's output: (sent, answered seqs).
 fn stream_result(out: &str) -> (u64, Vec<u64>) {
-    let (sent, _) = counts(out);
+    let (sent, _) = ping_counts(out);
     let mut seqs: Vec<u64> = out
         .lines()
         .filter(|l| l.contains("bytes from"))
@@ -211,7 +211,7 @@ fn rtts(out: &str) -> Vec<f64> {
 }
 
 /// "N packets transmitted, M received" from `ping`'s summary.
-fn counts(out: &str) -> (u64, u64) {
+pub fn ping_counts(out: &str) -> (u64, u64) {
     let line = out
         .lines()
         .find(|l| l.contains("packets transmitted"))
@@ -854,7 +854,7 @@ impl Guests {
         })
         .await
         .map_err(|e| GuestError::NoLease(name.into(), e.to_string()))??;
-        let (sent, answered) = counts(&out);
+        let (sent, answered) = ping_counts(&out);
         let mut r = rtts(&out);
         r.sort_by(f64::total_cmp);
         let rtt = (!r.is_empty()).then(|| {
@@ -897,7 +897,7 @@ fn announce(gns: &str, ip: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::{counts, gaps, rtts, stream_result};
+    use super::{gaps, ping_counts, rtts, stream_result};
 
     #[test]
     fn streams_report_what_was_lost_and_the_longest_outage() {
@@ -920,8 +920,8 @@ mod tests {
             64 bytes from 10.0.0.3: icmp_seq=3 ttl=64 time=1.05 ms\n\n\
             --- 10.0.0.3 ping statistics ---\n\
             3 packets transmitted, 2 received, 33.3333% packet loss, time 2003ms\n";
-        assert_eq!(counts(out), (3, 2));
+        assert_eq!(ping_counts(out), (3, 2));
         assert_eq!(rtts(out), vec![0.412, 1.05]);
-        assert_eq!(counts("ping: connect: Network is unreachable"), (0, 0));
+        assert_eq!(ping_counts("ping: connect: Network is unreachable"), (0, 0));
     }
 }
