@@ -170,6 +170,12 @@ enum Link {
 }
 
 impl Link {
+    /// Whether frames cross it with a virtio-net header (a VM interface's
+    /// socket: [`crate::offload`]); a fixed port's TAP carries plain frames.
+    fn vnet(&self) -> bool {
+        matches!(self, Link::Packet { .. })
+    }
+
     async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Link::Tap(d) => d.recv(buf).await,
@@ -205,14 +211,6 @@ impl Link {
             },
         }
     }
-}
-
-/// A device the node writes frames to.
-#[derive(Clone)]
-struct Dev {
-    dev: Arc<Link>,
-    /// Opened with the virtio header and offloads ([`crate::offload`]).
-    vnet: bool,
 }
 
 struct Attached {
@@ -274,14 +272,11 @@ fn exists(name: &str) -> bool {
     nix::net::if_::if_nametoindex(name).is_ok()
 }
 
-/// Attaches to the existing TAP `name` (never creates one); with `offload`,
-/// with the virtio header and checksum/TSO/USO offloads, so a guest's
-/// bursts arrive whole ([`crate::offload`]).
-fn attach(name: &str, offload: bool) -> io::Result<AsyncDevice> {
+/// Attaches to the existing TAP `name` of a fixed port (never creates one).
+fn attach(name: &str) -> io::Result<AsyncDevice> {
     DeviceBuilder::new()
         .name(name)
         .layer(Layer::L2)
-        .offload(offload)
         .build_async()
 }
 
@@ -316,7 +311,7 @@ pub struct Runtime {
     devices: HashMap<String, Attached>,
     /// Readers of the fixed ports.
     fixed: Vec<tokio::task::JoinHandle<()>>,
-    by_port: HashMap<PortNo, Dev>,
+    by_port: HashMap<PortNo, Arc<Link>>,
     /// Frames bound for offload TAPs, joined per port as they are flushed.
     coalescers: HashMap<PortNo, crate::offload::Coalescer>,
     /// UDP GSO works on this host (cleared after the first refusal).
@@ -397,7 +392,7 @@ impl Runtime {
         let mut fixed = Vec::new();
         for (port, name) in &opts.fixed {
             let dev = Arc::new(Link::Tap(
-                attach(name, false).map_err(|e| LinuxError::Fixed(name.clone(), e))?,
+                attach(name).map_err(|e| LinuxError::Fixed(name.clone(), e))?,
             ));
             let reader = tokio::spawn(read_frames(
                 dev.clone(),
@@ -405,10 +400,9 @@ impl Runtime {
                 format!("fixed:{name}"),
                 tx.clone(),
                 pool.clone(),
-                false,
             ));
             tracing::info!(%name, port, "fixed port attached");
-            by_port.insert(*port, Dev { dev, vnet: false });
+            by_port.insert(*port, dev);
             fixed.push(reader);
         }
         Ok(Runtime {
@@ -452,7 +446,7 @@ impl Runtime {
                         port_id.clone(),
                         Attached {
                             port,
-                            dev: d.dev,
+                            dev: d,
                             reader,
                         },
                     );
@@ -479,16 +473,9 @@ impl Runtime {
                 port_id.clone(),
                 self.tx.clone(),
                 self.pool.clone(),
-                true,
             ));
             tracing::info!(%name, port, %port_id, "device attached");
-            self.by_port.insert(
-                port,
-                Dev {
-                    dev: dev.clone(),
-                    vnet: true,
-                },
-            );
+            self.by_port.insert(port, dev.clone());
             self.devices
                 .insert(port_id.clone(), Attached { port, dev, reader });
             lock(&self.agent).set_device(&port_id, true);
@@ -543,7 +530,7 @@ impl Runtime {
             match o {
                 Output::Frame { port, data } => {
                     match self.by_port.get(&port) {
-                        Some(d) if d.vnet => {
+                        Some(d) if d.vnet() => {
                             let c = self.coalescers.entry(port).or_default();
                             c.push(&data, &mut |b| writes.push((port, b)));
                         }
@@ -568,7 +555,7 @@ impl Runtime {
         for (port, data) in writes {
             if let Some(d) = self.by_port.get(&port) {
                 // A device that is down (EIO) drops the frame, as a NIC would.
-                let _ = d.dev.send(&data).await;
+                let _ = d.send(&data).await;
             }
         }
     }
@@ -684,7 +671,6 @@ async fn read_frames(
     port_id: String,
     tx: mpsc::Sender<Rx>,
     pool: Pool,
-    vnet: bool,
 ) {
     let mut buf = vec![0u8; crate::offload::VNET_HDR_LEN + 65_536 + 64];
     let mut refused = false;
@@ -693,7 +679,7 @@ async fn read_frames(
             Ok(n) => {
                 let read = &buf[..n.min(buf.len())];
                 let mut frames = pool.take();
-                if vnet {
+                if dev.vnet() {
                     if let Err(e) = crate::offload::segment(read, &mut frames) {
                         // Once per device: a guest sending such frames
                         // would otherwise fill the log.

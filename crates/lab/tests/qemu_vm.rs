@@ -133,18 +133,13 @@ async fn a_qemu_vm_boots_serves_and_live_migrates() {
     );
 
     // The lease, from the DHCP server next to it.
-    let mut lease = String::new();
-    for _ in 0..120 {
-        let o = con
-            .exec("cat /run/lease", Duration::from_secs(10))
-            .await
-            .expect("lease");
-        if o.status == 0 {
-            lease = o.text.trim().to_string();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let lease = con
+        .until_ok("cat /run/lease", Duration::from_secs(60))
+        .await
+        .expect("console")
+        .text
+        .trim()
+        .to_string();
     assert!(
         lease.starts_with("10.77.0.1"),
         "no lease: {lease:?}\n{}",
@@ -155,26 +150,18 @@ async fn a_qemu_vm_boots_serves_and_live_migrates() {
     assert!(ok, "ping {lease}: {out}");
 
     // TCP: 16 MiB from the VM's HTTP server, byte for byte.
-    let mut want = String::new();
-    for _ in 0..120 {
-        let o = con
-            .exec(
-                "[ -f /www/blob ] && sha256sum /www/blob",
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("sha");
-        if o.status == 0 {
-            want = o
-                .text
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let want = con
+        .until_ok(
+            "[ -f /www/blob ] && sha256sum /www/blob",
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("console")
+        .text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(want.len(), 64, "no blob in the VM");
     let t1 = Instant::now();
     let (ok, got) = sh(

@@ -100,6 +100,33 @@ async fn post(http: &reqwest::Client, url: &str, body: Value) -> Value {
     r.json().await.expect("json")
 }
 
+/// The agents' logs `DIR/NAME.log`, one after another.
+fn agent_logs(dir: &Path, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits until the controller lists `n` nodes, all converged.
+async fn converged(http: &reqwest::Client, base: &str, n: usize, logs: &dyn Fn() -> String) {
+    let all = |v: &Value| {
+        v["nodes"]
+            .as_array()
+            .is_some_and(|a| a.len() == n && a.iter().all(|x| x["state"] == "converged"))
+    };
+    let mut nodes = Value::Null;
+    for _ in 0..300 {
+        nodes = get(http, &format!("{base}/switchyard/v1/nodes")).await;
+        if all(&nodes) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(all(&nodes), "{n} nodes converge: {nodes}\n{}", logs());
+}
+
 async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while tokio::time::Instant::now() < deadline {
@@ -432,18 +459,13 @@ async fn vrouter_nodes_move_real_packets_between_kernel_guests() {
     })
     .await;
     let mut con = vm.console(Duration::from_secs(90)).await.expect("console");
-    let mut lease = String::new();
-    for _ in 0..240 {
-        let o = con
-            .exec("cat /run/lease", Duration::from_secs(10))
-            .await
-            .expect("console");
-        lease = o.text.trim().to_string();
-        if o.status == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let lease = con
+        .until_ok("cat /run/lease", Duration::from_secs(60))
+        .await
+        .expect("console")
+        .text
+        .trim()
+        .to_string();
     assert_eq!(lease, addr, "the VM's lease is the port's address");
     let ping = con
         .exec(
@@ -453,26 +475,18 @@ async fn vrouter_nodes_move_real_packets_between_kernel_guests() {
         .await
         .expect("console");
     assert_eq!(ping.status, 0, "VM -> compute-2 guest: {}", ping.text);
-    let mut want = String::new();
-    for _ in 0..240 {
-        let o = con
-            .exec(
-                "[ -f /www/blob ] && sha256sum /www/blob",
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("console");
-        if o.status == 0 {
-            want = o
-                .text
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let want = con
+        .until_ok(
+            "[ -f /www/blob ] && sha256sum /www/blob",
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("console")
+        .text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(want.len(), 64, "no blob in the VM");
     let (ok, got) = exec(
         &guests[0].0,
@@ -611,33 +625,8 @@ async fn a_vf_guest_reaches_a_vrouter_guest_and_the_internet_through_the_gateway
         &dir.path().join("gw.log"),
     );
     let http = reqwest::Client::new();
-    let logs = || {
-        ["c2", "c3", "gw"]
-            .iter()
-            .map(|n| {
-                std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let mut nodes = Value::Null;
-    for _ in 0..300 {
-        nodes = get(&http, &format!("{base}/switchyard/v1/nodes")).await;
-        if nodes["nodes"]
-            .as_array()
-            .is_some_and(|a| a.len() == 3 && a.iter().all(|n| n["state"] == "converged"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        nodes["nodes"]
-            .as_array()
-            .is_some_and(|a| a.len() == 3 && a.iter().all(|n| n["state"] == "converged")),
-        "three nodes converge: {nodes}\n{}",
-        logs()
-    );
+    let logs = || agent_logs(dir.path(), &["c2", "c3", "gw"]);
+    converged(&http, &base, 3, &logs).await;
 
     // public (flat, the gateway's external link), demo-net with a router.
     let public = post(
@@ -1006,33 +995,8 @@ async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
         &dir.path().join("gw.log"),
     );
     let http = reqwest::Client::new();
-    let logs = || {
-        ["c1", "c2", "gw"]
-            .iter()
-            .map(|n| {
-                std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let mut nodes = Value::Null;
-    for _ in 0..300 {
-        nodes = get(&http, &format!("{base}/switchyard/v1/nodes")).await;
-        if nodes["nodes"]
-            .as_array()
-            .is_some_and(|a| a.len() == 3 && a.iter().all(|n| n["state"] == "converged"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        nodes["nodes"]
-            .as_array()
-            .is_some_and(|a| a.len() == 3 && a.iter().all(|n| n["state"] == "converged")),
-        "three nodes converge: {nodes}\n{}",
-        logs()
-    );
+    let logs = || agent_logs(dir.path(), &["c1", "c2", "gw"]);
+    converged(&http, &base, 3, &logs).await;
     let vsctl = |args: &[&str]| -> String {
         let out = Command::new("ovs-vsctl")
             .arg(format!("--db=unix:{db_arg}"))
@@ -1306,18 +1270,13 @@ async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
         logs()
     );
     let mut con = vm.console(Duration::from_secs(90)).await.expect("console");
-    let mut lease = String::new();
-    for _ in 0..240 {
-        let o = con
-            .exec("cat /run/lease", Duration::from_secs(10))
-            .await
-            .expect("console");
-        lease = o.text.trim().to_string();
-        if o.status == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let lease = con
+        .until_ok("cat /run/lease", Duration::from_secs(60))
+        .await
+        .expect("console")
+        .text
+        .trim()
+        .to_string();
     assert_eq!(
         lease,
         vm_ip,
@@ -1335,26 +1294,18 @@ async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
         ping.text,
         logs()
     );
-    let mut want = String::new();
-    for _ in 0..240 {
-        let o = con
-            .exec(
-                "[ -f /www/blob ] && sha256sum /www/blob",
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("console");
-        if o.status == 0 {
-            want = o
-                .text
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let want = con
+        .until_ok(
+            "[ -f /www/blob ] && sha256sum /www/blob",
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("console")
+        .text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(want.len(), 64, "no blob in the VM");
     let (ok, got) = exec(
         &g2,

@@ -141,6 +141,24 @@ impl Console {
             .map_err(|_| ConsoleError::Timeout(command.to_string(), timeout))?
     }
 
+    /// Runs `command` every 250 ms until it exits 0 or `timeout` passes,
+    /// for what the guest does in the background (its DHCP lease, a file it
+    /// writes); returns the last answer either way.
+    pub async fn until_ok(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<Output, ConsoleError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let o = self.exec(command, Duration::from_secs(30)).await?;
+            if o.status == 0 || tokio::time::Instant::now() >= deadline {
+                return Ok(o);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Waits until the guest's loop answers (it is up), asking every second.
     pub async fn ready(&mut self, timeout: Duration) -> Result<(), ConsoleError> {
         let deadline = tokio::time::Instant::now() + timeout;
