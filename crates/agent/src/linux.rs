@@ -169,6 +169,10 @@ enum Link {
     },
 }
 
+/// How long a VM interface's socket may be idle before the agent checks
+/// that its interface still exists.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Link {
     /// Whether frames cross it with a virtio-net header (a VM interface's
     /// socket: [`crate::offload`]); a fixed port's TAP carries plain frames.
@@ -180,7 +184,17 @@ impl Link {
         match self {
             Link::Tap(d) => d.recv(buf).await,
             Link::Packet { fd, name, ifindex } => loop {
-                let mut g = fd.readable().await?;
+                // A socket whose interface went down and was then deleted
+                // hears of the deletion never (the kernel reports ENETDOWN
+                // once, at the down): an idle socket checks that its
+                // interface is still the one by its name.
+                let Ok(g) = tokio::time::timeout(IDLE_CHECK, fd.readable()).await else {
+                    if nix::net::if_::if_nametoindex(name.as_str()).ok() != Some(*ifindex) {
+                        return Err(io::Error::from_raw_os_error(nix::libc::ENODEV));
+                    }
+                    continue;
+                };
+                let mut g = g?;
                 match g.try_io(|f| nix::unistd::read(f.get_ref(), buf).map_err(io::Error::from)) {
                     // The interface went down (or was just made and set up):
                     // the socket says so once and stays bound. Only an

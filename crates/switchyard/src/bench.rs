@@ -82,6 +82,19 @@ pub enum BenchCmd {
         runs: usize,
         #[arg(long, value_enum, default_value = "ovs-vrouter")]
         direction: crate::scenario_cmd::Direction,
+        /// On this machine's kernel (`lab up --linux`; root): QEMU VMs
+        /// migrated by QEMU, real `ping -i 0.01` inside a VM.
+        #[arg(long)]
+        linux: bool,
+        /// With --linux: the lab's state directory.
+        #[arg(long, default_value = "/run/switchyard-bench")]
+        state_dir: std::path::PathBuf,
+        /// With --linux: the lab's namespace prefix.
+        #[arg(long, default_value = "syb")]
+        prefix: String,
+        /// With --linux: what guests are.
+        #[arg(long, value_enum, default_value = "qemu")]
+        guests: crate::lab_cmd::GuestsArg,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -106,8 +119,19 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Migration {
             runs,
             direction,
+            linux,
+            state_dir,
+            prefix,
+            guests,
             json,
-        } => crate::scenario_cmd::bench_migration(runs, direction, json).await,
+        } => {
+            let linux = linux.then_some(crate::scenario_cmd::LinuxBench {
+                state_dir,
+                prefix,
+                guests,
+            });
+            crate::scenario_cmd::bench_migration(runs, direction, linux, json).await
+        }
         BenchCmd::Failover {
             runs,
             agent_down_time,
@@ -159,6 +183,7 @@ async fn linux(
         state_dir,
         prefix,
         http: switchyard_api::HttpOptions::default(),
+        guests: switchyard_lab::linux::guests::GuestKind::Netns,
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;

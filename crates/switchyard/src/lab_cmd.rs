@@ -65,6 +65,29 @@ pub struct UpArgs {
     /// side need two prefixes and two state directories).
     #[arg(long, default_value = LINUX_PREFIX)]
     prefix: String,
+    /// With --linux: what guests are (QEMU VMs of a guest image built from
+    /// this machine's kernel and busybox, or network namespaces).
+    #[arg(long, value_enum, default_value = "qemu")]
+    guests: GuestsArg,
+}
+
+/// `--guests`: what a Linux lab's guests are.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GuestsArg {
+    /// QEMU VMs (TCG), their NICs plugged per vif_type as os-vif does.
+    Qemu,
+    /// Network namespaces with the kernel's stack (fast to boot).
+    Netns,
+}
+
+#[cfg(target_os = "linux")]
+impl From<GuestsArg> for switchyard_lab::linux::guests::GuestKind {
+    fn from(g: GuestsArg) -> Self {
+        match g {
+            GuestsArg::Qemu => Self::Qemu,
+            GuestsArg::Netns => Self::Netns,
+        }
+    }
 }
 
 pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -242,6 +265,7 @@ async fn linux(
         state_dir: a.state_dir.clone(),
         prefix: a.prefix.clone(),
         http,
+        guests: a.guests.into(),
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -50,6 +50,40 @@ pub struct DemoArgs {
     /// With --linux: the lab's namespace prefix.
     #[arg(long, default_value = crate::lab_cmd::LINUX_PREFIX)]
     prefix: String,
+    /// With --linux: what guests are (QEMU VMs or network namespaces).
+    #[arg(long, value_enum, default_value = "qemu")]
+    guests: crate::lab_cmd::GuestsArg,
+}
+
+#[cfg(target_os = "linux")]
+async fn bench_migration_linux(
+    dir: &std::path::Path,
+    l: &LinuxBench,
+    runs: usize,
+    direction: Direction,
+    say: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Result<migration::BenchReport, switchyard_lab::client::ClientError>> {
+    let (label, from, to, peer) = direction.hosts();
+    say("switchyard bench migration --linux: building the reference lab as network namespaces …");
+    let lab = linux_lab(dir, &l.state_dir, &l.prefix, l.guests).await?;
+    let c = LabClient::new(&lab.url());
+    let r = tokio::select! {
+        r = migration::bench(&c, runs, label, from, to, peer, say) => r,
+        () = crate::shutdown_signal() => Err(switchyard_lab::client::ClientError::Scenario("interrupted".into())),
+    };
+    lab.shutdown().await;
+    Ok(r)
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn bench_migration_linux(
+    _: &std::path::Path,
+    _: &LinuxBench,
+    _: usize,
+    _: Direction,
+    _: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Result<migration::BenchReport, switchyard_lab::client::ClientError>> {
+    bail!("--linux needs Linux")
 }
 
 /// `bench migration` directions, on the reference lab's hosts.
@@ -160,23 +194,14 @@ async fn demo_linux(
     dir: &std::path::Path,
     say: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<demo::Report> {
-    use switchyard_lab::linux::{LinuxLab, Options as LinuxOptions};
     say("switchyard demo --linux: building the reference lab as network namespaces …");
-    let lab = LinuxLab::start(LinuxOptions {
-        topology: switchyard_lab::Topology::reference().context("the reference topology")?,
-        bind: "127.0.0.1:0".into(),
-        db: dir.join("switchyard.db"),
-        ml2: switchyard_ml2::Ml2Config::default(),
-        project: "admin".into(),
-        binary: std::env::current_exe().context("finding the switchyard binary")?,
-        state_dir: a.state_dir.clone(),
-        prefix: a.prefix.clone(),
-        http: switchyard_api::HttpOptions::default(),
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let lab = linux_lab(dir, &a.state_dir, &a.prefix, a.guests).await?;
+    let guests = match a.guests {
+        crate::lab_cmd::GuestsArg::Qemu => "QEMU VMs",
+        crate::lab_cmd::GuestsArg::Netns => "namespace guests",
+    };
     say(&format!(
-        "switchyard demo: the reference scenario on kernel namespaces, real Open vSwitch and real ping, at {}",
+        "switchyard demo: the reference scenario on kernel namespaces, real Open vSwitch, {guests} and real ping, at {}",
         lab.url()
     ));
     let c = LabClient::new(&lab.url());
@@ -189,6 +214,31 @@ async fn demo_linux(
     r
 }
 
+/// A fresh reference lab in Linux mode on a loopback port.
+#[cfg(target_os = "linux")]
+async fn linux_lab(
+    dir: &std::path::Path,
+    state_dir: &std::path::Path,
+    prefix: &str,
+    guests: crate::lab_cmd::GuestsArg,
+) -> anyhow::Result<switchyard_lab::linux::LinuxLab> {
+    use switchyard_lab::linux::{LinuxLab, Options as LinuxOptions};
+    LinuxLab::start(LinuxOptions {
+        topology: switchyard_lab::Topology::reference().context("the reference topology")?,
+        bind: "127.0.0.1:0".into(),
+        db: dir.join("switchyard.db"),
+        ml2: switchyard_ml2::Ml2Config::default(),
+        project: "admin".into(),
+        binary: std::env::current_exe().context("finding the switchyard binary")?,
+        state_dir: state_dir.to_path_buf(),
+        prefix: prefix.to_string(),
+        http: switchyard_api::HttpOptions::default(),
+        guests: guests.into(),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 #[cfg(not(target_os = "linux"))]
 async fn demo_linux(
     _: &DemoArgs,
@@ -198,21 +248,39 @@ async fn demo_linux(
     bail!("--linux needs Linux")
 }
 
-pub async fn bench_migration(runs: usize, direction: Direction, json: bool) -> anyhow::Result<()> {
+/// Where `bench migration --linux` runs its lab.
+pub struct LinuxBench {
+    pub state_dir: std::path::PathBuf,
+    pub prefix: String,
+    pub guests: crate::lab_cmd::GuestsArg,
+}
+
+pub async fn bench_migration(
+    runs: usize,
+    direction: Direction,
+    linux: Option<LinuxBench>,
+    json: bool,
+) -> anyhow::Result<()> {
     if runs == 0 || runs > 1000 {
         bail!("--runs must be from 1 to 1000");
     }
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let live = fresh_lab(dir.path()).await?;
-    let c = LabClient::new(&live.url());
     let (label, from, to, peer) = direction.hosts();
     let say = move |l: &str| {
         if !json {
             println!("{l}");
         }
     };
-    let r = migration::bench(&c, runs, label, from, to, peer, &say).await;
-    live.shutdown().await;
+    let r = match linux {
+        None => {
+            let live = fresh_lab(dir.path()).await?;
+            let c = LabClient::new(&live.url());
+            let r = migration::bench(&c, runs, label, from, to, peer, &say).await;
+            live.shutdown().await;
+            r
+        }
+        Some(l) => bench_migration_linux(dir.path(), &l, runs, direction, &say).await?,
+    };
     let r = r.context("the migration benchmark")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -233,6 +301,12 @@ pub async fn bench_migration(runs: usize, direction: Direction, json: bool) -> a
             "  migration   min {} / p50 {} / max {} ms (request to ACTIVE on the destination)",
             r.migration_ms.min, r.migration_ms.p50, r.migration_ms.max
         );
+        if let (Some(d), Some(t)) = (r.qemu_downtime_ms, r.qemu_total_ms) {
+            println!(
+                "  QEMU        downtime min {} / p50 {} / max {} ms; total min {} / p50 {} / max {} ms",
+                d.min, d.p50, d.max, t.min, t.p50, t.max
+            );
+        }
     }
     Ok(())
 }

@@ -394,6 +394,7 @@ async fn restarts_keep_or_restore_traffic() {
         state_dir: dir.path().join("state"),
         prefix: prefix.clone(),
         http: switchyard_api::HttpOptions::default(),
+        guests: switchyard_lab::linux::guests::GuestKind::Netns,
     })
     .await
     .expect("lab");
@@ -462,6 +463,7 @@ async fn restarts_keep_or_restore_traffic() {
     for what in ["controller", "compute-1", "compute-2", "gateway"] {
         lab.guests
             .start_stream("ovs", ips[1].parse().expect("ip"), 10)
+            .await
             .expect("stream");
         tokio::time::sleep(Duration::from_millis(500)).await;
         if what == "controller" {
@@ -477,6 +479,7 @@ async fn restarts_keep_or_restore_traffic() {
         let r = lab
             .guests
             .stop_stream("ovs")
+            .await
             .expect("stream")
             .expect("report");
         eprintln!(
@@ -558,6 +561,7 @@ async fn live_migration_replugs_the_guest_and_keeps_its_kernel_state() {
         state_dir: state.clone(),
         prefix: prefix.clone(),
         http: switchyard_api::HttpOptions::default(),
+        guests: switchyard_lab::linux::guests::GuestKind::Netns,
     })
     .await
     .expect("lab");

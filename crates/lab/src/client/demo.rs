@@ -338,6 +338,11 @@ pub async fn run(
         m.outage_ms,
         m.migration_ms
     ));
+    if let (Some(d), Some(t)) = (m.qemu_downtime_ms, m.qemu_total_ms) {
+        say(&format!(
+            "   QEMU: the VM paused {d} ms (its reported downtime) of a {t} ms migration"
+        ));
+    }
     say("4. connectivity matrix again");
     let matrix_after = verify::run(c, Some("demo-net"), verify::PROBE_COUNT).await?;
     for l in verify::table(&matrix_after).lines() {
@@ -402,6 +407,8 @@ mod tests {
             migration_dest: "compute-4".into(),
             port_status_after: "ACTIVE".into(),
             port_host_after: "compute-4".into(),
+            qemu_downtime_ms: None,
+            qemu_total_ms: None,
         }
     }
 

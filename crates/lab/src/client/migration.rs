@@ -53,6 +53,12 @@ pub struct MigrationResult {
     /// The port's `status` and `binding:host_id` after the migration.
     pub port_status_after: String,
     pub port_host_after: String,
+    /// What QEMU reported of the move (a QEMU guest of a Linux lab): the
+    /// VM's pause from source to destination, and the whole migration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu_downtime_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu_total_ms: Option<u64>,
 }
 
 impl MigrationResult {
@@ -152,6 +158,15 @@ pub async fn migrate_under_stream(
     // Newest first: the migration just requested.
     let record = &record["migrations"][0];
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    // A QEMU guest's own figures (the lab's guest record; the emulated lab's
+    // guests have none).
+    let qemu = match c
+        .get(&format!("/switchyard/v1/lab/guests/{}", before.name))
+        .await
+    {
+        Ok(g) => g["guest"]["last_migration"].clone(),
+        Err(_) => Value::Null,
+    };
     Ok(MigrationResult {
         vm: before.name.clone(),
         requested_host: dest.to_string(),
@@ -173,6 +188,8 @@ pub async fn migrate_under_stream(
         migration_dest: text(&record["dest_compute"]),
         port_status_after: after.port_status,
         port_host_after: after.port_host,
+        qemu_downtime_ms: qemu["downtime_ms"].as_u64(),
+        qemu_total_ms: qemu["total_ms"].as_u64(),
     })
 }
 
@@ -202,6 +219,11 @@ pub struct BenchReport {
     pub outage_ms: Spread,
     pub lost_pings: Spread,
     pub migration_ms: Spread,
+    /// QEMU's reported downtime (QEMU guests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu_downtime_ms: Option<Spread>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu_total_ms: Option<Spread>,
 }
 
 /// `runs` measured migrations of one VM from `from` to `to` (each followed
@@ -235,6 +257,7 @@ pub async fn bench(
         .await?;
     let id = s["id"].as_str().unwrap_or_default().to_string();
     let (mut outage, mut lost, mut took) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut downtime, mut total) = (Vec::new(), Vec::new());
     for i in 0..runs {
         let m = migrate_under_stream(c, &id, "bench-peer", to, 10).await?;
         if !m.ok() || m.to_host != to {
@@ -243,8 +266,12 @@ pub async fn bench(
                 i + 1
             )));
         }
+        let qemu = match (m.qemu_downtime_ms, m.qemu_total_ms) {
+            (Some(d), Some(t)) => format!("; QEMU downtime {d} ms of {t} ms"),
+            _ => String::new(),
+        };
         say(&format!(
-            "run {:>2}: {} -> {}: lost {} pings, outage {} ms, migration {} ms",
+            "run {:>2}: {} -> {}: lost {} pings, outage {} ms, migration {} ms{qemu}",
             i + 1,
             m.from_host,
             m.to_host,
@@ -252,6 +279,8 @@ pub async fn bench(
             m.outage_ms,
             m.migration_ms
         ));
+        downtime.extend(m.qemu_downtime_ms);
+        total.extend(m.qemu_total_ms);
         outage.push(m.outage_ms);
         lost.push(m.lost_pings as u64);
         took.push(m.migration_ms);
@@ -281,5 +310,7 @@ pub async fn bench(
         outage_ms: Spread::of(outage),
         lost_pings: Spread::of(lost),
         migration_ms: Spread::of(took),
+        qemu_downtime_ms: (downtime.len() == runs).then(|| Spread::of(downtime)),
+        qemu_total_ms: (total.len() == runs).then(|| Spread::of(total)),
     })
 }

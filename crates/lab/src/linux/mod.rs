@@ -89,6 +89,8 @@ pub struct Options {
     /// Namespace names start with `PREFIX-`.
     pub prefix: String,
     pub http: switchyard_api::HttpOptions,
+    /// What the lab's guests are: QEMU VMs or network namespaces.
+    pub guests: guests::GuestKind,
 }
 
 /// What a running lab made, so it can be removed after a crash.
@@ -165,6 +167,16 @@ pub fn down(state_dir: &Path, prefix: &str, sweep: bool) -> Result<(usize, usize
     let mut gone = 0;
     for n in &names {
         if existing.contains(n) {
+            // What runs inside (a QEMU VM, a ping) would outlive the
+            // namespace's name and keep its devices.
+            if let Ok(pids) = netns::ip(&["netns", "pids", n]) {
+                for pid in pids.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+                    if pid != std::process::id() {
+                        kill(pid);
+                        procs += 1;
+                    }
+                }
+            }
             netns::del(n);
             gone += 1;
         }
@@ -200,6 +212,27 @@ fn check_tools() -> Result<(), LinuxError> {
     Err(LinuxError::Missing(tools.join(", "), pkgs.join(" ")))
 }
 
+/// QEMU and the guest image (built from this machine's kernel and busybox
+/// into `state_dir/images` unless already there from the same inputs).
+fn guest_image(state_dir: &Path) -> Result<image::Image, LinuxError> {
+    let on_path = |t: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
+    };
+    if !on_path("qemu-system-x86_64") {
+        return Err(LinuxError::Missing(
+            "qemu-system-x86_64".into(),
+            format!("{} (bookworm-backports on Debian 12)", vm::PACKAGE),
+        ));
+    }
+    image::ensure(&state_dir.join("images"), &image::Inputs::default()).map_err(|e| {
+        LinuxError::State(
+            "the guest image".into(),
+            format!("{e} (Debian packages: {})", image::PACKAGES),
+        )
+    })
+}
+
 /// A node's namespace name.
 pub fn ns_name(prefix: &str, node: &str) -> String {
     format!("{prefix}-{node}")
@@ -233,6 +266,10 @@ impl LinuxLab {
             return Err(LinuxError::NotRoot);
         }
         check_tools()?;
+        let image = match opts.guests {
+            guests::GuestKind::Qemu => Some(guest_image(&opts.state_dir)?),
+            guests::GuestKind::Netns => None,
+        };
         std::fs::create_dir_all(&opts.state_dir)
             .map_err(|e| LinuxError::State(opts.state_dir.display().to_string(), e.to_string()))?;
         if let Some(s) = read_state(&opts.state_dir)
@@ -263,7 +300,10 @@ impl LinuxLab {
             url: String::new(),
             stop,
             serving: Vec::new(),
-            guests: guests::Guests::new(&opts.prefix, &opts.state_dir, cell),
+            guests: match image {
+                Some(i) => guests::Guests::new(&opts.prefix, &opts.state_dir, cell).with_qemu(i),
+                None => guests::Guests::new(&opts.prefix, &opts.state_dir, cell),
+            },
             compute: None,
             opts,
         };

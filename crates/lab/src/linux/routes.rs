@@ -4,7 +4,9 @@
 //! /switchyard/v1/lab/guests/{name}`, `POST
 //! /switchyard/v1/lab/guests/{name}/ping` (real `ping` in the guest) and
 //! `PUT|DELETE …/stream` (a `ping` every 10 ms until stopped, with what it
-//! lost and the longest outage). Pings from the internet node: `501`.
+//! lost and the longest outage), and `POST …/exec` (one shell command line
+//! in the guest: a QEMU guest's serial console, so it works whatever its
+//! network does). Pings from the internet node: `501`.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -36,6 +38,7 @@ pub fn router(guests: Guests, topology: Topology) -> Router {
         .route("/switchyard/v1/lab/guests", get(list).post(create))
         .route("/switchyard/v1/lab/guests/{name}", get(show).delete(delete))
         .route("/switchyard/v1/lab/guests/{name}/ping", post(ping))
+        .route("/switchyard/v1/lab/guests/{name}/exec", post(exec))
         .route(
             "/switchyard/v1/lab/guests/{name}/stream",
             axum::routing::put(start_stream).delete(stop_stream),
@@ -51,7 +54,7 @@ async fn not_built() -> Response {
 }
 
 async fn start_stream(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
-    let r = (|| {
+    let r = async {
         let p = member(&body, "stream")?;
         if let Some(k) = p
             .keys()
@@ -67,9 +70,11 @@ async fn start_stream(State(c): State<Ctx>, Path(name): Path<String>, body: Byte
         let interval = number(&p, "interval_ms", 10, 10_000)?.max(10);
         c.guests
             .start_stream(&name, target, interval)
+            .await
             .map_err(|e| guest_error(&e))?;
         Ok(json!({"stream": {"from": name, "target": target, "interval_ms": interval}}))
-    })();
+    }
+    .await;
     match r {
         Ok(v) => reply(202, v),
         Err(e) => error(&e),
@@ -77,16 +82,50 @@ async fn start_stream(State(c): State<Ctx>, Path(name): Path<String>, body: Byte
 }
 
 async fn stop_stream(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
-    let g = c.guests.clone();
-    let n = name.clone();
-    match tokio::task::spawn_blocking(move || g.stop_stream(&n)).await {
-        Ok(Ok(Some(r))) => reply(200, json!({"stream": r})),
-        Ok(Ok(None)) => error(&NeutronError::not_found(
+    match c.guests.stop_stream(&name).await {
+        Ok(Some(r)) => reply(200, json!({"stream": r})),
+        Ok(None) => error(&NeutronError::not_found(
             "StreamNotFound",
             format!("Guest {name} runs no ping stream."),
         )),
-        Ok(Err(e)) => error(&guest_error(&e)),
-        Err(_) => error(&NeutronError::internal()),
+        Err(e) => error(&guest_error(&e)),
+    }
+}
+
+/// The longest command line and the longest a command may run.
+const MAX_COMMAND: usize = 4096;
+const MAX_EXEC_S: u64 = 300;
+
+async fn exec(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
+    let r = async {
+        let p = member(&body, "exec")?;
+        if let Some(k) = p
+            .keys()
+            .find(|k| !["command", "timeout_s"].contains(&k.as_str()))
+        {
+            return Err(NeutronError::invalid_input(format!(
+                "Unrecognized attribute(s) '{k}'"
+            )));
+        }
+        let command = string(&p, "command")?;
+        if command.trim().is_empty()
+            || command.len() > MAX_COMMAND
+            || command.contains(['\n', '\r', '\0'])
+        {
+            return Err(NeutronError::invalid_input(format!(
+                "'command' must be one non-empty line of at most {MAX_COMMAND} bytes"
+            )));
+        }
+        let timeout = number(&p, "timeout_s", 30, MAX_EXEC_S)?.max(1);
+        c.guests
+            .exec(&name, &command, Duration::from_secs(timeout))
+            .await
+            .map_err(|e| guest_error(&e))
+    }
+    .await;
+    match r {
+        Ok(o) => reply(200, json!({"exec": {"status": o.status, "output": o.text}})),
+        Err(e) => error(&e),
     }
 }
 
@@ -105,12 +144,14 @@ fn guest_error(e: &GuestError) -> NeutronError {
         G::NoLease(..) => "GuestHasNoAddress",
         G::NoVf(_) => "PortNotPlugged",
         G::NotPrepared(..) => "GuestNotMigrating",
-        G::Netns(_) => "LabError",
+        G::Netns(_) | G::Vm(..) => "LabError",
+        G::Console(..) => "GuestConsoleError",
+        G::Migration(..) => "MigrationFailed",
     };
     match e {
         G::NotFound(_) | G::PortNotFound(_) => NeutronError::not_found(kind, e.to_string()),
         G::BadName => NeutronError::bad_request(kind, e.to_string()),
-        G::Netns(_) => NeutronError::new(500, kind, e.to_string()),
+        G::Netns(_) | G::Vm(..) | G::Console(..) => NeutronError::new(500, kind, e.to_string()),
         _ => NeutronError::conflict(kind, e.to_string()),
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard_proto::introspect::InterfaceState;
 
 use super::super::hypervisor::{GuestInfo, Hypervisor, HypervisorError};
-use crate::linux::guests::{GuestError, Guests};
+use crate::linux::guests::{GuestError, GuestKind, Guests};
 
 #[derive(Clone)]
 pub enum VirtDriver {
@@ -45,7 +45,10 @@ impl VirtDriver {
     pub fn kind(&self) -> &'static str {
         match self {
             VirtDriver::Emulated(_) => "switchyard-lab",
-            VirtDriver::Linux(_) => "switchyard-netns",
+            VirtDriver::Linux(g) => match g.kind() {
+                GuestKind::Qemu => "QEMU",
+                GuestKind::Netns => "switchyard-netns",
+            },
         }
     }
 
@@ -121,8 +124,9 @@ impl VirtDriver {
         }
     }
 
-    /// The guest now runs on `dest` (device `local`).
-    pub fn complete_migration(
+    /// The guest now runs on `dest` (device `local`): QEMU's live migration,
+    /// or the emulated guest's move.
+    pub async fn complete_migration(
         &self,
         name: &str,
         dest: &str,
@@ -130,7 +134,21 @@ impl VirtDriver {
     ) -> Result<(), HypervisorError> {
         match self {
             VirtDriver::Emulated(h) => h.complete_migration(name, dest, local),
-            VirtDriver::Linux(g) => g.complete_move(name, dest).map_err(linux_error),
+            VirtDriver::Linux(g) => g.complete_move(name, dest).await.map_err(linux_error),
+        }
+    }
+
+    /// Nova's `post_live_migration_at_destination`, once the port is active
+    /// on the guest's new host: the guest announces itself there.
+    pub async fn post_migration(&self, name: &str) {
+        match self {
+            // The emulated guest announced itself as it moved.
+            VirtDriver::Emulated(_) => {}
+            VirtDriver::Linux(g) => {
+                if let Err(e) = g.announce(name).await {
+                    tracing::warn!(guest = %name, error = %e, "announcing after the migration");
+                }
+            }
         }
     }
 
@@ -162,7 +180,7 @@ impl VirtDriver {
                 g.prepare_move(name, host, timeout)
                     .await
                     .map_err(linux_error)?;
-                g.complete_move(name, host).map_err(linux_error)
+                g.complete_move(name, host).await.map_err(linux_error)
             }
         }
     }

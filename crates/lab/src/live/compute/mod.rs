@@ -1040,7 +1040,7 @@ impl Compute {
         self.set_migration(mid, "running", None);
         // The memory copy converges and the guest runs on the destination.
         for (v, local) in &devices {
-            if let Err(e) = self.hyp.complete_migration(&v.guest, dest, *local) {
+            if let Err(e) = self.hyp.complete_migration(&v.guest, dest, *local).await {
                 // Nothing activated yet: put moved guests back and roll back.
                 for (w, _) in &devices {
                     let timeout = self.opts.vif_plugging_timeout;
@@ -1056,6 +1056,9 @@ impl Compute {
                 // As Nova: logged; the guest already runs on the destination.
                 tracing::warn!(port = %v.port_id, error = %e, "activating the destination binding");
             }
+        }
+        for v in &s.vifs {
+            self.hyp.post_migration(&v.guest).await;
         }
         // post_live_migration: the source bindings go, the VIFs are refreshed.
         let mut vifs = Vec::new();

@@ -36,7 +36,13 @@ use std::time::Duration;
 use serde::Serialize;
 use switchyard_api::App;
 
+use super::console::{Console, Output};
+use super::image::Image;
 use super::netns::{self, NetnsError};
+use super::qmp::Qmp;
+use super::vm::{Vm, VmSpec};
+
+mod qemu;
 
 /// The udhcpc event script: applies the lease as a DHCP client would.
 const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
@@ -81,13 +87,71 @@ pub enum GuestError {
     NoVf(String),
     #[error("guest {0} has no destination plugged on {1} (pre_live_migration first)")]
     NotPrepared(String, String),
+    #[error("QEMU for guest {0}: {1}")]
+    Vm(String, String),
+    #[error("guest {0}'s console: {1}")]
+    Console(String, String),
+    #[error("live migration of guest {0} failed: {1}; it keeps running on {2}")]
+    Migration(String, String, String),
     #[error(transparent)]
     Netns(#[from] NetnsError),
+}
+
+/// What runs a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestKind {
+    /// A network namespace with the kernel's stack, behind a VMM namespace.
+    Netns,
+    /// A QEMU VM of the guest image, its NIC a TAP in the node.
+    Qemu,
+}
+
+/// What QEMU reported of the guest's last live migration.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmMigration {
+    pub from: String,
+    pub to: String,
+    /// QEMU's `total-time`.
+    pub total_ms: u64,
+    /// QEMU's `downtime`: the VM paused on the source until it ran on the
+    /// destination.
+    pub downtime_ms: u64,
+}
+
+/// Memory of a QEMU guest.
+const VM_MEMORY_MB: u32 = 128;
+/// QEMU's `downtime-limit` for a migration: what it aims the final pause at.
+const DOWNTIME_LIMIT_MS: u64 = 50;
+/// A migration that has not converged by then is cancelled (Nova's
+/// `live_migration_completion_timeout`), the VM still on the source.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// From QEMU's start to the guest's console answering (TCG boots in ~3 s;
+/// a loaded machine takes longer).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Reads a ping stream's output in the VM (busybox `ping`, sequence numbers
+/// from 0): `sent N`, then `lost A B` for each run of unanswered requests
+/// (numbered from 1), so the answer stays small whatever the stream's length.
+const STREAM_AWK: &str = "/ seq=/ { n = $0; sub(/.* seq=/, \"\", n); sub(/ .*/, \"\", n); got[n + 1] = 1 } \
+/packets transmitted/ { sent = $1 } \
+END { if (sent > 0 && !(sent in got)) sent--; print \"sent \" sent; a = 0; \
+for (i = 1; i <= sent + 1; i++) { if (i <= sent && !(i in got)) { if (!a) a = i; continue } \
+if (a) { print \"lost \" a \" \" i - 1; a = 0 } } }";
+
+/// A QEMU guest's processes: the VM, and the destination of a migration
+/// being prepared.
+struct VmSlot {
+    vm: Vm,
+    pending: Option<Vm>,
+    /// One console session at a time (QEMU's serial socket takes one client).
+    console: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Guest {
     pub name: String,
+    pub kind: GuestKind,
     pub port_id: String,
     pub host: String,
     pub vif_type: String,
@@ -100,12 +164,18 @@ pub struct Guest {
     pub ip: Option<String>,
     /// The VF it is on (`hw_veb`).
     pub vf: Option<u32>,
+    /// A QEMU guest's last live migration, as QEMU reported it.
+    pub last_migration: Option<VmMigration>,
     /// The VMM's leg to the node it runs on.
     #[serde(skip)]
     leg: String,
     /// A destination plugged for a live migration, not yet switched to.
     #[serde(skip)]
     pending: Option<Plug>,
+    /// The source's plug after a QEMU migration, removed once the port is
+    /// active on the destination (Nova unplugs the source after activating).
+    #[serde(skip)]
+    retired: Option<Plug>,
     /// Legs made so far (each plug gets a new name).
     #[serde(skip)]
     legs: u32,
@@ -116,8 +186,10 @@ pub struct Guest {
 struct Plug {
     host: String,
     vif_type: String,
+    /// The VMM's leg (a namespace guest) or QEMU's TAP in the node.
     leg: String,
     vf: Option<u32>,
+    qemu: bool,
 }
 
 /// The controller the lab runs now (a restarted controller is a new one).
@@ -150,7 +222,8 @@ pub struct StreamReport {
 
 /// A running `ping` stream.
 struct Stream {
-    child: std::process::Child,
+    /// The `ping` process (a namespace guest's); a QEMU guest's runs inside it.
+    child: Option<std::process::Child>,
     target: Ipv4Addr,
     interval_ms: u64,
 }
@@ -162,6 +235,9 @@ pub struct Guests {
     streams: Arc<Mutex<BTreeMap<String, Stream>>>,
     prefix: String,
     dir: PathBuf,
+    /// Guests are QEMU VMs of this image (else namespaces).
+    image: Option<Image>,
+    vms: Arc<Mutex<BTreeMap<String, VmSlot>>>,
 }
 
 /// Reads a finished `ping` stream's output: (sent, answered seqs).
@@ -233,7 +309,27 @@ impl Guests {
             streams: Arc::default(),
             prefix: prefix.to_string(),
             dir: dir.to_path_buf(),
+            image: None,
+            vms: Arc::default(),
         }
+    }
+
+    /// Guests booted from now on are QEMU VMs of `image`.
+    pub fn with_qemu(mut self, image: Image) -> Self {
+        self.image = Some(image);
+        self
+    }
+
+    /// What boots a guest here.
+    pub fn kind(&self) -> GuestKind {
+        match self.image {
+            Some(_) => GuestKind::Qemu,
+            None => GuestKind::Netns,
+        }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, VmSlot>> {
+        self.vms.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn app(&self) -> App {
@@ -385,6 +481,9 @@ impl Guests {
                 return Err(GuestError::PortInUse(port_id.to_string(), o.name.clone()));
             }
         }
+        if let Some(image) = self.image.clone() {
+            return self.boot_vm(image, name, port_id, timeout).await;
+        }
         let (host, vif_type, mac) = self.binding(port_id, None)?;
         if !netns::list().contains(&super::ns_name(&self.prefix, &host)) {
             return Err(GuestError::HostNotInLab(host));
@@ -438,6 +537,7 @@ impl Guests {
         };
         let guest = Guest {
             name: name.to_string(),
+            kind: GuestKind::Netns,
             port_id: port_id.to_string(),
             host,
             vif_type,
@@ -447,8 +547,10 @@ impl Guests {
             mac,
             ip: None,
             vf: plug.vf,
+            last_migration: None,
             leg: plug.leg,
             pending: None,
+            retired: None,
             legs: 1,
         };
         self.lock().insert(name.to_string(), guest);
@@ -486,6 +588,7 @@ impl Guests {
             vif_type: vif_type.to_string(),
             leg: leg.to_string(),
             vf: None,
+            qemu: false,
         };
         let tap = switchyard_agent::linux::tap_name(port_id);
         // The leg's node end, on bridge `br` with the agent's device `dev`.
@@ -516,40 +619,15 @@ impl Guests {
                     // checksums frames before they reach OVS: its userspace
                     // datapath forwards a frame as it is, and would carry
                     // TCP with unfilled checksums to peers that drop it.
-                    let (ok, out) = netns::exec(vns, &["ethtool", "-K", leg, "tx", "off"])?;
-                    if !ok {
-                        return Err(
-                            NetnsError::Command(format!("ethtool -K {leg} tx off"), out).into()
-                        );
-                    }
-                    let db = self.dir.join(format!("ovs-{host}")).join("db.sock");
-                    netns::run(
-                        "ovs-vsctl",
-                        &[
-                            &format!("--db=unix:{}", db.display()),
-                            "add-port",
-                            "br-int",
-                            &tap,
-                            "--",
-                            "set",
-                            "Interface",
-                            &tap,
-                            &format!("external_ids:iface-id={port_id}"),
-                            &format!("external_ids:attached-mac={mac}"),
-                            "external_ids:iface-status=active",
-                            &format!("external_ids:vm-uuid={vns}"),
-                        ],
-                    )?;
+                    tx_off(vns, leg)?;
+                    self.ovs_add_port(host, &tap, port_id, mac, vns)?;
                     self.wait_plugged(host, port_id, timeout).await.map(|_| ())
                 }
                 .await
             }
             "hw_veb" => {
                 async {
-                    let local = self.wait_plugged(host, port_id, timeout).await?;
-                    let k = local
-                        .checked_sub(switchyard_agent::SRIOV_VFS)
-                        .ok_or_else(|| GuestError::NoVf(port_id.to_string()))?;
+                    let k = self.vf_of(host, port_id, timeout).await?;
                     plug.vf = Some(k);
                     hybrid(&format!("vf{k}"), &format!("vbr{k}"), &format!("vvb{k}"))
                 }
@@ -564,6 +642,15 @@ impl Guests {
                 Err(e)
             }
         }
+    }
+
+    /// The VF `host`'s SR-IOV agent gave `port_id` (its local port 100 + k
+    /// is VF `vfk`), once it has.
+    async fn vf_of(&self, host: &str, port_id: &str, timeout: Duration) -> Result<u32, GuestError> {
+        let local = self.wait_plugged(host, port_id, timeout).await?;
+        local
+            .checked_sub(switchyard_agent::SRIOV_VFS)
+            .ok_or_else(|| GuestError::NoVf(port_id.to_string()))
     }
 
     /// Nova's `pre_live_migration` for guest `name`: plugs its NIC on `dest`
@@ -585,18 +672,28 @@ impl Guests {
             (g.clone(), format!("l{}", g.legs - 1))
         };
         let (_, vif_type, _) = self.binding(&g.port_id, Some(dest))?;
-        let plug = self
-            .plug(dest, &vif_type, &g.port_id, &g.mac, &g.vmm, &leg, timeout)
-            .await?;
-        let local = self
-            .device(dest, &g.port_id)
-            .await
-            .map(|i| i.local_port)
-            .unwrap_or_default();
+        let (plug, local) = match g.kind {
+            GuestKind::Qemu => {
+                self.vm_prepare_move(&g, dest, &vif_type, g.legs, timeout)
+                    .await?
+            }
+            GuestKind::Netns => {
+                let plug = self
+                    .plug(dest, &vif_type, &g.port_id, &g.mac, &g.vmm, &leg, timeout)
+                    .await?;
+                let local = self
+                    .device(dest, &g.port_id)
+                    .await
+                    .map(|i| i.local_port)
+                    .unwrap_or_default();
+                (plug, local)
+            }
+        };
         match self.lock().get_mut(name) {
             Some(g) => g.pending = Some(plug),
             None => {
                 // Deleted meanwhile.
+                self.vm_stop(name);
                 self.unplug(&g.port_id, &plug);
                 return Err(GuestError::NotFound(name.to_string()));
             }
@@ -610,15 +707,16 @@ impl Guests {
             .lock()
             .get_mut(name)
             .and_then(|g| g.pending.take().map(|p| (g.port_id.clone(), p)));
+        self.vm_stop_pending(name);
         if let Some((port, plug)) = pending {
             self.unplug(&port, &plug);
         }
     }
 
-    /// The switch-over: the guest's VMM leaves its leg to the source and
-    /// takes the one to `dest`; the source's plug goes, and the guest
-    /// announces itself from its new place.
-    pub fn complete_move(&self, name: &str, dest: &str) -> Result<(), GuestError> {
+    /// The switch-over: a QEMU guest's state moves to the QEMU waiting on
+    /// `dest` (QEMU's live migration); a namespace guest's VMM leaves its
+    /// leg to the source and takes the one to `dest`. The source's plug goes.
+    pub async fn complete_move(&self, name: &str, dest: &str) -> Result<(), GuestError> {
         let (g, plug) = {
             let mut all = self.lock();
             let g = all
@@ -632,6 +730,9 @@ impl Guests {
                 }
             }
         };
+        if g.kind == GuestKind::Qemu {
+            return self.vm_complete_move(&g, plug).await;
+        }
         // Off the old leg first: never two ways out at once (a loop through
         // the network for a moment).
         let _ = netns::ip_in(&g.vmm, &["link", "set", &g.leg, "nomaster"]);
@@ -645,6 +746,7 @@ impl Guests {
             vif_type: g.vif_type.clone(),
             leg: g.leg.clone(),
             vf: g.vf,
+            qemu: false,
         };
         if let Some(r) = self.lock().get_mut(name) {
             r.host = plug.host.clone();
@@ -653,10 +755,63 @@ impl Guests {
             r.leg = plug.leg.clone();
         }
         self.unplug(&g.port_id, &old);
-        if let Some(ip) = g.ip.clone() {
-            announce(&g.netns, &ip);
-        }
         Ok(())
+    }
+
+    /// After the port is active on the guest's new node: the guest
+    /// announces itself there (QEMU's `announce-self`; a gratuitous ARP from
+    /// a namespace guest), so switches that learnt its MAC elsewhere learn
+    /// where it is now.
+    pub async fn announce(&self, name: &str) -> Result<(), GuestError> {
+        let g = self.get(name)?;
+        match g.kind {
+            GuestKind::Qemu => {
+                let r = self.vm_announce(name).await;
+                let retired = self.lock().get_mut(name).and_then(|g| g.retired.take());
+                if let Some(p) = retired {
+                    self.unplug(&g.port_id, &p);
+                }
+                r
+            }
+            GuestKind::Netns => {
+                if let Some(ip) = g.ip.clone() {
+                    announce(&g.netns, &ip);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs one shell command line in guest `name` (a QEMU guest's serial
+    /// console; a namespace guest's `sh` in its namespace).
+    pub async fn exec(
+        &self,
+        name: &str,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<Output, GuestError> {
+        let g = self.get(name)?;
+        if g.kind == GuestKind::Qemu {
+            return self.vm_exec(name, command, timeout).await;
+        }
+        let (ns, cmd) = (g.netns.clone(), command.to_string());
+        let run = tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("timeout")
+                .arg(timeout.as_secs().max(1).to_string())
+                .args(["ip", "netns", "exec", &ns, "sh", "-c", &cmd])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| NetnsError::Spawn("sh".into(), e))?;
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            Ok::<_, NetnsError>(Output {
+                status: out.status.code().unwrap_or(-1),
+                text,
+            })
+        });
+        run.await
+            .map_err(|e| GuestError::Console(name.to_string(), e.to_string()))?
+            .map_err(Into::into)
     }
 
     async fn dhcp(&self, gns: &str, dev: &str) -> Result<String, GuestError> {
@@ -698,21 +853,36 @@ impl Guests {
     /// Deletes guest `name`: its namespaces (NIC and VMM) go, and what its
     /// plugs made in their nodes.
     pub fn delete(&self, name: &str) -> Result<(), GuestError> {
-        let _ = self.stop_stream(name);
+        if let Some(mut s) = self
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name)
+            && let Some(c) = s.child.as_mut()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let g = self
             .lock()
             .remove(name)
             .ok_or_else(|| GuestError::NotFound(name.to_string()))?;
-        netns::del(&g.netns);
-        netns::del(&g.vmm);
+        let qemu = g.kind == GuestKind::Qemu;
+        if qemu {
+            self.vm_stop(name);
+        } else {
+            netns::del(&g.netns);
+            netns::del(&g.vmm);
+        }
         let here = Plug {
             host: g.host.clone(),
             vif_type: g.vif_type.clone(),
             leg: g.leg.clone(),
             vf: g.vf,
+            qemu,
         };
         self.unplug(&g.port_id, &here);
-        if let Some(p) = &g.pending {
+        for p in g.pending.iter().chain(&g.retired) {
             self.unplug(&g.port_id, p);
         }
         Ok(())
@@ -721,6 +891,9 @@ impl Guests {
     /// Removes what a plug made in its node (the VM is gone from there; the
     /// agent sees its device go and reports the port down) and its leg.
     fn unplug(&self, port_id: &str, plug: &Plug) {
+        if plug.qemu {
+            return self.unplug_tap(port_id, plug);
+        }
         let node = super::ns_name(&self.prefix, &plug.host);
         let tap = switchyard_agent::linux::tap_name(port_id);
         match plug.vif_type.as_str() {
@@ -734,17 +907,7 @@ impl Guests {
                 }
             }
             "ovs" => {
-                let db = self.dir.join(format!("ovs-{}", plug.host)).join("db.sock");
-                let _ = netns::run(
-                    "ovs-vsctl",
-                    &[
-                        &format!("--db=unix:{}", db.display()),
-                        "--if-exists",
-                        "del-port",
-                        "br-int",
-                        &tap,
-                    ],
-                );
+                self.ovs_del_port(&plug.host, &tap);
                 let _ = netns::ip_in(&node, &["link", "del", &tap]);
             }
             _ => {}
@@ -753,18 +916,39 @@ impl Guests {
 
     /// Starts a ping stream from guest `name` to `target` every `interval_ms`
     /// (the real `ping`, running until [`Guests::stop_stream`]).
-    pub fn start_stream(
+    pub async fn start_stream(
         &self,
         name: &str,
         target: Ipv4Addr,
         interval_ms: u64,
     ) -> Result<(), GuestError> {
         let g = self.get(name)?;
-        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(mut old) = streams.remove(name) {
-            let _ = old.child.kill();
-            let _ = old.child.wait();
+        let old = self
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        if let Some(mut c) = old.and_then(|o| o.child) {
+            let _ = c.kill();
+            let _ = c.wait();
         }
+        if g.kind == GuestKind::Qemu {
+            // The VM's own `ping`, in its background (one at a time).
+            self.vm_start_stream(name, target, interval_ms).await?;
+            self.streams
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    name.to_string(),
+                    Stream {
+                        child: None,
+                        target,
+                        interval_ms,
+                    },
+                );
+            return Ok(());
+        }
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         let interval = format!("{:.3}", interval_ms as f64 / 1000.0);
         let child = std::process::Command::new("ip")
             .args([
@@ -778,7 +962,7 @@ impl Guests {
         streams.insert(
             name.to_string(),
             Stream {
-                child,
+                child: Some(child),
                 target,
                 interval_ms,
             },
@@ -788,7 +972,7 @@ impl Guests {
 
     /// Stops guest `name`'s stream (as Ctrl-C would: `ping` prints its summary)
     /// and reports it; `None` when none runs.
-    pub fn stop_stream(&self, name: &str) -> Result<Option<StreamReport>, GuestError> {
+    pub async fn stop_stream(&self, name: &str) -> Result<Option<StreamReport>, GuestError> {
         let Some(s) = self
             .streams
             .lock()
@@ -797,16 +981,25 @@ impl Guests {
         else {
             return Ok(None);
         };
-        if let Ok(pid) = i32::try_from(s.child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGINT,
-            );
-        }
-        let out = s
-            .child
-            .wait_with_output()
-            .map_err(|e| NetnsError::Spawn("ping".into(), e))?;
+        let Some(child) = s.child else {
+            return self
+                .vm_stop_stream(name, s.target, s.interval_ms)
+                .await
+                .map(Some);
+        };
+        let out = tokio::task::spawn_blocking(move || -> Result<_, GuestError> {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+            }
+            child
+                .wait_with_output()
+                .map_err(|e| NetnsError::Spawn("ping".into(), e).into())
+        })
+        .await
+        .map_err(|e| GuestError::Console(name.to_string(), e.to_string()))??;
         let text = String::from_utf8_lossy(&out.stdout);
         let (mut sent, answered) = stream_result(&text);
         // The last request was still in flight when the stream stopped.
@@ -828,11 +1021,13 @@ impl Guests {
     /// Stops every stream (the lab is going: a process in a removed namespace
     /// would keep it alive).
     pub fn stop_all(&self) {
-        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        for (_, mut s) in std::mem::take(&mut *streams) {
-            let _ = s.child.kill();
-            let _ = s.child.wait();
+        let streams =
+            std::mem::take(&mut *self.streams.lock().unwrap_or_else(PoisonError::into_inner));
+        for mut c in streams.into_values().filter_map(|s| s.child) {
+            let _ = c.kill();
+            let _ = c.wait();
         }
+        self.vm_stop_all();
     }
 
     /// `count` real pings from guest `name` to `target`, `interval_ms` apart.
@@ -844,6 +1039,9 @@ impl Guests {
         interval_ms: u64,
     ) -> Result<PingResult, GuestError> {
         let g = self.get(name)?;
+        if g.kind == GuestKind::Qemu {
+            return self.vm_ping(name, target, count, interval_ms).await;
+        }
         let interval = format!("{:.3}", interval_ms as f64 / 1000.0);
         let (ns, t, c) = (g.netns.clone(), target.to_string(), count.to_string());
         let (_, out) = tokio::task::spawn_blocking(move || {
@@ -854,8 +1052,15 @@ impl Guests {
         })
         .await
         .map_err(|e| GuestError::NoLease(name.into(), e.to_string()))??;
-        let (sent, answered) = ping_counts(&out);
-        let mut r = rtts(&out);
+        Ok(ping_result(name, target, interval_ms, &out))
+    }
+}
+
+/// A ping run's report from `ping`'s output (iputils' or busybox's).
+fn ping_result(name: &str, target: Ipv4Addr, interval_ms: u64, out: &str) -> PingResult {
+    {
+        let (sent, answered) = ping_counts(out);
+        let mut r = rtts(out);
         r.sort_by(f64::total_cmp);
         let rtt = (!r.is_empty()).then(|| {
             let median = if r.len() % 2 == 1 {
@@ -866,15 +1071,26 @@ impl Guests {
             serde_json::json!({"min": r[0], "median": median, "max": r[r.len() - 1],
                 "avg": r.iter().sum::<f64>() / r.len() as f64})
         });
-        Ok(PingResult {
+        PingResult {
             from: name.to_string(),
             target,
             interval_ms,
             sent,
             answered,
             rtt_ms: rtt,
-        })
+        }
     }
+}
+
+/// No transmit offloads on `dev` of `ns`: the kernel segments and checksums
+/// what leaves through it (for Open vSwitch's userspace datapath, which
+/// forwards a frame as it is).
+fn tx_off(ns: &str, dev: &str) -> Result<(), GuestError> {
+    let (ok, out) = netns::exec(ns, &["ethtool", "-K", dev, "tx", "off"])?;
+    if !ok {
+        return Err(NetnsError::Command(format!("ethtool -K {dev} tx off"), out).into());
+    }
+    Ok(())
 }
 
 /// Gratuitous ARP from the guest's NIC (in the background, as QEMU's
