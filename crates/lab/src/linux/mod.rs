@@ -608,6 +608,26 @@ impl LinuxLab {
         self.serve().await
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) node `host`'s agent: a frozen
+    /// agent is dead to its node, its session open until the controller's
+    /// `agent_down_time` passes.
+    pub fn pause_agent(&self, host: &str, frozen: bool) -> Result<(), LinuxError> {
+        let (child, _, _) = self
+            .agents
+            .get(host)
+            .ok_or_else(|| LinuxError::Topology(format!("no agent runs {host}")))?;
+        // `ip netns exec` execs the agent: the child is the agent itself.
+        let pid = pid_of(child.id())
+            .ok_or_else(|| LinuxError::Topology(format!("{host}'s agent has no pid")))?;
+        let sig = if frozen {
+            nix::sys::signal::Signal::SIGSTOP
+        } else {
+            nix::sys::signal::Signal::SIGCONT
+        };
+        nix::sys::signal::kill(pid, sig)
+            .map_err(|e| LinuxError::Topology(format!("signalling {host}'s agent: {e}")))
+    }
+
     /// Kills node `host`'s agent process and starts it again.
     pub fn restart_agent(&mut self, host: &str) -> Result<(), LinuxError> {
         let (mut child, spec, ns) = self
