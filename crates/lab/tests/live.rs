@@ -351,6 +351,16 @@ async fn http_api_drives_guests_on_every_backend() {
         .await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["NeutronError"]["type"], "GuestExists");
+    // Its guests are IP stacks: no shell to run a command in.
+    let (s, v) = env
+        .call(
+            reqwest::Method::POST,
+            "/switchyard/v1/lab/guests/vm-ovs/exec",
+            Some(json!({"exec": {"command": "true"}})),
+        )
+        .await;
+    assert_eq!(s, 501, "{v}");
+    assert!(v["NeutronError"]["message"].is_string(), "{v}");
 
     let plugs_before: Vec<Value> = env.get("/switchyard/v1/lab/guests").await["guests"]
         .as_array()

@@ -273,8 +273,16 @@ async fn linux(
     println!("switchyard lab (Linux mode) is up: every node converged.");
     println!("  Neutron API   {u}/v2.0/");
     println!(
-        "  lab API       {u}/switchyard/v1/lab  (guests: POST {{\"guest\": {{\"name\", \"port_id\"}}}}, ping)"
+        "  lab API       {u}/switchyard/v1/lab  (guests: POST {{\"guest\": {{\"name\", \"port_id\"}}}}, ping, stream, exec)"
     );
+    match a.guests {
+        GuestsArg::Qemu => println!(
+            "  guests        QEMU VMs (TCG), image and VM sockets in {}/images and {}/vms",
+            a.state_dir.display(),
+            a.state_dir.display()
+        ),
+        GuestsArg::Netns => println!("  guests        network namespaces {}-g-<name>", a.prefix),
+    }
     println!(
         "  nodes         network namespaces {}-<node>; agent logs and OVS databases in {}",
         a.prefix,

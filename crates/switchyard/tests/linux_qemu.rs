@@ -171,6 +171,37 @@ async fn qemu_vms_boot_serve_tcp_and_live_migrate_across_backends() {
     let (rc, out) = exec(&c, "q-migrate", "cat /sys/class/net/eth0/address", 10).await;
     assert_eq!(rc, 0);
     assert_eq!(out.trim(), g["mac"].as_str().expect("mac"));
+    // What the lab API refuses, in Neutron's shape.
+    for (method, path, body, status) in [
+        (
+            reqwest::Method::POST,
+            "/switchyard/v1/lab/guests/q-migrate/exec",
+            json!({"exec": {"command": "true\nreboot"}}),
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            "/switchyard/v1/lab/guests/q-migrate/exec",
+            json!({"exec": {"command": "true", "timeout_s": 100_000}}),
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            "/switchyard/v1/lab/guests/nobody/exec",
+            json!({"exec": {"command": "true"}}),
+            404,
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/switchyard/v1/lab/guests/q-migrate",
+            json!({}),
+            405,
+        ),
+    ] {
+        let (s, v) = c.call(method, path, Some(&body)).await.expect("call");
+        assert_eq!(s, status, "{path}: {v}");
+        assert!(v["NeutronError"]["message"].is_string(), "{path}: {v}");
+    }
 
     // TCP across OVS -> gateway -> vRouter, before any migration.
     let mig_sum = blob_sum(&c, "q-migrate").await;

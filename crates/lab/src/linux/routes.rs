@@ -44,7 +44,12 @@ pub fn router(guests: Guests, topology: Topology) -> Router {
             axum::routing::put(start_stream).delete(stop_stream),
         )
         .route("/switchyard/v1/lab/internet/ping", post(not_built))
+        .method_not_allowed_fallback(not_allowed)
         .with_state(Ctx { guests, topology })
+}
+
+async fn not_allowed() -> Response {
+    switchyard_api::http::method_not_allowed()
 }
 
 async fn not_built() -> Response {

@@ -57,9 +57,17 @@ pub fn router(hyp: Hypervisor, app: App) -> Router {
             "/switchyard/v1/lab/guests/{name}/stream",
             axum::routing::put(start_stream).delete(stop_stream),
         )
+        .route("/switchyard/v1/lab/guests/{name}/exec", post(no_shell))
         .route("/switchyard/v1/lab/internet/ping", post(internet_ping))
         .method_not_allowed_fallback(not_allowed)
         .with_state(Ctx { hyp, app })
+}
+
+/// The emulated lab's guests are IP stacks without a shell.
+async fn no_shell() -> Response {
+    error(&NeutronError::not_implemented(
+        "The emulated lab's guests have no shell: exec needs a Linux-mode lab (lab up --linux).",
+    ))
 }
 
 async fn not_allowed() -> Response {
