@@ -288,6 +288,11 @@ async fn qemu_vms_boot_serve_tcp_and_live_migrate_across_backends() {
         .await
         .expect("ping");
     assert_eq!(r["ping"]["answered"], 3, "{r}");
+    // TCP from the VF VM: to the OVS VM (VLAN to VLAN across the fabric) and
+    // to the vRouter VM now on compute-4 (VLAN -> gateway -> VXLAN).
+    let vf_sum = blob_sum(&c, "q-sriov").await;
+    fetch_intact(&c, "q-ovs", "q-sriov", &vf_ip, &vf_sum).await;
+    fetch_intact(&c, "q-vrouter", "q-sriov", &vf_ip, &vf_sum).await;
 
     // Rollback: compute-2's agent is frozen (dead, but not yet for
     // Neutron): the destination binding is made, the TAP is never reported,
