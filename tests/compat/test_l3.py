@@ -64,6 +64,16 @@ def test_router_with_gateway_and_interface(conn, l3):
     routes = [{"destination": "172.16.0.0/16", "nexthop": "10.60.0.254"}]
     assert conn.network.update_router(r, routes=routes).routes == routes
     conn.network.update_router(r, routes=[])
+    # extraroute-atomic, as `openstack router add/remove route` calls it.
+    more = [{"destination": "172.17.0.0/16", "nexthop": "10.60.0.253"}]
+    got = conn.network.add_extra_routes_to_router(r, {"router": {"routes": routes + more}})
+    assert got.routes == routes + more
+    got = conn.network.remove_extra_routes_from_router(r, {"router": {"routes": routes}})
+    assert got.routes == more
+    with pytest.raises(exc.BadRequestException):
+        conn.network.add_extra_routes_to_router(
+            r, {"router": {"routes": [{"destination": "172.18.0.0/16", "nexthop": "192.0.2.1"}]}})
+    conn.network.remove_extra_routes_from_router(r, {"router": {"routes": more}})
     conn.network.remove_interface_from_router(r, subnet=sub.id)
     with pytest.raises(exc.NotFoundException):
         conn.network.get_port(info["port_id"])

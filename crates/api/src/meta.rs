@@ -124,6 +124,11 @@ pub const L3_EXTENSIONS: &[(&str, &str, &str)] = &[
         "Extra routes configuration for L3 router",
     ),
     (
+        "extraroute-atomic",
+        "Atomically add/remove extra routes",
+        "Edit extra routes of a router on server side by atomically adding/removing extra routes",
+    ),
+    (
         "l3_agent_scheduler",
         "L3 Agent Scheduler",
         "Schedule routers among l3 agents",

@@ -245,6 +245,9 @@ fn resource(app: &App, req: &Req, res: &Res, rest: &[&str]) -> Result<Response> 
             id,
             action @ ("add_router_interface" | "remove_router_interface"),
         ] if res.kind == Kind::Router => router_interface(app, req, id, action),
+        [id, action @ ("add_extraroutes" | "remove_extraroutes")] if res.kind == Kind::Router => {
+            extraroutes(app, req, id, action)
+        }
         [id, "l3-agents"] if res.kind == Kind::Router => router_agents(app, req, id),
         [id, "l3-routers", ..] if res.kind == Kind::Agent => agent_routers(app, req, id),
         _ => Err(NeutronError::no_route()),
@@ -609,6 +612,23 @@ fn router_interface(app: &App, req: &Req, id: &str, action: &str) -> Result<Resp
         |_, _, v| Ok(v),
     )?;
     Ok(http::json(200, v))
+}
+
+/// `PUT /v2.0/routers/{id}/add_extraroutes` and `…/remove_extraroutes`
+/// (`extraroute-atomic`): `{"router": {"routes": [...]}}` in, the router out.
+fn extraroutes(app: &App, req: &Req, id: &str, action: &str) -> Result<Response> {
+    if req.method != Method::PUT {
+        return Err(not_allowed());
+    }
+    let body = http::json_body(&req.body)?;
+    let ctx = req.ctx(app);
+    let adding = action == "add_extraroutes";
+    let v = app.shared.write(
+        &ctx,
+        |_, st, ctx| routers::change_extraroutes(st, ctx, id, &body, adding),
+        |ml2, st, ()| render_one(ml2, st, &ctx, Kind::Router, id),
+    )?;
+    Ok(http::json(200, json!({ "router": v })))
 }
 
 /// `GET /v2.0/routers/{id}/l3-agents` (`l3_agent_scheduler`): the gateway

@@ -251,6 +251,57 @@ async fn routers_interfaces_and_gateways() {
     let r = s.put(&path, json!({"router": {"routes": null}})).await;
     assert_eq!(r.body["router"]["routes"], json!([]));
 
+    // extraroute-atomic: add merges (a route given twice or already there
+    // is kept once), remove takes away what is there (an absent one is no
+    // error), the result is validated like an update, the router returned.
+    let add = format!("/v2.0/routers/{rid}/add_extraroutes");
+    let del = format!("/v2.0/routers/{rid}/remove_extraroutes");
+    let a = json!({"destination": "172.16.0.0/16", "nexthop": "10.0.0.254"});
+    let b = json!({"destination": "172.17.0.0/16", "nexthop": "10.0.0.253"});
+    let rev = s.get(&path).await.body["router"]["revision_number"].clone();
+    let r = s.put(&add, json!({"router": {"routes": [a, a, b]}})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["router"]["id"], rid.as_str());
+    assert_eq!(r.body["router"]["routes"], json!([a, b]));
+    assert!(r.body["router"]["revision_number"].as_u64() > rev.as_u64());
+    let r = s.put(&add, json!({"router": {"routes": [b]}})).await;
+    assert_eq!(r.body["router"]["routes"], json!([a, b]));
+    let r = s
+        .put(&add, json!({"router": {"routes": [{"destination": "172.18.0.0/16", "nexthop": "192.168.7.1"}]}}))
+        .await;
+    assert_eq!((r.status, r.error_type()), (400, "InvalidRoutes"));
+    for bad in [
+        json!({"routes": [a]}),
+        json!({"router": {}}),
+        json!({"router": {"routes": [a], "name": "x"}}),
+        json!({"router": {"routes": "a"}}),
+        json!({"router": {"routes": [{"destination": "172.16.0.1/16", "nexthop": "10.0.0.254"}]}}),
+    ] {
+        let r = s.put(&add, bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    assert_eq!(
+        s.get(&path).await.body["router"]["routes"],
+        json!([a, b]),
+        "refused requests change nothing"
+    );
+    let r = s
+        .put(&del, json!({"router": {"routes": [a, {"destination": "10.99.0.0/16", "nexthop": "10.0.0.9"}]}}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["router"]["routes"], json!([b]));
+    let r = s.put(&del, json!({"router": {"routes": [b]}})).await;
+    assert_eq!(r.body["router"]["routes"], json!([]));
+    let r = s.post(&add, json!({"router": {"routes": []}})).await;
+    assert_eq!(r.status, 405);
+    let r = s
+        .put(
+            "/v2.0/routers/00000000-0000-0000-0000-000000000000/add_extraroutes",
+            json!({"router": {"routes": [a]}}),
+        )
+        .await;
+    assert_eq!((r.status, r.error_type()), (404, "RouterNotFound"));
+
     // Removing: by subnet and by port; unknown ones are 404.
     let r = remove(json!({"subnet_id": other["id"]})).await;
     assert_eq!((r.status, r.error_type()), (404, "SubnetNotFound"));
@@ -490,6 +541,7 @@ async fn l3_extensions_are_listed_once_when_enabled() {
         "router",
         "ext-gw-mode",
         "extraroute",
+        "extraroute-atomic",
         "fip-port-details",
         "external-net",
     ] {

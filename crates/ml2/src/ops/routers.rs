@@ -553,6 +553,58 @@ pub fn update(
     Ok(())
 }
 
+/// `extraroute-atomic`: adds `routes` to router `id`'s extra routes (a
+/// route already there, or given twice, is kept once) or removes them (one
+/// that is not there is no error), as Neutron's `add_extraroutes` and
+/// `remove_extraroutes` do; the resulting set is validated as an update's.
+pub fn change_extraroutes(
+    st: &mut State,
+    ctx: &Ctx,
+    id: &str,
+    body: &Map<String, Value>,
+    adding: bool,
+) -> Result<()> {
+    let b = match body.get("router") {
+        Some(Value::Object(m)) => m,
+        _ => {
+            return Err(NeutronError::http_bad_request(
+                "Unable to find 'router' in request body",
+            ));
+        }
+    };
+    if let Some(k) = b.keys().find(|k| k.as_str() != "routes") {
+        return Err(NeutronError::http_bad_request(format!(
+            "Unrecognized attribute(s) '{k}'"
+        )));
+    }
+    let list = attrs::to_list(
+        "routes",
+        b.get("routes").ok_or_else(|| {
+            NeutronError::http_bad_request(
+                "Failed to parse request. Required attribute 'routes' not specified",
+            )
+        })?,
+    )?;
+    let given = list.iter().map(parse_route).collect::<Result<Vec<_>>>()?;
+    let mut r = visible_router(ctx, st, id)?.clone();
+    let before = r.routes.clone();
+    if adding {
+        for g in given {
+            if !r.routes.contains(&g) {
+                r.routes.push(g);
+            }
+        }
+    } else {
+        r.routes.retain(|x| !given.contains(x));
+    }
+    check_routes(st, &r, &r.routes)?;
+    if r.routes != before {
+        r.std.bump(ctx.now);
+        st.put_router(r);
+    }
+    Ok(())
+}
+
 pub fn delete(ml2: &Ml2, st: &mut State, ctx: &Ctx, id: &str) -> Result<()> {
     visible_router(ctx, st, id)?;
     let attached: Vec<String> = st
