@@ -448,3 +448,33 @@ def test_unversioned_endpoint_override_also_works(server):
         root.network.delete_network(net)
     finally:
         root.close()
+
+
+# --------------------------------------------------------------------------- quotas
+
+
+def test_quotas(conn, net_factory, uniq):
+    project = f"quota-{uniq}"
+    q = conn.network.get_quota(project)
+    assert (q.networks, q.subnets, q.ports, q.routers, q.floating_ips) == (100, 100, 500, 10, 50)
+    q = conn.network.update_quota(project, networks=3, ports=-1)
+    assert (q.networks, q.ports) == (3, -1)
+    assert conn.network.get_quota(project).networks == 3
+    d = conn.network.get_quota(project, details=True)
+    assert d.networks == {"limit": 3, "used": 0, "reserved": 0}
+    assert conn.network.get_quota_default(project).networks == 100
+    assert project in {x.project_id for x in conn.network.quotas()}
+    with pytest.raises(exc.BadRequestException):
+        conn.network.update_quota(project, networks=-5)
+    conn.network.delete_quota(project)
+    assert conn.network.get_quota(project).networks == 100
+    # Enforcement: the admin's own project at its limit gets OverQuota (409).
+    me = conn.network.get_quota("admin", details=True)
+    used = me.networks["used"]
+    conn.network.update_quota("admin", networks=used + 1)
+    try:
+        net_factory(name=f"q1-{uniq}")
+        with pytest.raises(exc.ConflictException, match="Quota exceeded for resources"):
+            net_factory(name=f"q2-{uniq}")
+    finally:
+        conn.network.delete_quota("admin")

@@ -18,6 +18,7 @@ pub mod http;
 pub mod meta;
 pub mod nodeauth;
 pub mod query;
+pub mod quotas;
 pub mod routes;
 pub mod server;
 pub mod southbound;

@@ -109,6 +109,16 @@ pub const EXTENSIONS: &[(&str, &str, &str)] = &[
         "Tag Ports During Bulk Creation",
         "Allow to tag ports during bulk creation",
     ),
+    (
+        "quotas",
+        "Quota management support",
+        "Expose functions for quotas management per project",
+    ),
+    (
+        "quota_details",
+        "Quota details management support",
+        "Expose functions for quotas usage statistics per project",
+    ),
 ];
 
 /// The L3 extensions (names and descriptions are neutron-lib's).

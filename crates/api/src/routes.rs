@@ -97,11 +97,11 @@ const RESOURCES: [Res; 7] = [
     },
 ];
 
-struct Req {
-    method: Method,
+pub(crate) struct Req {
+    pub(crate) method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    pub(crate) body: Bytes,
     caller: Caller,
     base: String,
     /// The client's address, for the refusal log.
@@ -109,7 +109,7 @@ struct Req {
 }
 
 impl Req {
-    fn ctx(&self, app: &App) -> Ctx {
+    pub(crate) fn ctx(&self, app: &App) -> Ctx {
         Ctx {
             project_id: self.caller.project_id.clone(),
             is_admin: self.caller.is_admin,
@@ -194,6 +194,7 @@ fn route(app: &App, req: &Req) -> Response {
                     format!("Extension with alias {alias} does not exist"),
                 )
             }),
+        ["v2.0", "quotas", rest @ ..] => crate::quotas::route(app, req, rest),
         ["v2.0", coll, rest @ ..] => match RESOURCES.iter().find(|r| r.collection == *coll) {
             Some(res) => resource(app, req, res, rest),
             None => Err(NeutronError::no_route()),
@@ -294,6 +295,8 @@ fn render_record(ml2: &Ml2, st: &State, ctx: &Ctx, kind: Kind, id: &str) -> Opti
             .get(id)
             .filter(|f| floatingips::floatingip_visible(ctx, f))
             .map(|f| render::floatingip(st, f)),
+        // Quotas have their own handlers (`crate::quotas`).
+        Kind::Quota => None,
     }
 }
 
@@ -306,6 +309,7 @@ fn not_found(kind: Kind, id: &str) -> NeutronError {
         Kind::Agent => ops::agent_not_found(id),
         Kind::Router => routers::router_not_found(id),
         Kind::FloatingIp => floatingips::floatingip_not_found(id),
+        Kind::Quota => NeutronError::no_route(),
     }
 }
 
@@ -322,6 +326,7 @@ fn all_ids(st: &State, kind: Kind) -> Vec<&String> {
         Kind::Agent => st.agents.keys().collect(),
         Kind::Router => st.routers.keys().collect(),
         Kind::FloatingIp => st.floatingips.keys().collect(),
+        Kind::Quota => st.quotas.keys().collect(),
     }
 }
 
@@ -420,7 +425,7 @@ fn create_one(
         Kind::Subnet => subnets::create(st, ctx, body),
         Kind::Port => ports::create(ml2, st, ctx, body),
         Kind::Segment => segments::create(ml2, st, ctx, body),
-        Kind::Agent => Err(not_allowed()),
+        Kind::Agent | Kind::Quota => Err(not_allowed()),
         Kind::Router => routers::create(ml2, st, ctx, body),
         Kind::FloatingIp => floatingips::create(ml2, st, ctx, body),
     }
@@ -454,10 +459,12 @@ fn create(app: &App, req: &Req, res: &Res) -> Result<Response> {
         let out = app.shared.write(
             &ctx,
             |ml2, st, ctx| {
-                bodies
+                let ids = bodies
                     .iter()
                     .map(|b| create_one(ml2, st, ctx, kind, b))
-                    .collect::<Result<Vec<_>>>()
+                    .collect::<Result<Vec<_>>>()?;
+                crate::quotas::check_created(ml2, st, kind, &ids)?;
+                Ok(ids)
             },
             |ml2, st, ids| {
                 ids.iter()
@@ -470,7 +477,11 @@ fn create(app: &App, req: &Req, res: &Res) -> Result<Response> {
     let one = http::resource_body(&body, res.singular)?;
     let v = app.shared.write(
         &ctx,
-        |ml2, st, ctx| create_one(ml2, st, ctx, kind, one),
+        |ml2, st, ctx| {
+            let id = create_one(ml2, st, ctx, kind, one)?;
+            crate::quotas::check_created(ml2, st, kind, std::slice::from_ref(&id))?;
+            Ok(id)
+        },
         |ml2, st, id| render_one(ml2, st, &ctx, kind, &id),
     )?;
     Ok(http::json(201, json!({ res.singular: v })))
@@ -484,7 +495,7 @@ fn current_revision(st: &State, kind: Kind, id: &str) -> Option<u64> {
         Kind::Segment => st.segments.get(id).map(|x| x.std.revision_number),
         Kind::Router => st.routers.get(id).map(|x| x.std.revision_number),
         Kind::FloatingIp => st.floatingips.get(id).map(|x| x.std.revision_number),
-        Kind::Agent => None,
+        Kind::Agent | Kind::Quota => None,
     }
 }
 
@@ -530,6 +541,7 @@ fn update(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
                 Kind::Agent => agents::update(st, ctx, id, one),
                 Kind::Router => routers::update(ml2, st, ctx, id, one),
                 Kind::FloatingIp => floatingips::update(st, ctx, id, one),
+                Kind::Quota => Err(not_allowed()),
             }
         },
         |ml2, st, ()| render_one(ml2, st, &ctx, kind, id),
@@ -582,6 +594,7 @@ fn delete(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
                 }
                 Kind::Router => routers::delete(ml2, st, ctx, id),
                 Kind::FloatingIp => floatingips::delete(st, ctx, id),
+                Kind::Quota => Err(not_allowed()),
             }
         },
         |_, _, ()| Ok(()),

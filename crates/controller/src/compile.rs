@@ -1122,7 +1122,8 @@ impl Compiler {
                         ports.extend(st.network_port_ids(&n).cloned());
                     }
                 }
-                Kind::Agent => {}
+                // Quotas configure the API, not the network.
+                Kind::Agent | Kind::Quota => {}
             }
         }
         for id in ports {

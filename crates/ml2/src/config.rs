@@ -19,6 +19,50 @@ pub struct Ml2Config {
     pub agent_down_time: u64,
     pub base_mac: String,
     pub global_physnet_mtu: u32,
+    /// The `[quotas]` table of the config file (not part of `[ml2]`; carried
+    /// here to reach the API's settings).
+    #[serde(skip)]
+    pub quotas: QuotaConfig,
+}
+
+/// `[quotas]`: each project's limits unless an admin sets others (Neutron's
+/// `quota_*` options and defaults; -1 is unlimited).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub quota_network: i64,
+    pub quota_subnet: i64,
+    pub quota_port: i64,
+    pub quota_router: i64,
+    pub quota_floatingip: i64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            quota_network: 100,
+            quota_subnet: 100,
+            quota_port: 500,
+            quota_router: 10,
+            quota_floatingip: 50,
+        }
+    }
+}
+
+impl QuotaConfig {
+    /// resource name -> default limit.
+    pub fn defaults(&self) -> BTreeMap<String, i64> {
+        [
+            ("floatingip", self.quota_floatingip),
+            ("network", self.quota_network),
+            ("port", self.quota_port),
+            ("router", self.quota_router),
+            ("subnet", self.quota_subnet),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
 }
 
 impl Default for Ml2Config {
@@ -40,6 +84,7 @@ impl Default for Ml2Config {
             agent_down_time: 75,
             base_mac: "fa:16:3e:00:00:00".into(),
             global_physnet_mtu: 1500,
+            quotas: QuotaConfig::default(),
         }
     }
 }
@@ -62,6 +107,8 @@ pub struct Settings {
     pub agent_down_time: u64,
     pub base_mac: [u8; 3],
     pub global_physnet_mtu: u32,
+    /// Default quota limits by resource (`[quotas]`).
+    pub quota_defaults: BTreeMap<String, i64>,
 }
 
 pub const MAX_VLAN: u32 = 4094;
@@ -169,6 +216,12 @@ impl Ml2Config {
         if self.agent_down_time == 0 {
             return Err(ConfigError("agent_down_time must be positive".into()));
         }
+        let quota_defaults = self.quotas.defaults();
+        if let Some((k, v)) = quota_defaults.iter().find(|(_, v)| **v < -1) {
+            return Err(ConfigError(format!(
+                "[quotas] quota_{k} = {v}: a limit is -1 (unlimited) or more"
+            )));
+        }
         Ok(Settings {
             type_drivers,
             project_network_types,
@@ -179,6 +232,7 @@ impl Ml2Config {
             agent_down_time: self.agent_down_time,
             base_mac: [mac.0[0], mac.0[1], mac.0[2]],
             global_physnet_mtu: self.global_physnet_mtu,
+            quota_defaults,
         })
     }
 }

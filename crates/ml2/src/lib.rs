@@ -24,7 +24,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use switchyard_model::Timestamp;
 
-pub use config::{ConfigError, Ml2Config, Settings};
+pub use config::{ConfigError, Ml2Config, QuotaConfig, Settings};
 
 /// The configured ML2: settings, drivers and allocator hints.
 pub struct Ml2 {

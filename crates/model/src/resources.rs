@@ -367,6 +367,14 @@ pub struct Router {
     pub std: StdAttrs,
 }
 
+/// A project's quota limits that differ from the defaults (`quotas`):
+/// resource (`network`, `port`, …) → limit, `-1` for unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaSet {
+    pub project_id: String,
+    pub limits: std::collections::BTreeMap<String, i64>,
+}
+
 /// A floating IP: an address on an external network, owned by a
 /// `network:floatingip` port, mapped 1:1 to a port's fixed IP through a router.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

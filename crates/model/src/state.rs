@@ -13,7 +13,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::mac::Mac;
-use crate::resources::{Agent, FloatingIp, Network, NetworkType, Port, Router, Segment, Subnet};
+use crate::resources::{
+    Agent, FloatingIp, Network, NetworkType, Port, QuotaSet, Router, Segment, Subnet,
+};
 
 /// Which table a record lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -26,10 +28,11 @@ pub enum Kind {
     Agent,
     Router,
     FloatingIp,
+    Quota,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Network,
         Kind::Segment,
         Kind::Subnet,
@@ -37,6 +40,7 @@ impl Kind {
         Kind::Agent,
         Kind::Router,
         Kind::FloatingIp,
+        Kind::Quota,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +52,7 @@ impl Kind {
             Kind::Agent => "agent",
             Kind::Router => "router",
             Kind::FloatingIp => "floatingip",
+            Kind::Quota => "quota",
         }
     }
 
@@ -67,6 +72,7 @@ pub enum Record {
     Agent(Agent),
     Router(Router),
     FloatingIp(FloatingIp),
+    Quota(QuotaSet),
 }
 
 impl Record {
@@ -79,6 +85,7 @@ impl Record {
             Record::Agent(_) => Kind::Agent,
             Record::Router(_) => Kind::Router,
             Record::FloatingIp(_) => Kind::FloatingIp,
+            Record::Quota(_) => Kind::Quota,
         }
     }
 
@@ -91,6 +98,7 @@ impl Record {
             Record::Agent(r) => &r.id,
             Record::Router(r) => &r.id,
             Record::FloatingIp(r) => &r.id,
+            Record::Quota(r) => &r.project_id,
         }
     }
 }
@@ -115,8 +123,13 @@ pub struct State {
     pub agents: BTreeMap<String, Agent>,
     pub routers: BTreeMap<String, Router>,
     pub floatingips: BTreeMap<String, FloatingIp>,
+    /// Projects' quota limits set by an admin (by project id).
+    pub quotas: BTreeMap<String, QuotaSet>,
 
     // Indexes, derived from the tables above.
+    /// (kind, project id) -> how many of that kind the project owns (what
+    /// quotas count).
+    usage: HashMap<(Kind, String), usize>,
     segments_by_network: HashMap<String, BTreeSet<String>>,
     subnets_by_network: HashMap<String, BTreeSet<String>>,
     ports_by_network: HashMap<String, BTreeSet<String>>,
@@ -240,6 +253,7 @@ impl State {
             Kind::Agent => self.agents.get(id).cloned().map(Record::Agent),
             Kind::Router => self.routers.get(id).cloned().map(Record::Router),
             Kind::FloatingIp => self.floatingips.get(id).cloned().map(Record::FloatingIp),
+            Kind::Quota => self.quotas.get(id).cloned().map(Record::Quota),
         }
     }
 
@@ -265,6 +279,7 @@ impl State {
             Kind::Agent => self.agents.remove(id).map(Record::Agent),
             Kind::Router => self.routers.remove(id).map(Record::Router),
             Kind::FloatingIp => self.floatingips.remove(id).map(Record::FloatingIp),
+            Kind::Quota => self.quotas.remove(id).map(Record::Quota),
         };
         if let Some(o) = &old {
             self.unindex(o);
@@ -293,13 +308,40 @@ impl State {
                 Record::FloatingIp(r) => {
                     self.floatingips.insert(id.to_string(), r);
                 }
+                Record::Quota(r) => {
+                    self.quotas.insert(id.to_string(), r);
+                }
             }
         }
         old
     }
 
-    fn index(&mut self, r: &Record) {
+    /// How many resources of `kind` project `project` owns.
+    pub fn usage(&self, kind: Kind, project: &str) -> usize {
+        self.usage
+            .get(&(kind, project.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The project a counted record belongs to (what quotas count).
+    pub fn owner(r: &Record) -> Option<&str> {
         match r {
+            Record::Network(x) => Some(&x.std.project_id),
+            Record::Subnet(x) => Some(&x.std.project_id),
+            Record::Port(x) => Some(&x.std.project_id),
+            Record::Router(x) => Some(&x.std.project_id),
+            Record::FloatingIp(x) => Some(&x.std.project_id),
+            Record::Segment(_) | Record::Agent(_) | Record::Quota(_) => None,
+        }
+    }
+
+    fn index(&mut self, r: &Record) {
+        if let Some(p) = Self::owner(r) {
+            *self.usage.entry((r.kind(), p.to_string())).or_default() += 1;
+        }
+        match r {
+            Record::Quota(_) => {}
             Record::Network(_) => {}
             Record::Segment(s) => {
                 self.segments_by_network
@@ -372,6 +414,15 @@ impl State {
     }
 
     fn unindex(&mut self, r: &Record) {
+        if let Some(p) = Self::owner(r) {
+            let key = (r.kind(), p.to_string());
+            if let Some(n) = self.usage.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.usage.remove(&key);
+                }
+            }
+        }
         fn drop_from(map: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) {
             if let Some(set) = map.get_mut(key) {
                 set.remove(id);
@@ -381,7 +432,7 @@ impl State {
             }
         }
         match r {
-            Record::Network(_) => {}
+            Record::Network(_) | Record::Quota(_) => {}
             Record::Segment(s) => {
                 drop_from(&mut self.segments_by_network, &s.network_id, &s.id);
                 if let Some(k) = seg_alloc_key(s) {

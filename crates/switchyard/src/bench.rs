@@ -248,6 +248,14 @@ async fn api(ports: usize, concurrency: usize, as_json: bool) -> anyhow::Result<
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
+    // Neutron's default port quota (500) would stop the run: the bench's
+    // project is given no limit, as an operator would for a load test.
+    client
+        .put(format!("{base}/quotas/bench"))
+        .json(&json!({"quota": {"port": -1}}))
+        .send()
+        .await?
+        .error_for_status()?;
     let net: Value = client
         .post(format!("{base}/networks"))
         .json(&json!({"network": {"name": "bench"}}))

@@ -26,6 +26,7 @@ pub struct FileConfig {
     pub network_link_prefix: Option<String>,
     pub http: HttpConfig,
     pub ml2: Ml2Config,
+    pub quotas: switchyard_ml2::QuotaConfig,
 }
 
 /// `[http]`: the API server's timeouts (seconds) and limits.
@@ -120,8 +121,9 @@ impl FileConfig {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let cfg: FileConfig = toml::from_str(&text)
+        let mut cfg: FileConfig = toml::from_str(&text)
             .with_context(|| format!("parsing config file {}", path.display()))?;
+        cfg.ml2.quotas = cfg.quotas.clone();
         cfg.ml2
             .check()
             .with_context(|| format!("checking [ml2] in {}", path.display()))?;
@@ -228,5 +230,19 @@ mod tests {
                 .expect("valid");
         assert_eq!(c.ml2.vni_ranges, vec!["5000:5999".to_string()]);
         assert_eq!(c.ml2.project_network_types, vec!["vxlan".to_string()]);
+    }
+
+    #[test]
+    fn quotas_are_read_checked_and_reach_the_settings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[quotas]\nquota_port = 20\nquota_router = -1\n").expect("write");
+        let c = FileConfig::load(Some(&f)).expect("valid");
+        let d = c.ml2.check().expect("settings").quota_defaults;
+        assert_eq!((d["port"], d["router"], d["network"]), (20, -1, 100));
+        for bad in ["[quotas]\nquota_port = -2\n", "[quotas]\nquota_ports = 1\n"] {
+            std::fs::write(&f, bad).expect("write");
+            assert!(FileConfig::load(Some(&f)).is_err(), "{bad}");
+        }
     }
 }
