@@ -83,6 +83,7 @@ pub fn open_app_with_clock(
     Ok(App {
         shared: Shared::new(core, clock),
         default_project: default_project.to_string(),
+        identity: None,
     })
 }
 
@@ -136,7 +137,19 @@ pub async fn serve_with_options(
     }
     let closing = app.shared.closing.clone();
     let ticker = tokio::spawn(tick_loop(app.shared.clone()));
-    let service = server::with_limits(extra.merge(router(app)), &opts);
+    let identity = app.identity.clone();
+    let mut routes = extra.merge(router(app));
+    if let Some(id) = identity {
+        // Everything asks for a token (keystonemiddleware's place), except
+        // what `guard` exempts; the identity API itself beside it.
+        routes = routes
+            .layer(axum::middleware::from_fn_with_state(
+                id.clone(),
+                switchyard_identity::guard::guard,
+            ))
+            .merge(switchyard_identity::api::router(id));
+    }
+    let service = server::with_limits(routes, &opts);
     let served = server::run(listener, service, opts, async move {
         shutdown.await;
         let _ = closing.send(true);

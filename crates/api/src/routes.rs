@@ -25,6 +25,9 @@ use crate::server::LinkBase;
 pub struct App {
     pub shared: Shared,
     pub default_project: String,
+    /// The embedded identity: when set, every API but version discovery
+    /// and the node agents' needs a Keystone token (`switchyard_identity`).
+    pub identity: Option<switchyard_identity::Identity>,
 }
 
 /// One Neutron collection.

@@ -27,6 +27,86 @@ pub struct FileConfig {
     pub http: HttpConfig,
     pub ml2: Ml2Config,
     pub quotas: switchyard_ml2::QuotaConfig,
+    pub identity: IdentityConfig,
+}
+
+/// `[identity]`: who may call the APIs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// "noauth" (no authentication: the project is X-Project-Id as sent)
+    /// or "embedded" (switchyard's own Keystone v3 at /identity).
+    pub auth_strategy: String,
+    pub admin_user: String,
+    /// Required with "embedded" (or SWITCHYARD_ADMIN_PASSWORD).
+    pub admin_password: Option<String>,
+    pub admin_project: String,
+    pub demo_project: String,
+    pub demo_user: String,
+    /// Unset: no demo user.
+    pub demo_password: Option<String>,
+    /// Seconds a token lives (Keystone's [token] expiration).
+    pub token_expiration: u64,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            auth_strategy: "noauth".into(),
+            admin_user: "admin".into(),
+            admin_password: None,
+            admin_project: "admin".into(),
+            demo_project: "demo".into(),
+            demo_user: "demo".into(),
+            demo_password: None,
+            token_expiration: 3600,
+        }
+    }
+}
+
+impl IdentityConfig {
+    /// The embedded identity this asks for (`None` for noauth), bootstrapped
+    /// in the database at `db`.
+    pub fn open(
+        &self,
+        db: &Path,
+        admin_password: Option<String>,
+    ) -> anyhow::Result<Option<switchyard_identity::Identity>> {
+        match self.auth_strategy.as_str() {
+            "noauth" => return Ok(None),
+            "embedded" => {}
+            other => anyhow::bail!(
+                "[identity] auth_strategy = \"{other}\": \"noauth\" or \"embedded\" (validating against an external Keystone is not built yet)"
+            ),
+        }
+        if !(60..=7 * 24 * 3600).contains(&self.token_expiration) {
+            anyhow::bail!("[identity] token_expiration must be 60 to 604800 seconds");
+        }
+        let Some(admin_password) = admin_password
+            .or_else(|| self.admin_password.clone())
+            .filter(|p| !p.is_empty())
+        else {
+            anyhow::bail!(
+                "[identity] auth_strategy = \"embedded\" needs admin_password (or SWITCHYARD_ADMIN_PASSWORD)"
+            );
+        };
+        let id = switchyard_identity::Identity::open(
+            db,
+            chrono::Duration::seconds(self.token_expiration as i64),
+        )
+        .with_context(|| format!("opening the identity tables in {}", db.display()))?;
+        id.bootstrap(&switchyard_identity::Bootstrap {
+            admin_user: self.admin_user.clone(),
+            admin_password,
+            admin_project: self.admin_project.clone(),
+            demo: self
+                .demo_password
+                .clone()
+                .map(|p| (self.demo_project.clone(), self.demo_user.clone(), p)),
+        })
+        .context("bootstrapping the identity")?;
+        Ok(Some(id))
+    }
 }
 
 /// `[http]`: the API server's timeouts (seconds) and limits.

@@ -138,6 +138,9 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
     }
     let mut app = switchyard_api::open_app(&path, durability, &file.ml2, &project)
         .with_context(|| format!("opening {}", path.display()))?;
+    app.identity = file
+        .identity
+        .open(&path, std::env::var("SWITCHYARD_ADMIN_PASSWORD").ok())?;
     let creds = a
         .node_credentials
         .or(file.node_credentials.clone())
@@ -155,11 +158,25 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
     app.shared.credentials =
         std::sync::Arc::new(switchyard_api::nodeauth::NodeCredentials::with_file(&creds));
     let local = listener.local_addr()?;
+    if let Some(id) = &app.identity {
+        let public = http
+            .network_link_prefix
+            .as_ref()
+            .map(|p| p.as_str().trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{local}"));
+        id.set_public(&public, vec![("network", "neutron", String::new())]);
+    }
     tracing::info!(%local, db = %path.display(), "switchyard server ready");
     println!(
         "switchyard: Neutron API on http://{local}/v2.0/ (database {})",
         path.display()
     );
+    if let Some(id) = &app.identity {
+        println!(
+            "switchyard: identity (Keystone v3) on {}/identity/v3; every API call needs a token",
+            id.public_url()
+        );
+    }
     // No routes beside the API's.
     let extra = Default::default();
     switchyard_api::serve_with_options(listener, app, extra, http, shutdown_signal()).await?;
