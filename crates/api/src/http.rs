@@ -13,6 +13,9 @@ use switchyard_model::{NeutronError, Result};
 pub struct Caller {
     pub project_id: String,
     pub is_admin: bool,
+    /// May change things: admin, or a `member` (or `service`) of its
+    /// project; a caller with only `reader` reads (Neutron's defaults).
+    pub can_write: bool,
 }
 
 /// noauth: the project comes from `X-Project-Id` (or the older `X-Tenant-Id`);
@@ -37,13 +40,24 @@ pub fn caller(headers: &HeaderMap, default_project: &str) -> Result<Caller> {
         }
         _ => default_project.to_string(),
     };
-    let is_admin = match get("x-roles")? {
-        None => true,
-        Some(r) => r.split(',').any(|x| x.trim().eq_ignore_ascii_case("admin")),
-    };
+    let roles: Option<Vec<String>> = get("x-roles")?.map(|r| {
+        r.split(',')
+            .map(|x| x.trim().to_ascii_lowercase())
+            .filter(|x| !x.is_empty())
+            .collect()
+    });
+    let has = |name: &str| roles.as_ref().is_none_or(|r| r.iter().any(|x| x == name));
+    let is_admin = has("admin");
+    // Without X-Roles (noauth's admin) everything is allowed; with it,
+    // writing needs more than `reader`. Roles other than Keystone's
+    // defaults (an operator's own) count as a member's.
+    let can_write = roles
+        .as_ref()
+        .is_none_or(|r| r.iter().any(|x| x != "reader"));
     Ok(Caller {
         project_id,
         is_admin,
+        can_write,
     })
 }
 

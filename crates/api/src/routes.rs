@@ -197,6 +197,11 @@ fn route(app: &App, req: &Req) -> Response {
                     format!("Extension with alias {alias} does not exist"),
                 )
             }),
+        ["v2.0", coll, rest @ ..]
+            if !req.caller.can_write && *m != Method::GET && *m != Method::HEAD =>
+        {
+            Err(read_only(coll, rest, m))
+        }
         ["v2.0", "quotas", rest @ ..] => crate::quotas::route(app, req, rest),
         ["v2.0", coll, rest @ ..] => match RESOURCES.iter().find(|r| r.collection == *coll) {
             Some(res) => resource(app, req, res, rest),
@@ -210,6 +215,26 @@ fn route(app: &App, req: &Req) -> Response {
         Err(e) if e.status == 405 => http::method_not_allowed(),
         Err(e) => http::error(&e),
     }
+}
+
+/// A `reader` asking to change something: Neutron's policy refusal, named
+/// as its rules are (`create_network`, `update_port`, `add_router_interface`).
+fn read_only(coll: &str, rest: &[&str], m: &Method) -> NeutronError {
+    let singular = RESOURCES.iter().find(|r| r.collection == coll).map_or_else(
+        || coll.trim_end_matches('s').to_string(),
+        |r| r.singular.to_string(),
+    );
+    let action = match (rest, m) {
+        ([_, action], &Method::PUT) => action.to_string(),
+        (_, &Method::POST) => format!("create_{singular}"),
+        (_, &Method::DELETE) => format!("delete_{singular}"),
+        _ => format!("update_{singular}"),
+    };
+    NeutronError::new(
+        403,
+        "PolicyNotAuthorized",
+        format!("rule:{action} is disallowed by policy"),
+    )
 }
 
 fn percent_decode(s: &str) -> String {

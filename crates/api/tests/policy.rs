@@ -212,3 +212,71 @@ async fn unknown_markers_are_404_for_every_collection() {
     }
     s.stop().await;
 }
+
+/// Neutron's newer defaults: a `reader` reads what a member of its project
+/// sees and changes nothing; each refusal names the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_read_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let reader = [("x-project-id", "proj-b"), ("x-roles", "reader")];
+    let r = as_b(
+        &s,
+        Method::POST,
+        "/v2.0/networks",
+        Some(json!({"network": {"name": "b-net"}})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let net = id(&r.body["network"]);
+    let r = s.req(Method::GET, "/v2.0/networks", None, &reader).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["networks"][0]["id"], net.as_str());
+    for (m, path, body, rule) in [
+        (
+            Method::POST,
+            "/v2.0/networks".to_string(),
+            Some(json!({"network": {}})),
+            "create_network",
+        ),
+        (
+            Method::PUT,
+            format!("/v2.0/networks/{net}"),
+            Some(json!({"network": {"name": "x"}})),
+            "update_network",
+        ),
+        (
+            Method::DELETE,
+            format!("/v2.0/networks/{net}"),
+            None,
+            "delete_network",
+        ),
+        (
+            Method::PUT,
+            "/v2.0/routers/r1/add_router_interface".to_string(),
+            Some(json!({"subnet_id": "s"})),
+            "add_router_interface",
+        ),
+        (
+            Method::PUT,
+            "/v2.0/quotas/proj-b".to_string(),
+            Some(json!({"quota": {"port": 1}})),
+            "update_quota",
+        ),
+    ] {
+        let r = s.req(m.clone(), &path, body, &reader).await;
+        assert_eq!(
+            (r.status, r.error_type()),
+            (403, "PolicyNotAuthorized"),
+            "{m} {path}"
+        );
+        assert_eq!(
+            r.body["NeutronError"]["message"],
+            format!("rule:{rule} is disallowed by policy")
+        );
+    }
+    // The network is untouched.
+    let r = as_b(&s, Method::GET, &format!("/v2.0/networks/{net}"), None).await;
+    assert_eq!(r.body["network"]["name"], "b-net");
+    s.stop().await;
+}

@@ -310,6 +310,67 @@ fn embedded_identity_guards_the_api_and_isolates_projects() {
     );
     assert_eq!(v["projects"][0]["name"], "demo");
 
+    // A reader on the demo project, made through the identity API: it reads
+    // the project's networks and changes nothing.
+    let (st, _, v) = call(
+        &c,
+        Method::POST,
+        &format!("{b}/identity/v3/users"),
+        Some(&admin),
+        &[],
+        Some(json!({"user": {"name": "watcher", "password": "w4tch", "domain_id": "default"}})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let watcher = v["user"]["id"].as_str().expect("id").to_string();
+    let (st, _, v) = call(
+        &c,
+        Method::PUT,
+        &format!("{b}/identity/v3/projects/{demo_project}/users/{watcher}/roles/reader"),
+        Some(&admin),
+        &[],
+        None,
+    );
+    assert_eq!(st, 204, "{v}");
+    let (reader, rt) = login(&c, b, "watcher", "w4tch", "demo");
+    let names: Vec<&str> = rt["roles"]
+        .as_array()
+        .expect("roles")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["reader"]);
+    let (st, _, v) = call(
+        &c,
+        Method::GET,
+        &format!("{b}/v2.0/networks"),
+        Some(&reader),
+        &[],
+        None,
+    );
+    assert_eq!(
+        (st, &v["networks"][0]["name"]),
+        (200, &json!("demo-net")),
+        "{v}"
+    );
+    let (st, _, v) = call(
+        &c,
+        Method::POST,
+        &format!("{b}/v2.0/networks"),
+        Some(&reader),
+        &[],
+        Some(json!({"network": {"name": "nope"}})),
+    );
+    assert_eq!(st, 403, "{v}");
+    let (st, _, _) = call(
+        &c,
+        Method::POST,
+        &format!("{b}/identity/v3/users"),
+        Some(&demo),
+        &[],
+        Some(json!({"user": {"name": "x", "password": "y"}})),
+    );
+    assert_eq!(st, 403, "only admins make users");
+
     // Validation and revocation.
     let sub = [("X-Subject-Token", demo.as_str())];
     let (st, _, v) = call(
