@@ -151,11 +151,73 @@ pub struct Bootstrap {
     pub admin_project: String,
     /// A demo project and member user (`None`: none made).
     pub demo: Option<(String, String, String)>,
+    /// A service project and user with the `admin` and `service` roles
+    /// there (Nova's user, as devstack makes it; `None`: none made).
+    pub service: Option<(String, String, String)>,
 }
 
 /// One endpoint of the service catalog: (type, name, URL path under the
 /// public URL).
 pub type CatalogEntry = (&'static str, &'static str, String);
+
+/// A service user's token, kept fresh: what an in-process service (the
+/// lab's compute service) sends to the other APIs, as Nova sends its
+/// service user's token to Neutron.
+#[derive(Clone)]
+pub struct ServiceToken {
+    identity: Identity,
+    user: String,
+    password: String,
+    project: String,
+    cached: Arc<Mutex<Option<Cached>>>,
+}
+
+/// A token and when it expires.
+type Cached = (String, DateTime<Utc>);
+
+impl std::fmt::Debug for ServiceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceToken")
+            .field("user", &self.user)
+            .field("project", &self.project)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceToken {
+    pub fn new(identity: &Identity, user: &str, password: &str, project: &str) -> Self {
+        ServiceToken {
+            identity: identity.clone(),
+            user: user.to_string(),
+            password: password.to_string(),
+            project: project.to_string(),
+            cached: Arc::default(),
+        }
+    }
+
+    /// A token valid for at least another minute (a new one when needed).
+    pub fn token(&self, now: DateTime<Utc>) -> Result<String> {
+        let mut c = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((t, exp)) = c.as_ref()
+            && *exp > now + chrono::Duration::seconds(60)
+        {
+            return Ok(t.clone());
+        }
+        let user = self
+            .identity
+            .user_by_name(&self.user)?
+            .ok_or(IdentityError::Unauthorized)?;
+        let project = self
+            .identity
+            .project_by_name(&self.project)?
+            .ok_or(IdentityError::Unauthorized)?;
+        let (t, info) =
+            self.identity
+                .authenticate_password(&user, &self.password, Some(&project.id), now)?;
+        *c = Some((t.clone(), info.expires_at));
+        Ok(t)
+    }
+}
 
 /// The embedded identity service.
 #[derive(Clone)]
@@ -321,6 +383,13 @@ impl Identity {
             let hash = hash_password(password)?;
             let u = db.ensure_user(user, &hash, Some(&p.id))?;
             db.assign(&u.id, &p.id, "member")?;
+        }
+        if let Some((project, user, password)) = &b.service {
+            let p = db.ensure_project(project, "Service project")?;
+            let hash = hash_password(password)?;
+            let u = db.ensure_user(user, &hash, Some(&p.id))?;
+            db.assign(&u.id, &p.id, "admin")?;
+            db.assign(&u.id, &p.id, "service")?;
         }
         Ok(())
     }
@@ -534,6 +603,7 @@ mod tests {
             admin_password: "s3cret".into(),
             admin_project: "admin".into(),
             demo: Some(("demo".into(), "demo".into(), "demo-pw".into())),
+            service: Some(("service".into(), "nova".into(), "nova-pw".into())),
         })
         .expect("bootstrap");
         id
@@ -604,6 +674,7 @@ mod tests {
             admin_password: "n3w".into(),
             admin_project: "admin".into(),
             demo: None,
+            service: None,
         })
         .expect("again");
         let admin = id.user_by_name("admin").expect("db").expect("admin");

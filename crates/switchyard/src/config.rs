@@ -103,6 +103,7 @@ impl IdentityConfig {
                 .demo_password
                 .clone()
                 .map(|p| (self.demo_project.clone(), self.demo_user.clone(), p)),
+            service: None,
         })
         .context("bootstrapping the identity")?;
         Ok(Some(id))

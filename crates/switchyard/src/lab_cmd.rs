@@ -16,7 +16,7 @@ use crate::config;
 pub enum LabCmd {
     /// Start the controller, the agents, the emulated fabric and the hypervisor emulation
     /// (or, with --linux, the topology on this machine's kernel).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Remove what a Linux lab left behind (namespaces, agents, Open vSwitch),
     /// after a crash or a kill -9.
     Down(DownArgs),
@@ -69,6 +69,36 @@ pub struct UpArgs {
     /// this machine's kernel and busybox, or network namespaces).
     #[arg(long, value_enum, default_value = "qemu")]
     guests: GuestsArg,
+    /// "embedded": the APIs ask for Keystone tokens from the lab's own
+    /// identity (admin and demo users; see --clouds-yaml); "noauth": none
+    /// (default: the config file's [identity] auth_strategy, else noauth).
+    /// The emulated lab only, for now.
+    #[arg(long, value_parser = ["noauth", "embedded"])]
+    auth: Option<String>,
+    /// With embedded identity: write the lab's clouds.yaml (clouds
+    /// `switchyard`, admin, and `switchyard-demo`, a member of project demo)
+    /// here, mode 0600; without it, it is printed.
+    #[arg(long, value_name = "PATH")]
+    clouds_yaml: Option<PathBuf>,
+}
+
+/// A random password (a v4 UUID's 122 random bits, hex).
+fn random_password() -> String {
+    switchyard_identity::new_id()
+}
+
+/// The lab's clouds.yaml: admin and demo, password auth against `url`.
+fn clouds_yaml(url: &str, admin: &str, demo: &str) -> String {
+    let cloud = |name: &str, user: &str, pw: &str, project: &str| {
+        format!(
+            "  {name}:\n    auth:\n      auth_url: {url}/identity/v3\n      username: {user}\n      password: \"{pw}\"\n      project_name: {project}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: RegionOne\n    identity_api_version: 3\n"
+        )
+    };
+    format!(
+        "clouds:\n{}{}",
+        cloud("switchyard", "admin", admin, "admin"),
+        cloud("switchyard-demo", "demo", demo, "demo")
+    )
 }
 
 /// `--guests`: what a Linux lab's guests are.
@@ -92,7 +122,7 @@ impl From<GuestsArg> for switchyard_lab::linux::guests::GuestKind {
 
 pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let a = match cmd {
-        LabCmd::Up(a) => a,
+        LabCmd::Up(a) => *a,
         LabCmd::Down(d) => return down(&d),
     };
     let topology = match &a.topology {
@@ -113,9 +143,48 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
             (t.path().join("switchyard.db"), Some(t))
         }
     };
+    let auth = a
+        .auth
+        .clone()
+        .unwrap_or_else(|| file.identity.auth_strategy.clone());
     if a.linux {
+        if auth != "noauth" {
+            anyhow::bail!("lab up --linux serves without authentication for now (--auth noauth)");
+        }
         return linux(a, topology, file, http, db, shutdown).await;
     }
+    let mut compute = switchyard_lab::live::ComputeOptions::default();
+    let mut passwords = None;
+    let identity = if auth == "embedded" {
+        let mut idc = file.identity.clone();
+        idc.auth_strategy = "embedded".into();
+        let admin = std::env::var("SWITCHYARD_ADMIN_PASSWORD")
+            .ok()
+            .or(idc.admin_password.clone())
+            .unwrap_or_else(random_password);
+        let demo = idc.demo_password.clone().unwrap_or_else(random_password);
+        idc.demo_password = Some(demo.clone());
+        let id = idc
+            .open(&db, Some(admin.clone()))?
+            .context("opening the lab's identity")?;
+        // The compute service's own user, as devstack makes Nova's.
+        let nova = random_password();
+        id.bootstrap(&switchyard_identity::Bootstrap {
+            admin_user: idc.admin_user.clone(),
+            admin_password: admin.clone(),
+            admin_project: idc.admin_project.clone(),
+            demo: None,
+            service: Some(("service".into(), "nova".into(), nova.clone())),
+        })
+        .context("bootstrapping the compute service's user")?;
+        compute.service_token = Some(switchyard_identity::ServiceToken::new(
+            &id, "nova", &nova, "service",
+        ));
+        passwords = Some((admin, demo));
+        Some(id)
+    } else {
+        None
+    };
     let live = LiveLab::start(Options {
         topology: topology.clone(),
         bind: a.bind.clone(),
@@ -126,18 +195,47 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
             .clone()
             .unwrap_or_else(|| "admin".into()),
         heartbeat: switchyard_agent::client::HEARTBEAT,
-        compute: switchyard_lab::live::ComputeOptions::default(),
+        compute,
         http,
+        identity,
     })
     .await
     .with_context(|| format!("starting the lab on {}", a.bind))?;
     let hosts = live.hosts();
     let connected = wait_connected(&live, &hosts, Duration::from_secs(15)).await;
     print_banner(&live, &topology, &db, &hosts, connected);
+    if let Some((admin, demo)) = &passwords {
+        let yaml = clouds_yaml(&live.url(), admin, demo);
+        match &a.clouds_yaml {
+            Some(p) => {
+                write_private(p, &yaml).with_context(|| format!("writing {}", p.display()))?;
+                println!(
+                    "Every API asks for a Keystone token: clouds.yaml written to {} (clouds switchyard and switchyard-demo)",
+                    p.display()
+                );
+            }
+            None => println!(
+                "Every API asks for a Keystone token. clouds.yaml (clouds switchyard and switchyard-demo):\n{yaml}"
+            ),
+        }
+    }
     shutdown.await;
     live.shutdown().await;
     println!("switchyard lab: stopped");
     Ok(())
+}
+
+/// Writes `text` to `path` readable by its owner only (it holds passwords).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 pub(crate) async fn wait_connected(live: &LiveLab, hosts: &[String], limit: Duration) -> bool {
@@ -170,7 +268,12 @@ fn print_banner(live: &LiveLab, t: &Topology, db: &std::path::Path, hosts: &[Str
         .map(|n| format!("{} ({:?})", n.name, n.role).to_lowercase())
         .collect();
     println!("switchyard lab: up");
-    println!("  Neutron API   {url}/v2.0/   (noauth)");
+    let auth = if live.app().is_some_and(|a| a.identity.is_some()) {
+        format!("Keystone tokens from {url}/identity/v3")
+    } else {
+        "noauth".to_string()
+    };
+    println!("  Neutron API   {url}/v2.0/   ({auth})");
     println!(
         "  compute API   {url}/compute/v2.1/   (Nova v2.1 subset: servers, os-migrateLive, os-hypervisors)"
     );

@@ -57,6 +57,10 @@ pub struct Options {
     pub compute: ComputeOptions,
     /// The API server's limits and public URL.
     pub http: switchyard_api::HttpOptions,
+    /// The embedded identity, when the lab's APIs ask for tokens (its
+    /// compute service then calls the networking API with
+    /// `compute.service_token`).
+    pub identity: Option<switchyard_identity::Identity>,
 }
 
 impl Options {
@@ -72,6 +76,7 @@ impl Options {
             heartbeat: client::HEARTBEAT,
             compute: ComputeOptions::default(),
             http: switchyard_api::HttpOptions::default(),
+            identity: None,
         })
     }
 }
@@ -191,7 +196,23 @@ impl LiveLab {
 
     fn serve(&mut self, listener: tokio::net::TcpListener) -> Result<(), LiveError> {
         let o = &self.opts;
-        let app = switchyard_api::open_app(&o.db, Durability::Process, &o.ml2, &o.project)?;
+        let mut app = switchyard_api::open_app(&o.db, Durability::Process, &o.ml2, &o.project)?;
+        if let Some(id) = &o.identity {
+            let public = o
+                .http
+                .network_link_prefix
+                .as_ref()
+                .map(|p| p.as_str().trim_end_matches('/').to_string())
+                .unwrap_or_else(|| format!("http://{}", self.addr));
+            id.set_public(
+                &public,
+                vec![
+                    ("network", "neutron", String::new()),
+                    ("compute", "nova", "/compute/v2.1".to_string()),
+                ],
+            );
+            app.identity = Some(id.clone());
+        }
         // The lab's own agents are its enrolled nodes.
         for (host, run) in &self.agents {
             let role = run

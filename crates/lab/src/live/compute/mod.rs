@@ -49,6 +49,9 @@ pub struct ComputeOptions {
     pub vif_plugging_timeout: Duration,
     /// Instances a hypervisor runs at most (its `vcpus`, one per instance).
     pub instances_per_host: u32,
+    /// The service user's token it calls the networking API with, when the
+    /// API asks for tokens (embedded identity).
+    pub service_token: Option<switchyard_identity::ServiceToken>,
 }
 
 impl Default for ComputeOptions {
@@ -56,6 +59,7 @@ impl Default for ComputeOptions {
         ComputeOptions {
             vif_plugging_timeout: Duration::from_secs(30),
             instances_per_host: 16,
+            service_token: None,
         }
     }
 }
@@ -285,7 +289,7 @@ impl Compute {
         Compute {
             inner: Arc::default(),
             hyp,
-            neutron: Neutron::new(url),
+            neutron: Neutron::new(url, opts.service_token.clone()),
             hosts: Arc::new(hosts),
             opts: Arc::new(opts),
         }

@@ -44,11 +44,13 @@ pub struct Neutron {
     http: reqwest::Client,
     /// `http://HOST:PORT/v2.0`
     base: String,
+    /// Its service user's token, when the API asks for one.
+    token: Option<switchyard_identity::ServiceToken>,
 }
 
 impl Neutron {
     /// A client of the API at `url` (`http://HOST:PORT`).
-    pub fn new(url: &str) -> Self {
+    pub fn new(url: &str, token: Option<switchyard_identity::ServiceToken>) -> Self {
         let http = reqwest::Client::builder()
             .timeout(CALL_TIMEOUT)
             .build()
@@ -56,6 +58,7 @@ impl Neutron {
         Neutron {
             http,
             base: format!("{}/v2.0", url.trim_end_matches('/')),
+            token,
         }
     }
 
@@ -71,6 +74,22 @@ impl Neutron {
             // Nova talks to Neutron with a service token; this API is noauth
             // and takes the roles from this header.
             .header("X-Roles", "admin,service");
+        if let Some(t) = &self.token {
+            let s = t.clone();
+            let token = tokio::task::spawn_blocking(move || s.token(chrono::Utc::now()))
+                .await
+                .map_err(|e| NeutronFailure {
+                    status: 0,
+                    kind: "Unauthorized".into(),
+                    message: format!("the service token: {e}"),
+                })?
+                .map_err(|e| NeutronFailure {
+                    status: 401,
+                    kind: "Unauthorized".into(),
+                    message: format!("the compute service's own authentication failed: {e}"),
+                })?;
+            req = req.header("X-Auth-Token", token);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
