@@ -72,3 +72,27 @@ def test_demo_boots_a_server_from_clouds_yaml(lab_auth):
     demo.compute.delete_server(srv)
     demo.compute.wait_for_delete(srv, wait=30, interval=0.2)
     demo.network.delete_network(net)
+
+
+def test_projects_are_isolated_on_the_compute_api(lab_auth):
+    import openstack.exceptions as exc
+    admin = openstack.connect(cloud="switchyard")
+    demo = openstack.connect(cloud="switchyard-demo")
+    net = admin.network.create_network(name="admin-only-net")
+    admin.network.create_subnet(network_id=net.id, ip_version=4, cidr="10.73.0.0/24")
+    srv = admin.compute.create_server(
+        name="vm-admin", networks=[{"uuid": net.id}], availability_zone="nova:compute-2"
+    )
+    srv = admin.compute.wait_for_server(srv, wait=60, interval=0.2)
+    try:
+        assert srv.id not in {s.id for s in demo.compute.servers()}
+        with pytest.raises(exc.NotFoundException):
+            demo.compute.get_server(srv.id)
+        with pytest.raises(exc.ForbiddenException):
+            list(demo.compute.hypervisors())
+        assert {h.name for h in admin.compute.hypervisors()} >= {"compute-1", "compute-4"}
+        assert srv.id in {s.id for s in admin.compute.servers(all_projects=True)}
+    finally:
+        admin.compute.delete_server(srv)
+        admin.compute.wait_for_delete(srv, wait=30, interval=0.2)
+        admin.network.delete_network(net)

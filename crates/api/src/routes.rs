@@ -954,6 +954,14 @@ fn not_this_node(
 fn internal(app: &App, req: &Req, rest: &[&str]) -> Result<Response> {
     let ctx = req.ctx(app);
     let m = &req.method;
+    // The controller's views of its nodes are an administrator's.
+    if matches!(rest, ["nodes", ..]) && !ctx.is_admin {
+        return Err(NeutronError::new(
+            403,
+            "PolicyNotAuthorized",
+            "This is an administrator's API.",
+        ));
+    }
     match rest {
         ["agents", "report"] if m == Method::POST => {
             let who = node_caller(app, req)?;

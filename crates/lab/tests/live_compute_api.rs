@@ -494,3 +494,115 @@ async fn compute_api_contract() {
     );
     live.shutdown().await;
 }
+
+/// Nova's default policy for a project member (`X-Roles: member`, as the
+/// embedded identity hands it on): its own servers only, another project's
+/// are not found, and hypervisors, the migrations list, live migration and
+/// the lab API are an administrator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_see_their_own_servers_and_no_admin_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = LiveLab::start(Options::reference(dir.path().join("switchyard.db")).expect("o"))
+        .await
+        .expect("lab");
+    let c = LabClient::new(&live.url());
+    let http = reqwest::Client::new();
+    let net = c
+        .post(
+            "/v2.0/networks",
+            &json!({"network": {"name": "p", "shared": true}}),
+        )
+        .await
+        .expect("network");
+    let net = net["network"]["id"].as_str().expect("id").to_string();
+    c.post(
+        "/v2.0/subnets",
+        &json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.72.0.0/24"}}),
+    )
+    .await
+    .expect("subnet");
+    let admin_vm = c
+        .boot(
+            "admin-vm",
+            json!([{"uuid": net}]),
+            "compute-2",
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("boot");
+    let admin_id = admin_vm["id"].as_str().expect("id").to_string();
+    let member = |m: reqwest::Method, path: &str| {
+        http.request(m, format!("{}{path}", live.url()))
+            .header("X-Project-Id", "proj-m")
+            .header("X-Roles", "member,reader")
+            .header("OpenStack-API-Version", "compute 2.30")
+    };
+    let r = member(reqwest::Method::GET, &format!("{V}/servers"))
+        .send()
+        .await
+        .expect("list");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["servers"], json!([]), "{v}");
+    let r = member(reqwest::Method::GET, &format!("{V}/servers?all_tenants=1"))
+        .send()
+        .await
+        .expect("list all");
+    assert_eq!(r.status(), 403);
+    for (m, path, want) in [
+        (reqwest::Method::GET, format!("{V}/servers/{admin_id}"), 404),
+        (
+            reqwest::Method::DELETE,
+            format!("{V}/servers/{admin_id}"),
+            404,
+        ),
+        (reqwest::Method::GET, format!("{V}/os-hypervisors"), 403),
+        (reqwest::Method::GET, format!("{V}/os-migrations"), 403),
+        (
+            reqwest::Method::GET,
+            "/switchyard/v1/lab/guests".to_string(),
+            403,
+        ),
+        (
+            reqwest::Method::GET,
+            "/switchyard/v1/nodes".to_string(),
+            403,
+        ),
+    ] {
+        let r = member(m.clone(), &path).send().await.expect("call");
+        assert_eq!(r.status().as_u16(), want, "{m} {path}");
+    }
+    // The member's own server: listed, shown, but not live-migrated.
+    let r = member(reqwest::Method::POST, &format!("{V}/servers"))
+        .json(&json!({"server": {"name": "m-vm", "networks": [{"uuid": net}], "availability_zone": "nova:compute-2"}}))
+        .send()
+        .await
+        .expect("boot");
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.expect("json");
+    let mine = v["server"]["id"].as_str().expect("id").to_string();
+    let r = member(reqwest::Method::GET, &format!("{V}/servers"))
+        .send()
+        .await
+        .expect("list");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["servers"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["servers"][0]["id"], mine.as_str());
+    let r = member(reqwest::Method::POST, &format!("{V}/servers/{mine}/action"))
+        .json(&json!({"os-migrateLive": {"host": "compute-4", "block_migration": "auto"}}))
+        .send()
+        .await
+        .expect("migrate");
+    assert_eq!(r.status(), 403);
+    // The admin lists its own project's servers, and all with all_tenants.
+    let (_, v) = call(&c, reqwest::Method::GET, &format!("{V}/servers"), None).await;
+    assert_eq!(v["servers"].as_array().map(Vec::len), Some(1), "{v}");
+    let (_, v) = call(
+        &c,
+        reqwest::Method::GET,
+        &format!("{V}/servers?all_tenants=1"),
+        None,
+    )
+    .await;
+    assert_eq!(v["servers"].as_array().map(Vec::len), Some(2), "{v}");
+    live.shutdown().await;
+}

@@ -45,6 +45,7 @@ pub fn router(guests: Guests, topology: Topology) -> Router {
         )
         .route("/switchyard/v1/lab/internet/ping", post(not_built))
         .method_not_allowed_fallback(not_allowed)
+        .layer(axum::middleware::from_fn(switchyard_api::http::admin_only))
         .with_state(Ctx { guests, topology })
 }
 

@@ -60,6 +60,7 @@ pub fn router(hyp: Hypervisor, app: App) -> Router {
         .route("/switchyard/v1/lab/guests/{name}/exec", post(no_shell))
         .route("/switchyard/v1/lab/internet/ping", post(internet_ping))
         .method_not_allowed_fallback(not_allowed)
+        .layer(axum::middleware::from_fn(switchyard_api::http::admin_only))
         .with_state(Ctx { hyp, app })
 }
 

@@ -35,6 +35,10 @@ struct Ctx {
 }
 
 pub fn router(compute: Compute, project: &str) -> Router {
+    let ctx = Ctx {
+        compute,
+        project: project.to_string(),
+    };
     Router::new()
         .route("/compute", get(versions))
         .route("/compute/", get(versions))
@@ -57,10 +61,60 @@ pub fn router(compute: Compute, project: &str) -> Router {
         .route("/compute/v2.1/os-hypervisors/{id}", get(hypervisor))
         .route("/compute/v2.1/{*rest}", axum::routing::any(unknown))
         .method_not_allowed_fallback(bad_method)
-        .with_state(Ctx {
-            compute,
-            project: project.to_string(),
-        })
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), policy))
+        .with_state(ctx)
+}
+
+/// Who calls: the project and whether it is an admin. Without `X-Roles`
+/// (noauth) the caller is admin; with the embedded identity the token's
+/// roles arrive here.
+fn caller(h: &HeaderMap, default: &str) -> (String, bool) {
+    let admin = h
+        .get("x-roles")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|r| r.split(',').any(|x| x.trim().eq_ignore_ascii_case("admin")));
+    (caller_project(h, default), admin)
+}
+
+/// Nova's default policy for what is not a project's own: hypervisors and
+/// the migrations list are an admin's; another project's server is not
+/// found (`404`, as Nova answers).
+async fn policy(
+    State(c): State<Ctx>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let compute = &c.compute;
+    let (project, admin) = caller(req.headers(), &c.project);
+    if admin {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let rest = path.strip_prefix("/compute/v2.1/").unwrap_or("");
+    let segs: Vec<&str> = rest.split('/').collect();
+    match segs.as_slice() {
+        ["os-hypervisors", ..] => {
+            return fault(
+                403,
+                "Policy doesn't allow os_compute_api:os-hypervisors:list to be performed.",
+            )
+            .into_response();
+        }
+        ["os-migrations"] => {
+            return fault(
+                403,
+                "Policy doesn't allow os_compute_api:os-migrations:index to be performed.",
+            )
+            .into_response();
+        }
+        ["servers", id, ..]
+            if *id != "detail" && compute.server(id).is_ok_and(|s| s.project_id != project) =>
+        {
+            return fault(404, &format!("Instance {id} could not be found.")).into_response();
+        }
+        _ => {}
+    }
+    next.run(req).await
 }
 
 /// An error answer: Nova's fault body for a status.
@@ -275,8 +329,25 @@ const NOVA_STATUSES: &[&str] = &[
 
 /// `?host=`, `?name=` (a regular expression in Nova; a substring here) and
 /// `?status=` filters.
-fn filtered(c: &Compute, q: &[(String, String)]) -> Result<Vec<super::Server>, Fault> {
+fn filtered(
+    c: &Compute,
+    q: &[(String, String)],
+    (project, admin): (String, bool),
+) -> Result<Vec<super::Server>, Fault> {
     let mut v = c.servers();
+    // Nova: a project's own servers; an admin's `all_tenants` lists all.
+    let all = q
+        .iter()
+        .any(|(k, v)| k == "all_tenants" && !matches!(v.as_str(), "0" | "false" | "False"));
+    if all && !admin {
+        return Err(fault(
+            403,
+            "Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed.",
+        ));
+    }
+    if !all {
+        v.retain(|s| s.project_id == project);
+    }
     for (k, val) in q {
         match k.as_str() {
             "host" | "node" => v.retain(|s| s.host.as_deref() == Some(val.as_str())),
@@ -320,7 +391,7 @@ async fn list_as(
     view: fn(&str, &super::Server) -> Value,
 ) -> Response {
     at_version(h, |_| async {
-        match filtered(&c.compute, q) {
+        match filtered(&c.compute, q, caller(h, &c.project)) {
             Ok(v) => {
                 let b = base(h);
                 let servers: Vec<Value> = v.iter().map(|s| view(&b, s)).collect();
@@ -614,8 +685,9 @@ async fn action(
     body: Bytes,
 ) -> Response {
     let (c, id, body) = (&c, &id, &body);
+    let admin = caller(&h, &c.project).1;
     at_version(&h, |v| async move {
-        action_inner(c, id, body, v)
+        action_inner(c, id, body, v, admin)
             .await
             .unwrap_or_else(IntoResponse::into_response)
     })
@@ -627,6 +699,7 @@ async fn action_inner(
     id: &str,
     body: &Bytes,
     version: (u32, u32),
+    admin: bool,
 ) -> Result<Response, Fault> {
     let b = body_object(body)?;
     // Unknown servers are 404 whatever the action.
@@ -644,6 +717,12 @@ async fn action_inner(
             ));
         }
         return Err(fault(400, &format!("There is no such action: {name}")));
+    }
+    if !admin {
+        return Err(fault(
+            403,
+            "Policy doesn't allow os_compute_api:os-migrate-server:migrate_live to be performed.",
+        ));
     }
     let Value::Object(m) = args else {
         return Err(invalid("os-migrateLive", args, "is not of type 'object'"));
