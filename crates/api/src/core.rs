@@ -156,6 +156,8 @@ pub struct Shared {
     pub credentials: Arc<NodeCredentials>,
     /// Refused clients, logged once a minute each.
     pub refusals: Arc<RefusalLog>,
+    /// Where port changes are told to Nova (`crate::nova`), once set.
+    pub notifier: Arc<std::sync::OnceLock<crate::nova::Notifier>>,
 }
 
 impl Shared {
@@ -180,6 +182,7 @@ impl Shared {
             next_session: Arc::new(AtomicU64::new(1)),
             credentials: Arc::new(credentials),
             refusals: Arc::new(RefusalLog::default()),
+            notifier: Arc::default(),
         }
     }
 
@@ -422,7 +425,12 @@ impl Shared {
                 return Err(NeutronError::internal());
             }
         };
+        let notifier = self.notifier.get();
+        let before = notifier.map(|_| crate::nova::before(core.state.undo()));
         let changes = core.state.commit();
+        if let (Some(n), Some(b)) = (notifier, before) {
+            n.send(crate::nova::events(&b, &changes));
+        }
         let live = core.liveness(ctx.now);
         let deltas = core.compiler.apply(&core.state, &changes, &live);
         if !deltas.is_empty() {

@@ -17,6 +17,7 @@ pub mod core;
 pub mod http;
 pub mod meta;
 pub mod nodeauth;
+pub mod nova;
 pub mod query;
 pub mod quotas;
 pub mod routes;

@@ -606,3 +606,88 @@ async fn members_see_their_own_servers_and_no_admin_api() {
     assert_eq!(v["servers"].as_array().map(Vec::len), Some(2), "{v}");
     live.shutdown().await;
 }
+
+/// `os-server-external-events`: the networking service's events recorded
+/// for servers this service has (`200`), `207` when some are unknown,
+/// `404` when none are, Nova's schema refusals, admins only; and boots
+/// wait for `network-vif-plugged` (the lab's controller sends it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_events_are_taken_as_nova_takes_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = LiveLab::start(Options::reference(dir.path().join("switchyard.db")).expect("o"))
+        .await
+        .expect("lab");
+    let c = LabClient::new(&live.url());
+    let net = c
+        .post("/v2.0/networks", &json!({"network": {"name": "e"}}))
+        .await
+        .expect("network");
+    let net = net["network"]["id"].as_str().expect("id").to_string();
+    c.post(
+        "/v2.0/subnets",
+        &json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.74.0.0/24"}}),
+    )
+    .await
+    .expect("subnet");
+    // The boot completes: its port's network-vif-plugged arrived.
+    let s = c
+        .boot(
+            "ev",
+            json!([{"uuid": net}]),
+            "compute-2",
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("boot");
+    let id = s["id"].as_str().expect("id").to_string();
+    let unknown = "5a5a5a5a-0000-4000-8000-000000000009";
+    let path = format!("{V}/os-server-external-events");
+    let ev = |server: &str| json!({"name": "network-changed", "server_uuid": server, "tag": "p1"});
+    let (st, v) = call(
+        &c,
+        reqwest::Method::POST,
+        &path,
+        Some(json!({"events": [ev(&id)]})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["events"][0]["code"], 200);
+    assert_eq!(v["events"][0]["status"], "completed");
+    let (st, v) = call(
+        &c,
+        reqwest::Method::POST,
+        &path,
+        Some(json!({"events": [ev(&id), ev(unknown)]})),
+    )
+    .await;
+    assert_eq!(st, 207, "{v}");
+    assert_eq!(v["events"][1]["code"], 404);
+    let (st, v) = call(
+        &c,
+        reqwest::Method::POST,
+        &path,
+        Some(json!({"events": [ev(unknown)]})),
+    )
+    .await;
+    assert_eq!(st, 404, "{v}");
+    for bad in [
+        json!({"events": []}),
+        json!({"events": [{"name": "network-exploded", "server_uuid": id}]}),
+        json!({"events": [{"name": "network-changed", "server_uuid": "nope"}]}),
+        json!({"events": [{"name": "network-changed", "server_uuid": id, "status": "done"}]}),
+        json!({"events": [{"name": "network-changed", "server_uuid": id, "extra": 1}]}),
+        json!({"event": []}),
+    ] {
+        let (st, v) = call(&c, reqwest::Method::POST, &path, Some(bad.clone())).await;
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", live.url()))
+        .header("X-Roles", "member")
+        .json(&json!({"events": [ev(&id)]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    live.shutdown().await;
+}

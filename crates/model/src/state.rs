@@ -217,6 +217,12 @@ impl State {
             .collect()
     }
 
+    /// The open transaction's touched keys as they were at [`State::begin`]
+    /// (`None`: absent then), in first-touch order.
+    pub fn undo(&self) -> &[(Kind, String, Option<Record>)] {
+        self.journal.as_ref().map_or(&[], |j| j.undo.as_slice())
+    }
+
     /// Puts back every touched key as it was at [`State::begin`].
     pub fn rollback(&mut self) {
         let Some(j) = self.journal.take() else {

@@ -29,6 +29,10 @@ pub fn lab_role(host: &str) -> Role {
 pub struct ManualClock(AtomicI64);
 
 impl ManualClock {
+    pub fn at(secs: i64) -> Self {
+        ManualClock(AtomicI64::new(secs))
+    }
+
     pub fn advance(&self, secs: i64) {
         self.0.fetch_add(secs, Ordering::SeqCst);
     }
@@ -89,6 +93,17 @@ impl Server {
         clock: Arc<ManualClock>,
         bind: &str,
     ) -> Server {
+        Self::start_notifying(dir, cfg, clock, bind, None).await
+    }
+
+    /// As `start_on`, telling Nova at `nova` of port changes.
+    pub async fn start_notifying(
+        dir: &Path,
+        cfg: Ml2Config,
+        clock: Arc<ManualClock>,
+        bind: &str,
+        nova: Option<switchyard_api::nova::NovaTarget>,
+    ) -> Server {
         let db = dir.join("test.db");
         let app = switchyard_api::open_app_with_clock(
             &db,
@@ -104,6 +119,12 @@ impl Server {
         app.shared.credentials = Arc::new(switchyard_api::nodeauth::NodeCredentials::with_file(
             &dir.join("nodes.toml"),
         ));
+        if let Some(t) = nova {
+            let _ = app
+                .shared
+                .notifier
+                .set(switchyard_api::nova::Notifier::start(t));
+        }
         let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

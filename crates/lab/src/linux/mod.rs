@@ -556,6 +556,19 @@ impl LinuxLab {
         let extra = routes::router(self.guests.clone(), self.opts.topology.clone()).merge(
             crate::live::compute::api::router(compute, &self.opts.project),
         );
+        // The controller tells the compute service of port changes, as
+        // Neutron tells Nova.
+        let _ = self
+            .app
+            .shared
+            .notifier
+            .set(switchyard_api::nova::Notifier::start(
+                switchyard_api::nova::NovaTarget {
+                    url: format!("http://{addr}/compute/v2.1"),
+                    token: None,
+                    interval: std::time::Duration::ZERO,
+                },
+            ));
         // The API on loopback; on the management network only what agents
         // use (node credentials), never the noauth Neutron API.
         for (l, extra) in [(api, Some(extra)), (south, None)] {

@@ -213,6 +213,25 @@ impl LiveLab {
             );
             app.identity = Some(id.clone());
         }
+        // The controller tells the compute service of port changes, as
+        // Neutron tells Nova (with the service user's token when the APIs
+        // ask for one).
+        let token: Option<std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>> =
+            o.compute.service_token.clone().map(|t| {
+                let f: std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync> =
+                    std::sync::Arc::new(move || t.token(chrono::Utc::now()).ok());
+                f
+            });
+        let _ = app
+            .shared
+            .notifier
+            .set(switchyard_api::nova::Notifier::start(
+                switchyard_api::nova::NovaTarget {
+                    url: format!("http://{}/compute/v2.1", self.addr),
+                    token,
+                    interval: std::time::Duration::ZERO,
+                },
+            ));
         // The lab's own agents are its enrolled nodes.
         for (host, run) in &self.agents {
             let role = run

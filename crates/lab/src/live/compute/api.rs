@@ -53,6 +53,10 @@ pub fn router(compute: Compute, project: &str) -> Router {
             get(server_migrations),
         )
         .route("/compute/v2.1/os-migrations", get(migrations))
+        .route(
+            "/compute/v2.1/os-server-external-events",
+            post(external_events),
+        )
         .route("/compute/v2.1/os-hypervisors", get(hypervisors))
         .route(
             "/compute/v2.1/os-hypervisors/detail",
@@ -104,6 +108,13 @@ async fn policy(
             return fault(
                 403,
                 "Policy doesn't allow os_compute_api:os-migrations:index to be performed.",
+            )
+            .into_response();
+        }
+        ["os-server-external-events"] => {
+            return fault(
+                403,
+                "Policy doesn't allow os_compute_api:os-server-external-events:create to be performed.",
             )
             .into_response();
         }
@@ -812,6 +823,87 @@ async fn migrations(
         all.reverse();
         let v: Vec<Value> = all.iter().map(|m| views::migration(&b, m)).collect();
         reply(StatusCode::OK, &json!({ "migrations": v }))
+    })
+    .await
+}
+
+/// The events Nova takes (its schema's enum).
+const EVENT_NAMES: &[&str] = &[
+    "network-changed",
+    "network-vif-plugged",
+    "network-vif-unplugged",
+    "network-vif-deleted",
+    "volume-extended",
+    "power-update",
+    "accelerator-request-bound",
+    "volume-reimaged",
+];
+
+/// `POST /os-server-external-events` (the networking service's
+/// notifications): `200` when every event found its server, `207` when
+/// some did, `404` when none did; each event answered with its `code`.
+async fn external_events(State(c): State<Ctx>, h: HeaderMap, body: Bytes) -> Response {
+    at_version(&h, |_| async {
+        let parsed = (|| {
+            let mut b = body_object(&body)?;
+            only(&b, "root", &["events"])?;
+            let Some(Value::Array(list)) = b.remove("events") else {
+                return Err(fault(
+                    400,
+                    "Invalid input for field/attribute events. Value: None. None is not of type 'array'",
+                ));
+            };
+            if list.is_empty() || list.len() > 1000 {
+                return Err(fault(400, "Invalid input for field/attribute events: 1 to 1000 events"));
+            }
+            let mut out = Vec::with_capacity(list.len());
+            for e in &list {
+                let Value::Object(m) = e else {
+                    return Err(invalid("events", e, "is not of type 'object'"));
+                };
+                only(m, "events", &["name", "server_uuid", "tag", "status"])?;
+                let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+                let name = text("name").filter(|n| EVENT_NAMES.contains(&n.as_str()));
+                let Some(name) = name else {
+                    return Err(invalid("name", m.get("name").unwrap_or(&Value::Null), "is not one of the event names"));
+                };
+                let Some(server) = text("server_uuid").filter(|s| uuid::Uuid::parse_str(s).is_ok()) else {
+                    return Err(invalid("server_uuid", m.get("server_uuid").unwrap_or(&Value::Null), "is not a 'uuid'"));
+                };
+                let status = text("status").unwrap_or_else(|| "completed".into());
+                if !["completed", "failed", "in-progress"].contains(&status.as_str()) {
+                    return Err(invalid("status", &json!(status), "is not one of ['failed', 'completed', 'in-progress']"));
+                }
+                let tag = text("tag").unwrap_or_default();
+                if tag.len() > 255 {
+                    return Err(invalid("tag", &json!(tag), "is too long"));
+                }
+                out.push(super::ExternalEvent { name, server_uuid: server, tag, status });
+            }
+            Ok(out)
+        })();
+        let events = match parsed {
+            Ok(e) => e,
+            Err(f) => return f.into_response(),
+        };
+        let codes = c.compute.external_events(events.clone());
+        if codes.iter().all(|x| *x == 404) {
+            return fault(404, "No instances found for any event").into_response();
+        }
+        let answered: Vec<Value> = events
+            .iter()
+            .zip(&codes)
+            .map(|(e, code)| {
+                json!({"name": e.name, "server_uuid": e.server_uuid, "tag": e.tag,
+                       "status": e.status, "code": code})
+            })
+            .collect();
+        let status = if codes.iter().all(|x| *x == 200) {
+            StatusCode::OK
+        } else {
+            StatusCode::MULTI_STATUS
+        };
+        reply(status, &json!({ "events": answered }))
     })
     .await
 }

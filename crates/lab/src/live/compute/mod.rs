@@ -249,12 +249,28 @@ struct Inner {
     servers: BTreeMap<String, Server>,
     migrations: Vec<Migration>,
     next_seq: u64,
+    /// External events received (`os-server-external-events`), newest last.
+    events: std::collections::VecDeque<ExternalEvent>,
 }
+
+/// One event the networking service sent (Nova's `InstanceExternalEvent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalEvent {
+    pub name: String,
+    pub server_uuid: String,
+    pub tag: String,
+    pub status: String,
+}
+
+/// Events kept (the oldest go first).
+const EVENTS_KEPT: usize = 10_000;
 
 /// Cheap to clone; every clone is the same service.
 #[derive(Clone)]
 pub struct Compute {
     inner: Arc<Mutex<Inner>>,
+    /// Woken on every external event.
+    event_arrived: Arc<tokio::sync::Notify>,
     hyp: VirtDriver,
     neutron: Neutron,
     hosts: Arc<Vec<Host>>,
@@ -288,6 +304,7 @@ impl Compute {
             .collect();
         Compute {
             inner: Arc::default(),
+            event_arrived: Arc::default(),
             hyp,
             neutron: Neutron::new(url, opts.service_token.clone()),
             hosts: Arc::new(hosts),
@@ -297,6 +314,66 @@ impl Compute {
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
         lock(&self.inner)
+    }
+
+    /// `os-server-external-events`: records each event for a server this
+    /// service has and answers its code (`200`, or `404` for an unknown
+    /// server), as Nova does.
+    pub fn external_events(&self, events: Vec<ExternalEvent>) -> Vec<u16> {
+        let codes = {
+            let mut inner = self.inner();
+            let mut codes = Vec::with_capacity(events.len());
+            for e in events {
+                if inner.servers.contains_key(&e.server_uuid) {
+                    tracing::debug!(server = %e.server_uuid, event = %e.name, tag = %e.tag, status = %e.status, "external event");
+                    if inner.events.len() >= EVENTS_KEPT {
+                        inner.events.pop_front();
+                    }
+                    inner.events.push_back(e);
+                    codes.push(200);
+                } else {
+                    codes.push(404);
+                }
+            }
+            codes
+        };
+        self.event_arrived.notify_waiters();
+        codes
+    }
+
+    /// Nova's wait for `network-vif-plugged` of `port_id` on server `id`
+    /// (within `vif_plugging_timeout`): the event, not the port's status.
+    async fn wait_vif_plugged(&self, id: &str, port_id: &str) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.opts.vif_plugging_timeout;
+        loop {
+            let arrived = self.event_arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let seen = self
+                .inner()
+                .events
+                .iter()
+                .rev()
+                .find(|e| {
+                    e.server_uuid == id && e.tag == port_id && e.name == "network-vif-plugged"
+                })
+                .map(|e| e.status.clone());
+            match seen.as_deref() {
+                Some("completed") => return Ok(()),
+                Some(other) => {
+                    return Err(format!(
+                        "Virtual Interface creation failed: network-vif-plugged for port {port_id} is {other}"
+                    ));
+                }
+                None => {}
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return Err(format!(
+                    "Virtual Interface creation failed: no network-vif-plugged event for port {port_id} within {} s",
+                    self.opts.vif_plugging_timeout.as_secs()
+                ));
+            }
+        }
     }
 
     /// What runs the guests (`hypervisor_type`).
@@ -623,13 +700,14 @@ impl Compute {
                 }
             });
         }
-        // network-vif-plugged: every port ACTIVE.
+        // Nova waits for the networking service's network-vif-plugged
+        // event of every port (sent when the port goes ACTIVE).
         let ports: Vec<String> = self
             .server(id)
             .map(|s| s.vifs.iter().map(|v| v.port_id.clone()).collect())
             .unwrap_or_default();
         for p in ports {
-            self.wait_active(&p).await?;
+            self.wait_vif_plugged(id, &p).await?;
         }
         Ok(())
     }

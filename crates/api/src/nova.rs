@@ -1,0 +1,218 @@
+//! Neutron → Nova notifications, as Neutron's `notifiers/nova.py` sends
+//! them: every committed transaction's port changes become Nova's
+//! `os-server-external-events` for the server the port belongs to
+//! (`device_owner` `compute:*`, `device_id` the server's uuid, `tag` the
+//! port id):
+//!
+//! * status `DOWN`/`BUILD` → `ACTIVE`: `network-vif-plugged`, `completed`;
+//!   → `ERROR`: `network-vif-plugged`, `failed`;
+//! * `ACTIVE` → `DOWN`: `network-vif-unplugged`, `completed`;
+//! * a port deleted: `network-vif-deleted`;
+//! * its fixed IPs changed: `network-changed`.
+//!
+//! Events are queued and sent in batches to `POST {nova}/os-server-external-events`
+//! — the first as soon as it comes, the next after `interval` (Neutron's
+//! `send_events_interval`) — with the configured token (a service user's,
+//! under the embedded identity) or, against a noauth Nova, `X-Roles:
+//! admin`. A batch Nova could not take (unreachable, `5xx`) is sent again,
+//! three times with growing pauses, then logged and dropped, as a
+//! notification is a hint Nova also learns by polling; a `4xx` (say, no such
+//! server) is logged, not retried.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use switchyard_model::{Change, Kind, PortStatus, Record};
+
+/// One external event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub name: &'static str,
+    pub server_uuid: String,
+    pub tag: String,
+    pub status: &'static str,
+}
+
+/// What of a port before the transaction matters for its events.
+#[derive(Debug, Clone)]
+pub struct Before {
+    status: PortStatus,
+    fixed_ips: Vec<String>,
+    device_owner: String,
+    device_id: String,
+}
+
+/// The ports of a transaction as they were (touched keys only).
+pub fn before(undo: &[(Kind, String, Option<Record>)]) -> HashMap<String, Before> {
+    undo.iter()
+        .filter_map(|(k, id, r)| match (k, r) {
+            (Kind::Port, Some(Record::Port(p))) => Some((
+                id.clone(),
+                Before {
+                    status: p.status,
+                    fixed_ips: p
+                        .fixed_ips
+                        .iter()
+                        .map(|f| f.ip_address.to_string())
+                        .collect(),
+                    device_owner: p.device_owner.clone(),
+                    device_id: p.device_id.clone(),
+                },
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn server_of(device_owner: &str, device_id: &str) -> Option<String> {
+    (device_owner.starts_with("compute:") && !device_id.is_empty()).then(|| device_id.to_string())
+}
+
+/// The events a committed transaction makes.
+pub fn events(before: &HashMap<String, Before>, changes: &[Change]) -> Vec<Event> {
+    let mut out = Vec::new();
+    for (k, id, now) in changes {
+        if *k != Kind::Port {
+            continue;
+        }
+        let Some(Record::Port(p)) = now else {
+            // Deleted.
+            if let Some(b) = before.get(id)
+                && let Some(server) = server_of(&b.device_owner, &b.device_id)
+            {
+                out.push(Event {
+                    name: "network-vif-deleted",
+                    server_uuid: server,
+                    tag: id.clone(),
+                    status: "completed",
+                });
+            }
+            continue;
+        };
+        let Some(server) = server_of(&p.device_owner, &p.device_id) else {
+            continue;
+        };
+        let old = before.get(id);
+        let was = old.map(|b| b.status);
+        let ev = |name, status| Event {
+            name,
+            server_uuid: server.clone(),
+            tag: id.clone(),
+            status,
+        };
+        match (was, p.status) {
+            (Some(PortStatus::Active), PortStatus::Down) => {
+                out.push(ev("network-vif-unplugged", "completed"));
+            }
+            (w, PortStatus::Active) if w != Some(PortStatus::Active) && w.is_some() => {
+                out.push(ev("network-vif-plugged", "completed"));
+            }
+            (w, PortStatus::Error) if w != Some(PortStatus::Error) && w.is_some() => {
+                out.push(ev("network-vif-plugged", "failed"));
+            }
+            _ => {}
+        }
+        if let Some(b) = old {
+            let ips: Vec<String> = p
+                .fixed_ips
+                .iter()
+                .map(|f| f.ip_address.to_string())
+                .collect();
+            if b.fixed_ips != ips {
+                out.push(ev("network-changed", "completed"));
+            }
+        }
+    }
+    out
+}
+
+/// Where events go and how.
+#[derive(Clone)]
+pub struct NovaTarget {
+    /// `http://HOST:PORT/compute/v2.1` (Nova's endpoint).
+    pub url: String,
+    /// A token for each send (`None`: a noauth Nova, told `X-Roles: admin`).
+    pub token: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
+    /// Neutron's `send_events_interval`.
+    pub interval: Duration,
+}
+
+/// The queue to the sending task.
+#[derive(Clone)]
+pub struct Notifier {
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<Event>>,
+}
+
+impl Notifier {
+    /// Starts the sending task (on the current tokio runtime).
+    pub fn start(target: NovaTarget) -> Notifier {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(send_loop(target, rx));
+        Notifier { tx }
+    }
+
+    pub fn send(&self, events: Vec<Event>) {
+        if !events.is_empty() {
+            let _ = self.tx.send(events);
+        }
+    }
+}
+
+/// How many times a batch is sent before it is dropped.
+const ATTEMPTS: u32 = 3;
+
+async fn send_loop(t: NovaTarget, mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Event>>) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default();
+    let url = format!("{}/os-server-external-events", t.url.trim_end_matches('/'));
+    while let Some(first) = rx.recv().await {
+        let mut batch = first;
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+        }
+        for attempt in 1..=ATTEMPTS {
+            let mut req = http
+                .post(&url)
+                .header("OpenStack-API-Version", "compute 2.1")
+                .json(&serde_json::json!({ "events": batch }));
+            match t.token.as_ref() {
+                Some(f) => match f() {
+                    Some(tok) => req = req.header("X-Auth-Token", tok),
+                    None => {
+                        tracing::warn!("no token to notify Nova with; events dropped");
+                        break;
+                    }
+                },
+                None => req = req.header("X-Roles", "admin"),
+            }
+            match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    tracing::debug!(events = batch.len(), status = %r.status(), "Nova notified");
+                    break;
+                }
+                Ok(r) if r.status().is_client_error() => {
+                    tracing::info!(events = batch.len(), status = %r.status(), "Nova refused the events");
+                    break;
+                }
+                outcome => {
+                    let why = match outcome {
+                        Ok(r) => r.status().to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    if attempt == ATTEMPTS {
+                        tracing::warn!(events = batch.len(), error = %why, "failed to notify Nova; events dropped");
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                    }
+                }
+            }
+        }
+        if !t.interval.is_zero() {
+            tokio::time::sleep(t.interval).await;
+        }
+    }
+}
