@@ -96,3 +96,27 @@ def test_projects_are_isolated_on_the_compute_api(lab_auth):
         admin.compute.delete_server(srv)
         admin.compute.wait_for_delete(srv, wait=30, interval=0.2)
         admin.network.delete_network(net)
+
+
+def test_flavors_and_the_guest_image_from_the_catalog(lab_auth):
+    demo = openstack.connect(cloud="switchyard-demo")
+    flavors = {f.name: f for f in demo.compute.flavors()}
+    assert flavors["m1.tiny"].ram == 512
+    images = list(demo.image.images())
+    assert [i.name for i in images] == ["switchyard-guest"]
+    net = demo.network.create_network(name="fl-net")
+    demo.network.create_subnet(network_id=net.id, ip_version=4, cidr="10.76.0.0/24")
+    srv = demo.compute.create_server(
+        name="vm-fl", flavor_id=flavors["m1.tiny"].id, image_id=images[0].id,
+        networks=[{"uuid": net.id}], availability_zone="nova:compute-4",
+    )
+    srv = demo.compute.wait_for_server(srv, wait=60, interval=0.2)
+    try:
+        assert srv.flavor.original_name == "m1.tiny"
+        assert srv.image.id == images[0].id
+        zones = [z.name for z in demo.compute.availability_zones()]
+        assert zones == ["nova"]
+    finally:
+        demo.compute.delete_server(srv)
+        demo.compute.wait_for_delete(srv, wait=30, interval=0.2)
+        demo.network.delete_network(net)

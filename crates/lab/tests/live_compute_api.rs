@@ -17,6 +17,22 @@ async fn call(c: &LabClient, m: reqwest::Method, path: &str, body: Option<Value>
     c.call(m, path, body.as_ref()).await.expect("http")
 }
 
+/// A network (`attrs`) with an IPv4 subnet `cidr`; its id.
+async fn network(c: &LabClient, attrs: Value, cidr: &str) -> String {
+    let n = c
+        .post("/v2.0/networks", &json!({ "network": attrs }))
+        .await
+        .expect("network");
+    let id = n["network"]["id"].as_str().expect("id").to_string();
+    c.post(
+        "/v2.0/subnets",
+        &json!({"subnet": {"network_id": id, "ip_version": 4, "cidr": cidr}}),
+    )
+    .await
+    .expect("subnet");
+    id
+}
+
 fn fault<'a>(v: &'a Value, kind: &str, code: u16) -> &'a str {
     assert_eq!(v[kind]["code"], code, "{v}");
     v[kind]["message"].as_str().expect("message")
@@ -66,7 +82,7 @@ async fn compute_api_contract() {
     );
 
     // What this API does not have is Nova's 404, not Neutron's.
-    let (s, v) = call(&c, M::GET, &format!("{V}/flavors"), None).await;
+    let (s, v) = call(&c, M::GET, &format!("{V}/os-keypairs"), None).await;
     assert_eq!(s, 404);
     assert_eq!(
         fault(&v, "itemNotFound", 404),
@@ -169,7 +185,7 @@ async fn compute_api_contract() {
         &c,
         M::POST,
         &servers,
-        Some(json!({"server": {"name": "a", "networks": [{"port": given}], "imageRef": "lab", "flavorRef": "1"}})),
+        Some(json!({"server": {"name": "a", "networks": [{"port": given}], "imageRef": switchyard_lab::live::compute::catalog::GUEST_IMAGE_ID, "flavorRef": "1"}})),
     )
     .await;
     assert_eq!(s, 202, "{v}");
@@ -507,20 +523,7 @@ async fn members_see_their_own_servers_and_no_admin_api() {
         .expect("lab");
     let c = LabClient::new(&live.url());
     let http = reqwest::Client::new();
-    let net = c
-        .post(
-            "/v2.0/networks",
-            &json!({"network": {"name": "p", "shared": true}}),
-        )
-        .await
-        .expect("network");
-    let net = net["network"]["id"].as_str().expect("id").to_string();
-    c.post(
-        "/v2.0/subnets",
-        &json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.72.0.0/24"}}),
-    )
-    .await
-    .expect("subnet");
+    let net = network(&c, json!({"name": "p", "shared": true}), "10.72.0.0/24").await;
     let admin_vm = c
         .boot(
             "admin-vm",
@@ -685,6 +688,145 @@ async fn external_events_are_taken_as_nova_takes_them() {
         .post(format!("{}{path}", live.url()))
         .header("X-Roles", "member")
         .json(&json!({"events": [ev(&id)]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    live.shutdown().await;
+}
+
+/// What `openstack server create --flavor … --image …` needs: Nova's
+/// flavors (list, detail, show; create and delete for admins), the guest
+/// image through a Glance v2 subset, both checked on boot and shown on the
+/// server; availability zones, aggregates and hypervisor statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flavors_images_and_zones() {
+    use switchyard_lab::live::compute::catalog::GUEST_IMAGE_ID;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = LiveLab::start(Options::reference(dir.path().join("switchyard.db")).expect("o"))
+        .await
+        .expect("lab");
+    let c = LabClient::new(&live.url());
+    use reqwest::Method as M;
+    let (s, v) = call(&c, M::GET, &format!("{V}/flavors"), None).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = v["flavors"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["m1.tiny", "m1.small", "m1.medium", "m1.large", "m1.xlarge"]
+    );
+    let (_, v) = call(&c, M::GET, &format!("{V}/flavors/1"), None).await;
+    assert_eq!(
+        (&v["flavor"]["ram"], &v["flavor"]["vcpus"]),
+        (&json!(512), &json!(1))
+    );
+    let (s, v) = call(
+        &c,
+        M::POST,
+        &format!("{V}/flavors"),
+        Some(json!({"flavor": {"name": "lab.small", "ram": 128, "vcpus": 1, "disk": 0, "id": "lab1"}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = call(
+        &c,
+        M::POST,
+        &format!("{V}/flavors"),
+        Some(json!({"flavor": {"name": "lab.small", "ram": 128, "vcpus": 1, "disk": 0}})),
+    )
+    .await;
+    assert_eq!(s, 409, "a name taken");
+    for bad in [
+        json!({"flavor": {"name": "x", "ram": 0, "vcpus": 1, "disk": 0}}),
+        json!({"flavor": {"name": "x", "vcpus": 1, "disk": 0}}),
+        json!({"flavor": {"name": "x", "ram": 1, "vcpus": 1, "disk": 0, "colour": "red"}}),
+    ] {
+        let (s, v) = call(&c, M::POST, &format!("{V}/flavors"), Some(bad.clone())).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
+    let (s, v) = call(&c, M::GET, "/image/v2/images", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["images"][0]["id"], GUEST_IMAGE_ID);
+    assert_eq!(v["images"][0]["status"], "active");
+    let (s, _) = call(
+        &c,
+        M::GET,
+        "/image/v2/images/5a5a5a5a-0000-4000-8000-000000000009",
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+
+    let net = network(&c, json!({"name": "f"}), "10.75.0.0/24").await;
+    let boot = |flavor: &str, image: &str| {
+        json!({"server": {"name": "fv", "networks": [{"uuid": net}], "flavorRef": flavor,
+                          "imageRef": image, "availability_zone": "nova:compute-2"}})
+    };
+    let (s, v) = call(
+        &c,
+        M::POST,
+        &format!("{V}/servers"),
+        Some(boot("99", GUEST_IMAGE_ID)),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        fault(&v, "badRequest", 400),
+        "Flavor 99 could not be found."
+    );
+    let (s, v) = call(
+        &c,
+        M::POST,
+        &format!("{V}/servers"),
+        Some(boot("lab1", "5a5a5a5a-0000-4000-8000-000000000009")),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(fault(&v, "badRequest", 400).starts_with("Image 5a5a5a5a"));
+    let (s, v) = call(
+        &c,
+        M::POST,
+        &format!("{V}/servers"),
+        Some(boot("lab1", GUEST_IMAGE_ID)),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["server"]["id"].as_str().expect("id").to_string();
+    let (_, v) = call(&c, M::GET, &format!("{V}/servers/{id}"), None).await;
+    assert_eq!(v["server"]["flavor"]["original_name"], "lab.small");
+    assert_eq!(v["server"]["flavor"]["ram"], 128);
+    assert_eq!(v["server"]["image"]["id"], GUEST_IMAGE_ID);
+
+    let (_, v) = call(&c, M::GET, &format!("{V}/os-availability-zone"), None).await;
+    assert_eq!(v["availabilityZoneInfo"][0]["zoneName"], "nova");
+    let (_, v) = call(
+        &c,
+        M::GET,
+        &format!("{V}/os-availability-zone/detail"),
+        None,
+    )
+    .await;
+    assert!(
+        v["availabilityZoneInfo"][0]["hosts"]["compute-4"].is_object(),
+        "{v}"
+    );
+    let (_, v) = call(&c, M::GET, &format!("{V}/os-aggregates"), None).await;
+    assert_eq!(v, json!({"aggregates": []}));
+    let (_, v) = call(&c, M::GET, &format!("{V}/os-hypervisors/statistics"), None).await;
+    assert_eq!(v["hypervisor_statistics"]["count"], 4, "{v}");
+    let (s, _) = call(&c, M::DELETE, &format!("{V}/flavors/lab1"), None).await;
+    assert_eq!(s, 202);
+    let (s, _) = call(&c, M::GET, &format!("{V}/flavors/lab1"), None).await;
+    assert_eq!(s, 404);
+    let r = reqwest::Client::new()
+        .post(format!("{}{V}/flavors", live.url()))
+        .header("X-Roles", "member")
+        .json(&json!({"flavor": {"name": "m", "ram": 1, "vcpus": 1, "disk": 0}}))
         .send()
         .await
         .expect("post");

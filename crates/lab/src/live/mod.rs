@@ -209,6 +209,7 @@ impl LiveLab {
                 vec![
                     ("network", "neutron", String::new()),
                     ("compute", "nova", "/compute/v2.1".to_string()),
+                    ("image", "glance", "/image".to_string()),
                 ],
             );
             app.identity = Some(id.clone());

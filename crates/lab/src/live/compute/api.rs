@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
+use super::catalog;
 use super::{BootRequest, Compute, ComputeError, NetRequest, views};
 
 /// Highest microversion served: `host` on boot (2.74), UUID hypervisor ids
@@ -63,6 +64,27 @@ pub fn router(compute: Compute, project: &str) -> Router {
             get(hypervisors_detail),
         )
         .route("/compute/v2.1/os-hypervisors/{id}", get(hypervisor))
+        .route(
+            "/compute/v2.1/os-hypervisors/statistics",
+            get(hypervisor_statistics),
+        )
+        .route("/compute/v2.1/flavors", get(flavors).post(create_flavor))
+        .route("/compute/v2.1/flavors/detail", get(flavors_detail))
+        .route(
+            "/compute/v2.1/flavors/{id}",
+            get(show_flavor).delete(delete_flavor),
+        )
+        .route("/compute/v2.1/os-availability-zone", get(zones))
+        .route(
+            "/compute/v2.1/os-availability-zone/detail",
+            get(zones_detail),
+        )
+        .route("/compute/v2.1/os-aggregates", get(aggregates))
+        .route("/image", get(image_versions))
+        .route("/image/", get(image_versions))
+        .route("/image/versions", get(image_versions))
+        .route("/image/v2/images", get(images))
+        .route("/image/v2/images/{id}", get(show_image))
         .route("/compute/v2.1/{*rest}", axum::routing::any(unknown))
         .method_not_allowed_fallback(bad_method)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), policy))
@@ -108,6 +130,20 @@ async fn policy(
             return fault(
                 403,
                 "Policy doesn't allow os_compute_api:os-migrations:index to be performed.",
+            )
+            .into_response();
+        }
+        ["os-aggregates", ..] | ["os-availability-zone", "detail"] => {
+            return fault(
+                403,
+                "Policy doesn't allow os_compute_api:os-hypervisors:list to be performed.",
+            )
+            .into_response();
+        }
+        ["flavors", ..] if req.method() != axum::http::Method::GET => {
+            return fault(
+                403,
+                "Policy doesn't allow os_compute_api:os-flavor-manage:create to be performed.",
             )
             .into_response();
         }
@@ -627,6 +663,8 @@ async fn create_inner(
             project_id: caller_project(h, &c.project),
             networks,
             host,
+            flavor: ref_of(&s, "flavorRef")?,
+            image: ref_of(&s, "imageRef")?,
         })
         .await
         .map_err(|e| error(&e))?;
@@ -645,6 +683,16 @@ async fn create_inner(
         r.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(r)
+}
+
+/// `flavorRef` / `imageRef`: a string (an id or a link) or absent.
+fn ref_of(s: &Map<String, Value>, key: &str) -> Result<Option<String>, Fault> {
+    match s.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(r)) if r.len() <= 255 => Ok(Some(r.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(x) => Err(invalid(key, x, "is not a valid reference")),
+    }
 }
 
 fn caller_project(h: &HeaderMap, default: &str) -> String {
@@ -825,6 +873,268 @@ async fn migrations(
         reply(StatusCode::OK, &json!({ "migrations": v }))
     })
     .await
+}
+
+async fn flavors(State(c): State<Ctx>, h: HeaderMap) -> Response {
+    at_version(&h, |_| async {
+        let b = base(&h);
+        let v: Vec<Value> = c
+            .compute
+            .flavors()
+            .iter()
+            .map(|f| catalog::flavor_brief(&b, f))
+            .collect();
+        reply(StatusCode::OK, &json!({ "flavors": v }))
+    })
+    .await
+}
+
+async fn flavors_detail(State(c): State<Ctx>, h: HeaderMap) -> Response {
+    at_version(&h, |_| async {
+        let b = base(&h);
+        let v: Vec<Value> = c
+            .compute
+            .flavors()
+            .iter()
+            .map(|f| catalog::flavor_detail(&b, f))
+            .collect();
+        reply(StatusCode::OK, &json!({ "flavors": v }))
+    })
+    .await
+}
+
+async fn show_flavor(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    at_version(&h, |_| async {
+        match c.compute.flavor(&id) {
+            Ok(f) => reply(
+                StatusCode::OK,
+                &json!({"flavor": catalog::flavor_detail(&base(&h), &f)}),
+            ),
+            Err(e) => error(&e).into_response(),
+        }
+    })
+    .await
+}
+
+async fn delete_flavor(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    at_version(&h, |_| async {
+        match c.compute.delete_flavor(&id) {
+            Ok(()) => StatusCode::ACCEPTED.into_response(),
+            Err(e) => error(&e).into_response(),
+        }
+    })
+    .await
+}
+
+/// `POST /flavors` (`os-flavor-manage`): name, ram, vcpus, disk required;
+/// id optional (a UUID is made); `os-flavor-access:is_public`.
+async fn create_flavor(State(c): State<Ctx>, h: HeaderMap, body: Bytes) -> Response {
+    let (c, hr, body) = (&c, &h, &body);
+    at_version(&h, |v| async move {
+        let h = hr;
+        let made = (|| {
+            let mut b = body_object(body)?;
+            let Some(Value::Object(f)) = b.remove("flavor") else {
+                return Err(invalid(
+                    "root",
+                    &Value::Object(b),
+                    "'flavor' is a required property",
+                ));
+            };
+            let mut allowed = vec![
+                "name",
+                "id",
+                "ram",
+                "vcpus",
+                "disk",
+                "OS-FLV-EXT-DATA:ephemeral",
+                "swap",
+                "rxtx_factor",
+                "os-flavor-access:is_public",
+            ];
+            if v >= (2, 55) {
+                allowed.push("description");
+            }
+            only(&f, "flavor", &allowed)?;
+            let name = match f.get("name") {
+                Some(Value::String(n)) if !n.trim().is_empty() && n.len() <= 255 => {
+                    n.trim().to_string()
+                }
+                Some(x) => return Err(invalid("name", x, "is not a valid flavor name")),
+                None => {
+                    return Err(invalid(
+                        "flavor",
+                        &Value::Object(f.clone()),
+                        "'name' is a required property",
+                    ));
+                }
+            };
+            let num = |k: &str, min: u64| -> Result<u32, Fault> {
+                let x = f.get(k).ok_or_else(|| {
+                    invalid(
+                        "flavor",
+                        &Value::Object(f.clone()),
+                        &format!("'{k}' is a required property"),
+                    )
+                })?;
+                x.as_u64()
+                    .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+                    .filter(|n| *n >= min && *n <= u64::from(i32::MAX as u32))
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| invalid(k, x, &format!("must be an integer from {min}")))
+            };
+            let (ram, vcpus, disk) = (num("ram", 1)?, num("vcpus", 1)?, num("disk", 0)?);
+            let id = match f.get("id") {
+                None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
+                Some(Value::String(i))
+                    if !i.is_empty()
+                        && i.len() <= 255
+                        && i.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+                {
+                    i.clone()
+                }
+                Some(x) => return Err(invalid("id", x, "is not a valid flavor id")),
+            };
+            let is_public = match f.get("os-flavor-access:is_public") {
+                None => true,
+                Some(Value::Bool(b)) => *b,
+                Some(x) => {
+                    return Err(invalid(
+                        "os-flavor-access:is_public",
+                        x,
+                        "is not of type 'boolean'",
+                    ));
+                }
+            };
+            let description = f
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            c.compute
+                .create_flavor(catalog::Flavor {
+                    id,
+                    name,
+                    vcpus,
+                    ram,
+                    disk,
+                    is_public,
+                    description,
+                })
+                .map_err(|e| error(&e))
+        })();
+        match made {
+            Ok(f) => reply(
+                StatusCode::OK,
+                &json!({"flavor": catalog::flavor_detail(&base(h), &f)}),
+            ),
+            Err(e) => e.into_response(),
+        }
+    })
+    .await
+}
+
+async fn zones(h: HeaderMap) -> Response {
+    at_version(&h, |_| async {
+        reply(
+            StatusCode::OK,
+            &json!({"availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": true}, "hosts": null}]}),
+        )
+    })
+    .await
+}
+
+async fn zones_detail(State(c): State<Ctx>, h: HeaderMap) -> Response {
+    at_version(&h, |_| async {
+        let hosts: Map<String, Value> = c
+            .compute
+            .hosts()
+            .iter()
+            .map(|x| {
+                (x.name.clone(), json!({"nova-compute": {"available": true, "active": true, "updated_at": null}}))
+            })
+            .collect();
+        reply(
+            StatusCode::OK,
+            &json!({"availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": true}, "hosts": hosts}]}),
+        )
+    })
+    .await
+}
+
+/// Host aggregates: none are made (every host is in availability zone `nova`).
+async fn aggregates(h: HeaderMap) -> Response {
+    at_version(&h, |_| async {
+        reply(StatusCode::OK, &json!({"aggregates": []}))
+    })
+    .await
+}
+
+async fn hypervisor_statistics(State(c): State<Ctx>, h: HeaderMap) -> Response {
+    at_version(&h, |_| async {
+        let hosts = c.compute.hosts();
+        let vcpus = u64::from(c.compute.capacity()) * hosts.len() as u64;
+        let used: u64 = hosts
+            .iter()
+            .map(|x| u64::from(c.compute.usage(&x.name).0))
+            .sum();
+        let running = used;
+        reply(
+            StatusCode::OK,
+            &json!({"hypervisor_statistics": {
+                "count": hosts.len(), "vcpus": vcpus, "vcpus_used": used, "running_vms": running,
+                "memory_mb": 0, "memory_mb_used": 0, "free_ram_mb": 0,
+                "local_gb": 0, "local_gb_used": 0, "free_disk_gb": 0,
+                "current_workload": 0, "disk_available_least": 0,
+            }}),
+        )
+    })
+    .await
+}
+
+fn image_base(h: &HeaderMap) -> String {
+    base(h).trim_end_matches("/compute/v2.1").to_string()
+}
+
+/// Glance's version document (v2.x, as Glance lists them).
+async fn image_versions(h: HeaderMap) -> Response {
+    let b = image_base(&h);
+    reply(
+        StatusCode::OK,
+        &json!({"versions": [{"id": "v2.9", "status": "CURRENT",
+            "links": [{"rel": "self", "href": format!("{b}/image/v2/")}]}]}),
+    )
+}
+
+async fn images(State(c): State<Ctx>, h: HeaderMap) -> Response {
+    let img = catalog::image(
+        &image_base(&h),
+        c.compute.driver_kind(),
+        &c.compute.started(),
+    );
+    reply(
+        StatusCode::OK,
+        &json!({"images": [img], "first": "/v2/images", "schema": "/v2/schemas/images"}),
+    )
+}
+
+async fn show_image(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    if id != catalog::GUEST_IMAGE_ID {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("No image found with ID {id}"),
+        )
+            .into_response();
+    }
+    reply(
+        StatusCode::OK,
+        &catalog::image(
+            &image_base(&h),
+            c.compute.driver_kind(),
+            &c.compute.started(),
+        ),
+    )
 }
 
 /// The events Nova takes (its schema's enum).

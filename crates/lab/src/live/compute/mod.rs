@@ -23,6 +23,7 @@
 //! through the server's `status` and `/os-migrations`.
 
 pub mod api;
+pub mod catalog;
 pub mod driver;
 pub mod neutron;
 mod views;
@@ -161,6 +162,10 @@ pub struct Server {
     pub created: String,
     pub updated: String,
     pub fault: Option<Fault>,
+    /// The flavor it was booted with (`None`: none asked for).
+    pub flavor: Option<catalog::Flavor>,
+    /// The image it was booted from (the guest image's id, or none asked).
+    pub image: Option<String>,
     /// Set by a delete during the build: the build tears down what it made.
     deleting: bool,
     /// Creation order (timestamps have one-second resolution).
@@ -202,6 +207,9 @@ pub struct BootRequest {
     pub networks: Vec<NetRequest>,
     /// `availability_zone: "nova:HOST"` or `host`.
     pub host: Option<String>,
+    /// `flavorRef` and `imageRef` (an id, or a link ending in one).
+    pub flavor: Option<String>,
+    pub image: Option<String>,
 }
 
 /// Errors in the categories Nova's API answers with.
@@ -251,6 +259,7 @@ struct Inner {
     next_seq: u64,
     /// External events received (`os-server-external-events`), newest last.
     events: std::collections::VecDeque<ExternalEvent>,
+    flavors: Vec<catalog::Flavor>,
 }
 
 /// One event the networking service sent (Nova's `InstanceExternalEvent`).
@@ -275,6 +284,7 @@ pub struct Compute {
     neutron: Neutron,
     hosts: Arc<Vec<Host>>,
     opts: Arc<ComputeOptions>,
+    started: String,
 }
 
 impl Compute {
@@ -302,18 +312,72 @@ impl Compute {
                 vfs: n.vfs.unwrap_or(crate::agents::DEFAULT_VFS),
             })
             .collect();
+        let inner = Inner {
+            flavors: catalog::defaults(),
+            ..Inner::default()
+        };
         Compute {
-            inner: Arc::default(),
+            inner: Arc::new(Mutex::new(inner)),
             event_arrived: Arc::default(),
             hyp,
             neutron: Neutron::new(url, opts.service_token.clone()),
             hosts: Arc::new(hosts),
             opts: Arc::new(opts),
+            started: now_string(),
         }
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
         lock(&self.inner)
+    }
+
+    /// When this service started (the guest image's creation time).
+    pub fn started(&self) -> String {
+        self.started.clone()
+    }
+
+    pub fn flavors(&self) -> Vec<catalog::Flavor> {
+        self.inner().flavors.clone()
+    }
+
+    pub fn flavor(&self, id: &str) -> Result<catalog::Flavor, ComputeError> {
+        self.inner()
+            .flavors
+            .iter()
+            .find(|f| f.id == id)
+            .cloned()
+            .ok_or_else(|| ComputeError::NotFound(format!("Flavor {id} could not be found.")))
+    }
+
+    /// Adds a flavor (an admin's act): a name and id not taken.
+    pub fn create_flavor(&self, f: catalog::Flavor) -> Result<catalog::Flavor, ComputeError> {
+        let mut inner = self.inner();
+        if inner.flavors.iter().any(|x| x.name == f.name) {
+            return Err(ComputeError::Conflict(format!(
+                "Flavor with name {} already exists.",
+                f.name
+            )));
+        }
+        if inner.flavors.iter().any(|x| x.id == f.id) {
+            return Err(ComputeError::Conflict(format!(
+                "Flavor with ID {} already exists.",
+                f.id
+            )));
+        }
+        inner.flavors.push(f.clone());
+        Ok(f)
+    }
+
+    pub fn delete_flavor(&self, id: &str) -> Result<(), ComputeError> {
+        let mut inner = self.inner();
+        let before = inner.flavors.len();
+        inner.flavors.retain(|f| f.id != id);
+        if inner.flavors.len() == before {
+            return Err(ComputeError::NotFound(format!(
+                "Flavor {id} could not be found."
+            )));
+        }
+        Ok(())
     }
 
     /// `os-server-external-events`: records each event for a server this
@@ -434,6 +498,11 @@ impl Compute {
         (n, vfs)
     }
 
+    /// Instances a host runs at most (its `vcpus`).
+    pub fn capacity(&self) -> u32 {
+        self.opts.instances_per_host
+    }
+
     /// Running instances and VFs in use on `host` (for the hypervisor view).
     pub fn usage(&self, host: &str) -> (u32, u32) {
         self.load(&self.inner(), host)
@@ -506,6 +575,30 @@ impl Compute {
                 "Compute host {h} could not be found."
             )));
         }
+        let last = |r: &str| {
+            r.trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        let flavor = match &req.flavor {
+            None => None,
+            Some(r) => Some(self.flavor(&last(r)).map_err(|_| {
+                ComputeError::BadRequest(format!("Flavor {} could not be found.", last(r)))
+            })?),
+        };
+        let image = match &req.image {
+            None => None,
+            Some(r) if r.is_empty() => None,
+            Some(r) if last(r) == catalog::GUEST_IMAGE_ID => Some(last(r)),
+            Some(r) => {
+                return Err(ComputeError::BadRequest(format!(
+                    "Image {} could not be found.",
+                    last(r)
+                )));
+            }
+        };
         // What Nova's API checks before accepting: networks and ports exist,
         // ports are free; their vnic types steer the scheduler.
         let mut vnics = Vec::new();
@@ -594,6 +687,8 @@ impl Compute {
                     created: now.clone(),
                     updated: now,
                     fault: None,
+                    flavor: flavor.clone(),
+                    image: image.clone(),
                     deleting: false,
                     seq,
                 },

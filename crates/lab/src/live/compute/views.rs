@@ -68,9 +68,15 @@ pub fn server_detail(base: &str, s: &Server) -> Value {
         "updated": s.updated,
         "addresses": addresses(s),
         "links": links(base, "servers", &s.id),
-        "image": "",
-        "flavor": {"vcpus": 1, "ram": 64, "disk": 0, "ephemeral": 0, "swap": 0,
-                   "original_name": "lab.guest", "extra_specs": {}},
+        "image": match &s.image {
+            Some(i) => json!({"id": i, "links": [{"rel": "bookmark", "href": format!("{base}/images/{i}")}]}),
+            None => json!(""),
+        },
+        "flavor": match &s.flavor {
+            Some(f) => super::catalog::server_flavor(f),
+            None => json!({"vcpus": 1, "ram": 64, "disk": 0, "ephemeral": 0, "swap": 0,
+                           "original_name": "lab.guest", "extra_specs": {}}),
+        },
         "metadata": {},
         "key_name": null,
         "accessIPv4": "",
