@@ -802,6 +802,57 @@ async fn flavors_images_and_zones() {
     assert_eq!(v["server"]["flavor"]["ram"], 128);
     assert_eq!(v["server"]["image"]["id"], GUEST_IMAGE_ID);
 
+    // Nova's quotas: instances, cores and RAM counted from flavors, enforced.
+    let (s, v) = call(
+        &c,
+        M::PUT,
+        &format!("{V}/os-quota-sets/admin"),
+        Some(json!({"quota_set": {"instances": 1}})),
+    )
+    .await;
+    assert_eq!((s, &v["quota_set"]["instances"]), (200, &json!(1)), "{v}");
+    let (s, v) = call(
+        &c,
+        M::POST,
+        &format!("{V}/servers"),
+        Some(boot("1", GUEST_IMAGE_ID)),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(
+        fault(&v, "forbidden", 403),
+        "Quota exceeded for instances: Requested 1, but already used 1 of 1 instances"
+    );
+    let (_, v) = call(&c, M::GET, &format!("{V}/os-quota-sets/admin/detail"), None).await;
+    assert_eq!(
+        v["quota_set"]["ram"],
+        json!({"limit": 51200, "in_use": 128, "reserved": 0})
+    );
+    let (_, v) = call(&c, M::GET, &format!("{V}/limits"), None).await;
+    assert_eq!(v["limits"]["absolute"]["totalInstancesUsed"], 1);
+    assert_eq!(v["limits"]["absolute"]["maxTotalInstances"], 1);
+    let (s, _) = call(
+        &c,
+        M::PUT,
+        &format!("{V}/os-quota-sets/admin"),
+        Some(json!({"quota_set": {"instances": -2}})),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (_, v) = call(
+        &c,
+        M::GET,
+        &format!("{V}/os-hypervisors/compute-4/uptime"),
+        None,
+    )
+    .await;
+    assert!(
+        v["hypervisor"]["uptime"]
+            .as_str()
+            .is_some_and(|u| u.contains(" up ")),
+        "{v}"
+    );
+
     let (_, v) = call(&c, M::GET, &format!("{V}/os-availability-zone"), None).await;
     assert_eq!(v["availabilityZoneInfo"][0]["zoneName"], "nova");
     let (_, v) = call(

@@ -80,6 +80,23 @@ pub fn router(compute: Compute, project: &str) -> Router {
             get(zones_detail),
         )
         .route("/compute/v2.1/os-aggregates", get(aggregates))
+        .route(
+            "/compute/v2.1/os-hypervisors/{id}/uptime",
+            get(hypervisor_uptime),
+        )
+        .route(
+            "/compute/v2.1/os-quota-sets/{project}",
+            get(quota_show).put(quota_update),
+        )
+        .route(
+            "/compute/v2.1/os-quota-sets/{project}/defaults",
+            get(quota_defaults),
+        )
+        .route(
+            "/compute/v2.1/os-quota-sets/{project}/detail",
+            get(quota_detail),
+        )
+        .route("/compute/v2.1/limits", get(limits))
         .route("/image", get(image_versions))
         .route("/image/", get(image_versions))
         .route("/image/versions", get(image_versions))
@@ -597,6 +614,7 @@ async fn create_inner(
         "availability_zone",
         "min_count",
         "max_count",
+        "block_device_mapping_v2",
     ];
     if version >= (2, 74) {
         allowed.extend(["host", "hypervisor_hostname"]);
@@ -621,6 +639,27 @@ async fn create_inner(
             return Err(fault(
                 400,
                 &format!("{k} other than 1 is not supported: boot servers one at a time."),
+            ));
+        }
+    }
+    // The CLI states the image boot as a block device mapping; that one
+    // (the image to local disk) is what every boot here is. Volumes need a
+    // block storage service there is none of.
+    if let Some(bdm) = s.get("block_device_mapping_v2") {
+        let image = s
+            .get("imageRef")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let only_image = bdm.as_array().is_some_and(|l| {
+            l.len() == 1
+                && l[0]["source_type"] == "image"
+                && l[0]["destination_type"] == "local"
+                && l[0]["uuid"].as_str() == Some(image)
+        });
+        if !only_image {
+            return Err(fault(
+                400,
+                "Block device mappings other than the image to local disk are not supported: there is no block storage service.",
             ));
         }
     }
@@ -1034,6 +1073,174 @@ async fn create_flavor(State(c): State<Ctx>, h: HeaderMap, body: Bytes) -> Respo
     .await
 }
 
+/// The host's `uptime` line (the lab's hypervisors run on this machine).
+fn uptime_line() -> String {
+    let up = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let l: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        " {} up {} days, {:2}:{:02},  0 users,  load average: {}",
+        chrono::Utc::now().format("%H:%M:%S"),
+        up / 86_400,
+        up % 86_400 / 3600,
+        up % 3600 / 60,
+        l.join(", ")
+    )
+}
+
+async fn hypervisor_uptime(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    at_version(&h, |_| async {
+        match c
+            .compute
+            .hosts()
+            .iter()
+            .find(|x| x.uuid == id || x.id.to_string() == id || x.name == id)
+        {
+            Some(x) => reply(
+                StatusCode::OK,
+                &json!({"hypervisor": {"id": x.uuid, "hypervisor_hostname": x.name, "state": "up",
+                                       "status": "enabled", "uptime": uptime_line()}}),
+            ),
+            None => {
+                fault(404, &format!("Hypervisor with ID {id} could not be found.")).into_response()
+            }
+        }
+    })
+    .await
+}
+
+/// A non-admin reads its own project's quotas only.
+fn quota_reader(c: &Ctx, h: &HeaderMap, project: &str) -> Result<(), Fault> {
+    let (mine, admin) = caller(h, &c.project);
+    if admin || mine == project {
+        Ok(())
+    } else {
+        Err(fault(
+            403,
+            "Policy doesn't allow os_compute_api:os-quota-sets:show to be performed.",
+        ))
+    }
+}
+
+fn quota_set(project: &str, m: std::collections::BTreeMap<String, i64>) -> Value {
+    let mut v: Map<String, Value> = m.into_iter().map(|(k, x)| (k, json!(x))).collect();
+    v.insert("id".into(), json!(project));
+    json!({ "quota_set": v })
+}
+
+async fn quota_show(State(c): State<Ctx>, h: HeaderMap, Path(p): Path<String>) -> Response {
+    at_version(&h, |_| async {
+        match quota_reader(&c, &h, &p) {
+            Ok(()) => reply(StatusCode::OK, &quota_set(&p, c.compute.quota(&p))),
+            Err(f) => f.into_response(),
+        }
+    })
+    .await
+}
+
+async fn quota_defaults(h: HeaderMap, Path(p): Path<String>) -> Response {
+    at_version(&h, |_| async {
+        let d = super::NOVA_QUOTAS
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        reply(StatusCode::OK, &quota_set(&p, d))
+    })
+    .await
+}
+
+async fn quota_detail(State(c): State<Ctx>, h: HeaderMap, Path(p): Path<String>) -> Response {
+    at_version(&h, |_| async {
+        if let Err(f) = quota_reader(&c, &h, &p) {
+            return f.into_response();
+        }
+        let used = c.compute.quota_usage(&p);
+        let mut v: Map<String, Value> = c
+            .compute
+            .quota(&p)
+            .into_iter()
+            .map(|(k, l)| {
+                let u = used.get(&k).copied().unwrap_or(0);
+                (k, json!({"limit": l, "in_use": u, "reserved": 0}))
+            })
+            .collect();
+        v.insert("id".into(), json!(p));
+        reply(StatusCode::OK, &json!({ "quota_set": v }))
+    })
+    .await
+}
+
+async fn quota_update(
+    State(c): State<Ctx>,
+    h: HeaderMap,
+    Path(p): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (c, hr, p, body) = (&c, &h, &p, &body);
+    at_version(&h, |_| async move {
+        let r = (|| {
+            if !caller(hr, &c.project).1 {
+                return Err(fault(
+                    403,
+                    "Policy doesn't allow os_compute_api:os-quota-sets:update to be performed.",
+                ));
+            }
+            let mut b = body_object(body)?;
+            let Some(Value::Object(q)) = b.remove("quota_set") else {
+                return Err(invalid(
+                    "root",
+                    &Value::Object(b),
+                    "'quota_set' is a required property",
+                ));
+            };
+            let names: Vec<&str> = super::NOVA_QUOTAS.iter().map(|(k, _)| *k).collect();
+            only(&q, "quota_set", &[names.as_slice(), &["force"]].concat())?;
+            let mut set = std::collections::BTreeMap::new();
+            for (k, v) in &q {
+                if k == "force" {
+                    continue;
+                }
+                let n = v
+                    .as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    .filter(|n| (-1..=i64::from(i32::MAX)).contains(n))
+                    .ok_or_else(|| invalid(k, v, "must be an integer from -1"))?;
+                set.insert(k.clone(), n);
+            }
+            c.compute.set_quota(p, set);
+            Ok(())
+        })();
+        match r {
+            Ok(()) => reply(StatusCode::OK, &quota_set(p, c.compute.quota(p))),
+            Err(f) => f.into_response(),
+        }
+    })
+    .await
+}
+
+/// `GET /limits`: the caller's project's absolute limits and use.
+async fn limits(State(c): State<Ctx>, h: HeaderMap) -> Response {
+    at_version(&h, |_| async {
+        let p = caller(&h, &c.project).0;
+        let q = c.compute.quota(&p);
+        let u = c.compute.quota_usage(&p);
+        let g =
+            |m: &std::collections::BTreeMap<String, i64>, k: &str| m.get(k).copied().unwrap_or(0);
+        reply(
+            StatusCode::OK,
+            &json!({"limits": {"rate": [], "absolute": {
+                "maxTotalCores": g(&q, "cores"), "maxTotalInstances": g(&q, "instances"),
+                "maxTotalRAMSize": g(&q, "ram"), "totalCoresUsed": g(&u, "cores"),
+                "totalInstancesUsed": g(&u, "instances"), "totalRAMUsed": g(&u, "ram"),
+            }}}),
+        )
+    })
+    .await
+}
+
 async fn zones(h: HeaderMap) -> Response {
     at_version(&h, |_| async {
         reply(
@@ -1068,6 +1275,16 @@ async fn aggregates(h: HeaderMap) -> Response {
         reply(StatusCode::OK, &json!({"aggregates": []}))
     })
     .await
+}
+
+/// `cpu_info` is a JSON text before microversion 2.28, an object from it.
+fn cpu_info_for(mut h: Value, version: (u32, u32)) -> Value {
+    if version >= (2, 28)
+        && let Some(text) = h["cpu_info"].as_str()
+    {
+        h["cpu_info"] = serde_json::from_str(text).unwrap_or_else(|_| json!({}));
+    }
+    h
 }
 
 async fn hypervisor_statistics(State(c): State<Ctx>, h: HeaderMap) -> Response {
@@ -1232,12 +1449,12 @@ async fn hypervisors(State(c): State<Ctx>, h: HeaderMap) -> Response {
 }
 
 async fn hypervisors_detail(State(c): State<Ctx>, h: HeaderMap) -> Response {
-    at_version(&h, |_| async {
+    at_version(&h, |version| async move {
         let v: Vec<Value> = c
             .compute
             .hosts()
             .iter()
-            .map(|x| views::hypervisor(&c.compute, x, true))
+            .map(|x| cpu_info_for(views::hypervisor(&c.compute, x, true), version))
             .collect();
         reply(StatusCode::OK, &json!({ "hypervisors": v }))
     })
@@ -1245,7 +1462,7 @@ async fn hypervisors_detail(State(c): State<Ctx>, h: HeaderMap) -> Response {
 }
 
 async fn hypervisor(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
-    at_version(&h, |_| async {
+    at_version(&h, |version| async move {
         match c
             .compute
             .hosts()
@@ -1254,7 +1471,7 @@ async fn hypervisor(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) 
         {
             Some(x) => reply(
                 StatusCode::OK,
-                &json!({"hypervisor": views::hypervisor(&c.compute, x, true)}),
+                &json!({"hypervisor": cpu_info_for(views::hypervisor(&c.compute, x, true), version)}),
             ),
             None => {
                 fault(404, &format!("Hypervisor with ID {id} could not be found.")).into_response()

@@ -221,9 +221,15 @@ pub enum ComputeError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Over a quota (Nova answers `403` with its message).
+    #[error("{0}")]
+    OverQuota(String),
     #[error("{0}")]
     Internal(String),
 }
+
+/// Nova's enforced quota resources and its defaults.
+pub const NOVA_QUOTAS: [(&str, i64); 3] = [("cores", 20), ("instances", 10), ("ram", 51200)];
 
 impl ComputeError {
     pub fn code(&self) -> u16 {
@@ -231,6 +237,7 @@ impl ComputeError {
             ComputeError::BadRequest(_) => 400,
             ComputeError::NotFound(_) => 404,
             ComputeError::Conflict(_) => 409,
+            ComputeError::OverQuota(_) => 403,
             ComputeError::Internal(_) => 500,
         }
     }
@@ -260,6 +267,8 @@ struct Inner {
     /// External events received (`os-server-external-events`), newest last.
     events: std::collections::VecDeque<ExternalEvent>,
     flavors: Vec<catalog::Flavor>,
+    /// Per-project quota limits an admin set (resource -> limit).
+    quotas: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 /// One event the networking service sent (Nova's `InstanceExternalEvent`).
@@ -334,6 +343,50 @@ impl Compute {
     /// When this service started (the guest image's creation time).
     pub fn started(&self) -> String {
         self.started.clone()
+    }
+
+    /// `project`'s Nova quota limits (`cores`, `instances`, `ram`).
+    pub fn quota(&self, project: &str) -> BTreeMap<String, i64> {
+        let inner = self.inner();
+        NOVA_QUOTAS
+            .iter()
+            .map(|(k, d)| {
+                let v = inner
+                    .quotas
+                    .get(project)
+                    .and_then(|q| q.get(*k))
+                    .copied()
+                    .unwrap_or(*d);
+                (k.to_string(), v)
+            })
+            .collect()
+    }
+
+    /// What `project`'s servers use of each quota resource.
+    pub fn quota_usage(&self, project: &str) -> BTreeMap<String, i64> {
+        let inner = self.inner();
+        Self::usage_of(&inner, project)
+    }
+
+    fn usage_of(inner: &Inner, project: &str) -> BTreeMap<String, i64> {
+        let (mut n, mut cores, mut ram) = (0i64, 0i64, 0i64);
+        for s in inner.servers.values().filter(|s| s.project_id == project) {
+            n += 1;
+            let (c, r) = s.flavor.as_ref().map_or((1, 64), |f| (f.vcpus, f.ram));
+            cores += i64::from(c);
+            ram += i64::from(r);
+        }
+        [("cores", cores), ("instances", n), ("ram", ram)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    /// Sets `project`'s limits (an admin's act); `-1` is unlimited.
+    pub fn set_quota(&self, project: &str, limits: BTreeMap<String, i64>) {
+        let mut inner = self.inner();
+        let q = inner.quotas.entry(project.to_string()).or_default();
+        q.extend(limits);
     }
 
     pub fn flavors(&self) -> Vec<catalog::Flavor> {
@@ -656,6 +709,28 @@ impl Compute {
                     && Self::port_user(&inner, p).is_some()
                 {
                     return Err(ComputeError::Conflict(format!("Port {p} is still in use.")));
+                }
+            }
+            // Nova's quota check, under the same lock as the claim.
+            let used = Self::usage_of(&inner, &req.project_id);
+            let (c, r) = flavor.as_ref().map_or((1, 64), |f| (f.vcpus, f.ram));
+            for (k, want) in [
+                ("cores", i64::from(c)),
+                ("instances", 1),
+                ("ram", i64::from(r)),
+            ] {
+                let limit = inner
+                    .quotas
+                    .get(&req.project_id)
+                    .and_then(|q| q.get(k))
+                    .copied()
+                    .or_else(|| NOVA_QUOTAS.iter().find(|(n, _)| *n == k).map(|(_, d)| *d))
+                    .unwrap_or(-1);
+                let have = used.get(k).copied().unwrap_or(0);
+                if limit >= 0 && have + want > limit {
+                    return Err(ComputeError::OverQuota(format!(
+                        "Quota exceeded for {k}: Requested {want}, but already used {have} of {limit} {k}"
+                    )));
                 }
             }
             let host = match &req.host {
