@@ -85,6 +85,8 @@ def test_the_seed_demo_through_the_openstack_cli(clouds):
     after = admin("server", "show", ids["vm-ovs"])
     assert after["OS-EXT-SRV-ATTR:host"] == "compute-4" and after["status"] == "ACTIVE"
     assert admin("port", "show", port)["binding_vif_type"] == "vrouter"
+    events = admin("server", "event", "list", ids["vm-ovs"])
+    assert [e["Action"] for e in events] == ["live-migration", "create"], events
 
     hyps = {h["Hypervisor Hostname"] for h in admin("hypervisor", "list")}
     assert hyps == {"compute-1", "compute-2", "compute-3", "compute-4"}

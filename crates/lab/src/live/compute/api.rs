@@ -55,6 +55,14 @@ pub fn router(compute: Compute, project: &str) -> Router {
         )
         .route("/compute/v2.1/os-migrations", get(migrations))
         .route(
+            "/compute/v2.1/servers/{id}/os-instance-actions",
+            get(instance_actions),
+        )
+        .route(
+            "/compute/v2.1/servers/{id}/os-instance-actions/{req}",
+            get(instance_action),
+        )
+        .route(
             "/compute/v2.1/os-server-external-events",
             post(external_events),
         )
@@ -1237,6 +1245,64 @@ async fn limits(State(c): State<Ctx>, h: HeaderMap) -> Response {
                 "totalInstancesUsed": g(&u, "instances"), "totalRAMUsed": g(&u, "ram"),
             }}}),
         )
+    })
+    .await
+}
+
+fn action_json(id: &str, a: &super::InstanceAction) -> Value {
+    json!({"action": a.action, "instance_uuid": id, "request_id": a.request_id,
+           "user_id": null, "project_id": a.project_id, "start_time": a.start_time,
+           "updated_at": a.start_time, "message": a.message})
+}
+
+/// `GET /servers/{id}/os-instance-actions` (`openstack server event list`):
+/// newest first.
+async fn instance_actions(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    at_version(&h, |_| async {
+        match c.compute.server(&id) {
+            Ok(s) => {
+                let v: Vec<Value> = s
+                    .actions
+                    .iter()
+                    .rev()
+                    .map(|a| action_json(&id, a))
+                    .collect();
+                reply(StatusCode::OK, &json!({ "instanceActions": v }))
+            }
+            Err(e) => error(&e).into_response(),
+        }
+    })
+    .await
+}
+
+async fn instance_action(
+    State(c): State<Ctx>,
+    h: HeaderMap,
+    Path((id, req)): Path<(String, String)>,
+) -> Response {
+    at_version(&h, |_| async {
+        let s = match c.compute.server(&id) {
+            Ok(s) => s,
+            Err(e) => return error(&e).into_response(),
+        };
+        match s.actions.iter().find(|a| a.request_id == req) {
+            Some(a) => {
+                let mut v = action_json(&id, a);
+                let result = if a.message.is_some() {
+                    "Error"
+                } else {
+                    "Success"
+                };
+                v["events"] = json!([{"event": format!("compute_{}", a.action.replace('-', "_")),
+                    "start_time": a.start_time, "finish_time": a.start_time, "result": result}]);
+                reply(StatusCode::OK, &json!({ "instanceAction": v }))
+            }
+            None => fault(
+                404,
+                &format!("Action for request_id {req} on instance {id} not found"),
+            )
+            .into_response(),
+        }
     })
     .await
 }

@@ -166,10 +166,35 @@ pub struct Server {
     pub flavor: Option<catalog::Flavor>,
     /// The image it was booted from (the guest image's id, or none asked).
     pub image: Option<String>,
+    /// What was done to it (`os-instance-actions`), oldest first.
+    pub actions: Vec<InstanceAction>,
     /// Set by a delete during the build: the build tears down what it made.
     deleting: bool,
     /// Creation order (timestamps have one-second resolution).
     seq: u64,
+}
+
+/// One request made of a server (Nova's instance action).
+#[derive(Debug, Clone)]
+pub struct InstanceAction {
+    pub action: &'static str,
+    pub request_id: String,
+    pub project_id: String,
+    pub start_time: String,
+    /// `None` while it runs or when it succeeded; Nova's `Error` otherwise.
+    pub message: Option<String>,
+}
+
+impl InstanceAction {
+    fn new(action: &'static str, project_id: &str) -> Self {
+        InstanceAction {
+            action,
+            request_id: format!("req-{}", uuid::Uuid::new_v4()),
+            project_id: project_id.to_string(),
+            start_time: now_string(),
+            message: None,
+        }
+    }
 }
 
 /// A live migration, as `/os-migrations` shows it.
@@ -764,6 +789,7 @@ impl Compute {
                     fault: None,
                     flavor: flavor.clone(),
                     image: image.clone(),
+                    actions: vec![InstanceAction::new("create", &req.project_id)],
                     deleting: false,
                     seq,
                 },
@@ -1007,6 +1033,9 @@ impl Compute {
                 self.update(id, |s| {
                     s.status = Status::Error;
                     s.task_state = None;
+                    if let Some(a) = s.actions.first_mut() {
+                        a.message = Some("Error".into());
+                    }
                     // As Nova: a build that failed is on no host.
                     s.host = None;
                     s.vifs.clear();
@@ -1118,6 +1147,9 @@ impl Compute {
                 s.status = Status::Migrating;
                 s.task_state = Some("migrating");
                 s.updated = now_string();
+                let project = s.project_id.clone();
+                s.actions
+                    .push(InstanceAction::new("live-migration", &project));
             }
             let mid = inner.migrations.len() as u64 + 1;
             let now = now_string();
@@ -1229,6 +1261,18 @@ impl Compute {
     }
 
     fn end_migration(&self, id: &str, mid: u64, r: Result<(), String>, host: Option<&str>) {
+        if r.is_err() {
+            self.update(id, |s| {
+                if let Some(a) = s
+                    .actions
+                    .iter_mut()
+                    .rev()
+                    .find(|a| a.action == "live-migration")
+                {
+                    a.message = Some("Error".into());
+                }
+            });
+        }
         match &r {
             Ok(()) => self.set_migration(mid, "completed", None),
             Err(e) => {
