@@ -26,15 +26,31 @@ fn call(
     v
 }
 
+/// Kills the lab if the test ends before it stopped it (a failed assertion
+/// must not leave a `lab up` running).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["lab", "up", "--bind", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut guard = Running(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["lab", "up", "--bind", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let child = &mut guard.0;
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut banner = String::new();
     loop {

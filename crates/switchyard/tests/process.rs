@@ -13,6 +13,16 @@ struct Proc {
     base: String,
 }
 
+/// A server a failed assertion left running is stopped.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn start(data: &Path) -> Proc {
     start_with_log(data, Stdio::null())
 }
@@ -176,6 +186,15 @@ struct Logged {
     child: Child,
     base: String,
     stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Logged {
