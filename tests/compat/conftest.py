@@ -286,3 +286,20 @@ def net_factory(conn, uniq):
     yield make
     for nid in reversed(made):
         _cleanup_network(conn, nid)
+
+
+@contextlib.contextmanager
+def auth_lab(clouds_path, prefix: str, startup: float = 60.0):
+    """`switchyard lab up --auth embedded --clouds-yaml CLOUDS_PATH`, once
+    it has written the file."""
+    with spawn(
+        ["lab", "up", "--bind", "127.0.0.1:{port}", "--db", "sqlite://{data_dir}/lab.db",
+         "--auth", "embedded", "--clouds-yaml", str(clouds_path)],
+        prefix,
+    ) as run:
+        deadline = time.monotonic() + startup
+        while not any("clouds.yaml written" in l for l in run.lines):
+            assert run.proc.poll() is None, run.log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, f"lab did not come up: {run.lines}"
+            time.sleep(0.1)
+        yield run

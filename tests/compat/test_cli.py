@@ -10,30 +10,19 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import spawn
+from conftest import auth_lab
 
-LAB_STARTUP = 60.0
 OPENSTACK = str(Path(sys.executable).parent / "openstack")
 
 
 @pytest.fixture(scope="module")
 def clouds(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "clouds.yaml"
-    with spawn(
-        ["lab", "up", "--bind", "127.0.0.1:{port}", "--db", "sqlite://{data_dir}/lab.db",
-         "--auth", "embedded", "--clouds-yaml", str(path)],
-        "switchyard-cli-",
-    ) as run:
-        deadline = time.monotonic() + LAB_STARTUP
-        while not any("clouds.yaml written" in l for l in run.lines):
-            assert run.proc.poll() is None, run.log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, f"lab did not come up: {run.lines}"
-            time.sleep(0.1)
+    with auth_lab(path, "switchyard-cli-"):
         yield path
 
 

@@ -8,31 +8,20 @@ port bound; without a token every API answers 401."""
 
 import os
 import stat
-import time
 import urllib.error
 import urllib.request
 
 import openstack
 import pytest
 
-from conftest import spawn
+from conftest import auth_lab
 
-LAB_STARTUP = 60.0
 
 
 @pytest.fixture(scope="module")
 def lab_auth(tmp_path_factory):
     clouds = tmp_path_factory.mktemp("clouds") / "clouds.yaml"
-    with spawn(
-        ["lab", "up", "--bind", "127.0.0.1:{port}", "--db", "sqlite://{data_dir}/lab.db",
-         "--auth", "embedded", "--clouds-yaml", str(clouds)],
-        "switchyard-lab-auth-",
-    ) as run:
-        deadline = time.monotonic() + LAB_STARTUP
-        while not any("clouds.yaml written" in l for l in run.lines):
-            assert run.proc.poll() is None, run.log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, f"lab did not come up: {run.lines}"
-            time.sleep(0.1)
+    with auth_lab(clouds, "switchyard-lab-auth-") as run:
         old = os.environ.get("OS_CLIENT_CONFIG_FILE")
         os.environ["OS_CLIENT_CONFIG_FILE"] = str(clouds)
         try:

@@ -156,17 +156,21 @@ pub fn error(e: &NeutronError) -> Response {
     json(e.status, e.body())
 }
 
+/// Whether the caller is an admin: no `X-Roles` (noauth), or `admin` among
+/// them (the embedded identity sets them from the token).
+pub fn is_admin(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-roles")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|r| r.split(',').any(|x| x.trim().eq_ignore_ascii_case("admin")))
+}
+
 /// Only admins pass (the lab API, the controller's own views): a caller
 /// whose `X-Roles` lacks `admin` (under the embedded identity, every
 /// non-admin token) gets Neutron's `403`. Without `X-Roles` (noauth) the
 /// caller is admin.
 pub async fn admin_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let admin = req
-        .headers()
-        .get("x-roles")
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|r| r.split(',').any(|x| x.trim().eq_ignore_ascii_case("admin")));
-    if admin {
+    if is_admin(req.headers()) {
         next.run(req).await
     } else {
         error(&NeutronError::new(

@@ -120,11 +120,10 @@ pub fn router(compute: Compute, project: &str) -> Router {
 /// (noauth) the caller is admin; with the embedded identity the token's
 /// roles arrive here.
 fn caller(h: &HeaderMap, default: &str) -> (String, bool) {
-    let admin = h
-        .get("x-roles")
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|r| r.split(',').any(|x| x.trim().eq_ignore_ascii_case("admin")));
-    (caller_project(h, default), admin)
+    (
+        caller_project(h, default),
+        switchyard_api::http::is_admin(h),
+    )
 }
 
 /// Nova's default policy for what is not a project's own: hypervisors and
