@@ -13,6 +13,9 @@ use switchyard_model::{NeutronError, Result};
 pub struct Caller {
     pub project_id: String,
     pub is_admin: bool,
+    /// Has the `service` role (Nova's service user): binds ports to hosts
+    /// and reads bindings, on any project's ports.
+    pub is_service: bool,
     /// May change things: admin, or a `member` (or `service`) of its
     /// project; a caller with only `reader` reads (Neutron's defaults).
     pub can_write: bool,
@@ -48,6 +51,9 @@ pub fn caller(headers: &HeaderMap, default_project: &str) -> Result<Caller> {
     });
     let has = |name: &str| roles.as_ref().is_none_or(|r| r.iter().any(|x| x == name));
     let is_admin = has("admin");
+    let is_service = roles
+        .as_ref()
+        .is_some_and(|r| r.iter().any(|x| x == "service"));
     // Without X-Roles (noauth's admin) everything is allowed; with it,
     // writing needs more than `reader`. Roles other than Keystone's
     // defaults (an operator's own) count as a member's.
@@ -57,6 +63,7 @@ pub fn caller(headers: &HeaderMap, default_project: &str) -> Result<Caller> {
     Ok(Caller {
         project_id,
         is_admin,
+        is_service,
         can_write,
     })
 }

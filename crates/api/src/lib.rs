@@ -85,6 +85,7 @@ pub fn open_app_with_clock(
         shared: Shared::new(core, clock),
         default_project: default_project.to_string(),
         identity: None,
+        keystone: None,
     })
 }
 
@@ -138,17 +139,23 @@ pub async fn serve_with_options(
     }
     let closing = app.shared.closing.clone();
     let ticker = tokio::spawn(tick_loop(app.shared.clone()));
-    let identity = app.identity.clone();
+    let (identity, keystone) = (app.identity.clone(), app.keystone.clone());
     let mut routes = extra.merge(router(app));
+    // Everything asks for a token (keystonemiddleware's place), except what
+    // `guard` exempts; the embedded identity's API beside it.
+    use switchyard_identity::guard::{Validator, guard};
     if let Some(id) = identity {
-        // Everything asks for a token (keystonemiddleware's place), except
-        // what `guard` exempts; the identity API itself beside it.
         routes = routes
             .layer(axum::middleware::from_fn_with_state(
-                id.clone(),
-                switchyard_identity::guard::guard,
+                Validator::Embedded(id.clone()),
+                guard,
             ))
             .merge(switchyard_identity::api::router(id));
+    } else if let Some(k) = keystone {
+        routes = routes.layer(axum::middleware::from_fn_with_state(
+            Validator::Keystone(k),
+            guard,
+        ));
     }
     let service = server::with_limits(routes, &opts);
     let served = server::run(listener, service, opts, async move {

@@ -20,7 +20,6 @@
 //! server) is logged, not retried.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -133,8 +132,9 @@ pub fn events(before: &HashMap<String, Before>, changes: &[Change]) -> Vec<Event
 pub struct NovaTarget {
     /// `http://HOST:PORT/compute/v2.1` (Nova's endpoint).
     pub url: String,
-    /// A token for each send (`None`: a noauth Nova, told `X-Roles: admin`).
-    pub token: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
+    /// Where each send's token comes from (`None`: a noauth Nova, told
+    /// `X-Roles: admin`).
+    pub token: Option<switchyard_identity::TokenSource>,
     /// Neutron's `send_events_interval`.
     pub interval: Duration,
 }
@@ -180,10 +180,10 @@ async fn send_loop(t: NovaTarget, mut rx: tokio::sync::mpsc::UnboundedReceiver<V
                 .header("OpenStack-API-Version", "compute 2.1")
                 .json(&serde_json::json!({ "events": batch }));
             match t.token.as_ref() {
-                Some(f) => match f() {
-                    Some(tok) => req = req.header("X-Auth-Token", tok),
-                    None => {
-                        tracing::warn!("no token to notify Nova with; events dropped");
+                Some(src) => match src.token().await {
+                    Ok(tok) => req = req.header("X-Auth-Token", tok),
+                    Err(e) => {
+                        tracing::warn!(error = %e, events = batch.len(), "no token to notify Nova with; events dropped");
                         break;
                     }
                 },
@@ -193,6 +193,12 @@ async fn send_loop(t: NovaTarget, mut rx: tokio::sync::mpsc::UnboundedReceiver<V
                 Ok(r) if r.status().is_success() => {
                     tracing::debug!(events = batch.len(), status = %r.status(), "Nova notified");
                     break;
+                }
+                Ok(r) if r.status() == 401 && attempt < ATTEMPTS => {
+                    // Our token expired or was revoked: a new one, at once.
+                    if let Some(src) = t.token.as_ref() {
+                        src.forget().await;
+                    }
                 }
                 Ok(r) if r.status().is_client_error() => {
                     tracing::info!(events = batch.len(), status = %r.status(), "Nova refused the events");

@@ -28,6 +28,9 @@ pub struct App {
     /// The embedded identity: when set, every API but version discovery
     /// and the node agents' needs a Keystone token (`switchyard_identity`).
     pub identity: Option<switchyard_identity::Identity>,
+    /// An external Keystone that checks tokens instead (`auth_strategy =
+    /// "keystone"`); ignored when `identity` is set.
+    pub keystone: Option<std::sync::Arc<switchyard_identity::remote::RemoteValidator>>,
 }
 
 /// One Neutron collection.
@@ -116,6 +119,7 @@ impl Req {
         Ctx {
             project_id: self.caller.project_id.clone(),
             is_admin: self.caller.is_admin,
+            is_service: self.caller.is_service,
             now: app.shared.clock.now(),
         }
     }

@@ -1,8 +1,9 @@
 //! Neutron → Nova notifications against a stand-in Nova: the bodies of
 //! `network-vif-plugged`, `network-vif-unplugged`, `network-changed` and
 //! `network-vif-deleted` for a server's port (and none for other ports), the
-//! token or roles they carry, a batch retried when Nova answers `500`, and
-//! one not retried when it answers `404`.
+//! service user's token they carry, a batch retried when Nova answers `500`,
+//! one not retried when it answers `404`, and one sent again with a new token
+//! when Nova answers `401`.
 
 mod common;
 
@@ -87,9 +88,30 @@ fn events(v: &[(String, Value)]) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_changes_reach_nova_as_external_events() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (url, seen) = stand_in(vec![500, 404]).await;
-    let token: Arc<dyn Fn() -> Option<String> + Send + Sync> =
-        Arc::new(|| Some("svc-token".to_string()));
+    let (url, seen) = stand_in(vec![500, 404, 401]).await;
+    // The service user's token, from an identity of the test's own.
+    let id = switchyard_identity::Identity::open(
+        &dir.path().join("identity.db"),
+        chrono::Duration::seconds(3600),
+    )
+    .expect("identity");
+    id.bootstrap(&switchyard_identity::Bootstrap {
+        admin_user: "admin".into(),
+        admin_password: "adm1n".into(),
+        admin_project: "admin".into(),
+        demo: None,
+        service: Some(("service".into(), "neutron".into(), "n3utron".into())),
+    })
+    .expect("bootstrap");
+    let token = switchyard_identity::TokenSource::Embedded(switchyard_identity::ServiceToken::new(
+        &id, "neutron", "n3utron", "service",
+    ));
+    let user_of = |t: &str| {
+        id.validate(t, chrono::Utc::now())
+            .expect("a valid token")
+            .user
+            .name
+    };
     let s = Server::start_notifying(
         dir.path(),
         Ml2Config::default(),
@@ -127,16 +149,21 @@ async fn port_changes_reach_nova_as_external_events() {
     let got = calls(&seen, 2).await;
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[0].1, got[1].1, "the same batch, again");
-    assert_eq!(got[0].0, "svc-token");
+    assert_eq!(user_of(&got[0].0), "neutron");
     assert_eq!(
         got[0].1,
         json!({"events": [{"name": "network-vif-plugged", "server_uuid": server, "tag": pid, "status": "completed"}]})
     );
-    // The next meets a 404 (no such server) and is not sent again.
+    // The retry meets a 404 (no such server) and is not sent again; the next
+    // batch meets a 401 (our token revoked, say) and goes again at once
+    // with a new token.
     device(&s, &pid, "compute-2", "down").await;
-    let got = calls(&seen, 3).await;
+    let got = calls(&seen, 4).await;
+    assert_eq!(got[2].1, got[3].1, "the same batch, again");
+    assert_ne!(got[2].0, got[3].0, "a new token after the 401");
+    assert_eq!(user_of(&got[3].0), "neutron");
     assert_eq!(
-        events(&got[2..]),
+        events(&got[3..]),
         vec![
             json!({"name": "network-vif-unplugged", "server_uuid": server, "tag": pid, "status": "completed"})
         ]
@@ -151,8 +178,8 @@ async fn port_changes_reach_nova_as_external_events() {
     assert_eq!(r.status, 200, "{}", r.body);
     let r = s.delete(&format!("/v2.0/ports/{pid}")).await;
     assert_eq!(r.status, 204);
-    let got = calls(&seen, 5).await;
-    let names: Vec<Value> = events(&got[3..])
+    let got = calls(&seen, 6).await;
+    let names: Vec<Value> = events(&got[4..])
         .iter()
         .map(|e| e["name"].clone())
         .collect();
@@ -163,7 +190,7 @@ async fn port_changes_reach_nova_as_external_events() {
     );
     assert_eq!(
         seen.lock().expect("seen").len(),
-        5,
+        6,
         "the 404 was not retried"
     );
     s.stop().await;

@@ -280,3 +280,104 @@ async fn readers_read_and_change_nothing() {
     assert_eq!(r.body["network"]["name"], "b-net");
     s.stop().await;
 }
+
+/// The `service` role (Nova's service user, Neutron's `rule:service_api`):
+/// binds any project's port to a host and reads its binding, while it sees
+/// no provider attributes; a member of the port's project cannot bind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_role_binds_ports_of_any_project() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.lab_agents().await;
+    let service = [("x-project-id", "service"), ("x-roles", "service")];
+    let r = as_b(
+        &s,
+        Method::POST,
+        "/v2.0/networks",
+        Some(json!({"network": {"name": "b-net"}})),
+    )
+    .await;
+    let net = id(&r.body["network"]);
+    as_b(
+        &s,
+        Method::POST,
+        "/v2.0/subnets",
+        Some(json!({"subnet": {"network_id": net, "cidr": "10.0.0.0/24", "ip_version": 4}})),
+    )
+    .await;
+    let r = as_b(
+        &s,
+        Method::POST,
+        "/v2.0/ports",
+        Some(json!({"port": {"network_id": net}})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let port = id(&r.body["port"]);
+    let bind = json!({"port": {"binding:host_id": "compute-2", "device_owner": "compute:nova",
+        "device_id": "5a5a5a5a-0000-4000-8000-000000000001"}});
+    let r = as_b(
+        &s,
+        Method::PUT,
+        &format!("/v2.0/ports/{port}"),
+        Some(bind.clone()),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (403, "PolicyNotAuthorized"),
+        "a member does not bind"
+    );
+    let r = s
+        .req(
+            Method::PUT,
+            &format!("/v2.0/ports/{port}"),
+            Some(bind),
+            &service,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["port"]["binding:host_id"], "compute-2");
+    assert_eq!(r.body["port"]["binding:vif_type"], "vrouter");
+    assert_eq!(r.body["port"]["project_id"], "proj-b", "still proj-b's");
+    let r = s
+        .req(
+            Method::GET,
+            &format!("/v2.0/ports?id={port}"),
+            None,
+            &service,
+        )
+        .await;
+    assert_eq!(
+        r.body["ports"][0]["binding:vif_type"], "vrouter",
+        "{}",
+        r.body
+    );
+    let r = s
+        .req(
+            Method::GET,
+            &format!("/v2.0/networks/{net}"),
+            None,
+            &service,
+        )
+        .await;
+    assert_eq!(r.status, 404, "networks stay their project's");
+    // The member sees its port bound, without the binding's details.
+    let r = as_b(&s, Method::GET, &format!("/v2.0/ports/{port}"), None).await;
+    assert!(
+        r.body["port"].get("binding:host_id").is_none(),
+        "{}",
+        r.body
+    );
+    // A service caller's profile write, as Nova's for live migration.
+    let r = s
+        .req(
+            Method::PUT,
+            &format!("/v2.0/ports/{port}"),
+            Some(json!({"port": {"binding:profile": {"migrating_to": "compute-4"}}})),
+            &service,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.stop().await;
+}

@@ -50,7 +50,7 @@ fn reply(status: u16, v: Value) -> Response {
 
 fn error(e: &IdentityError, identity: &Identity) -> Response {
     if matches!(e, IdentityError::Unauthorized) {
-        return super::guard::unauthorized(identity);
+        return super::guard::unauthorized(&format!("{}/identity", identity.public_url()));
     }
     if let IdentityError::Store(s) = e {
         tracing::error!(error = %s, "identity database");

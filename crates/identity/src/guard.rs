@@ -12,7 +12,10 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use std::sync::Arc;
+
 use super::{Identity, IdentityError};
+use crate::remote::RemoteValidator;
 
 /// Headers only this check may set.
 const IDENTITY_HEADERS: [&str; 10] = [
@@ -41,18 +44,88 @@ fn exempt(path: &str) -> bool {
         || (p.starts_with("/switchyard/v1/ports/") && p.ends_with("/device"))
 }
 
-pub fn unauthorized(identity: &Identity) -> Response {
+/// Who a valid token says the caller is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: String,
+    pub user_name: String,
+    pub project_id: String,
+    pub project_name: String,
+    /// Effective roles (implied ones included), by name.
+    pub roles: Vec<String>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Where tokens are checked: the embedded identity's database, or an
+/// external Keystone ([`RemoteValidator`]).
+#[derive(Clone)]
+pub enum Validator {
+    Embedded(Identity),
+    Keystone(Arc<RemoteValidator>),
+}
+
+impl Validator {
+    /// The identity endpoint a refused client is pointed at.
+    fn www_authenticate_uri(&self) -> String {
+        match self {
+            Validator::Embedded(id) => format!("{}/identity", id.public_url()),
+            Validator::Keystone(k) => k.www_authenticate_uri.clone(),
+        }
+    }
+
+    /// The caller `token` names (`Ok(None)`: none, the token is not valid
+    /// or not scoped to a project; `Err`: the identity service cannot say).
+    async fn caller(&self, token: String) -> Result<Option<Caller>, ()> {
+        match self {
+            Validator::Embedded(id) => {
+                let id = id.clone();
+                let checked =
+                    tokio::task::spawn_blocking(move || id.validate(&token, chrono::Utc::now()))
+                        .await;
+                let Ok(Ok(info)) = checked else {
+                    return Ok(None);
+                };
+                let Some(project) = info.project else {
+                    return Ok(None);
+                };
+                Ok(Some(Caller {
+                    user_id: info.user.id,
+                    user_name: info.user.name,
+                    project_id: project.id,
+                    project_name: project.name,
+                    roles: info.roles.into_iter().map(|r| r.name).collect(),
+                    expires_at: info.expires_at,
+                }))
+            }
+            Validator::Keystone(k) => k.validate(&token).await.map_err(|_| ()),
+        }
+    }
+}
+
+/// `401` with keystonemiddleware's body and `WWW-Authenticate`.
+pub fn unauthorized(www_authenticate_uri: &str) -> Response {
     let e = IdentityError::Unauthorized;
     let mut r = (axum::http::StatusCode::UNAUTHORIZED, axum::Json(e.body())).into_response();
-    let uri = format!("Keystone uri=\"{}/identity\"", identity.public_url());
+    let uri = format!("Keystone uri=\"{www_authenticate_uri}\"");
     if let Ok(v) = HeaderValue::from_str(&uri) {
         r.headers_mut().insert("www-authenticate", v);
     }
     r
 }
 
+/// `503`, as keystonemiddleware answers when it cannot reach Keystone.
+fn unavailable() -> Response {
+    let body = serde_json::json!({"error": {"code": 503, "title": "Service Unavailable",
+        "message": "The identity service is unavailable; the request's token cannot be checked. Please try again later."}});
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(body),
+    )
+        .into_response()
+}
+
 /// The middleware (`axum::middleware::from_fn_with_state`).
-pub async fn guard(State(identity): State<Identity>, mut req: Request, next: Next) -> Response {
+pub async fn guard(State(v): State<Validator>, mut req: Request, next: Next) -> Response {
     for h in IDENTITY_HEADERS {
         req.headers_mut().remove(h);
     }
@@ -65,25 +138,20 @@ pub async fn guard(State(identity): State<Identity>, mut req: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
     else {
-        return unauthorized(&identity);
+        return unauthorized(&v.www_authenticate_uri());
     };
-    let id = identity.clone();
-    let checked =
-        tokio::task::spawn_blocking(move || id.validate(&token, chrono::Utc::now())).await;
-    let Ok(Ok(info)) = checked else {
-        return unauthorized(&identity);
+    let c = match v.caller(token).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return unauthorized(&v.www_authenticate_uri()),
+        Err(()) => return unavailable(),
     };
-    let Some(project) = info.project.clone() else {
-        return unauthorized(&identity);
-    };
-    let roles: Vec<&str> = info.roles.iter().map(|r| r.name.as_str()).collect();
     let set = [
-        ("x-project-id", project.id.as_str()),
-        ("x-tenant-id", project.id.as_str()),
-        ("x-project-name", project.name.as_str()),
-        ("x-user-id", info.user.id.as_str()),
-        ("x-user-name", info.user.name.as_str()),
-        ("x-roles", &roles.join(",")),
+        ("x-project-id", c.project_id.as_str()),
+        ("x-tenant-id", c.project_id.as_str()),
+        ("x-project-name", c.project_name.as_str()),
+        ("x-user-id", c.user_id.as_str()),
+        ("x-user-name", c.user_name.as_str()),
+        ("x-roles", &c.roles.join(",")),
         ("x-identity-status", "Confirmed"),
     ];
     for (k, v) in set {

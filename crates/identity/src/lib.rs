@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod guard;
+pub mod remote;
 mod store;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -216,6 +217,40 @@ impl ServiceToken {
                 .authenticate_password(&user, &self.password, Some(&project.id), now)?;
         *c = Some((t.clone(), info.expires_at));
         Ok(t)
+    }
+}
+
+/// Where a service's own token comes from: the embedded identity, or an
+/// external Keystone. What the Nova notifier sends with each batch.
+#[derive(Clone, Debug)]
+pub enum TokenSource {
+    Embedded(ServiceToken),
+    Keystone(Arc<remote::KeystoneClient>),
+}
+
+impl TokenSource {
+    /// A valid token, or why there is none (logged by the caller).
+    pub async fn token(&self) -> std::result::Result<String, String> {
+        match self {
+            TokenSource::Embedded(s) => {
+                let s = s.clone();
+                tokio::task::spawn_blocking(move || s.token(Utc::now()))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+            TokenSource::Keystone(k) => k.token().await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The token was refused: the next call gets a new one.
+    pub async fn forget(&self) {
+        match self {
+            TokenSource::Embedded(s) => {
+                *s.cached.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            }
+            TokenSource::Keystone(k) => k.forget().await,
+        }
     }
 }
 

@@ -71,6 +71,9 @@ impl Ml2 {
 pub struct Ctx {
     pub project_id: String,
     pub is_admin: bool,
+    /// The `service` role (Nova's service user): Neutron's `service_api`
+    /// rule — binding fields, and any project's ports.
+    pub is_service: bool,
     pub now: Timestamp,
 }
 
@@ -79,6 +82,7 @@ impl Ctx {
         Ctx {
             project_id: project_id.to_string(),
             is_admin: true,
+            is_service: false,
             now,
         }
     }

@@ -28,14 +28,221 @@ pub struct FileConfig {
     pub ml2: Ml2Config,
     pub quotas: switchyard_ml2::QuotaConfig,
     pub identity: IdentityConfig,
+    pub keystone_authtoken: KeystoneAuthtoken,
+    pub nova: NovaConfig,
+}
+
+/// `[keystone_authtoken]`: the external Keystone tokens are checked against
+/// when `[identity] auth_strategy = "keystone"`, with keystonemiddleware's
+/// option names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeystoneAuthtoken {
+    /// Keystone's URL, e.g. http://keystone:5000/v3 (`/v3` added if missing).
+    pub auth_url: Option<String>,
+    /// What a refused client is told to authenticate at (default: auth_url).
+    pub www_authenticate_uri: Option<String>,
+    /// switchyard's service user (it needs the `service` or `admin` role to
+    /// validate others' tokens).
+    pub username: String,
+    /// Or SWITCHYARD_KEYSTONE_PASSWORD.
+    pub password: Option<String>,
+    pub project_name: String,
+    pub user_domain_name: String,
+    pub project_domain_name: String,
+    /// Seconds a validation is reused (a revoked token works that long).
+    pub token_cache_time: u64,
+    /// Seconds a call to Keystone may take.
+    pub http_request_timeout: u64,
+}
+
+impl Default for KeystoneAuthtoken {
+    fn default() -> Self {
+        KeystoneAuthtoken {
+            auth_url: None,
+            www_authenticate_uri: None,
+            username: "neutron".into(),
+            password: None,
+            project_name: "service".into(),
+            user_domain_name: "Default".into(),
+            project_domain_name: "Default".into(),
+            token_cache_time: 300,
+            http_request_timeout: 10,
+        }
+    }
+}
+
+/// `[nova]`: where port events go (`os-server-external-events`), and as whom.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NovaConfig {
+    /// Nova's compute endpoint, e.g. http://nova:8774/v2.1; unset: Nova is
+    /// not told of port changes.
+    pub url: Option<String>,
+    /// The Keystone the user below authenticates at (default: the
+    /// `[keystone_authtoken]` one, or the embedded identity).
+    pub auth_url: Option<String>,
+    pub username: String,
+    /// Or SWITCHYARD_NOVA_PASSWORD. Unset: a noauth Nova, sent `X-Roles: admin`.
+    pub password: Option<String>,
+    pub project_name: String,
+    pub user_domain_name: String,
+    pub project_domain_name: String,
+    /// Neutron's `send_events_interval`, seconds between batches.
+    pub send_events_interval: f64,
+}
+
+impl Default for NovaConfig {
+    fn default() -> Self {
+        NovaConfig {
+            url: None,
+            auth_url: None,
+            username: "nova".into(),
+            password: None,
+            project_name: "service".into(),
+            user_domain_name: "Default".into(),
+            project_domain_name: "Default".into(),
+            send_events_interval: 2.0,
+        }
+    }
+}
+
+fn http_url(what: &str, u: &str) -> anyhow::Result<String> {
+    let ok = (u.starts_with("http://") || u.starts_with("https://"))
+        && u.len() > "https://".len()
+        && !u.chars().any(char::is_whitespace);
+    if !ok {
+        bail!("{what} = \"{u}\": an http:// or https:// URL");
+    }
+    Ok(u.trim_end_matches('/').to_string())
+}
+
+/// Who may call the APIs: what `[identity]` and `[keystone_authtoken]` ask for.
+pub enum Auth {
+    None,
+    Embedded(switchyard_identity::Identity),
+    Keystone(std::sync::Arc<switchyard_identity::remote::RemoteValidator>),
+}
+
+impl FileConfig {
+    /// The API's authentication, opened (embedded: bootstrapped in `db`).
+    pub fn auth(&self, db: &Path, admin_password: Option<String>) -> anyhow::Result<Auth> {
+        if self.identity.auth_strategy != "keystone" {
+            return Ok(match self.identity.open(db, admin_password)? {
+                Some(id) => Auth::Embedded(id),
+                None => Auth::None,
+            });
+        }
+        let k = &self.keystone_authtoken;
+        let Some(auth_url) = &k.auth_url else {
+            bail!("[identity] auth_strategy = \"keystone\" needs [keystone_authtoken] auth_url");
+        };
+        let auth_url = http_url("[keystone_authtoken] auth_url", auth_url)?;
+        let Some(password) = std::env::var("SWITCHYARD_KEYSTONE_PASSWORD")
+            .ok()
+            .or(k.password.clone())
+            .filter(|p| !p.is_empty())
+        else {
+            bail!(
+                "[identity] auth_strategy = \"keystone\" needs [keystone_authtoken] password (or SWITCHYARD_KEYSTONE_PASSWORD)"
+            );
+        };
+        if !(1..=600).contains(&k.http_request_timeout) {
+            bail!("[keystone_authtoken] http_request_timeout must be 1 to 600 seconds");
+        }
+        if k.token_cache_time > 3600 {
+            bail!("[keystone_authtoken] token_cache_time must be 0 to 3600 seconds");
+        }
+        let www = match &k.www_authenticate_uri {
+            Some(u) => http_url("[keystone_authtoken] www_authenticate_uri", u)?,
+            None => auth_url.clone(),
+        };
+        Ok(Auth::Keystone(std::sync::Arc::new(
+            switchyard_identity::remote::RemoteValidator::new(
+                switchyard_identity::remote::PasswordAuth {
+                    auth_url,
+                    username: k.username.clone(),
+                    password,
+                    project_name: k.project_name.clone(),
+                    user_domain_name: k.user_domain_name.clone(),
+                    project_domain_name: k.project_domain_name.clone(),
+                },
+                www,
+                Duration::from_secs(k.token_cache_time),
+                Duration::from_secs(k.http_request_timeout),
+            ),
+        )))
+    }
+
+    /// Where port events go (`None`: `[nova] url` unset), with the token
+    /// source `[nova]` asks for.
+    pub fn nova_target(
+        &self,
+        auth: &Auth,
+    ) -> anyhow::Result<Option<switchyard_api::nova::NovaTarget>> {
+        let n = &self.nova;
+        let Some(url) = &n.url else {
+            return Ok(None);
+        };
+        let url = http_url("[nova] url", url)?;
+        if !(0.0..=60.0).contains(&n.send_events_interval) {
+            bail!("[nova] send_events_interval must be 0 to 60 seconds");
+        }
+        let interval = Duration::from_secs_f64(n.send_events_interval);
+        let password = std::env::var("SWITCHYARD_NOVA_PASSWORD")
+            .ok()
+            .or(n.password.clone())
+            .filter(|p| !p.is_empty());
+        let Some(password) = password else {
+            if !matches!(auth, Auth::None) {
+                bail!(
+                    "[nova] url is set but not password (or SWITCHYARD_NOVA_PASSWORD): a Nova behind Keystone needs a token"
+                );
+            }
+            return Ok(Some(switchyard_api::nova::NovaTarget {
+                url,
+                token: None,
+                interval,
+            }));
+        };
+        let auth_url = n.auth_url.clone().or_else(|| match auth {
+            Auth::Keystone(_) => self.keystone_authtoken.auth_url.clone(),
+            _ => None,
+        });
+        let token = match (auth_url, auth) {
+            (Some(u), _) => switchyard_identity::TokenSource::Keystone(std::sync::Arc::new(
+                switchyard_identity::remote::KeystoneClient::new(
+                    switchyard_identity::remote::PasswordAuth {
+                        auth_url: http_url("[nova] auth_url", &u)?,
+                        username: n.username.clone(),
+                        password,
+                        project_name: n.project_name.clone(),
+                        user_domain_name: n.user_domain_name.clone(),
+                        project_domain_name: n.project_domain_name.clone(),
+                    },
+                    Duration::from_secs(10),
+                ),
+            )),
+            (None, Auth::Embedded(id)) => switchyard_identity::TokenSource::Embedded(
+                switchyard_identity::ServiceToken::new(id, &n.username, &password, &n.project_name),
+            ),
+            (None, _) => bail!("[nova] password is set but no auth_url to authenticate at"),
+        };
+        Ok(Some(switchyard_api::nova::NovaTarget {
+            url,
+            token: Some(token),
+            interval,
+        }))
+    }
 }
 
 /// `[identity]`: who may call the APIs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdentityConfig {
-    /// "noauth" (no authentication: the project is X-Project-Id as sent)
-    /// or "embedded" (switchyard's own Keystone v3 at /identity).
+    /// "noauth" (no authentication: the project is X-Project-Id as sent),
+    /// "embedded" (switchyard's own Keystone v3 at /identity) or "keystone"
+    /// (tokens checked against `[keystone_authtoken]`).
     pub auth_strategy: String,
     pub admin_user: String,
     /// Required with "embedded" (or SWITCHYARD_ADMIN_PASSWORD).
@@ -75,8 +282,9 @@ impl IdentityConfig {
         match self.auth_strategy.as_str() {
             "noauth" => return Ok(None),
             "embedded" => {}
+            "keystone" => return Ok(None),
             other => anyhow::bail!(
-                "[identity] auth_strategy = \"{other}\": \"noauth\" or \"embedded\" (validating against an external Keystone is not built yet)"
+                "[identity] auth_strategy = \"{other}\": \"noauth\", \"embedded\" or \"keystone\""
             ),
         }
         if !(60..=7 * 24 * 3600).contains(&self.token_expiration) {
@@ -247,6 +455,69 @@ mod tests {
         assert!(sqlite_path("sqlite://").is_err());
         assert!(sqlite_path("postgres://h/db").is_err());
         assert!(sqlite_path("mysql://h/db").is_err());
+    }
+
+    /// Each `[keystone_authtoken]`/`[nova]` mistake is refused at start
+    /// with what to fix (none reaches a request).
+    #[test]
+    fn keystone_and_nova_settings_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("x.db");
+        let err = |toml: &str| {
+            let f: FileConfig = toml::from_str(toml).expect("parses");
+            match f.auth(&db, None) {
+                Err(e) => e.to_string(),
+                Ok(a) => f
+                    .nova_target(&a)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default(),
+            }
+        };
+        let ks = "[identity]\nauth_strategy = \"keystone\"\n";
+        assert!(err(ks).contains("needs [keystone_authtoken] auth_url"));
+        assert!(
+            err(&format!(
+                "{ks}[keystone_authtoken]\nauth_url = \"k:5000\"\npassword = \"p\"\n"
+            ))
+            .contains("http:// or https://")
+        );
+        assert!(
+            err(&format!(
+                "{ks}[keystone_authtoken]\nauth_url = \"http://k:5000\"\n"
+            ))
+            .contains("needs [keystone_authtoken] password")
+        );
+        let ok =
+            format!("{ks}[keystone_authtoken]\nauth_url = \"http://k:5000\"\npassword = \"p\"\n");
+        assert_eq!(err(&ok), "");
+        assert!(err(&format!("{ok}token_cache_time = 99999\n")).contains("0 to 3600"));
+        // Behind Keystone, Nova needs a token; noauth, a password needs a
+        // Keystone to use it at.
+        assert!(
+            err(&format!("{ok}[nova]\nurl = \"http://nova:8774/v2.1\"\n"))
+                .contains("needs a token")
+        );
+        assert_eq!(
+            err(&format!(
+                "{ok}[nova]\nurl = \"http://nova:8774/v2.1\"\npassword = \"n\"\n"
+            )),
+            ""
+        );
+        assert!(
+            err("[nova]\nurl = \"http://nova:8774/v2.1\"\npassword = \"n\"\n")
+                .contains("no auth_url")
+        );
+        assert!(err("[nova]\nurl = \"nova\"\n").contains("http:// or https://"));
+        assert!(
+            err("[nova]\nurl = \"http://n/v2.1\"\nsend_events_interval = -1\n").contains("0 to 60")
+        );
+        assert_eq!(err("[nova]\nurl = \"http://n/v2.1\"\n"), "", "noauth Nova");
+        assert!(err("[identity]\nauth_strategy = \"ldap\"\n").contains("\"keystone\""));
+        assert!(
+            toml::from_str::<FileConfig>("[nova]\nendpoint = \"x\"\n").is_err(),
+            "unknown keys"
+        );
     }
 
     #[test]

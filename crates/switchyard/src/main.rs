@@ -37,7 +37,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Serve the Neutron v2.0 API (noauth) on SQLite.
+    /// Serve the Neutron v2.0 API on SQLite (noauth, or tokens: see [identity]).
     Server(ServerArgs),
     /// Run a node agent: connect to the controller, apply this node's state to its pipeline.
     Agent(agent_cmd::AgentArgs),
@@ -138,9 +138,25 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
     }
     let mut app = switchyard_api::open_app(&path, durability, &file.ml2, &project)
         .with_context(|| format!("opening {}", path.display()))?;
-    app.identity = file
-        .identity
-        .open(&path, std::env::var("SWITCHYARD_ADMIN_PASSWORD").ok())?;
+    let auth = file.auth(&path, std::env::var("SWITCHYARD_ADMIN_PASSWORD").ok())?;
+    if let Some(target) = file.nova_target(&auth)? {
+        tracing::info!(url = %target.url, "port events go to Nova");
+        let _ = app
+            .shared
+            .notifier
+            .set(switchyard_api::nova::Notifier::start(target));
+    }
+    match auth {
+        config::Auth::None => {}
+        config::Auth::Embedded(id) => app.identity = Some(id),
+        config::Auth::Keystone(k) => {
+            println!(
+                "switchyard: tokens are checked against Keystone at {}",
+                k.www_authenticate_uri
+            );
+            app.keystone = Some(k);
+        }
+    }
     let creds = a
         .node_credentials
         .or(file.node_credentials.clone())

@@ -25,13 +25,17 @@ impl Drop for Server {
     }
 }
 
+const EMBEDDED: &str = "[identity]\nauth_strategy = \"embedded\"\nadmin_password = \"adm1n-pw\"\ndemo_password = \"dem0-pw\"\n";
+
 fn start(dir: &Path, bind: &str) -> Server {
+    start_with(dir, bind, EMBEDDED)
+}
+
+/// `switchyard server` with `config` as its file, once it says where its
+/// API is.
+fn start_with(dir: &Path, bind: &str, config: &str) -> Server {
     let cfg = dir.join("switchyard.toml");
-    std::fs::write(
-        &cfg,
-        "[identity]\nauth_strategy = \"embedded\"\nadmin_password = \"adm1n-pw\"\ndemo_password = \"dem0-pw\"\n",
-    )
-    .expect("config");
+    std::fs::write(&cfg, config).expect("config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["server", "--bind", bind, "--config"])
         .arg(&cfg)
@@ -44,16 +48,21 @@ fn start(dir: &Path, bind: &str) -> Server {
         .expect("spawn");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut base = String::new();
-    for _ in 0..2 {
+    let embedded = config.contains("\"embedded\"");
+    for _ in 0..3 {
         let mut line = String::new();
         out.read_line(&mut line).expect("banner");
         if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://"))
             && line.contains("Neutron API")
         {
             base = u.trim_end_matches("/v2.0/").to_string();
+            if !embedded {
+                break;
+            }
         }
         if line.contains("identity (Keystone v3)") {
             assert!(line.contains("/identity/v3"), "{line}");
+            break;
         }
     }
     assert!(!base.is_empty(), "no Neutron URL in the banner");
@@ -433,4 +442,366 @@ fn embedded_identity_guards_the_api_and_isolates_projects() {
         None,
     );
     assert_eq!(st, 200, "the admin token after a restart");
+}
+
+/// A stand-in Nova: answers every request `200` and keeps (X-Auth-Token,
+/// body) of each `POST …/os-server-external-events`.
+fn stand_in_nova() -> (String, std::sync::mpsc::Receiver<(String, Value)>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/compute/v2.1", l.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
+            let (mut first, mut token, mut len) = (String::new(), String::new(), 0usize);
+            if r.read_line(&mut first).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                let (k, v) = h.split_once(':').unwrap_or_default();
+                match k.to_ascii_lowercase().as_str() {
+                    "x-auth-token" => token = v.trim().to_string(),
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; len.min(1 << 20)];
+            let _ = r.read_exact(&mut body);
+            if first.starts_with("POST /compute/v2.1/os-server-external-events ") {
+                let _ = tx.send((token, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+        }
+    });
+    (url, rx)
+}
+
+/// `auth_strategy = "keystone"` against an external Keystone — a second
+/// switchyard with the embedded identity, as the test suite has no real
+/// Keystone: tokens checked with the service user's token and cached, a
+/// Keystone outage a 503 for tokens not seen (and not for those seen),
+/// projects isolated and roles applied from the token, and port events sent
+/// to `[nova] url` with a token of the `[nova]` user.
+#[test]
+fn keystone_mode_checks_tokens_against_an_external_keystone() {
+    let kdir = tempfile::tempdir().expect("tempdir");
+    let k = start(kdir.path(), "127.0.0.1:0");
+    let kb = k.base.clone();
+    let c = Client::new();
+    let (kadmin, _) = login(&c, &kb, "admin", "adm1n-pw", "admin");
+    let post = |path: &str, body: Value| {
+        let (st, _, v) = call(
+            &c,
+            Method::POST,
+            &format!("{kb}/identity/v3/{path}"),
+            Some(&kadmin),
+            &[],
+            Some(body),
+        );
+        assert_eq!(st, 201, "{path}: {v}");
+        v
+    };
+    let grant = |project: &str, user: &str, role: &str| {
+        let (st, _, v) = call(
+            &c,
+            Method::PUT,
+            &format!("{kb}/identity/v3/projects/{project}/users/{user}/roles/{role}"),
+            Some(&kadmin),
+            &[],
+            None,
+        );
+        assert_eq!(st, 204, "{v}");
+    };
+    // Service users for switchyard and Nova, a second project with a
+    // member, and a reader on demo.
+    let service = post("projects", json!({"project": {"name": "service"}}))["project"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let other = post("projects", json!({"project": {"name": "other"}}))["project"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (_, _, v) = call(
+        &c,
+        Method::GET,
+        &format!("{kb}/identity/v3/projects"),
+        Some(&kadmin),
+        &[],
+        None,
+    );
+    let demo_project = v["projects"]
+        .as_array()
+        .expect("projects")
+        .iter()
+        .find(|p| p["name"] == "demo")
+        .and_then(|p| p["id"].as_str())
+        .expect("demo")
+        .to_string();
+    for (user, pw, project, role) in [
+        ("neutron", "n3utron", &service, "service"),
+        ("nova", "n0va", &service, "service"),
+        ("alice", "al1ce", &other, "member"),
+        ("rita", "r1ta", &demo_project, "reader"),
+    ] {
+        let u = post("users", json!({"user": {"name": user, "password": pw}}));
+        grant(project, u["user"]["id"].as_str().expect("id"), role);
+    }
+
+    let (nova_url, nova_seen) = stand_in_nova();
+    let config = |cache: u64, pw: &str| {
+        format!(
+            "[identity]\nauth_strategy = \"keystone\"\n\n[keystone_authtoken]\nauth_url = \"{kb}/identity\"\nusername = \"neutron\"\npassword = \"{pw}\"\nproject_name = \"service\"\ntoken_cache_time = {cache}\n\n[nova]\nurl = \"{nova_url}\"\npassword = \"n0va\"\nsend_events_interval = 0\n"
+        )
+    };
+    let sdir = tempfile::tempdir().expect("tempdir");
+    let s = start_with(sdir.path(), "127.0.0.1:0", &config(300, "n3utron"));
+    let b = s.base.clone();
+
+    // No token, a made-up one: 401, pointing at the Keystone.
+    for token in [None, Some("0123abcd")] {
+        let (st, h, v) = call(
+            &c,
+            Method::GET,
+            &format!("{b}/v2.0/networks"),
+            token,
+            &[],
+            None,
+        );
+        assert_eq!((st, &v["error"]["code"]), (401, &json!(401)), "{v}");
+        assert_eq!(
+            h.get("www-authenticate").and_then(|x| x.to_str().ok()),
+            Some(format!("Keystone uri=\"{kb}/identity\"").as_str())
+        );
+    }
+    let (st, _, _) = call(
+        &c,
+        Method::GET,
+        &format!("{b}/identity/v3"),
+        None,
+        &[],
+        None,
+    );
+    assert_eq!(st, 404, "no identity API of its own in keystone mode");
+
+    // The project and roles come from the Keystone's answer, not headers.
+    let (demo, _) = login(&c, &kb, "demo", "dem0-pw", "demo");
+    let (alice, _) = login(&c, &kb, "alice", "al1ce", "other");
+    let (rita, _) = login(&c, &kb, "rita", "r1ta", "demo");
+    let (st, _, v) = call(
+        &c,
+        Method::POST,
+        &format!("{b}/v2.0/networks"),
+        Some(&demo),
+        &[("X-Project-Id", other.as_str()), ("X-Roles", "admin")],
+        Some(json!({"network": {"name": "demo-net"}})),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["network"]["project_id"], demo_project.as_str());
+    let net = v["network"]["id"].as_str().expect("id").to_string();
+    let (st, _, v) = call(
+        &c,
+        Method::GET,
+        &format!("{b}/v2.0/networks"),
+        Some(&alice),
+        &[],
+        None,
+    );
+    assert_eq!(
+        (st, &v["networks"]),
+        (200, &json!([])),
+        "alice sees none of demo's"
+    );
+    let (st, _, _) = call(
+        &c,
+        Method::GET,
+        &format!("{b}/v2.0/networks/{net}"),
+        Some(&alice),
+        &[],
+        None,
+    );
+    assert_eq!(st, 404);
+    let (st, _, _) = call(
+        &c,
+        Method::DELETE,
+        &format!("{b}/v2.0/networks/{net}"),
+        Some(&alice),
+        &[],
+        None,
+    );
+    assert_eq!(st, 404, "nor deletes it");
+    let (st, _, v) = call(
+        &c,
+        Method::GET,
+        &format!("{b}/v2.0/networks/{net}"),
+        Some(&rita),
+        &[],
+        None,
+    );
+    assert_eq!(
+        (st, &v["network"]["name"]),
+        (200, &json!("demo-net")),
+        "the reader reads"
+    );
+    let (st, _, _) = call(
+        &c,
+        Method::PUT,
+        &format!("{b}/v2.0/networks/{net}"),
+        Some(&rita),
+        &[],
+        Some(json!({"network": {"name": "x"}})),
+    );
+    assert_eq!(st, 403, "and changes nothing");
+    let (st, _, v) = call(
+        &c,
+        Method::GET,
+        &format!("{b}/v2.0/networks"),
+        Some(&kadmin),
+        &[],
+        None,
+    );
+    assert_eq!(
+        (st, v["networks"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "admin sees all"
+    );
+
+    // A server's port deleted: Nova hears of it, with the nova user's token.
+    let (st, _, v) = call(
+        &c,
+        Method::POST,
+        &format!("{b}/v2.0/subnets"),
+        Some(&demo),
+        &[],
+        Some(json!({"subnet": {"network_id": net, "cidr": "10.7.0.0/24", "ip_version": 4}})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let server = "5a5a5a5a-0000-4000-8000-0000000000aa";
+    let (st, _, v) = call(
+        &c,
+        Method::POST,
+        &format!("{b}/v2.0/ports"),
+        Some(&demo),
+        &[],
+        Some(
+            json!({"port": {"network_id": net, "device_owner": "compute:nova", "device_id": server}}),
+        ),
+    );
+    assert_eq!(st, 201, "{v}");
+    let port = v["port"]["id"].as_str().expect("id").to_string();
+    let (st, _, _) = call(
+        &c,
+        Method::DELETE,
+        &format!("{b}/v2.0/ports/{port}"),
+        Some(&demo),
+        &[],
+        None,
+    );
+    assert_eq!(st, 204);
+    let (token, body) = nova_seen
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("Nova told");
+    assert_eq!(
+        body,
+        json!({"events": [{"name": "network-vif-deleted", "server_uuid": server, "tag": port, "status": "completed"}]})
+    );
+    let (st, _, v) = call(
+        &c,
+        Method::GET,
+        &format!("{kb}/identity/v3/auth/tokens"),
+        Some(&kadmin),
+        &[("X-Subject-Token", token.as_str())],
+        None,
+    );
+    assert_eq!(
+        (st, &v["token"]["user"]["name"]),
+        (200, &json!("nova")),
+        "{v}"
+    );
+
+    // Revocation: with no cache it takes effect at once; with the cache
+    // (keystonemiddleware's token_cache_time) only when the entry ages out.
+    let s0dir = tempfile::tempdir().expect("tempdir");
+    let s0 = start_with(s0dir.path(), "127.0.0.1:0", &config(0, "n3utron"));
+    let (st, _, _) = call(
+        &c,
+        Method::GET,
+        &format!("{}/v2.0/networks", s0.base),
+        Some(&demo),
+        &[],
+        None,
+    );
+    assert_eq!(st, 200);
+    let (st, _, _) = call(
+        &c,
+        Method::DELETE,
+        &format!("{kb}/identity/v3/auth/tokens"),
+        Some(&demo),
+        &[("X-Subject-Token", demo.as_str())],
+        None,
+    );
+    assert_eq!(st, 204);
+    let (st, _, _) = call(
+        &c,
+        Method::GET,
+        &format!("{}/v2.0/networks", s0.base),
+        Some(&demo),
+        &[],
+        None,
+    );
+    assert_eq!(st, 401, "revoked, no cache");
+    let (st, _, _) = call(
+        &c,
+        Method::GET,
+        &format!("{b}/v2.0/networks"),
+        Some(&demo),
+        &[],
+        None,
+    );
+    assert_eq!(st, 200, "revoked, but validated 300 s ago at most");
+    drop(s0);
+
+    // Wrong service password: no token can be checked (503), not 401.
+    let sbdir = tempfile::tempdir().expect("tempdir");
+    let sb = start_with(sbdir.path(), "127.0.0.1:0", &config(300, "wrong"));
+    let (st, _, v) = call(
+        &c,
+        Method::GET,
+        &format!("{}/v2.0/networks", sb.base),
+        Some(&alice),
+        &[],
+        None,
+    );
+    assert_eq!((st, &v["error"]["code"]), (503, &json!(503)), "{v}");
+    drop(sb);
+
+    // Keystone down: tokens seen recently still work, new ones cannot be
+    // checked.
+    let (fresh, _) = login(&c, &kb, "alice", "al1ce", "other");
+    drop(k);
+    let (st, _, _) = call(
+        &c,
+        Method::GET,
+        &format!("{b}/v2.0/networks"),
+        Some(&alice),
+        &[],
+        None,
+    );
+    assert_eq!(st, 200, "cached");
+    let (st, _, v) = call(
+        &c,
+        Method::GET,
+        &format!("{b}/v2.0/networks"),
+        Some(&fresh),
+        &[],
+        None,
+    );
+    assert_eq!((st, &v["error"]["code"]), (503, &json!(503)), "{v}");
 }

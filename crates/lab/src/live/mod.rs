@@ -217,12 +217,11 @@ impl LiveLab {
         // The controller tells the compute service of port changes, as
         // Neutron tells Nova (with the service user's token when the APIs
         // ask for one).
-        let token: Option<std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>> =
-            o.compute.service_token.clone().map(|t| {
-                let f: std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync> =
-                    std::sync::Arc::new(move || t.token(chrono::Utc::now()).ok());
-                f
-            });
+        let token = o
+            .compute
+            .service_token
+            .clone()
+            .map(switchyard_identity::TokenSource::Embedded);
         let _ = app
             .shared
             .notifier

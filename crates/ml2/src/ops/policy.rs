@@ -38,7 +38,10 @@ pub fn subnet_visible(ctx: &Ctx, st: &State, s: &Subnet) -> bool {
 }
 
 pub fn port_visible(ctx: &Ctx, st: &State, p: &Port) -> bool {
-    ctx.is_admin || p.std.project_id == ctx.project_id || owns_network_of(ctx, st, &p.network_id)
+    ctx.is_admin
+        || ctx.is_service
+        || p.std.project_id == ctx.project_id
+        || owns_network_of(ctx, st, &p.network_id)
 }
 
 /// A network the caller may see, or 404.
@@ -99,10 +102,13 @@ pub fn check_port_attrs(
     if ctx.is_admin {
         return Ok(());
     }
-    // Binding a port to a host (and the host's profile) is for Nova, i.e. admin.
-    for k in ["binding:host_id", "binding:profile"] {
-        if body.contains_key(k) {
-            return Err(policy_denied(&format!("rule:{action}:{k}")));
+    // Binding a port to a host (and the host's profile) is for Nova: admin
+    // or the service role (`rule:admin_only or rule:service_api`).
+    if !ctx.is_service {
+        for k in ["binding:host_id", "binding:profile"] {
+            if body.contains_key(k) {
+                return Err(policy_denied(&format!("rule:{action}:{k}")));
+            }
         }
     }
     if network_owner(ctx, net) {
@@ -132,12 +138,16 @@ pub fn check_port_attrs(
     Ok(())
 }
 
-/// Attributes a non-admin reader does not see (Neutron's admin-only attributes).
-pub const ADMIN_ONLY_ATTRS: [&str; 8] = [
+/// Binding attributes only an admin or the service role reads.
+pub const BINDING_ATTRS: [&str; 4] = [
     "binding:host_id",
     "binding:profile",
     "binding:vif_type",
     "binding:vif_details",
+];
+
+/// Attributes only an admin reads (Neutron's admin-only attributes).
+pub const ADMIN_ONLY_ATTRS: [&str; 4] = [
     "provider:network_type",
     "provider:physical_network",
     "provider:segmentation_id",
@@ -151,6 +161,11 @@ pub fn redact(ctx: &Ctx, mut v: Value) -> Value {
     {
         for k in ADMIN_ONLY_ATTRS {
             o.remove(k);
+        }
+        if !ctx.is_service {
+            for k in BINDING_ATTRS {
+                o.remove(k);
+            }
         }
     }
     v

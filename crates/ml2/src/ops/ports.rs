@@ -582,7 +582,7 @@ pub fn update(
     attrs::check_body(attrs::PORT, body, false)?;
     let b = Body(body);
     let mut p = visible_port(ctx, st, id)?.clone();
-    if !ctx.is_admin && p.std.project_id != ctx.project_id {
+    if !ctx.is_admin && !ctx.is_service && p.std.project_id != ctx.project_id {
         return Err(super::policy_denied("rule:update_port"));
     }
     if let Some(net) = st.networks.get(&p.network_id) {
