@@ -22,7 +22,7 @@ LAB_STARTUP = 60.0
 @pytest.fixture(scope="module")
 def lab():
     with spawn(
-        ["lab", "up", "--bind", "127.0.0.1:{port}", "--db", "sqlite://{data_dir}/lab.db"],
+        ["lab", "up", "--auth", "noauth", "--bind", "127.0.0.1:{port}", "--db", "sqlite://{data_dir}/lab.db"],
         "switchyard-compute-",
     ) as run:
         deadline = time.monotonic() + LAB_STARTUP

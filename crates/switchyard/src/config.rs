@@ -127,7 +127,7 @@ pub enum Auth {
 impl FileConfig {
     /// The API's authentication, opened (embedded: bootstrapped in `db`).
     pub fn auth(&self, db: &Path, admin_password: Option<String>) -> anyhow::Result<Auth> {
-        if self.identity.auth_strategy != "keystone" {
+        if self.identity.strategy() != "keystone" {
             return Ok(match self.identity.open(db, admin_password)? {
                 Some(id) => Auth::Embedded(id),
                 None => Auth::None,
@@ -243,7 +243,8 @@ pub struct IdentityConfig {
     /// "noauth" (no authentication: the project is X-Project-Id as sent),
     /// "embedded" (switchyard's own Keystone v3 at /identity) or "keystone"
     /// (tokens checked against `[keystone_authtoken]`).
-    pub auth_strategy: String,
+    /// Unset: "noauth" for `switchyard server`, "embedded" for `lab up`.
+    pub auth_strategy: Option<String>,
     pub admin_user: String,
     /// Required with "embedded" (or SWITCHYARD_ADMIN_PASSWORD).
     pub admin_password: Option<String>,
@@ -259,7 +260,7 @@ pub struct IdentityConfig {
 impl Default for IdentityConfig {
     fn default() -> Self {
         IdentityConfig {
-            auth_strategy: "noauth".into(),
+            auth_strategy: None,
             admin_user: "admin".into(),
             admin_password: None,
             admin_project: "admin".into(),
@@ -272,6 +273,11 @@ impl Default for IdentityConfig {
 }
 
 impl IdentityConfig {
+    /// `auth_strategy`, "noauth" when unset.
+    pub fn strategy(&self) -> &str {
+        self.auth_strategy.as_deref().unwrap_or("noauth")
+    }
+
     /// The embedded identity this asks for (`None` for noauth), bootstrapped
     /// in the database at `db`.
     pub fn open(
@@ -279,7 +285,7 @@ impl IdentityConfig {
         db: &Path,
         admin_password: Option<String>,
     ) -> anyhow::Result<Option<switchyard_identity::Identity>> {
-        match self.auth_strategy.as_str() {
+        match self.strategy() {
             "noauth" => return Ok(None),
             "embedded" => {}
             "keystone" => return Ok(None),

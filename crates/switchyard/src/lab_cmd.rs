@@ -71,8 +71,8 @@ pub struct UpArgs {
     guests: GuestsArg,
     /// "embedded": the APIs ask for Keystone tokens from the lab's own
     /// identity (admin and demo users; see --clouds-yaml); "noauth": none
-    /// (default: the config file's [identity] auth_strategy, else noauth).
-    /// The emulated lab only, for now.
+    /// (default: the config file's [identity] auth_strategy, else embedded;
+    /// with --linux, noauth: the Linux lab has no identity yet).
     #[arg(long, value_parser = ["noauth", "embedded"])]
     auth: Option<String>,
     /// With embedded identity: write the lab's clouds.yaml (clouds
@@ -143,10 +143,18 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
             (t.path().join("switchyard.db"), Some(t))
         }
     };
+    // The emulated lab asks for tokens unless told otherwise; the Linux lab
+    // serves without them (its identity is not built yet).
     let auth = a
         .auth
         .clone()
-        .unwrap_or_else(|| file.identity.auth_strategy.clone());
+        .or(file.identity.auth_strategy.clone())
+        .unwrap_or_else(|| if a.linux { "noauth" } else { "embedded" }.into());
+    if !["noauth", "embedded"].contains(&auth.as_str()) {
+        anyhow::bail!(
+            "lab up: auth_strategy \"{auth}\" is for switchyard server; the lab runs \"embedded\" or \"noauth\""
+        );
+    }
     if a.linux {
         if auth != "noauth" {
             anyhow::bail!("lab up --linux serves without authentication for now (--auth noauth)");
@@ -157,7 +165,7 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let mut passwords = None;
     let identity = if auth == "embedded" {
         let mut idc = file.identity.clone();
-        idc.auth_strategy = "embedded".into();
+        idc.auth_strategy = Some("embedded".into());
         let admin = std::env::var("SWITCHYARD_ADMIN_PASSWORD")
             .ok()
             .or(idc.admin_password.clone())
@@ -203,22 +211,21 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
     .with_context(|| format!("starting the lab on {}", a.bind))?;
     let hosts = live.hosts();
     let connected = wait_connected(&live, &hosts, Duration::from_secs(15)).await;
-    print_banner(&live, &topology, &db, &hosts, connected);
-    if let Some((admin, demo)) = &passwords {
-        let yaml = clouds_yaml(&live.url(), admin, demo);
-        match &a.clouds_yaml {
-            Some(p) => {
+    let keystone = match &passwords {
+        Some((admin, demo)) => {
+            let yaml = clouds_yaml(&live.url(), admin, demo);
+            if let Some(p) = &a.clouds_yaml {
                 write_private(p, &yaml).with_context(|| format!("writing {}", p.display()))?;
-                println!(
-                    "Every API asks for a Keystone token: clouds.yaml written to {} (clouds switchyard and switchyard-demo)",
-                    p.display()
-                );
             }
-            None => println!(
-                "Every API asks for a Keystone token. clouds.yaml (clouds switchyard and switchyard-demo):\n{yaml}"
-            ),
+            Some(Keystone {
+                admin: admin.clone(),
+                yaml,
+                written: a.clouds_yaml.clone(),
+            })
         }
-    }
+        None => None,
+    };
+    print_banner(&live, &topology, &db, &hosts, connected, keystone.as_ref());
     shutdown.await;
     live.shutdown().await;
     println!("switchyard lab: stopped");
@@ -260,7 +267,22 @@ pub(crate) async fn wait_connected(live: &LiveLab, hosts: &[String], limit: Dura
     }
 }
 
-fn print_banner(live: &LiveLab, t: &Topology, db: &std::path::Path, hosts: &[String], ok: bool) {
+/// What a user needs to authenticate to a lab with identity.
+struct Keystone {
+    admin: String,
+    yaml: String,
+    /// Where the clouds.yaml was written (`None`: printed).
+    written: Option<PathBuf>,
+}
+
+fn print_banner(
+    live: &LiveLab,
+    t: &Topology,
+    db: &std::path::Path,
+    hosts: &[String],
+    ok: bool,
+    keystone: Option<&Keystone>,
+) {
     let url = live.url();
     let nodes: Vec<String> = t
         .nodes
@@ -297,7 +319,7 @@ fn print_banner(live: &LiveLab, t: &Topology, db: &std::path::Path, hosts: &[Str
         }
     );
     let net = "$(curl -s -XPOST $U/v2.0/networks -d '{\"network\":{\"name\":\"demo-net\"}}' | jq -r .network.id)";
-    println!(
+    let recipe = format!(
         r#"
 Try it (bash, with curl and jq; host names are the reference topology's):
   U={url}
@@ -318,13 +340,51 @@ Or through the compute API, as Nova would (boot, then live-migrate OVS -> vRoute
   curl -s -XPOST $U/compute/v2.1/servers/$S/action -H 'OpenStack-API-Version: compute 2.74' \
        -d '{{"os-migrateLive":{{"host":"compute-4","block_migration":"auto"}}}}'
   target/release/switchyard verify --url $U      # every guest to every guest it should reach
-
+"#
+    );
+    match keystone {
+        None => {
+            print!("{recipe}");
+            println!(
+                r#"
 With the openstack CLI, a clouds.yaml entry without Keystone:
   clouds: {{switchyard: {{auth_type: none, network_endpoint_override: "{url}/v2.0/", compute_endpoint_override: "{url}/compute/v2.1/"}}}}
   openstack --os-cloud switchyard network list
-
-Ctrl-C stops the lab."#
-    );
+"#
+            );
+        }
+        Some(k) => {
+            let clouds = match &k.written {
+                Some(p) => {
+                    println!(
+                        "\nEvery API asks for a Keystone token: clouds.yaml (clouds switchyard, admin, and switchyard-demo, a member of project demo) written to {}",
+                        p.display()
+                    );
+                    p.display().to_string()
+                }
+                None => {
+                    println!(
+                        "\nEvery API asks for a Keystone token. Save this as clouds.yaml (clouds switchyard, admin, and switchyard-demo, a member of project demo):\n{}",
+                        k.yaml
+                    );
+                    "clouds.yaml".to_string()
+                }
+            };
+            // The same recipe, each call with the admin's token.
+            let login = format!(
+                "  export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=switchyard   # switchyard verify/node and the openstack CLI use it\n  T=$(curl -si $U/identity/v3/auth/tokens -d '{{\"auth\":{{\"identity\":{{\"methods\":[\"password\"],\"password\":{{\"user\":{{\"name\":\"admin\",\"domain\":{{\"name\":\"Default\"}},\"password\":\"{}\"}}}}}},\"scope\":{{\"project\":{{\"name\":\"admin\",\"domain\":{{\"name\":\"Default\"}}}}}}}}}}' | tr -d '\\r' | awk 'tolower($1)==\"x-subject-token:\" {{print $2}}')\n  C=\"curl -s -H X-Auth-Token:$T\"",
+                k.admin
+            );
+            let recipe = recipe.replace("curl -s", "$C").replacen(
+                &format!("  U={url}\n"),
+                &format!("  U={url}\n{login}\n"),
+                1,
+            );
+            print!("{recipe}");
+            println!("\n  openstack server list --all-projects; openstack network list\n");
+        }
+    }
+    println!("Ctrl-C stops the lab.");
 }
 
 #[cfg(target_os = "linux")]

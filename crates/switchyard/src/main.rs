@@ -10,6 +10,7 @@ mod bench_dataplane;
 mod config;
 mod lab_cmd;
 mod node_cmd;
+mod os_auth;
 mod scenario_cmd;
 
 use std::io::IsTerminal;

@@ -45,6 +45,8 @@ pub enum NodeCmd {
         url: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        auth: crate::os_auth::OsAuthArgs,
     },
     /// One node: its convergence and the state its pipeline runs (interfaces,
     /// bridge and ARP tables, flood lists, counters), asked of its agent.
@@ -57,6 +59,8 @@ pub enum NodeCmd {
         /// Also print the controller's desired items for the node.
         #[arg(long)]
         desired: bool,
+        #[command(flatten)]
+        auth: crate::os_auth::OsAuthArgs,
     },
     /// Enroll a node: a new credential for its agent (`switchyard agent
     /// --token-file`), speaking for HOST in ROLE only. Enrolling a node again
@@ -120,19 +124,25 @@ fn base(url: &str) -> anyhow::Result<String> {
     }
 }
 
-async fn get(url: &str) -> anyhow::Result<Value> {
-    let r = reqwest::get(url)
-        .await
-        .with_context(|| format!("GET {url}"))?;
+async fn get(url: &str, token: Option<String>) -> anyhow::Result<Value> {
+    let mut r = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        r = r.header("X-Auth-Token", t);
+    }
+    let r = r.send().await.with_context(|| format!("GET {url}"))?;
     let status = r.status();
     let v: Value = r.json().await.with_context(|| format!("reading {url}"))?;
     if !status.is_success() {
-        bail!(
-            "{status}: {}",
-            v["NeutronError"]["message"]
-                .as_str()
-                .unwrap_or("request failed")
-        );
+        let why = v["NeutronError"]["message"]
+            .as_str()
+            .or(v["error"]["message"].as_str())
+            .unwrap_or("request failed");
+        if status == 401 {
+            bail!(
+                "{status}: {why} (give credentials: --os-cloud NAME, OS_TOKEN or OS_AUTH_URL/OS_USERNAME/OS_PASSWORD/OS_PROJECT_NAME)"
+            );
+        }
+        bail!("{status}: {why}");
     }
     Ok(v)
 }
@@ -202,8 +212,9 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
                 println!("{host:<24} {:<8} {at}", role.name());
             }
         }
-        NodeCmd::List { url, json } => {
-            let v = get(&format!("{}/switchyard/v1/nodes", base(&url)?)).await?;
+        NodeCmd::List { url, json, auth } => {
+            let token = crate::os_auth::token(&auth).await?;
+            let v = get(&format!("{}/switchyard/v1/nodes", base(&url)?), token).await?;
             if json {
                 println!("{v}");
                 return Ok(());
@@ -218,8 +229,14 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
             url,
             json,
             desired,
+            auth,
         } => {
-            let v = get(&format!("{}/switchyard/v1/nodes/{host}", base(&url)?)).await?;
+            let token = crate::os_auth::token(&auth).await?;
+            let v = get(
+                &format!("{}/switchyard/v1/nodes/{host}", base(&url)?),
+                token,
+            )
+            .await?;
             if json {
                 println!("{v}");
                 return Ok(());

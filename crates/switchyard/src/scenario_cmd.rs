@@ -25,6 +25,8 @@ pub struct VerifyArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    auth: crate::os_auth::OsAuthArgs,
 }
 
 /// `--min-replies`: a number from 1 to the pings per path.
@@ -122,7 +124,10 @@ fn base(url: &str) -> anyhow::Result<String> {
 }
 
 pub async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
-    let c = LabClient::new(&base(&a.url)?);
+    let mut c = LabClient::new(&base(&a.url)?);
+    if let Some(t) = crate::os_auth::token(&a.auth).await? {
+        c = c.with_token(t);
+    }
     let m = verify::run(&c, a.network.as_deref(), a.min_replies)
         .await
         .with_context(|| format!("verifying the lab at {}", c.url()))?;

@@ -1,6 +1,8 @@
 //! `switchyard lab up` as a new user runs it: the banner says where the API
-//! is, the printed recipe (network, subnet, ports on two backends, guests,
-//! ping) works against it, `node show` prints the applied tables, and SIGINT
+//! is, every API asks for a token from the lab's identity (the default), the
+//! printed recipe (network, subnet, ports on two backends, guests, ping)
+//! works against it with the admin's token, `node show` and `verify` find
+//! their credentials in the written clouds.yaml (`OS_CLOUD`), and SIGINT
 //! stops it cleanly.
 
 use std::io::{BufRead, BufReader};
@@ -41,9 +43,12 @@ impl Drop for Running {
 
 #[test]
 fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clouds = dir.path().join("clouds.yaml");
     let mut guard = Running(
         Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["lab", "up", "--bind", "127.0.0.1:0"])
+            .args(["lab", "up", "--bind", "127.0.0.1:0", "--clouds-yaml"])
+            .arg(&clouds)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -73,7 +78,45 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
         .trim_end_matches("/v2.0/")
         .to_string();
 
-    let c = reqwest::blocking::Client::new();
+    // Without a token: keystonemiddleware's 401. With the admin's (its
+    // password from the written clouds.yaml, as the recipe logs in): the API.
+    let anon = reqwest::blocking::Client::new();
+    let r = anon
+        .get(format!("{base}/v2.0/networks"))
+        .send()
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(
+        banner.contains("T=$(curl -si $U/identity/v3/auth/tokens"),
+        "{banner}"
+    );
+    assert!(banner.contains("$C -XPOST $U/v2.0/subnets"), "{banner}");
+    let yaml = std::fs::read_to_string(&clouds).expect("clouds.yaml");
+    let password = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password: "))
+        .expect("admin password")
+        .trim_matches('"')
+        .to_string();
+    let r = anon
+        .post(format!("{base}/identity/v3/auth/tokens"))
+        .json(&json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {"name": "admin", "domain": {"name": "Default"}, "password": password}}},
+            "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}}))
+        .send()
+        .expect("login");
+    assert_eq!(r.status().as_u16(), 201);
+    let token = r
+        .headers()
+        .get("x-subject-token")
+        .expect("X-Subject-Token")
+        .clone();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-auth-token", token);
+    let c = reqwest::blocking::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client");
     let post = |path: &str, body: Value| {
         call(
             &c,
@@ -122,6 +165,8 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
     assert_eq!(answered, 5);
 
     let show = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env("OS_CLIENT_CONFIG_FILE", &clouds)
+        .env("OS_CLOUD", "switchyard")
         .args(["node", "show", "compute-2", "--url", &base])
         .output()
         .expect("node show");
@@ -130,6 +175,8 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
     assert!(text.contains("vrouter") && text.contains(&ips[1]), "{text}");
     assert!(text.contains("bridge"), "{text}");
     let list = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env("OS_CLIENT_CONFIG_FILE", &clouds)
+        .env("OS_CLOUD", "switchyard")
         .args(["node", "list", "--url", &base])
         .output()
         .expect("node list");
@@ -144,6 +191,18 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
     ] {
         assert!(text.contains(host), "{host}: {text}");
     }
+
+    // Without credentials a client command says what to give.
+    let list = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env_remove("OS_CLOUD")
+        .env_remove("OS_TOKEN")
+        .env_remove("OS_AUTH_URL")
+        .args(["node", "list", "--url", &base])
+        .output()
+        .expect("node list");
+    let err = String::from_utf8_lossy(&list.stderr);
+    assert!(!list.status.success());
+    assert!(err.contains("401") && err.contains("--os-cloud"), "{err}");
 
     // What the README lists as not there yet answers Neutron's 404 and is
     // not advertised; quotas are served.
@@ -210,6 +269,8 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
 
     // verify: every guest reaches every other; exit 0, JSON on request.
     let v = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env("OS_CLIENT_CONFIG_FILE", &clouds)
+        .env("OS_CLOUD", "switchyard")
         .args(["verify", "--url", &base, "--json"])
         .output()
         .expect("verify");
@@ -255,6 +316,8 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let v = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env("OS_CLIENT_CONFIG_FILE", &clouds)
+        .env("OS_CLOUD", "switchyard")
         .args(["verify", "--url", &base])
         .output()
         .expect("verify");
@@ -267,6 +330,8 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
     assert!(table.contains("a path needs 5 of 5 replies"), "{table}");
     // Asking for a single reply does not make a dead path ok.
     let v = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env("OS_CLIENT_CONFIG_FILE", &clouds)
+        .env("OS_CLOUD", "switchyard")
         .args(["verify", "--url", &base, "--min-replies", "1", "--json"])
         .output()
         .expect("verify");

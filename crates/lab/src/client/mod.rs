@@ -46,6 +46,8 @@ fn error_message(v: &Value) -> Option<String> {
 pub struct LabClient {
     http: reqwest::Client,
     url: String,
+    /// A Keystone token sent with every call (a lab with identity).
+    token: Option<String>,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -58,7 +60,14 @@ impl LabClient {
                 .build()
                 .unwrap_or_default(),
             url: url.trim_end_matches('/').to_string(),
+            token: None,
         }
+    }
+
+    /// The same client, sending `token` as `X-Auth-Token`.
+    pub fn with_token(mut self, token: String) -> Self {
+        self.token = Some(token);
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -77,6 +86,9 @@ impl LabClient {
             .request(method.clone(), format!("{}{path}", self.url));
         if path.starts_with("/compute/") {
             r = r.header("OpenStack-API-Version", "compute 2.74");
+        }
+        if let Some(t) = &self.token {
+            r = r.header("X-Auth-Token", t);
         }
         if let Some(b) = body {
             r = r.json(b);
