@@ -429,7 +429,7 @@ impl Shared {
         let before = notifier.map(|_| crate::nova::before(core.state.undo()));
         let changes = core.state.commit();
         if let (Some(n), Some(b)) = (notifier, before) {
-            n.send(crate::nova::events(&b, &changes));
+            n.send(crate::nova::events(&b, &changes, &core.state));
         }
         let live = core.liveness(ctx.now);
         let deltas = core.compiler.apply(&core.state, &changes, &live);

@@ -8,7 +8,9 @@
 //!   → `ERROR`: `network-vif-plugged`, `failed`;
 //! * `ACTIVE` → `DOWN`: `network-vif-unplugged`, `completed`;
 //! * a port deleted: `network-vif-deleted`;
-//! * its fixed IPs changed: `network-changed`.
+//! * its fixed IPs changed, or a floating IP was associated with it or
+//!   taken from it: `network-changed` (Nova then refreshes the server's
+//!   addresses).
 //!
 //! Events are queued and sent in batches to `POST {nova}/os-server-external-events`
 //! — the first as soon as it comes, the next after `interval` (Neutron's
@@ -23,7 +25,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Serialize;
-use switchyard_model::{Change, Kind, PortStatus, Record};
+use switchyard_model::{Change, Kind, PortStatus, Record, State};
 
 /// One external event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,43 +38,67 @@ pub struct Event {
 
 /// What of a port before the transaction matters for its events.
 #[derive(Debug, Clone)]
-pub struct Before {
+pub struct PortBefore {
     status: PortStatus,
     fixed_ips: Vec<String>,
     device_owner: String,
     device_id: String,
 }
 
-/// The ports of a transaction as they were (touched keys only).
-pub fn before(undo: &[(Kind, String, Option<Record>)]) -> HashMap<String, Before> {
-    undo.iter()
-        .filter_map(|(k, id, r)| match (k, r) {
-            (Kind::Port, Some(Record::Port(p))) => Some((
-                id.clone(),
-                Before {
-                    status: p.status,
-                    fixed_ips: p
-                        .fixed_ips
-                        .iter()
-                        .map(|f| f.ip_address.to_string())
-                        .collect(),
-                    device_owner: p.device_owner.clone(),
-                    device_id: p.device_id.clone(),
-                },
-            )),
-            _ => None,
-        })
-        .collect()
+/// What a transaction touched, as it was.
+#[derive(Debug, Clone, Default)]
+pub struct Before {
+    ports: HashMap<String, PortBefore>,
+    /// Floating IP → (its port, its address).
+    fips: HashMap<String, (Option<String>, String)>,
+}
+
+/// The ports and floating IPs of a transaction as they were (touched keys
+/// only).
+pub fn before(undo: &[(Kind, String, Option<Record>)]) -> Before {
+    let mut b = Before::default();
+    for (k, id, r) in undo {
+        match (k, r) {
+            (Kind::Port, Some(Record::Port(p))) => {
+                b.ports.insert(
+                    id.clone(),
+                    PortBefore {
+                        status: p.status,
+                        fixed_ips: p
+                            .fixed_ips
+                            .iter()
+                            .map(|f| f.ip_address.to_string())
+                            .collect(),
+                        device_owner: p.device_owner.clone(),
+                        device_id: p.device_id.clone(),
+                    },
+                );
+            }
+            (Kind::FloatingIp, Some(Record::FloatingIp(f))) => {
+                b.fips.insert(
+                    id.clone(),
+                    (f.port_id.clone(), f.floating_ip_address.to_string()),
+                );
+            }
+            _ => {}
+        }
+    }
+    b
 }
 
 fn server_of(device_owner: &str, device_id: &str) -> Option<String> {
     (device_owner.starts_with("compute:") && !device_id.is_empty()).then(|| device_id.to_string())
 }
 
-/// The events a committed transaction makes.
-pub fn events(before: &HashMap<String, Before>, changes: &[Change]) -> Vec<Event> {
+/// The events a committed transaction makes (`state`: after it).
+pub fn events(b: &Before, changes: &[Change], state: &State) -> Vec<Event> {
+    let before = &b.ports;
     let mut out = Vec::new();
     for (k, id, now) in changes {
+        if *k == Kind::FloatingIp {
+            fip_changed(b, state, id, now.as_ref(), &mut out);
+            continue;
+        }
         if *k != Kind::Port {
             continue;
         }
@@ -125,6 +151,41 @@ pub fn events(before: &HashMap<String, Before>, changes: &[Change]) -> Vec<Event
         }
     }
     out
+}
+
+/// A floating IP associated, moved or taken away: `network-changed` for
+/// the server of each port it left or joined (once per port).
+fn fip_changed(b: &Before, state: &State, id: &str, now: Option<&Record>, out: &mut Vec<Event>) {
+    let (old_port, old_addr) = b.fips.get(id).cloned().unwrap_or((None, String::new()));
+    let (new_port, new_addr) = match now {
+        Some(Record::FloatingIp(f)) => (f.port_id.clone(), f.floating_ip_address.to_string()),
+        _ => (None, String::new()),
+    };
+    if old_port == new_port && old_addr == new_addr {
+        return;
+    }
+    for port in [old_port, new_port].into_iter().flatten() {
+        // The port as it is now, or (deleted in this transaction) as it was.
+        let server = match state.ports.get(&port) {
+            Some(p) => server_of(&p.device_owner, &p.device_id),
+            None => b
+                .ports
+                .get(&port)
+                .and_then(|p| server_of(&p.device_owner, &p.device_id)),
+        };
+        let Some(server) = server else { continue };
+        let dup = out
+            .iter()
+            .any(|e| e.name == "network-changed" && e.tag == port && e.server_uuid == server);
+        if !dup {
+            out.push(Event {
+                name: "network-changed",
+                server_uuid: server,
+                tag: port,
+                status: "completed",
+            });
+        }
+    }
 }
 
 /// Where events go and how.

@@ -58,6 +58,20 @@ async fn compute_api_contract() {
         v["version"]["links"][0]["href"],
         format!("{}/compute/v2.1/", live.url())
     );
+    // Links are built on the server's own URL: a forged Host (or the
+    // header that carries the URL inside) changes nothing.
+    let r = http
+        .get(format!("{}/compute/v2.1/", live.url()))
+        .header("Host", "evil.example")
+        .header("X-Switchyard-Link-Base", "http://evil.example")
+        .send()
+        .await
+        .expect("get");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(
+        v["version"]["links"][0]["href"],
+        format!("{}/compute/v2.1/", live.url())
+    );
     let (s, v) = call(&c, M::GET, "/compute/", None).await;
     assert_eq!((s, v["versions"][0]["id"].as_str()), (200, Some("v2.1")));
     let r = http
@@ -692,6 +706,95 @@ async fn external_events_are_taken_as_nova_takes_them() {
         .await
         .expect("post");
     assert_eq!(r.status(), 403);
+
+    // A floating IP on the server's port: the controller sends
+    // network-changed and the server's addresses gain it; taken away, they
+    // lose it.
+    let public = c.get("/v2.0/networks?name=public").await.expect("public")["networks"][0]["id"]
+        .as_str()
+        .expect("public")
+        .to_string();
+    let router = c
+        .post(
+            "/v2.0/routers",
+            &json!({"router": {"name": "r", "external_gateway_info": {"network_id": public}}}),
+        )
+        .await
+        .expect("router")["router"]["id"]
+        .as_str()
+        .expect("router")
+        .to_string();
+    let subnet = c
+        .get(&format!("/v2.0/subnets?network_id={net}"))
+        .await
+        .expect("subnets")["subnets"][0]["id"]
+        .as_str()
+        .expect("subnet")
+        .to_string();
+    c.put(
+        &format!("/v2.0/routers/{router}/add_router_interface"),
+        &json!({"subnet_id": subnet}),
+    )
+    .await
+    .expect("interface");
+    let port = c
+        .get(&format!("/v2.0/ports?device_id={id}"))
+        .await
+        .expect("ports")["ports"][0]["id"]
+        .as_str()
+        .expect("port")
+        .to_string();
+    let f = c
+        .post(
+            "/v2.0/floatingips",
+            &json!({"floatingip": {"floating_network_id": public, "port_id": port}}),
+        )
+        .await
+        .expect("fip");
+    let fip = f["floatingip"]["floating_ip_address"]
+        .as_str()
+        .expect("address")
+        .to_string();
+    let fid = f["floatingip"]["id"].as_str().expect("id").to_string();
+    let addresses = || async {
+        let v = c.get(&format!("{V}/servers/{id}")).await.expect("server");
+        v["server"]["addresses"]["e"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let a = addresses().await;
+        if a.len() == 2 || tokio::time::Instant::now() > deadline {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert_eq!(shown[0]["OS-EXT-IPS:type"], "fixed");
+    assert_eq!(shown[1]["OS-EXT-IPS:type"], "floating");
+    assert_eq!(shown[1]["addr"], fip.as_str());
+    assert_eq!(
+        shown[1]["OS-EXT-IPS-MAC:mac_addr"],
+        shown[0]["OS-EXT-IPS-MAC:mac_addr"]
+    );
+    c.put(
+        &format!("/v2.0/floatingips/{fid}"),
+        &json!({"floatingip": {"port_id": null}}),
+    )
+    .await
+    .expect("disassociate");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let a = addresses().await;
+        if a.len() == 1 || tokio::time::Instant::now() > deadline {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0]["OS-EXT-IPS:type"], "fixed");
     live.shutdown().await;
 }
 

@@ -113,7 +113,25 @@ pub fn router(compute: Compute, project: &str) -> Router {
         .route("/compute/v2.1/{*rest}", axum::routing::any(unknown))
         .method_not_allowed_fallback(bad_method)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), policy))
+        .layer(axum::middleware::from_fn(link_base))
         .with_state(ctx)
+}
+
+/// The header [`base`] reads: set here from the server's [`LinkBase`]
+/// (`network_link_prefix`, or the address the client connected to), after
+/// removing any a client sent.
+const LINK_BASE: &str = "x-switchyard-link-base";
+
+async fn link_base(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    req.headers_mut().remove(LINK_BASE);
+    let link = req
+        .extensions()
+        .get::<switchyard_api::LinkBase>()
+        .and_then(|l| HeaderValue::from_str(&l.0).ok());
+    if let Some(v) = link {
+        req.headers_mut().insert(LINK_BASE, v);
+    }
+    next.run(req).await
 }
 
 /// Who calls: the project and whether it is an admin. Without `X-Roles`
@@ -317,13 +335,14 @@ fn versioned(mut r: Response, v: (u32, u32)) -> Response {
     r
 }
 
-/// The base URL for links: from the request's `Host`.
+/// The base URL for links: the server's public URL (as Neutron's links),
+/// never the client's `Host` header, which anyone can forge.
 fn base(h: &HeaderMap) -> String {
-    let host = h
-        .get(header::HOST)
+    let root = h
+        .get(LINK_BASE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    format!("http://{host}/compute/v2.1")
+        .unwrap_or("http://localhost:9696");
+    format!("{}/compute/v2.1", root.trim_end_matches('/'))
 }
 
 fn version_doc(h: &HeaderMap) -> Value {

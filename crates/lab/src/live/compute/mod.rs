@@ -132,6 +132,9 @@ pub struct Vif {
     pub network_name: String,
     pub mac: String,
     pub ips: Vec<String>,
+    /// Floating IPs on the port (Nova's info cache learns them on
+    /// `network-changed`).
+    pub floating_ips: Vec<String>,
     pub vnic_type: String,
     pub vif_type: String,
     pub vif_details: Value,
@@ -467,6 +470,12 @@ impl Compute {
             let mut codes = Vec::with_capacity(events.len());
             for e in events {
                 if inner.servers.contains_key(&e.server_uuid) {
+                    if e.name == "network-changed" {
+                        // Nova refreshes the server's network info cache.
+                        let (c, server, port) =
+                            (self.clone(), e.server_uuid.clone(), e.tag.clone());
+                        tokio::spawn(async move { c.refresh_vif(&server, &port).await });
+                    }
                     tracing::debug!(server = %e.server_uuid, event = %e.name, tag = %e.tag, status = %e.status, "external event");
                     if inner.events.len() >= EVENTS_KEPT {
                         inner.events.pop_front();
@@ -481,6 +490,27 @@ impl Compute {
         };
         self.event_arrived.notify_waiters();
         codes
+    }
+
+    /// Re-reads one VIF of a server from the networking API (its addresses,
+    /// floating IPs, binding), as Nova's `network-changed` handling does.
+    async fn refresh_vif(&self, server: &str, port_id: &str) {
+        let old = self.inner().servers.get(server).and_then(|s| {
+            s.vifs
+                .iter()
+                .find(|v| v.port_id == port_id)
+                .map(|v| (v.created, v.guest.clone()))
+        });
+        let Some((created, guest)) = old else { return };
+        let Ok(p) = self.neutron.show_port(port_id).await else {
+            return;
+        };
+        let fresh = self.vif_of(&p, created, guest).await;
+        self.update(server, |s| {
+            if let Some(v) = s.vifs.iter_mut().find(|v| v.port_id == port_id) {
+                *v = fresh;
+            }
+        });
     }
 
     /// Nova's wait for `network-vif-plugged` of `port_id` on server `id`
@@ -989,6 +1019,11 @@ impl Compute {
             network_name,
             mac: s("mac_address"),
             ips: fixed_ips(port),
+            floating_ips: self
+                .neutron
+                .floating_ips_of(&s("id"))
+                .await
+                .unwrap_or_default(),
             vnic_type: s("binding:vnic_type"),
             vif_type: s("binding:vif_type"),
             vif_details: port

@@ -141,6 +141,25 @@ impl Neutron {
         Self::member(v, "port")
     }
 
+    /// The addresses of the floating IPs on port `id`.
+    pub async fn floating_ips_of(&self, id: &str) -> Result<Vec<String>> {
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/floatingips?port_id={id}&fields=floating_ip_address"),
+                None,
+            )
+            .await?;
+        Ok(v.as_ref()
+            .and_then(|v| v["floatingips"].as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f["floating_ip_address"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     pub async fn show_network(&self, id: &str) -> Result<Map<String, Value>> {
         let v = self
             .call(reqwest::Method::GET, &format!("/networks/{id}"), None)

@@ -17,7 +17,8 @@ pub fn server_brief(base: &str, s: &Server) -> Value {
     json!({"id": s.id, "name": s.name, "links": links(base, "servers", &s.id)})
 }
 
-/// `addresses`: per network name, each fixed IP with the port's MAC.
+/// `addresses`: per network name, each fixed IP with the port's MAC, then
+/// the port's floating IPs.
 fn addresses(s: &Server) -> Value {
     let mut m = Map::new();
     for v in &s.vifs {
@@ -30,6 +31,14 @@ fn addresses(s: &Server) -> Value {
                     "version": if ip.contains(':') { 6 } else { 4 },
                     "addr": ip,
                     "OS-EXT-IPS:type": "fixed",
+                    "OS-EXT-IPS-MAC:mac_addr": v.mac,
+                }));
+            }
+            for ip in &v.floating_ips {
+                a.push(json!({
+                    "version": if ip.contains(':') { 6 } else { 4 },
+                    "addr": ip,
+                    "OS-EXT-IPS:type": "floating",
                     "OS-EXT-IPS-MAC:mac_addr": v.mac,
                 }));
             }
