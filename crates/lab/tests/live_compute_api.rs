@@ -710,20 +710,6 @@ async fn external_events_are_taken_as_nova_takes_them() {
     // A floating IP on the server's port: the controller sends
     // network-changed and the server's addresses gain it; taken away, they
     // lose it.
-    let public = c.get("/v2.0/networks?name=public").await.expect("public")["networks"][0]["id"]
-        .as_str()
-        .expect("public")
-        .to_string();
-    let router = c
-        .post(
-            "/v2.0/routers",
-            &json!({"router": {"name": "r", "external_gateway_info": {"network_id": public}}}),
-        )
-        .await
-        .expect("router")["router"]["id"]
-        .as_str()
-        .expect("router")
-        .to_string();
     let subnet = c
         .get(&format!("/v2.0/subnets?network_id={net}"))
         .await
@@ -731,12 +717,7 @@ async fn external_events_are_taken_as_nova_takes_them() {
         .as_str()
         .expect("subnet")
         .to_string();
-    c.put(
-        &format!("/v2.0/routers/{router}/add_router_interface"),
-        &json!({"subnet_id": subnet}),
-    )
-    .await
-    .expect("interface");
+    let (public, _router) = c.router_to_public("r", &subnet).await.expect("router");
     let port = c
         .get(&format!("/v2.0/ports?device_id={id}"))
         .await

@@ -229,19 +229,6 @@ async fn every_direction_two_ports_and_concurrent_requests() {
 
     // A floating IP follows its VM: reachable from the internet on a vRouter
     // node, and again after a live migration to the OVS node.
-    let nets = c.get("/v2.0/networks?name=public").await.expect("public");
-    let public = nets["networks"][0]["id"]
-        .as_str()
-        .expect("public")
-        .to_string();
-    let r = c
-        .post(
-            "/v2.0/routers",
-            &json!({"router": {"name": "r", "external_gateway_info": {"network_id": public}}}),
-        )
-        .await
-        .expect("router");
-    let router = r["router"]["id"].as_str().expect("router").to_string();
     let subnet = c
         .get(&format!("/v2.0/subnets?network_id={net}"))
         .await
@@ -249,12 +236,7 @@ async fn every_direction_two_ports_and_concurrent_requests() {
         .as_str()
         .expect("subnet")
         .to_string();
-    c.put(
-        &format!("/v2.0/routers/{router}/add_router_interface"),
-        &json!({"subnet_id": subnet}),
-    )
-    .await
-    .expect("interface");
+    let (public, _router) = c.router_to_public("r", &subnet).await.expect("router");
     let f = c
         .post(
             "/v2.0/floatingips",

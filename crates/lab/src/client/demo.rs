@@ -248,24 +248,7 @@ pub async fn network(c: &LabClient) -> Result<String, ClientError> {
         )
         .await?;
     let subnet = s["subnet"]["id"].as_str().unwrap_or_default().to_string();
-    let nets = c.get("/v2.0/networks?name=public").await?;
-    let public = nets["networks"][0]["id"]
-        .as_str()
-        .ok_or_else(|| ClientError::Scenario("the lab has no 'public' network".into()))?
-        .to_string();
-    let r = c
-        .post(
-            "/v2.0/routers",
-            &json!({"router": {"name": "demo-router",
-                "external_gateway_info": {"network_id": public}}}),
-        )
-        .await?;
-    let router = r["router"]["id"].as_str().unwrap_or_default().to_string();
-    c.put(
-        &format!("/v2.0/routers/{router}/add_router_interface"),
-        &json!({"subnet_id": subnet}),
-    )
-    .await?;
+    c.router_to_public("demo-router", &subnet).await?;
     Ok(net)
 }
 

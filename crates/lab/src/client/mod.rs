@@ -139,6 +139,33 @@ impl LabClient {
         self.ok(reqwest::Method::DELETE, path, None).await
     }
 
+    /// A router `name` with its gateway on the lab's `public` network and an
+    /// interface on `subnet`: (the public network's id, the router's id).
+    pub async fn router_to_public(
+        &self,
+        name: &str,
+        subnet: &str,
+    ) -> Result<(String, String), ClientError> {
+        let nets = self.get("/v2.0/networks?name=public").await?;
+        let public = nets["networks"][0]["id"]
+            .as_str()
+            .ok_or_else(|| ClientError::Scenario("the lab has no network 'public'".into()))?
+            .to_string();
+        let r = self
+            .post(
+                "/v2.0/routers",
+                &serde_json::json!({"router": {"name": name, "external_gateway_info": {"network_id": public}}}),
+            )
+            .await?;
+        let router = r["router"]["id"].as_str().unwrap_or_default().to_string();
+        self.put(
+            &format!("/v2.0/routers/{router}/add_router_interface"),
+            &serde_json::json!({"subnet_id": subnet}),
+        )
+        .await?;
+        Ok((public, router))
+    }
+
     /// Polls a server until `done` holds for it, or `limit` passes.
     pub async fn wait_server(
         &self,

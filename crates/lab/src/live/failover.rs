@@ -109,23 +109,7 @@ pub async fn routed_network(
         )
         .await?;
     let sub = s["subnet"]["id"].as_str().unwrap_or_default().to_string();
-    let p = c.get("/v2.0/networks?name=public").await?;
-    let public = p["networks"][0]["id"]
-        .as_str()
-        .ok_or_else(|| ClientError::Scenario("the lab has no network 'public'".into()))?
-        .to_string();
-    let r = c
-        .post(
-            "/v2.0/routers",
-            &json!({"router": {"name": format!("{name}-router"), "external_gateway_info": {"network_id": public}}}),
-        )
-        .await?;
-    let router = r["router"]["id"].as_str().unwrap_or_default().to_string();
-    c.put(
-        &format!("/v2.0/routers/{router}/add_router_interface"),
-        &json!({"subnet_id": sub}),
-    )
-    .await?;
+    let (_, router) = c.router_to_public(&format!("{name}-router"), &sub).await?;
     Ok((net, router, vni))
 }
 
