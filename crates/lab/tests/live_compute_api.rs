@@ -968,3 +968,96 @@ async fn flavors_images_and_zones() {
     assert_eq!(r.status(), 403);
     live.shutdown().await;
 }
+
+/// Servers outlive the lab: a lab restarted on the same database knows its
+/// servers (ids, names, hosts, addresses, flavors) and the flavors an admin
+/// made or deleted, and resumes them — plugged again on their hosts, ACTIVE,
+/// reaching each other — as Nova's compute service does at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_survive_a_restart_of_the_lab() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("switchyard.db");
+    let live = LiveLab::start(Options::reference(db.clone()).expect("o"))
+        .await
+        .expect("lab");
+    let c = LabClient::new(&live.url());
+    let net = network(&c, json!({"name": "keep"}), "10.75.0.0/24").await;
+    let mut before = Vec::new();
+    for (name, host) in [("k-ovs", "compute-1"), ("k-vrouter", "compute-2")] {
+        let s = c
+            .boot(name, json!([{"uuid": net}]), host, Duration::from_secs(30))
+            .await
+            .expect("boot");
+        before.push(s);
+    }
+    c.post(
+        &format!("{V}/flavors"),
+        &json!({"flavor": {"name": "k.big", "ram": 4096, "vcpus": 2, "disk": 10, "id": "k1"}}),
+    )
+    .await
+    .expect("flavor");
+    let (st, _) = call(&c, reqwest::Method::DELETE, &format!("{V}/flavors/1"), None).await;
+    assert_eq!(st, 202);
+    live.shutdown().await;
+
+    let live = LiveLab::start(Options::reference(db).expect("o"))
+        .await
+        .expect("lab again");
+    let hosts = live.hosts();
+    for _ in 0..300 {
+        if live.app().is_some_and(|a| {
+            let n = a.shared.nodes.lock().expect("nodes");
+            hosts.iter().all(|h| n.get(h).is_some_and(|x| x.connected))
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = LabClient::new(&live.url());
+    // Known before they are resumed.
+    let v = c.get(&format!("{V}/servers")).await.expect("servers");
+    assert_eq!(v["servers"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(live.compute().resume().await, 2);
+    for b in &before {
+        let id = b["id"].as_str().expect("id");
+        let v = c.get(&format!("{V}/servers/{id}")).await.expect("server");
+        let s = &v["server"];
+        assert_eq!(s["status"], "ACTIVE", "{s}");
+        assert_eq!(s["OS-EXT-STS:task_state"], Value::Null, "{s}");
+        assert_eq!(s["name"], b["name"]);
+        assert_eq!(s["OS-EXT-SRV-ATTR:host"], b["OS-EXT-SRV-ATTR:host"]);
+        assert_eq!(s["addresses"], b["addresses"], "same IPs and MACs");
+        let p = c
+            .get(&format!("/v2.0/ports?device_id={id}"))
+            .await
+            .expect("ports");
+        assert_eq!(p["ports"][0]["status"], "ACTIVE", "{p}");
+    }
+    let m = switchyard_lab::client::verify::run(&c, Some("keep"), 5)
+        .await
+        .expect("verify");
+    assert!(m.ok && m.pairs.len() == 2, "{m:?}");
+    let f = c.get(&format!("{V}/flavors")).await.expect("flavors");
+    let names: Vec<&str> = f["flavors"]
+        .as_array()
+        .expect("flavors")
+        .iter()
+        .filter_map(|x| x["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"k.big") && !names.contains(&"m1.tiny"),
+        "{names:?}"
+    );
+    // A new server after the restart gets a place after the kept ones.
+    c.boot(
+        "k-new",
+        json!([{"uuid": net}]),
+        "compute-4",
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("boot after restart");
+    let v = c.get(&format!("{V}/servers")).await.expect("servers");
+    assert_eq!(v["servers"].as_array().map(Vec::len), Some(3), "{v}");
+    live.shutdown().await;
+}

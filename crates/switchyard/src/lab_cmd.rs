@@ -211,6 +211,12 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
     .with_context(|| format!("starting the lab on {}", a.bind))?;
     let hosts = live.hosts();
     let connected = wait_connected(&live, &hosts, Duration::from_secs(15)).await;
+    // Servers an earlier lab kept in this database come back on their hosts.
+    let kept = live.compute().servers().len();
+    if kept > 0 {
+        let back = live.compute().resume().await;
+        println!("switchyard lab: {back} of {kept} servers kept in the database resumed");
+    }
     let keystone = match &passwords {
         Some((admin, demo)) => {
             let yaml = clouds_yaml(&live.url(), admin, demo);

@@ -91,6 +91,8 @@ pub enum LiveError {
     Controller(#[from] switchyard_api::ServeError),
     #[error("no agent runs node {0}")]
     NoAgent(String),
+    #[error("{0}")]
+    Records(String),
 }
 
 struct Controller {
@@ -167,12 +169,16 @@ impl LiveLab {
                 .spawn(move || run_clock(&lab, &stop))
                 .map_err(|e| LiveError::Listen("lab clock thread".into(), e))?
         };
+        // Servers are kept in the lab's database: a lab restarted on it
+        // knows them again (`resume_servers`).
         let compute = Compute::new(
             compute::VirtDriver::Emulated(hypervisor.clone()),
             &format!("http://{addr}"),
             &opts.topology,
             opts.compute.clone(),
-        );
+        )
+        .with_records(&opts.db)
+        .map_err(LiveError::Records)?;
         let mut live = LiveLab {
             lab,
             hypervisor,

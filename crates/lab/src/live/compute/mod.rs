@@ -26,6 +26,7 @@ pub mod api;
 pub mod catalog;
 pub mod driver;
 pub mod neutron;
+pub mod persist;
 mod views;
 
 use std::collections::BTreeMap;
@@ -322,6 +323,8 @@ pub struct Compute {
     hosts: Arc<Vec<Host>>,
     opts: Arc<ComputeOptions>,
     started: String,
+    /// Where servers and flavors are kept across restarts (`None`: nowhere).
+    records: Option<Arc<persist::Records>>,
 }
 
 impl Compute {
@@ -361,7 +364,136 @@ impl Compute {
             hosts: Arc::new(hosts),
             opts: Arc::new(opts),
             started: now_string(),
+            records: None,
         }
+    }
+
+    /// Keeps servers and flavors in the database at `db` from now on, and
+    /// takes back what an earlier service kept there ([`Compute::resume`]
+    /// brings those servers' guests back).
+    pub fn with_records(mut self, db: &std::path::Path) -> Result<Self, String> {
+        let r = persist::Records::open(db).map_err(|e| e.to_string())?;
+        let (servers, flavors) = r
+            .load()
+            .map_err(|e| format!("reading compute records in {}: {e}", db.display()))?;
+        {
+            let mut inner = self.inner();
+            if let Some(f) = flavors {
+                inner.flavors = f;
+            }
+            for s in servers {
+                inner.next_seq = inner.next_seq.max(s.seq);
+                inner.servers.insert(s.id.clone(), s);
+            }
+        }
+        self.records = Some(Arc::new(r));
+        Ok(self)
+    }
+
+    /// Writes server `id` as it is now (or its removal).
+    fn save(&self, id: &str) {
+        let Some(r) = &self.records else { return };
+        let s = self.inner().servers.get(id).cloned();
+        match s {
+            Some(s) => r.save_server(&s),
+            None => r.delete_server(id),
+        }
+    }
+
+    fn save_flavors(&self) {
+        if let Some(r) = &self.records {
+            let all = self.inner().flavors.clone();
+            r.save_flavors(&all);
+        }
+    }
+
+    /// After a restart, settles the servers an earlier service kept, as
+    /// Nova's compute service does at start with
+    /// `resume_guests_state_on_host_boot`: one that was building is put in
+    /// `ERROR` (its ports released); one that ran is plugged again on its
+    /// host, with its ports and guest names, and is `ACTIVE` once their
+    /// `network-vif-plugged` events arrive (`ERROR`, with the reason, if
+    /// not). Returns how many came back `ACTIVE`.
+    pub async fn resume(&self) -> usize {
+        let kept: Vec<Server> = self.inner().servers.values().cloned().collect();
+        let mut back = 0;
+        for s in kept {
+            match (s.status, s.host.clone()) {
+                (Status::Build, _) => {
+                    self.finish_build(
+                        &s.id,
+                        Err("The compute service restarted while the server was building.".into()),
+                    )
+                    .await;
+                }
+                (Status::Active | Status::Migrating, Some(host)) => {
+                    // Still ACTIVE while it powers on: a second restart
+                    // meanwhile resumes it again (a BUILD would be torn down).
+                    self.update(&s.id, |x| {
+                        x.status = Status::Active;
+                        x.task_state = Some("powering-on");
+                    });
+                    let r = self.replug(&s, &host).await;
+                    if let Err(e) = &r {
+                        tracing::warn!(server = %s.id, error = %e, "server not resumed");
+                    }
+                    back += usize::from(r.is_ok());
+                    self.update(&s.id, |x| {
+                        x.task_state = None;
+                        match r {
+                            Ok(()) => x.status = Status::Active,
+                            Err(message) => {
+                                x.status = Status::Error;
+                                x.fault = Some(Fault {
+                                    code: 500,
+                                    message,
+                                    created: now_string(),
+                                });
+                            }
+                        }
+                    });
+                }
+                _ => {}
+            }
+        }
+        back
+    }
+
+    /// Plugs a kept server's guests again on `host`.
+    async fn replug(&self, s: &Server, host: &str) -> Result<(), String> {
+        let mut vifs = Vec::new();
+        for (i, v) in s.vifs.iter().enumerate() {
+            let port = self.neutron.show_port(&v.port_id).await.map_err(|e| {
+                format!(
+                    "resuming after a restart: port {}: {}",
+                    v.port_id, e.message
+                )
+            })?;
+            let guest = if v.guest.is_empty() {
+                self.guest_name(&s.id, &s.name, i)
+            } else {
+                v.guest.clone()
+            };
+            let vif = self.vif_of(&port, v.created, guest.clone()).await;
+            let mac = parse_mac(&vif.mac).ok_or("the port has no valid MAC address")?;
+            self.hyp
+                .plug(
+                    &guest,
+                    &vif.port_id,
+                    host,
+                    mac,
+                    self.opts.vif_plugging_timeout,
+                )
+                .await
+                .map_err(|e| format!("resuming after a restart: {e}"))?;
+            self.check_device(host, &vif).await?;
+            vifs.push(vif);
+        }
+        self.update(&s.id, |x| x.vifs = vifs);
+        for v in &s.vifs {
+            self.wait_vif_plugged(&s.id, &v.port_id).await?;
+        }
+        Ok(())
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -446,6 +578,8 @@ impl Compute {
             )));
         }
         inner.flavors.push(f.clone());
+        drop(inner);
+        self.save_flavors();
         Ok(f)
     }
 
@@ -458,6 +592,8 @@ impl Compute {
                 "Flavor {id} could not be found."
             )));
         }
+        drop(inner);
+        self.save_flavors();
         Ok(())
     }
 
@@ -826,6 +962,7 @@ impl Compute {
             );
             host
         };
+        self.save(&id);
         let this = self.clone();
         let sid = id.clone();
         tokio::spawn(async move {
@@ -1044,6 +1181,7 @@ impl Compute {
             f(s);
             s.updated = now_string();
         }
+        self.save(id);
     }
 
     async fn finish_build(&self, id: &str, r: Result<(), String>) {
@@ -1061,6 +1199,7 @@ impl Compute {
                 self.teardown(id).await;
                 if deleting {
                     self.inner().servers.remove(id);
+                    self.save(id);
                     return;
                 }
                 let message = r.err().unwrap_or_default();
@@ -1136,6 +1275,7 @@ impl Compute {
         }
         self.teardown(id).await;
         self.inner().servers.remove(id);
+        self.save(id);
         Ok(())
     }
 
