@@ -184,6 +184,7 @@ async fn linux(
         prefix,
         http: switchyard_api::HttpOptions::default(),
         guests: switchyard_lab::linux::guests::GuestKind::Netns,
+        identity: None,
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -71,8 +71,7 @@ pub struct UpArgs {
     guests: GuestsArg,
     /// "embedded": the APIs ask for Keystone tokens from the lab's own
     /// identity (admin and demo users; see --clouds-yaml); "noauth": none
-    /// (default: the config file's [identity] auth_strategy, else embedded;
-    /// with --linux, noauth: the Linux lab has no identity yet).
+    /// (default: the config file's [identity] auth_strategy, else embedded).
     #[arg(long, value_parser = ["noauth", "embedded"])]
     auth: Option<String>,
     /// With embedded identity: write the lab's clouds.yaml (clouds
@@ -99,6 +98,85 @@ fn clouds_yaml(url: &str, admin: &str, demo: &str) -> String {
         cloud("switchyard", "admin", admin, "admin"),
         cloud("switchyard-demo", "demo", demo, "demo")
     )
+}
+
+/// The lab's embedded identity: the admin and demo users (random passwords
+/// unless configured) and the compute service's own user.
+pub(crate) struct LabIdentity {
+    id: switchyard_identity::Identity,
+    compute_token: switchyard_identity::ServiceToken,
+    admin: String,
+    demo: String,
+}
+
+fn lab_identity(file: &config::FileConfig, db: &std::path::Path) -> anyhow::Result<LabIdentity> {
+    let mut idc = file.identity.clone();
+    idc.auth_strategy = Some("embedded".into());
+    let admin = std::env::var("SWITCHYARD_ADMIN_PASSWORD")
+        .ok()
+        .or(idc.admin_password.clone())
+        .unwrap_or_else(random_password);
+    let demo = idc.demo_password.clone().unwrap_or_else(random_password);
+    idc.demo_password = Some(demo.clone());
+    let id = idc
+        .open(db, Some(admin.clone()))?
+        .context("opening the lab's identity")?;
+    // The compute service's own user, as devstack makes Nova's.
+    let nova = random_password();
+    id.bootstrap(&switchyard_identity::Bootstrap {
+        admin_user: idc.admin_user.clone(),
+        admin_password: admin.clone(),
+        admin_project: idc.admin_project.clone(),
+        demo: None,
+        service: Some(("service".into(), "nova".into(), nova.clone())),
+    })
+    .context("bootstrapping the compute service's user")?;
+    let compute_token = switchyard_identity::ServiceToken::new(&id, "nova", &nova, "service");
+    Ok(LabIdentity {
+        id,
+        compute_token,
+        admin,
+        demo,
+    })
+}
+
+/// Writes (with `--clouds-yaml`) or prints the lab's clouds.yaml; returns
+/// the path a user exports as `OS_CLIENT_CONFIG_FILE`.
+fn announce_clouds(k: &Keystone) -> String {
+    match &k.written {
+        Some(p) => {
+            println!(
+                "\nEvery API asks for a Keystone token: clouds.yaml (clouds switchyard, admin, and switchyard-demo, a member of project demo) written to {}",
+                p.display()
+            );
+            p.display().to_string()
+        }
+        None => {
+            println!(
+                "\nEvery API asks for a Keystone token. Save this as clouds.yaml (clouds switchyard, admin, and switchyard-demo, a member of project demo):\n{}",
+                k.yaml
+            );
+            "clouds.yaml".to_string()
+        }
+    }
+}
+
+/// The lab's clouds.yaml for the API at `url`, written to `path` if given.
+fn keystone(
+    url: &str,
+    admin: &str,
+    demo: &str,
+    path: Option<&PathBuf>,
+) -> anyhow::Result<Keystone> {
+    let yaml = clouds_yaml(url, admin, demo);
+    if let Some(p) = path {
+        write_private(p, &yaml).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(Keystone {
+        admin: admin.to_string(),
+        yaml,
+        written: path.cloned(),
+    })
 }
 
 /// `--guests`: what a Linux lab's guests are.
@@ -143,56 +221,32 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
             (t.path().join("switchyard.db"), Some(t))
         }
     };
-    // The emulated lab asks for tokens unless told otherwise; the Linux lab
-    // serves without them (its identity is not built yet).
+    // The lab asks for tokens unless told otherwise.
     let auth = a
         .auth
         .clone()
         .or(file.identity.auth_strategy.clone())
-        .unwrap_or_else(|| if a.linux { "noauth" } else { "embedded" }.into());
+        .unwrap_or_else(|| "embedded".into());
     if !["noauth", "embedded"].contains(&auth.as_str()) {
         anyhow::bail!(
             "lab up: auth_strategy \"{auth}\" is for switchyard server; the lab runs \"embedded\" or \"noauth\""
         );
     }
-    if a.linux {
-        if auth != "noauth" {
-            anyhow::bail!("lab up --linux serves without authentication for now (--auth noauth)");
-        }
-        return linux(a, topology, file, http, db, shutdown).await;
-    }
-    let mut compute = switchyard_lab::live::ComputeOptions::default();
-    let mut passwords = None;
-    let identity = if auth == "embedded" {
-        let mut idc = file.identity.clone();
-        idc.auth_strategy = Some("embedded".into());
-        let admin = std::env::var("SWITCHYARD_ADMIN_PASSWORD")
-            .ok()
-            .or(idc.admin_password.clone())
-            .unwrap_or_else(random_password);
-        let demo = idc.demo_password.clone().unwrap_or_else(random_password);
-        idc.demo_password = Some(demo.clone());
-        let id = idc
-            .open(&db, Some(admin.clone()))?
-            .context("opening the lab's identity")?;
-        // The compute service's own user, as devstack makes Nova's.
-        let nova = random_password();
-        id.bootstrap(&switchyard_identity::Bootstrap {
-            admin_user: idc.admin_user.clone(),
-            admin_password: admin.clone(),
-            admin_project: idc.admin_project.clone(),
-            demo: None,
-            service: Some(("service".into(), "nova".into(), nova.clone())),
-        })
-        .context("bootstrapping the compute service's user")?;
-        compute.service_token = Some(switchyard_identity::ServiceToken::new(
-            &id, "nova", &nova, "service",
-        ));
-        passwords = Some((admin, demo));
-        Some(id)
+    let ident = if auth == "embedded" {
+        Some(lab_identity(&file, &db)?)
     } else {
         None
     };
+    if a.linux {
+        return linux(a, topology, file, http, db, ident, shutdown).await;
+    }
+    let mut compute = switchyard_lab::live::ComputeOptions::default();
+    let mut passwords = None;
+    let identity = ident.map(|i| {
+        compute.service_token = Some(i.compute_token);
+        passwords = Some((i.admin, i.demo));
+        i.id
+    });
     let live = LiveLab::start(Options {
         topology: topology.clone(),
         bind: a.bind.clone(),
@@ -218,17 +272,7 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
         println!("switchyard lab: {back} of {kept} servers kept in the database resumed");
     }
     let keystone = match &passwords {
-        Some((admin, demo)) => {
-            let yaml = clouds_yaml(&live.url(), admin, demo);
-            if let Some(p) = &a.clouds_yaml {
-                write_private(p, &yaml).with_context(|| format!("writing {}", p.display()))?;
-            }
-            Some(Keystone {
-                admin: admin.clone(),
-                yaml,
-                written: a.clouds_yaml.clone(),
-            })
-        }
+        Some((admin, demo)) => Some(keystone(&live.url(), admin, demo, a.clouds_yaml.as_ref())?),
         None => None,
     };
     print_banner(&live, &topology, &db, &hosts, connected, keystone.as_ref());
@@ -360,22 +404,7 @@ With the openstack CLI, a clouds.yaml entry without Keystone:
             );
         }
         Some(k) => {
-            let clouds = match &k.written {
-                Some(p) => {
-                    println!(
-                        "\nEvery API asks for a Keystone token: clouds.yaml (clouds switchyard, admin, and switchyard-demo, a member of project demo) written to {}",
-                        p.display()
-                    );
-                    p.display().to_string()
-                }
-                None => {
-                    println!(
-                        "\nEvery API asks for a Keystone token. Save this as clouds.yaml (clouds switchyard, admin, and switchyard-demo, a member of project demo):\n{}",
-                        k.yaml
-                    );
-                    "clouds.yaml".to_string()
-                }
-            };
+            let clouds = announce_clouds(k);
             // The same recipe, each call with the admin's token.
             let login = format!(
                 "  export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=switchyard   # switchyard verify/node and the openstack CLI use it\n  T=$(curl -si $U/identity/v3/auth/tokens -d '{{\"auth\":{{\"identity\":{{\"methods\":[\"password\"],\"password\":{{\"user\":{{\"name\":\"admin\",\"domain\":{{\"name\":\"Default\"}},\"password\":\"{}\"}}}}}},\"scope\":{{\"project\":{{\"name\":\"admin\",\"domain\":{{\"name\":\"Default\"}}}}}}}}}}' | tr -d '\\r' | awk 'tolower($1)==\"x-subject-token:\" {{print $2}}')\n  C=\"curl -s -H X-Auth-Token:$T\"",
@@ -413,9 +442,11 @@ async fn linux(
     file: config::FileConfig,
     http: switchyard_api::HttpOptions,
     db: PathBuf,
+    ident: Option<LabIdentity>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     use switchyard_lab::linux::{LinuxLab, Options as LinuxOptions};
+    let passwords = ident.as_ref().map(|i| (i.admin.clone(), i.demo.clone()));
     let binary = std::env::current_exe().context("finding the switchyard binary")?;
     println!(
         "switchyard lab up --linux: building {} nodes as network namespaces …",
@@ -435,12 +466,23 @@ async fn linux(
         prefix: a.prefix.clone(),
         http,
         guests: a.guests.into(),
+        identity: ident.map(|i| (i.id, i.compute_token)),
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let u = lab.url();
+    // Written before the banner says where the API is.
+    let keystone = match &passwords {
+        Some((admin, demo)) => Some(keystone(&u, admin, demo, a.clouds_yaml.as_ref())?),
+        None => None,
+    };
     println!("switchyard lab (Linux mode) is up: every node converged.");
-    println!("  Neutron API   {u}/v2.0/");
+    let auth = if passwords.is_some() {
+        format!("Keystone tokens from {u}/identity/v3")
+    } else {
+        "noauth".to_string()
+    };
+    println!("  Neutron API   {u}/v2.0/   ({auth})");
     println!(
         "  lab API       {u}/switchyard/v1/lab  (guests: POST {{\"guest\": {{\"name\", \"port_id\"}}}}, ping, stream, exec)"
     );
@@ -458,7 +500,15 @@ async fn linux(
         a.state_dir.display()
     );
     println!("  compute API   {u}/compute/v2.1/  (boot and live-migrate servers across nodes)");
-    println!("  verify        switchyard verify --url {u}");
+    match &keystone {
+        Some(k) => {
+            let clouds = announce_clouds(k);
+            println!(
+                "  verify        OS_CLIENT_CONFIG_FILE={clouds} switchyard verify --os-cloud switchyard --url {u}"
+            );
+        }
+        None => println!("  verify        switchyard verify --url {u}"),
+    }
     println!(
         "Ctrl-C stops it and removes every namespace, device and process it made (`switchyard lab down` after a crash)."
     );
@@ -475,6 +525,7 @@ async fn linux(
     _: config::FileConfig,
     _: switchyard_api::HttpOptions,
     _: PathBuf,
+    _: Option<LabIdentity>,
     _: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     anyhow::bail!("--linux needs Linux")

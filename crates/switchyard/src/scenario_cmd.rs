@@ -239,6 +239,7 @@ async fn linux_lab(
         prefix: prefix.to_string(),
         http: switchyard_api::HttpOptions::default(),
         guests: guests.into(),
+        identity: None,
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))

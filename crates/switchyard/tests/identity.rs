@@ -5,6 +5,8 @@
 //! projects isolated, tokens validated and revoked, and tokens surviving a
 //! restart of the server.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -98,13 +100,6 @@ fn call(
     )
 }
 
-fn password(user: &str, pw: &str, project: &str) -> Value {
-    json!({"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": pw}}},
-        "scope": {"project": {"name": project, "domain": {"id": "default"}}}
-    }})
-}
-
 fn login(c: &Client, base: &str, user: &str, pw: &str, project: &str) -> (String, Value) {
     let (s, h, v) = call(
         c,
@@ -112,7 +107,7 @@ fn login(c: &Client, base: &str, user: &str, pw: &str, project: &str) -> (String
         &format!("{base}/identity/v3/auth/tokens"),
         None,
         &[],
-        Some(password(user, pw, project)),
+        Some(common::password_auth(user, pw, project)),
     );
     assert_eq!(s, 201, "{v}");
     let t = h
@@ -170,7 +165,7 @@ fn embedded_identity_guards_the_api_and_isolates_projects() {
             &format!("{b}/identity/v3/auth/tokens"),
             None,
             &[],
-            Some(password(u, p, "admin")),
+            Some(common::password_auth(u, p, "admin")),
         );
         assert_eq!(st, 401, "{u}: {v}");
         assert_eq!(
@@ -227,7 +222,7 @@ fn embedded_identity_guards_the_api_and_isolates_projects() {
         &format!("{b}/identity/v3/auth/tokens"),
         None,
         &[],
-        Some(password("demo", "dem0-pw", "admin")),
+        Some(common::password_auth("demo", "dem0-pw", "admin")),
     );
     assert_eq!(st, 401);
 
@@ -696,6 +691,27 @@ fn keystone_mode_checks_tokens_against_an_external_keystone() {
     );
     assert_eq!(st, 201, "{v}");
     let port = v["port"]["id"].as_str().expect("id").to_string();
+    // Another project's member sees and changes none of it.
+    let (st, _, v) = call(
+        &c,
+        Method::GET,
+        &format!("{b}/v2.0/ports"),
+        Some(&alice),
+        &[],
+        None,
+    );
+    assert_eq!((st, &v["ports"]), (200, &json!([])), "{v}");
+    for m in [Method::GET, Method::DELETE] {
+        let (st, _, _) = call(
+            &c,
+            m,
+            &format!("{b}/v2.0/ports/{port}"),
+            Some(&alice),
+            &[],
+            None,
+        );
+        assert_eq!(st, 404);
+    }
     let (st, _, _) = call(
         &c,
         Method::DELETE,

@@ -5,6 +5,8 @@
 //! their credentials in the written clouds.yaml (`OS_CLOUD`), and SIGINT
 //! stops it cleanly.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,18 +93,10 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
         "{banner}"
     );
     assert!(banner.contains("$C -XPOST $U/v2.0/subnets"), "{banner}");
-    let yaml = std::fs::read_to_string(&clouds).expect("clouds.yaml");
-    let password = yaml
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("password: "))
-        .expect("admin password")
-        .trim_matches('"')
-        .to_string();
+    let password = common::lab_admin_password(&clouds);
     let r = anon
         .post(format!("{base}/identity/v3/auth/tokens"))
-        .json(&json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {"name": "admin", "domain": {"name": "Default"}, "password": password}}},
-            "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}}))
+        .json(&common::password_auth("admin", &password, "admin"))
         .send()
         .expect("login");
     assert_eq!(r.status().as_u16(), 201);

@@ -5,6 +5,8 @@
 //! path including the internet; then `kill -9` of the lab and `switchyard
 //! lab down` leave no namespace and no process behind. Needs root.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -170,8 +172,10 @@ async fn the_reference_scenario_connectivity_on_the_kernel() {
             "127.0.0.1:0",
             "--prefix",
             &prefix,
-            "--state-dir",
+            "--clouds-yaml",
         ])
+        .arg(dir.path().join("clouds.yaml"))
+        .arg("--state-dir")
         .arg(&lab.state)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -184,7 +188,12 @@ async fn the_reference_scenario_connectivity_on_the_kernel() {
         let mut lines = BufReader::new(stdout).lines();
         while let Some(Ok(l)) = lines.next() {
             if let Some(u) = l.trim().strip_prefix("Neutron API") {
-                let u = u.trim().trim_end_matches("/v2.0/").to_string();
+                let u = u
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches("/v2.0/")
+                    .to_string();
                 // Keep draining so the lab never blocks on a full pipe.
                 std::thread::spawn(move || for _ in lines {});
                 return Some(u);
@@ -202,8 +211,31 @@ async fn the_reference_scenario_connectivity_on_the_kernel() {
     });
     assert!(!namespaces(&prefix).is_empty());
 
+    // The lab asks for tokens (its identity is on by default): the admin's,
+    // with the password from the clouds.yaml it wrote.
+    let r = reqwest::get(format!("{url}/v2.0/networks"))
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 401);
+    let password = common::lab_admin_password(&dir.path().join("clouds.yaml"));
+    let r = reqwest::Client::new()
+        .post(format!("{url}/identity/v3/auth/tokens"))
+        .json(&common::password_auth("admin", &password, "admin"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status().as_u16(), 201);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-auth-token",
+        r.headers().get("x-subject-token").expect("token").clone(),
+    );
+
     // The reference network with a router to public, and a VM per backend.
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client");
     let u = |p: &str| format!("{url}{p}");
     let net = call(
         &http,
@@ -276,7 +308,15 @@ async fn the_reference_scenario_connectivity_on_the_kernel() {
     }
     // The connectivity matrix, real pings: 6 VM pairs and 3 internet paths.
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["verify", "--json", "--url", &url])
+        .env("OS_CLIENT_CONFIG_FILE", dir.path().join("clouds.yaml"))
+        .args([
+            "verify",
+            "--os-cloud",
+            "switchyard",
+            "--json",
+            "--url",
+            &url,
+        ])
         .output()
         .expect("verify");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -397,6 +437,7 @@ async fn restarts_keep_or_restore_traffic() {
         prefix: prefix.clone(),
         http: switchyard_api::HttpOptions::default(),
         guests: switchyard_lab::linux::guests::GuestKind::Netns,
+        identity: None,
     })
     .await
     .expect("lab");
@@ -564,6 +605,7 @@ async fn live_migration_replugs_the_guest_and_keeps_its_kernel_state() {
         prefix: prefix.clone(),
         http: switchyard_api::HttpOptions::default(),
         guests: switchyard_lab::linux::guests::GuestKind::Netns,
+        identity: None,
     })
     .await
     .expect("lab");

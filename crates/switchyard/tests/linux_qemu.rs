@@ -124,6 +124,7 @@ async fn qemu_vms_boot_serve_tcp_and_live_migrate_across_backends() {
         prefix: prefix.clone(),
         http: switchyard_api::HttpOptions::default(),
         guests: GuestKind::Qemu,
+        identity: None,
     })
     .await
     .expect("lab");

@@ -91,6 +91,13 @@ pub struct Options {
     pub http: switchyard_api::HttpOptions,
     /// What the lab's guests are: QEMU VMs or network namespaces.
     pub guests: guests::GuestKind,
+    /// The embedded identity, when the APIs ask for tokens; with the
+    /// compute service's own user's token for its calls to the networking
+    /// API, and the controller's for its events to the compute API.
+    pub identity: Option<(
+        switchyard_identity::Identity,
+        switchyard_identity::ServiceToken,
+    )>,
 }
 
 /// What a running lab made, so it can be removed after a crash.
@@ -542,6 +549,24 @@ impl LinuxLab {
             .map_err(|_| LinuxError::Other("southbound address".into()))?;
         let south = tokio::net::TcpListener::from_std(netns::listen_in(&mgmt, south_addr)?)
             .map_err(|e| LinuxError::Controller(e.to_string()))?;
+        let service_token = self.opts.identity.as_ref().map(|(id, token)| {
+            let public = self
+                .opts
+                .http
+                .network_link_prefix
+                .as_ref()
+                .map(|p| p.as_str().trim_end_matches('/').to_string())
+                .unwrap_or_else(|| format!("http://{addr}"));
+            id.set_public(
+                &public,
+                vec![
+                    ("network", "neutron", String::new()),
+                    ("compute", "nova", "/compute/v2.1".to_string()),
+                ],
+            );
+            self.app.identity = Some(id.clone());
+            token.clone()
+        });
         let compute = self
             .compute
             .get_or_insert_with(|| {
@@ -549,7 +574,10 @@ impl LinuxLab {
                     crate::live::compute::VirtDriver::Linux(self.guests.clone()),
                     &format!("http://{addr}"),
                     &self.opts.topology,
-                    crate::live::ComputeOptions::default(),
+                    crate::live::ComputeOptions {
+                        service_token: service_token.clone(),
+                        ..crate::live::ComputeOptions::default()
+                    },
                 )
             })
             .clone();
@@ -565,12 +593,12 @@ impl LinuxLab {
             .set(switchyard_api::nova::Notifier::start(
                 switchyard_api::nova::NovaTarget {
                     url: format!("http://{addr}/compute/v2.1"),
-                    token: None,
+                    token: service_token.map(switchyard_identity::TokenSource::Embedded),
                     interval: std::time::Duration::ZERO,
                 },
             ));
         // The API on loopback; on the management network only what agents
-        // use (node credentials), never the noauth Neutron API.
+        // use (node credentials), never the Neutron API.
         for (l, extra) in [(api, Some(extra)), (south, None)] {
             let (app, mut stop, http) = (
                 self.app.clone(),
@@ -713,6 +741,25 @@ impl LinuxLab {
         Ok(())
     }
 
+    /// A client of this lab's APIs; with the lab's identity, carrying the
+    /// compute service's token (an admin's: it may read the nodes).
+    pub async fn client(&self) -> crate::client::LabClient {
+        let c = crate::client::LabClient::new(&self.url);
+        let Some((_, token)) = &self.opts.identity else {
+            return c;
+        };
+        match switchyard_identity::TokenSource::Embedded(token.clone())
+            .token()
+            .await
+        {
+            Ok(t) => c.with_token(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "no token for the lab's own client");
+                c
+            }
+        }
+    }
+
     async fn wait_converged(&self, topo: &Topology) -> Result<(), LinuxError> {
         let hosts: Vec<&str> = topo
             .nodes
@@ -720,7 +767,7 @@ impl LinuxLab {
             .filter(|n| crate::agents::agent_role(n).is_some())
             .map(|n| n.name.as_str())
             .collect();
-        let c = crate::client::LabClient::new(&self.url);
+        let c = self.client().await;
         for _ in 0..600 {
             if crate::live::failover::converged(&c, &hosts)
                 .await
