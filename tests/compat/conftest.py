@@ -298,7 +298,7 @@ def auth_lab(clouds_path, prefix: str, startup: float = 60.0):
         prefix,
     ) as run:
         deadline = time.monotonic() + startup
-        while not any("clouds.yaml written" in l for l in run.lines):
+        while not any("clouds.yaml" in l and "written to" in l for l in run.lines):
             assert run.proc.poll() is None, run.log_path.read_text(errors="replace")
             assert time.monotonic() < deadline, f"lab did not come up: {run.lines}"
             time.sleep(0.1)
