@@ -78,6 +78,8 @@ def test_the_seed_demo_through_the_openstack_cli(clouds):
     assert [e["Action"] for e in events] == ["live-migration", "create"], events
 
     hyps = {h["Hypervisor Hostname"] for h in admin("hypervisor", "list")}
+    matching = admin("hypervisor", "list", "--matching", "compute-4")
+    assert [h["Hypervisor Hostname"] for h in matching] == ["compute-4"], matching
     assert hyps == {"compute-1", "compute-2", "compute-3", "compute-4"}
     assert admin("hypervisor", "show", "compute-4")["hypervisor_type"] == "switchyard-lab"
     assert [z["Zone Name"] for z in demo("availability", "zone", "list")] == ["nova"]

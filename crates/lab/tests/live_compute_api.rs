@@ -954,6 +954,61 @@ async fn flavors_images_and_zones() {
     assert_eq!(v, json!({"aggregates": []}));
     let (_, v) = call(&c, M::GET, &format!("{V}/os-hypervisors/statistics"), None).await;
     assert_eq!(v["hypervisor_statistics"]["count"], 4, "{v}");
+    // `hypervisor list --matching`: a name pattern (2.53+), or the older
+    // search path; no match is Nova's 404.
+    for path in ["os-hypervisors", "os-hypervisors/detail"] {
+        let (s, v) = call(
+            &c,
+            M::GET,
+            &format!("{V}/{path}?hypervisor_hostname_pattern=pute-4"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let names: Vec<&str> = v["hypervisors"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|h| h["hypervisor_hostname"].as_str())
+            .collect();
+        assert_eq!(names, ["compute-4"], "{path}");
+    }
+    let (s, v) = call(
+        &c,
+        M::GET,
+        &format!("{V}/os-hypervisors?hypervisor_hostname_pattern=nope"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        fault(&v, "itemNotFound", 404),
+        "No hypervisor matching 'nope' could be found."
+    );
+    assert_eq!(s, 404);
+    let (s, _) = call(
+        &c,
+        M::GET,
+        &format!("{V}/os-hypervisors?hypervisor_hostname_pattern=c&limit=1"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 400);
+    let old = |path: String| {
+        reqwest::Client::new()
+            .get(format!("{}{V}/{path}", live.url()))
+            .header("OpenStack-API-Version", "compute 2.1")
+            .send()
+    };
+    let r = old("os-hypervisors/compute/search".into())
+        .await
+        .expect("search");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["hypervisors"].as_array().map(Vec::len), Some(4), "{v}");
+    let r = old("os-hypervisors/nope/search".into())
+        .await
+        .expect("search");
+    assert_eq!(r.status(), 404);
     let (s, _) = call(&c, M::DELETE, &format!("{V}/flavors/lab1"), None).await;
     assert_eq!(s, 202);
     let (s, _) = call(&c, M::GET, &format!("{V}/flavors/lab1"), None).await;

@@ -73,6 +73,10 @@ pub fn router(compute: Compute, project: &str) -> Router {
         )
         .route("/compute/v2.1/os-hypervisors/{id}", get(hypervisor))
         .route(
+            "/compute/v2.1/os-hypervisors/{id}/search",
+            get(hypervisor_search),
+        )
+        .route(
             "/compute/v2.1/os-hypervisors/statistics",
             get(hypervisor_statistics),
         )
@@ -1519,27 +1523,108 @@ async fn external_events(State(c): State<Ctx>, h: HeaderMap, body: Bytes) -> Res
     .await
 }
 
-async fn hypervisors(State(c): State<Ctx>, h: HeaderMap) -> Response {
-    at_version(&h, |_| async {
-        let v: Vec<Value> = c
-            .compute
-            .hosts()
-            .iter()
-            .map(|x| views::hypervisor(&c.compute, x, false))
-            .collect();
-        reply(StatusCode::OK, &json!({ "hypervisors": v }))
+/// The hosts `GET /os-hypervisors[/detail]` lists: all, or (2.53+) those
+/// whose name contains `hypervisor_hostname_pattern` (`404` when none
+/// does, as Nova answers).
+fn matching_hosts<'a>(
+    c: &'a Ctx,
+    q: &[(String, String)],
+    version: (u32, u32),
+) -> Result<Vec<&'a super::Host>, Response> {
+    let pattern = q
+        .iter()
+        .find(|(k, _)| k == "hypervisor_hostname_pattern")
+        .map(|(_, v)| v.as_str());
+    let hosts = c.compute.hosts().iter();
+    let Some(p) = pattern else {
+        return Ok(hosts.collect());
+    };
+    if version < (2, 53) {
+        return Err(fault(
+            400,
+            "Invalid input for query parameters hypervisor_hostname_pattern (2.53 or later).",
+        )
+        .into_response());
+    }
+    if q.iter().any(|(k, _)| k == "limit" || k == "marker") {
+        return Err(fault(
+            400,
+            "Paging over hypervisors with hypervisor_hostname_pattern is not supported.",
+        )
+        .into_response());
+    }
+    let found: Vec<&super::Host> = hosts.filter(|h| h.name.contains(p)).collect();
+    if found.is_empty() {
+        return Err(fault(
+            404,
+            &format!("No hypervisor matching '{p}' could be found."),
+        )
+        .into_response());
+    }
+    Ok(found)
+}
+
+async fn hypervisors(
+    State(c): State<Ctx>,
+    h: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    at_version(&h, |version| async move {
+        match matching_hosts(&c, &q, version) {
+            Ok(hosts) => {
+                let v: Vec<Value> = hosts
+                    .into_iter()
+                    .map(|x| views::hypervisor(&c.compute, x, false))
+                    .collect();
+                reply(StatusCode::OK, &json!({ "hypervisors": v }))
+            }
+            Err(r) => r,
+        }
     })
     .await
 }
 
-async fn hypervisors_detail(State(c): State<Ctx>, h: HeaderMap) -> Response {
+async fn hypervisors_detail(
+    State(c): State<Ctx>,
+    h: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
     at_version(&h, |version| async move {
+        match matching_hosts(&c, &q, version) {
+            Ok(hosts) => {
+                let v: Vec<Value> = hosts
+                    .into_iter()
+                    .map(|x| cpu_info_for(views::hypervisor(&c.compute, x, true), version))
+                    .collect();
+                reply(StatusCode::OK, &json!({ "hypervisors": v }))
+            }
+            Err(r) => r,
+        }
+    })
+    .await
+}
+
+/// `GET /os-hypervisors/{pattern}/search` (before 2.53): the hosts whose
+/// name contains the pattern, `404` when none does.
+async fn hypervisor_search(State(c): State<Ctx>, h: HeaderMap, Path(p): Path<String>) -> Response {
+    at_version(&h, |version| async move {
+        if version >= (2, 53) {
+            return fault(404, "The resource could not be found.").into_response();
+        }
         let v: Vec<Value> = c
             .compute
             .hosts()
             .iter()
-            .map(|x| cpu_info_for(views::hypervisor(&c.compute, x, true), version))
+            .filter(|x| x.name.contains(&p))
+            .map(|x| views::hypervisor(&c.compute, x, false))
             .collect();
+        if v.is_empty() {
+            return fault(
+                404,
+                &format!("No hypervisor matching '{p}' could be found."),
+            )
+            .into_response();
+        }
         reply(StatusCode::OK, &json!({ "hypervisors": v }))
     })
     .await
