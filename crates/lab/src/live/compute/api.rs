@@ -1530,7 +1530,7 @@ fn matching_hosts<'a>(
     c: &'a Ctx,
     q: &[(String, String)],
     version: (u32, u32),
-) -> Result<Vec<&'a super::Host>, Response> {
+) -> Result<Vec<&'a super::Host>, (u16, String)> {
     let pattern = q
         .iter()
         .find(|(k, _)| k == "hypervisor_hostname_pattern")
@@ -1540,26 +1540,22 @@ fn matching_hosts<'a>(
         return Ok(hosts.collect());
     };
     if version < (2, 53) {
-        return Err(fault(
+        return Err((
             400,
-            "Invalid input for query parameters hypervisor_hostname_pattern (2.53 or later).",
-        )
-        .into_response());
+            "Invalid input for query parameters hypervisor_hostname_pattern (2.53 or later)."
+                .to_string(),
+        ));
     }
     if q.iter().any(|(k, _)| k == "limit" || k == "marker") {
-        return Err(fault(
+        return Err((
             400,
-            "Paging over hypervisors with hypervisor_hostname_pattern is not supported.",
-        )
-        .into_response());
+            "Paging over hypervisors with hypervisor_hostname_pattern is not supported."
+                .to_string(),
+        ));
     }
     let found: Vec<&super::Host> = hosts.filter(|h| h.name.contains(p)).collect();
     if found.is_empty() {
-        return Err(fault(
-            404,
-            &format!("No hypervisor matching '{p}' could be found."),
-        )
-        .into_response());
+        return Err((404, format!("No hypervisor matching '{p}' could be found.")));
     }
     Ok(found)
 }
@@ -1578,7 +1574,7 @@ async fn hypervisors(
                     .collect();
                 reply(StatusCode::OK, &json!({ "hypervisors": v }))
             }
-            Err(r) => r,
+            Err((code, m)) => fault(code, &m).into_response(),
         }
     })
     .await
@@ -1598,7 +1594,7 @@ async fn hypervisors_detail(
                     .collect();
                 reply(StatusCode::OK, &json!({ "hypervisors": v }))
             }
-            Err(r) => r,
+            Err((code, m)) => fault(code, &m).into_response(),
         }
     })
     .await
