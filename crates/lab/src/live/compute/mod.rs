@@ -41,8 +41,6 @@ use crate::topology::{Role, Topology};
 pub use driver::VirtDriver;
 use neutron::{Neutron, NeutronFailure};
 
-/// How often the service polls a port's status.
-const POLL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
 pub struct ComputeOptions {
@@ -294,7 +292,9 @@ struct Inner {
     migrations: Vec<Migration>,
     next_seq: u64,
     /// External events received (`os-server-external-events`), newest last.
-    events: std::collections::VecDeque<ExternalEvent>,
+    events: std::collections::VecDeque<(u64, ExternalEvent)>,
+    /// The number of the last event received (events are numbered from 1).
+    event_seq: u64,
     flavors: Vec<catalog::Flavor>,
     /// Per-project quota limits an admin set (resource -> limit).
     quotas: BTreeMap<String, BTreeMap<String, i64>>,
@@ -461,6 +461,7 @@ impl Compute {
 
     /// Plugs a kept server's guests again on `host`.
     async fn replug(&self, s: &Server, host: &str) -> Result<(), String> {
+        let mark = self.event_mark();
         let mut vifs = Vec::new();
         for (i, v) in s.vifs.iter().enumerate() {
             let port = self.neutron.show_port(&v.port_id).await.map_err(|e| {
@@ -491,7 +492,7 @@ impl Compute {
         }
         self.update(&s.id, |x| x.vifs = vifs);
         for v in &s.vifs {
-            self.wait_vif_plugged(&s.id, &v.port_id).await?;
+            self.wait_vif_plugged(&s.id, &v.port_id, mark).await?;
         }
         Ok(())
     }
@@ -616,7 +617,9 @@ impl Compute {
                     if inner.events.len() >= EVENTS_KEPT {
                         inner.events.pop_front();
                     }
-                    inner.events.push_back(e);
+                    inner.event_seq += 1;
+                    let n = inner.event_seq;
+                    inner.events.push_back((n, e));
                     codes.push(200);
                 } else {
                     codes.push(404);
@@ -649,9 +652,16 @@ impl Compute {
         });
     }
 
+    /// The number of the last event received: a wait from here on sees only
+    /// events that come after it.
+    fn event_mark(&self) -> u64 {
+        self.inner().event_seq
+    }
+
     /// Nova's wait for `network-vif-plugged` of `port_id` on server `id`
-    /// (within `vif_plugging_timeout`): the event, not the port's status.
-    async fn wait_vif_plugged(&self, id: &str, port_id: &str) -> Result<(), String> {
+    /// (within `vif_plugging_timeout`), received after event `after`: the
+    /// event, not the port's status.
+    async fn wait_vif_plugged(&self, id: &str, port_id: &str, after: u64) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + self.opts.vif_plugging_timeout;
         loop {
             let arrived = self.event_arrived.notified();
@@ -662,10 +672,11 @@ impl Compute {
                 .events
                 .iter()
                 .rev()
-                .find(|e| {
+                .take_while(|(n, _)| *n > after)
+                .find(|(_, e)| {
                     e.server_uuid == id && e.tag == port_id && e.name == "network-vif-plugged"
                 })
-                .map(|e| e.status.clone());
+                .map(|(_, e)| e.status.clone());
             match seen.as_deref() {
                 Some("completed") => return Ok(()),
                 Some(other) => {
@@ -1000,6 +1011,7 @@ impl Compute {
 
     /// Builds a server on `host`; the error is the fault message.
     async fn build(&self, id: &str, host: &str, req: &BootRequest) -> Result<(), String> {
+        let mark = self.event_mark();
         for (i, n) in req.networks.iter().enumerate() {
             if self.server(id).map(|s| s.deleting).unwrap_or(true) {
                 return Err("deleted while building".into());
@@ -1070,7 +1082,7 @@ impl Compute {
             .map(|s| s.vifs.iter().map(|v| v.port_id.clone()).collect())
             .unwrap_or_default();
         for p in ports {
-            self.wait_vif_plugged(id, &p).await?;
+            self.wait_vif_plugged(id, &p, mark).await?;
         }
         Ok(())
     }
@@ -1106,25 +1118,6 @@ impl Compute {
             }
         }
         Ok(())
-    }
-
-    /// Waits for a port to be ACTIVE within the VIF plugging timeout.
-    async fn wait_active(&self, port_id: &str) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + self.opts.vif_plugging_timeout;
-        loop {
-            if let Ok(p) = self.neutron.show_port(port_id).await
-                && p.get("status").and_then(Value::as_str) == Some("ACTIVE")
-            {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "Virtual Interface creation failed: port {port_id} did not become ACTIVE within {} s",
-                    self.opts.vif_plugging_timeout.as_secs()
-                ));
-            }
-            tokio::time::sleep(POLL).await;
-        }
     }
 
     /// A VIF from a port as Neutron returns it.
@@ -1522,6 +1515,7 @@ impl Compute {
             }
         }
         // migrate_instance_start: activate each destination binding.
+        let mark = self.event_mark();
         for v in &s.vifs {
             if let Err(e) = self.neutron.activate_binding(&v.port_id, dest).await {
                 // As Nova: logged; the guest already runs on the destination.
@@ -1537,12 +1531,22 @@ impl Compute {
             if let Err(e) = self.neutron.delete_binding(&v.port_id, &source).await {
                 tracing::warn!(port = %v.port_id, error = %e, "deleting the source binding");
             }
-            // The server is ACTIVE once its ports are, as after a boot; the
+            // The server is ACTIVE once its ports are, as after a boot: a
+            // port that is not ACTIVE now is waited for by its event. The
             // guest already runs here, so a late port is logged, not undone.
-            if let Err(e) = self.wait_active(&v.port_id).await {
-                tracing::warn!(port = %v.port_id, error = %e, "port not ACTIVE after the migration");
-            }
-            match self.neutron.show_port(&v.port_id).await {
+            let port = self.neutron.show_port(&v.port_id).await;
+            let up = port
+                .as_ref()
+                .is_ok_and(|p| p.get("status").and_then(Value::as_str) == Some("ACTIVE"));
+            let port = if up {
+                port
+            } else {
+                if let Err(e) = self.wait_vif_plugged(&s.id, &v.port_id, mark).await {
+                    tracing::warn!(port = %v.port_id, error = %e, "port not ACTIVE after the migration");
+                }
+                self.neutron.show_port(&v.port_id).await
+            };
+            match port {
                 Ok(p) => vifs.push(self.vif_of(&p, v.created, v.guest.clone()).await),
                 Err(_) => vifs.push(v.clone()),
             }
