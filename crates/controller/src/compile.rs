@@ -1077,8 +1077,14 @@ impl Compiler {
                 .filter(|p| hosts.contains(&p.host))
                 .map(|p| p.port_id.clone())
                 .collect();
+            // All removed before any is placed again: they were placed while
+            // the host had no node, so none counts towards the host's share
+            // of its networks; removing one after another was placed again
+            // would take that one's count away.
             for id in &ids {
                 self.remove_port(id);
+            }
+            for id in &ids {
                 self.refresh_port(st, id);
             }
         }

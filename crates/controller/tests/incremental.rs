@@ -562,3 +562,24 @@ fn the_vlan_side_follows_live_gateways() {
     assert_eq!(bridging(&w), first);
     w.check(2, &Op::Start(dead)).expect("same as full");
 }
+
+/// A seed the property found: ports on compute-1 and compute-4, compute-4's
+/// agent deleted and registered again, more ports on compute-1, then a port
+/// rebound. Incremental must equal full at every step.
+#[test]
+fn ports_after_a_reregistered_agent_stay_in_step() {
+    let mut w = World::new();
+    let port = |host| Op::Port {
+        net: 0,
+        host,
+        direct: false,
+    };
+    let mut ops = vec![Op::Network, port(0), port(0), Op::AdminState(0, false)];
+    ops.extend([port(3), port(3), Op::DeleteAgent(3), port(0), port(0)]);
+    ops.extend([Op::Register(3), port(0), port(0), port(0), Op::Rebind(11, 0)]);
+    w.check(0, &Op::Tick).expect("start");
+    for (i, op) in ops.iter().enumerate() {
+        w.step(op);
+        w.check(i + 1, op).expect("incremental equals full");
+    }
+}
