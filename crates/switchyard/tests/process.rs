@@ -395,7 +395,19 @@ fn node_states(client: &reqwest::blocking::Client, base: &str) -> Vec<(String, S
         .collect()
 }
 
-fn agent(base: &str, role: &str, token: &Path, log: &Path) -> Child {
+/// An agent process, killed if a failed assertion leaves it running.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn agent(base: &str, role: &str, token: &Path, log: &Path) -> Agent {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
     cmd.args([
         "agent",
@@ -415,11 +427,13 @@ fn agent(base: &str, role: &str, token: &Path, log: &Path) -> Child {
     if role == "vrouter" {
         cmd.args(["--tunneling-ip", "192.0.2.12"]);
     }
-    cmd.env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .spawn()
-        .expect("spawn agent")
+    Agent(
+        cmd.env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log"))
+            .spawn()
+            .expect("spawn agent"),
+    )
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -507,7 +521,7 @@ fn agents_run_as_processes_with_their_credentials() {
         .filter_map(|a| a["agent_type"].as_str())
         .collect();
     assert_eq!(types, vec!["vRouter agent"]);
-    for c in [&mut good, &mut wrong, &mut faker, &mut p.child] {
+    for c in [&mut good.0, &mut wrong.0, &mut faker.0, &mut p.child] {
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
             .status();
