@@ -576,7 +576,13 @@ fn ports_after_a_reregistered_agent_stay_in_step() {
     };
     let mut ops = vec![Op::Network, port(0), port(0), Op::AdminState(0, false)];
     ops.extend([port(3), port(3), Op::DeleteAgent(3), port(0), port(0)]);
-    ops.extend([Op::Register(3), port(0), port(0), port(0), Op::Rebind(11, 0)]);
+    ops.extend([
+        Op::Register(3),
+        port(0),
+        port(0),
+        port(0),
+        Op::Rebind(11, 0),
+    ]);
     w.check(0, &Op::Tick).expect("start");
     for (i, op) in ops.iter().enumerate() {
         w.step(op);

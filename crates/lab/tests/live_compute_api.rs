@@ -551,6 +551,7 @@ async fn members_see_their_own_servers_and_no_admin_api() {
     let member = |m: reqwest::Method, path: &str| {
         http.request(m, format!("{}{path}", live.url()))
             .header("X-Project-Id", "proj-m")
+            .header("X-User-Id", "user-m")
             .header("X-Roles", "member,reader")
             .header("OpenStack-API-Version", "compute 2.30")
     };
@@ -604,6 +605,38 @@ async fn members_see_their_own_servers_and_no_admin_api() {
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["servers"].as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(v["servers"][0]["id"], mine.as_str());
+    // The server and its create action name the user who booted it.
+    let r = member(reqwest::Method::GET, &format!("{V}/servers/{mine}"))
+        .send()
+        .await
+        .expect("show");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["server"]["user_id"], "user-m", "{v}");
+    // Where it runs is an admin's to see (Nova's extended attributes).
+    for k in [
+        "OS-EXT-SRV-ATTR:host",
+        "OS-EXT-SRV-ATTR:instance_name",
+        "host_status",
+    ] {
+        assert!(v["server"].get(k).is_none(), "{k}: {v}");
+    }
+    let (_, v) = call(
+        &c,
+        reqwest::Method::GET,
+        &format!("{V}/servers/{mine}"),
+        None,
+    )
+    .await;
+    assert_eq!(v["server"]["OS-EXT-SRV-ATTR:host"], "compute-2", "{v}");
+    let r = member(
+        reqwest::Method::GET,
+        &format!("{V}/servers/{mine}/os-instance-actions"),
+    )
+    .send()
+    .await
+    .expect("actions");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["instanceActions"][0]["user_id"], "user-m", "{v}");
     let r = member(reqwest::Method::POST, &format!("{V}/servers/{mine}/action"))
         .json(&json!({"os-migrateLive": {"host": "compute-4", "block_migration": "auto"}}))
         .send()

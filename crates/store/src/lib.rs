@@ -29,6 +29,54 @@ pub enum StoreError {
     Encode(#[from] serde_json::Error),
     #[error("database schema version {0} is newer than this switchyard ({1})")]
     SchemaTooNew(i64, i64),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// Creates the database file readable by its owner only, if it does not
+/// exist yet: it holds password hashes and token digests beside the network
+/// state (SQLite gives its `-wal` and `-shm` files the same mode).
+pub fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    match o.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Holds an exclusive lock on `PATH.lock` beside the database while the
+/// returned file lives, so that a second server or lab on the same database
+/// is refused instead of sharing it (the kernel drops the lock when the
+/// process dies, however it dies).
+pub fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    let lock_path = std::path::PathBuf::from(p);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Io(lock_path.display().to_string(), e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Io(
+            path.display().to_string(),
+            std::io::Error::other(
+                "the database is in use by another switchyard (server or lab up); stop it first",
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Io(lock_path.display().to_string(), e))
+        }
+    }
 }
 
 /// How hard a commit waits for the disk.
@@ -60,6 +108,7 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates its schema.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        create_private(path).map_err(|e| StoreError::Io(path.display().to_string(), e))?;
         let conn = Connection::open(path)?;
         Self::init(conn, durability)
     }

@@ -109,14 +109,26 @@ pub(crate) struct LabIdentity {
     demo: String,
 }
 
-fn lab_identity(file: &config::FileConfig, db: &std::path::Path) -> anyhow::Result<LabIdentity> {
+fn lab_identity(
+    file: &config::FileConfig,
+    db: &std::path::Path,
+    clouds: Option<&PathBuf>,
+) -> anyhow::Result<LabIdentity> {
     let mut idc = file.identity.clone();
     idc.auth_strategy = Some("embedded".into());
+    // Passwords given, else those of the clouds.yaml an earlier start wrote
+    // (copies of it keep working), else new ones.
+    let kept = |cloud: &str| clouds.and_then(|p| crate::os_auth::password_in(p, cloud));
     let admin = std::env::var("SWITCHYARD_ADMIN_PASSWORD")
         .ok()
         .or(idc.admin_password.clone())
+        .or_else(|| kept("switchyard"))
         .unwrap_or_else(random_password);
-    let demo = idc.demo_password.clone().unwrap_or_else(random_password);
+    let demo = idc
+        .demo_password
+        .clone()
+        .or_else(|| kept("switchyard-demo"))
+        .unwrap_or_else(random_password);
     idc.demo_password = Some(demo.clone());
     let id = idc
         .open(db, Some(admin.clone()))?
@@ -145,6 +157,7 @@ fn lab_identity(file: &config::FileConfig, db: &std::path::Path) -> anyhow::Resu
 fn announce_clouds(k: &Keystone) -> String {
     match &k.written {
         Some(p) => {
+            let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
             println!(
                 "\nEvery API asks for a Keystone token: clouds.yaml (clouds switchyard, admin, and switchyard-demo, a member of project demo) written to {}",
                 p.display()
@@ -221,6 +234,9 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
             (t.path().join("switchyard.db"), Some(t))
         }
     };
+    // One switchyard per database: held until the lab stops.
+    let _lock = switchyard_store::lock(&db)?;
+    switchyard_store::create_private(&db).with_context(|| format!("creating {}", db.display()))?;
     // The lab asks for tokens unless told otherwise.
     let auth = a
         .auth
@@ -233,7 +249,7 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
         );
     }
     let ident = if auth == "embedded" {
-        Some(lab_identity(&file, &db)?)
+        Some(lab_identity(&file, &db, a.clouds_yaml.as_ref())?)
     } else {
         None
     };
@@ -339,6 +355,10 @@ fn print_banner(
         .iter()
         .map(|n| format!("{} ({:?})", n.name, n.role).to_lowercase())
         .collect();
+    // The binary as the user can run it from anywhere.
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "switchyard".into());
     println!("switchyard lab: up");
     let auth = if live.app().is_some_and(|a| a.identity.is_some()) {
         format!("Keystone tokens from {url}/identity/v3")
@@ -350,9 +370,7 @@ fn print_banner(
         "  compute API   {url}/compute/v2.1/   (Nova v2.1 subset: servers, os-migrateLive, os-hypervisors)"
     );
     println!("  lab           {url}/switchyard/v1/lab   (guests, ping)");
-    println!(
-        "  nodes         {url}/switchyard/v1/nodes   (target/release/switchyard node list --url {url})"
-    );
+    println!("  nodes         {url}/switchyard/v1/nodes   ({exe} node list --url {url})");
     println!("  database      {}", db.display());
     println!("  topology      {}", nodes.join(", "));
     println!(
@@ -382,14 +400,14 @@ Try it (bash, with curl and jq; host names are the reference topology's):
   curl -s $U/v2.0/ports/$P2 | jq '.port | {{status, "binding:vif_type"}}'     # ACTIVE, vrouter
   IP2=$(curl -s $U/v2.0/ports/$P2 | jq -r '.port.fixed_ips[0].ip_address')
   curl -s -XPOST $U/switchyard/v1/lab/guests/vm-ovs/ping -d '{{"ping":{{"target":"'$IP2'","count":5}}}}' | jq .
-  target/release/switchyard node show compute-2 --url $U
+  {exe} node show compute-2 --url $U
 
 Or through the compute API, as Nova would (boot, then live-migrate OVS -> vRouter):
   S=$(curl -s -XPOST $U/compute/v2.1/servers -d '{{"server":{{"name":"vm1","networks":[{{"uuid":"'$NET'"}}],"availability_zone":"nova:compute-1"}}}}' | jq -r .server.id)
   curl -s $U/compute/v2.1/servers/$S | jq '.server | {{status, "OS-EXT-SRV-ATTR:host", addresses}}'
   curl -s -XPOST $U/compute/v2.1/servers/$S/action -H 'OpenStack-API-Version: compute 2.74' \
        -d '{{"os-migrateLive":{{"host":"compute-4","block_migration":"auto"}}}}'
-  target/release/switchyard verify --url $U      # every guest to every guest it should reach
+  {exe} verify --url $U      # every guest to every guest it should reach
 "#
     );
     match keystone {

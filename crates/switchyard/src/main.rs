@@ -137,6 +137,8 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating data directory {}", parent.display()))?;
     }
+    // One switchyard per database: held until the process ends.
+    let _lock = switchyard_store::lock(&path)?;
     let mut app = switchyard_api::open_app(&path, durability, &file.ml2, &project)
         .with_context(|| format!("opening {}", path.display()))?;
     let auth = file.auth(&path, std::env::var("SWITCHYARD_ADMIN_PASSWORD").ok())?;

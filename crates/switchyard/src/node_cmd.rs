@@ -138,9 +138,7 @@ async fn get(url: &str, token: Option<String>) -> anyhow::Result<Value> {
             .or(v["error"]["message"].as_str())
             .unwrap_or("request failed");
         if status == 401 {
-            bail!(
-                "{status}: {why} (give credentials: --os-cloud NAME, OS_TOKEN or OS_AUTH_URL/OS_USERNAME/OS_PASSWORD/OS_PROJECT_NAME)"
-            );
+            bail!("{status}: {why} ({})", crate::os_auth::HINT);
         }
         bail!("{status}: {why}");
     }

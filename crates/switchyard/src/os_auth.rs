@@ -20,6 +20,9 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use switchyard_identity::remote::{KeystoneClient, PasswordAuth};
 
+/// What a client command adds to a `401`.
+pub const HINT: &str = "give credentials: --os-cloud NAME, OS_TOKEN or OS_AUTH_URL/OS_USERNAME/OS_PASSWORD/OS_PROJECT_NAME";
+
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct OsAuthArgs {
     /// The clouds.yaml entry to authenticate with (see OS_CLIENT_CONFIG_FILE);
@@ -102,6 +105,13 @@ fn cloud_auth(text: &str, name: &str, file: &Path) -> anyhow::Result<Option<Pass
             .clone()
             .unwrap_or_else(|| "Default".into()),
     }))
+}
+
+/// The password of cloud `name` in the clouds.yaml at `path`, if it has one
+/// (a lab started again reuses what it wrote the first time).
+pub fn password_in(path: &Path, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    cloud_auth(&text, name, path).ok()?.map(|a| a.password)
 }
 
 /// What the environment and flags say to authenticate with.

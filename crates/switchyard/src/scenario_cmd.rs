@@ -130,7 +130,18 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     }
     let m = verify::run(&c, a.network.as_deref(), a.min_replies)
         .await
-        .with_context(|| format!("verifying the lab at {}", c.url()))?;
+        .map_err(|e| {
+            let unauthorized = matches!(
+                &e,
+                switchyard_lab::client::ClientError::Api { status: 401, .. }
+            );
+            let e = anyhow::Error::new(e).context(format!("verifying the lab at {}", c.url()));
+            if unauthorized {
+                e.context(crate::os_auth::HINT)
+            } else {
+                e
+            }
+        })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
     } else {

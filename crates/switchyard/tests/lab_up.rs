@@ -197,6 +197,16 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
     let err = String::from_utf8_lossy(&list.stderr);
     assert!(!list.status.success());
     assert!(err.contains("401") && err.contains("--os-cloud"), "{err}");
+    let v = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env_remove("OS_CLOUD")
+        .env_remove("OS_TOKEN")
+        .env_remove("OS_AUTH_URL")
+        .args(["verify", "--url", &base])
+        .output()
+        .expect("verify");
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert!(!v.status.success());
+    assert!(err.contains("401") && err.contains("--os-cloud"), "{err}");
 
     // What the README lists as not there yet answers Neutron's 404 and is
     // not advertised; quotas are served.

@@ -488,7 +488,11 @@ async fn list_as(
         match filtered(&c.compute, q, caller(h, &c.project)) {
             Ok(v) => {
                 let b = base(h);
-                let servers: Vec<Value> = v.iter().map(|s| view(&b, s)).collect();
+                let admin = caller(h, &c.project).1;
+                let servers: Vec<Value> = v
+                    .iter()
+                    .map(|s| views::for_caller(view(&b, s), admin))
+                    .collect();
                 reply(StatusCode::OK, &json!({ "servers": servers }))
             }
             Err(r) => r.into_response(),
@@ -502,7 +506,10 @@ async fn show(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Res
         match c.compute.server(&id) {
             Ok(s) => reply(
                 StatusCode::OK,
-                &json!({"server": views::server_detail(&base(&h), &s)}),
+                &json!({"server": views::for_caller(
+                    views::server_detail(&base(&h), &s),
+                    caller(&h, &c.project).1
+                )}),
             ),
             Err(e) => error(&e).into_response(),
         }
@@ -730,6 +737,7 @@ async fn create_inner(
         .boot(BootRequest {
             name,
             project_id: caller_project(h, &c.project),
+            user_id: caller_user(h),
             networks,
             host,
             flavor: ref_of(&s, "flavorRef")?,
@@ -745,7 +753,6 @@ async fn create_inner(
             "links": [{"rel": "self", "href": format!("{b}/servers/{id}")},
                       {"rel": "bookmark", "href": format!("{b}/servers/{id}")}],
             "OS-DCF:diskConfig": "MANUAL",
-            "security_groups": [{"name": "default"}],
         }}),
     );
     if let Ok(loc) = HeaderValue::from_str(&format!("{b}/servers/{id}")) {
@@ -762,6 +769,17 @@ fn ref_of(s: &Map<String, Value>, key: &str) -> Result<Option<String>, Fault> {
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(x) => Err(invalid(key, x, "is not a valid reference")),
     }
+}
+
+/// The caller's user (set from the token by the identity check; `admin`
+/// under noauth, as Nova's noauth middleware has it).
+fn caller_user(h: &HeaderMap) -> String {
+    h.get("x-user-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|u| !u.is_empty() && u.len() <= 255)
+        .unwrap_or("admin")
+        .to_string()
 }
 
 fn caller_project(h: &HeaderMap, default: &str) -> String {
@@ -814,8 +832,10 @@ async fn action(
 ) -> Response {
     let (c, id, body) = (&c, &id, &body);
     let admin = caller(&h, &c.project).1;
+    let user = caller_user(&h);
+    let user = &user;
     at_version(&h, |v| async move {
-        action_inner(c, id, body, v, admin)
+        action_inner(c, id, body, v, admin, user)
             .await
             .unwrap_or_else(IntoResponse::into_response)
     })
@@ -828,6 +848,7 @@ async fn action_inner(
     body: &Bytes,
     version: (u32, u32),
     admin: bool,
+    user: &str,
 ) -> Result<Response, Fault> {
     let b = body_object(body)?;
     // Unknown servers are 404 whatever the action.
@@ -895,7 +916,7 @@ async fn action_inner(
         Some(x) => return Err(invalid("host", x, "is not a valid host name")),
     };
     c.compute
-        .live_migrate(id, host.as_deref())
+        .live_migrate(id, host.as_deref(), user)
         .await
         .map_err(|e| error(&e))?;
     Ok(StatusCode::ACCEPTED.into_response())
@@ -1273,7 +1294,7 @@ async fn limits(State(c): State<Ctx>, h: HeaderMap) -> Response {
 
 fn action_json(id: &str, a: &super::InstanceAction) -> Value {
     json!({"action": a.action, "instance_uuid": id, "request_id": a.request_id,
-           "user_id": null, "project_id": a.project_id, "start_time": a.start_time,
+           "user_id": a.user_id, "project_id": a.project_id, "start_time": a.start_time,
            "updated_at": a.start_time, "message": a.message})
 }
 

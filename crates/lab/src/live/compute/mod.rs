@@ -41,7 +41,6 @@ use crate::topology::{Role, Topology};
 pub use driver::VirtDriver;
 use neutron::{Neutron, NeutronFailure};
 
-
 #[derive(Debug, Clone)]
 pub struct ComputeOptions {
     /// Nova's `vif_plugging_timeout`: how long a boot waits for its ports to
@@ -157,6 +156,8 @@ pub struct Server {
     pub id: String,
     pub name: String,
     pub project_id: String,
+    /// The user who booted it.
+    pub user_id: String,
     pub status: Status,
     pub task_state: Option<&'static str>,
     pub host: Option<String>,
@@ -185,12 +186,15 @@ pub struct InstanceAction {
     pub start_time: String,
     /// `None` while it runs or when it succeeded; Nova's `Error` otherwise.
     pub message: Option<String>,
+    /// Who asked.
+    pub user_id: String,
 }
 
 impl InstanceAction {
-    fn new(action: &'static str, project_id: &str) -> Self {
+    fn new(action: &'static str, project_id: &str, user_id: &str) -> Self {
         InstanceAction {
             action,
+            user_id: user_id.to_string(),
             request_id: format!("req-{}", uuid::Uuid::new_v4()),
             project_id: project_id.to_string(),
             start_time: now_string(),
@@ -231,6 +235,8 @@ pub enum NetRequest {
 pub struct BootRequest {
     pub name: String,
     pub project_id: String,
+    /// Who asked (the token's user; `admin` without identity).
+    pub user_id: String,
     pub networks: Vec<NetRequest>,
     /// `availability_zone: "nova:HOST"` or `host`.
     pub host: Option<String>,
@@ -957,6 +963,7 @@ impl Compute {
                     id: id.clone(),
                     name: req.name.clone(),
                     project_id: req.project_id.clone(),
+                    user_id: req.user_id.clone(),
                     status: Status::Build,
                     task_state: Some("spawning"),
                     host: host.as_ref().ok().cloned(),
@@ -966,7 +973,7 @@ impl Compute {
                     fault: None,
                     flavor: flavor.clone(),
                     image: image.clone(),
-                    actions: vec![InstanceAction::new("create", &req.project_id)],
+                    actions: vec![InstanceAction::new("create", &req.project_id, &req.user_id)],
                     deleting: false,
                     seq,
                 },
@@ -1274,7 +1281,12 @@ impl Compute {
 
     /// `os-migrateLive`: prechecks and destination bindings now; the move in
     /// the background. Returns the migration id.
-    pub async fn live_migrate(&self, id: &str, dest: Option<&str>) -> Result<u64, ComputeError> {
+    pub async fn live_migrate(
+        &self,
+        id: &str,
+        dest: Option<&str>,
+        user_id: &str,
+    ) -> Result<u64, ComputeError> {
         let (server, dest, migration_id) = {
             let mut inner = self.inner();
             let s = inner.servers.get(id).ok_or_else(|| not_found(id))?.clone();
@@ -1317,7 +1329,7 @@ impl Compute {
                 s.updated = now_string();
                 let project = s.project_id.clone();
                 s.actions
-                    .push(InstanceAction::new("live-migration", &project));
+                    .push(InstanceAction::new("live-migration", &project, user_id));
             }
             let mid = inner.migrations.len() as u64 + 1;
             let now = now_string();

@@ -41,6 +41,8 @@ struct ServerRecord {
     id: String,
     name: String,
     project_id: String,
+    #[serde(default)]
+    user_id: String,
     status: String,
     host: Option<String>,
     vifs: Vec<VifRecord>,
@@ -49,8 +51,18 @@ struct ServerRecord {
     fault: Option<(u16, String, String)>,
     flavor: Option<FlavorRecord>,
     image: Option<String>,
-    actions: Vec<(String, String, String, String, Option<String>)>,
+    actions: Vec<ActionRecord>,
     seq: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ActionRecord {
+    action: String,
+    request_id: String,
+    project_id: String,
+    user_id: String,
+    start_time: String,
+    message: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -121,6 +133,7 @@ fn record(s: &Server) -> ServerRecord {
         id: s.id.clone(),
         name: s.name.clone(),
         project_id: s.project_id.clone(),
+        user_id: s.user_id.clone(),
         status: s.status.as_str().to_string(),
         host: s.host.clone(),
         vifs: s
@@ -150,14 +163,13 @@ fn record(s: &Server) -> ServerRecord {
         actions: s
             .actions
             .iter()
-            .map(|a| {
-                (
-                    a.action.to_string(),
-                    a.request_id.clone(),
-                    a.project_id.clone(),
-                    a.start_time.clone(),
-                    a.message.clone(),
-                )
+            .map(|a| ActionRecord {
+                action: a.action.to_string(),
+                request_id: a.request_id.clone(),
+                project_id: a.project_id.clone(),
+                user_id: a.user_id.clone(),
+                start_time: a.start_time.clone(),
+                message: a.message.clone(),
             })
             .collect(),
         seq: s.seq,
@@ -175,6 +187,7 @@ fn server(r: ServerRecord) -> Server {
         id: r.id,
         name: r.name,
         project_id: r.project_id,
+        user_id: r.user_id,
         status,
         task_state: None,
         host: r.host,
@@ -208,15 +221,14 @@ fn server(r: ServerRecord) -> Server {
         actions: r
             .actions
             .into_iter()
-            .map(
-                |(a, request_id, project_id, start_time, message)| InstanceAction {
-                    action: action_name(&a),
-                    request_id,
-                    project_id,
-                    start_time,
-                    message,
-                },
-            )
+            .map(|a| InstanceAction {
+                action: action_name(&a.action),
+                request_id: a.request_id,
+                project_id: a.project_id,
+                user_id: a.user_id,
+                start_time: a.start_time,
+                message: a.message,
+            })
             .collect(),
         deleting: false,
         seq: r.seq,

@@ -64,14 +64,34 @@ fn host_id(s: &Server) -> String {
     }
 }
 
-/// `GET /servers/{id}` and `/servers/detail` entries.
+/// What Nova's default policy shows admins only
+/// (`os-extended-server-attributes`, `servers:show:host_status`).
+const ADMIN_ONLY: [&str; 4] = [
+    "OS-EXT-SRV-ATTR:host",
+    "OS-EXT-SRV-ATTR:hypervisor_hostname",
+    "OS-EXT-SRV-ATTR:instance_name",
+    "host_status",
+];
+
+/// A server view as `admin` (or not) may see it.
+pub fn for_caller(mut v: Value, admin: bool) -> Value {
+    if !admin && let Some(o) = v.as_object_mut() {
+        for k in ADMIN_ONLY {
+            o.remove(k);
+        }
+    }
+    v
+}
+
+/// `GET /servers/{id}` and `/servers/detail` entries. Security groups are
+/// not served (the networking API has none yet), so none is named.
 pub fn server_detail(base: &str, s: &Server) -> Value {
     let mut v = json!({
         "id": s.id,
         "name": s.name,
         "status": s.status.as_str(),
         "tenant_id": s.project_id,
-        "user_id": "admin",
+        "user_id": s.user_id,
         "hostId": host_id(s),
         "created": s.created,
         "updated": s.updated,
@@ -98,7 +118,6 @@ pub fn server_detail(base: &str, s: &Server) -> Value {
         "tags": [],
         "trusted_image_certificates": null,
         "host_status": if s.host.is_some() { "UP" } else { "" },
-        "security_groups": [{"name": "default"}],
         "os-extended-volumes:volumes_attached": [],
         "OS-DCF:diskConfig": "MANUAL",
         "OS-EXT-AZ:availability_zone": if s.host.is_some() { "nova" } else { "" },
