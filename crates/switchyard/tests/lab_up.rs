@@ -532,3 +532,82 @@ fn lab_up_refuses_a_bad_topology_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml"), "{err}");
 }
+
+/// One lab per database: a second `lab up` on a database in use is refused
+/// (and changes nothing); started again once the first stopped, the lab
+/// keeps the passwords of the clouds.yaml it wrote, so copies still work.
+#[test]
+fn a_database_serves_one_lab_and_keeps_its_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("lab.db").display());
+    let clouds = dir.path().join("clouds.yaml");
+    let up = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args([
+                "lab",
+                "up",
+                "--bind",
+                "127.0.0.1:0",
+                "--db",
+                &db,
+                "--clouds-yaml",
+            ])
+            .arg(&clouds)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut banner = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).expect("read") > 0, "{banner}");
+            banner.push_str(&line);
+            if line.contains("Ctrl-C stops the lab") {
+                break;
+            }
+        }
+        Running(child)
+    };
+    let first = up();
+    let passwords = || {
+        std::fs::read_to_string(&clouds)
+            .expect("clouds.yaml")
+            .lines()
+            .filter(|l| l.contains("password:"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let before = passwords();
+    assert_eq!(before.len(), 2);
+    let second = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "lab",
+            "up",
+            "--bind",
+            "127.0.0.1:0",
+            "--db",
+            &db,
+            "--clouds-yaml",
+        ])
+        .arg(dir.path().join("other.yaml"))
+        .output()
+        .expect("second lab");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(err.contains("in use by another switchyard"), "{err}");
+    assert!(!dir.path().join("other.yaml").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("lab.db"))
+            .expect("db")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the database holds password hashes");
+    }
+    drop(first);
+    let _again = up();
+    assert_eq!(passwords(), before, "the same passwords");
+}
