@@ -41,8 +41,10 @@ pub fn parse_role(s: &str) -> Result<Role, String> {
 pub enum NodeCmd {
     /// Every node: desired, sent and acked versions.
     List {
-        #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:9696")]
-        url: String,
+        /// The controller's base URL [default: the --os-cloud's switchyard,
+        /// else http://127.0.0.1:9696].
+        #[arg(long, env = "SWITCHYARD_URL")]
+        url: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -52,8 +54,10 @@ pub enum NodeCmd {
     /// bridge and ARP tables, flood lists, counters), asked of its agent.
     Show {
         host: String,
-        #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:9696")]
-        url: String,
+        /// The controller's base URL [default: the --os-cloud's switchyard,
+        /// else http://127.0.0.1:9696].
+        #[arg(long, env = "SWITCHYARD_URL")]
+        url: Option<String>,
         #[arg(long)]
         json: bool,
         /// Also print the controller's desired items for the node.
@@ -212,6 +216,7 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
         }
         NodeCmd::List { url, json, auth } => {
             let token = crate::os_auth::token(&auth).await?;
+            let url = crate::os_auth::base_url(url, &auth);
             let v = get(&format!("{}/switchyard/v1/nodes", base(&url)?), token).await?;
             if json {
                 println!("{v}");
@@ -231,7 +236,10 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
         } => {
             let token = crate::os_auth::token(&auth).await?;
             let v = get(
-                &format!("{}/switchyard/v1/nodes/{host}", base(&url)?),
+                &format!(
+                    "{}/switchyard/v1/nodes/{host}",
+                    base(&crate::os_auth::base_url(url, &auth))?
+                ),
                 token,
             )
             .await?;

@@ -107,6 +107,27 @@ fn cloud_auth(text: &str, name: &str, file: &Path) -> anyhow::Result<Option<Pass
     }))
 }
 
+/// Where a client command goes: `--url` (or `SWITCHYARD_URL`) when given;
+/// else, with `--os-cloud`, the switchyard whose embedded identity the
+/// cloud authenticates at (its `auth_url` ending in `/identity/v3`, as a
+/// lab's clouds.yaml has it); else the default address.
+pub fn base_url(url: Option<String>, a: &OsAuthArgs) -> String {
+    if let Some(u) = url {
+        return u;
+    }
+    let from_cloud = a.os_cloud.as_ref().and_then(|name| {
+        clouds_paths().into_iter().find_map(|p| {
+            let text = std::fs::read_to_string(&p).ok()?;
+            let auth = cloud_auth(&text, name, &p).ok()??;
+            auth.auth_url
+                .trim_end_matches('/')
+                .strip_suffix("/identity/v3")
+                .map(str::to_string)
+        })
+    });
+    from_cloud.unwrap_or_else(|| "http://127.0.0.1:9696".to_string())
+}
+
 /// The password of cloud `name` in the clouds.yaml at `path`, if it has one
 /// (a lab started again reuses what it wrote the first time).
 pub fn password_in(path: &Path, name: &str) -> Option<String> {

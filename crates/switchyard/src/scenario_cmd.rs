@@ -12,9 +12,10 @@ use switchyard_lab::live::{LiveLab, Options};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// Base URL of the lab (`switchyard lab up` prints it).
-    #[arg(long, default_value = "http://127.0.0.1:9696", env = "SWITCHYARD_URL")]
-    url: String,
+    /// Base URL of the lab (`switchyard lab up` prints it) [default: the
+    /// --os-cloud's switchyard, else http://127.0.0.1:9696].
+    #[arg(long, env = "SWITCHYARD_URL")]
+    url: Option<String>,
     /// Only guests on this network (name or id).
     #[arg(long)]
     network: Option<String>,
@@ -124,7 +125,7 @@ fn base(url: &str) -> anyhow::Result<String> {
 }
 
 pub async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
-    let mut c = LabClient::new(&base(&a.url)?);
+    let mut c = LabClient::new(&base(&crate::os_auth::base_url(a.url.clone(), &a.auth))?);
     if let Some(t) = crate::os_auth::token(&a.auth).await? {
         c = c.with_token(t);
     }

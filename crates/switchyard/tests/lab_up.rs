@@ -186,6 +186,20 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
         assert!(text.contains(host), "{host}: {text}");
     }
 
+    // The cloud entry also says where the lab is: no --url needed.
+    let list = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env("OS_CLIENT_CONFIG_FILE", &clouds)
+        .env("OS_CLOUD", "switchyard")
+        .env_remove("SWITCHYARD_URL")
+        .args(["node", "list"])
+        .output()
+        .expect("node list");
+    assert!(
+        list.status.success() && String::from_utf8_lossy(&list.stdout).contains("compute-2"),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+
     // Without credentials a client command says what to give.
     let list = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .env_remove("OS_CLOUD")
