@@ -11,6 +11,7 @@
 //!   frame is dropped and counted ([`Counters`]), never a panic;
 //! * nothing here knows whether ports are emulated links or Linux devices.
 
+pub mod conntrack;
 pub mod counters;
 pub mod dhcp;
 pub mod fabric;

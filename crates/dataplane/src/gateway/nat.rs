@@ -17,35 +17,14 @@ use std::net::Ipv4Addr;
 
 use smoltcp::wire::Ipv4Packet;
 
+use crate::conntrack::{Dir, TcpFlags, TcpState};
 use crate::{Duration, Instant};
 
-pub(super) const ICMP: u8 = 1;
-pub(super) const TCP: u8 = 6;
-pub(super) const UDP: u8 = 17;
+pub(super) use crate::conntrack::{ICMP, TCP, UDP};
 
-/// How long an idle connection keeps its binding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NatTimeouts {
-    pub icmp: Duration,
-    pub udp: Duration,
-    /// A TCP connection the remote has not answered yet (SYN sent).
-    pub tcp_syn: Duration,
-    pub tcp_established: Duration,
-    /// After a FIN or RST from either side.
-    pub tcp_closing: Duration,
-}
-
-impl Default for NatTimeouts {
-    fn default() -> Self {
-        NatTimeouts {
-            icmp: Duration::from_secs(30),
-            udp: Duration::from_secs(120),
-            tcp_syn: Duration::from_secs(60),
-            tcp_established: Duration::from_secs(2 * 3600),
-            tcp_closing: Duration::from_secs(30),
-        }
-    }
-}
+/// How long an idle connection keeps its binding: connection tracking's
+/// timeouts (one TCP state machine for NAT and filtering).
+pub use crate::conntrack::Timeouts as NatTimeouts;
 
 /// What the inside host sent: the connection key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,11 +55,14 @@ pub(super) struct Seg {
     pub rst: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TcpState {
-    Syn,
-    Established,
-    Closing,
+impl Seg {
+    fn flags(self) -> TcpFlags {
+        TcpFlags {
+            fin: self.fin,
+            rst: self.rst,
+            ..TcpFlags::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -134,13 +116,7 @@ impl Table {
     }
 
     fn timeout(&self, proto: u8, tcp: TcpState) -> Duration {
-        match (proto, tcp) {
-            (ICMP, _) => self.timeouts.icmp,
-            (TCP, TcpState::Syn) => self.timeouts.tcp_syn,
-            (TCP, TcpState::Established) => self.timeouts.tcp_established,
-            (TCP, TcpState::Closing) => self.timeouts.tcp_closing,
-            _ => self.timeouts.udp,
-        }
+        self.timeouts.of(proto, tcp)
     }
 
     fn remove(&mut self, flow: &Flow) {
@@ -183,11 +159,7 @@ impl Table {
         let timeouts_for = |t: &Self, st| now + t.timeout(flow.proto, st);
         if let Some(c) = self.conns.get(&flow).copied() {
             if c.expires > now && c.ext.ip == ip {
-                let tcp = if seg.fin || seg.rst {
-                    TcpState::Closing
-                } else {
-                    c.tcp
-                };
+                let tcp = c.tcp.next(Dir::Original, seg.flags());
                 let expires = timeouts_for(self, tcp);
                 if let Some(c) = self.conns.get_mut(&flow) {
                     c.tcp = tcp;
@@ -203,11 +175,7 @@ impl Table {
             ip,
             port,
         };
-        let tcp = if seg.fin || seg.rst {
-            TcpState::Closing
-        } else {
-            TcpState::Syn
-        };
+        let tcp = TcpState::Syn.next(Dir::Original, seg.flags());
         let expires = timeouts_for(self, tcp);
         self.conns.insert(flow, Conn { ext, expires, tcp });
         self.rev.insert(ext, flow);
@@ -233,11 +201,7 @@ impl Table {
         if c.expires <= now {
             return None;
         }
-        let tcp = match c.tcp {
-            _ if seg.fin || seg.rst => TcpState::Closing,
-            TcpState::Syn => TcpState::Established,
-            s => s,
-        };
+        let tcp = c.tcp.next(Dir::Reply, seg.flags());
         let expires = now + self.timeout(flow.proto, tcp);
         if let Some(c) = self.conns.get_mut(&flow) {
             c.tcp = tcp;
