@@ -35,6 +35,13 @@ pub enum DropReason {
     NatExhausted,
     /// Inbound on the external side with no connection or floating IP.
     NoNatBinding,
+    /// A new connection no security-group rule of its direction allows.
+    SgNoRule,
+    /// A packet of no tracked connection that cannot open one (a stray TCP
+    /// segment, an unasked echo reply, an ICMP error about nothing).
+    SgInvalid,
+    /// A new connection refused because the connection table is full.
+    SgTableFull,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

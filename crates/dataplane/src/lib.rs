@@ -20,6 +20,7 @@ pub mod frames;
 pub mod gateway;
 pub mod io;
 pub mod ovs;
+pub mod secgroup;
 pub mod spoof;
 pub mod sriov;
 pub mod vrouter;
