@@ -418,8 +418,22 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
     }
 }
 
+/// An IPv4 packet of `proto` around `payload` (no options, checksum 0).
+#[cfg(test)]
+pub(crate) fn test_ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(20 + payload.len()).expect("small");
+    let mut v = vec![0x45, 0];
+    v.extend(total.to_be_bytes());
+    v.extend([0, 0, 0x40, 0, 64, proto, 0, 0]);
+    v.extend(src);
+    v.extend(dst);
+    v.extend(payload);
+    v
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_ipv4 as ipv4;
     use super::*;
     use std::net::Ipv4Addr;
 
@@ -521,17 +535,6 @@ mod tests {
         icmp.extend(id.to_be_bytes());
         icmp.extend([0, 1, 0xde, 0xad]);
         ipv4(src, dst, ICMP, &icmp)
-    }
-
-    fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
-        let total = u16::try_from(20 + payload.len()).expect("small");
-        let mut v = vec![0x45, 0];
-        v.extend(total.to_be_bytes());
-        v.extend([0, 0, 0x40, 0, 64, proto, 0, 0]);
-        v.extend(src);
-        v.extend(dst);
-        v.extend(payload);
-        v
     }
 
     #[test]

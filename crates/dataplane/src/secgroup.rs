@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 
-use crate::conntrack::{ICMP, ICMPV6, Kind, Packet, State, TCP, Tracker, UDP};
+use crate::conntrack::{ICMP, ICMPV6, Kind, Packet, State, Tracker, UDP};
 use crate::{Counters, DropReason, Instant};
 
 /// The VM's side of the traffic.
@@ -261,18 +261,8 @@ impl<P: Copy + Eq + Hash> Firewall<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conntrack::{TCP, test_ipv4 as ipv4};
     use std::net::Ipv4Addr;
-
-    fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
-        let total = u16::try_from(20 + payload.len()).expect("small");
-        let mut v = vec![0x45, 0];
-        v.extend(total.to_be_bytes());
-        v.extend([0, 0, 0x40, 0, 64, proto, 0, 0]);
-        v.extend(src);
-        v.extend(dst);
-        v.extend(payload);
-        v
-    }
 
     fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
         let mut t = Vec::new();
