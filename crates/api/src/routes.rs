@@ -327,8 +327,9 @@ fn render_record(ml2: &Ml2, st: &State, ctx: &Ctx, kind: Kind, id: &str) -> Opti
             .get(id)
             .filter(|f| floatingips::floatingip_visible(ctx, f))
             .map(|f| render::floatingip(st, f)),
-        // Quotas have their own handlers (`crate::quotas`).
-        Kind::Quota => None,
+        // Quotas have their own handlers (`crate::quotas`); security groups
+        // are not served yet (no route reaches them).
+        Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => None,
     }
 }
 
@@ -341,7 +342,7 @@ fn not_found(kind: Kind, id: &str) -> NeutronError {
         Kind::Agent => ops::agent_not_found(id),
         Kind::Router => routers::router_not_found(id),
         Kind::FloatingIp => floatingips::floatingip_not_found(id),
-        Kind::Quota => NeutronError::no_route(),
+        Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => NeutronError::no_route(),
     }
 }
 
@@ -359,6 +360,8 @@ fn all_ids(st: &State, kind: Kind) -> Vec<&String> {
         Kind::Router => st.routers.keys().collect(),
         Kind::FloatingIp => st.floatingips.keys().collect(),
         Kind::Quota => st.quotas.keys().collect(),
+        Kind::SecurityGroup => st.security_groups.keys().collect(),
+        Kind::SecurityGroupRule => st.security_group_rules.keys().collect(),
     }
 }
 
@@ -457,7 +460,9 @@ fn create_one(
         Kind::Subnet => subnets::create(st, ctx, body),
         Kind::Port => ports::create(ml2, st, ctx, body),
         Kind::Segment => segments::create(ml2, st, ctx, body),
-        Kind::Agent | Kind::Quota => Err(not_allowed()),
+        Kind::Agent | Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => {
+            Err(not_allowed())
+        }
         Kind::Router => routers::create(ml2, st, ctx, body),
         Kind::FloatingIp => floatingips::create(ml2, st, ctx, body),
     }
@@ -527,7 +532,7 @@ fn current_revision(st: &State, kind: Kind, id: &str) -> Option<u64> {
         Kind::Segment => st.segments.get(id).map(|x| x.std.revision_number),
         Kind::Router => st.routers.get(id).map(|x| x.std.revision_number),
         Kind::FloatingIp => st.floatingips.get(id).map(|x| x.std.revision_number),
-        Kind::Agent | Kind::Quota => None,
+        Kind::Agent | Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => None,
     }
 }
 
@@ -573,7 +578,7 @@ fn update(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
                 Kind::Agent => agents::update(st, ctx, id, one),
                 Kind::Router => routers::update(ml2, st, ctx, id, one),
                 Kind::FloatingIp => floatingips::update(st, ctx, id, one),
-                Kind::Quota => Err(not_allowed()),
+                Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => Err(not_allowed()),
             }
         },
         |ml2, st, ()| render_one(ml2, st, &ctx, kind, id),
@@ -626,7 +631,7 @@ fn delete(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
                 }
                 Kind::Router => routers::delete(ml2, st, ctx, id),
                 Kind::FloatingIp => floatingips::delete(st, ctx, id),
-                Kind::Quota => Err(not_allowed()),
+                Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => Err(not_allowed()),
             }
         },
         |_, _, ()| Ok(()),

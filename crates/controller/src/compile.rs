@@ -1128,8 +1128,9 @@ impl Compiler {
                         ports.extend(st.network_port_ids(&n).cloned());
                     }
                 }
-                // Quotas configure the API, not the network.
-                Kind::Agent | Kind::Quota => {}
+                // Quotas configure the API, not the network. Security groups
+                // are not compiled into node state yet.
+                Kind::Agent | Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => {}
             }
         }
         for id in ports {

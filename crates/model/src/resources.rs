@@ -272,6 +272,9 @@ pub struct Port {
     pub admin_state_up: bool,
     pub allowed_address_pairs: Vec<AddressPair>,
     pub port_security_enabled: bool,
+    /// The security groups the port is a member of.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
     /// Exactly one binding is ACTIVE (its host may be empty); others are INACTIVE
     /// bindings made for a live migration.
     pub bindings: Vec<PortBinding>,
@@ -373,6 +376,52 @@ pub struct Router {
 pub struct QuotaSet {
     pub project_id: String,
     pub limits: std::collections::BTreeMap<String, i64>,
+}
+
+/// A security group: allow rules for the ports that are its members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    pub id: String,
+    pub name: String,
+    /// Connection tracking on (`stateful-security-group`).
+    pub stateful: bool,
+    /// Its project's default group (made on first use, named `default`).
+    pub is_default: bool,
+    pub std: StdAttrs,
+}
+
+/// Which way a security group rule admits traffic, seen from the port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleDirection {
+    Ingress,
+    Egress,
+}
+
+impl RuleDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleDirection::Ingress => "ingress",
+            RuleDirection::Egress => "egress",
+        }
+    }
+}
+
+/// One allow rule of a security group, as Neutron stores it (the protocol
+/// as given: a name or a number, `None` for any).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityGroupRule {
+    pub id: String,
+    pub security_group_id: String,
+    pub direction: RuleDirection,
+    /// `IPv4` or `IPv6`.
+    pub ethertype: String,
+    pub protocol: Option<String>,
+    pub port_range_min: Option<u32>,
+    pub port_range_max: Option<u32>,
+    pub remote_ip_prefix: Option<IpNet>,
+    pub remote_group_id: Option<String>,
+    pub std: StdAttrs,
 }
 
 /// A floating IP: an address on an external network, owned by a

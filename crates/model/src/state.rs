@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::mac::Mac;
 use crate::resources::{
-    Agent, FloatingIp, Network, NetworkType, Port, QuotaSet, Router, Segment, Subnet,
+    Agent, FloatingIp, Network, NetworkType, Port, QuotaSet, Router, SecurityGroup,
+    SecurityGroupRule, Segment, Subnet,
 };
 
 /// Which table a record lives in.
@@ -29,10 +30,12 @@ pub enum Kind {
     Router,
     FloatingIp,
     Quota,
+    SecurityGroup,
+    SecurityGroupRule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Network,
         Kind::Segment,
         Kind::Subnet,
@@ -41,6 +44,8 @@ impl Kind {
         Kind::Router,
         Kind::FloatingIp,
         Kind::Quota,
+        Kind::SecurityGroup,
+        Kind::SecurityGroupRule,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +58,8 @@ impl Kind {
             Kind::Router => "router",
             Kind::FloatingIp => "floatingip",
             Kind::Quota => "quota",
+            Kind::SecurityGroup => "security_group",
+            Kind::SecurityGroupRule => "security_group_rule",
         }
     }
 
@@ -73,6 +80,8 @@ pub enum Record {
     Router(Router),
     FloatingIp(FloatingIp),
     Quota(QuotaSet),
+    SecurityGroup(SecurityGroup),
+    SecurityGroupRule(SecurityGroupRule),
 }
 
 impl Record {
@@ -86,6 +95,8 @@ impl Record {
             Record::Router(_) => Kind::Router,
             Record::FloatingIp(_) => Kind::FloatingIp,
             Record::Quota(_) => Kind::Quota,
+            Record::SecurityGroup(_) => Kind::SecurityGroup,
+            Record::SecurityGroupRule(_) => Kind::SecurityGroupRule,
         }
     }
 
@@ -99,6 +110,8 @@ impl Record {
             Record::Router(r) => &r.id,
             Record::FloatingIp(r) => &r.id,
             Record::Quota(r) => &r.project_id,
+            Record::SecurityGroup(r) => &r.id,
+            Record::SecurityGroupRule(r) => &r.id,
         }
     }
 }
@@ -125,11 +138,21 @@ pub struct State {
     pub floatingips: BTreeMap<String, FloatingIp>,
     /// Projects' quota limits set by an admin (by project id).
     pub quotas: BTreeMap<String, QuotaSet>,
+    pub security_groups: BTreeMap<String, SecurityGroup>,
+    pub security_group_rules: BTreeMap<String, SecurityGroupRule>,
 
     // Indexes, derived from the tables above.
     /// (kind, project id) -> how many of that kind the project owns (what
     /// quotas count).
     usage: HashMap<(Kind, String), usize>,
+    /// group id -> its rules' ids
+    rules_by_group: HashMap<String, BTreeSet<String>>,
+    /// group id -> ids of rules of any group that name it as remote group
+    rules_by_remote_group: HashMap<String, BTreeSet<String>>,
+    /// group id -> member ports' ids
+    ports_by_group: HashMap<String, BTreeSet<String>>,
+    /// project id -> its default group's id
+    default_groups: HashMap<String, String>,
     segments_by_network: HashMap<String, BTreeSet<String>>,
     subnets_by_network: HashMap<String, BTreeSet<String>>,
     ports_by_network: HashMap<String, BTreeSet<String>>,
@@ -260,6 +283,16 @@ impl State {
             Kind::Router => self.routers.get(id).cloned().map(Record::Router),
             Kind::FloatingIp => self.floatingips.get(id).cloned().map(Record::FloatingIp),
             Kind::Quota => self.quotas.get(id).cloned().map(Record::Quota),
+            Kind::SecurityGroup => self
+                .security_groups
+                .get(id)
+                .cloned()
+                .map(Record::SecurityGroup),
+            Kind::SecurityGroupRule => self
+                .security_group_rules
+                .get(id)
+                .cloned()
+                .map(Record::SecurityGroupRule),
         }
     }
 
@@ -286,6 +319,11 @@ impl State {
             Kind::Router => self.routers.remove(id).map(Record::Router),
             Kind::FloatingIp => self.floatingips.remove(id).map(Record::FloatingIp),
             Kind::Quota => self.quotas.remove(id).map(Record::Quota),
+            Kind::SecurityGroup => self.security_groups.remove(id).map(Record::SecurityGroup),
+            Kind::SecurityGroupRule => self
+                .security_group_rules
+                .remove(id)
+                .map(Record::SecurityGroupRule),
         };
         if let Some(o) = &old {
             self.unindex(o);
@@ -317,6 +355,12 @@ impl State {
                 Record::Quota(r) => {
                     self.quotas.insert(id.to_string(), r);
                 }
+                Record::SecurityGroup(r) => {
+                    self.security_groups.insert(id.to_string(), r);
+                }
+                Record::SecurityGroupRule(r) => {
+                    self.security_group_rules.insert(id.to_string(), r);
+                }
             }
         }
         old
@@ -338,6 +382,8 @@ impl State {
             Record::Port(x) => Some(&x.std.project_id),
             Record::Router(x) => Some(&x.std.project_id),
             Record::FloatingIp(x) => Some(&x.std.project_id),
+            Record::SecurityGroup(x) => Some(&x.std.project_id),
+            Record::SecurityGroupRule(x) => Some(&x.std.project_id),
             Record::Segment(_) | Record::Agent(_) | Record::Quota(_) => None,
         }
     }
@@ -348,6 +394,24 @@ impl State {
         }
         match r {
             Record::Quota(_) => {}
+            Record::SecurityGroup(g) => {
+                if g.is_default {
+                    self.default_groups
+                        .insert(g.std.project_id.clone(), g.id.clone());
+                }
+            }
+            Record::SecurityGroupRule(x) => {
+                self.rules_by_group
+                    .entry(x.security_group_id.clone())
+                    .or_default()
+                    .insert(x.id.clone());
+                if let Some(g) = &x.remote_group_id {
+                    self.rules_by_remote_group
+                        .entry(g.clone())
+                        .or_default()
+                        .insert(x.id.clone());
+                }
+            }
             Record::Network(_) => {}
             Record::Segment(s) => {
                 self.segments_by_network
@@ -396,6 +460,12 @@ impl State {
                         .or_default()
                         .insert(p.id.clone());
                 }
+                for g in &p.security_groups {
+                    self.ports_by_group
+                        .entry(g.clone())
+                        .or_default()
+                        .insert(p.id.clone());
+                }
             }
             Record::Agent(a) => {
                 self.agents_by_type_host
@@ -439,6 +509,17 @@ impl State {
         }
         match r {
             Record::Network(_) | Record::Quota(_) => {}
+            Record::SecurityGroup(g) => {
+                if self.default_groups.get(&g.std.project_id) == Some(&g.id) {
+                    self.default_groups.remove(&g.std.project_id);
+                }
+            }
+            Record::SecurityGroupRule(x) => {
+                drop_from(&mut self.rules_by_group, &x.security_group_id, &x.id);
+                if let Some(g) = &x.remote_group_id {
+                    drop_from(&mut self.rules_by_remote_group, g, &x.id);
+                }
+            }
             Record::Segment(s) => {
                 drop_from(&mut self.segments_by_network, &s.network_id, &s.id);
                 if let Some(k) = seg_alloc_key(s) {
@@ -492,6 +573,9 @@ impl State {
                 if !p.device_id.is_empty() {
                     drop_from(&mut self.ports_by_device, &p.device_id, &p.id);
                 }
+                for g in &p.security_groups {
+                    drop_from(&mut self.ports_by_group, g, &p.id);
+                }
             }
             Record::Agent(a) => {
                 let key = (a.agent_type.clone(), a.host.clone());
@@ -533,6 +617,39 @@ impl State {
     }
     pub fn put_floatingip(&mut self, r: FloatingIp) {
         self.put(Record::FloatingIp(r))
+    }
+
+    /// Project `project`'s default security group, if it was made.
+    pub fn default_security_group(&self, project: &str) -> Option<&SecurityGroup> {
+        self.default_groups
+            .get(project)
+            .and_then(|id| self.security_groups.get(id))
+    }
+
+    /// The rules of group `id`, in id order.
+    pub fn group_rules(&self, id: &str) -> Vec<&SecurityGroupRule> {
+        self.rules_by_group
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| self.security_group_rules.get(r))
+            .collect()
+    }
+
+    /// The ids of rules (of any group) naming group `id` as remote group.
+    pub fn rules_with_remote_group(&self, id: &str) -> Vec<String> {
+        self.rules_by_remote_group
+            .get(id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The ids of group `id`'s member ports.
+    pub fn group_ports(&self, id: &str) -> Vec<String> {
+        self.ports_by_group
+            .get(id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Ports whose `device_id` is `device` (a router's interfaces and gateway

@@ -555,6 +555,8 @@ pub fn create(ml2: &Ml2, st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -
         port_security_enabled: b
             .bool("port_security_enabled")?
             .unwrap_or(net.port_security_enabled),
+        // Security groups are not served yet: ports have none.
+        security_groups: Vec::new(),
         bindings: vec![PortBinding::unbound(host, vnic, profile)],
         std: StdAttrs::new(
             project_id,

@@ -69,6 +69,8 @@ fn owners(r: &Record) -> (String, Option<String>) {
         Record::Port(x) => (x.std.project_id.clone(), Some(x.network_id.clone())),
         Record::Router(x) => (x.std.project_id.clone(), None),
         Record::FloatingIp(x) => (x.std.project_id.clone(), None),
+        Record::SecurityGroup(x) => (x.std.project_id.clone(), None),
+        Record::SecurityGroupRule(x) => (x.std.project_id.clone(), None),
         Record::Segment(_) | Record::Agent(_) | Record::Quota(_) => (String::new(), None),
     }
 }
