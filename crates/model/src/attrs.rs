@@ -164,6 +164,42 @@ pub static ROUTER: &[Attr] = &[
     STD[6],
 ];
 
+pub static SECURITY_GROUP: &[Attr] = &[
+    a("id", false, false, true, true),
+    a("name", true, true, true, true),
+    a("stateful", true, true, true, true),
+    a("shared", false, false, true, false),
+    a("security_group_rules", false, false, false, false),
+    STD[0],
+    STD[1],
+    STD[2],
+    STD[3],
+    STD[4],
+    STD[5],
+    STD[6],
+];
+
+pub static SECURITY_GROUP_RULE: &[Attr] = &[
+    a("id", false, false, true, true),
+    a("security_group_id", true, false, true, true),
+    a("direction", true, false, true, true),
+    a("ethertype", true, false, true, true),
+    a("protocol", true, false, true, true),
+    a("port_range_min", true, false, true, true),
+    a("port_range_max", true, false, true, true),
+    a("remote_ip_prefix", true, false, true, true),
+    a("remote_group_id", true, false, true, true),
+    a("normalized_cidr", false, false, true, false),
+    a("belongs_to_default_sg", false, false, true, false),
+    STD[0],
+    STD[1],
+    STD[2],
+    STD[3],
+    STD[4],
+    // Rules are immutable (Neutron has no update for them).
+    a("description", true, false, true, true),
+];
+
 pub static FLOATINGIP: &[Attr] = &[
     a("id", false, false, true, true),
     a("floating_ip_address", true, false, true, true),

@@ -8,6 +8,7 @@ pub mod networks;
 pub mod policy;
 pub mod ports;
 pub mod routers;
+pub mod secgroups;
 pub mod segments;
 pub mod subnets;
 pub mod tags;
