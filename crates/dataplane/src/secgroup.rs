@@ -21,11 +21,13 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
+
 use crate::conntrack::{ICMP, ICMPV6, Kind, Packet, State, Tracker, UDP};
 use crate::{Counters, DropReason, Instant};
 
 /// The VM's side of the traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Direction {
     /// To the VM.
     Ingress,
@@ -33,14 +35,14 @@ pub enum Direction {
     Egress,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Ethertype {
     V4,
     V6,
 }
 
 /// Addresses a rule admits at the far end.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Remote {
     Any,
     /// `remote_ip_prefix`, or a remote group's members (possibly none).
@@ -48,7 +50,7 @@ pub enum Remote {
 }
 
 /// One allow rule (Neutron's `security_group_rule`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     pub direction: Direction,
     pub ethertype: Ethertype,
@@ -62,7 +64,7 @@ pub struct Rule {
 }
 
 /// What an interface is filtered by.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PortFilter {
     pub rules: Vec<Rule>,
 }

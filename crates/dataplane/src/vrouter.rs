@@ -14,6 +14,7 @@ use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetPro
 
 use crate::dhcp::{self, Lease};
 use crate::frames::{self, Mac};
+use crate::secgroup::{Direction, Firewall, PortFilter, Verdict};
 use crate::spoof::PortSecurity;
 use crate::wire::vxlan;
 use crate::{Counters, DropReason, Input, Instant, Output, Pipeline, PortNo};
@@ -58,7 +59,17 @@ pub enum Update {
         #[serde(with = "crate::frames::mac_serde")]
         mac: Mac,
     },
+    /// Filters an interface's traffic by its security groups (`None`: not
+    /// filtered, e.g. port security off); its tracked connections stay
+    /// while it is filtered.
+    Filter {
+        port: PortNo,
+        filter: Option<PortFilter>,
+    },
 }
+
+/// Connections tracked for all of a vRouter's filtered interfaces.
+pub const CONNECTIONS: usize = 262_144;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dest {
@@ -128,6 +139,7 @@ pub struct Vrouter {
     version: u64,
     ifaces: HashMap<PortNo, Interface>,
     vrfs: HashMap<u32, Vrf>,
+    firewall: Firewall<PortNo>,
     counters: Counters,
 }
 
@@ -138,7 +150,49 @@ impl Vrouter {
             version: 0,
             ifaces: HashMap::new(),
             vrfs: HashMap::new(),
+            firewall: Firewall::new(CONNECTIONS),
             counters: Counters::default(),
+        }
+    }
+
+    /// Whether `port`'s traffic is filtered, and how many connections are
+    /// tracked (introspection).
+    pub fn filtered(&self, port: PortNo) -> bool {
+        self.firewall.filters(port)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.firewall.connections()
+    }
+
+    /// The verdict on a frame at `port` going `dir` (non-IP frames are not
+    /// the filter's: anti-spoofing and proxy ARP have them).
+    fn filter(&mut self, port: PortNo, dir: Direction, frame: &[u8], now: Instant) -> Verdict {
+        if !self.firewall.filters(port) {
+            return Verdict::Pass;
+        }
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return Verdict::Pass;
+        };
+        match eth.ethertype() {
+            EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6 => {
+                self.firewall
+                    .check(port, dir, eth.payload(), now, &mut self.counters)
+            }
+            _ => Verdict::Pass,
+        }
+    }
+
+    /// Sends `frame` to local `port` if its filter lets it in.
+    fn deliver(&mut self, out: &mut Vec<Output>, port: PortNo, frame: &[u8], now: Instant) {
+        if self.filter(port, Direction::Ingress, frame, now) == Verdict::Pass {
+            self.tx(
+                out,
+                Output::Frame {
+                    port,
+                    data: frame.to_vec(),
+                },
+            );
         }
     }
 
@@ -201,7 +255,14 @@ impl Vrouter {
                 }
                 self.ifaces.insert(i.port, i.clone());
             }
-            Update::RemoveInterface { port } => self.remove_interface(*port),
+            Update::RemoveInterface { port } => {
+                self.remove_interface(*port);
+                self.firewall.unset(*port);
+            }
+            Update::Filter { port, filter } => match filter {
+                Some(f) => self.firewall.set(*port, f.clone()),
+                None => self.firewall.unset(*port),
+            },
             Update::Remote(r) => {
                 if let Some(v) = self.vrfs.get_mut(&r.vni) {
                     v.add_remote(r);
@@ -301,7 +362,7 @@ impl Vrouter {
         out.push(o);
     }
 
-    fn on_local(&mut self, port: PortNo, frame: &[u8], out: &mut Vec<Output>) {
+    fn on_local(&mut self, now: Instant, port: PortNo, frame: &[u8], out: &mut Vec<Output>) {
         let Some(iface) = self.ifaces.get(&port) else {
             self.counters.drop(DropReason::UnknownPort);
             return;
@@ -324,6 +385,9 @@ impl Vrouter {
                 }
                 dhcp::Verdict::Ignored => return,
             }
+        }
+        if self.filter(port, Direction::Egress, frame, now) == Verdict::Drop {
+            return;
         }
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             self.counters.drop(DropReason::Malformed);
@@ -367,13 +431,7 @@ impl Vrouter {
             let locals: Vec<PortNo> = vrf.local.iter().copied().filter(|p| *p != port).collect();
             let vteps = vrf.flood.clone();
             for p in locals {
-                self.tx(
-                    out,
-                    Output::Frame {
-                        port: p,
-                        data: frame.to_vec(),
-                    },
-                );
+                self.deliver(out, p, frame, now);
             }
             if !vteps.is_empty() {
                 let encap = vxlan::encap(vni, frame);
@@ -390,13 +448,7 @@ impl Vrouter {
             return;
         }
         match vrf.bridge(&dst) {
-            Some(Dest::Local(p)) if p != port => self.tx(
-                out,
-                Output::Frame {
-                    port: p,
-                    data: frame.to_vec(),
-                },
-            ),
+            Some(Dest::Local(p)) if p != port => self.deliver(out, p, frame, now),
             Some(Dest::Local(_)) => {}
             Some(Dest::Remote(t)) => self.tx(
                 out,
@@ -409,7 +461,7 @@ impl Vrouter {
         }
     }
 
-    fn on_underlay(&mut self, data: &[u8], out: &mut Vec<Output>) {
+    fn on_underlay(&mut self, now: Instant, data: &[u8], out: &mut Vec<Output>) {
         let Ok(pkt) = vxlan::Packet::new_checked(data) else {
             self.counters.drop(DropReason::Malformed);
             return;
@@ -427,36 +479,28 @@ impl Vrouter {
             // Split horizon: what came from the overlay goes to local ports only.
             let locals: Vec<PortNo> = vrf.local.iter().copied().collect();
             for p in locals {
-                self.tx(
-                    out,
-                    Output::Frame {
-                        port: p,
-                        data: inner.to_vec(),
-                    },
-                );
+                self.deliver(out, p, inner, now);
             }
             return;
         }
         match vrf.bridge(&dst) {
-            Some(Dest::Local(p)) => self.tx(
-                out,
-                Output::Frame {
-                    port: p,
-                    data: inner.to_vec(),
-                },
-            ),
+            Some(Dest::Local(p)) => self.deliver(out, p, inner, now),
             _ => self.counters.drop(DropReason::UnknownUnicast),
         }
     }
 }
 
 impl Pipeline for Vrouter {
-    fn process(&mut self, _now: Instant, input: Input<'_>, out: &mut Vec<Output>) {
+    fn process(&mut self, now: Instant, input: Input<'_>, out: &mut Vec<Output>) {
         self.counters.rx += 1;
         match input {
-            Input::Frame { port, data } => self.on_local(port, data, out),
-            Input::Underlay { data, .. } => self.on_underlay(data, out),
+            Input::Frame { port, data } => self.on_local(now, port, data, out),
+            Input::Underlay { data, .. } => self.on_underlay(now, data, out),
         }
+    }
+
+    fn poll(&mut self, now: Instant, _out: &mut Vec<Output>) -> Option<Instant> {
+        self.firewall.expire(now)
     }
 
     fn counters(&self) -> &Counters {

@@ -845,3 +845,78 @@ proptest! {
         }
     }
 }
+
+/// Security groups on a vRouter interface: A admits new traffic only from
+/// B's address; its own connections are answered from anywhere; an
+/// unfiltered interface passes everything; removing the filter opens it.
+#[test]
+fn security_groups_filter_an_interface_statefully() {
+    use switchyard_dataplane::frames;
+    use switchyard_dataplane::secgroup::{Direction, Ethertype, PortFilter, Remote, Rule};
+    let mut v = vrouter();
+    let b_ip = ip(50, 50, 50, 12);
+    let r_ip = ip(50, 50, 50, 21);
+    let rule = |direction, remote| Rule {
+        direction,
+        ethertype: Ethertype::V4,
+        protocol: None,
+        port_min: None,
+        port_max: None,
+        remote,
+    };
+    let filter = PortFilter {
+        rules: vec![
+            rule(
+                Direction::Ingress,
+                Remote::Prefixes(vec![(std::net::IpAddr::V4(b_ip), 32)]),
+            ),
+            rule(Direction::Egress, Remote::Any),
+        ],
+    };
+    v.apply(
+        2,
+        &[Update::Filter {
+            port: 1,
+            filter: Some(filter),
+        }],
+    )
+    .expect("filter");
+    assert!(v.filtered(1) && !v.filtered(2));
+    // B pings A: admitted by the ingress rule.
+    let out = frame_in(&mut v, 2, &ping(a(), b(), b_ip, a_ip(), 1));
+    assert_eq!(ports_out(&out), vec![1]);
+    // R (behind compute-4) pings A: no rule admits it.
+    let out = underlay(
+        &mut v,
+        C4_VTEP,
+        &vxlan::encap(VNI, &ping(a(), r(), r_ip, a_ip(), 2)),
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(v.counters().dropped(DropReason::SgNoRule), 1);
+    // A's own UDP flow to R goes out, and R's answer comes back in.
+    let out = frame_in(&mut v, 1, &udp(r(), a(), a_ip(), r_ip));
+    assert_eq!(underlay_out(&out).len(), 1);
+    let answer = frames::udp(a(), r(), r_ip, a_ip(), 5000, 40000, 64, b"answer");
+    let out = underlay(&mut v, C4_VTEP, &vxlan::encap(VNI, &answer));
+    assert_eq!(ports_out(&out), vec![1], "established");
+    // A segment of nothing A opened, from R: not even a new connection.
+    let stray = frames::udp(a(), r(), r_ip, a_ip(), 5001, 40000, 64, b"stray");
+    assert!(underlay(&mut v, C4_VTEP, &vxlan::encap(VNI, &stray)).is_empty());
+    assert!(v.connections() >= 2);
+    // Port security off: the filter goes and R's ping passes.
+    v.apply(
+        3,
+        &[Update::Filter {
+            port: 1,
+            filter: None,
+        }],
+    )
+    .expect("unfilter");
+    let out = underlay(
+        &mut v,
+        C4_VTEP,
+        &vxlan::encap(VNI, &ping(a(), r(), r_ip, a_ip(), 3)),
+    );
+    assert_eq!(ports_out(&out), vec![1]);
+    assert_eq!(v.connections(), 0);
+}
