@@ -573,10 +573,22 @@ impl NodeAgent {
                 out.push(vrouter::Update::RemoveNetwork {
                     vni: vni.parse().map_err(|_| "bad vni")?,
                 });
+            } else if let Some(port) = k
+                .strip_prefix("sg/")
+                .and_then(|id| self.ports.get(id).copied())
+            {
+                out.push(vrouter::Update::Filter { port, filter: None });
             }
         }
         for (_, item) in ups {
             match item {
+                Item::PortFilter { port_id, rules } => {
+                    let port = self.alloc_port(port_id)?;
+                    out.push(vrouter::Update::Filter {
+                        port,
+                        filter: Some(port_filter(rules)),
+                    });
+                }
                 Item::Network { vni, flood } => out.push(vrouter::Update::Network {
                     vni: *vni,
                     flood: flood.clone(),
@@ -811,5 +823,32 @@ impl NodeAgent {
             }
         }
         Ok(out)
+    }
+}
+
+/// A port's filter as the controller compiled it, as the pipeline runs it.
+fn port_filter(
+    rules: &[switchyard_proto::FilterRule],
+) -> switchyard_dataplane::secgroup::PortFilter {
+    use switchyard_dataplane::secgroup::{Direction, Ethertype, PortFilter, Remote, Rule};
+    PortFilter {
+        rules: rules
+            .iter()
+            .map(|r| Rule {
+                direction: if r.ingress {
+                    Direction::Ingress
+                } else {
+                    Direction::Egress
+                },
+                ethertype: if r.ipv6 { Ethertype::V6 } else { Ethertype::V4 },
+                protocol: r.protocol,
+                port_min: r.port_min,
+                port_max: r.port_max,
+                remote: match &r.remote {
+                    None => Remote::Any,
+                    Some(p) => Remote::Prefixes(p.clone()),
+                },
+            })
+            .collect(),
     }
 }

@@ -37,8 +37,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use switchyard_model::{AGENT_TYPE_GATEWAY, Agent, Change, Kind, State, Timestamp};
-use switchyard_proto::{Attachment, Delta, Item, Role};
+use switchyard_model::{
+    AGENT_TYPE_GATEWAY, Agent, Change, Kind, Record, RuleDirection, SecurityGroupRule, State,
+    Timestamp, ip_protocol_number,
+};
+use switchyard_proto::{Attachment, Delta, FilterRule, Item, Role};
 
 use crate::facts::{NodeFacts, PortFacts, Side, node_facts, port_facts};
 
@@ -161,7 +164,58 @@ pub struct Compiler {
     /// compile, so a deletion finds the router to recompile.
     router_of: HashMap<String, String>,
     nets: HashMap<u32, Net>,
+    /// Each filtered port's `sg/` item and the node it is on.
+    filters: HashMap<String, (String, Item)>,
+    /// Each port's security groups at the last compile: a change of its
+    /// addresses or groups reaches the ports whose rules name those groups.
+    port_groups: HashMap<String, Vec<String>>,
+    /// Each rule's group at the last compile (a deleted rule's group).
+    rule_group: HashMap<String, String>,
     pub last: Stats,
+}
+
+/// A rule as a node's filter runs it: remote groups expanded to their
+/// members' addresses (fixed IPs and allowed address pairs).
+fn filter_rule(st: &State, r: &SecurityGroupRule) -> FilterRule {
+    let remote = if let Some(p) = r.remote_ip_prefix {
+        Some(vec![(p.addr(), p.prefix_len())])
+    } else {
+        r.remote_group_id.as_ref().map(|g| {
+            let mut v = Vec::new();
+            for m in st.group_ports(g) {
+                if let Some(p) = st.ports.get(&m) {
+                    for ip in &p.fixed_ips {
+                        let len = if ip.ip_address.is_ipv4() { 32 } else { 128 };
+                        v.push((ip.ip_address, len));
+                    }
+                    for pair in &p.allowed_address_pairs {
+                        // An address or a CIDR, validated when the port was written.
+                        let net = pair.ip_address.parse::<ipnet::IpNet>().ok().or_else(|| {
+                            pair.ip_address
+                                .parse::<std::net::IpAddr>()
+                                .ok()
+                                .map(ipnet::IpNet::from)
+                        });
+                        if let Some(n) = net {
+                            v.push((n.addr(), n.prefix_len()));
+                        }
+                    }
+                }
+            }
+            v.sort();
+            v.dedup();
+            v
+        })
+    };
+    let port = |p: Option<u32>| p.and_then(|x| u16::try_from(x).ok());
+    FilterRule {
+        ingress: r.direction == RuleDirection::Ingress,
+        ipv6: r.ethertype == "IPv6",
+        protocol: r.protocol.as_deref().and_then(ip_protocol_number),
+        port_min: port(r.port_range_min),
+        port_max: port(r.port_range_max),
+        remote,
+    }
 }
 
 fn remote_key(vni: u32, mac: &str) -> String {
@@ -247,6 +301,14 @@ impl Compiler {
         for r in &routers {
             c.refresh_router(st, r);
         }
+        for id in st.ports.keys() {
+            c.refresh_filter(st, id);
+        }
+        c.rule_group = st
+            .security_group_rules
+            .values()
+            .map(|r| (r.id.clone(), r.security_group_id.clone()))
+            .collect();
         c.untracked = false;
         // Every node with state starts at version 1: what a snapshot carries.
         for n in c.nodes.values_mut() {
@@ -323,6 +385,81 @@ impl Compiler {
             .get(host)
             .and_then(|n| n.facts.as_ref())
             .and_then(|f| f.vtep)
+    }
+
+    // ---- security groups -------------------------------------------------------
+
+    /// Port `id`'s filter item and its node: a VM port with port security
+    /// and security groups, on a vRouter (the filter vRouters run; other
+    /// backends' filters are not compiled yet).
+    fn filter_for(&self, st: &State, id: &str) -> Option<(String, Item)> {
+        let p = st.ports.get(id)?;
+        let f = self.ports.get(id)?;
+        if self.role_of(&f.host) != Some(Role::Vrouter)
+            || !p.port_security_enabled
+            || p.security_groups.is_empty()
+            || p.device_owner.starts_with("network:")
+        {
+            return None;
+        }
+        let rules = p
+            .security_groups
+            .iter()
+            .flat_map(|g| st.group_rules(g))
+            .map(|r| filter_rule(st, r))
+            .collect();
+        Some((
+            f.host.clone(),
+            Item::PortFilter {
+                port_id: id.to_string(),
+                rules,
+            },
+        ))
+    }
+
+    fn refresh_filter(&mut self, st: &State, id: &str) {
+        match st.ports.get(id) {
+            Some(p) if !p.security_groups.is_empty() => {
+                self.port_groups
+                    .insert(id.to_string(), p.security_groups.clone());
+            }
+            _ => {
+                self.port_groups.remove(id);
+            }
+        }
+        let want = self.filter_for(st, id);
+        let have = self.filters.get(id);
+        if want.as_ref() == have {
+            return;
+        }
+        let key = format!("sg/{id}");
+        if let Some((h, _)) = have
+            && want.as_ref().is_none_or(|(w, _)| w != h)
+        {
+            let h = h.clone();
+            self.del(&h, &key);
+        }
+        match want {
+            Some((h, item)) => {
+                self.put(&h, key, item.clone());
+                self.filters.insert(id.to_string(), (h, item));
+            }
+            None => {
+                self.filters.remove(id);
+            }
+        }
+    }
+
+    /// The member ports of groups whose rules name any of `groups` as their
+    /// remote group (their filters list `groups`' members' addresses).
+    fn remote_dependents(st: &State, groups: &BTreeSet<String>, out: &mut BTreeSet<String>) {
+        for g in groups {
+            for rule in st.rules_with_remote_group(g) {
+                if let Some(r) = st.security_group_rules.get(&rule) {
+                    out.extend(st.group_ports(&r.security_group_id));
+                }
+            }
+        }
     }
 
     fn role_of(&self, host: &str) -> Option<Role> {
@@ -1050,6 +1187,9 @@ impl Compiler {
             for id in &ids {
                 self.refresh_port(st, id);
             }
+            for id in &ids {
+                self.refresh_filter(st, id);
+            }
             let routers: Vec<String> = self
                 .routers
                 .keys()
@@ -1087,13 +1227,44 @@ impl Compiler {
             for id in &ids {
                 self.refresh_port(st, id);
             }
+            for id in &ids {
+                self.refresh_filter(st, id);
+            }
         }
         let mut ports: BTreeSet<String> = BTreeSet::new();
         let mut routers: BTreeSet<String> = BTreeSet::new();
+        // Ports whose filters may change, and groups whose members' filters
+        // reach into (remote groups).
+        let mut filtered: BTreeSet<String> = BTreeSet::new();
+        let mut member_of: BTreeSet<String> = BTreeSet::new();
         for (kind, id, rec) in changes {
+            match kind {
+                Kind::SecurityGroup => filtered.extend(st.group_ports(id)),
+                Kind::SecurityGroupRule => {
+                    let group = match rec {
+                        Some(Record::SecurityGroupRule(r)) => {
+                            self.rule_group
+                                .insert(id.clone(), r.security_group_id.clone());
+                            Some(r.security_group_id.clone())
+                        }
+                        _ => self.rule_group.remove(id),
+                    };
+                    if let Some(g) = group {
+                        filtered.extend(st.group_ports(&g));
+                    }
+                }
+                _ => {}
+            }
             match kind {
                 Kind::Port => {
                     ports.insert(id.clone());
+                    filtered.insert(id.clone());
+                    if let Some(old) = self.port_groups.get(id) {
+                        member_of.extend(old.iter().cloned());
+                    }
+                    if let Some(p) = st.ports.get(id) {
+                        member_of.extend(p.security_groups.iter().cloned());
+                    }
                     if let Some(switchyard_model::Record::Port(p)) = rec
                         && p.device_owner.starts_with("network:router")
                     {
@@ -1128,13 +1299,17 @@ impl Compiler {
                         ports.extend(st.network_port_ids(&n).cloned());
                     }
                 }
-                // Quotas configure the API, not the network. Security groups
-                // are not compiled into node state yet.
+                // Quotas configure the API, not the network; security groups
+                // are handled above.
                 Kind::Agent | Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => {}
             }
         }
         for id in ports {
             self.refresh_port(st, &id);
+        }
+        Self::remote_dependents(st, &member_of, &mut filtered);
+        for id in filtered {
+            self.refresh_filter(st, &id);
         }
         // After the ports: a router's items name its compiled interfaces.
         for r in routers {

@@ -255,10 +255,9 @@ impl Vrouter {
                 }
                 self.ifaces.insert(i.port, i.clone());
             }
-            Update::RemoveInterface { port } => {
-                self.remove_interface(*port);
-                self.firewall.unset(*port);
-            }
+            // The filter is its own update: an interface taken down and
+            // up again keeps it.
+            Update::RemoveInterface { port } => self.remove_interface(*port),
             Update::Filter { port, filter } => match filter {
                 Some(f) => self.firewall.set(*port, f.clone()),
                 None => self.firewall.unset(*port),

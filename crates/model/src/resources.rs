@@ -424,6 +424,45 @@ pub struct SecurityGroupRule {
     pub std: StdAttrs,
 }
 
+/// Protocol names Neutron takes, with their numbers (neutron-lib
+/// `IP_PROTOCOL_MAP`).
+pub const IP_PROTOCOLS: [(&str, u8); 25] = [
+    ("ah", 51),
+    ("dccp", 33),
+    ("egp", 8),
+    ("esp", 50),
+    ("gre", 47),
+    ("hopopt", 0),
+    ("icmp", 1),
+    ("igmp", 2),
+    ("ip", 0),
+    ("ipip", 4),
+    ("ipv6-encap", 41),
+    ("ipv6-frag", 44),
+    ("ipv6-icmp", 58),
+    ("icmpv6", 58),
+    ("ipv6-nonxt", 59),
+    ("ipv6-opts", 60),
+    ("ipv6-route", 43),
+    ("ospf", 89),
+    ("pgm", 113),
+    ("rsvp", 46),
+    ("sctp", 132),
+    ("tcp", 6),
+    ("udp", 17),
+    ("udplite", 136),
+    ("vrrp", 112),
+];
+
+/// The number of a stored security group rule protocol (a name or a number).
+pub fn ip_protocol_number(p: &str) -> Option<u8> {
+    IP_PROTOCOLS
+        .iter()
+        .find(|(n, _)| *n == p)
+        .map(|(_, v)| *v)
+        .or_else(|| p.parse().ok())
+}
+
 /// A floating IP: an address on an external network, owned by a
 /// `network:floatingip` port, mapped 1:1 to a port's fixed IP through a router.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -170,6 +170,13 @@ pub enum Item {
         port_id: String,
         ip: Ipv4Addr,
     },
+    /// A VM port's security groups on its vRouter (`sg/{port_id}`): allow
+    /// rules, remote groups expanded to their members' addresses; the node
+    /// tracks connections.
+    PortFilter {
+        port_id: String,
+        rules: Vec<FilterRule>,
+    },
     /// Gateway: an extra route of a router (`route/{router}/{destination}/{prefix_len}`).
     Route {
         router: String,
@@ -177,6 +184,22 @@ pub enum Item {
         prefix_len: u8,
         nexthop: Ipv4Addr,
     },
+}
+
+/// One allow rule of a port's filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterRule {
+    /// To the VM (else from it).
+    pub ingress: bool,
+    pub ipv6: bool,
+    /// `None`: any protocol.
+    pub protocol: Option<u8>,
+    /// Ports (TCP, UDP, …) or ICMP type (`port_min`) and code (`port_max`).
+    pub port_min: Option<u16>,
+    pub port_max: Option<u16>,
+    /// `None`: any address; else these prefixes (a remote group's members:
+    /// possibly none).
+    pub remote: Option<Vec<(std::net::IpAddr, u8)>>,
 }
 
 fn admin_up_default() -> bool {

@@ -29,49 +29,12 @@ use crate::Ctx;
 pub const DEFAULT_NAME: &str = "default";
 pub const DEFAULT_DESCRIPTION: &str = "Default security group";
 
-/// Protocol names Neutron takes, with their numbers (neutron-lib
-/// `IP_PROTOCOL_MAP`).
-const PROTOCOLS: [(&str, u8); 25] = [
-    ("ah", 51),
-    ("dccp", 33),
-    ("egp", 8),
-    ("esp", 50),
-    ("gre", 47),
-    ("hopopt", 0),
-    ("icmp", 1),
-    ("igmp", 2),
-    ("ip", 0),
-    ("ipip", 4),
-    ("ipv6-encap", 41),
-    ("ipv6-frag", 44),
-    ("ipv6-icmp", 58),
-    ("icmpv6", 58),
-    ("ipv6-nonxt", 59),
-    ("ipv6-opts", 60),
-    ("ipv6-route", 43),
-    ("ospf", 89),
-    ("pgm", 113),
-    ("rsvp", 46),
-    ("sctp", 132),
-    ("tcp", 6),
-    ("udp", 17),
-    ("udplite", 136),
-    ("vrrp", 112),
-];
-
 /// Protocols with port ranges: TCP, UDP, DCCP, SCTP, UDP-Lite.
 const PORT_PROTOCOLS: [u8; 5] = [6, 17, 33, 132, 136];
 /// Protocols only IPv6 has.
 const IPV6_ONLY: [u8; 6] = [41, 43, 44, 58, 59, 60];
 
-/// The number of a stored protocol (a name or a number).
-pub fn protocol_number(p: &str) -> Option<u8> {
-    PROTOCOLS
-        .iter()
-        .find(|(n, _)| *n == p)
-        .map(|(_, v)| *v)
-        .or_else(|| p.parse().ok())
-}
+pub use switchyard_model::{IP_PROTOCOLS as PROTOCOLS, ip_protocol_number as protocol_number};
 
 pub fn group_not_found(id: &str) -> NeutronError {
     NeutronError::not_found(
