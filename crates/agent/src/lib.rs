@@ -649,10 +649,22 @@ impl NodeAgent {
         for k in rems {
             if let Some(port) = self.iface_port(k) {
                 out.push(ovs::Update::RemoveAccess { port });
+            } else if let Some(port) = k
+                .strip_prefix("sg/")
+                .and_then(|id| self.ports.get(id).copied())
+            {
+                out.push(ovs::Update::Filter { port, filter: None });
             }
         }
         for (_, item) in ups {
             match item {
+                Item::PortFilter { port_id, rules } => {
+                    let port = self.alloc_port(port_id)?;
+                    out.push(ovs::Update::Filter {
+                        port,
+                        filter: Some(port_filter(rules)),
+                    });
+                }
                 Item::Interface {
                     port_id,
                     admin_up: false,

@@ -390,12 +390,12 @@ impl Compiler {
     // ---- security groups -------------------------------------------------------
 
     /// Port `id`'s filter item and its node: a VM port with port security
-    /// and security groups, on a vRouter (the filter vRouters run; other
-    /// backends' filters are not compiled yet).
+    /// and security groups, on a vRouter or an OVS node (an SR-IOV VF
+    /// bypasses the host, as in Neutron: nothing there can filter it).
     fn filter_for(&self, st: &State, id: &str) -> Option<(String, Item)> {
         let p = st.ports.get(id)?;
         let f = self.ports.get(id)?;
-        if self.role_of(&f.host) != Some(Role::Vrouter)
+        if !matches!(self.role_of(&f.host), Some(Role::Vrouter | Role::Ovs))
             || !p.port_security_enabled
             || p.security_groups.is_empty()
             || p.device_owner.starts_with("network:")

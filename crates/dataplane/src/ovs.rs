@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fdb::Fdb;
 use crate::frames;
+use crate::secgroup::{Direction, Firewall, PortFilter, Verdict};
 use crate::spoof::PortSecurity;
 use crate::wire::vlan;
 use crate::{Counters, DropReason, Input, Instant, Output, Pipeline, PortNo};
@@ -22,23 +23,52 @@ pub struct AccessPort {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Update {
-    Trunk { port: PortNo },
+    Trunk {
+        port: PortNo,
+    },
     Access(AccessPort),
-    RemoveAccess { port: PortNo },
+    RemoveAccess {
+        port: PortNo,
+    },
+    /// An access port's security-group filter (`None`: not filtered), as
+    /// Neutron's `openvswitch` firewall driver applies it with conntrack.
+    Filter {
+        port: PortNo,
+        filter: Option<PortFilter>,
+    },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OvsBridge {
     version: u64,
     trunk: Option<PortNo>,
     access: HashMap<PortNo, AccessPort>,
     fdb: Fdb,
+    firewall: Firewall<PortNo>,
     counters: Counters,
+}
+
+impl Default for OvsBridge {
+    fn default() -> Self {
+        OvsBridge {
+            version: 0,
+            trunk: None,
+            access: HashMap::new(),
+            fdb: Fdb::default(),
+            firewall: Firewall::new(crate::vrouter::CONNECTIONS),
+            counters: Counters::default(),
+        }
+    }
 }
 
 impl OvsBridge {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether `port`'s traffic is filtered (introspection).
+    pub fn filtered(&self, port: PortNo) -> bool {
+        self.firewall.filters(port)
     }
 
     pub fn version(&self) -> u64 {
@@ -57,6 +87,10 @@ impl OvsBridge {
                     self.access.remove(port);
                     self.fdb.flush_port(*port);
                 }
+                Update::Filter { port, filter } => match filter {
+                    Some(f) => self.firewall.set(*port, f.clone()),
+                    None => self.firewall.unset(*port),
+                },
             }
         }
         self.version = version;
@@ -104,9 +138,25 @@ impl OvsBridge {
         out.push(Output::Frame { port, data });
     }
 
+    /// Sends untagged `data` to access port `port` if its filter lets it in.
+    fn deliver(&mut self, now: Instant, out: &mut Vec<Output>, port: PortNo, data: Vec<u8>) {
+        let v = self
+            .firewall
+            .check_frame(port, Direction::Ingress, &data, now, &mut self.counters);
+        if v == Verdict::Pass {
+            self.send(out, port, data);
+        }
+    }
+
     fn on_access(&mut self, now: Instant, a: AccessPort, frame: &[u8], out: &mut Vec<Output>) {
         if let Err(why) = a.security.check(frame) {
             self.counters.drop(why);
+            return;
+        }
+        let egress =
+            self.firewall
+                .check_frame(a.port, Direction::Egress, frame, now, &mut self.counters);
+        if egress == Verdict::Drop {
             return;
         }
         let Some((dst, src)) = frames::macs(frame) else {
@@ -126,11 +176,11 @@ impl OvsBridge {
                     self.send(out, p, t);
                 }
             }
-            Some(p) if p != a.port => self.send(out, p, frame.to_vec()),
+            Some(p) if p != a.port => self.deliver(now, out, p, frame.to_vec()),
             Some(_) => {}
             None => {
                 for p in self.ports_on_vlan(a.vlan, a.port) {
-                    self.send(out, p, frame.to_vec());
+                    self.deliver(now, out, p, frame.to_vec());
                 }
                 if let (Some(t), Some(trunk)) = (tagged(), self.trunk) {
                     self.send(out, trunk, t);
@@ -171,12 +221,12 @@ impl OvsBridge {
             .flatten();
         match known {
             Some(p) if p != trunk && self.access.get(&p).is_some_and(|a| a.vlan == vid) => {
-                self.send(out, p, inner)
+                self.deliver(now, out, p, inner)
             }
             Some(_) => {}
             None => {
                 for p in self.ports_on_vlan(vid, trunk) {
-                    self.send(out, p, inner.clone());
+                    self.deliver(now, out, p, inner.clone());
                 }
             }
         }
@@ -202,7 +252,12 @@ impl Pipeline for OvsBridge {
     }
 
     fn poll(&mut self, now: Instant, _out: &mut Vec<Output>) -> Option<Instant> {
-        self.fdb.expire(now)
+        let fdb = self.fdb.expire(now);
+        let ct = self.firewall.expire(now);
+        match (fdb, ct) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn counters(&self) -> &Counters {

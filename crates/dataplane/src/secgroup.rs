@@ -254,6 +254,31 @@ impl<P: Copy + Eq + Hash> Firewall<P> {
         }
     }
 
+    /// The verdict on Ethernet frame `frame` at `port`: IPv4 and IPv6 are
+    /// filtered; other frames (ARP, …) are anti-spoofing's, not the
+    /// filter's, and pass, as do frames of unfiltered ports.
+    pub fn check_frame(
+        &mut self,
+        port: P,
+        dir: Direction,
+        frame: &[u8],
+        now: Instant,
+        counters: &mut Counters,
+    ) -> Verdict {
+        if !self.filters(port) {
+            return Verdict::Pass;
+        }
+        let Ok(eth) = smoltcp::wire::EthernetFrame::new_checked(frame) else {
+            return Verdict::Pass;
+        };
+        match eth.ethertype() {
+            smoltcp::wire::EthernetProtocol::Ipv4 | smoltcp::wire::EthernetProtocol::Ipv6 => {
+                self.check(port, dir, eth.payload(), now, counters)
+            }
+            _ => Verdict::Pass,
+        }
+    }
+
     /// Forgets idle connections; returns when the next one idles out.
     pub fn expire(&mut self, now: Instant) -> Option<Instant> {
         self.ct.expire(now)

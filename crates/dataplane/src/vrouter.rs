@@ -168,19 +168,8 @@ impl Vrouter {
     /// The verdict on a frame at `port` going `dir` (non-IP frames are not
     /// the filter's: anti-spoofing and proxy ARP have them).
     fn filter(&mut self, port: PortNo, dir: Direction, frame: &[u8], now: Instant) -> Verdict {
-        if !self.firewall.filters(port) {
-            return Verdict::Pass;
-        }
-        let Ok(eth) = EthernetFrame::new_checked(frame) else {
-            return Verdict::Pass;
-        };
-        match eth.ethertype() {
-            EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6 => {
-                self.firewall
-                    .check(port, dir, eth.payload(), now, &mut self.counters)
-            }
-            _ => Verdict::Pass,
-        }
+        self.firewall
+            .check_frame(port, dir, frame, now, &mut self.counters)
     }
 
     /// Sends `frame` to local `port` if its filter lets it in.

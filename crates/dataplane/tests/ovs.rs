@@ -367,3 +367,72 @@ proptest! {
         }
     }
 }
+
+/// Security groups on an OVS access port, as Neutron's `openvswitch`
+/// firewall applies them: B admits nothing new but answers to its own
+/// connections; the filter goes when port security does.
+#[test]
+fn security_groups_filter_an_access_port_statefully() {
+    use switchyard_dataplane::frames;
+    use switchyard_dataplane::secgroup::{Direction, Ethertype, PortFilter, Remote, Rule};
+    let mut o = bridge();
+    let egress_only = PortFilter {
+        rules: vec![Rule {
+            direction: Direction::Egress,
+            ethertype: Ethertype::V4,
+            protocol: None,
+            port_min: None,
+            port_max: None,
+            remote: Remote::Any,
+        }],
+    };
+    o.apply(
+        2,
+        &[Update::Filter {
+            port: 2,
+            filter: Some(egress_only),
+        }],
+    );
+    assert!(o.filtered(2) && !o.filtered(1));
+    // Teach the bridge where A and B are (ARP is not the filter's).
+    at(
+        &mut o,
+        0,
+        1,
+        &arp_request(a(), ip(50, 50, 50, 11), ip(50, 50, 50, 12)),
+    );
+    at(
+        &mut o,
+        0,
+        2,
+        &arp_request(b(), ip(50, 50, 50, 12), ip(50, 50, 50, 11)),
+    );
+    // A's UDP to B: no ingress rule on B.
+    let out = at(&mut o, 1, 1, &a_to(b()));
+    assert!(!ports_out(&out).contains(&2), "{out:?}");
+    assert_eq!(o.counters().dropped(DropReason::SgNoRule), 1);
+    // B's own flow to A, and A's answer to it, pass.
+    assert_eq!(ports_out(&at(&mut o, 2, 2, &b_to(a()))), vec![1]);
+    let answer = frames::udp(
+        b(),
+        a(),
+        ip(50, 50, 50, 11),
+        ip(50, 50, 50, 12),
+        5000,
+        40000,
+        64,
+        b"x",
+    );
+    assert_eq!(ports_out(&at(&mut o, 3, 1, &answer)), vec![2]);
+    // From beyond the trunk too: new is refused, so nothing reaches B.
+    let from_far = tagged(&udp(b(), far(), ip(50, 50, 50, 1), ip(50, 50, 50, 12)), 101);
+    assert!(at(&mut o, 4, TRUNK, &from_far).is_empty());
+    o.apply(
+        3,
+        &[Update::Filter {
+            port: 2,
+            filter: None,
+        }],
+    );
+    assert_eq!(ports_out(&at(&mut o, 5, 1, &a_to(b()))), vec![2]);
+}
