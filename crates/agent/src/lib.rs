@@ -565,7 +565,9 @@ impl NodeAgent {
         for k in rems {
             let k = k.as_str();
             if let Some(port) = self.iface_port(k) {
+                // The port number may go to another port: its filter goes.
                 out.push(vrouter::Update::RemoveInterface { port });
+                out.push(vrouter::Update::Filter { port, filter: None });
             } else if let Some(rest) = k.strip_prefix("remote/") {
                 let (vni, mac) = number_and_mac(rest)?;
                 out.push(vrouter::Update::RemoveRemote { vni, mac });
@@ -649,6 +651,7 @@ impl NodeAgent {
         for k in rems {
             if let Some(port) = self.iface_port(k) {
                 out.push(ovs::Update::RemoveAccess { port });
+                out.push(ovs::Update::Filter { port, filter: None });
             } else if let Some(port) = k
                 .strip_prefix("sg/")
                 .and_then(|id| self.ports.get(id).copied())

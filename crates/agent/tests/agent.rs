@@ -297,3 +297,67 @@ fn a_port_is_up_only_while_its_device_is_plugged_and_applied() {
     assert!(a.ports_up().is_empty());
     assert_eq!(a.port_of("p1"), port, "the interface still holds it");
 }
+
+/// A port's `sg/` item filters its traffic on the node: new traffic to it
+/// that no rule admits is dropped and counted; without the item it passes.
+#[test]
+fn a_port_filter_item_filters_the_ports_traffic() {
+    use switchyard_dataplane::wire::vxlan;
+    use switchyard_dataplane::{DropReason, Input, Pipeline, frames};
+    use switchyard_proto::FilterRule;
+    let mut a = agent();
+    let egress_only = Item::PortFilter {
+        port_id: "p1".into(),
+        rules: vec![FilterRule {
+            ingress: false,
+            ipv6: false,
+            protocol: None,
+            port_min: None,
+            port_max: None,
+            remote: None,
+        }],
+    };
+    let r = a.handle(&snapshot(
+        1,
+        &[
+            ("net/1000", net()),
+            ("iface/p1", iface("p1", "fa:16:3e:00:00:01")),
+            ("sg/p1", egress_only),
+        ],
+    ));
+    assert_eq!(r, FromAgent::Ack { version: 1 });
+    let p1 = parse_mac("fa:16:3e:00:00:01").expect("mac");
+    let far = parse_mac("fa:16:3e:00:00:99").expect("mac");
+    let inner = frames::udp(
+        p1,
+        far,
+        "50.50.50.99".parse().expect("ip"),
+        "50.50.50.10".parse().expect("ip"),
+        5000,
+        6000,
+        64,
+        b"hello",
+    );
+    let encap = vxlan::encap(1000, &inner);
+    let send = |a: &mut NodeAgent| {
+        let mut out = Vec::new();
+        a.dataplane.pipeline().process(
+            switchyard_dataplane::Instant::from_secs(1),
+            Input::Underlay {
+                src: "192.0.2.14".parse().expect("ip"),
+                data: &encap,
+            },
+            &mut out,
+        );
+        out.len()
+    };
+    assert_eq!(send(&mut a), 0, "no ingress rule");
+    assert_eq!(a.dataplane.counters().dropped(DropReason::SgNoRule), 1);
+    let d = ToAgent::Delta(Delta {
+        version: 2,
+        removals: vec!["sg/p1".into()],
+        ..Delta::default()
+    });
+    assert_eq!(a.handle(&d), FromAgent::Ack { version: 2 });
+    assert_eq!(send(&mut a), 1, "unfiltered");
+}
