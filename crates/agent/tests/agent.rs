@@ -303,7 +303,7 @@ fn a_port_is_up_only_while_its_device_is_plugged_and_applied() {
 #[test]
 fn a_port_filter_item_filters_the_ports_traffic() {
     use switchyard_dataplane::wire::vxlan;
-    use switchyard_dataplane::{DropReason, Input, Pipeline, frames};
+    use switchyard_dataplane::{DropReason, Input, frames};
     use switchyard_proto::FilterRule;
     let mut a = agent();
     let egress_only = Item::PortFilter {
