@@ -17,9 +17,10 @@
 //! ([`Packet::parse_ip`]), so a truncated header is "not a packet", never a
 //! panic.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
 
 use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket};
 
@@ -309,10 +310,12 @@ struct Entry {
     expires: Instant,
 }
 
-/// The connections of every zone.
+/// The connections of every zone. Keys are hashed with FxHash: tuples come
+/// from packets, but an attacker choosing them gains nothing beyond the
+/// bounded table (the limit, not the hash, keeps it small).
 #[derive(Debug)]
 pub struct Tracker<Z> {
-    conns: HashMap<(Z, Tuple), Entry>,
+    conns: FxHashMap<(Z, Tuple), Entry>,
     limit: usize,
     pub timeouts: Timeouts,
 }
@@ -321,7 +324,7 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
     /// At most `limit` connections at a time.
     pub fn new(limit: usize) -> Self {
         Tracker {
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             limit,
             timeouts: Timeouts::default(),
         }
@@ -357,29 +360,32 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
                 State::Invalid
             };
         }
-        let Some((key, dir)) = self.find(zone, &p.tuple, now) else {
-            return match p.kind {
-                Kind::Tcp(f) if f.syn && !f.ack && !f.rst && !f.fin => State::New,
-                Kind::Tcp(_) | Kind::EchoReply => State::Invalid,
-                _ => State::New,
-            };
-        };
         let flags = match p.kind {
             Kind::Tcp(f) => f,
             _ => TcpFlags::default(),
         };
         let timeouts = self.timeouts;
-        if let Some(e) = self.conns.get_mut(&(zone, key)) {
-            e.tcp = if p.tuple.proto == TCP {
-                e.tcp.next(dir, flags)
-            } else if dir == Dir::Reply {
-                TcpState::Established
-            } else {
-                e.tcp
-            };
-            e.expires = now + timeouts.of(key.proto, e.tcp);
+        // One lookup per direction at most, the entry updated in place.
+        for (key, dir) in [(p.tuple, Dir::Original), (p.tuple.reply(), Dir::Reply)] {
+            if let Some(e) = self.conns.get_mut(&(zone, key))
+                && e.expires > now
+            {
+                e.tcp = if key.proto == TCP {
+                    e.tcp.next(dir, flags)
+                } else if dir == Dir::Reply {
+                    TcpState::Established
+                } else {
+                    e.tcp
+                };
+                e.expires = now + timeouts.of(key.proto, e.tcp);
+                return State::Established(dir);
+            }
         }
-        State::Established(dir)
+        match p.kind {
+            Kind::Tcp(f) if f.syn && !f.ack && !f.rst && !f.fin => State::New,
+            Kind::Tcp(_) | Kind::EchoReply => State::Invalid,
+            _ => State::New,
+        }
     }
 
     /// Remembers the connection a `New` packet opens (`false`: the table is

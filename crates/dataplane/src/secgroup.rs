@@ -17,8 +17,9 @@
 //! remote is the packet's source), `Egress` from it (the remote is the
 //! destination). Time comes in as an argument.
 
-use std::collections::HashMap;
 use std::hash::Hash;
+
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -174,10 +175,49 @@ fn always(dir: Direction, p: &Packet, ip: &[u8]) -> bool {
     }
 }
 
+/// A filtered port's verdict on an IP packet (see [`Firewall::check`]).
+fn verdict<P: Copy + Eq + Hash>(
+    f: &PortFilter,
+    ct: &mut Tracker<P>,
+    port: P,
+    dir: Direction,
+    ip: &[u8],
+    now: Instant,
+    counters: &mut Counters,
+) -> Verdict {
+    let Some(p) = Packet::parse_ip(ip) else {
+        counters.drop(DropReason::Malformed);
+        return Verdict::Drop;
+    };
+    if always(dir, &p, ip) {
+        return Verdict::Pass;
+    }
+    match ct.track(port, &p, now) {
+        State::Established(_) | State::Related => Verdict::Pass,
+        State::Invalid => {
+            counters.drop(DropReason::SgInvalid);
+            Verdict::Drop
+        }
+        State::New => {
+            if !f.rules.iter().any(|r| r.allows(dir, &p, ip)) {
+                counters.drop(DropReason::SgNoRule);
+                return Verdict::Drop;
+            }
+            // ICMP errors are never New; an allowed new packet is tracked so
+            // that its answers pass.
+            if !matches!(p.kind, Kind::IcmpError(_)) && !ct.commit(port, &p, now) {
+                counters.drop(DropReason::SgTableFull);
+                return Verdict::Drop;
+            }
+            Verdict::Pass
+        }
+    }
+}
+
 /// The filters of one node's interfaces and their connections.
 #[derive(Debug)]
 pub struct Firewall<P> {
-    ports: HashMap<P, PortFilter>,
+    ports: FxHashMap<P, PortFilter>,
     ct: Tracker<P>,
 }
 
@@ -185,7 +225,7 @@ impl<P: Copy + Eq + Hash> Firewall<P> {
     /// At most `connections` tracked connections over all interfaces.
     pub fn new(connections: usize) -> Self {
         Firewall {
-            ports: HashMap::new(),
+            ports: FxHashMap::default(),
             ct: Tracker::new(connections),
         }
     }
@@ -222,35 +262,9 @@ impl<P: Copy + Eq + Hash> Firewall<P> {
         now: Instant,
         counters: &mut Counters,
     ) -> Verdict {
-        let Some(f) = self.ports.get(&port) else {
-            return Verdict::Pass;
-        };
-        let Some(p) = Packet::parse_ip(ip) else {
-            counters.drop(DropReason::Malformed);
-            return Verdict::Drop;
-        };
-        if always(dir, &p, ip) {
-            return Verdict::Pass;
-        }
-        match self.ct.track(port, &p, now) {
-            State::Established(_) | State::Related => Verdict::Pass,
-            State::Invalid => {
-                counters.drop(DropReason::SgInvalid);
-                Verdict::Drop
-            }
-            State::New => {
-                if !f.rules.iter().any(|r| r.allows(dir, &p, ip)) {
-                    counters.drop(DropReason::SgNoRule);
-                    return Verdict::Drop;
-                }
-                // ICMP errors are never New; an allowed new packet is
-                // tracked so that its answers pass.
-                if !matches!(p.kind, Kind::IcmpError(_)) && !self.ct.commit(port, &p, now) {
-                    counters.drop(DropReason::SgTableFull);
-                    return Verdict::Drop;
-                }
-                Verdict::Pass
-            }
+        match self.ports.get(&port) {
+            Some(f) => verdict(f, &mut self.ct, port, dir, ip, now, counters),
+            None => Verdict::Pass,
         }
     }
 
@@ -265,15 +279,15 @@ impl<P: Copy + Eq + Hash> Firewall<P> {
         now: Instant,
         counters: &mut Counters,
     ) -> Verdict {
-        if !self.filters(port) {
+        let Some(f) = self.ports.get(&port) else {
             return Verdict::Pass;
-        }
+        };
         let Ok(eth) = smoltcp::wire::EthernetFrame::new_checked(frame) else {
             return Verdict::Pass;
         };
         match eth.ethertype() {
             smoltcp::wire::EthernetProtocol::Ipv4 | smoltcp::wire::EthernetProtocol::Ipv6 => {
-                self.check(port, dir, eth.payload(), now, counters)
+                verdict(f, &mut self.ct, port, dir, eth.payload(), now, counters)
             }
             _ => Verdict::Pass,
         }

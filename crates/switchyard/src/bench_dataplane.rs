@@ -6,13 +6,18 @@
 //!
 //! Paths (each with 64-byte and 1400-byte inner Ethernet frames):
 //! * `vrouter_encap`: a local VM frame to a MAC behind another VTEP → VXLAN;
+//! * `vrouter_encap_sg`: `vrouter_encap` through the interface's security
+//!   groups (100 rules, the allowing one last) on an established connection;
 //! * `vrouter_decap`: VXLAN from the underlay → the local VM port;
 //! * `ovs_bridge`: access port → a learned access port on the same VLAN;
 //! * `gateway_snat`: an inside host's UDP datagram (VXLAN from a vRouter) routed
 //!   and source-NATed to the external network (an established connection);
 //! * `gateway_snat_new_flow`: the same, each datagram from a new source port, so
 //!   every packet sets up a connection (its rate is connections per second; 64 B
-//!   only, 50,000 flows per run on a fresh gateway, median of 5 runs).
+//!   only, 50,000 flows per run on a fresh gateway, median of 5 runs);
+//! * `vrouter_sg_new_flow`: `vrouter_encap_sg` with every datagram from a new
+//!   source port: each one matched against the 100 rules and tracked
+//!   (connections per second; same method as `gateway_snat_new_flow`).
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -97,18 +102,22 @@ pub fn measure_all(target: StdDuration) -> anyhow::Result<Vec<Measurement>> {
     let mut v = Vec::new();
     for bytes in FRAME_SIZES {
         v.push(vrouter_encap(bytes, target)?);
+        v.push(vrouter_encap_sg(bytes, target)?);
         v.push(vrouter_decap(bytes, target)?);
         v.push(ovs_bridge(bytes, target)?);
         v.push(gateway_snat(bytes, target)?);
     }
     v.push(gateway_snat_new_flow()?);
+    v.push(vrouter_sg_new_flow()?);
     // Table order: path, then frame size.
     let order = [
         "vrouter_encap",
+        "vrouter_encap_sg",
         "vrouter_decap",
         "ovs_bridge",
         "gateway_snat",
         "gateway_snat_new_flow",
+        "vrouter_sg_new_flow",
     ];
     v.sort_by_key(|m| (order.iter().position(|p| *p == m.path), m.frame_bytes));
     Ok(v)
@@ -187,6 +196,106 @@ fn vrouter_encap(bytes: usize, target: StdDuration) -> anyhow::Result<Measuremen
         |_| input,
         |out| matches!(out, [Output::Underlay { dst, .. }] if *dst == REMOTE_VTEP),
     )
+}
+
+/// 100 rules for port 1: 99 ingress TCP rules from other prefixes, then the
+/// egress rule that admits the measured flow.
+fn sg_filter() -> vrouter::Update {
+    use switchyard_dataplane::secgroup::{Direction, Ethertype, PortFilter, Remote, Rule};
+    let mut rules: Vec<Rule> = (0..99u16)
+        .map(|i| Rule {
+            direction: Direction::Ingress,
+            ethertype: Ethertype::V4,
+            protocol: Some(6),
+            port_min: Some(1000 + i),
+            port_max: Some(1000 + i),
+            remote: Remote::Prefixes(vec![(
+                std::net::IpAddr::V4(Ipv4Addr::new(10, (i >> 8) as u8, i as u8, 0)),
+                24,
+            )]),
+        })
+        .collect();
+    rules.push(Rule {
+        direction: Direction::Egress,
+        ethertype: Ethertype::V4,
+        protocol: Some(17),
+        port_min: None,
+        port_max: None,
+        remote: Remote::Prefixes(vec![(std::net::IpAddr::V4(REMOTE_IP), 32)]),
+    });
+    vrouter::Update::Filter {
+        port: 1,
+        filter: Some(PortFilter { rules }),
+    }
+}
+
+fn vrouter_encap_sg(bytes: usize, target: StdDuration) -> anyhow::Result<Measurement> {
+    let mut v = vrouter_setup()?;
+    v.apply(2, &[sg_filter()]).context("filter")?;
+    let frame = udp_frame(mac(1, 1), mac(0, 1), LOCAL_IP, REMOTE_IP, bytes);
+    let input = Input::Frame {
+        port: 1,
+        data: &frame,
+    };
+    measure(
+        "vrouter_encap_sg",
+        bytes,
+        &mut v,
+        target,
+        |_| input,
+        |out| matches!(out, [Output::Underlay { dst, .. }] if *dst == REMOTE_VTEP),
+    )
+}
+
+/// Connections set up per second through the filter: every datagram from a
+/// new source port is a new connection, checked against the rules, tracked.
+fn vrouter_sg_new_flow() -> anyhow::Result<Measurement> {
+    const FLOWS: u16 = 50_000;
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let mut v = vrouter_setup()?;
+        v.apply(2, &[sg_filter()]).context("filter")?;
+        let frames: Vec<Vec<u8>> = (0..FLOWS)
+            .map(|i| {
+                frames::udp(
+                    mac(1, 1),
+                    mac(0, 1),
+                    LOCAL_IP,
+                    REMOTE_IP,
+                    10_000 + i,
+                    5001,
+                    64,
+                    &[0x5a; 22],
+                )
+            })
+            .collect();
+        let mut out: Vec<Output> = Vec::with_capacity(4);
+        let start = StdInstant::now();
+        for f in &frames {
+            out.clear();
+            v.process(
+                Instant::from_millis(0),
+                black_box(Input::Frame { port: 1, data: f }),
+                &mut out,
+            );
+            black_box(&out);
+        }
+        let elapsed = start.elapsed();
+        if v.connections() != usize::from(FLOWS) {
+            bail!(
+                "vrouter_sg_new_flow: {FLOWS} new flows made {} connections",
+                v.connections()
+            );
+        }
+        runs.push(elapsed);
+    }
+    runs.sort();
+    Ok(Measurement {
+        path: "vrouter_sg_new_flow",
+        frame_bytes: 64,
+        packets: u64::from(FLOWS),
+        elapsed: runs[runs.len() / 2],
+    })
 }
 
 fn vrouter_decap(bytes: usize, target: StdDuration) -> anyhow::Result<Measurement> {
@@ -404,6 +513,8 @@ mod tests {
             vec![
                 ("vrouter_encap", 64),
                 ("vrouter_encap", 1400),
+                ("vrouter_encap_sg", 64),
+                ("vrouter_encap_sg", 1400),
                 ("vrouter_decap", 64),
                 ("vrouter_decap", 1400),
                 ("ovs_bridge", 64),
@@ -411,6 +522,7 @@ mod tests {
                 ("gateway_snat", 64),
                 ("gateway_snat", 1400),
                 ("gateway_snat_new_flow", 64),
+                ("vrouter_sg_new_flow", 64),
             ]
         );
         assert!(r.iter().all(|m| m.mpps() > 0.0));
