@@ -31,6 +31,10 @@ pub enum BenchCmd {
         nodes: usize,
         #[arg(long, default_value_t = 100_000)]
         ports: usize,
+        /// Also put the ports in this many security groups (each admitting
+        /// its own members, a remote-group rule) and time a membership change.
+        #[arg(long, default_value_t = 0)]
+        security_groups: usize,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -109,9 +113,16 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             json,
         } => api(ports, concurrency, json).await,
         // One core, no I/O: the pipelines alone.
-        BenchCmd::Controller { nodes, ports, json } => {
-            tokio::task::spawn_blocking(move || crate::bench_controller::run(nodes, ports, json))
-                .await?
+        BenchCmd::Controller {
+            nodes,
+            ports,
+            security_groups,
+            json,
+        } => {
+            tokio::task::spawn_blocking(move || {
+                crate::bench_controller::run(nodes, ports, security_groups, json)
+            })
+            .await?
         }
         BenchCmd::Dataplane { json } => {
             tokio::task::spawn_blocking(move || crate::bench_dataplane::run(json)).await?

@@ -61,7 +61,7 @@ fn new_agent(i: usize, host: &str, role: Role) -> anyhow::Result<NodeAgent> {
     Ok(NodeAgent::new(host, role, dp, range))
 }
 
-pub fn run(nodes: usize, ports: usize, as_json: bool) -> anyhow::Result<()> {
+pub fn run(nodes: usize, ports: usize, groups: usize, as_json: bool) -> anyhow::Result<()> {
     if nodes < 2 || ports == 0 {
         bail!("--nodes must be at least 2 (one is the gateway) and --ports positive");
     }
@@ -133,6 +133,30 @@ pub fn run(nodes: usize, ports: usize, as_json: bool) -> anyhow::Result<()> {
     for k in 0..ports {
         create_port(&mut st, k)?;
     }
+    // Security groups: port k in group k % groups, each group admitting TCP
+    // from its own members (a remote-group rule) beside its egress rules.
+    let mut group_ids = Vec::with_capacity(groups);
+    for g in 0..groups {
+        let err = |e: switchyard_model::NeutronError| anyhow::anyhow!("{e}");
+        let id =
+            ops::secgroups::create_group(&mut st, &ctx, &obj(json!({"name": format!("sg-{g}")}))?)
+                .map_err(err)?;
+        let rule = obj(
+            json!({"security_group_id": id, "direction": "ingress", "protocol": "tcp",
+            "port_range_min": 22, "port_range_max": 22, "remote_group_id": id}),
+        )?;
+        ops::secgroups::create_rule(&mut st, &ctx, &rule).map_err(err)?;
+        group_ids.push(id);
+    }
+    if groups > 0 {
+        let ids: Vec<String> = st.ports.keys().cloned().collect();
+        for (k, id) in ids.iter().enumerate() {
+            if let Some(mut p) = st.ports.get(id).cloned() {
+                p.security_groups = vec![group_ids[k % groups].clone()];
+                st.put_port(p);
+            }
+        }
+    }
 
     let t = Instant::now();
     let mut compiler = Compiler::full(&st, &Liveness::All);
@@ -188,6 +212,26 @@ pub fn run(nodes: usize, ports: usize, as_json: bool) -> anyhow::Result<()> {
     compiler.apply(&st, &ch, &Liveness::All);
     let register_us = t.elapsed().as_secs_f64() * 1e6;
     let per_change = touched as f64 / changes as f64;
+    // A port joins another group (its filter, and the filters of both
+    // groups' members, which list its address, are recompiled).
+    let mut sg_times = Vec::new();
+    if groups > 1 {
+        let ids: Vec<String> = st.ports.keys().take(200).cloned().collect();
+        for (k, id) in ids.iter().enumerate() {
+            let Some(mut p) = st.ports.get(id).cloned() else {
+                continue;
+            };
+            p.security_groups = vec![group_ids[(k * 7 + 1) % groups].clone()];
+            st.begin();
+            st.put_port(p);
+            let ch = st.commit();
+            let t = Instant::now();
+            compiler.apply(&st, &ch, &Liveness::All);
+            sg_times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        sg_times.sort_by(f64::total_cmp);
+    }
+    let membership_us = sg_times.get(sg_times.len() / 2).copied();
     let rss = rss_mb();
     if as_json {
         println!(
@@ -195,7 +239,8 @@ pub fn run(nodes: usize, ports: usize, as_json: bool) -> anyhow::Result<()> {
             json!({"nodes": nodes, "ports": ports, "full_compile_ms": (full_ms * 10.0).round() / 10.0,
                    "incremental_us": (incremental_us * 10.0).round() / 10.0, "nodes_touched_per_change": per_change,
                    "converge_ms": (converge_ms * 10.0).round() / 10.0, "rss_mb": rss.round(),
-                   "node_registration_us": register_us.round()})
+                   "node_registration_us": register_us.round(), "security_groups": groups,
+                   "membership_change_us": membership_us.map(|u| (u * 10.0).round() / 10.0)})
         );
     } else {
         println!(
@@ -210,6 +255,12 @@ pub fn run(nodes: usize, ports: usize, as_json: bool) -> anyhow::Result<()> {
             "  one port change       {incremental_us:.1} us (median of {changes}), {per_change:.2} nodes touched"
         );
         println!("  a new node registers  {register_us:.0} us of controller CPU");
+        if let Some(u) = membership_us {
+            println!(
+                "  a group membership change {u:.1} us (median of {}; {groups} groups)",
+                sg_times.len()
+            );
+        }
         println!("  RSS                   {rss:.0} MB");
     }
     Ok(())
