@@ -1239,23 +1239,6 @@ impl Compiler {
         let mut member_of: BTreeSet<String> = BTreeSet::new();
         for (kind, id, rec) in changes {
             match kind {
-                Kind::SecurityGroup => filtered.extend(st.group_ports(id)),
-                Kind::SecurityGroupRule => {
-                    let group = match rec {
-                        Some(Record::SecurityGroupRule(r)) => {
-                            self.rule_group
-                                .insert(id.clone(), r.security_group_id.clone());
-                            Some(r.security_group_id.clone())
-                        }
-                        _ => self.rule_group.remove(id),
-                    };
-                    if let Some(g) = group {
-                        filtered.extend(st.group_ports(&g));
-                    }
-                }
-                _ => {}
-            }
-            match kind {
                 Kind::Port => {
                     ports.insert(id.clone());
                     filtered.insert(id.clone());
@@ -1299,9 +1282,23 @@ impl Compiler {
                         ports.extend(st.network_port_ids(&n).cloned());
                     }
                 }
-                // Quotas configure the API, not the network; security groups
-                // are handled above.
-                Kind::Agent | Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => {}
+                // A group's or a rule's change reaches the group's members.
+                Kind::SecurityGroup => filtered.extend(st.group_ports(id)),
+                Kind::SecurityGroupRule => {
+                    let group = match rec {
+                        Some(Record::SecurityGroupRule(r)) => {
+                            self.rule_group
+                                .insert(id.clone(), r.security_group_id.clone());
+                            Some(r.security_group_id.clone())
+                        }
+                        _ => self.rule_group.remove(id),
+                    };
+                    if let Some(g) = group {
+                        filtered.extend(st.group_ports(&g));
+                    }
+                }
+                // Quotas configure the API, not the network.
+                Kind::Agent | Kind::Quota => {}
             }
         }
         for id in ports {

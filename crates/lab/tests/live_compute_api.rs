@@ -758,18 +758,7 @@ async fn external_events_are_taken_as_nova_takes_them() {
         .as_str()
         .expect("port")
         .to_string();
-    let f = c
-        .post(
-            "/v2.0/floatingips",
-            &json!({"floatingip": {"floating_network_id": public, "port_id": port}}),
-        )
-        .await
-        .expect("fip");
-    let fip = f["floatingip"]["floating_ip_address"]
-        .as_str()
-        .expect("address")
-        .to_string();
-    let fid = f["floatingip"]["id"].as_str().expect("id").to_string();
+    let (fid, fip) = c.floating_ip(&public, &port).await.expect("fip");
     let addresses = || async {
         let v = c.get(&format!("{V}/servers/{id}")).await.expect("server");
         v["server"]["addresses"]["e"]

@@ -237,17 +237,7 @@ async fn every_direction_two_ports_and_concurrent_requests() {
         .expect("subnet")
         .to_string();
     let (public, _router) = c.router_to_public("r", &subnet).await.expect("router");
-    let f = c
-        .post(
-            "/v2.0/floatingips",
-            &json!({"floatingip": {"floating_network_id": public, "port_id": port}}),
-        )
-        .await
-        .expect("fip");
-    let fip = f["floatingip"]["floating_ip_address"]
-        .as_str()
-        .expect("address")
-        .to_string();
+    let (_, fip) = c.floating_ip(&public, &port).await.expect("fip");
     let from_internet = || async {
         let mut best = 0;
         for _ in 0..5 {

@@ -139,6 +139,22 @@ impl LabClient {
         self.ok(reqwest::Method::DELETE, path, None).await
     }
 
+    /// A floating IP on network `public` for `port`: (its id, its address).
+    pub async fn floating_ip(
+        &self,
+        public: &str,
+        port: &str,
+    ) -> Result<(String, String), ClientError> {
+        let f = self
+            .post(
+                "/v2.0/floatingips",
+                &serde_json::json!({"floatingip": {"floating_network_id": public, "port_id": port}}),
+            )
+            .await?;
+        let s = |k: &str| f["floatingip"][k].as_str().unwrap_or_default().to_string();
+        Ok((s("id"), s("floating_ip_address")))
+    }
+
     /// A router `name` with its gateway on the lab's `public` network and an
     /// interface on `subnet`: (the public network's id, the router's id).
     pub async fn router_to_public(
