@@ -1,6 +1,7 @@
 //! Security-group filtering: any bytes, either direction, through a port
-//! with a port rule, an ICMP rule and a remote-prefix rule: a verdict, never
-//! a panic; a packet that passed as new passes again (it is tracked now).
+//! with a port rule, an ICMP rule, a remote-prefix rule and a remote-group
+//! rule (the group's member set held by the firewall): a verdict, never a
+//! panic; a packet that passed as new passes again (it is tracked now).
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -36,8 +37,16 @@ fuzz_target!(|data: &[u8]| {
                     None,
                     Remote::Prefixes(vec![(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), 8)]),
                 ),
+                rule(Direction::Ingress, Some(17), None, None, Remote::Group("g".into())),
             ],
         },
+    );
+    fw.set_group(
+        "g",
+        &[
+            (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 32),
+            (IpAddr::V4(Ipv4Addr::new(192, 168, 0, 0)), 16),
+        ],
     );
     let mut c = Counters::default();
     let now = Instant::from_secs(1);

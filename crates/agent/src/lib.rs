@@ -580,15 +580,26 @@ impl NodeAgent {
                 .and_then(|id| self.ports.get(id).copied())
             {
                 out.push(vrouter::Update::Filter { port, filter: None });
+            } else if let Some(group) = k.strip_prefix("sgm/") {
+                out.push(vrouter::Update::GroupMembers {
+                    group: group.to_string(),
+                    addrs: None,
+                });
             }
         }
-        for (_, item) in ups {
+        for (key, item) in ups {
             match item {
                 Item::PortFilter { port_id, rules } => {
                     let port = self.alloc_port(port_id)?;
                     out.push(vrouter::Update::Filter {
                         port,
                         filter: Some(port_filter(rules)),
+                    });
+                }
+                Item::GroupMembers { group_id, addrs } => {
+                    out.push(vrouter::Update::GroupMembers {
+                        group: members_group(key, group_id)?,
+                        addrs: Some(addrs.clone()),
                     });
                 }
                 Item::Network { vni, flood } => out.push(vrouter::Update::Network {
@@ -657,15 +668,26 @@ impl NodeAgent {
                 .and_then(|id| self.ports.get(id).copied())
             {
                 out.push(ovs::Update::Filter { port, filter: None });
+            } else if let Some(group) = k.strip_prefix("sgm/") {
+                out.push(ovs::Update::GroupMembers {
+                    group: group.to_string(),
+                    addrs: None,
+                });
             }
         }
-        for (_, item) in ups {
+        for (key, item) in ups {
             match item {
                 Item::PortFilter { port_id, rules } => {
                     let port = self.alloc_port(port_id)?;
                     out.push(ovs::Update::Filter {
                         port,
                         filter: Some(port_filter(rules)),
+                    });
+                }
+                Item::GroupMembers { group_id, addrs } => {
+                    out.push(ovs::Update::GroupMembers {
+                        group: members_group(key, group_id)?,
+                        addrs: Some(addrs.clone()),
                     });
                 }
                 Item::Interface {
@@ -841,7 +863,17 @@ impl NodeAgent {
     }
 }
 
+/// The group an `sgm/{group}` item's set is for: its key's, which its
+/// removal will name, so an item naming another group is refused.
+fn members_group(key: &str, group_id: &str) -> Result<String, String> {
+    match key.strip_prefix("sgm/") {
+        Some(g) if g == group_id => Ok(g.to_string()),
+        _ => Err(format!("{key} holds the members of group {group_id}")),
+    }
+}
+
 /// A port's filter as the controller compiled it, as the pipeline runs it.
+/// A rule naming a remote group refers to the node's `sgm/` set of it.
 fn port_filter(
     rules: &[switchyard_proto::FilterRule],
 ) -> switchyard_dataplane::secgroup::PortFilter {
@@ -859,9 +891,10 @@ fn port_filter(
                 protocol: r.protocol,
                 port_min: r.port_min,
                 port_max: r.port_max,
-                remote: match &r.remote {
-                    None => Remote::Any,
-                    Some(p) => Remote::Prefixes(p.clone()),
+                remote: match (&r.remote_group, &r.remote) {
+                    (Some(g), _) => Remote::Group(g.clone()),
+                    (None, None) => Remote::Any,
+                    (None, Some(p)) => Remote::Prefixes(p.clone()),
                 },
             })
             .collect(),

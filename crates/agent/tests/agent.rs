@@ -315,6 +315,7 @@ fn a_port_filter_item_filters_the_ports_traffic() {
             port_min: None,
             port_max: None,
             remote: None,
+            remote_group: None,
         }],
     };
     let r = a.handle(&snapshot(
@@ -360,4 +361,95 @@ fn a_port_filter_item_filters_the_ports_traffic() {
     });
     assert_eq!(a.handle(&d), FromAgent::Ack { version: 2 });
     assert_eq!(send(&mut a), 1, "unfiltered");
+}
+
+/// A rule from a remote group refers to the node's `sgm/` set of it: a
+/// peer is admitted once the set lists it, and a new flow is refused once
+/// the set is removed (an absent set: no members).
+#[test]
+fn a_group_members_item_feeds_the_rules_that_name_the_group() {
+    use switchyard_dataplane::wire::vxlan;
+    use switchyard_dataplane::{DropReason, Input, frames};
+    use switchyard_proto::FilterRule;
+    let mut a = agent();
+    let from_group = Item::PortFilter {
+        port_id: "p1".into(),
+        rules: vec![FilterRule {
+            ingress: true,
+            ipv6: false,
+            protocol: None,
+            port_min: None,
+            port_max: None,
+            remote: None,
+            remote_group: Some("g".into()),
+        }],
+    };
+    let r = a.handle(&snapshot(
+        1,
+        &[
+            ("net/1000", net()),
+            ("iface/p1", iface("p1", "fa:16:3e:00:00:01")),
+            ("sg/p1", from_group),
+        ],
+    ));
+    assert_eq!(r, FromAgent::Ack { version: 1 });
+    let p1 = parse_mac("fa:16:3e:00:00:01").expect("mac");
+    let far = parse_mac("fa:16:3e:00:00:99").expect("mac");
+    let peer: std::net::Ipv4Addr = "50.50.50.99".parse().expect("ip");
+    let send = |a: &mut NodeAgent, sport: u16| {
+        let inner = frames::udp(
+            p1,
+            far,
+            peer,
+            "50.50.50.10".parse().expect("ip"),
+            sport,
+            6000,
+            64,
+            b"hello",
+        );
+        let encap = vxlan::encap(1000, &inner);
+        let mut out = Vec::new();
+        a.dataplane.pipeline().process(
+            switchyard_dataplane::Instant::from_secs(1),
+            Input::Underlay {
+                src: "192.0.2.14".parse().expect("ip"),
+                data: &encap,
+            },
+            &mut out,
+        );
+        out.len()
+    };
+    assert_eq!(send(&mut a, 5000), 0, "no set: no members");
+    let members = Item::GroupMembers {
+        group_id: "g".into(),
+        addrs: vec![(std::net::IpAddr::V4(peer), 32)],
+    };
+    let d = ToAgent::Delta(Delta {
+        version: 2,
+        upserts: BTreeMap::from([("sgm/g".to_string(), members)]),
+        ..Delta::default()
+    });
+    assert_eq!(a.handle(&d), FromAgent::Ack { version: 2 });
+    assert_eq!(send(&mut a, 5001), 1, "a member");
+    let d = ToAgent::Delta(Delta {
+        version: 3,
+        removals: vec!["sgm/g".into()],
+        ..Delta::default()
+    });
+    assert_eq!(a.handle(&d), FromAgent::Ack { version: 3 });
+    assert_eq!(send(&mut a, 5002), 0, "the set is gone");
+    assert_eq!(send(&mut a, 5001), 1, "the open flow goes on");
+    assert_eq!(a.dataplane.counters().dropped(DropReason::SgNoRule), 2);
+    // A set under another group's key is refused, and changes nothing.
+    let wrong = Item::GroupMembers {
+        group_id: "h".into(),
+        addrs: vec![(std::net::IpAddr::V4(peer), 32)],
+    };
+    let d = ToAgent::Delta(Delta {
+        version: 4,
+        upserts: BTreeMap::from([("sgm/g".to_string(), wrong)]),
+        ..Delta::default()
+    });
+    assert!(matches!(a.handle(&d), FromAgent::Nack { version: 4, .. }));
+    assert_eq!(send(&mut a, 5003), 0);
 }

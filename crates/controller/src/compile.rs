@@ -10,6 +10,11 @@
 //!   a VLAN-side (OVS, SR-IOV) port;
 //! * on the network's VLAN gateway, for a VLAN-side port, a `dhcp/{vlan}/{mac}` item.
 //!
+//! A filtered VM port (vRouter or OVS node) also contributes its `sg/{port}`
+//! item there, and its node holds `sgm/{group}` for each remote group its
+//! rules name (see [`crate::secgroups`]): a membership change rewrites those
+//! sets where they are held, not the filters.
+//!
 //! # Gateways
 //!
 //! A network is served by the gateways that hold its router interfaces and,
@@ -37,13 +42,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use switchyard_model::{
-    AGENT_TYPE_GATEWAY, Agent, Change, Kind, Record, RuleDirection, SecurityGroupRule, State,
-    Timestamp, ip_protocol_number,
-};
-use switchyard_proto::{Attachment, Delta, FilterRule, Item, Role};
+use switchyard_model::{AGENT_TYPE_GATEWAY, Agent, Change, Kind, Record, State, Timestamp};
+use switchyard_proto::{Attachment, Delta, Item, Role};
 
 use crate::facts::{NodeFacts, PortFacts, Side, node_facts, port_facts};
+use crate::secgroups::{GroupSets, Write, filter_rule};
 
 /// Which agents count as alive now (Neutron's `alive`). An input of the
 /// compiler like the model: the edge says what time it is.
@@ -166,56 +169,14 @@ pub struct Compiler {
     nets: HashMap<u32, Net>,
     /// Each filtered port's `sg/` item and the node it is on.
     filters: HashMap<String, (String, Item)>,
+    /// The remote groups' member sets (`sgm/`) and the nodes holding them.
+    group_sets: GroupSets,
     /// Each port's security groups at the last compile: a change of its
-    /// addresses or groups reaches the ports whose rules name those groups.
+    /// addresses or groups changes those groups' member sets.
     port_groups: HashMap<String, Vec<String>>,
     /// Each rule's group at the last compile (a deleted rule's group).
     rule_group: HashMap<String, String>,
     pub last: Stats,
-}
-
-/// A rule as a node's filter runs it: remote groups expanded to their
-/// members' addresses (fixed IPs and allowed address pairs).
-fn filter_rule(st: &State, r: &SecurityGroupRule) -> FilterRule {
-    let remote = if let Some(p) = r.remote_ip_prefix {
-        Some(vec![(p.addr(), p.prefix_len())])
-    } else {
-        r.remote_group_id.as_ref().map(|g| {
-            let mut v = Vec::new();
-            for m in st.group_ports(g) {
-                if let Some(p) = st.ports.get(&m) {
-                    for ip in &p.fixed_ips {
-                        let len = if ip.ip_address.is_ipv4() { 32 } else { 128 };
-                        v.push((ip.ip_address, len));
-                    }
-                    for pair in &p.allowed_address_pairs {
-                        // An address or a CIDR, validated when the port was written.
-                        let net = pair.ip_address.parse::<ipnet::IpNet>().ok().or_else(|| {
-                            pair.ip_address
-                                .parse::<std::net::IpAddr>()
-                                .ok()
-                                .map(ipnet::IpNet::from)
-                        });
-                        if let Some(n) = net {
-                            v.push((n.addr(), n.prefix_len()));
-                        }
-                    }
-                }
-            }
-            v.sort();
-            v.dedup();
-            v
-        })
-    };
-    let port = |p: Option<u32>| p.and_then(|x| u16::try_from(x).ok());
-    FilterRule {
-        ingress: r.direction == RuleDirection::Ingress,
-        ipv6: r.ethertype == "IPv6",
-        protocol: r.protocol.as_deref().and_then(ip_protocol_number),
-        port_min: port(r.port_range_min),
-        port_max: port(r.port_range_max),
-        remote,
-    }
 }
 
 fn remote_key(vni: u32, mac: &str) -> String {
@@ -406,7 +367,7 @@ impl Compiler {
             .security_groups
             .iter()
             .flat_map(|g| st.group_rules(g))
-            .map(|r| filter_rule(st, r))
+            .map(filter_rule)
             .collect();
         Some((
             f.host.clone(),
@@ -432,6 +393,13 @@ impl Compiler {
         if want.as_ref() == have {
             return;
         }
+        let mut writes = Vec::new();
+        self.group_sets.refilter(
+            st,
+            have.map(|(h, i)| (h.as_str(), i)),
+            want.as_ref().map(|(h, i)| (h.as_str(), i)),
+            &mut writes,
+        );
         let key = format!("sg/{id}");
         if let Some((h, _)) = have
             && want.as_ref().is_none_or(|(w, _)| w != h)
@@ -439,6 +407,7 @@ impl Compiler {
             let h = h.clone();
             self.del(&h, &key);
         }
+        self.write(writes);
         match want {
             Some((h, item)) => {
                 self.put(&h, key, item.clone());
@@ -450,14 +419,19 @@ impl Compiler {
         }
     }
 
-    /// The member ports of groups whose rules name any of `groups` as their
-    /// remote group (their filters list `groups`' members' addresses).
-    fn remote_dependents(st: &State, groups: &BTreeSet<String>, out: &mut BTreeSet<String>) {
-        for g in groups {
-            for rule in st.rules_with_remote_group(g) {
-                if let Some(r) = st.security_group_rules.get(&rule) {
-                    out.extend(st.group_ports(&r.security_group_id));
-                }
+    /// `groups`' members may have changed: their sets are rendered again
+    /// and rewritten where held (no filter changes for it).
+    fn refresh_group_sets<'a>(&mut self, st: &State, groups: impl IntoIterator<Item = &'a String>) {
+        let mut writes = Vec::new();
+        self.group_sets.refresh(st, groups, &mut writes);
+        self.write(writes);
+    }
+
+    fn write(&mut self, writes: Vec<Write>) {
+        for w in writes {
+            match w.item {
+                Some(item) => self.put(&w.host, w.key, item),
+                None => self.del(&w.host, &w.key),
             }
         }
     }
@@ -1190,6 +1164,9 @@ impl Compiler {
             for id in &ids {
                 self.refresh_filter(st, id);
             }
+            // The batch may have changed members too (ports beside agents).
+            let groups = self.group_sets.referenced();
+            self.refresh_group_sets(st, &groups);
             let routers: Vec<String> = self
                 .routers
                 .keys()
@@ -1233,8 +1210,8 @@ impl Compiler {
         }
         let mut ports: BTreeSet<String> = BTreeSet::new();
         let mut routers: BTreeSet<String> = BTreeSet::new();
-        // Ports whose filters may change, and groups whose members' filters
-        // reach into (remote groups).
+        // Ports whose filters may change, and groups whose members may have
+        // changed (their sets, where referenced, are rendered again).
         let mut filtered: BTreeSet<String> = BTreeSet::new();
         let mut member_of: BTreeSet<String> = BTreeSet::new();
         for (kind, id, rec) in changes {
@@ -1304,10 +1281,11 @@ impl Compiler {
         for id in ports {
             self.refresh_port(st, &id);
         }
-        Self::remote_dependents(st, &member_of, &mut filtered);
         for id in filtered {
             self.refresh_filter(st, &id);
         }
+        // After the filters: they decide which nodes hold which sets.
+        self.refresh_group_sets(st, &member_of);
         // After the ports: a router's items name its compiled interfaces.
         for r in routers {
             self.refresh_router(st, &r);

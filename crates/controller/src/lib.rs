@@ -9,5 +9,6 @@
 
 pub mod compile;
 pub mod facts;
+pub mod secgroups;
 
 pub use compile::{Compiler, Liveness, Stats};

@@ -7,13 +7,14 @@
 //! at the same time.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use switchyard_controller::{Compiler, Liveness};
 use switchyard_ml2::{Ctx, Ml2, Ml2Config, ops};
 use switchyard_model::{Change, State};
-use switchyard_proto::Item;
+use switchyard_proto::{Delta, Item};
 
 /// Agents that may run: (host, agent type, configurations). Two entries share
 /// compute-4 (a vRouter node re-registered as an OVS node: a role change).
@@ -115,6 +116,10 @@ enum Op {
     Join(usize, Option<usize>),
     /// Port `0`'s port security off (and groups dropped) or on.
     PortSecurity(usize, bool),
+    /// Port `0` gets an allowed address pair (a prefix) or loses its pairs.
+    Pairs(usize, bool),
+    /// Port `0` asks for a new fixed IP on its subnet.
+    NewAddress(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -141,6 +146,30 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..64usize).prop_map(Op::DeleteGroupRule),
         4 => (0..64usize, proptest::option::of(0..8usize)).prop_map(|(p, g)| Op::Join(p, g)),
         1 => (0..64usize, any::<bool>()).prop_map(|(p, on)| Op::PortSecurity(p, on)),
+        1 => (0..64usize, any::<bool>()).prop_map(|(p, on)| Op::Pairs(p, on)),
+        1 => (0..64usize).prop_map(Op::NewAddress),
+    ]
+}
+
+/// Operations that change security groups and their members, and the port
+/// and agent events that move filters between nodes: what decides which
+/// nodes hold which member sets.
+fn group_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => Just(Op::Network),
+        5 => (0..2usize, 0..5usize, any::<bool>()).prop_map(|(net, host, direct)| Op::Port { net, host, direct }),
+        1 => (0..32usize).prop_map(Op::DeletePort),
+        1 => (0..32usize, 0..5usize).prop_map(|(p, h)| Op::Rebind(p, h)),
+        1 => (0..32usize, 0..5usize).prop_map(|(p, h)| Op::Migrate(p, h)),
+        1 => (0..AGENTS.len()).prop_map(Op::Register),
+        1 => (0..5usize).prop_map(Op::DeleteAgent),
+        2 => Just(Op::Group),
+        3 => (0..4usize, proptest::option::of(0..4usize)).prop_map(|(g, r)| Op::GroupRule(g, r)),
+        1 => (0..32usize).prop_map(Op::DeleteGroupRule),
+        5 => (0..32usize, proptest::option::of(0..4usize)).prop_map(|(p, g)| Op::Join(p, g)),
+        1 => (0..32usize, any::<bool>()).prop_map(|(p, on)| Op::PortSecurity(p, on)),
+        2 => (0..32usize, any::<bool>()).prop_map(|(p, on)| Op::Pairs(p, on)),
+        1 => (0..32usize).prop_map(Op::NewAddress),
     ]
 }
 
@@ -160,6 +189,8 @@ struct World {
     groups: Vec<String>,
     public: String,
     compiler: Compiler,
+    /// What the compiler sent for the last transaction.
+    deltas: BTreeMap<String, Delta>,
 }
 
 impl World {
@@ -184,7 +215,7 @@ impl World {
             Ok(v) => {
                 let changes: Vec<Change> = self.st.commit();
                 let live = self.live();
-                self.compiler.apply(&self.st, &changes, &live);
+                self.deltas = self.compiler.apply(&self.st, &changes, &live);
                 Some(v)
             }
             Err(_) => {
@@ -231,6 +262,7 @@ impl World {
             groups: Vec::new(),
             public: String::new(),
             compiler,
+            deltas: BTreeMap::new(),
         };
         for i in [0, 1, 2, 3, 5] {
             w.running.insert(i);
@@ -494,6 +526,32 @@ impl World {
                     });
                 }
             }
+            Op::Pairs(p, on) => {
+                if let Some(id) = Self::pick(&self.ports, *p).cloned() {
+                    let pairs = if *on {
+                        json!([{"ip_address": "198.51.100.0/28"}, {"ip_address": "10.0.0.77"}])
+                    } else {
+                        json!([])
+                    };
+                    let b = obj(json!({"allowed_address_pairs": pairs}));
+                    self.txn(|ml2, st, ctx| ops::ports::update(ml2, st, ctx, &id, &b));
+                }
+            }
+            Op::NewAddress(p) => {
+                let Some(id) = Self::pick(&self.ports, *p).cloned() else {
+                    return;
+                };
+                let Some(sub) = self
+                    .st
+                    .ports
+                    .get(&id)
+                    .and_then(|port| port.fixed_ips.first().map(|f| f.subnet_id.clone()))
+                else {
+                    return;
+                };
+                let b = obj(json!({"fixed_ips": [{"subnet_id": sub}]}));
+                self.txn(|ml2, st, ctx| ops::ports::update(ml2, st, ctx, &id, &b));
+            }
             Op::FloatingIp(p) => {
                 let Some(port) = Self::pick(&self.ports, *p).cloned() else {
                     return;
@@ -505,7 +563,86 @@ impl World {
         }
     }
 
+    /// Group `g`'s members' addresses, from the model: fixed IPs and
+    /// allowed address pairs, sorted, once each.
+    fn members(&self, g: &str) -> Vec<(IpAddr, u8)> {
+        let mut v = Vec::new();
+        for p in self.st.ports.values() {
+            if !p.security_groups.iter().any(|x| x == g) {
+                continue;
+            }
+            for f in &p.fixed_ips {
+                v.push((f.ip_address, if f.ip_address.is_ipv4() { 32 } else { 128 }));
+            }
+            for pair in &p.allowed_address_pairs {
+                let (a, len) = pair
+                    .ip_address
+                    .split_once('/')
+                    .unwrap_or((&pair.ip_address, "32"));
+                if let (Ok(a), Ok(len)) = (a.parse(), len.parse()) {
+                    v.push((a, len));
+                }
+            }
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// On every node: a member set exactly for each group its filters name,
+    /// holding the group's members now; filters carry no member addresses.
+    fn check_member_sets(&self, step: usize, op: &Op) -> Result<(), TestCaseError> {
+        for h in HOSTS {
+            let items = self
+                .compiler
+                .snapshot(h)
+                .map(|(_, i)| i)
+                .unwrap_or_default();
+            let mut named = BTreeSet::new();
+            for item in items.values() {
+                if let Item::PortFilter { rules, .. } = item {
+                    for r in rules {
+                        if let Some(g) = &r.remote_group {
+                            prop_assert_eq!(
+                                r.remote.as_deref(),
+                                Some(&[][..]),
+                                "step {} ({:?}): {:?}",
+                                step,
+                                op,
+                                r
+                            );
+                            named.insert(g.clone());
+                        }
+                    }
+                }
+            }
+            let mut held = BTreeSet::new();
+            for (k, item) in &items {
+                let Some(g) = k.strip_prefix("sgm/") else {
+                    continue;
+                };
+                let Item::GroupMembers { group_id, addrs } = item else {
+                    return Err(TestCaseError::fail(format!("{k} is {item:?}")));
+                };
+                prop_assert_eq!(group_id.as_str(), g);
+                prop_assert_eq!(
+                    addrs,
+                    &self.members(g),
+                    "after step {} ({:?}), {}: {}",
+                    step,
+                    op,
+                    h,
+                    k
+                );
+                held.insert(g.to_string());
+            }
+            prop_assert_eq!(named, held, "after step {} ({:?}), {}", step, op, h);
+        }
+        Ok(())
+    }
+
     fn check(&self, step: usize, op: &Op) -> Result<(), TestCaseError> {
+        self.check_member_sets(step, op)?;
         let full = Compiler::full(&self.st, &self.live());
         for h in HOSTS {
             let inc: BTreeMap<String, Item> = self
@@ -540,6 +677,24 @@ proptest! {
     #[test]
     fn incremental_equals_full_under_api_and_agent_events(ops in proptest::collection::vec(op(), 1..60)) {
         let mut w = World::new();
+        w.check(0, &Op::Tick)?;
+        for (i, op) in ops.iter().enumerate() {
+            w.step(op);
+            w.check(i + 1, op)?;
+        }
+    }
+
+    /// The same, weighted to security groups: rules from remote groups,
+    /// members joining and leaving, their addresses changing, filters
+    /// moving between nodes; every node holds exactly the member sets its
+    /// filters name, current.
+    #[test]
+    fn member_sets_follow_groups_filters_and_addresses(ops in proptest::collection::vec(group_op(), 1..50)) {
+        let mut w = World::new();
+        w.step(&Op::Register(4));
+        for op in [Op::Network, Op::Group, Op::Group, Op::GroupRule(0, Some(0))] {
+            w.step(&op);
+        }
         w.check(0, &Op::Tick)?;
         for (i, op) in ops.iter().enumerate() {
             w.step(op);
@@ -672,8 +827,9 @@ fn ports_after_a_reregistered_agent_stay_in_step() {
 }
 
 /// Security groups reach vRouters as `sg/` items: a member port's rules,
-/// a remote group expanded to its members' addresses and kept current as
-/// members join and leave; port security off removes the filter.
+/// a remote group named, its members' addresses in the node's `sgm/` item
+/// and kept current as members join and leave; port security off removes
+/// the filter, and the set with it.
 #[test]
 fn security_group_filters_follow_membership() {
     let mut w = World::new();
@@ -689,8 +845,12 @@ fn security_group_filters_follow_membership() {
     w.step(&Op::Group); // g0 (the default group is made first, not in `groups`)
     w.step(&Op::Group); // g1
     w.step(&Op::GroupRule(0, Some(1))); // g0 admits tcp from g1's members
+    for p in 0..3 {
+        w.step(&Op::Join(p, None));
+    }
     w.step(&Op::Join(0, Some(0)));
     w.check(0, &Op::Tick).expect("in step");
+    let g1 = w.groups[1].clone();
     let rules = |w: &World| -> Vec<switchyard_proto::FilterRule> {
         let id = &w.ports[0];
         w.compiler
@@ -706,19 +866,143 @@ fn security_group_filters_follow_membership() {
         rules(w)
             .into_iter()
             .find(|r| r.ingress && r.protocol == Some(6))
-            .and_then(|r| r.remote)
+            .map(|r| (r.remote, r.remote_group))
+    };
+    let g1_members = |w: &World| {
+        w.compiler
+            .snapshot("compute-2")
+            .and_then(|(_, items)| items.get(&format!("sgm/{g1}")).cloned())
+            .map(|i| match i {
+                Item::GroupMembers { addrs, .. } => addrs,
+                other => panic!("{other:?}"),
+            })
     };
     assert_eq!(rules(&w).len(), 3, "two egress rules and the ingress one");
-    assert_eq!(from_g1(&w), Some(vec![]), "g1 has no members yet");
-    // Port 1 joins g1: port 0's filter admits its address.
+    assert_eq!(
+        from_g1(&w),
+        Some((Some(vec![]), Some(g1.clone()))),
+        "names g1"
+    );
+    assert_eq!(g1_members(&w), Some(vec![]), "g1 has no members yet");
+    // Port 1 joins g1: compute-2's set of g1 lists its address; port 0's
+    // filter is unchanged.
+    let filter = rules(&w);
     w.step(&Op::Join(1, Some(1)));
     w.check(1, &Op::Join(1, Some(1))).expect("in step");
     let ip = w.st.ports[&w.ports[1]].fixed_ips[0].ip_address;
-    assert_eq!(from_g1(&w), Some(vec![(ip, 32)]));
-    // It leaves again; port security off on port 0 removes its filter.
+    assert_eq!(g1_members(&w), Some(vec![(ip, 32)]));
+    assert_eq!(rules(&w), filter);
+    // Its allowed address pairs are members' addresses too.
+    w.step(&Op::Pairs(1, true));
+    w.check(2, &Op::Pairs(1, true)).expect("in step");
+    let net = |a: &str, len| (a.parse::<IpAddr>().expect("ip"), len);
+    let mut want = vec![(ip, 32), net("198.51.100.0", 28), net("10.0.0.77", 32)];
+    want.sort();
+    assert_eq!(g1_members(&w), Some(want));
+    assert_eq!(rules(&w), filter);
+    // It leaves again; port security off on port 0 removes its filter, and
+    // the set no filter names any more.
     w.step(&Op::Join(1, None));
-    assert_eq!(from_g1(&w), Some(vec![]));
+    assert_eq!(g1_members(&w), Some(vec![]));
     w.step(&Op::PortSecurity(0, false));
-    w.check(2, &Op::PortSecurity(0, false)).expect("in step");
+    w.check(3, &Op::PortSecurity(0, false)).expect("in step");
     assert!(rules(&w).is_empty());
+    assert_eq!(g1_members(&w), None);
+}
+
+/// The keys of a delta's upserts and removals.
+fn keys(d: &Delta) -> (Vec<String>, Vec<String>) {
+    (d.upserts.keys().cloned().collect(), d.removals.clone())
+}
+
+/// One port joining a group whose rules name it changes that group's
+/// member set, once per node that holds it, and nothing else: no filter,
+/// no node without a filter naming the group. A node's set goes with its
+/// last filter naming the group.
+#[test]
+fn a_join_rewrites_only_the_groups_member_set_where_it_is_named() {
+    let mut w = World::new();
+    w.step(&Op::Network);
+    let port = |host, direct| Op::Port {
+        net: 0,
+        host,
+        direct,
+    };
+    // p0 on compute-1 (OVS), p1 on compute-2 and p2 on compute-4
+    // (vRouters), p3 on compute-3 (SR-IOV: never filtered), p4 on compute-2.
+    for op in [
+        port(0, false),
+        port(1, false),
+        port(3, false),
+        port(2, true),
+        port(1, false),
+    ] {
+        w.step(&op);
+    }
+    w.step(&Op::Group); // g0: admits tcp from its own members
+    w.step(&Op::Group); // g1: egress rules only
+    w.step(&Op::GroupRule(0, Some(0)));
+    // p0 and p1 in g0; p2, p3 and p4 in g1 (out of the default group).
+    for (p, g) in [(0, 0), (1, 0), (2, 1), (3, 1), (4, 1)] {
+        w.step(&Op::Join(p, Some(g)));
+    }
+    w.check(0, &Op::Tick).expect("in step");
+    let g0 = w.groups[0].clone();
+    let key = format!("sgm/{g0}");
+    let holders = |w: &World| -> Vec<&str> {
+        HOSTS
+            .into_iter()
+            .filter(|h| {
+                w.compiler
+                    .snapshot(h)
+                    .is_some_and(|(_, items)| items.contains_key(&key))
+            })
+            .collect()
+    };
+    assert_eq!(holders(&w), vec!["compute-1", "compute-2"]);
+
+    // p3 (SR-IOV, no filter of its own) joins g0: only g0's set changes,
+    // on compute-1 and compute-2; compute-4 (a filter, none naming g0)
+    // and every other node get nothing.
+    w.step(&Op::Join(3, Some(0)));
+    w.check(1, &Op::Join(3, Some(0))).expect("in step");
+    assert_eq!(
+        w.deltas.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["compute-1", "compute-2"]
+    );
+    for d in w.deltas.values() {
+        assert_eq!(keys(d), (vec![key.clone()], vec![]));
+        let Some(Item::GroupMembers { addrs, .. }) = d.upserts.get(&key) else {
+            panic!("{d:?}");
+        };
+        let ip = w.st.ports[&w.ports[3]].fixed_ips[0].ip_address;
+        assert!(addrs.contains(&(ip, 32)), "{addrs:?}");
+        assert_eq!(addrs.len(), 3);
+    }
+
+    // p4 on compute-2 joins g0: its own filter changes there, and g0's set
+    // on both holders; still nothing elsewhere.
+    w.step(&Op::Join(4, Some(0)));
+    w.check(2, &Op::Join(4, Some(0))).expect("in step");
+    let p4 = format!("sg/{}", w.ports[4]);
+    assert_eq!(
+        w.deltas.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["compute-1", "compute-2"]
+    );
+    assert_eq!(keys(&w.deltas["compute-1"]), (vec![key.clone()], vec![]));
+    let (mut ups, rems) = keys(&w.deltas["compute-2"]);
+    ups.sort();
+    let mut want = vec![key.clone(), p4];
+    want.sort();
+    assert_eq!((ups, rems), (want, vec![]));
+
+    // p0, compute-1's only filter naming g0, leaves: compute-1 loses its
+    // filter and the set; compute-2's set loses p0's address.
+    w.step(&Op::Join(0, None));
+    w.check(3, &Op::Join(0, None)).expect("in step");
+    let d1 = &w.deltas["compute-1"];
+    assert!(d1.removals.contains(&key), "{d1:?}");
+    assert!(!d1.upserts.contains_key(&key));
+    assert_eq!(keys(&w.deltas["compute-2"]), (vec![key.clone()], vec![]));
+    assert_eq!(holders(&w), vec!["compute-2"]);
 }

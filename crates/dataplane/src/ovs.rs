@@ -36,6 +36,13 @@ pub enum Update {
         port: PortNo,
         filter: Option<PortFilter>,
     },
+    /// A remote security group's members' addresses, shared by every
+    /// filter naming the group (`None`: no set held, the group's rules
+    /// admit no one). Established connections stay whatever it says.
+    GroupMembers {
+        group: String,
+        addrs: Option<Vec<(std::net::IpAddr, u8)>>,
+    },
 }
 
 #[derive(Debug)]
@@ -71,6 +78,11 @@ impl OvsBridge {
         self.firewall.filters(port)
     }
 
+    /// The member set held for remote group `group` (introspection).
+    pub fn group_members(&self, group: &str) -> Option<&crate::secgroup::MemberSet> {
+        self.firewall.group(group)
+    }
+
     pub fn version(&self) -> u64 {
         self.version
     }
@@ -90,6 +102,10 @@ impl OvsBridge {
                 Update::Filter { port, filter } => match filter {
                     Some(f) => self.firewall.set(*port, f.clone()),
                     None => self.firewall.unset(*port),
+                },
+                Update::GroupMembers { group, addrs } => match addrs {
+                    Some(a) => self.firewall.set_group(group, a),
+                    None => self.firewall.unset_group(group),
                 },
             }
         }

@@ -5,10 +5,15 @@
 //! it, and is then tracked, so its answers pass whatever the rules of the
 //! other direction say. Rules only allow; what no rule allows is dropped.
 //!
-//! The controller hands each interface its rules with remote groups already
-//! expanded to their members' addresses ([`Remote::Prefixes`]), so this
-//! module knows nothing of groups. What every port needs whatever its
-//! groups say passes before the rules, as in Neutron: ARP and other non-IP
+//! A rule from a remote group names the group ([`Remote::Group`]); the
+//! group's members' addresses are held once per node ([`Firewall::set_group`]),
+//! shared by every interface whose rules name it, as Neutron's ipsets and
+//! OVN's address sets are: a member joining or leaving changes one set, not
+//! every filter. A set is consulted when a connection is new, so a member
+//! removed keeps the connections it has (conntrack), as in Neutron.
+//!
+//! What every port needs whatever its groups say passes before the rules,
+//! as in Neutron: ARP and other non-IP
 //! frames are not this module's (anti-spoofing has them), DHCP and DHCPv6
 //! requests out and answers in, IPv6 neighbour discovery and MLD, and router
 //! solicitations out / advertisements in.
@@ -18,9 +23,9 @@
 //! destination). Time comes in as an argument.
 
 use std::hash::Hash;
+use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
-use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,9 +51,56 @@ pub enum Ethertype {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Remote {
     Any,
-    /// `remote_ip_prefix`, or a remote group's members (possibly none).
+    /// `remote_ip_prefix` (or any list of prefixes).
     Prefixes(Vec<(IpAddr, u8)>),
+    /// `remote_group_id`: the members of this group, as the firewall holds
+    /// them now ([`Firewall::set_group`]); none while it holds no set.
+    Group(String),
 }
+
+/// A remote group's members' addresses, for lookup per new connection:
+/// host addresses (fixed IPs, the bulk) sorted for a binary search, and the
+/// few shorter prefixes (allowed address pairs with a CIDR) scanned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberSet {
+    hosts: Vec<IpAddr>,
+    nets: Vec<(IpAddr, u8)>,
+}
+
+impl MemberSet {
+    pub fn new(addrs: &[(IpAddr, u8)]) -> Self {
+        let mut s = MemberSet::default();
+        for &(a, len) in addrs {
+            let host = match a {
+                IpAddr::V4(_) => len >= 32,
+                IpAddr::V6(_) => len >= 128,
+            };
+            if host {
+                s.hosts.push(a);
+            } else {
+                s.nets.push((a, len));
+            }
+        }
+        s.hosts.sort_unstable();
+        s.hosts.dedup();
+        s
+    }
+
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        self.hosts.binary_search(&addr).is_ok() || self.nets.iter().any(|n| within(addr, *n))
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len() + self.nets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The member sets a node holds, by group id.
+type Groups = FxHashMap<String, MemberSet>;
 
 /// One allow rule (Neutron's `security_group_rule`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +160,7 @@ fn icmp_type_code(ip: &[u8]) -> Option<(u8, u8)> {
 }
 
 impl Rule {
-    fn allows(&self, dir: Direction, p: &Packet, ip: &[u8]) -> bool {
+    fn allows(&self, dir: Direction, p: &Packet, ip: &[u8], groups: &Groups) -> bool {
         if self.direction != dir {
             return false;
         }
@@ -150,7 +202,15 @@ impl Rule {
         match &self.remote {
             Remote::Any => true,
             Remote::Prefixes(nets) => nets.iter().any(|n| within(far, *n)),
+            Remote::Group(g) => groups.get(g).is_some_and(|s| s.contains(far)),
         }
+    }
+}
+
+impl PortFilter {
+    /// Whether a rule admits new packet `p` (bytes `ip`) going `dir`.
+    fn allows(&self, dir: Direction, p: &Packet, ip: &[u8], groups: &Groups) -> bool {
+        self.rules.iter().any(|r| r.allows(dir, p, ip, groups))
     }
 }
 
@@ -175,9 +235,10 @@ fn always(dir: Direction, p: &Packet, ip: &[u8]) -> bool {
     }
 }
 
-/// A filtered port's verdict on an IP packet (see [`Firewall::check`]).
+/// A filtered port's verdict on an IP packet (see [`Firewall::check`]);
+/// `allowed` says whether the port's rules admit a new packet.
 fn verdict<P: Copy + Eq + Hash>(
-    f: &PortFilter,
+    allowed: impl Fn(&Packet, &[u8]) -> bool,
     ct: &mut Tracker<P>,
     port: P,
     dir: Direction,
@@ -199,7 +260,7 @@ fn verdict<P: Copy + Eq + Hash>(
             Verdict::Drop
         }
         State::New => {
-            if !f.rules.iter().any(|r| r.allows(dir, &p, ip)) {
+            if !allowed(&p, ip) {
                 counters.drop(DropReason::SgNoRule);
                 return Verdict::Drop;
             }
@@ -218,6 +279,8 @@ fn verdict<P: Copy + Eq + Hash>(
 #[derive(Debug)]
 pub struct Firewall<P> {
     ports: FxHashMap<P, PortFilter>,
+    /// Remote groups' members, shared by every port's rules.
+    groups: Groups,
     ct: Tracker<P>,
 }
 
@@ -226,6 +289,7 @@ impl<P: Copy + Eq + Hash> Firewall<P> {
     pub fn new(connections: usize) -> Self {
         Firewall {
             ports: FxHashMap::default(),
+            groups: Groups::default(),
             ct: Tracker::new(connections),
         }
     }
@@ -242,6 +306,23 @@ impl<P: Copy + Eq + Hash> Firewall<P> {
     pub fn unset(&mut self, port: P) {
         self.ports.remove(&port);
         self.ct.forget_zone(port);
+    }
+
+    /// Group `group`'s members are `addrs` from now on, for every rule
+    /// naming it. Only new connections are judged by it: a member removed
+    /// keeps its established connections, as a removed rule does.
+    pub fn set_group(&mut self, group: &str, addrs: &[(IpAddr, u8)]) {
+        self.groups.insert(group.to_string(), MemberSet::new(addrs));
+    }
+
+    /// No set is held for `group` any more: its rules admit no one.
+    pub fn unset_group(&mut self, group: &str) {
+        self.groups.remove(group);
+    }
+
+    /// The member set held for `group` (introspection, tests).
+    pub fn group(&self, group: &str) -> Option<&MemberSet> {
+        self.groups.get(group)
     }
 
     pub fn filters(&self, port: P) -> bool {
@@ -263,7 +344,10 @@ impl<P: Copy + Eq + Hash> Firewall<P> {
         counters: &mut Counters,
     ) -> Verdict {
         match self.ports.get(&port) {
-            Some(f) => verdict(f, &mut self.ct, port, dir, ip, now, counters),
+            Some(f) => {
+                let allowed = |p: &Packet, ip: &[u8]| f.allows(dir, p, ip, &self.groups);
+                verdict(allowed, &mut self.ct, port, dir, ip, now, counters)
+            }
             None => Verdict::Pass,
         }
     }
@@ -287,7 +371,16 @@ impl<P: Copy + Eq + Hash> Firewall<P> {
         };
         match eth.ethertype() {
             smoltcp::wire::EthernetProtocol::Ipv4 | smoltcp::wire::EthernetProtocol::Ipv6 => {
-                verdict(f, &mut self.ct, port, dir, eth.payload(), now, counters)
+                let allowed = |p: &Packet, ip: &[u8]| f.allows(dir, p, ip, &self.groups);
+                verdict(
+                    allowed,
+                    &mut self.ct,
+                    port,
+                    dir,
+                    eth.payload(),
+                    now,
+                    counters,
+                )
             }
             _ => Verdict::Pass,
         }
@@ -520,6 +613,97 @@ mod tests {
             Verdict::Drop
         );
         assert_eq!(c.dropped(DropReason::Malformed), 1);
+    }
+
+    /// A rule from a remote group admits the group's members as the
+    /// firewall holds them now: a member, not a stranger; the stranger once
+    /// it joins; after it leaves, no new connection, while the one it has
+    /// goes on (conntrack, as in Neutron).
+    #[test]
+    fn a_remote_group_rule_follows_the_member_set() {
+        let mut fw: Firewall<u32> = Firewall::new(64);
+        let mut c = Counters::default();
+        use Direction::*;
+        let v4 = |a: [u8; 4]| (IpAddr::V4(Ipv4Addr::from(a)), 32);
+        let ssh_from_group = rule(
+            Ingress,
+            Some(TCP),
+            Some((22, 22)),
+            Remote::Group("g".into()),
+        );
+        fw.set(
+            1,
+            PortFilter {
+                rules: vec![ssh_from_group],
+            },
+        );
+        // No set held yet: the group has no members.
+        assert_eq!(
+            fw.check(1, Ingress, &tcp(PEER, 5000, VM, 22, SYN), t(1), &mut c),
+            Verdict::Drop
+        );
+        fw.set_group("g", &[v4(PEER)]);
+        assert_eq!(
+            fw.check(1, Ingress, &tcp(PEER, 5001, VM, 22, SYN), t(1), &mut c),
+            Verdict::Pass,
+            "a member"
+        );
+        assert_eq!(
+            fw.check(1, Ingress, &tcp(FAR, 5000, VM, 22, SYN), t(1), &mut c),
+            Verdict::Drop,
+            "not a member"
+        );
+        // FAR joins: admitted; its session is established.
+        fw.set_group("g", &[v4(FAR), v4(PEER)]);
+        assert_eq!(
+            fw.check(1, Ingress, &tcp(FAR, 5002, VM, 22, SYN), t(2), &mut c),
+            Verdict::Pass
+        );
+        assert_eq!(
+            fw.check(1, Egress, &tcp(VM, 22, FAR, 5002, SYNACK), t(2), &mut c),
+            Verdict::Pass
+        );
+        // FAR leaves: its session goes on, a new one is refused.
+        fw.set_group("g", &[v4(PEER)]);
+        assert_eq!(
+            fw.check(1, Ingress, &tcp(FAR, 5002, VM, 22, ACK), t(3), &mut c),
+            Verdict::Pass,
+            "established"
+        );
+        assert_eq!(
+            fw.check(1, Ingress, &tcp(FAR, 5003, VM, 22, SYN), t(3), &mut c),
+            Verdict::Drop
+        );
+        // The set dropped altogether: no member is admitted any more.
+        fw.unset_group("g");
+        assert_eq!(
+            fw.check(1, Ingress, &tcp(PEER, 5004, VM, 22, SYN), t(3), &mut c),
+            Verdict::Drop
+        );
+        assert_eq!(c.dropped(DropReason::SgNoRule), 4);
+    }
+
+    #[test]
+    fn member_sets_hold_hosts_and_prefixes_of_both_families() {
+        let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+        let v6 = |s: &str| s.parse::<IpAddr>().expect("v6");
+        let s = MemberSet::new(&[
+            (v4(10, 0, 0, 9), 32),
+            (v4(10, 0, 0, 2), 32),
+            (v4(10, 0, 0, 2), 32),
+            (v4(172, 16, 0, 0), 12),
+            (v6("fd00::5"), 128),
+            (v6("fd01::"), 64),
+        ]);
+        assert_eq!(s.len(), 5, "the duplicate host counted once");
+        for a in [v4(10, 0, 0, 2), v4(10, 0, 0, 9), v4(172, 20, 1, 1)] {
+            assert!(s.contains(a), "{a}");
+        }
+        for a in [v4(10, 0, 0, 3), v4(192, 0, 2, 1), v6("fd00::6")] {
+            assert!(!s.contains(a), "{a}");
+        }
+        assert!(s.contains(v6("fd00::5")) && s.contains(v6("fd01::7")));
+        assert!(MemberSet::new(&[]).is_empty());
     }
 
     #[test]

@@ -66,6 +66,13 @@ pub enum Update {
         port: PortNo,
         filter: Option<PortFilter>,
     },
+    /// A remote security group's members' addresses, shared by every
+    /// filter naming the group (`None`: no set held, the group's rules
+    /// admit no one). Established connections stay whatever it says.
+    GroupMembers {
+        group: String,
+        addrs: Option<Vec<(std::net::IpAddr, u8)>>,
+    },
 }
 
 /// Connections tracked for all of a vRouter's filtered interfaces.
@@ -161,6 +168,11 @@ impl Vrouter {
         self.firewall.filters(port)
     }
 
+    /// The member set held for remote group `group` (introspection).
+    pub fn group_members(&self, group: &str) -> Option<&crate::secgroup::MemberSet> {
+        self.firewall.group(group)
+    }
+
     pub fn connections(&self) -> usize {
         self.firewall.connections()
     }
@@ -250,6 +262,10 @@ impl Vrouter {
             Update::Filter { port, filter } => match filter {
                 Some(f) => self.firewall.set(*port, f.clone()),
                 None => self.firewall.unset(*port),
+            },
+            Update::GroupMembers { group, addrs } => match addrs {
+                Some(a) => self.firewall.set_group(group, a),
+                None => self.firewall.unset_group(group),
             },
             Update::Remote(r) => {
                 if let Some(v) = self.vrfs.get_mut(&r.vni) {

@@ -436,3 +436,60 @@ fn security_groups_filter_an_access_port_statefully() {
     );
     assert_eq!(ports_out(&at(&mut o, 5, 1, &a_to(b()))), vec![2]);
 }
+
+/// The emulated OVS bridge holds remote groups' member sets too: B admits
+/// A's new flows only while A is in the group B's rule names.
+#[test]
+fn a_remote_group_rule_on_an_access_port_follows_the_group_members_update() {
+    use switchyard_dataplane::secgroup::{Direction, Ethertype, PortFilter, Remote, Rule};
+    let mut o = bridge();
+    let from_group = PortFilter {
+        rules: vec![Rule {
+            direction: Direction::Ingress,
+            ethertype: Ethertype::V4,
+            protocol: None,
+            port_min: None,
+            port_max: None,
+            remote: Remote::Group("g".into()),
+        }],
+    };
+    o.apply(
+        2,
+        &[Update::Filter {
+            port: 2,
+            filter: Some(from_group),
+        }],
+    );
+    at(
+        &mut o,
+        0,
+        1,
+        &arp_request(a(), ip(50, 50, 50, 11), ip(50, 50, 50, 12)),
+    );
+    at(
+        &mut o,
+        0,
+        2,
+        &arp_request(b(), ip(50, 50, 50, 12), ip(50, 50, 50, 11)),
+    );
+    assert!(!ports_out(&at(&mut o, 1, 1, &a_to(b()))).contains(&2));
+    let a_ip = std::net::IpAddr::V4(ip(50, 50, 50, 11));
+    o.apply(
+        3,
+        &[Update::GroupMembers {
+            group: "g".into(),
+            addrs: Some(vec![(a_ip, 32)]),
+        }],
+    );
+    assert_eq!(o.group_members("g").map(|s| s.len()), Some(1));
+    assert_eq!(ports_out(&at(&mut o, 2, 1, &a_to(b()))), vec![2]);
+    o.apply(
+        4,
+        &[Update::GroupMembers {
+            group: "g".into(),
+            addrs: None,
+        }],
+    );
+    assert!(o.group_members("g").is_none());
+    assert_eq!(o.counters().dropped(DropReason::SgNoRule), 1);
+}

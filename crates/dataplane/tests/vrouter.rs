@@ -920,3 +920,88 @@ fn security_groups_filter_an_interface_statefully() {
     assert_eq!(ports_out(&out), vec![1]);
     assert_eq!(v.connections(), 0);
 }
+
+/// A rule from a remote group on a vRouter interface: A admits new traffic
+/// from the group's members as the vRouter holds them (one set, shared by
+/// every filter naming the group), B once it is a member, R (behind
+/// compute-4) once it joins too; after R leaves, R's flow that was open
+/// goes on and a new one is refused.
+#[test]
+fn a_remote_group_rule_follows_the_group_members_update() {
+    use switchyard_dataplane::secgroup::{Direction, Ethertype, PortFilter, Remote, Rule};
+    let mut v = vrouter();
+    let b_ip = ip(50, 50, 50, 12);
+    let r_ip = ip(50, 50, 50, 21);
+    let rule = |direction, remote| Rule {
+        direction,
+        ethertype: Ethertype::V4,
+        protocol: None,
+        port_min: None,
+        port_max: None,
+        remote,
+    };
+    let filter = PortFilter {
+        rules: vec![
+            rule(Direction::Ingress, Remote::Group("g".into())),
+            rule(Direction::Egress, Remote::Any),
+        ],
+    };
+    let members = |ips: &[Ipv4Addr]| {
+        Some(
+            ips.iter()
+                .map(|i| (std::net::IpAddr::V4(*i), 32))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let update = |v: &mut Vrouter, version, addrs| {
+        v.apply(
+            version,
+            &[Update::GroupMembers {
+                group: "g".into(),
+                addrs,
+            }],
+        )
+        .expect("group members");
+    };
+    v.apply(
+        2,
+        &[Update::Filter {
+            port: 1,
+            filter: Some(filter),
+        }],
+    )
+    .expect("filter");
+    let from_b = |sport| frames::udp(a(), b(), b_ip, a_ip(), sport, 7000, 64, b"b");
+    let from_r = |sport| {
+        vxlan::encap(
+            VNI,
+            &frames::udp(a(), r(), r_ip, a_ip(), sport, 7000, 64, b"r"),
+        )
+    };
+    // No set yet: the group has no members.
+    assert!(ports_out(&frame_in(&mut v, 2, &from_b(5000))).is_empty());
+    update(&mut v, 3, members(&[b_ip]));
+    assert_eq!(v.group_members("g").map(|s| s.len()), Some(1));
+    assert_eq!(ports_out(&frame_in(&mut v, 2, &from_b(5001))), vec![1]);
+    assert!(
+        underlay(&mut v, C4_VTEP, &from_r(6000)).is_empty(),
+        "not a member"
+    );
+    update(&mut v, 4, members(&[b_ip, r_ip]));
+    assert_eq!(
+        ports_out(&underlay(&mut v, C4_VTEP, &from_r(6001))),
+        vec![1]
+    );
+    // R leaves; then the set goes altogether.
+    update(&mut v, 5, members(&[b_ip]));
+    assert_eq!(
+        ports_out(&underlay(&mut v, C4_VTEP, &from_r(6001))),
+        vec![1],
+        "established"
+    );
+    assert!(underlay(&mut v, C4_VTEP, &from_r(6002)).is_empty());
+    update(&mut v, 6, None);
+    assert!(v.group_members("g").is_none());
+    assert!(ports_out(&frame_in(&mut v, 2, &from_b(5002))).is_empty());
+    assert_eq!(v.counters().dropped(DropReason::SgNoRule), 4);
+}

@@ -9,7 +9,9 @@
 //!
 //! Keys: `net/{vni}`, `iface/{port_id}`, `remote/{vni}/{mac}`, `bd/{vni}`,
 //! `dhcp/{vlan}/{mac}`, and on gateways `rif/{port_id}`, `snat/{router}`,
-//! `fip/{external_ip}`, `route/{router}/{destination}/{prefix_len}`, `gw/{router}`. MACs are lowercase `aa:bb:cc:dd:ee:ff` strings.
+//! `fip/{external_ip}`, `route/{router}/{destination}/{prefix_len}`, `gw/{router}`,
+//! and on filtering nodes (vRouter, OVS) `sg/{port_id}` and `sgm/{group_id}`.
+//! MACs are lowercase `aa:bb:cc:dd:ee:ff` strings.
 
 pub mod introspect;
 
@@ -170,12 +172,24 @@ pub enum Item {
         port_id: String,
         ip: Ipv4Addr,
     },
-    /// A VM port's security groups on its vRouter (`sg/{port_id}`): allow
-    /// rules, remote groups expanded to their members' addresses; the node
-    /// tracks connections.
+    /// A VM port's security groups on its node (`sg/{port_id}`): allow
+    /// rules; a rule from a remote group names the group, whose members'
+    /// addresses come in its [`Item::GroupMembers`]. The node tracks
+    /// connections.
     PortFilter {
         port_id: String,
         rules: Vec<FilterRule>,
+    },
+    /// A security group's members' addresses (`sgm/{group_id}`), shared by
+    /// every filter on the node with a rule from that group (Neutron's
+    /// ipsets, OVN's address sets): a member joining or leaving rewrites
+    /// this one item, not every filter that names the group. A node holds
+    /// it exactly while one of its `sg/` items names the group. Fixed IPs
+    /// (as /32 or /128) and allowed-address-pair prefixes, sorted, without
+    /// duplicates.
+    GroupMembers {
+        group_id: String,
+        addrs: Vec<(std::net::IpAddr, u8)>,
     },
     /// Gateway: an extra route of a router (`route/{router}/{destination}/{prefix_len}`).
     Route {
@@ -197,9 +211,15 @@ pub struct FilterRule {
     /// Ports (TCP, UDP, …) or ICMP type (`port_min`) and code (`port_max`).
     pub port_min: Option<u16>,
     pub port_max: Option<u16>,
-    /// `None`: any address; else these prefixes (a remote group's members:
-    /// possibly none).
+    /// `None`: any address; else these prefixes (`remote_ip_prefix`).
     pub remote: Option<Vec<(std::net::IpAddr, u8)>>,
+    /// A remote group (`remote_group_id`), with `remote` then `Some([])`
+    /// (so an agent that predates member sets admits no one by the rule,
+    /// never everyone): the rule admits peers whose address is in the group's
+    /// [`Item::GroupMembers`] on the node; a node without that item admits
+    /// no one by this rule (the group has no members).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_group: Option<String>,
 }
 
 fn admin_up_default() -> bool {
