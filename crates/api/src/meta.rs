@@ -64,6 +64,11 @@ pub const EXTENSIONS: &[(&str, &str, &str)] = &[
     ),
     ("port-security", "Port Security", "Provides port security"),
     (
+        "port-security-groups-filtering",
+        "Port filtering on security groups",
+        "Provides security groups filtering when listing ports",
+    ),
+    (
         "project-id",
         "project_id field enabled",
         "Extension that indicates that project_id field is enabled.",
@@ -77,6 +82,21 @@ pub const EXTENSIONS: &[(&str, &str, &str)] = &[
         "revision-if-match",
         "If-Match constraints based on revision_number",
         "Extension indicating that If-Match based on revision_number is supported.",
+    ),
+    (
+        "security-group",
+        "security-group",
+        "The security groups extension.",
+    ),
+    (
+        "security-groups-normalized-cidr",
+        "Normalized CIDR field for security group rules",
+        "Add new field with normalized remote_ip_prefix cidr in SG rule",
+    ),
+    (
+        "security-groups-rules-belongs-to-default-sg",
+        "Security group rule belongs to the project's default security group",
+        "Flag to determine if the security group rule belongs to the project's default security group",
     ),
     ("segment", "Segment", "Segments extension."),
     (

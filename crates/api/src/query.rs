@@ -21,8 +21,9 @@ const CONTROL: [&str; 6] = [
 const TAG_FILTERS: [&str; 4] = ["tags", "tags-any", "not-tags", "not-tags-any"];
 /// Filters Neutron converts with `convert_to_boolean` / `convert_to_int`
 /// before looking anything up: a bad value is a 400 even when nothing matches.
-const BOOL_FILTERS: [&str; 7] = [
+const BOOL_FILTERS: [&str; 8] = [
     "admin_state_up",
+    "belongs_to_default_sg",
     "shared",
     "router:external",
     "port_security_enabled",
@@ -30,8 +31,10 @@ const BOOL_FILTERS: [&str; 7] = [
     "alive",
     "resources_synced",
 ];
-const INT_FILTERS: [&str; 5] = [
+const INT_FILTERS: [&str; 7] = [
     "mtu",
+    "port_range_min",
+    "port_range_max",
     "revision_number",
     "ip_version",
     "provider:segmentation_id",

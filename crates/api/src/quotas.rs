@@ -1,5 +1,6 @@
 //! Neutron's quotas (`quotas`, `quota_details`): per-project limits on
-//! networks, subnets, ports, routers and floating IPs, with the defaults of
+//! networks, subnets, ports, routers, floating IPs, security groups and
+//! their rules, with the defaults of
 //! the config file's `[quotas]` (Neutron's), an admin's overrides stored
 //! like any record, and enforcement on every create through the API (a bulk
 //! create counts all it makes): a project over its limit gets Neutron's
@@ -25,11 +26,13 @@ use crate::http;
 use crate::routes::Req;
 
 /// The resources a quota limits, by their quota names.
-pub const COUNTED: [Kind; 5] = [
+pub const COUNTED: [Kind; 7] = [
     Kind::FloatingIp,
     Kind::Network,
     Kind::Port,
     Kind::Router,
+    Kind::SecurityGroup,
+    Kind::SecurityGroupRule,
     Kind::Subnet,
 ];
 
@@ -69,13 +72,22 @@ pub fn check_created(ml2: &Ml2, st: &State, kind: Kind, ids: &[String]) -> Resul
         .collect();
     projects.sort();
     projects.dedup();
+    // A new security group comes with its egress rules: they count too
+    // (Neutron's `quota_limit_check(security_group_rule=N)`).
+    let also: &[Kind] = if kind == Kind::SecurityGroup {
+        &[Kind::SecurityGroupRule]
+    } else {
+        &[]
+    };
     for p in projects {
-        let l = limit(ml2, st, kind, &p);
-        if l >= 0 && st.usage(kind, &p) as i64 > l {
-            return Err(NeutronError::conflict(
-                "OverQuota",
-                format!("Quota exceeded for resources: ['{}'].", kind.as_str()),
-            ));
+        for k in std::iter::once(kind).chain(also.iter().copied()) {
+            let l = limit(ml2, st, k, &p);
+            if l >= 0 && st.usage(k, &p) as i64 > l {
+                return Err(NeutronError::conflict(
+                    "OverQuota",
+                    format!("Quota exceeded for resources: ['{}'].", k.as_str()),
+                ));
+            }
         }
     }
     Ok(())

@@ -8,7 +8,8 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 use switchyard_ml2::ops::{
-    self, agents, bindings, floatingips, networks, ports, routers, segments, subnets, tags,
+    self, agents, bindings, floatingips, networks, ports, routers, secgroups, segments, subnets,
+    tags,
 };
 use switchyard_ml2::{Ctx, Ml2};
 use switchyard_model::attrs::{self, Attr};
@@ -44,7 +45,7 @@ struct Res {
     tagged: bool,
 }
 
-const RESOURCES: [Res; 7] = [
+const RESOURCES: [Res; 9] = [
     Res {
         kind: Kind::Network,
         singular: "network",
@@ -101,7 +102,34 @@ const RESOURCES: [Res; 7] = [
         creatable: true,
         tagged: true,
     },
+    Res {
+        kind: Kind::SecurityGroup,
+        singular: "security_group",
+        collection: "security-groups",
+        attrs: attrs::SECURITY_GROUP,
+        creatable: true,
+        tagged: true,
+    },
+    Res {
+        kind: Kind::SecurityGroupRule,
+        singular: "security_group_rule",
+        collection: "security-group-rules",
+        attrs: attrs::SECURITY_GROUP_RULE,
+        creatable: true,
+        tagged: false,
+    },
 ];
+
+impl Res {
+    /// The collection's key in bodies: the URL's name, with `_` for `-`.
+    fn key(&self) -> &'static str {
+        match self.kind {
+            Kind::SecurityGroup => "security_groups",
+            Kind::SecurityGroupRule => "security_group_rules",
+            _ => self.collection,
+        }
+    }
+}
 
 pub(crate) struct Req {
     pub(crate) method: Method,
@@ -327,9 +355,18 @@ fn render_record(ml2: &Ml2, st: &State, ctx: &Ctx, kind: Kind, id: &str) -> Opti
             .get(id)
             .filter(|f| floatingips::floatingip_visible(ctx, f))
             .map(|f| render::floatingip(st, f)),
-        // Quotas have their own handlers (`crate::quotas`); security groups
-        // are not served yet (no route reaches them).
-        Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => None,
+        Kind::SecurityGroup => st
+            .security_groups
+            .get(id)
+            .filter(|g| secgroups::group_visible(ctx, g))
+            .map(|g| render::security_group(st, g)),
+        Kind::SecurityGroupRule => st
+            .security_group_rules
+            .get(id)
+            .filter(|r| secgroups::rule_visible(ctx, st, r))
+            .map(|r| render::security_group_rule(st, r)),
+        // Quotas have their own handlers (`crate::quotas`).
+        Kind::Quota => None,
     }
 }
 
@@ -342,7 +379,9 @@ fn not_found(kind: Kind, id: &str) -> NeutronError {
         Kind::Agent => ops::agent_not_found(id),
         Kind::Router => routers::router_not_found(id),
         Kind::FloatingIp => floatingips::floatingip_not_found(id),
-        Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => NeutronError::no_route(),
+        Kind::SecurityGroup => secgroups::group_not_found(id),
+        Kind::SecurityGroupRule => secgroups::rule_not_found(id),
+        Kind::Quota => NeutronError::no_route(),
     }
 }
 
@@ -399,6 +438,9 @@ fn list(app: &App, req: &Req, res: &Res) -> Result<Response> {
     if matches!(res.kind, Kind::Agent | Kind::Segment) {
         ops::require_admin(&ctx, &format!("get_{}", res.singular))?;
     }
+    if matches!(res.kind, Kind::SecurityGroup | Kind::SecurityGroupRule) {
+        ensure_default_group(app, &ctx, &p)?;
+    }
     let (items, marker) = app.shared.read(|ml2, st| {
         let mut items = Vec::new();
         for id in candidate_ids(st, res.kind, &p) {
@@ -429,11 +471,40 @@ fn list(app: &App, req: &Req, res: &Res) -> Result<Response> {
         .map(|v| select_fields(v, &p.fields))
         .collect();
     let mut out = Map::new();
-    out.insert(res.collection.into(), Value::Array(page));
+    out.insert(res.key().into(), Value::Array(page));
     if let Some(l) = links {
-        out.insert(format!("{}_links", res.collection), Value::Array(l));
+        out.insert(format!("{}_links", res.key()), Value::Array(l));
     }
     Ok(http::json(200, Value::Object(out)))
+}
+
+/// Listing groups or rules makes the project's default group first, as
+/// Neutron does: the project named by a `project_id` (or `tenant_id`)
+/// filter, else the caller's (another project's only for an admin).
+fn ensure_default_group(app: &App, ctx: &Ctx, p: &ListParams) -> Result<()> {
+    let project = p
+        .eq_values("project_id")
+        .or_else(|| p.eq_values("tenant_id"))
+        .and_then(|v| v.first())
+        .cloned()
+        .unwrap_or_else(|| ctx.project_id.clone());
+    if project != ctx.project_id && !ctx.is_admin {
+        return Ok(());
+    }
+    let exists = app
+        .shared
+        .read(|_, st| Ok(st.default_security_group(&project).is_some()))?;
+    if !exists {
+        app.shared.write(
+            ctx,
+            |_, st, ctx| {
+                secgroups::ensure_default(st, ctx, &project);
+                Ok(())
+            },
+            |_, _, ()| Ok(()),
+        )?;
+    }
+    Ok(())
 }
 
 fn show(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
@@ -460,9 +531,9 @@ fn create_one(
         Kind::Subnet => subnets::create(st, ctx, body),
         Kind::Port => ports::create(ml2, st, ctx, body),
         Kind::Segment => segments::create(ml2, st, ctx, body),
-        Kind::Agent | Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => {
-            Err(not_allowed())
-        }
+        Kind::Agent | Kind::Quota => Err(not_allowed()),
+        Kind::SecurityGroup => secgroups::create_group(st, ctx, body),
+        Kind::SecurityGroupRule => secgroups::create_rule(st, ctx, body),
         Kind::Router => routers::create(ml2, st, ctx, body),
         Kind::FloatingIp => floatingips::create(ml2, st, ctx, body),
     }
@@ -473,7 +544,7 @@ fn create(app: &App, req: &Req, res: &Res) -> Result<Response> {
     let ctx = req.ctx(app);
     let kind = res.kind;
     // Bulk: `{"networks": [...]}` creates all or none.
-    if let Some(list) = body.get(res.collection) {
+    if let Some(list) = body.get(res.key()) {
         if body.contains_key(res.singular) {
             return Err(NeutronError::http_bad_request("Body contains invalid data"));
         }
@@ -496,10 +567,14 @@ fn create(app: &App, req: &Req, res: &Res) -> Result<Response> {
         let out = app.shared.write(
             &ctx,
             |ml2, st, ctx| {
-                let ids = bodies
-                    .iter()
-                    .map(|b| create_one(ml2, st, ctx, kind, b))
-                    .collect::<Result<Vec<_>>>()?;
+                let ids = if kind == Kind::SecurityGroupRule {
+                    secgroups::create_rules_bulk(st, ctx, &bodies)?
+                } else {
+                    bodies
+                        .iter()
+                        .map(|b| create_one(ml2, st, ctx, kind, b))
+                        .collect::<Result<Vec<_>>>()?
+                };
                 crate::quotas::check_created(ml2, st, kind, &ids)?;
                 Ok(ids)
             },
@@ -509,7 +584,7 @@ fn create(app: &App, req: &Req, res: &Res) -> Result<Response> {
                     .collect::<Result<Vec<_>>>()
             },
         )?;
-        return Ok(http::json(201, json!({ res.collection: out })));
+        return Ok(http::json(201, json!({ res.key(): out })));
     }
     let one = http::resource_body(&body, res.singular)?;
     let v = app.shared.write(
@@ -532,7 +607,12 @@ fn current_revision(st: &State, kind: Kind, id: &str) -> Option<u64> {
         Kind::Segment => st.segments.get(id).map(|x| x.std.revision_number),
         Kind::Router => st.routers.get(id).map(|x| x.std.revision_number),
         Kind::FloatingIp => st.floatingips.get(id).map(|x| x.std.revision_number),
-        Kind::Agent | Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => None,
+        Kind::SecurityGroup => st.security_groups.get(id).map(|x| x.std.revision_number),
+        Kind::SecurityGroupRule => st
+            .security_group_rules
+            .get(id)
+            .map(|x| x.std.revision_number),
+        Kind::Agent | Kind::Quota => None,
     }
 }
 
@@ -555,7 +635,7 @@ fn check_if_match(expected: Option<u64>, st: &State, kind: Kind, id: &str) -> Re
 
 fn update(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
     let body = http::json_body(&req.body)?;
-    if body.get(res.collection).is_some() {
+    if body.get(res.key()).is_some() {
         return Err(NeutronError::http_bad_request(
             "Bulk operation not supported",
         ));
@@ -578,7 +658,9 @@ fn update(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
                 Kind::Agent => agents::update(st, ctx, id, one),
                 Kind::Router => routers::update(ml2, st, ctx, id, one),
                 Kind::FloatingIp => floatingips::update(st, ctx, id, one),
-                Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => Err(not_allowed()),
+                Kind::SecurityGroup => secgroups::update_group(st, ctx, id, one),
+                Kind::SecurityGroupRule => secgroups::update_rule(st, ctx, id, one),
+                Kind::Quota => Err(not_allowed()),
             }
         },
         |ml2, st, ()| render_one(ml2, st, &ctx, kind, id),
@@ -631,7 +713,9 @@ fn delete(app: &App, req: &Req, res: &Res, id: &str) -> Result<Response> {
                 }
                 Kind::Router => routers::delete(ml2, st, ctx, id),
                 Kind::FloatingIp => floatingips::delete(st, ctx, id),
-                Kind::Quota | Kind::SecurityGroup | Kind::SecurityGroupRule => Err(not_allowed()),
+                Kind::SecurityGroup => secgroups::delete_group(st, ctx, id),
+                Kind::SecurityGroupRule => secgroups::delete_rule(st, ctx, id),
+                Kind::Quota => Err(not_allowed()),
             }
         },
         |_, _, ()| Ok(()),

@@ -20,8 +20,8 @@ async fn as_b(s: &Server, m: Method, path: &str, body: Option<Value>) -> common:
 async fn quotas_show_update_reset_and_policy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Server::start(dir.path()).await;
-    let defaults =
-        json!({"floatingip": 50, "network": 100, "port": 500, "router": 10, "subnet": 100});
+    let defaults = json!({"floatingip": 50, "network": 100, "port": 500, "router": 10,
+        "security_group": 10, "security_group_rule": 100, "subnet": 100});
     let r = s.get("/v2.0/quotas/proj-b").await;
     assert_eq!((r.status, &r.body["quota"]), (200, &defaults));
     assert_eq!(
@@ -52,7 +52,7 @@ async fn quotas_show_update_reset_and_policy() {
         json!({"quota": {"network": "many"}}),
         json!({"quota": {"network": 1.5}}),
         json!({"quota": {"network": 4_294_967_296_i64}}),
-        json!({"quota": {"security_group": 5}}),
+        json!({"quota": {"security_group": "five"}}),
         json!({"quota": {"network": 5, "bogus": 1}}),
         json!({"quotas": {"network": 5}}),
         json!({"quota": 5}),

@@ -189,6 +189,9 @@ impl Guest {
         now: Instant,
     ) {
         self.stop_ping();
+        // Each stream is a new ping process with its own identifier (ping(8)
+        // uses its pid): connection tracking sees each run as a new flow.
+        self.ident = self.ident.wrapping_add(1);
         let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 64], vec![0; 8192]);
         let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 64], vec![0; 8192]);
         let mut sock = icmp::Socket::new(rx, tx);

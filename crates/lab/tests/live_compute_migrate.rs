@@ -255,6 +255,16 @@ async fn every_direction_two_ports_and_concurrent_requests() {
         }
         best
     };
+    // The port's default group admits only its members: the internet's
+    // pings are dropped until a rule lets ICMP in.
+    assert_eq!(
+        from_internet().await,
+        0,
+        "the default group keeps the internet out"
+    );
+    c.allow_ingress(&port, json!({"protocol": "icmp"}))
+        .await
+        .expect("ICMP rule");
     assert_eq!(from_internet().await, 5, "FIP on compute-4");
     let m = migrate_under_stream(&c, &mover, "peer", "compute-1", 10)
         .await

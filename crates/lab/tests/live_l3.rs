@@ -313,6 +313,26 @@ async fn router_snat_and_inter_network_routing_across_backends() {
         .expect("addr")
         .parse()
         .expect("v4");
+    // The port's default group admits only its members: the internet's
+    // pings are dropped until a rule lets ICMP in from its prefix.
+    assert!(
+        !env.internet_reaches(faddr, StdDuration::from_secs(1)).await,
+        "the default group keeps the internet out of {faddr}"
+    );
+    let port = env
+        .ok(
+            reqwest::Method::GET,
+            &format!("/v2.0/ports/{vr_port}"),
+            Value::Null,
+        )
+        .await;
+    env.ok(
+        reqwest::Method::POST,
+        "/v2.0/security-group-rules",
+        json!({"security_group_rule": {"security_group_id": port["port"]["security_groups"][0],
+            "direction": "ingress", "protocol": "icmp", "remote_ip_prefix": "198.51.100.0/24"}}),
+    )
+    .await;
     assert!(
         env.internet_reaches(faddr, StdDuration::from_secs(8)).await,
         "the internet reaches {faddr} -> {vr}"

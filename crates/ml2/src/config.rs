@@ -35,6 +35,8 @@ pub struct QuotaConfig {
     pub quota_port: i64,
     pub quota_router: i64,
     pub quota_floatingip: i64,
+    pub quota_security_group: i64,
+    pub quota_security_group_rule: i64,
 }
 
 impl Default for QuotaConfig {
@@ -45,6 +47,8 @@ impl Default for QuotaConfig {
             quota_port: 500,
             quota_router: 10,
             quota_floatingip: 50,
+            quota_security_group: 10,
+            quota_security_group_rule: 100,
         }
     }
 }
@@ -58,6 +62,8 @@ impl QuotaConfig {
             ("port", self.quota_port),
             ("router", self.quota_router),
             ("subnet", self.quota_subnet),
+            ("security_group", self.quota_security_group),
+            ("security_group_rule", self.quota_security_group_rule),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -290,7 +290,10 @@ impl MechanismDriver for OpenvswitchDriver {
                 }
                 let mut d = Map::new();
                 d.insert("connectivity".into(), json!("l2"));
-                d.insert("port_filter".into(), json!(true));
+                // An agent whose firewall is `noop` filters nothing.
+                let filters =
+                    conf(agent, "firewall_driver").and_then(Value::as_str) != Some("noop");
+                d.insert("port_filter".into(), json!(filters));
                 d.insert("ovs_hybrid_plug".into(), json!(false));
                 let dp = conf(agent, "datapath_type")
                     .and_then(Value::as_str)

@@ -10,7 +10,8 @@ use common::*;
 use serde_json::json;
 use switchyard_ml2::ops::{agents, bindings, ports};
 use switchyard_model::{
-    BindingLevel, BindingStatus, NetworkType, PortStatus, VIF_TYPE_BINDING_FAILED, VIF_TYPE_UNBOUND,
+    AGENT_TYPE_OVS, BindingLevel, BindingStatus, NetworkType, PortStatus, VIF_TYPE_BINDING_FAILED,
+    VIF_TYPE_UNBOUND,
 };
 
 struct Lab {
@@ -100,6 +101,7 @@ fn ovs_sriov_and_vrouter_hosts_bind_with_a_shared_dynamic_vlan() {
     );
     assert_eq!(b.vif_details.get("bridge_name"), Some(&json!("br-int")));
     assert_eq!(b.vif_details.get("datapath_type"), Some(&json!("system")));
+    assert_eq!(b.vif_details.get("port_filter"), Some(&json!(true)));
     assert_eq!(b.vif_details.get("connectivity"), Some(&json!("l2")));
     assert_eq!(port(&lab.st, &p_ovs).status, PortStatus::Down);
 
@@ -710,4 +712,36 @@ fn hosts_on_several_physnets_keep_only_the_dynamic_segment_they_use() {
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].physical_network.as_deref(), Some("physnet2"));
     assert_indexes_match_rebuild(&st, &Universe::default());
+}
+
+/// An OVS agent whose firewall is `noop` (Linux-mode Open vSwitch, which
+/// does not apply security groups yet) binds with `port_filter: false`: the
+/// binding never claims a filter the node does not apply. SR-IOV `direct`
+/// ports bypass the host and never claim one either.
+#[test]
+fn port_filter_says_whether_the_node_filters() {
+    let mut lab = lab();
+    report(
+        &mut lab.st,
+        &lab.clock,
+        "ovs-noop",
+        AGENT_TYPE_OVS,
+        json!({"bridge_mappings": {PHYSNET: "br-phys"}, "firewall_driver": "noop"}),
+    );
+    let n = lab.net();
+    for (host, vnic, filters) in [
+        ("ovs-1", "normal", true),
+        ("ovs-noop", "normal", false),
+        ("vr-1", "normal", true),
+        ("sriov-1", "direct", false),
+    ] {
+        let p = lab.port(&n, host, vnic);
+        let b = port(&lab.st, &p).active_binding().clone();
+        assert_eq!(
+            b.vif_details.get("port_filter"),
+            Some(&json!(filters)),
+            "{host}: {:?}",
+            b.vif_details
+        );
+    }
 }

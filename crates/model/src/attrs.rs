@@ -116,6 +116,7 @@ pub static PORT: &[Attr] = &[
     a("fixed_ips", true, true, true, false),
     a("allowed_address_pairs", true, true, false, false),
     a("port_security_enabled", true, true, true, true),
+    a("security_groups", true, true, true, false),
     a("binding:host_id", true, true, true, true),
     a("binding:vnic_type", true, true, true, true),
     a("binding:profile", true, true, false, false),
@@ -167,8 +168,6 @@ pub static ROUTER: &[Attr] = &[
 pub static SECURITY_GROUP: &[Attr] = &[
     a("id", false, false, true, true),
     a("name", true, true, true, true),
-    a("stateful", true, true, true, true),
-    a("shared", false, false, true, false),
     a("security_group_rules", false, false, false, false),
     STD[0],
     STD[1],

@@ -3,7 +3,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::resources::{
-    Agent, FloatingIp, Network, Port, PortBinding, Router, Segment, StdAttrs, Subnet, Timestamp,
+    Agent, FloatingIp, Network, Port, PortBinding, Router, SecurityGroup, SecurityGroupRule,
+    Segment, StdAttrs, Subnet, Timestamp,
 };
 use crate::state::State;
 
@@ -160,6 +161,7 @@ pub fn port(p: &Port) -> Value {
         "port_security_enabled".into(),
         json!(p.port_security_enabled),
     );
+    o.insert("security_groups".into(), json!(p.security_groups));
     let b = p.active_binding();
     o.insert("binding:host_id".into(), json!(b.host));
     o.insert("binding:vnic_type".into(), json!(b.vnic_type));
@@ -280,5 +282,53 @@ pub fn floatingip(state: &State, f: &FloatingIp) -> Value {
         });
     o.insert("port_details".into(), details.unwrap_or(Value::Null));
     std_attrs(&mut o, &f.std, true);
+    Value::Object(o)
+}
+
+/// A security group with its rules (`security_group_rules`, in id order).
+/// No `stateful` or `shared`: stateless groups and sharing between projects
+/// are not offered.
+pub fn security_group(state: &State, g: &SecurityGroup) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(g.id));
+    o.insert("name".into(), json!(g.name));
+    let rules: Vec<Value> = state
+        .group_rules(&g.id)
+        .into_iter()
+        .map(|r| security_group_rule(state, r))
+        .collect();
+    o.insert("security_group_rules".into(), Value::Array(rules));
+    std_attrs(&mut o, &g.std, true);
+    Value::Object(o)
+}
+
+/// A security group rule. `normalized_cidr` is the prefix with its host
+/// bits cleared; `belongs_to_default_sg` says whether the rule's group is
+/// its project's default group. Rules carry no tags.
+pub fn security_group_rule(state: &State, r: &SecurityGroupRule) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(r.id));
+    o.insert("security_group_id".into(), json!(r.security_group_id));
+    o.insert("direction".into(), json!(r.direction.as_str()));
+    o.insert("ethertype".into(), json!(r.ethertype));
+    o.insert("protocol".into(), json!(r.protocol));
+    o.insert("port_range_min".into(), json!(r.port_range_min));
+    o.insert("port_range_max".into(), json!(r.port_range_max));
+    o.insert(
+        "remote_ip_prefix".into(),
+        json!(r.remote_ip_prefix.map(|p| p.to_string())),
+    );
+    o.insert(
+        "normalized_cidr".into(),
+        json!(r.remote_ip_prefix.map(|p| p.trunc().to_string())),
+    );
+    o.insert("remote_group_id".into(), json!(r.remote_group_id));
+    let in_default = state
+        .security_groups
+        .get(&r.security_group_id)
+        .is_some_and(|g| g.is_default);
+    o.insert("belongs_to_default_sg".into(), json!(in_default));
+    std_attrs(&mut o, &r.std, true);
+    o.remove("tags");
     Value::Object(o)
 }

@@ -222,13 +222,20 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
     assert!(!v.status.success());
     assert!(err.contains("401") && err.contains("--os-cloud"), "{err}");
 
-    // What the README lists as not there yet answers Neutron's 404 and is
-    // not advertised; quotas are served.
+    // What is not built (QoS) answers Neutron's 404 and is not advertised;
+    // security groups and quotas are served.
     let r = c
-        .get(format!("{base}/v2.0/security-groups"))
+        .get(format!("{base}/v2.0/qos/policies"))
         .send()
         .expect("get");
     assert_eq!(r.status().as_u16(), 404);
+    let groups = call(
+        &c,
+        reqwest::Method::GET,
+        &format!("{base}/v2.0/security-groups"),
+        None,
+    );
+    assert_eq!(groups["security_groups"][0]["name"], "default", "{groups}");
     let q = call(
         &c,
         reqwest::Method::GET,
@@ -248,7 +255,8 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
         .iter()
         .filter_map(|e| e["alias"].as_str())
         .collect();
-    assert!(!aliases.contains(&"security-group"), "{aliases:?}");
+    assert!(!aliases.contains(&"qos"), "{aliases:?}");
+    assert!(aliases.contains(&"security-group"), "{aliases:?}");
     assert!(aliases.contains(&"quotas"), "{aliases:?}");
 
     // The compute API recipe: boot on OVS, live-migrate to a vRouter node.

@@ -155,6 +155,36 @@ impl LabClient {
         Ok((s("id"), s("floating_ip_address")))
     }
 
+    /// Adds an ingress rule to the first security group of `port` (its
+    /// project's `default` unless it was given others), as an operator
+    /// opens a VM to the outside: `rule` holds protocol, ports and remote
+    /// (nothing: everything from anywhere). Returns the rule's id.
+    pub async fn allow_ingress(
+        &self,
+        port: &str,
+        rule: serde_json::Value,
+    ) -> Result<String, ClientError> {
+        let p = self.get(&format!("/v2.0/ports/{port}")).await?;
+        let group = p["port"]["security_groups"][0]
+            .as_str()
+            .ok_or_else(|| ClientError::Scenario(format!("port {port} is in no security group")))?
+            .to_string();
+        let mut body = serde_json::json!({"security_group_id": group, "direction": "ingress"});
+        if let (Some(b), Some(r)) = (body.as_object_mut(), rule.as_object()) {
+            b.extend(r.clone());
+        }
+        let r = self
+            .post(
+                "/v2.0/security-group-rules",
+                &serde_json::json!({ "security_group_rule": body }),
+            )
+            .await?;
+        Ok(r["security_group_rule"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
     /// A router `name` with its gateway on the lab's `public` network and an
     /// interface on `subnet`: (the public network's id, the router's id).
     pub async fn router_to_public(

@@ -189,6 +189,9 @@ pub fn create(ml2: &Ml2, st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -
     let specs = create_segments(ml2, st, ctx, &id, specs)?;
     let max_mtu = ml2.types.network_mtu(&ml2.settings, &specs);
     let mtu = check_mtu(&b, max_mtu)?.unwrap_or(max_mtu);
+    // As Neutron's network BEFORE_CREATE callback: the project's default
+    // security group exists before its first network.
+    super::secgroups::ensure_default(st, ctx, &project_id);
     let net = Network {
         id: id.clone(),
         name: b

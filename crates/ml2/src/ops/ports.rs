@@ -12,7 +12,8 @@ use switchyard_model::{
 };
 
 use super::{
-    Body, DESCRIPTION_MAX, NAME_MAX, owner_project, require_admin, visible_network, visible_port,
+    Body, DESCRIPTION_MAX, NAME_MAX, owner_project, require_admin, secgroups, visible_network,
+    visible_port,
 };
 use crate::binding::{self, BindRequest};
 use crate::ipam;
@@ -475,6 +476,42 @@ fn check_port_security(p: &Port) -> Result<()> {
     Ok(())
 }
 
+/// A new port's groups, as Neutron gives them: those asked for (`[]` or
+/// `null`: none), else its project's default group (made now if needed)
+/// when port security is on.
+fn port_groups_on_create(
+    st: &mut State,
+    ctx: &Ctx,
+    b: &Body<'_>,
+    project: &str,
+    port_security: bool,
+) -> Result<Vec<String>> {
+    match b.raw("security_groups") {
+        Some(v) => {
+            let ids = secgroups::parse_port_groups(v)?;
+            if !ids.is_empty() {
+                if !port_security {
+                    return Err(secgroups::groups_need_port_security());
+                }
+                secgroups::check_port_groups(st, ctx, project, &ids)?;
+            }
+            Ok(ids)
+        }
+        None if port_security => {
+            // Whoever may create a port for `project` (its members, an
+            // admin, the compute service) gets it its default group.
+            let owner = Ctx {
+                is_admin: true,
+                ..ctx.clone()
+            };
+            Ok(secgroups::ensure_default(st, &owner, project)
+                .into_iter()
+                .collect())
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
 pub fn create(ml2: &Ml2, st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -> Result<String> {
     attrs::check_body(attrs::PORT, body, true)?;
     let b = Body(body);
@@ -537,6 +574,13 @@ pub fn create(ml2: &Ml2, st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -
         .transpose()?
         .unwrap_or_default();
     let tags = b.tags()?;
+    // Neutron's port-security driver: the router's and DHCP's own ports
+    // (`network:*`) are trusted and never filtered.
+    let trusted = device_owner.starts_with("network:");
+    let port_security_enabled = !trusted
+        && b.bool("port_security_enabled")?
+            .unwrap_or(net.port_security_enabled);
+    let security_groups = port_groups_on_create(st, ctx, &b, &project_id, port_security_enabled)?;
     let mut port = Port {
         id: id.clone(),
         network_id: network_id.clone(),
@@ -552,11 +596,8 @@ pub fn create(ml2: &Ml2, st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -
         status: PortStatus::Down,
         admin_state_up: b.bool("admin_state_up")?.unwrap_or(true),
         allowed_address_pairs: pairs,
-        port_security_enabled: b
-            .bool("port_security_enabled")?
-            .unwrap_or(net.port_security_enabled),
-        // Security groups are not served yet: ports have none.
-        security_groups: Vec::new(),
+        port_security_enabled,
+        security_groups,
         bindings: vec![PortBinding::unbound(host, vnic, profile)],
         std: StdAttrs::new(
             project_id,
@@ -680,6 +721,25 @@ pub fn update(
         p.port_security_enabled = v;
     }
     check_port_security(&p)?;
+    match b
+        .raw("security_groups")
+        .map(secgroups::parse_port_groups)
+        .transpose()?
+    {
+        Some(ids) => {
+            if !ids.is_empty() {
+                if !p.port_security_enabled {
+                    return Err(secgroups::groups_need_port_security());
+                }
+                secgroups::check_port_groups(st, ctx, &p.std.project_id, &ids)?;
+            }
+            p.security_groups = ids;
+        }
+        None if !p.port_security_enabled && !p.security_groups.is_empty() => {
+            return Err(secgroups::port_has_groups());
+        }
+        None => {}
+    }
     // Binding: a changed host, vnic_type or profile, or a failed binding, rebinds.
     let mut rebind = false;
     let new_host = b.string_or_null("binding:host_id", Some(255))?;

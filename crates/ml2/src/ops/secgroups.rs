@@ -13,8 +13,9 @@
 //!   range is stored as none; duplicates (protocol names and numbers alike)
 //!   are refused with the existing rule's id.
 //!
-//! Not served by the API yet: this is the model the API, the controller and
-//! the nodes' filters will share.
+//! Stateless groups (`stateful-security-group`) and sharing between projects
+//! (`rbac-security-groups`) are not offered: `stateful` is an unrecognised
+//! attribute, as in a Neutron without those extensions.
 
 use ipnet::IpNet;
 use serde_json::{Map, Value};
@@ -147,7 +148,9 @@ pub fn create_group(st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -> Res
     st.put(Record::SecurityGroup(SecurityGroup {
         id: id.clone(),
         name,
-        stateful: b.bool("stateful")?.unwrap_or(true),
+        // Stateless groups are not offered (no `stateful-security-group`):
+        // the filters on the nodes always track connections.
+        stateful: true,
         is_default: false,
         std: StdAttrs::new(
             project.clone(),
@@ -170,7 +173,7 @@ pub fn create_group(st: &mut State, ctx: &Ctx, body: &Map<String, Value>) -> Res
     Ok(id)
 }
 
-/// `PUT /security-groups/{id}`: name, description, stateful.
+/// `PUT /security-groups/{id}`: name and description.
 pub fn update_group(st: &mut State, ctx: &Ctx, id: &str, body: &Map<String, Value>) -> Result<()> {
     attrs::check_body(attrs::SECURITY_GROUP, body, false)?;
     let b = Body(body);
@@ -192,14 +195,6 @@ pub fn update_group(st: &mut State, ctx: &Ctx, id: &str, body: &Map<String, Valu
     }
     if let Some(d) = b.string_or_null("description", Some(DESCRIPTION_MAX))? {
         g.std.description = d;
-    }
-    if let Some(s) = b.bool("stateful")?
-        && s != g.stateful
-    {
-        if !st.group_ports(id).is_empty() {
-            return Err(in_use(id));
-        }
-        g.stateful = s;
     }
     g.std.revision_number += 1;
     g.std.updated_at = ctx.now;
@@ -541,6 +536,145 @@ pub fn delete_rule(st: &mut State, ctx: &Ctx, id: &str) -> Result<()> {
     st.remove(Kind::SecurityGroupRule, id);
     bump_group(st, &r.security_group_id, ctx.now);
     Ok(())
+}
+
+/// `POST /security-group-rules` with a list: all or none, every rule of one
+/// group and one project, no two alike.
+pub fn create_rules_bulk(
+    st: &mut State,
+    ctx: &Ctx,
+    bodies: &[Map<String, Value>],
+) -> Result<Vec<String>> {
+    let field = |b: &Map<String, Value>, k: &str| b.get(k).cloned().unwrap_or(Value::Null);
+    let mut groups: Vec<Value> = bodies
+        .iter()
+        .map(|b| field(b, "security_group_id"))
+        .collect();
+    groups.dedup();
+    if groups.len() > 1 {
+        return Err(NeutronError::bad_request(
+            "SecurityGroupNotSingleGroupRules",
+            "Only allowed to update rules for one security profile at a time",
+        ));
+    }
+    let mut projects: Vec<Value> = bodies
+        .iter()
+        .map(|b| {
+            let p = field(b, "project_id");
+            if p.is_null() {
+                field(b, "tenant_id")
+            } else {
+                p
+            }
+        })
+        .collect();
+    projects.sort_by_key(Value::to_string);
+    projects.dedup();
+    if projects.len() > 1 {
+        return Err(NeutronError::bad_request(
+            "SecurityGroupRulesNotSingleProject",
+            "Multiple project_ids in bulk security group rule create not allowed",
+        ));
+    }
+    let mut ids = Vec::with_capacity(bodies.len());
+    for b in bodies {
+        match create_rule(st, ctx, b) {
+            Ok(id) => ids.push(id),
+            Err(e)
+                if e.kind == "SecurityGroupRuleExists"
+                    && ids.iter().any(|id| e.message.contains(id.as_str())) =>
+            {
+                return Err(NeutronError::conflict(
+                    "DuplicateSecurityGroupRuleInPost",
+                    "Duplicate Security Group Rule in POST.",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ids)
+}
+
+/// `PUT /security-group-rules/{id}`: Neutron has no update for rules; every
+/// attribute is read-only (400), an empty body changes nothing.
+pub fn update_rule(st: &State, ctx: &Ctx, id: &str, body: &Map<String, Value>) -> Result<()> {
+    st.security_group_rules
+        .get(id)
+        .filter(|r| rule_visible(ctx, st, r))
+        .ok_or_else(|| rule_not_found(id))?;
+    attrs::check_body(attrs::SECURITY_GROUP_RULE, body, false)
+}
+
+/// A port body's `security_groups` (Neutron's `type:uuid_list`, `null` as
+/// none).
+pub fn parse_port_groups(v: &Value) -> Result<Vec<String>> {
+    let items = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(a) => a,
+        other => {
+            return Err(attrs::invalid(
+                "security_groups",
+                format!("'{}' is not a list", attrs::show(other)),
+            ));
+        }
+    };
+    let mut ids = Vec::with_capacity(items.len());
+    for it in items {
+        ids.push(attrs::to_uuid("security_groups", it)?);
+    }
+    let mut seen: Vec<&String> = Vec::new();
+    let mut dups: Vec<&str> = Vec::new();
+    for id in &ids {
+        if seen.contains(&id) {
+            if !dups.contains(&id.as_str()) {
+                dups.push(id);
+            }
+        } else {
+            seen.push(id);
+        }
+    }
+    if !dups.is_empty() {
+        return Err(attrs::invalid(
+            "security_groups",
+            format!("Duplicate items in the list: '{}'", dups.join(", ")),
+        ));
+    }
+    Ok(ids)
+}
+
+/// The groups a port of `project` may join: its project's (any, for an
+/// admin); else Neutron's 404 naming every missing one.
+pub fn check_port_groups(st: &State, ctx: &Ctx, project: &str, ids: &[String]) -> Result<()> {
+    let missing: Vec<&str> = ids
+        .iter()
+        .filter(|id| {
+            !st.security_groups
+                .get(*id)
+                .is_some_and(|g| ctx.is_admin || g.std.project_id == project)
+        })
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(group_not_found(&missing.join(", ")))
+    }
+}
+
+/// A port with port security disabled cannot be in a group.
+pub fn groups_need_port_security() -> NeutronError {
+    NeutronError::bad_request(
+        "PortSecurityAndIPRequiredForSecurityGroups",
+        "Port security must be enabled and port must have an IP address in order to use security groups.",
+    )
+}
+
+/// Disabling port security while the port is still in groups.
+pub fn port_has_groups() -> NeutronError {
+    NeutronError::conflict(
+        "PortSecurityPortHasSecurityGroup",
+        "Port has security group associated. Cannot disable port security or IP address until security group is removed.",
+    )
 }
 
 #[cfg(test)]

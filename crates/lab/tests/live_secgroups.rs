@@ -1,0 +1,182 @@
+//! Security groups on the wire in the emulated lab: what the API says is what
+//! the nodes do. VMs on an OVS node and on vRouter nodes, booted through the
+//! compute API: the default group lets its members talk and keeps others out;
+//! a rule naming another group as remote admits that group's members, and a
+//! port joining or leaving that group changes who gets in; a rule from a
+//! prefix admits that prefix; deleting the rule shuts new traffic out again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::network;
+use serde_json::{Value, json};
+use switchyard_lab::client::LabClient;
+use switchyard_lab::live::{LiveLab, Options};
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
+}
+
+/// Pings `from` → `to` (a guest's first address) until `want` answers
+/// come back in a run of 3, or a few seconds pass; the last count.
+async fn answered(c: &LabClient, from: &str, to: &str, want: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    loop {
+        let r = c
+            .post(
+                &format!("/switchyard/v1/lab/guests/{from}/ping"),
+                &json!({"ping": {"target": to, "count": 3, "interval_ms": 20}}),
+            )
+            .await
+            .expect("ping");
+        let n = r["ping"]["answered"].as_u64().unwrap_or(0);
+        if n == want || tokio::time::Instant::now() > deadline {
+            return n;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_decide_who_reaches_whom_on_ovs_and_vrouter_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = LiveLab::start(Options::reference(dir.path().join("sw.db")).expect("reference"))
+        .await
+        .expect("lab");
+    let c = LabClient::new(&live.url());
+    let net = network(&c, "sg-net", "10.71.0.0/24").await;
+    let web = c
+        .post(
+            "/v2.0/security-groups",
+            &json!({"security_group": {"name": "web"}}),
+        )
+        .await
+        .expect("group")["security_group"]
+        .clone();
+    let web_id = id(&web);
+    // Omitted groups: the project's default group.
+    let port = |groups: Option<Value>| {
+        let c = &c;
+        let mut body = json!({"network_id": net});
+        if let Some(g) = groups {
+            body["security_groups"] = g;
+        }
+        async move {
+            let p = c
+                .post("/v2.0/ports", &json!({ "port": body }))
+                .await
+                .expect("port");
+            p["port"].clone()
+        }
+    };
+    // a (OVS) and b (vRouter) in the default group; w (vRouter) only in "web",
+    // which starts with egress rules and nothing in.
+    let pa = port(None).await;
+    let default_id = pa["security_groups"][0]
+        .as_str()
+        .expect("the default group")
+        .to_string();
+    let pb = port(Some(json!([default_id]))).await;
+    let pw = port(Some(json!([web_id]))).await;
+    let limit = Duration::from_secs(60);
+    for (name, p, host) in [
+        ("a", &pa, "compute-1"),
+        ("b", &pb, "compute-2"),
+        ("w", &pw, "compute-4"),
+    ] {
+        c.boot(name, json!([{"port": id(p)}]), host, limit)
+            .await
+            .unwrap_or_else(|e| panic!("boot {name}: {e}"));
+    }
+    let ip = |p: &Value| {
+        p["fixed_ips"][0]["ip_address"]
+            .as_str()
+            .expect("ip")
+            .to_string()
+    };
+    let (a, b, w) = (ip(&pa), ip(&pb), ip(&pw));
+
+    // Members of the default group reach each other, across OVS and vRouter.
+    assert_eq!(answered(&c, "a", &b, 3).await, 3, "a -> b, both default");
+    assert_eq!(answered(&c, "b", &a, 3).await, 3, "b -> a, both default");
+    // "web" lets nothing in; w is no member of default, so a keeps it out.
+    assert_eq!(
+        answered(&c, "a", &w, 3).await,
+        0,
+        "a -> w: web admits nothing"
+    );
+    assert_eq!(
+        answered(&c, "w", &a, 3).await,
+        0,
+        "w -> a: w is not in default"
+    );
+
+    // web admits ICMP from the default group's members.
+    let from_default = c
+        .post(
+            "/v2.0/security-group-rules",
+            &json!({"security_group_rule": {"security_group_id": web_id, "direction": "ingress",
+                "protocol": "icmp", "remote_group_id": default_id}}),
+        )
+        .await
+        .expect("rule")["security_group_rule"]
+        .clone();
+    assert_eq!(
+        answered(&c, "a", &w, 3).await,
+        3,
+        "a -> w once web admits default"
+    );
+    assert_eq!(answered(&c, "b", &w, 3).await, 3, "b -> w");
+    // b leaves the default group (for web): no longer a member, kept out of w
+    // and of a; joining default again lets it back in.
+    c.put(
+        &format!("/v2.0/ports/{}", id(&pb)),
+        &json!({"port": {"security_groups": [web_id]}}),
+    )
+    .await
+    .expect("leave default");
+    assert_eq!(
+        answered(&c, "b", &w, 0).await,
+        0,
+        "b left default: w keeps it out"
+    );
+    assert_eq!(
+        answered(&c, "b", &a, 0).await,
+        0,
+        "b left default: a keeps it out"
+    );
+    c.put(
+        &format!("/v2.0/ports/{}", id(&pb)),
+        &json!({"port": {"security_groups": [default_id]}}),
+    )
+    .await
+    .expect("rejoin default");
+    assert_eq!(answered(&c, "b", &a, 3).await, 3, "b back in default");
+
+    // Deleting the rule shuts new pings out again.
+    c.delete(&format!("/v2.0/security-group-rules/{}", id(&from_default)))
+        .await
+        .expect("delete rule");
+    assert_eq!(answered(&c, "a", &w, 0).await, 0, "rule gone");
+
+    // A rule from a prefix: a's /32 only.
+    c.post(
+        "/v2.0/security-group-rules",
+        &json!({"security_group_rule": {"security_group_id": web_id, "direction": "ingress",
+            "protocol": "icmp", "remote_ip_prefix": format!("{a}/32")}}),
+    )
+    .await
+    .expect("prefix rule");
+    assert_eq!(answered(&c, "a", &w, 3).await, 3, "a's prefix is let in");
+    assert_eq!(answered(&c, "b", &w, 0).await, 0, "b is outside the prefix");
+
+    // No port security: no filter at all.
+    c.put(
+        &format!("/v2.0/ports/{}", id(&pw)),
+        &json!({"port": {"port_security_enabled": false, "security_groups": []}}),
+    )
+    .await
+    .expect("port security off");
+    assert_eq!(answered(&c, "b", &w, 3).await, 3, "unfiltered w answers b");
+    drop(live);
+}
