@@ -100,6 +100,12 @@ async fn post(http: &reqwest::Client, url: &str, body: Value) -> Value {
     r.json().await.expect("json")
 }
 
+async fn put(http: &reqwest::Client, url: &str, body: Value) -> Value {
+    let r = http.put(url).json(&body).send().await.expect("put");
+    assert!(r.status().is_success(), "PUT {url}: {}", r.status());
+    r.json().await.expect("json")
+}
+
 /// The agents' logs `DIR/NAME.log`, one after another.
 fn agent_logs(dir: &Path, names: &[&str]) -> String {
     names
@@ -1180,6 +1186,113 @@ async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
         seen.contains(&format!("vlan {seg},")),
         "the OVS node's frames carry the network's VLAN {seg} on the physnet:\n{seen}"
     );
+
+    // Security groups on real Open vSwitch, with its connection tracker:
+    // both guests were in their project's default group (so they talked);
+    // in a group of its own with only egress rules the OVS guest answers
+    // nothing; a rule for TCP/22 from the vRouter guest's address lets that
+    // in (and its replies out) but still no ping; without the rule, a new
+    // connection is refused again.
+    assert_eq!(p1["binding:vif_details"]["port_filter"], true, "{p1}");
+    let web = post(
+        &http,
+        &format!("{base}/v2.0/security-groups"),
+        json!({"security_group": {"name": "ssh-only"}}),
+    )
+    .await["security_group"]["id"]
+        .as_str()
+        .expect("group")
+        .to_string();
+    let moved = put(&http, &url1, json!({"port": {"security_groups": [web]}})).await;
+    assert_eq!(moved["port"]["security_groups"], json!([web]), "{moved}");
+    until("the OVS guest shut to pings", 20, async || {
+        !exec(&g2, &["ping", "-c", "1", "-W", "1", ip1]).0
+    })
+    .await;
+    // TCP to port 22 of the OVS guest from the vRouter guest: whether
+    // `word` arrived.
+    let tcp22 = async |word: &str| -> bool {
+        let out = dir.path().join("nc22.txt");
+        let mut listener = Command::new("ip")
+            .args(["netns", "exec", &g1, "busybox", "nc", "-l", "-p", "22"])
+            .stdout(std::fs::File::create(&out).expect("nc output"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nc -l");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = exec(
+            &g2,
+            &[
+                "sh",
+                "-c",
+                &format!("echo {word} | busybox nc -w 2 {ip1} 22"),
+            ],
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = listener.kill();
+        let _ = listener.wait();
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains(word)
+    };
+    assert!(!tcp22("refused").await, "TCP/22 before any rule");
+    let rule = post(
+        &http,
+        &format!("{base}/v2.0/security-group-rules"),
+        json!({"security_group_rule": {"security_group_id": web, "direction": "ingress",
+            "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
+            "remote_ip_prefix": format!("{ip2}/32")}}),
+    )
+    .await["security_group_rule"]["id"]
+        .as_str()
+        .expect("rule")
+        .to_string();
+    until("the TCP/22 rule on Open vSwitch", 20, async || {
+        tcp22("probe").await
+    })
+    .await;
+    assert!(tcp22("hello-22").await, "TCP/22 from the vRouter guest");
+    assert!(
+        !exec(&g2, &["ping", "-c", "2", "-i", "0.2", "-W", "1", ip1]).0,
+        "ping is still not let in"
+    );
+    let dump = {
+        let out = Command::new("ovs-ofctl")
+            .args(["-O", "OpenFlow13", "dump-flows"])
+            .arg(format!("unix:{}", ovs_run.join("br-int.mgmt").display()))
+            .output()
+            .expect("dump-flows");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        dump.contains("tp_dst=22") && dump.contains(&format!("nw_src={ip2}")),
+        "br-int holds the rule's conntrack flow:\n{dump}"
+    );
+    http.delete(format!("{base}/v2.0/security-group-rules/{rule}"))
+        .send()
+        .await
+        .expect("delete rule");
+    until("the rule gone from br-int", 20, async || {
+        let out = Command::new("ovs-ofctl")
+            .args(["-O", "OpenFlow13", "dump-flows"])
+            .arg(format!("unix:{}", ovs_run.join("br-int.mgmt").display()))
+            .output()
+            .expect("dump-flows");
+        !String::from_utf8_lossy(&out.stdout).contains("tp_dst=22")
+    })
+    .await;
+    assert!(!tcp22("late").await, "a new connection after the rule went");
+    // Back in its default group, with the other guests and VMs.
+    put(
+        &http,
+        &url1,
+        json!({"port": {"security_groups": p1["security_groups"]}}),
+    )
+    .await;
+    until("the OVS guest answers its group again", 20, async || {
+        exec(&g2, &["ping", "-c", "1", "-W", "1", ip1]).0
+    })
+    .await;
 
     // A QEMU VM on the OVS node, plugged as os-vif's OVS hybrid plug does:
     // QEMU's TAP on a Linux bridge `qbr…`, a veth `qvb…`/`qvo…` into br-int

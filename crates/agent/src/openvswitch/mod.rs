@@ -17,6 +17,7 @@
 //! in each port's `other_config` (`physical_network`, `segmentation_id`), so
 //! a restarted agent keeps the ones in use.
 
+pub mod firewall;
 pub mod ovsdb;
 pub mod plan;
 

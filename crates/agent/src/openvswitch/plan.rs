@@ -12,7 +12,9 @@
 //!   other way, and anything else arriving over the patch is dropped;
 //! * a VM port with port security may send only from its MAC and addresses
 //!   (its allowed address pairs too), plus DHCP requests; everything else
-//!   from it is dropped.
+//!   from it is dropped;
+//! * a VM port with security groups (`sg/` items) is filtered with
+//!   connection tracking ([`super::firewall`]).
 //!
 //! A VM port is found by `external_ids:iface-id` = its Neutron port id, as
 //! os-vif sets it, and is up once OVS gave it an OpenFlow port number.
@@ -20,7 +22,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use switchyard_proto::{Attachment, Item, Pair};
+use switchyard_proto::{Attachment, FilterRule, Item, Pair};
+
+use super::firewall::{self, Filtered};
 
 /// The VLAN Neutron's OVS agent parks administratively down ports on.
 pub const DEAD_VLAN: u16 = 4095;
@@ -76,6 +80,14 @@ struct VmPort<'a> {
     admin_up: bool,
     physnet: &'a str,
     vlan: u16,
+}
+
+/// Port `id`'s security-group rules, when it has a filter.
+fn filter_rules<'a>(items: &'a BTreeMap<String, Item>, id: &str) -> Option<&'a [FilterRule]> {
+    match items.get(&format!("sg/{id}")) {
+        Some(Item::PortFilter { rules, .. }) => Some(rules),
+        _ => None,
+    }
 }
 
 fn vm_ports(items: &BTreeMap<String, Item>) -> Vec<VmPort<'_>> {
@@ -153,6 +165,19 @@ pub fn plan(
             ));
         }
     }
+    // Once any port here is filtered, every VM port's IP traffic goes by
+    // the firewall's forwarding table, so that it reaches a filtered port
+    // only through that port's ingress rules.
+    let filtering = ports
+        .iter()
+        .any(|p| p.port_security && p.admin_up && filter_rules(items, p.port_id).is_some());
+    let mut segments = BTreeMap::new();
+    for (key, lvid) in &lvids.0 {
+        if let Some(br) = mappings.get(&key.0) {
+            segments.insert(*lvid, (patch_names(br).0, key.1));
+        }
+    }
+    let mut filtered: Vec<Filtered<'_>> = Vec::new();
     for br in mappings.values() {
         let (int_patch, phy_patch) = patch_names(br);
         int.push(format!("priority=2,in_port=\"{int_patch}\",actions=drop"));
@@ -180,7 +205,25 @@ pub fn plan(
         if p.admin_up && lvid.is_some() {
             out.up.insert(p.port_id.to_string());
         }
+        let rules = filter_rules(items, p.port_id).filter(|_| p.port_security);
+        let ip_action = match (filtering, lvid) {
+            (true, Some(l)) => firewall::from_port(l, rules.is_some()),
+            _ => "NORMAL".to_string(),
+        };
+        if let (Some(rules), Some(l), true) = (rules, lvid, p.admin_up) {
+            filtered.push(Filtered {
+                mac: p.mac,
+                ofport: of,
+                lvid: l,
+                rules,
+            });
+        }
         if !p.port_security && p.admin_up {
+            if filtering {
+                for l3 in ["ip", "ipv6"] {
+                    int.push(format!("priority=5,in_port={of},{l3},actions={ip_action}"));
+                }
+            }
             continue;
         }
         if p.admin_up {
@@ -199,7 +242,7 @@ pub fn plan(
                     "priority=10,in_port={of},dl_src={mac},arp,arp_spa={ip},arp_sha={mac},actions=NORMAL"
                 ));
                 int.push(format!(
-                    "priority=10,in_port={of},dl_src={mac},ip,nw_src={ip},actions=NORMAL"
+                    "priority=10,in_port={of},dl_src={mac},ip,nw_src={ip},actions={ip_action}"
                 ));
             }
             int.push(format!(
@@ -209,6 +252,11 @@ pub fn plan(
         }
         int.push(format!("priority=9,in_port={of},actions=drop"));
     }
+    int.extend(firewall::flows(
+        &filtered,
+        &firewall::member_sets(items),
+        &segments,
+    ));
     int.sort();
     int.dedup();
     for f in out.flows.values_mut() {
@@ -305,6 +353,85 @@ mod tests {
         items.remove("iface/p2");
         super::plan(&items, &ifaces, &mappings(), &mut lvids);
         assert_eq!(lvids.0.len(), 1);
+    }
+
+    /// A port with a filter (`sg/`) sends its IP traffic through the
+    /// tracker and its egress rules; the others on the node go by the
+    /// forwarding table, so they reach it only through its ingress rules,
+    /// whose remote group is expanded from the node's `sgm/` item.
+    #[test]
+    fn a_filtered_port_goes_through_the_tracker_and_its_neighbours_too() {
+        let mut items = BTreeMap::new();
+        items.insert(
+            "iface/p1".into(),
+            iface_item("p1", "fa:16:3e:00:00:01", "10.0.0.3", 100, true, true),
+        );
+        items.insert(
+            "iface/p2".into(),
+            iface_item("p2", "fa:16:3e:00:00:02", "10.0.0.4", 100, false, true),
+        );
+        let ifaces = vec![
+            Iface {
+                name: "tapp1".into(),
+                ofport: 5,
+                iface_id: Some("p1".into()),
+            },
+            Iface {
+                name: "tapp2".into(),
+                ofport: 6,
+                iface_id: Some("p2".into()),
+            },
+        ];
+        let bare = plan(&items, &ifaces, &mappings(), &mut Lvids::default());
+        assert!(!bare.flows["br-int"].iter().any(|f| f.contains("ct(")));
+        items.insert(
+            "sg/p1".into(),
+            Item::PortFilter {
+                port_id: "p1".into(),
+                rules: vec![switchyard_proto::FilterRule {
+                    ingress: true,
+                    ipv6: false,
+                    protocol: None,
+                    port_min: None,
+                    port_max: None,
+                    remote: Some(Vec::new()),
+                    remote_group: Some("g".into()),
+                }],
+            },
+        );
+        items.insert(
+            "sgm/g".into(),
+            Item::GroupMembers {
+                group_id: "g".into(),
+                addrs: vec![("10.0.0.4".parse().expect("ip"), 32)],
+            },
+        );
+        let mut lvids = Lvids::default();
+        let filtered = plan(&items, &ifaces, &mappings(), &mut lvids);
+        let l = lvids.0[&("physnet1".to_string(), 100)];
+        let int = &filtered.flows["br-int"];
+        let has = |f: String| assert!(int.contains(&f), "{f} missing from {int:#?}");
+        has(format!(
+            "priority=10,in_port=5,dl_src=fa:16:3e:00:00:01,ip,nw_src=10.0.0.3,actions=load:{l}->NXM_NX_REG6[],ct(table=1,zone={l})"
+        ));
+        has(format!(
+            "priority=5,in_port=6,ip,actions=load:{l}->NXM_NX_REG6[],resubmit(,3)"
+        ));
+        has(format!(
+            "table=4,priority=50,ct_state=+new+trk,reg6={l},dl_dst=fa:16:3e:00:00:01,ip,nw_src=10.0.0.4/32,actions=ct(commit,zone={l}),output:5"
+        ));
+        // ARP and DHCP requests still leave without the tracker.
+        assert!(
+            int.iter()
+                .any(|f| f.contains("in_port=5,dl_src=fa:16:3e:00:00:01,arp")
+                    && f.ends_with("actions=NORMAL"))
+        );
+        // Without the port's filter, the node is back to plain switching.
+        items.remove("sg/p1");
+        assert_eq!(
+            plan(&items, &ifaces, &mappings(), &mut Lvids::default()),
+            bare
+        );
     }
 
     #[test]
