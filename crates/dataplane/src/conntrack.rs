@@ -2,7 +2,12 @@
 //! to, in which direction, and in what state — `New`, `Established`,
 //! `Related` (an ICMP error about a tracked connection) or `Invalid` (a TCP
 //! segment that neither opens nor continues a connection, an echo reply no
-//! request asked for) — with TCP's progress and idle timeouts. Stateful
+//! request asked for) — with TCP's progress and idle timeouts. As Linux's
+//! conntrack does by default (`nf_conntrack_tcp_loose`), a TCP segment
+//! with ACK and no SYN, FIN or RST that belongs to no known connection is `New`
+//! too: a connection seen mid-stream — its VM was live-migrated here, or
+//! the node restarted — is picked up as established if the rules admit it,
+//! not cut. Stateful
 //! packet filters ask it, as Linux's conntrack is asked by `ct_state`
 //! matches and OVS's `ct()` action; the gateway's SNAT table keeps its TCP
 //! state and timeouts with the same [`TcpState`] and [`Timeouts`].
@@ -383,6 +388,8 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
         }
         match p.kind {
             Kind::Tcp(f) if f.syn && !f.ack && !f.rst && !f.fin => State::New,
+            // Picked up mid-stream (see the module doc).
+            Kind::Tcp(f) if f.ack && !f.syn && !f.rst && !f.fin => State::New,
             Kind::Tcp(_) | Kind::EchoReply => State::Invalid,
             _ => State::New,
         }
@@ -401,7 +408,11 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
                 return false;
             }
         }
-        let tcp = TcpState::Syn;
+        // A connection picked up mid-stream has no handshake left to wait for.
+        let tcp = match p.kind {
+            Kind::Tcp(f) if !f.syn => TcpState::Established,
+            _ => TcpState::Syn,
+        };
         self.conns.insert(
             key,
             Entry {
@@ -504,15 +515,34 @@ mod tests {
         // A FIN moves it to closing: gone after the closing timeout.
         ct.track(1, &tcp(B, 22, A, 40000, FIN), later);
         let gone = later + Duration::from_secs(31);
-        assert_eq!(ct.track(1, &ack, gone), State::Invalid);
+        // Gone: a later segment would be met as a new, mid-stream one.
+        assert_eq!(ct.track(1, &ack, gone), State::New);
         assert_eq!(ct.expire(gone), None);
         assert!(ct.is_empty());
     }
 
+    /// A connection met mid-stream (its VM moved here with it open) is
+    /// picked up from an ACK, as Linux's `nf_conntrack_tcp_loose` does, and
+    /// is established at once: both directions carry on.
     #[test]
-    fn only_a_bare_syn_opens_and_zones_are_apart() {
+    fn a_connection_met_mid_stream_is_picked_up() {
         let mut ct: Tracker<u32> = Tracker::new(16);
-        for f in [ACK, SYNACK, FIN] {
+        let ack = tcp(A, 40000, B, 22, ACK);
+        assert_eq!(ct.track(1, &ack, t0()), State::New);
+        assert!(ct.commit(1, &ack, t0()));
+        assert_eq!(
+            ct.track(1, &tcp(B, 22, A, 40000, ACK), t0()),
+            State::Established(Dir::Reply)
+        );
+        // It lives the established timeout, not the SYN one.
+        let later = t0() + Timeouts::default().tcp_syn + Duration::from_secs(1);
+        assert_eq!(ct.track(1, &ack, later), State::Established(Dir::Original));
+    }
+
+    #[test]
+    fn a_bare_syn_opens_and_zones_are_apart() {
+        let mut ct: Tracker<u32> = Tracker::new(16);
+        for f in [SYNACK, FIN] {
             assert_eq!(
                 ct.track(1, &tcp(A, 1, B, 2, f), t0()),
                 State::Invalid,
@@ -520,6 +550,7 @@ mod tests {
             );
         }
         let syn = tcp(A, 1, B, 2, SYN);
+        assert_eq!(ct.track(1, &syn, t0()), State::New);
         ct.commit(1, &syn, t0());
         // The same addresses on another interface are another connection.
         assert_eq!(ct.track(2, &tcp(B, 2, A, 1, SYNACK), t0()), State::Invalid);

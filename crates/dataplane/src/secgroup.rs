@@ -409,6 +409,7 @@ mod tests {
     const SYN: u8 = 0x02;
     const SYNACK: u8 = 0x12;
     const ACK: u8 = 0x10;
+    const FIN: u8 = 0x11;
 
     fn ping(src: [u8; 4], dst: [u8; 4], request: bool) -> Vec<u8> {
         ipv4(
@@ -492,9 +493,9 @@ mod tests {
             fw.check(1, Ingress, &tcp(FAR, 443, VM, 40000, SYNACK), t(2), &mut c),
             Verdict::Pass
         );
-        // A segment of no connection is invalid, not merely unmatched.
+        // A FIN of no connection is invalid, not merely unmatched.
         assert_eq!(
-            fw.check(1, Ingress, &tcp(FAR, 443, VM, 40001, ACK), t(2), &mut c),
+            fw.check(1, Ingress, &tcp(FAR, 443, VM, 40001, FIN), t(2), &mut c),
             Verdict::Drop
         );
         assert_eq!(c.dropped(DropReason::SgInvalid), 1);

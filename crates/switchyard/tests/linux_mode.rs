@@ -1432,6 +1432,30 @@ async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
         ok && got.starts_with(&want),
         "fetched {got}, the VM has {want}"
     );
+    // A TCP connection held open across the move, through both nodes'
+    // security groups: the vRouter guest sends the VM a line every 100 ms
+    // for 12 s; the VM keeps what arrives.
+    let l = con
+        .exec(
+            // Nothing of the listener may hold the console's output open.
+            "(sleep 60 </dev/null 2>/dev/null | busybox nc -l -p 5001 >/tmp/held.txt 2>/dev/null &); sleep 0.3; echo listening",
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("listener");
+    assert_eq!(l.status, 0, "{}", l.text);
+    let held = {
+        let g2 = g2.clone();
+        let target = vm_ip.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new("ip")
+                .args(["netns", "exec", &g2, "sh", "-c"])
+                .arg(format!(
+                    "i=0; while [ $i -lt 120 ]; do echo held-$i; i=$((i+1)); sleep 0.1; done | timeout 40 busybox nc {target} 5001"
+                ))
+                .output()
+        })
+    };
     // Live migration to the vRouter node, in Nova's order: the destination
     // binding (INACTIVE, vif_type vrouter), the destination's TAP plugged
     // and reported by its agent, a second QEMU waiting for the state, QEMU's
@@ -1562,6 +1586,26 @@ async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
         .await
         .expect("lease");
     assert_eq!(l.text.trim(), vm_ip);
+    // The connection opened before the move carried on after it: every
+    // line arrived, in order (the destination's filter picked it up
+    // mid-stream, as Linux's conntrack does).
+    let sent = held.await.expect("join").expect("nc");
+    let got = con
+        .exec(
+            "wc -l < /tmp/held.txt; head -1 /tmp/held.txt; tail -1 /tmp/held.txt",
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("held");
+    let lines: Vec<&str> = got.text.split_whitespace().collect();
+    assert_eq!(
+        lines,
+        ["120", "held-0", "held-119"],
+        "the TCP connection across the migration (sender: {} {})\n{}",
+        String::from_utf8_lossy(&sent.stdout),
+        String::from_utf8_lossy(&sent.stderr),
+        logs()
+    );
     let from_vm = con
         .exec(&format!("ping -c 2 -W 1 {ip1}"), Duration::from_secs(10))
         .await
