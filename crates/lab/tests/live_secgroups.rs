@@ -110,6 +110,17 @@ async fn groups_decide_who_reaches_whom_on_ovs_and_vrouter_nodes() {
         0,
         "w -> a: w is not in default"
     );
+    // Each node counts what its filters refused, by reason (`node show`).
+    for host in ["compute-1", "compute-4"] {
+        let n = c
+            .get(&format!("/switchyard/v1/nodes/{host}"))
+            .await
+            .expect("node");
+        let refused = n["node"]["applied"]["counters"]["drops"]["sg_no_rule"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(refused >= 3, "{host} counts its refusals: {n}");
+    }
 
     // web admits ICMP from the default group's members.
     let from_default = c
