@@ -93,9 +93,9 @@ def clouds(tmp_path_factory):
         yield path
 
 
-def run(clouds, *args, fmt=True, ok=True):
+def run(clouds, *args, fmt=True, ok=True, cloud="switchyard-demo"):
     env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(clouds))
-    cmd = [OPENSTACK, "--os-cloud", "switchyard-demo", *args] + (["-f", "json"] if fmt else [])
+    cmd = [OPENSTACK, "--os-cloud", cloud, *args] + (["-f", "json"] if fmt else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     if not ok:
         assert out.returncode != 0, f"{' '.join(args)} succeeded: {out.stdout}"
@@ -146,9 +146,37 @@ def test_cli_security_group_commands(clouds):
     p1 = os_("port", "show", "p1")
     assert p1["port_security_enabled"] is False and p1["security_group_ids"] == []
 
+    # Nova's --security-group: the ports it makes for the server get it.
+    vm = os_("server", "create", "--flavor", "m1.tiny", "--image", "switchyard-guest",
+             "--network", "sg-net", "--security-group", "ssh-in",
+             "--availability-zone", "nova:compute-2", "--wait", "sg-vm")
+    assert vm["status"] == "ACTIVE", vm
+    vm_port = os_("port", "list", "--server", vm["id"])[0]["ID"]
+    assert os_("port", "show", vm_port)["security_group_ids"] == [made["id"]]
+    err = os_("server", "create", "--flavor", "m1.tiny", "--image", "switchyard-guest",
+              "--network", "sg-net", "--security-group", "no-such-group", "sg-vm2",
+              fmt=False, ok=False)
+    assert "no-such-group" in err and "found" in err, err
+    os_("server", "delete", "--wait", "sg-vm", fmt=False)
+
     err = os_("security", "group", "delete", "default", fmt=False, ok=False)
     assert "in use" in err or "Insufficient rights" in err
     os_("security", "group", "delete", "ssh-in", fmt=False)
     assert "ssh-in" not in {g["Name"] for g in os_("security", "group", "list")}
     for p in ("p1", "p2", "p3"):
         os_("port", "delete", p, fmt=False)
+
+
+def test_cli_quota_set_for_security_groups(clouds):
+    """`openstack quota set` sends `check_limit` (OSC 10): limits below what
+    a project uses are refused with Neutron's message, others are set."""
+    admin = lambda *a, **k: run(clouds, *a, cloud="switchyard", **k)
+    demo = run(clouds, "token", "issue")["project_id"]
+    run(clouds, "security", "group", "list")  # makes the project's default group
+    admin("quota", "set", "--secgroups", "20", "--secgroup-rules", "200", demo, fmt=False)
+    shown = admin("quota", "show", demo)
+    limits = {r["Resource"]: r["Limit"] for r in shown} if isinstance(shown, list) else shown
+    assert limits.get("secgroups", limits.get("security_groups")) == 20, shown
+    assert limits.get("secgroup-rules", limits.get("security_group_rules")) == 200, shown
+    err = admin("quota", "set", "--secgroups", "0", demo, fmt=False, ok=False)
+    assert "usage less than 0" in err, err

@@ -130,6 +130,11 @@ pub const EXTENSIONS: &[(&str, &str, &str)] = &[
         "Allow to tag ports during bulk creation",
     ),
     (
+        "quota-check-limit",
+        "Quota engine limit check",
+        "Support for checking the resource usage before applying a new quota limit",
+    ),
+    (
         "quotas",
         "Quota management support",
         "Expose functions for quotas management per project",

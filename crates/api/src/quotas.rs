@@ -140,27 +140,59 @@ fn parse_limit(name: &str, v: &Value) -> Result<i64> {
     Ok(n)
 }
 
+/// `force` and `check_limit` (`quota-check-limit`): with `check_limit`
+/// true, a limit below what the project already uses is refused (`409
+/// InvalidQuotaValue`); `force` (or neither) sets it anyway, as Neutron does.
+const UPDATE_FLAGS: [&str; 2] = ["check_limit", "force"];
+
 fn update(ml2: &Ml2, st: &mut State, project: &str, body: &Map<String, Value>) -> Result<()> {
     let q = http::resource_body(body, "quota")?;
-    if let Some(k) = q
-        .keys()
-        .find(|k| !COUNTED.iter().any(|c| c.as_str() == k.as_str()))
-    {
+    if let Some(k) = q.keys().find(|k| {
+        !COUNTED.iter().any(|c| c.as_str() == k.as_str()) && !UPDATE_FLAGS.contains(&k.as_str())
+    }) {
         return Err(NeutronError::http_bad_request(format!(
             "Unrecognized attribute(s) '{k}'"
         )));
     }
+    let flag = |k: &str| -> Result<bool> {
+        match q.get(k) {
+            None => Ok(false),
+            Some(v) => attrs::to_bool(k, v),
+        }
+    };
+    let check = flag("check_limit")? && !flag("force")?;
     let mut set = st.quotas.get(project).cloned().unwrap_or(QuotaSet {
         project_id: project.to_string(),
         limits: Default::default(),
     });
-    for (k, v) in q {
+    let mut unders = Vec::new();
+    for (k, v) in q
+        .iter()
+        .filter(|(k, _)| !UPDATE_FLAGS.contains(&k.as_str()))
+    {
         let n = parse_limit(k, v)?;
+        if check
+            && n >= 0
+            && let Some(kind) = COUNTED.iter().find(|c| c.as_str() == k.as_str())
+            && (st.usage(*kind, project) as i64) > n
+        {
+            unders.push(format!("'{k}'"));
+        }
         if ml2.settings.quota_defaults.get(k) == Some(&n) {
             set.limits.remove(k);
         } else {
             set.limits.insert(k.clone(), n);
         }
+    }
+    if !unders.is_empty() {
+        unders.sort();
+        return Err(NeutronError::conflict(
+            "InvalidQuotaValue",
+            format!(
+                "Change would make usage less than 0 for the following resources: [{}].",
+                unders.join(", ")
+            ),
+        ));
     }
     if set.limits.is_empty() {
         st.remove(Kind::Quota, project);

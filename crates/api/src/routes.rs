@@ -488,15 +488,21 @@ fn ensure_default_group(app: &App, ctx: &Ctx, p: &ListParams) -> Result<()> {
         .and_then(|v| v.first())
         .cloned()
         .unwrap_or_else(|| ctx.project_id.clone());
-    if project != ctx.project_id && !ctx.is_admin {
+    if project != ctx.project_id && !ctx.is_admin && !ctx.is_service {
         return Ok(());
     }
     let exists = app
         .shared
         .read(|_, st| Ok(st.default_security_group(&project).is_some()))?;
     if !exists {
+        // The compute service listing a server's project makes its default
+        // group as an admin would.
+        let owner = Ctx {
+            is_admin: true,
+            ..ctx.clone()
+        };
         app.shared.write(
-            ctx,
+            &owner,
             |_, st, ctx| {
                 secgroups::ensure_default(st, ctx, &project);
                 Ok(())

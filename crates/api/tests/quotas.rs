@@ -212,6 +212,82 @@ async fn creates_beyond_a_quota_are_refused_and_make_nothing() {
     s.stop().await;
 }
 
+/// `check_limit` (what `openstack quota set` sends) refuses a limit below
+/// what the project uses, naming the resources; `force` or no flag sets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_limit_refuses_a_limit_below_usage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    for n in ["b1", "b2"] {
+        let r = as_b(
+            &s,
+            Method::POST,
+            "/v2.0/networks",
+            Some(json!({"network": {"name": n}})),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    // The default security group and its four rules count too.
+    let r = s
+        .put(
+            "/v2.0/quotas/proj-b",
+            json!({"quota": {"network": 1, "security_group_rule": 3, "port": 9, "check_limit": true}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (409, "InvalidQuotaValue"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.message(),
+        "Change would make usage less than 0 for the following resources: ['network', 'security_group_rule']."
+    );
+    let q = s.get("/v2.0/quotas/proj-b").await;
+    assert_eq!(q.body["quota"]["port"], 500, "nothing set: {}", q.body);
+    let r = s
+        .put(
+            "/v2.0/quotas/proj-b",
+            json!({"quota": {"network": 2, "check_limit": true}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body["quota"]["network"]),
+        (200, &json!(2)),
+        "{}",
+        r.body
+    );
+    for flags in [
+        json!({"check_limit": true, "force": true}),
+        json!({"force": true}),
+        json!({}),
+    ] {
+        let mut q = json!({"network": 1});
+        if let (Some(o), Some(f)) = (q.as_object_mut(), flags.as_object()) {
+            o.extend(f.clone());
+        }
+        let r = s.put("/v2.0/quotas/proj-b", json!({ "quota": q })).await;
+        assert_eq!(
+            (r.status, &r.body["quota"]["network"]),
+            (200, &json!(1)),
+            "{flags}: {}",
+            r.body
+        );
+        assert!(
+            r.body["quota"].get("force").is_none() && r.body["quota"].get("check_limit").is_none()
+        );
+    }
+    let r = s
+        .put(
+            "/v2.0/quotas/proj-b",
+            json!({"quota": {"check_limit": "maybe"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_defaults_come_from_the_config_and_overrides_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -351,14 +351,15 @@ impl Compiler {
     // ---- security groups -------------------------------------------------------
 
     /// Port `id`'s filter item and its node: a VM port with port security
-    /// and security groups, on a vRouter or an OVS node (an SR-IOV VF
+    /// (in groups or not), on a vRouter or an OVS node (an SR-IOV VF
     /// bypasses the host, as in Neutron: nothing there can filter it).
     fn filter_for(&self, st: &State, id: &str) -> Option<(String, Item)> {
         let p = st.ports.get(id)?;
         let f = self.ports.get(id)?;
+        // Port security on and no group is a filter with no rule: nothing
+        // but DHCP and neighbour discovery passes, as in Neutron.
         if !matches!(self.role_of(&f.host), Some(Role::Vrouter | Role::Ovs))
             || !p.port_security_enabled
-            || p.security_groups.is_empty()
             || p.device_owner.starts_with("network:")
         {
             return None;

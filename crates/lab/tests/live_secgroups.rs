@@ -78,6 +78,40 @@ async fn groups_decide_who_reaches_whom_on_ovs_and_vrouter_nodes() {
         .to_string();
     let pb = port(Some(json!([default_id]))).await;
     let pw = port(Some(json!([web_id]))).await;
+    // Nova's `security_groups` by name: an unknown one is Nova's 400, a
+    // name two groups share its 409, before anything is built.
+    c.post(
+        "/v2.0/security-groups",
+        &json!({"security_group": {"name": "twice"}}),
+    )
+    .await
+    .expect("group");
+    c.post(
+        "/v2.0/security-groups",
+        &json!({"security_group": {"name": "twice"}}),
+    )
+    .await
+    .expect("group");
+    for (name, status, message) in [
+        ("nope", 400, "Security group nope not found."),
+        (
+            "twice",
+            409,
+            "Multiple security groups found matching 'twice'. Use an ID to be more specific.",
+        ),
+    ] {
+        let (s, v) = c
+            .call(
+                reqwest::Method::POST,
+                "/compute/v2.1/servers",
+                Some(&json!({"server": {"name": "x", "networks": [{"uuid": net}],
+                    "security_groups": [{"name": name}]}})),
+            )
+            .await
+            .expect("boot");
+        assert_eq!(s, status, "{v}");
+        assert!(v.to_string().contains(message), "{v}");
+    }
     let limit = Duration::from_secs(60);
     for (name, p, host) in [
         ("a", &pa, "compute-1"),
@@ -110,6 +144,28 @@ async fn groups_decide_who_reaches_whom_on_ovs_and_vrouter_nodes() {
         0,
         "w -> a: w is not in default"
     );
+    // `switchyard verify` knows the groups: the closed paths stay silent.
+    let m = switchyard_lab::client::verify::run(&c, Some("sg-net"), 5)
+        .await
+        .expect("verify");
+    let expect: Vec<(&str, &str, bool)> = m
+        .pairs
+        .iter()
+        .map(|p| (p.from.as_str(), p.to.as_str(), p.expect_reply))
+        .collect();
+    assert_eq!(
+        expect,
+        [
+            ("a", "b", true),
+            ("a", "w", false),
+            ("b", "a", true),
+            ("b", "w", false),
+            ("w", "a", false),
+            ("w", "b", false),
+        ],
+        "{m:?}"
+    );
+    assert!(m.ok, "{}", switchyard_lab::client::verify::table(&m));
     // Each node counts what its filters refused, by reason (`node show`).
     for host in ["compute-1", "compute-4"] {
         let n = c
@@ -189,5 +245,17 @@ async fn groups_decide_who_reaches_whom_on_ovs_and_vrouter_nodes() {
     .await
     .expect("port security off");
     assert_eq!(answered(&c, "b", &w, 3).await, 3, "unfiltered w answers b");
+    // Port security on and no group: nothing gets in, as in Neutron.
+    c.put(
+        &format!("/v2.0/ports/{}", id(&pw)),
+        &json!({"port": {"port_security_enabled": true}}),
+    )
+    .await
+    .expect("port security on, no groups");
+    assert_eq!(
+        answered(&c, "b", &w, 0).await,
+        0,
+        "port security without groups admits nothing"
+    );
     drop(live);
 }

@@ -107,6 +107,18 @@ pub(crate) struct LabIdentity {
     compute_token: switchyard_identity::ServiceToken,
     admin: String,
     demo: String,
+    /// The admin project's id: the lab's own resources (`public`) are the
+    /// admin's, as devstack makes them, not a project Keystone does not know.
+    admin_project: Option<String>,
+}
+
+/// The project the lab's own resources belong to: the configured
+/// `default_project`, else the identity's admin project, else `admin`.
+fn lab_project(file: &config::FileConfig, admin_project: Option<&str>) -> String {
+    file.default_project
+        .clone()
+        .or_else(|| admin_project.map(str::to_string))
+        .unwrap_or_else(|| "admin".into())
 }
 
 fn lab_identity(
@@ -144,11 +156,16 @@ fn lab_identity(
     })
     .context("bootstrapping the compute service's user")?;
     let compute_token = switchyard_identity::ServiceToken::new(&id, "nova", &nova, "service");
+    let admin_project = id
+        .project_by_name(&idc.admin_project)
+        .context("reading the lab's identity")?
+        .map(|p| p.id);
     Ok(LabIdentity {
         id,
         compute_token,
         admin,
         demo,
+        admin_project,
     })
 }
 
@@ -258,6 +275,7 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
     }
     let mut compute = switchyard_lab::live::ComputeOptions::default();
     let mut passwords = None;
+    let ident_project = ident.as_ref().and_then(|i| i.admin_project.clone());
     let identity = ident.map(|i| {
         compute.service_token = Some(i.compute_token);
         passwords = Some((i.admin, i.demo));
@@ -268,10 +286,7 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
         bind: a.bind.clone(),
         db: db.clone(),
         ml2: file.ml2.clone(),
-        project: file
-            .default_project
-            .clone()
-            .unwrap_or_else(|| "admin".into()),
+        project: lab_project(&file, ident_project.as_deref()),
         heartbeat: switchyard_agent::client::HEARTBEAT,
         compute,
         http,
@@ -465,6 +480,7 @@ async fn linux(
 ) -> anyhow::Result<()> {
     use switchyard_lab::linux::{LinuxLab, Options as LinuxOptions};
     let passwords = ident.as_ref().map(|i| (i.admin.clone(), i.demo.clone()));
+    let ident_project = ident.as_ref().and_then(|i| i.admin_project.clone());
     let binary = std::env::current_exe().context("finding the switchyard binary")?;
     println!(
         "switchyard lab up --linux: building {} nodes as network namespaces …",
@@ -475,10 +491,7 @@ async fn linux(
         bind: a.bind.clone(),
         db: db.clone(),
         ml2: file.ml2.clone(),
-        project: file
-            .default_project
-            .clone()
-            .unwrap_or_else(|| "admin".into()),
+        project: lab_project(&file, ident_project.as_deref()),
         binary,
         state_dir: a.state_dir.clone(),
         prefix: a.prefix.clone(),

@@ -353,7 +353,10 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
         table.contains("FAIL") && table.contains("vm1 (vrouter)"),
         "{table}"
     );
-    assert!(table.contains("a path needs 5 of 5 replies"), "{table}");
+    assert!(
+        table.contains("an open path needs 5 of 5 replies"),
+        "{table}"
+    );
     // Asking for a single reply does not make a dead path ok.
     let v = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .env("OS_CLIENT_CONFIG_FILE", &clouds)

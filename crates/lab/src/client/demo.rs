@@ -406,6 +406,7 @@ mod tests {
                         to: b.to_string(),
                         from_backend: "ovs".into(),
                         to_backend: "ovs".into(),
+                        expect_reply: true,
                         ok: true,
                         rtt_ms: Some(0.5),
                         to_ip: "50.50.50.9".into(),

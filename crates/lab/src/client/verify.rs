@@ -7,9 +7,12 @@
 //! unless asked otherwise); its RTT is the median of the answered ones.
 //! Sources run in parallel, each source's paths one after another.
 //!
-//! Expectations come from the Neutron API (ports, routers, floating IPs),
-//! the guests from the lab's guest API; nothing is read from the controller
-//! directly.
+//! Expectations come from the Neutron API (ports, routers, floating IPs,
+//! security groups), the guests from the lab's guest API; nothing is read
+//! from the controller directly. A path the security groups close (the
+//! source's egress rules or the target's ingress rules admit no ICMP echo
+//! between the two) is probed too, and is ok when nothing answers: the
+//! matrix checks the policy both ways.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,7 +43,11 @@ pub struct Pair {
     pub to: String,
     pub from_backend: String,
     pub to_backend: String,
-    /// At least the matrix's `min_replies` of the `sent` pings answered.
+    /// The security groups let this path's pings through (else it is
+    /// expected to stay silent).
+    pub expect_reply: bool,
+    /// At least the matrix's `min_replies` of the `sent` pings answered, or
+    /// none when the path is closed by security groups.
     pub ok: bool,
     /// Median round trip of the answered requests (the first request of a
     /// cold path waits for ARP; the median is the path's own figure).
@@ -67,6 +74,73 @@ struct Endpoint {
     ip: String,
     backend: String,
     has_fip: bool,
+    guard: Guard,
+}
+
+/// A port's security groups as far as the matrix's pings go.
+#[derive(Debug, Clone, Default)]
+struct Guard {
+    /// Port security on: only what its groups' rules admit passes.
+    filtered: bool,
+    groups: Vec<String>,
+}
+
+/// Whether `rule` (a Neutron security group rule) of one of `own` groups
+/// admits an IPv4 ICMP echo request going `direction` to or from a peer at
+/// `peer_ip` in groups `peer_groups` (`None`: a host outside the cloud).
+fn admits_echo(
+    rule: &Value,
+    direction: &str,
+    own: &[String],
+    peer_ip: &str,
+    peer_groups: Option<&[String]>,
+) -> bool {
+    let s = |k: &str| rule[k].as_str();
+    let in_own = s("security_group_id").is_some_and(|g| own.iter().any(|o| o == g));
+    let icmp = matches!(rule["protocol"].as_str(), None | Some("icmp" | "1"));
+    let echo_type = rule["port_range_min"].as_u64().is_none_or(|t| t == 8);
+    let echo_code = rule["port_range_max"].as_u64().is_none_or(|c| c == 0);
+    let remote = match (s("remote_ip_prefix"), s("remote_group_id")) {
+        (Some(p), _) => match (
+            p.parse::<ipnet::IpNet>(),
+            peer_ip.parse::<std::net::IpAddr>(),
+        ) {
+            (Ok(net), Ok(ip)) => net.contains(&ip),
+            _ => false,
+        },
+        (None, Some(g)) => peer_groups.is_some_and(|pg| pg.iter().any(|x| x == g)),
+        (None, None) => true,
+    };
+    s("direction") == Some(direction)
+        && s("ethertype") == Some("IPv4")
+        && in_own
+        && icmp
+        && echo_type
+        && echo_code
+        && remote
+}
+
+/// Whether the groups let an echo from `a` reach `b` (`b`: `None` for the
+/// internet, where only `a`'s egress rules decide; the answers come back as
+/// part of the connection).
+fn echo_open(rules: &[Value], a: &Endpoint, b: Option<&Endpoint>, b_ip: &str) -> bool {
+    let out = !a.guard.filtered
+        || rules.iter().any(|r| {
+            admits_echo(
+                r,
+                "egress",
+                &a.guard.groups,
+                b_ip,
+                b.map(|b| b.guard.groups.as_slice()),
+            )
+        });
+    let inn = b.is_none_or(|b| {
+        !b.guard.filtered
+            || rules
+                .iter()
+                .any(|r| admits_echo(r, "ingress", &b.guard.groups, &a.ip, Some(&a.guard.groups)))
+    });
+    out && inn
 }
 
 /// Runs the matrix over the lab's guests (those on `network`, by name or id,
@@ -129,12 +203,22 @@ pub async fn run(
         if filter_id.as_ref().is_some_and(|f| *f != network) {
             continue;
         }
+        let groups = p["security_groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(str::to_string))
+            .collect();
         endpoints.push(Endpoint {
             name: name.to_string(),
             network,
             ip: ip.to_string(),
             backend: backend_of(p["binding:vif_type"].as_str().unwrap_or_default()),
             has_fip: fip_ports.contains(port_id),
+            guard: Guard {
+                filtered: p["port_security_enabled"].as_bool().unwrap_or(true),
+                groups,
+            },
         });
     }
     // Routers: which networks each joins, and whether it reaches outside.
@@ -165,20 +249,27 @@ pub async fn run(
                 .any(|(n, _, _)| n.contains(a) && n.contains(b))
     };
     let probe = lab["lab"]["internet"]["probe"].as_str().map(str::to_string);
-    // Per source, the probes it runs, in order.
-    let mut plan: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
+    let rules: Vec<Value> = c.get("/v2.0/security-group-rules").await?["security_group_rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // Per source, the probes it runs, in order, each with whether the
+    // security groups let it through.
+    let mut plan: BTreeMap<String, Vec<(String, String, String, bool)>> = BTreeMap::new();
     for a in &endpoints {
         let list = plan.entry(a.name.clone()).or_default();
         for b in &endpoints {
             if a.name != b.name && reach(&a.network, &b.network) {
-                list.push((b.name.clone(), b.backend.clone(), b.ip.clone()));
+                let open = echo_open(&rules, a, Some(b), &b.ip);
+                list.push((b.name.clone(), b.backend.clone(), b.ip.clone(), open));
             }
         }
         let out = joined
             .iter()
             .any(|(n, gw, snat)| n.contains(&a.network) && *gw && (*snat || a.has_fip));
         if let (true, Some(p)) = (out, &probe) {
-            list.push(("internet".into(), "internet".into(), p.clone()));
+            let open = echo_open(&rules, a, None, p);
+            list.push(("internet".into(), "internet".into(), p.clone(), open));
         }
     }
     let backends: BTreeMap<String, String> = endpoints
@@ -191,13 +282,14 @@ pub async fn run(
         let from_backend = backends.get(&from).cloned().unwrap_or_default();
         tasks.spawn(async move {
             let mut out = Vec::new();
-            for (to, to_backend, ip) in probes {
+            for (to, to_backend, ip, open) in probes {
                 let ends = Ends {
                     from: &from,
                     from_backend: &from_backend,
                     to: &to,
                     to_backend: &to_backend,
                     to_ip: &ip,
+                    open,
                 };
                 out.push(probe_one(&c, &ends, min_replies).await?);
             }
@@ -224,6 +316,8 @@ struct Ends<'a> {
     to: &'a str,
     to_backend: &'a str,
     to_ip: &'a str,
+    /// The security groups let the pings through.
+    open: bool,
 }
 
 async fn probe_one(c: &LabClient, e: &Ends<'_>, min_replies: u64) -> Result<Pair, ClientError> {
@@ -257,7 +351,13 @@ fn pair_of(e: &Ends<'_>, status: u16, v: &Value, min_replies: u64) -> Pair {
         to: e.to.to_string(),
         from_backend: e.from_backend.to_string(),
         to_backend: e.to_backend.to_string(),
-        ok: answered >= min_replies,
+        expect_reply: e.open,
+        // A closed path is ok when the API took the ping and nothing answered.
+        ok: if e.open {
+            answered >= min_replies
+        } else {
+            status == 200 && answered == 0
+        },
         rtt_ms: rtt.map(|x| (x * 100.0).round() / 100.0),
         to_ip: e.to_ip.to_string(),
         sent,
@@ -308,12 +408,18 @@ pub fn table(m: &Matrix) -> String {
             "{from:<w$}  {to:<w2$}  {:<15}  {:>7}  {rtt:>8}  {}\n",
             p.to_ip,
             format!("{}/{}", p.answered, p.sent),
-            if p.ok { "ok" } else { "FAIL" }
+            match (p.ok, p.expect_reply) {
+                (true, true) => "ok",
+                (true, false) => "ok (closed by security groups)",
+                (false, true) => "FAIL",
+                (false, false) => "FAIL (answered, but security groups close it)",
+            }
         ));
     }
     let failed = m.pairs.iter().filter(|p| !p.ok).count();
+    let closed = m.pairs.iter().filter(|p| !p.expect_reply).count();
     s.push_str(&format!(
-        "{} paths, {} ok, {failed} failed; a path needs {} of {PROBE_COUNT} replies, rtt is their median\n",
+        "{} paths ({closed} closed by security groups), {} ok, {failed} failed; an open path needs {} of {PROBE_COUNT} replies, rtt is their median\n",
         m.pairs.len(),
         m.pairs.len() - failed,
         m.min_replies
@@ -331,6 +437,7 @@ mod tests {
         to: "vm-vrouter",
         to_backend: "vrouter",
         to_ip: "50.50.50.4",
+        open: true,
     };
 
     /// The ping API's answer for `answered` of 5 replies; the mean (avg) is
@@ -354,7 +461,10 @@ mod tests {
         assert!(!p.ok, "4 of 5 is a failed path: {p:?}");
         let t = table(&matrix(PROBE_COUNT, vec![p]));
         assert!(t.contains("4/5") && t.contains("FAIL"), "{t}");
-        assert!(t.contains("1 failed; a path needs 5 of 5 replies"), "{t}");
+        assert!(
+            t.contains("1 failed; an open path needs 5 of 5 replies"),
+            "{t}"
+        );
         assert!(pair_of(&ENDS, 200, &answer(5), PROBE_COUNT).ok);
         assert!(!pair_of(&ENDS, 200, &answer(1), PROBE_COUNT).ok);
     }
@@ -387,6 +497,97 @@ mod tests {
         // No replies: no RTT at all, not zero.
         let none = json!({"ping": {"sent": 5, "answered": 0, "rtt_ms": null}});
         assert_eq!(pair_of(&ENDS, 200, &none, 1).rtt_ms, None);
+    }
+
+    /// A path the groups close is ok when silent and a failure when it
+    /// answers (the filter let through what the API says it must not).
+    #[test]
+    fn a_closed_path_must_stay_silent() {
+        let closed = Ends {
+            open: false,
+            ..ENDS
+        };
+        let p = pair_of(&closed, 200, &answer(0), PROBE_COUNT);
+        assert!(p.ok && !p.expect_reply, "{p:?}");
+        let leak = pair_of(&closed, 200, &answer(2), PROBE_COUNT);
+        assert!(!leak.ok, "{leak:?}");
+        let t = table(&matrix(PROBE_COUNT, vec![p, leak]));
+        assert!(t.contains("ok (closed by security groups)"), "{t}");
+        assert!(
+            t.contains("FAIL (answered, but security groups close it)"),
+            "{t}"
+        );
+        assert!(t.contains("2 paths (2 closed by security groups)"), "{t}");
+    }
+
+    fn guard(groups: &[&str]) -> Guard {
+        Guard {
+            filtered: true,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    fn endpoint(ip: &str, g: Guard) -> Endpoint {
+        Endpoint {
+            name: ip.into(),
+            network: "n".into(),
+            ip: ip.into(),
+            backend: "vrouter".into(),
+            has_fip: false,
+            guard: g,
+        }
+    }
+
+    fn rule(group: &str, dir: &str, extra: Value) -> Value {
+        let mut r = json!({"security_group_id": group, "direction": dir, "ethertype": "IPv4",
+            "protocol": null, "port_range_min": null, "port_range_max": null,
+            "remote_ip_prefix": null, "remote_group_id": null});
+        if let (Some(o), Some(e)) = (r.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        r
+    }
+
+    /// The default group's rules: members reach members; others are kept
+    /// out; a prefix rule for ICMP opens to that prefix only; port
+    /// security off opens everything; the internet needs egress only.
+    #[test]
+    fn expectations_follow_the_rules() {
+        let default = vec![
+            rule("d", "egress", json!({})),
+            rule("d", "ingress", json!({"remote_group_id": "d"})),
+        ];
+        let a = endpoint("10.0.0.1", guard(&["d"]));
+        let b = endpoint("10.0.0.2", guard(&["d"]));
+        let w = endpoint("10.0.0.3", guard(&["w"]));
+        assert!(echo_open(&default, &a, Some(&b), &b.ip));
+        assert!(!echo_open(&default, &a, Some(&w), &w.ip), "w has no rule");
+        assert!(!echo_open(&default, &w, Some(&a), &a.ip), "w is no member");
+        assert!(echo_open(&default, &a, None, "198.51.100.7"));
+        assert!(!echo_open(&default, &w, None, "198.51.100.7"), "no egress");
+        let mut rules = default.clone();
+        rules.push(rule(
+            "w",
+            "ingress",
+            json!({"protocol": "icmp", "remote_ip_prefix": "10.0.0.0/31"}),
+        ));
+        assert!(echo_open(&rules, &a, Some(&w), &w.ip));
+        assert!(
+            !echo_open(&rules, &b, Some(&w), &w.ip),
+            "10.0.0.2 is outside /31"
+        );
+        rules.push(rule(
+            "w",
+            "ingress",
+            json!({"protocol": "tcp", "port_range_min": 22, "port_range_max": 22}),
+        ));
+        assert!(
+            !echo_open(&rules[2..], &b, Some(&w), &w.ip),
+            "TCP/22 is no ping"
+        );
+        let open = endpoint("10.0.0.4", Guard::default());
+        assert!(echo_open(&default, &a, Some(&open), &open.ip));
+        assert!(echo_open(&[], &open, None, "198.51.100.7"));
     }
 
     #[test]

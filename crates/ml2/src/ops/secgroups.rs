@@ -51,9 +51,11 @@ pub fn rule_not_found(id: &str) -> NeutronError {
     )
 }
 
-/// Admins see every group; others their project's.
+/// Admins see every group, and so does the `service` role (Nova resolves a
+/// boot request's group names in the server's project); others their
+/// project's.
 pub fn group_visible(ctx: &Ctx, g: &SecurityGroup) -> bool {
-    ctx.is_admin || g.std.project_id == ctx.project_id
+    ctx.is_admin || ctx.is_service || g.std.project_id == ctx.project_id
 }
 
 /// A rule of one of the caller's groups (or any, for an admin).

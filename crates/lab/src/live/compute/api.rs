@@ -652,6 +652,7 @@ async fn create_inner(
         "min_count",
         "max_count",
         "block_device_mapping_v2",
+        "security_groups",
     ];
     if version >= (2, 74) {
         allowed.extend(["host", "hypervisor_hostname"]);
@@ -701,6 +702,7 @@ async fn create_inner(
         }
     }
     let networks = parse_networks(s.get("networks"), version)?;
+    let security_groups = parse_security_groups(s.get("security_groups"))?;
     let mut host = None;
     match s.get("availability_zone") {
         None | Some(Value::Null) => {}
@@ -742,6 +744,7 @@ async fn create_inner(
             host,
             flavor: ref_of(&s, "flavorRef")?,
             image: ref_of(&s, "imageRef")?,
+            security_groups,
         })
         .await
         .map_err(|e| error(&e))?;
@@ -759,6 +762,35 @@ async fn create_inner(
         r.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(r)
+}
+
+/// `security_groups`: `[{"name": NAME_OR_ID}, …]`, as Nova's schema has it.
+fn parse_security_groups(v: Option<&Value>) -> Result<Vec<String>, Fault> {
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    let Some(items) = v.as_array() else {
+        return Err(invalid("security_groups", v, "is not of type 'array'"));
+    };
+    let mut out = Vec::new();
+    for it in items {
+        let Some(o) = it.as_object() else {
+            return Err(invalid("security_groups", it, "is not of type 'object'"));
+        };
+        only(o, "security_groups", &["name"])?;
+        match o.get("name") {
+            Some(Value::String(n)) if !n.trim().is_empty() && n.len() <= 255 => out.push(n.clone()),
+            Some(x) => return Err(invalid("name", x, "is not a valid security group name")),
+            None => {
+                return Err(invalid(
+                    "security_groups",
+                    it,
+                    "'name' is a required property",
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `flavorRef` / `imageRef`: a string (an id or a link) or absent.

@@ -243,6 +243,9 @@ pub struct BootRequest {
     /// `flavorRef` and `imageRef` (an id, or a link ending in one).
     pub flavor: Option<String>,
     pub image: Option<String>,
+    /// `security_groups` (names or ids, as Nova takes them) for the ports
+    /// the server's networks get; none: Neutron's default group.
+    pub security_groups: Vec<String>,
 }
 
 /// Errors in the categories Nova's API answers with.
@@ -860,6 +863,39 @@ impl Compute {
                 )));
             }
         };
+        // Security groups by name or id in the server's project, as Nova
+        // resolves them before accepting.
+        let mut req = req;
+        if !req.security_groups.is_empty() {
+            let known = self
+                .neutron
+                .security_groups_of(&req.project_id)
+                .await
+                .map_err(|e| neutron_error(&e))?;
+            let mut ids = Vec::new();
+            for want in &req.security_groups {
+                let found: Vec<&String> = known
+                    .iter()
+                    .filter(|(id, name)| id == want || name == want)
+                    .map(|(id, _)| id)
+                    .collect();
+                match found.as_slice() {
+                    [one] => ids.push((*one).clone()),
+                    [] => {
+                        return Err(ComputeError::BadRequest(format!(
+                            "Security group {want} not found."
+                        )));
+                    }
+                    _ => {
+                        return Err(ComputeError::Conflict(format!(
+                            "Multiple security groups found matching '{want}'. Use an ID to be more specific."
+                        )));
+                    }
+                }
+            }
+            ids.dedup();
+            req.security_groups = ids;
+        }
         // What Nova's API checks before accepting: networks and ports exist,
         // ports are free; their vnic types steer the scheduler.
         let mut vnics = Vec::new();
@@ -1034,6 +1070,11 @@ impl Compute {
                     });
                     if let Some(ip) = fixed_ip {
                         body["fixed_ips"] = json!([{ "ip_address": ip }]);
+                    }
+                    // Nova puts the requested groups on the ports it makes
+                    // (a port given by the user keeps its own).
+                    if !req.security_groups.is_empty() {
+                        body["security_groups"] = json!(req.security_groups);
                     }
                     self.neutron.create_port(body).await
                 }

@@ -177,6 +177,31 @@ impl Neutron {
             .is_some_and(|a| a.iter().any(|x| x["alive"] == true)))
     }
 
+    /// Project `project`'s security groups as (id, name).
+    pub async fn security_groups_of(&self, project: &str) -> Result<Vec<(String, String)>> {
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("project_id", project)
+            .append_pair("fields", "id")
+            .append_pair("fields", "name")
+            .finish();
+        let v = self
+            .call(reqwest::Method::GET, &format!("/security-groups?{q}"), None)
+            .await?;
+        Ok(v.as_ref()
+            .and_then(|v| v["security_groups"].as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| {
+                        Some((
+                            g["id"].as_str()?.to_string(),
+                            g["name"].as_str()?.to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     pub async fn create_port(&self, port: Value) -> Result<Map<String, Value>> {
         let v = self
             .call(
