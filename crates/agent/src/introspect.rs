@@ -81,7 +81,13 @@ impl NodeAgent {
             version: self.version,
             interfaces: self.interface_states(),
             networks: self.network_tables(),
-            counters: counter_state(self.pipeline_counters()),
+            counters: {
+                let mut c = self.pipeline_counters().clone();
+                for (why, n) in &self.datapath_drops {
+                    *c.drops.entry(*why).or_default() += n;
+                }
+                counter_state(&c)
+            },
             routers: self.router_states(),
             nat_connections: match &self.dataplane {
                 Dataplane::Gateway(g) => Some(g.nat_connections()),

@@ -147,6 +147,9 @@ pub struct NodeAgent {
     port_status: Vec<(String, bool)>,
     /// Whether a snapshot from the controller has been applied since start.
     synced: bool,
+    /// Drops counted by a datapath outside the pipeline, by reason: Open
+    /// vSwitch's firewall flows in Linux mode (read from their counters).
+    pub datapath_drops: BTreeMap<switchyard_dataplane::DropReason, u64>,
 }
 
 fn mac(s: &str) -> Result<Mac, String> {
@@ -282,6 +285,7 @@ impl NodeAgent {
             up: std::collections::BTreeSet::new(),
             port_status: Vec::new(),
             synced: false,
+            datapath_drops: BTreeMap::new(),
         }
     }
 

@@ -1256,6 +1256,15 @@ async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
         !exec(&g2, &["ping", "-c", "2", "-i", "0.2", "-W", "1", ip1]).0,
         "ping is still not let in"
     );
+    // The node counts what its Open vSwitch firewall refused (`node show`),
+    // read from the flows' counters.
+    until("compute-1 counting its refusals", 20, async || {
+        let n = get(&http, &format!("{base}/switchyard/v1/nodes/compute-1")).await;
+        n["node"]["applied"]["counters"]["drops"]["sg_no_rule"]
+            .as_u64()
+            .is_some_and(|d| d >= 2)
+    })
+    .await;
     let dump = {
         let out = Command::new("ovs-ofctl")
             .args(["-O", "OpenFlow13", "dump-flows"])

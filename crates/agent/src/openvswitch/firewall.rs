@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use switchyard_dataplane::DropReason;
 use switchyard_proto::{FilterRule, Item};
 
 /// A filtered port's outgoing traffic after the tracker.
@@ -65,6 +66,37 @@ pub fn from_port(lvid: u16, filtered: bool) -> String {
     } else {
         format!("load:{lvid}->NXM_NX_REG6[],resubmit(,{FORWARD})")
     }
+}
+
+/// What the firewall's drop flows counted, from `ovs-ofctl dump-flows`
+/// of `br-int`: invalid packets (`ct_state=+inv`) and new connections no
+/// rule admitted (the tables' default drops).
+pub fn drop_counts(dump: &str) -> BTreeMap<DropReason, u64> {
+    let mut out = BTreeMap::new();
+    for line in dump.lines() {
+        let field = |k: &str| {
+            line.split([',', ' '])
+                .find_map(|f| f.trim().strip_prefix(k))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let (Some(table), Some(n)) = (field("table="), field("n_packets=")) else {
+            continue;
+        };
+        if !line.trim_end().ends_with("actions=drop")
+            || !(table == u64::from(EGRESS) || table == u64::from(INGRESS))
+        {
+            continue;
+        }
+        let why = if line.contains("ct_state=+inv+trk") {
+            DropReason::SgInvalid
+        } else if field("priority=") == Some(0) {
+            DropReason::SgNoRule
+        } else {
+            continue;
+        };
+        *out.entry(why).or_default() += n;
+    }
+    out
 }
 
 /// `[lo, hi]` as value/mask pairs for a 16-bit field (the fewest that cover
@@ -249,6 +281,23 @@ mod tests {
 
     fn covers(masks: &[(u16, u16)], x: u16) -> bool {
         masks.iter().any(|(v, m)| x & m == *v)
+    }
+
+    #[test]
+    fn drop_flows_counters_become_drop_reasons() {
+        let dump = "OFPST_FLOW reply (OF1.3) (xid=0x2):
+ cookie=0x0, duration=3.1s, table=0, n_packets=9, n_bytes=694, priority=9,in_port=5 actions=drop
+ cookie=0x0, duration=3.1s, table=1, n_packets=1, n_bytes=60, priority=100,ct_state=+inv+trk actions=drop
+ cookie=0x0, duration=3.1s, table=1, n_packets=4, n_bytes=300, priority=0 actions=drop
+ cookie=0x0, duration=3.1s, table=4, n_packets=2, n_bytes=148, priority=100,ct_state=+inv+trk actions=drop
+ cookie=0x0, duration=3.1s, table=4, n_packets=7, n_bytes=500, priority=0 actions=drop
+ cookie=0x0, duration=3.1s, table=4, n_packets=3, n_bytes=98, priority=90,ct_state=+est+trk,reg6=0x3,dl_dst=fa:16:3e:00:00:01 actions=output:5
+";
+        let c = drop_counts(dump);
+        assert_eq!(c.get(&DropReason::SgInvalid), Some(&3));
+        assert_eq!(c.get(&DropReason::SgNoRule), Some(&11));
+        assert_eq!(c.len(), 2);
+        assert!(drop_counts("garbage\n table=x n_packets=y").is_empty());
     }
 
     #[test]

@@ -427,6 +427,31 @@ impl Backend {
         .map_err(|e| OvsError::Ofctl("task".into(), e.to_string()))?
     }
 
+    /// Reads the firewall's drop counters from `br-int` into the node's
+    /// counters (`node show`), when it has firewall flows.
+    async fn read_drops(&self) {
+        if !self
+            .flows
+            .get("br-int")
+            .is_some_and(|f| f.iter().any(|l| l.contains("ct(")))
+        {
+            return;
+        }
+        let target = format!("unix:{}", self.opts.rundir.join("br-int.mgmt").display());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("ovs-ofctl")
+                .args(["-O", "OpenFlow13", "dump-flows", &target])
+                .output()
+        })
+        .await;
+        if let Ok(Ok(o)) = out
+            && o.status.success()
+        {
+            let drops = firewall::drop_counts(&String::from_utf8_lossy(&o.stdout));
+            lock(&self.agent).datapath_drops = drops;
+        }
+    }
+
     /// Follows the node's state and OVSDB until `stop`.
     pub async fn run(
         mut self,
@@ -436,6 +461,8 @@ impl Backend {
         // Open vSwitch may still be bringing a new bridge up: a failed
         // reconcile is retried a second later (and at every change).
         let mut logged = false;
+        let mut stats = tokio::time::interval(std::time::Duration::from_secs(2));
+        stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             self.settle().await;
             let retry = match self.reconcile().await {
@@ -459,6 +486,7 @@ impl Backend {
                 _ = stop.changed() => return Ok(()),
                 _ = applied.notified() => {}
                 _ = tokio::time::sleep(std::time::Duration::from_secs(1)), if retry => {}
+                _ = stats.tick() => self.read_drops().await,
                 u = self.updates.recv() => match u {
                     // params: [monitor id, table updates]
                     Some(p) => {
