@@ -169,6 +169,9 @@ pub struct Compiler {
     nets: HashMap<u32, Net>,
     /// Each filtered port's `sg/` item and the node it is on.
     filters: HashMap<String, (String, Item)>,
+    /// The same item on the hosts of a port's INACTIVE bindings (a live
+    /// migration's destination): the port's rules are there before the VM.
+    preplug_filters: HashMap<String, Vec<(String, Item)>>,
     /// The remote groups' member sets (`sgm/`) and the nodes holding them.
     group_sets: GroupSets,
     /// Each port's security groups at the last compile: a change of its
@@ -350,18 +353,12 @@ impl Compiler {
 
     // ---- security groups -------------------------------------------------------
 
-    /// Port `id`'s filter item and its node: a VM port with port security
-    /// (in groups or not), on a vRouter or an OVS node (an SR-IOV VF
-    /// bypasses the host, as in Neutron: nothing there can filter it).
-    fn filter_for(&self, st: &State, id: &str) -> Option<(String, Item)> {
+    /// Port `id`'s filter item: a VM port with port security (in groups
+    /// or not; no group is a filter with no rule, so nothing but DHCP and
+    /// neighbour discovery passes, as in Neutron).
+    fn filter_item(st: &State, id: &str) -> Option<Item> {
         let p = st.ports.get(id)?;
-        let f = self.ports.get(id)?;
-        // Port security on and no group is a filter with no rule: nothing
-        // but DHCP and neighbour discovery passes, as in Neutron.
-        if !matches!(self.role_of(&f.host), Some(Role::Vrouter | Role::Ovs))
-            || !p.port_security_enabled
-            || p.device_owner.starts_with("network:")
-        {
+        if !p.port_security_enabled || p.device_owner.starts_with("network:") {
             return None;
         }
         let rules = p
@@ -370,13 +367,54 @@ impl Compiler {
             .flat_map(|g| st.group_rules(g))
             .map(filter_rule)
             .collect();
-        Some((
-            f.host.clone(),
-            Item::PortFilter {
-                port_id: id.to_string(),
-                rules,
-            },
-        ))
+        Some(Item::PortFilter {
+            port_id: id.to_string(),
+            rules,
+        })
+    }
+
+    /// Whether `host`'s node filters ports: vRouter and OVS nodes (an
+    /// SR-IOV VF bypasses the host, as in Neutron: nothing there can).
+    fn filters_ports(&self, host: &str) -> bool {
+        matches!(self.role_of(host), Some(Role::Vrouter | Role::Ovs))
+    }
+
+    /// Port `id`'s filter item and the node of its active binding.
+    fn filter_for(&self, st: &State, id: &str) -> Option<(String, Item)> {
+        let f = self.ports.get(id)?;
+        if !self.filters_ports(&f.host) {
+            return None;
+        }
+        Some((f.host.clone(), Self::filter_item(st, id)?))
+    }
+
+    /// Port `id`'s filter item on the hosts of its INACTIVE bindings, other
+    /// than the active one's.
+    fn preplug_filters_for(
+        &self,
+        st: &State,
+        id: &str,
+        active: Option<&str>,
+    ) -> Vec<(String, Item)> {
+        let Some(p) = st.ports.get(id) else {
+            return Vec::new();
+        };
+        let mut hosts: Vec<&str> = p
+            .bindings
+            .iter()
+            .filter(|b| b.status == switchyard_model::BindingStatus::Inactive)
+            .map(|b| b.host.as_str())
+            .filter(|h| Some(*h) != active && self.filters_ports(h))
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        match (hosts.is_empty(), Self::filter_item(st, id)) {
+            (false, Some(item)) => hosts
+                .into_iter()
+                .map(|h| (h.to_string(), item.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     fn refresh_filter(&mut self, st: &State, id: &str) {
@@ -390,6 +428,45 @@ impl Compiler {
             }
         }
         let want = self.filter_for(st, id);
+        let pre_want =
+            self.preplug_filters_for(st, id, self.ports.get(id).map(|f| f.host.as_str()));
+        let pre_have = self.preplug_filters.get(id).cloned().unwrap_or_default();
+        if want.as_ref() == self.filters.get(id) && pre_want == pre_have {
+            return;
+        }
+        // The pre-plugged copies first: the active one below may land on a
+        // host that held one (the binding activated there). They name their
+        // groups like any filter, so the destination holds the member sets.
+        let key = format!("sg/{id}");
+        let mut writes = Vec::new();
+        let hosts: BTreeSet<&String> = pre_have.iter().chain(&pre_want).map(|(h, _)| h).collect();
+        for h in hosts {
+            let old = pre_have.iter().find(|(x, _)| x == h).map(|(_, i)| i);
+            let new = pre_want.iter().find(|(x, _)| x == h).map(|(_, i)| i);
+            if old != new {
+                self.group_sets.refilter(
+                    st,
+                    old.map(|i| (h.as_str(), i)),
+                    new.map(|i| (h.as_str(), i)),
+                    &mut writes,
+                );
+            }
+        }
+        for (h, _) in pre_have
+            .iter()
+            .filter(|(h, _)| !pre_want.iter().any(|(w, _)| w == h))
+        {
+            self.del(h, &key);
+        }
+        for (h, item) in &pre_want {
+            self.put(h, key.clone(), item.clone());
+        }
+        self.write(writes);
+        if pre_want.is_empty() {
+            self.preplug_filters.remove(id);
+        } else {
+            self.preplug_filters.insert(id.to_string(), pre_want);
+        }
         let have = self.filters.get(id);
         if want.as_ref() == have {
             return;
@@ -401,9 +478,12 @@ impl Compiler {
             want.as_ref().map(|(h, i)| (h.as_str(), i)),
             &mut writes,
         );
-        let key = format!("sg/{id}");
         if let Some((h, _)) = have
             && want.as_ref().is_none_or(|(w, _)| w != h)
+            && !self
+                .preplug_filters
+                .get(id)
+                .is_some_and(|pre| pre.iter().any(|(p, _)| p == h))
         {
             let h = h.clone();
             self.del(&h, &key);

@@ -1006,3 +1006,48 @@ fn a_join_rewrites_only_the_groups_member_set_where_it_is_named() {
     assert_eq!(keys(&w.deltas["compute-2"]), (vec![key.clone()], vec![]));
     assert_eq!(holders(&w), vec!["compute-2"]);
 }
+
+/// A live migration's destination holds the port's filter (and the member
+/// sets its rules name) while the binding there is still INACTIVE, before
+/// the VM arrives; activation leaves it there and takes it from the source.
+#[test]
+fn a_migration_destination_holds_the_filter_before_activation() {
+    let mut w = World::new();
+    w.step(&Op::Network);
+    for h in [1, 3] {
+        w.step(&Op::Register(h));
+    }
+    w.step(&Op::Port {
+        net: 0,
+        host: 1,
+        direct: false,
+    });
+    w.step(&Op::Group);
+    w.step(&Op::GroupRule(0, Some(0)));
+    w.step(&Op::Join(0, Some(0)));
+    w.check(0, &Op::Tick).expect("in step");
+    let id = w.ports[0].clone();
+    let (src, dst) = (HOSTS[1], HOSTS[3]);
+    let key = format!("sg/{id}");
+    let has = |w: &World, host: &str, k: &str| {
+        w.compiler
+            .snapshot(host)
+            .is_some_and(|(_, items)| items.contains_key(k))
+    };
+    assert!(has(&w, src, &key) && !has(&w, dst, &key));
+    let b = obj(json!({"host": dst}));
+    w.txn(|ml2, st, ctx| ops::bindings::create(ml2, st, ctx, &id, &b))
+        .expect("destination binding");
+    w.check(1, &Op::Tick).expect("in step");
+    let g0 = w.groups[0].clone();
+    assert!(has(&w, dst, &key), "the destination holds the filter");
+    assert!(
+        has(&w, dst, &format!("sgm/{g0}")),
+        "and the set its rule names"
+    );
+    assert!(has(&w, src, &key), "the source keeps its own");
+    w.txn(|_, st, ctx| ops::bindings::activate(st, ctx, &id, dst));
+    w.txn(|_, st, ctx| ops::bindings::delete(st, ctx, &id, src));
+    w.check(2, &Op::Tick).expect("in step");
+    assert!(has(&w, dst, &key) && !has(&w, src, &key));
+}
