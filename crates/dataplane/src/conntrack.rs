@@ -300,6 +300,56 @@ fn parse_v4(ip: &[u8]) -> Option<Packet> {
     ))
 }
 
+/// An IPv4 TCP or UDP packet's tuple and TCP flags read straight from its
+/// bytes, for the common case only: a 20-byte header, the whole packet
+/// there, not a later fragment, a whole TCP or UDP header (else `None`).
+fn quick_v4(ip: &[u8]) -> Option<(Tuple, TcpFlags)> {
+    if ip.len() < 20 || ip[0] != 0x45 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if total < 20 || total > ip.len() || u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
+        return None;
+    }
+    let l4 = &ip[20..total];
+    let proto = ip[9];
+    let flags = match proto {
+        TCP => {
+            let off = usize::from(*l4.get(12)? >> 4) * 4;
+            if off < 20 || off > l4.len() {
+                return None;
+            }
+            let f = l4[13];
+            TcpFlags {
+                fin: f & 0x01 != 0,
+                syn: f & 0x02 != 0,
+                rst: f & 0x04 != 0,
+                ack: f & 0x10 != 0,
+            }
+        }
+        UDP if l4.len() >= 8 => TcpFlags::default(),
+        _ => return None,
+    };
+    let v4 = |o: usize| {
+        IpAddr::V4(std::net::Ipv4Addr::new(
+            ip[o],
+            ip[o + 1],
+            ip[o + 2],
+            ip[o + 3],
+        ))
+    };
+    Some((
+        Tuple {
+            proto,
+            src: v4(12),
+            dst: v4(16),
+            sport: u16::from_be_bytes([l4[0], l4[1]]),
+            dport: u16::from_be_bytes([l4[2], l4[3]]),
+        },
+        flags,
+    ))
+}
+
 /// A quoted IPv4 header whose total length is longer than what was quoted.
 fn quoted_v4(ip: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
     let p = Ipv4Packet::new_unchecked(ip);
@@ -417,6 +467,31 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
             Kind::Tcp(_) | Kind::EchoReply => State::Invalid,
             _ => State::New,
         }
+    }
+
+    /// The established path without building a [`Packet`]: an IPv4 TCP or
+    /// UDP packet (no options, not a later fragment) of a live connection in
+    /// `zone` is tracked as [`Tracker::track`] would and its direction
+    /// returned; anything else is `None`, and the caller takes `track`.
+    pub fn track_established(&mut self, zone: Z, ip: &[u8], now: Instant) -> Option<Dir> {
+        let (t, flags) = quick_v4(ip)?;
+        let timeouts = self.timeouts;
+        for (key, dir) in [(t, Dir::Original), (t.reply(), Dir::Reply)] {
+            if let Some(e) = self.conns.get_mut(&(zone, key))
+                && e.expires > now
+            {
+                e.tcp = if key.proto == TCP {
+                    e.tcp.next(dir, flags)
+                } else if dir == Dir::Reply {
+                    TcpState::Established
+                } else {
+                    e.tcp
+                };
+                e.expires = now + timeouts.of(key.proto, e.tcp);
+                return Some(dir);
+            }
+        }
+        None
     }
 
     /// Remembers the connection a `New` packet opens (`false`: the table is
@@ -543,6 +618,46 @@ mod tests {
         assert_eq!(ct.track(1, &ack, gone), State::New);
         assert_eq!(ct.expire(gone), None);
         assert!(ct.is_empty());
+    }
+
+    /// The byte-level established path reads the same tuple and flags as
+    /// the full parse, and takes nothing it cannot read whole.
+    #[test]
+    fn the_quick_read_agrees_with_the_full_parse() {
+        for f in [0x02u8, 0x12, 0x10, 0x11, 0x04] {
+            let mut h = vec![
+                0x9c, 0x40, 0, 22, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, f, 0xff, 0xff,
+            ];
+            h.extend([0, 0, 0, 0]);
+            let p = test_ipv4([10, 0, 0, 1], [10, 0, 0, 2], TCP, &h);
+            let full = Packet::parse_ip(&p).expect("packet");
+            let (t, flags) = quick_v4(&p).expect("quick");
+            assert_eq!(t, full.tuple);
+            assert_eq!(Kind::Tcp(flags), full.kind);
+        }
+        let u = test_ipv4(
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+            UDP,
+            &[0, 53, 4, 0, 0, 8, 0, 0],
+        );
+        assert_eq!(
+            quick_v4(&u).map(|q| q.0),
+            Packet::parse_ip(&u).map(|p| p.tuple)
+        );
+        for bad in [&u[..19], &u[..27]] {
+            assert!(quick_v4(bad).is_none());
+        }
+        let mut frag = u.clone();
+        frag[7] = 1;
+        assert!(quick_v4(&frag).is_none());
+        let ping = test_ipv4(
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+            ICMP,
+            &[8, 0, 0, 0, 0, 1, 0, 1],
+        );
+        assert!(quick_v4(&ping).is_none());
     }
 
     /// A connection met mid-stream (its VM moved here with it open) is

@@ -246,6 +246,11 @@ fn verdict<P: Copy + Eq + Hash>(
     now: Instant,
     counters: &mut Counters,
 ) -> Verdict {
+    // Most packets belong to a live connection: read straight from the
+    // bytes, they need no full parse.
+    if ct.track_established(port, ip, now).is_some() {
+        return Verdict::Pass;
+    }
     let Some(p) = Packet::parse_ip(ip) else {
         counters.drop(DropReason::Malformed);
         return Verdict::Drop;
