@@ -443,22 +443,8 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
             Kind::Tcp(f) => f,
             _ => TcpFlags::default(),
         };
-        let timeouts = self.timeouts;
-        // One lookup per direction at most, the entry updated in place.
-        for (key, dir) in [(p.tuple, Dir::Original), (p.tuple.reply(), Dir::Reply)] {
-            if let Some(e) = self.conns.get_mut(&(zone, key))
-                && e.expires > now
-            {
-                e.tcp = if key.proto == TCP {
-                    e.tcp.next(dir, flags)
-                } else if dir == Dir::Reply {
-                    TcpState::Established
-                } else {
-                    e.tcp
-                };
-                e.expires = now + timeouts.of(key.proto, e.tcp);
-                return State::Established(dir);
-            }
+        if let Some(dir) = self.refresh(zone, p.tuple, flags, now) {
+            return State::Established(dir);
         }
         match p.kind {
             Kind::Tcp(f) if f.syn && !f.ack && !f.rst && !f.fin => State::New,
@@ -475,6 +461,13 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
     /// returned; anything else is `None`, and the caller takes `track`.
     pub fn track_established(&mut self, zone: Z, ip: &[u8], now: Instant) -> Option<Dir> {
         let (t, flags) = quick_v4(ip)?;
+        self.refresh(zone, t, flags, now)
+    }
+
+    /// The live connection of tuple `t` (either direction) moved on by a
+    /// packet with `flags` and its idle time restarted; its direction.
+    /// One lookup per direction at most, the entry updated in place.
+    fn refresh(&mut self, zone: Z, t: Tuple, flags: TcpFlags, now: Instant) -> Option<Dir> {
         let timeouts = self.timeouts;
         for (key, dir) in [(t, Dir::Original), (t.reply(), Dir::Reply)] {
             if let Some(e) = self.conns.get_mut(&(zone, key))
