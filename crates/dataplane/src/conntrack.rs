@@ -9,8 +9,8 @@
 //! the node restarted — is picked up as established if the rules admit it,
 //! not cut. Stateful
 //! packet filters ask it, as Linux's conntrack is asked by `ct_state`
-//! matches and OVS's `ct()` action; the gateway's SNAT table keeps its TCP
-//! state and timeouts with the same [`TcpState`] and [`Timeouts`].
+//! matches and OVS's `ct()` action. Source NAT is an extension of the same
+//! entries ([`snat`]): the gateway's SNAT is a tracker too.
 //!
 //! Connections live in zones (a VM interface, say), so the same addresses
 //! seen by two interfaces are two connections. Nothing is created by a
@@ -30,6 +30,9 @@ use rustc_hash::FxHashMap;
 use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket};
 
 use crate::{Duration, Instant};
+
+mod snat;
+pub use snat::{SnatEntry, SnatTo};
 
 pub const ICMP: u8 = 1;
 pub const TCP: u8 = 6;
@@ -387,6 +390,8 @@ pub enum State {
 struct Entry {
     tcp: TcpState,
     expires: Instant,
+    /// Source NAT of the original direction, if any.
+    snat: Option<SnatTo>,
 }
 
 /// The connections of every zone. Keys are hashed with FxHash: tuples come
@@ -397,6 +402,8 @@ pub struct Tracker<Z> {
     conns: FxHashMap<(Z, Tuple), Entry>,
     limit: usize,
     pub timeouts: Timeouts,
+    /// Translated ports held by SNAT'd connections (empty when none are).
+    ports: snat::Ports<Z>,
 }
 
 impl<Z: Copy + Eq + Hash> Tracker<Z> {
@@ -406,6 +413,7 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
             conns: FxHashMap::default(),
             limit,
             timeouts: Timeouts::default(),
+            ports: snat::Ports::default(),
         }
     }
 
@@ -494,11 +502,8 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
         if self.conns.contains_key(&key) {
             return true;
         }
-        if self.conns.len() >= self.limit {
-            self.expire(now);
-            if self.conns.len() >= self.limit {
-                return false;
-            }
+        if !self.room(now) {
+            return false;
         }
         // A connection picked up mid-stream has no handshake left to wait for.
         let tcp = match p.kind {
@@ -510,19 +515,41 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
             Entry {
                 tcp,
                 expires: now + self.timeouts.of(p.tuple.proto, tcp),
+                snat: None,
             },
         );
         true
     }
 
+    /// Whether one more connection fits, after dropping idle ones if not.
+    fn room(&mut self, now: Instant) -> bool {
+        if self.conns.len() >= self.limit {
+            self.expire(now);
+        }
+        self.conns.len() < self.limit
+    }
+
+    fn remove(&mut self, key: &(Z, Tuple)) {
+        if let Some(Entry { snat: Some(to), .. }) = self.conns.remove(key) {
+            self.ports.release(key.1.proto, to);
+        }
+    }
+
     /// Forgets every connection of `zone` (its interface went away).
     pub fn forget_zone(&mut self, zone: Z) {
-        self.conns.retain(|(z, _), _| *z != zone);
+        self.retain(|z, _, _| z != zone);
     }
 
     /// Drops idle connections; returns the next expiry.
     pub fn expire(&mut self, now: Instant) -> Option<Instant> {
-        self.conns.retain(|_, e| e.expires > now);
+        let ports = &mut self.ports;
+        self.conns.retain(|(_, t), e| {
+            let live = e.expires > now;
+            if !live && let Some(to) = e.snat {
+                ports.release(t.proto, to);
+            }
+            live
+        });
         self.conns.values().map(|e| e.expires).min()
     }
 }

@@ -65,7 +65,9 @@ use smoltcp::wire::{
 };
 
 pub use nat::NatTimeouts;
-use nat::{Flow, Mapped, Rewrite, Seg};
+use nat::Rewrite;
+
+use crate::conntrack::{ICMP, SnatTo, TCP, TcpFlags, Tracker, Tuple, UDP};
 
 use crate::dhcp::{self, Lease};
 use crate::frames::{self, Mac};
@@ -415,6 +417,28 @@ impl<'a> L2<'a> {
 
 use crate::frames::in_prefix as in_subnet;
 
+/// How many connections the gateway's SNAT tracks at once (Linux's usual
+/// `nf_conntrack_max`); a new one beyond is dropped as `nat_exhausted`.
+pub const SNAT_CONNECTIONS_MAX: usize = 262_144;
+
+/// The address of a tuple the gateway built from IPv4 packets.
+fn v4(a: std::net::IpAddr) -> Ipv4Addr {
+    match a {
+        std::net::IpAddr::V4(v) => v,
+        std::net::IpAddr::V6(v) => v.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+/// The flags connection tracking reads from a TCP segment.
+fn tcp_flags(p: &TcpPacket<&[u8]>) -> TcpFlags {
+    TcpFlags {
+        syn: p.syn(),
+        ack: p.ack(),
+        fin: p.fin(),
+        rst: p.rst(),
+    }
+}
+
 fn earliest(next: &mut Option<Instant>, t: Instant) {
     *next = Some(next.map_or(t, |n| n.min(t)));
 }
@@ -446,7 +470,8 @@ pub struct Gateway {
     neigh: HashMap<(Link, Ipv4Addr), (Mac, Instant)>,
     arp_sent: HashMap<(Link, Ipv4Addr), Instant>,
     pending: Vec<Pending>,
-    nat: nat::Table,
+    /// SNAT'd connections, zoned by the router the inside host is behind.
+    nat: Tracker<RouterNo>,
     /// The number of each router that has interfaces.
     routers: HashMap<String, RouterNo>,
     next_router: RouterNo,
@@ -498,7 +523,7 @@ impl Gateway {
             neigh: HashMap::new(),
             arp_sent: HashMap::new(),
             pending: Vec::new(),
-            nat: nat::Table::new(),
+            nat: Tracker::new(SNAT_CONNECTIONS_MAX),
             routers: HashMap::new(),
             next_router: 0,
             counters: Counters::default(),
@@ -549,7 +574,7 @@ impl Gateway {
 
     /// The range SNAT ports and ICMP ids are allocated from (default 1024..=65535).
     pub fn set_nat_port_range(&mut self, lo: u16, hi: u16) {
-        self.nat.set_range(lo, hi);
+        self.nat.set_snat_range(lo, hi);
     }
 
     /// Applies one version of updates. All or nothing: a bad update leaves the
@@ -598,8 +623,9 @@ impl Gateway {
         self.pending.retain(|p| link_ok(&p.eg.link));
         let snats = &self.cfg.snats;
         let live = &self.derived.rif_router;
-        self.nat
-            .retain(|flow, ip| snats.contains_key(&ip) && live.contains(&flow.router));
+        self.nat.retain(|router, _, to| {
+            to.is_some_and(|to| snats.contains_key(&to.ip)) && live.contains(&router)
+        });
         self.version = version;
         Ok(())
     }
@@ -706,13 +732,13 @@ impl Gateway {
         };
         let mut v: Vec<NatBinding> = self
             .nat
-            .bindings()
+            .snat_entries()
             .map(|b| NatBinding {
-                router: router(b.flow.router),
-                proto: IpProtocol::from(b.flow.proto),
-                inside: SocketAddrV4::new(b.flow.inside, b.flow.inside_port),
-                remote: SocketAddrV4::new(b.flow.remote, b.flow.remote_port),
-                external: SocketAddrV4::new(b.ext.ip, b.ext.port),
+                router: router(b.zone),
+                proto: IpProtocol::from(b.original.proto),
+                inside: SocketAddrV4::new(v4(b.original.src), b.original.sport),
+                remote: SocketAddrV4::new(v4(b.original.dst), b.original.dport),
+                external: SocketAddrV4::new(b.to.ip, b.to.port),
                 expires: b.expires,
             })
             .collect();
@@ -1453,18 +1479,17 @@ impl Gateway {
                 self.counters.drop(DropReason::Unsupported);
                 return;
             }
-            let Some((proto, sport, dport, seg)) = self.l4_out(&ip) else {
+            let Some((proto, sport, dport, flags)) = self.l4_out(&ip) else {
                 return;
             };
-            let flow = Flow {
-                router,
+            let t = Tuple {
                 proto,
-                inside: src,
-                inside_port: sport,
-                remote: dst,
-                remote_port: dport,
+                src: src.into(),
+                dst: dst.into(),
+                sport,
+                dport,
             };
-            let Some(port) = self.nat.outbound(now, flow, snat, seg) else {
+            let Some(port) = self.nat.snat(router, t, flags, snat, now) else {
                 self.counters.drop(DropReason::NatExhausted);
                 return;
             };
@@ -1490,29 +1515,21 @@ impl Gateway {
     /// The SNAT key parts of an outbound packet: (protocol, source port or echo
     /// id, destination port or 0, TCP flags). Counts and returns `None` for
     /// what SNAT does not translate.
-    fn l4_out(&mut self, ip: &Ipv4Packet<&[u8]>) -> Option<(u8, u16, u16, Seg)> {
+    fn l4_out(&mut self, ip: &Ipv4Packet<&[u8]>) -> Option<(u8, u16, u16, TcpFlags)> {
         let r = match ip.next_header() {
             IpProtocol::Icmp => match Icmpv4Packet::new_checked(ip.payload()) {
                 Ok(p) if p.msg_type() == Icmpv4Message::EchoRequest => {
-                    Ok((nat::ICMP, p.echo_ident(), 0, Seg::default()))
+                    Ok((ICMP, p.echo_ident(), 0, TcpFlags::default()))
                 }
                 Ok(_) => Err(DropReason::Unsupported),
                 Err(_) => Err(DropReason::Malformed),
             },
             IpProtocol::Udp => match UdpPacket::new_checked(ip.payload()) {
-                Ok(p) => Ok((nat::UDP, p.src_port(), p.dst_port(), Seg::default())),
+                Ok(p) => Ok((UDP, p.src_port(), p.dst_port(), TcpFlags::default())),
                 Err(_) => Err(DropReason::Malformed),
             },
             IpProtocol::Tcp => match TcpPacket::new_checked(ip.payload()) {
-                Ok(p) => Ok((
-                    nat::TCP,
-                    p.src_port(),
-                    p.dst_port(),
-                    Seg {
-                        fin: p.fin(),
-                        rst: p.rst(),
-                    },
-                )),
+                Ok(p) => Ok((TCP, p.src_port(), p.dst_port(), tcp_flags(&p))),
                 Err(_) => Err(DropReason::Malformed),
             },
             _ => Err(DropReason::Unsupported),
@@ -1612,33 +1629,24 @@ impl Gateway {
             IpProtocol::Icmp => Icmpv4Packet::new_checked(ip.payload())
                 .ok()
                 .filter(|p| p.msg_type() == Icmpv4Message::EchoReply)
-                .map(|p| (nat::ICMP, p.echo_ident(), 0, Seg::default())),
+                .map(|p| (ICMP, p.echo_ident(), 0, TcpFlags::default())),
             IpProtocol::Udp => UdpPacket::new_checked(ip.payload())
                 .ok()
-                .map(|p| (nat::UDP, p.dst_port(), p.src_port(), Seg::default())),
-            IpProtocol::Tcp => TcpPacket::new_checked(ip.payload()).ok().map(|p| {
-                (
-                    nat::TCP,
-                    p.dst_port(),
-                    p.src_port(),
-                    Seg {
-                        fin: p.fin(),
-                        rst: p.rst(),
-                    },
-                )
-            }),
+                .map(|p| (UDP, p.dst_port(), p.src_port(), TcpFlags::default())),
+            IpProtocol::Tcp => TcpPacket::new_checked(ip.payload())
+                .ok()
+                .map(|p| (TCP, p.dst_port(), p.src_port(), tcp_flags(&p))),
             _ => None,
         };
-        let Some((proto, port, remote_port, seg)) = key else {
+        let Some((proto, port, remote_port, flags)) = key else {
             self.counters.drop(DropReason::NoNatBinding);
             return;
         };
-        let mapped = Mapped {
-            proto,
-            ip: dst,
-            port,
-        };
-        let Some(flow) = self.nat.inbound(now, mapped, src, remote_port, seg) else {
+        let to = SnatTo { ip: dst, port };
+        let answer = self
+            .nat
+            .unsnat(proto, to, src.into(), remote_port, flags, now);
+        let Some((router, original)) = answer else {
             self.counters.drop(DropReason::NoNatBinding);
             return;
         };
@@ -1647,20 +1655,18 @@ impl Gateway {
             return;
         }
         // Back into the router the connection came from.
-        let Some(eg) = self
-            .rif_in(flow.router, flow.inside)
-            .and_then(|i| self.rif_egress(i))
-        else {
+        let inside = v4(original.src);
+        let Some(eg) = self.rif_in(router, inside).and_then(|i| self.rif_egress(i)) else {
             self.counters.drop(DropReason::NoRoute);
             return;
         };
         let rw = Rewrite {
-            dst: Some(flow.inside),
-            dst_port: Some(flow.inside_port),
+            dst: Some(inside),
+            dst_port: Some(original.sport),
             ttl: true,
             ..Rewrite::default()
         };
-        self.send_ip(now, eg, flow.inside, bytes, &rw, out);
+        self.send_ip(now, eg, inside, bytes, &rw, out);
     }
 }
 
