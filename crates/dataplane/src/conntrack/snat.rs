@@ -336,4 +336,65 @@ mod tests {
         assert_eq!(ct.unsnat(ICMP, to, r, 0, NONE, t(1)), Some((0, echo)));
         assert_eq!(ct.unsnat(UDP, to, r, 0, NONE, t(1)), None);
     }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Out { zone: u64, sport: u16, ip: u8 },
+        In { ip: u8, port: u16 },
+        Tick(u16),
+        DropZone(u64),
+        DropIp(u8),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u64..3, 0u16..6, 0u8..2).prop_map(|(zone, sport, ip)| Op::Out { zone, sport, ip }),
+            2 => (0u8..2, 1020u16..1030).prop_map(|(ip, port)| Op::In { ip, port }),
+            1 => (0u16..200).prop_map(Op::Tick),
+            1 => (0u64..3).prop_map(Op::DropZone),
+            1 => (0u8..2).prop_map(Op::DropIp),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever happens, each translated connection holds exactly its
+        /// own port, no port is held twice or by no one, and the per-address
+        /// counts match: ports are never leaked nor shared.
+        #[test]
+        fn ports_are_held_by_exactly_the_live_translations(
+            ops in proptest::collection::vec(op(), 1..80)
+        ) {
+            let mut ct: Tracker<u64> = Tracker::new(6);
+            ct.set_snat_range(1024, 1027);
+            let ext = |i: u8| Ipv4Addr::new(203, 0, 113, 1 + i);
+            let mut now = t(0);
+            for o in ops {
+                match o {
+                    Op::Out { zone, sport, ip } => {
+                        let _ = ct.snat(zone, udp(sport), NONE, ext(ip), now);
+                    }
+                    Op::In { ip, port } => {
+                        let to = SnatTo { ip: ext(ip), port };
+                        let _ = ct.unsnat(UDP, to, IpAddr::V4(REMOTE), 53, NONE, now);
+                    }
+                    Op::Tick(s) => {
+                        now += Duration::from_secs(u64::from(s));
+                        let _ = ct.expire(now);
+                    }
+                    Op::DropZone(z) => ct.forget_zone(z),
+                    Op::DropIp(i) => ct.retain(|_, _, to| to.is_none_or(|to| to.ip != ext(i))),
+                }
+                let entries: Vec<SnatEntry<u64>> = ct.snat_entries().collect();
+                proptest::prop_assert_eq!(entries.len(), ct.ports.held.len());
+                for e in &entries {
+                    let holder = ct.ports.held.get(&(e.original.proto, e.to.ip, e.to.port));
+                    proptest::prop_assert_eq!(holder, Some(&(e.zone, e.original)));
+                    proptest::prop_assert!((1024..=1027).contains(&e.to.port));
+                }
+                let total: u32 = ct.ports.in_use.values().sum();
+                proptest::prop_assert_eq!(total as usize, entries.len());
+            }
+        }
+    }
 }
