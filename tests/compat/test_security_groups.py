@@ -153,6 +153,12 @@ def test_cli_security_group_commands(clouds):
     assert vm["status"] == "ACTIVE", vm
     vm_port = os_("port", "list", "--server", vm["id"])[0]["ID"]
     assert os_("port", "show", vm_port)["security_group_ids"] == [made["id"]]
+    # The server lists its ports' groups by name, asked of the networking API
+    # each time, as Nova does: a group added to the port shows up.
+    assert "ssh-in" in str(os_("server", "show", "sg-vm")["security_groups"])
+    os_("port", "set", "--security-group", "default", vm_port, fmt=False)
+    shown = str(os_("server", "show", "sg-vm")["security_groups"])
+    assert "ssh-in" in shown and "default" in shown, shown
     err = os_("server", "create", "--flavor", "m1.tiny", "--image", "switchyard-guest",
               "--network", "sg-net", "--security-group", "no-such-group", "sg-vm2",
               fmt=False, ok=False)

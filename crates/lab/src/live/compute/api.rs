@@ -466,7 +466,7 @@ async fn list(
     h: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    list_as(&c, &h, &q, views::server_brief).await
+    list_as(&c, &h, &q, false).await
 }
 
 async fn list_detail(
@@ -474,24 +474,46 @@ async fn list_detail(
     h: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    list_as(&c, &h, &q, views::server_detail).await
+    list_as(&c, &h, &q, true).await
+}
+
+/// Detailed views of `servers` with their security groups.
+async fn details(
+    c: &Ctx,
+    h: &HeaderMap,
+    servers: &[super::Server],
+) -> Result<Vec<Value>, Response> {
+    let ids: Vec<&str> = servers.iter().map(|s| s.id.as_str()).collect();
+    let groups = c
+        .compute
+        .security_group_names(&ids)
+        .await
+        .map_err(|e| error(&e).into_response())?;
+    let b = base(h);
+    let admin = caller(h, &c.project).1;
+    Ok(servers
+        .iter()
+        .map(|s| {
+            let v = views::with_security_groups(views::server_detail(&b, s), groups.get(&s.id));
+            views::for_caller(v, admin)
+        })
+        .collect())
 }
 
 /// `GET /servers` and `/servers/detail`: the filtered servers in one view.
-async fn list_as(
-    c: &Ctx,
-    h: &HeaderMap,
-    q: &[(String, String)],
-    view: fn(&str, &super::Server) -> Value,
-) -> Response {
+async fn list_as(c: &Ctx, h: &HeaderMap, q: &[(String, String)], detailed: bool) -> Response {
     at_version(h, |_| async {
         match filtered(&c.compute, q, caller(h, &c.project)) {
+            Ok(v) if detailed => match details(c, h, &v).await {
+                Ok(servers) => reply(StatusCode::OK, &json!({ "servers": servers })),
+                Err(r) => r,
+            },
             Ok(v) => {
                 let b = base(h);
                 let admin = caller(h, &c.project).1;
                 let servers: Vec<Value> = v
                     .iter()
-                    .map(|s| views::for_caller(view(&b, s), admin))
+                    .map(|s| views::for_caller(views::server_brief(&b, s), admin))
                     .collect();
                 reply(StatusCode::OK, &json!({ "servers": servers }))
             }
@@ -504,13 +526,10 @@ async fn list_as(
 async fn show(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
     at_version(&h, |_| async {
         match c.compute.server(&id) {
-            Ok(s) => reply(
-                StatusCode::OK,
-                &json!({"server": views::for_caller(
-                    views::server_detail(&base(&h), &s),
-                    caller(&h, &c.project).1
-                )}),
-            ),
+            Ok(s) => match details(&c, &h, std::slice::from_ref(&s)).await {
+                Ok(mut v) => reply(StatusCode::OK, &json!({"server": v.pop()})),
+                Err(r) => r,
+            },
             Err(e) => error(&e).into_response(),
         }
     })

@@ -725,6 +725,19 @@ impl Compute {
             .ok_or_else(|| not_found(id))
     }
 
+    /// The security group names each server's ports are in (Nova's
+    /// `security_groups` in server views), asked of the networking API as
+    /// Nova asks it: ports by device, then the groups' names.
+    pub async fn security_group_names(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<String>>, ComputeError> {
+        self.neutron
+            .security_group_names_by_device(ids)
+            .await
+            .map_err(|e| neutron_error(&e))
+    }
+
     pub fn servers(&self) -> Vec<Server> {
         let mut v: Vec<Server> = self.inner().servers.values().cloned().collect();
         // Newest first, as Nova lists.

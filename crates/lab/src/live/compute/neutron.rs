@@ -8,6 +8,7 @@
 //! compute service honest: it sees exactly what a real Nova would, errors
 //! included.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -202,6 +203,79 @@ impl Neutron {
             .unwrap_or_default())
     }
 
+    /// The names of the security groups on each server's ports, keyed by
+    /// server (device) id: one name per group per port, in port order, as
+    /// Nova's server views list them. Servers with no group are absent.
+    pub async fn security_group_names_by_device(
+        &self,
+        devices: &[&str],
+    ) -> Result<HashMap<String, Vec<String>>> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        // A bounded query string per call.
+        for chunk in devices.chunks(100) {
+            let mut pairs: Vec<(&str, &str)> = chunk.iter().map(|d| ("device_id", *d)).collect();
+            pairs.extend([("fields", "device_id"), ("fields", "security_groups")]);
+            let v = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/ports?{}", query(&pairs)),
+                    None,
+                )
+                .await?;
+            let ports: Vec<(String, Vec<String>)> = v
+                .as_ref()
+                .and_then(|v| v["ports"].as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| {
+                            let groups = p["security_groups"]
+                                .as_array()?
+                                .iter()
+                                .filter_map(|g| g.as_str().map(str::to_string))
+                                .collect();
+                            Some((p["device_id"].as_str()?.to_string(), groups))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut ids: Vec<&str> = ports
+                .iter()
+                .flat_map(|(_, g)| g.iter().map(String::as_str))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut names: HashMap<String, String> = HashMap::new();
+            for ids in ids.chunks(100) {
+                let mut pairs: Vec<(&str, &str)> = ids.iter().map(|i| ("id", *i)).collect();
+                pairs.extend([("fields", "id"), ("fields", "name")]);
+                let path = format!("/security-groups?{}", query(&pairs));
+                let v = self.call(reqwest::Method::GET, &path, None).await?;
+                for g in v
+                    .as_ref()
+                    .and_then(|v| v["security_groups"].as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(id), Some(name)) = (g["id"].as_str(), g["name"].as_str()) {
+                        names.insert(id.to_string(), name.to_string());
+                    }
+                }
+            }
+            for (device, groups) in ports {
+                // A group gone meanwhile is left out, as Nova leaves out one
+                // it cannot see.
+                let named: Vec<String> = groups
+                    .iter()
+                    .filter_map(|g| names.get(g).cloned())
+                    .collect();
+                if !named.is_empty() {
+                    out.entry(device).or_default().extend(named);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn create_port(&self, port: Value) -> Result<Map<String, Value>> {
         let v = self
             .call(
@@ -281,4 +355,11 @@ impl Neutron {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A query string of `pairs`, form-encoded.
+fn query(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }

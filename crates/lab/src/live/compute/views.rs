@@ -83,8 +83,18 @@ pub fn for_caller(mut v: Value, admin: bool) -> Value {
     v
 }
 
-/// `GET /servers/{id}` and `/servers/detail` entries. Security groups are
-/// not served (the networking API has none yet), so none is named.
+/// Adds Nova's `security_groups` (`[{"name": …}]`, one per group per port)
+/// to a detailed server view; a server in no group has no such key, as in Nova.
+pub fn with_security_groups(mut v: Value, names: Option<&Vec<String>>) -> Value {
+    if let (Some(names), Some(o)) = (names.filter(|n| !n.is_empty()), v.as_object_mut()) {
+        let groups: Vec<Value> = names.iter().map(|n| json!({ "name": n })).collect();
+        o.insert("security_groups".into(), Value::Array(groups));
+    }
+    v
+}
+
+/// `GET /servers/{id}` and `/servers/detail` entries, without the security
+/// groups (they live in the networking API: see [`with_security_groups`]).
 pub fn server_detail(base: &str, s: &Server) -> Value {
     let mut v = json!({
         "id": s.id,
