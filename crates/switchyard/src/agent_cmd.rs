@@ -124,6 +124,7 @@ fn node_mac(host: &str) -> [u8; 6] {
 }
 
 use crate::node_cmd::parse_role;
+use crate::stdout::outln;
 
 pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let base = a.controller.trim_end_matches('/');
@@ -230,7 +231,7 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
         }
         Io::None => None,
     };
-    println!(
+    outln!(
         "switchyard agent {} ({}) -> {url}; data plane: {}",
         a.host,
         a.role.name(),
@@ -272,6 +273,6 @@ pub async fn run(a: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Re
         let _ = t.await;
     }
     let v = agent.lock().map(|g| g.version()).unwrap_or(0);
-    println!("switchyard agent {} stopped at version {v}", a.host);
+    outln!("switchyard agent {} stopped at version {v}", a.host);
     Ok(())
 }

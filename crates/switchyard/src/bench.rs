@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use switchyard_ml2::Ml2Config;
 use switchyard_store::Durability;
 
+use crate::stdout::outln;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCmd {
     /// Port creations per second over HTTP (SQLite, noauth).
@@ -178,7 +180,7 @@ async fn linux(
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let say = |l: &str| {
         if !as_json {
-            println!("{l}");
+            outln!("{l}");
         }
     };
     say(
@@ -209,7 +211,7 @@ async fn linux(
     lab.shutdown().await;
     let r = r?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     }
     Ok(())
 }
@@ -337,19 +339,19 @@ async fn api(ports: usize, concurrency: usize, as_json: bool) -> anyhow::Result<
     let (p50, p99) = (percentile(&lat, 0.50), percentile(&lat, 0.99));
     let errs = errors.load(Ordering::Relaxed);
     if as_json {
-        println!(
+        outln!(
             "{}",
             json!({"ports": ports, "concurrency": concurrency, "ports_per_sec": (rate * 10.0).round() / 10.0,
                    "p50_ms": (p50 * 1000.0).round() / 1000.0, "p99_ms": (p99 * 1000.0).round() / 1000.0})
         );
     } else {
-        println!(
+        outln!(
             "created {ports} ports with {concurrency} clients in {:.2} s",
             elapsed.as_secs_f64()
         );
-        println!("  ports/s  {rate:.1}");
-        println!("  p50      {p50:.3} ms");
-        println!("  p99      {p99:.3} ms");
+        outln!("  ports/s  {rate:.1}");
+        outln!("  p50      {p50:.3} ms");
+        outln!("  p99      {p99:.3} ms");
     }
     if errs > 0 {
         bail!("{errs} of {ports} port creations failed");
@@ -368,11 +370,11 @@ async fn failover(runs: usize, agent_down_time: u64, json: bool) -> anyhow::Resu
     let dir = tempfile::tempdir().context("temporary directory")?;
     let say = |s: &str| {
         if !json {
-            println!("{s}");
+            outln!("{s}");
         }
     };
     if !json {
-        println!(
+        outln!(
             "switchyard bench failover: {runs} runs, agent_down_time {agent_down_time} s, 10 ms ping streams"
         );
     }
@@ -404,7 +406,7 @@ async fn failover(runs: usize, agent_down_time: u64, json: bool) -> anyhow::Resu
         "rounds": rounds,
     });
     if json {
-        println!("{summary}");
+        outln!("{summary}");
     } else {
         for k in [
             "l2_outage_ms",
@@ -415,7 +417,7 @@ async fn failover(runs: usize, agent_down_time: u64, json: bool) -> anyhow::Resu
             "restart_lost",
         ] {
             let s = &summary[k];
-            println!("{k:<22} min {} p50 {} max {}", s["min"], s["p50"], s["max"]);
+            outln!("{k:<22} min {} p50 {} max {}", s["min"], s["p50"], s["max"]);
         }
     }
     Ok(())

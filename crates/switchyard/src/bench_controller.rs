@@ -15,6 +15,8 @@ use switchyard_ml2::{Ctx, Ml2, Ml2Config, ops};
 use switchyard_model::State;
 use switchyard_proto::{FromAgent, Role, ToAgent};
 
+use crate::stdout::outln;
+
 /// Ports per network, and how many hosts a network spans.
 const PORTS_PER_NETWORK: usize = 50;
 const HOSTS_PER_NETWORK: usize = 10;
@@ -242,7 +244,7 @@ pub fn run(nodes: usize, ports: usize, groups: usize, as_json: bool) -> anyhow::
     let membership_touched = sg_touched as f64 / sg_times.len().max(1) as f64;
     let rss = rss_mb();
     if as_json {
-        println!(
+        outln!(
             "{}",
             json!({"nodes": nodes, "ports": ports, "full_compile_ms": (full_ms * 10.0).round() / 10.0,
                    "incremental_us": (incremental_us * 10.0).round() / 10.0, "nodes_touched_per_change": per_change,
@@ -252,25 +254,25 @@ pub fn run(nodes: usize, ports: usize, groups: usize, as_json: bool) -> anyhow::
                    "membership_nodes_touched": membership_us.map(|_| membership_touched)})
         );
     } else {
-        println!(
+        outln!(
             "controller: {nodes} nodes, {ports} ports in {networks} networks ({} items compiled)",
             compiler.item_count()
         );
-        println!("  full compile          {full_ms:.1} ms");
-        println!(
+        outln!("  full compile          {full_ms:.1} ms");
+        outln!(
             "  agents converged      {converge_ms:.1} ms (in-process, snapshots applied to pipelines)"
         );
-        println!(
+        outln!(
             "  one port change       {incremental_us:.1} us (median of {changes}), {per_change:.2} nodes touched"
         );
-        println!("  a new node registers  {register_us:.0} us of controller CPU");
+        outln!("  a new node registers  {register_us:.0} us of controller CPU");
         if let Some(u) = membership_us {
-            println!(
+            outln!(
                 "  a group membership change {u:.1} us (median of {}; {groups} groups), {membership_touched:.2} nodes touched",
                 sg_times.len()
             );
         }
-        println!("  RSS                   {rss:.0} MB");
+        outln!("  RSS                   {rss:.0} MB");
     }
     Ok(())
 }

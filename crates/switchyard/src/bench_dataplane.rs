@@ -34,6 +34,8 @@ use switchyard_dataplane::vrouter::{self, Interface, RemoteMac, Vrouter};
 use switchyard_dataplane::wire::vxlan;
 use switchyard_dataplane::{Input, Instant, Mac, Output, Pipeline};
 
+use crate::stdout::outln;
+
 /// Inner Ethernet frame sizes measured.
 pub const FRAME_SIZES: [usize; 2] = [64, 1400];
 /// Packets pushed through before timing.
@@ -75,15 +77,20 @@ pub fn run(json: bool) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", json!({ "results": rows }));
+        outln!("{}", json!({ "results": rows }));
     } else {
-        println!("dataplane forwarding, one core, no I/O");
-        println!(
+        outln!("dataplane forwarding, one core, no I/O");
+        outln!(
             "{:<22} {:>11} {:>10} {:>10} {:>12} {:>12}",
-            "path", "frame_bytes", "Mpps", "ns/pkt", "Gbit/s", "packets"
+            "path",
+            "frame_bytes",
+            "Mpps",
+            "ns/pkt",
+            "Gbit/s",
+            "packets"
         );
         for m in &results {
-            println!(
+            outln!(
                 "{:<22} {:>11} {:>10.3} {:>10.1} {:>12.2} {:>12}",
                 m.path,
                 m.frame_bytes,

@@ -11,6 +11,7 @@ use switchyard_lab::Topology;
 use switchyard_lab::live::{LiveLab, Options};
 
 use crate::config;
+use crate::stdout::{out, outln};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCmd {
@@ -175,14 +176,14 @@ fn announce_clouds(k: &Keystone) -> String {
     match &k.written {
         Some(p) => {
             let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
-            println!(
+            outln!(
                 "\nEvery API asks for a Keystone token: clouds.yaml (clouds switchyard, admin, and switchyard-demo, a member of project demo) written to {}",
                 p.display()
             );
             p.display().to_string()
         }
         None => {
-            println!(
+            outln!(
                 "\nEvery API asks for a Keystone token. Save this as clouds.yaml (clouds switchyard, admin, and switchyard-demo, a member of project demo):\n{}",
                 k.yaml
             );
@@ -300,7 +301,7 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let kept = live.compute().servers().len();
     if kept > 0 {
         let back = live.compute().resume().await;
-        println!("switchyard lab: {back} of {kept} servers kept in the database resumed");
+        outln!("switchyard lab: {back} of {kept} servers kept in the database resumed");
     }
     let keystone = match &passwords {
         Some((admin, demo)) => Some(keystone(&live.url(), admin, demo, a.clouds_yaml.as_ref())?),
@@ -309,7 +310,7 @@ pub async fn run(cmd: LabCmd, shutdown: impl Future<Output = ()>) -> anyhow::Res
     print_banner(&live, &topology, &db, &hosts, connected, keystone.as_ref());
     shutdown.await;
     live.shutdown().await;
-    println!("switchyard lab: stopped");
+    outln!("switchyard lab: stopped");
     Ok(())
 }
 
@@ -374,21 +375,21 @@ fn print_banner(
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "switchyard".into());
-    println!("switchyard lab: up");
+    outln!("switchyard lab: up");
     let auth = if live.app().is_some_and(|a| a.identity.is_some()) {
         format!("Keystone tokens from {url}/identity/v3")
     } else {
         "noauth".to_string()
     };
-    println!("  Neutron API   {url}/v2.0/   ({auth})");
-    println!(
+    outln!("  Neutron API   {url}/v2.0/   ({auth})");
+    outln!(
         "  compute API   {url}/compute/v2.1/   (Nova v2.1 subset: servers, os-migrateLive, os-hypervisors)"
     );
-    println!("  lab           {url}/switchyard/v1/lab   (guests, ping)");
-    println!("  nodes         {url}/switchyard/v1/nodes   ({exe} node list --url {url})");
-    println!("  database      {}", db.display());
-    println!("  topology      {}", nodes.join(", "));
-    println!(
+    outln!("  lab           {url}/switchyard/v1/lab   (guests, ping)");
+    outln!("  nodes         {url}/switchyard/v1/nodes   ({exe} node list --url {url})");
+    outln!("  database      {}", db.display());
+    outln!("  topology      {}", nodes.join(", "));
+    outln!(
         "  agents        {} {}",
         if hosts.is_empty() {
             "(none)".to_string()
@@ -427,8 +428,8 @@ Or through the compute API, as Nova would (boot, then live-migrate OVS -> vRoute
     );
     match keystone {
         None => {
-            print!("{recipe}");
-            println!(
+            out!("{recipe}");
+            outln!(
                 r#"
 With the openstack CLI, a clouds.yaml entry without Keystone:
   clouds: {{switchyard: {{auth_type: none, network_endpoint_override: "{url}/v2.0/", compute_endpoint_override: "{url}/compute/v2.1/"}}}}
@@ -448,18 +449,18 @@ With the openstack CLI, a clouds.yaml entry without Keystone:
                 &format!("  U={url}\n{login}\n"),
                 1,
             );
-            print!("{recipe}");
-            println!("\n  openstack server list --all-projects; openstack network list\n");
+            out!("{recipe}");
+            outln!("\n  openstack server list --all-projects; openstack network list\n");
         }
     }
-    println!("Ctrl-C stops the lab.");
+    outln!("Ctrl-C stops the lab.");
 }
 
 #[cfg(target_os = "linux")]
 fn down(d: &DownArgs) -> anyhow::Result<()> {
     let (procs, namespaces) = switchyard_lab::linux::down(&d.state_dir, &d.prefix, true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("switchyard lab down: stopped {procs} processes, removed {namespaces} namespaces");
+    outln!("switchyard lab down: stopped {procs} processes, removed {namespaces} namespaces");
     Ok(())
 }
 
@@ -482,7 +483,7 @@ async fn linux(
     let passwords = ident.as_ref().map(|i| (i.admin.clone(), i.demo.clone()));
     let ident_project = ident.as_ref().and_then(|i| i.admin_project.clone());
     let binary = std::env::current_exe().context("finding the switchyard binary")?;
-    println!(
+    outln!(
         "switchyard lab up --linux: building {} nodes as network namespaces …",
         topology.nodes.len()
     );
@@ -507,45 +508,45 @@ async fn linux(
         Some((admin, demo)) => Some(keystone(&u, admin, demo, a.clouds_yaml.as_ref())?),
         None => None,
     };
-    println!("switchyard lab (Linux mode) is up: every node converged.");
+    outln!("switchyard lab (Linux mode) is up: every node converged.");
     let auth = if passwords.is_some() {
         format!("Keystone tokens from {u}/identity/v3")
     } else {
         "noauth".to_string()
     };
-    println!("  Neutron API   {u}/v2.0/   ({auth})");
-    println!(
+    outln!("  Neutron API   {u}/v2.0/   ({auth})");
+    outln!(
         "  lab API       {u}/switchyard/v1/lab  (guests: POST {{\"guest\": {{\"name\", \"port_id\"}}}}, ping, stream, exec)"
     );
     match a.guests {
-        GuestsArg::Qemu => println!(
+        GuestsArg::Qemu => outln!(
             "  guests        QEMU VMs (TCG), image and VM sockets in {}/images and {}/vms",
             a.state_dir.display(),
             a.state_dir.display()
         ),
-        GuestsArg::Netns => println!("  guests        network namespaces {}-g-<name>", a.prefix),
+        GuestsArg::Netns => outln!("  guests        network namespaces {}-g-<name>", a.prefix),
     }
-    println!(
+    outln!(
         "  nodes         network namespaces {}-<node>; agent logs and OVS databases in {}",
         a.prefix,
         a.state_dir.display()
     );
-    println!("  compute API   {u}/compute/v2.1/  (boot and live-migrate servers across nodes)");
+    outln!("  compute API   {u}/compute/v2.1/  (boot and live-migrate servers across nodes)");
     match &keystone {
         Some(k) => {
             let clouds = announce_clouds(k);
-            println!(
+            outln!(
                 "  verify        OS_CLIENT_CONFIG_FILE={clouds} switchyard verify --os-cloud switchyard --url {u}"
             );
         }
-        None => println!("  verify        switchyard verify --url {u}"),
+        None => outln!("  verify        switchyard verify --url {u}"),
     }
-    println!(
+    outln!(
         "Ctrl-C stops it and removes every namespace, device and process it made (`switchyard lab down` after a crash)."
     );
     shutdown.await;
     lab.shutdown().await;
-    println!("switchyard lab: stopped");
+    outln!("switchyard lab: stopped");
     Ok(())
 }
 

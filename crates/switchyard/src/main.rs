@@ -12,12 +12,14 @@ mod lab_cmd;
 mod node_cmd;
 mod os_auth;
 mod scenario_cmd;
+mod stdout;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use stdout::outln;
 use tracing_subscriber::EnvFilter;
 
 // The controller builds and drops millions of small strings and maps; mimalloc
@@ -153,7 +155,7 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
         config::Auth::None => {}
         config::Auth::Embedded(id) => app.identity = Some(id),
         config::Auth::Keystone(k) => {
-            println!(
+            outln!(
                 "switchyard: tokens are checked against Keystone at {}",
                 k.www_authenticate_uri
             );
@@ -186,12 +188,12 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
         id.set_public(&public, vec![("network", "neutron", String::new())]);
     }
     tracing::info!(%local, db = %path.display(), "switchyard server ready");
-    println!(
+    outln!(
         "switchyard: Neutron API on http://{local}/v2.0/ (database {})",
         path.display()
     );
     if let Some(id) = &app.identity {
-        println!(
+        outln!(
             "switchyard: identity (Keystone v3) on {}/identity/v3; every API call needs a token",
             id.public_url()
         );

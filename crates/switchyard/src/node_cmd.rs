@@ -10,6 +10,8 @@ use serde_json::Value;
 use switchyard_api::nodeauth;
 use switchyard_proto::Role;
 
+use crate::stdout::outln;
+
 /// Where the node credentials file is: `--credentials`, or `nodes.toml` in
 /// the data directory (as `switchyard server` finds it).
 #[derive(Debug, clap::Args)]
@@ -196,7 +198,7 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
                         role.name(),
                         path.display()
                     );
-                    println!("{token}");
+                    outln!("{token}");
                 }
             }
         }
@@ -209,9 +211,9 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
         }
         NodeCmd::Enrolled { creds } => {
             let path = creds.path();
-            println!("{:<24} {:<8} ENROLLED", "HOST", "ROLE");
+            outln!("{:<24} {:<8} ENROLLED", "HOST", "ROLE");
             for (host, role, at) in nodeauth::list_file(&path)? {
-                println!("{host:<24} {:<8} {at}", role.name());
+                outln!("{host:<24} {:<8} {at}", role.name());
             }
         }
         NodeCmd::List { url, json, auth } => {
@@ -219,12 +221,12 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
             let url = crate::os_auth::base_url(url, &auth);
             let v = get(&format!("{}/switchyard/v1/nodes", base(&url)?), token).await?;
             if json {
-                println!("{v}");
+                outln!("{v}");
                 return Ok(());
             }
-            println!("{HEADER}");
+            outln!("{HEADER}");
             for n in v["nodes"].as_array().into_iter().flatten() {
-                println!("{}", line(n));
+                outln!("{}", line(n));
             }
         }
         NodeCmd::Show {
@@ -244,13 +246,13 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
             )
             .await?;
             if json {
-                println!("{v}");
+                outln!("{v}");
                 return Ok(());
             }
             let n = &v["node"];
-            println!("{HEADER}\n{}", line(n));
+            outln!("{HEADER}\n{}", line(n));
             if let Some(f) = n["failed"].as_object() {
-                println!(
+                outln!(
                     "failed since {}: refused its state {} times ({}); next snapshot in {} ms",
                     s(&f["since"].clone()),
                     s(&f["attempts"].clone()),
@@ -258,19 +260,19 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
                     s(&f["retry_in_ms"].clone())
                 );
             } else if let Some(e) = n["last_error"].as_str() {
-                println!("last refused version: {e}");
+                outln!("last refused version: {e}");
             }
             match &n["applied"] {
-                Value::Null => println!(
+                Value::Null => outln!(
                     "\napplied state: unavailable ({})",
                     n["applied_error"].as_str().unwrap_or("no answer")
                 ),
                 a => print_applied(a),
             }
             if desired {
-                println!("\ndesired state (controller):");
+                outln!("\ndesired state (controller):");
                 for (k, item) in n["items"].as_object().into_iter().flatten() {
-                    println!("  {k:<60} {item}");
+                    outln!("  {k:<60} {item}");
                 }
             }
         }
@@ -288,18 +290,24 @@ fn s(v: &Value) -> String {
 
 /// The agent's introspection, as `vif --list` / `rt --dump` would show it.
 fn print_applied(a: &Value) {
-    println!(
+    outln!(
         "\napplied state (agent, version {}):",
         a["version"].as_u64().unwrap_or(0)
     );
-    println!("interfaces:");
-    println!(
+    outln!("interfaces:");
+    outln!(
         "  {:<6} {:<36} {:<17} {:<16} {:<8} {:>5} {:>8}  STATUS",
-        "PORT", "NEUTRON PORT", "MAC", "IPS", "VIF", "VLAN", "VNI"
+        "PORT",
+        "NEUTRON PORT",
+        "MAC",
+        "IPS",
+        "VIF",
+        "VLAN",
+        "VNI"
     );
     for i in a["interfaces"].as_array().into_iter().flatten() {
         let ips: Vec<String> = i["ips"].as_array().into_iter().flatten().map(s).collect();
-        println!(
+        outln!(
             "  {:<6} {:<36} {:<17} {:<16} {:<8} {:>5} {:>8}  {}",
             s(&i["local_port"]),
             s(&i["port_id"]),
@@ -318,43 +326,43 @@ fn print_applied(a: &Value) {
             .flatten()
             .map(s)
             .collect();
-        println!(
+        outln!(
             "network vni {} vlan {}  flood [{}]",
             s(&net["vni"]),
             s(&net["vlan"]),
             flood.join(", ")
         );
         for e in net["bridge"].as_array().into_iter().flatten() {
-            println!("  bridge  {:<17} -> {}", s(&e["mac"]), s(&e["points_to"]));
+            outln!("  bridge  {:<17} -> {}", s(&e["mac"]), s(&e["points_to"]));
         }
         for e in net["arp"].as_array().into_iter().flatten() {
-            println!("  arp     {:<17} -> {}", s(&e["ip"]), s(&e["mac"]));
+            outln!("  arp     {:<17} -> {}", s(&e["ip"]), s(&e["mac"]));
         }
     }
     for r in a["routers"].as_array().into_iter().flatten() {
-        println!("router {}  snat {}", s(&r["router"]), s(&r["snat"]));
+        outln!("router {}  snat {}", s(&r["router"]), s(&r["snat"]));
         for (label, key) in [
             ("interface", "interfaces"),
             ("fip", "floating_ips"),
             ("route", "routes"),
         ] {
             for x in r[key].as_array().into_iter().flatten() {
-                println!("  {label:<9} {}", s(x));
+                outln!("  {label:<9} {}", s(x));
             }
         }
     }
     if let Some(n) = a["nat_connections"].as_u64() {
-        println!("nat connections: {n}");
+        outln!("nat connections: {n}");
     }
     let c = &a["counters"];
-    println!(
+    outln!(
         "counters: rx {} tx {} not_learned {}",
         s(&c["rx"]),
         s(&c["tx"]),
         s(&c["not_learned"])
     );
     for (k, v) in c["drops"].as_object().into_iter().flatten() {
-        println!("  drop {k:<24} {v}");
+        outln!("  drop {k:<24} {v}");
     }
 }
 

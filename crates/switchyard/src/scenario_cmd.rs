@@ -10,6 +10,8 @@ use anyhow::{Context, bail};
 use switchyard_lab::client::{LabClient, demo, migration, verify};
 use switchyard_lab::live::{LiveLab, Options};
 
+use crate::stdout::{out, outln};
+
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// Base URL of the lab (`switchyard lab up` prints it) [default: the
@@ -144,9 +146,9 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             }
         })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&m)?);
+        outln!("{}", serde_json::to_string_pretty(&m)?);
     } else {
-        print!("{}", verify::table(&m));
+        out!("{}", verify::table(&m));
     }
     if m.pairs.is_empty() {
         match &a.network {
@@ -179,7 +181,7 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let quiet = a.json;
     let say = move |l: &str| {
         if !quiet {
-            println!("{l}");
+            outln!("{l}");
         }
     };
     let r = if a.linux {
@@ -196,7 +198,7 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         r.context("the reference scenario")?
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     }
     if !r.ok {
         bail!("the reference scenario failed (see above)");
@@ -286,7 +288,7 @@ pub async fn bench_migration(
     let (label, from, to, peer) = direction.hosts();
     let say = move |l: &str| {
         if !json {
-            println!("{l}");
+            outln!("{l}");
         }
     };
     let r = match linux {
@@ -301,28 +303,40 @@ pub async fn bench_migration(
     };
     let r = r.context("the migration benchmark")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        println!(
+        outln!(
             "live migration {} ({from} -> {to}), {} runs, 10 ms ping stream from a VM on {peer}:",
-            r.direction, r.runs
+            r.direction,
+            r.runs
         );
-        println!(
+        outln!(
             "  outage      min {} / p50 {} / max {} ms",
-            r.outage_ms.min, r.outage_ms.p50, r.outage_ms.max
+            r.outage_ms.min,
+            r.outage_ms.p50,
+            r.outage_ms.max
         );
-        println!(
+        outln!(
             "  lost pings  min {} / p50 {} / max {}",
-            r.lost_pings.min, r.lost_pings.p50, r.lost_pings.max
+            r.lost_pings.min,
+            r.lost_pings.p50,
+            r.lost_pings.max
         );
-        println!(
+        outln!(
             "  migration   min {} / p50 {} / max {} ms (request to ACTIVE on the destination)",
-            r.migration_ms.min, r.migration_ms.p50, r.migration_ms.max
+            r.migration_ms.min,
+            r.migration_ms.p50,
+            r.migration_ms.max
         );
         if let (Some(d), Some(t)) = (r.qemu_downtime_ms, r.qemu_total_ms) {
-            println!(
+            outln!(
                 "  QEMU        downtime min {} / p50 {} / max {} ms; total min {} / p50 {} / max {} ms",
-                d.min, d.p50, d.max, t.min, t.p50, t.max
+                d.min,
+                d.p50,
+                d.max,
+                t.min,
+                t.p50,
+                t.max
             );
         }
     }

@@ -168,6 +168,20 @@ fn lab_up_serves_the_printed_recipe_and_stops_on_sigint() {
     assert!(show.status.success(), "{text}");
     assert!(text.contains("vrouter") && text.contains(&ips[1]), "{text}");
     assert!(text.contains("bridge"), "{text}");
+    // A reader that goes away (`node show … | head -1`) ends the command
+    // quietly: no panic on the closed pipe.
+    let mut cut = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env("OS_CLIENT_CONFIG_FILE", &clouds)
+        .env("OS_CLOUD", "switchyard")
+        .args(["node", "show", "compute-2", "--url", &base])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node show");
+    drop(cut.stdout.take());
+    let cut = cut.wait_with_output().expect("node show");
+    let err = String::from_utf8_lossy(&cut.stderr);
+    assert!(cut.status.success() && !err.contains("panicked"), "{err}");
     let list = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .env("OS_CLIENT_CONFIG_FILE", &clouds)
         .env("OS_CLOUD", "switchyard")
