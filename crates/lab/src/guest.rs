@@ -1,7 +1,11 @@
 //! Guests: small real IP stacks (smoltcp) standing in for VMs. Each has one NIC
 //! (a MAC), gets its address by DHCP, answers ARP and ping, and can run a ping
-//! stream whose replies are recorded by sequence number. After a move it
-//! announces itself with gratuitous ARPs on QEMU's schedule.
+//! stream whose replies are recorded by sequence number. It speaks TCP too
+//! ([`tcp`]): it listens on ports, tries connections and runs a stream of
+//! lines over one. After a move it announces itself with gratuitous ARPs on
+//! QEMU's schedule.
+
+pub mod tcp;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -14,6 +18,8 @@ use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Cidr,
 };
 use switchyard_dataplane::frames;
+
+use tcp::{Attempt, Listening, StreamReport, Tcp, TcpError};
 
 /// QEMU's self-announce after migration: 5 rounds, first after 50 ms, each
 /// interval 100 ms longer than the one before.
@@ -142,6 +148,7 @@ pub struct Guest {
     announce: Vec<Instant>,
     /// On-link senders the stack has been told about (see [`Guest::learn_senders`]).
     told: BTreeMap<Ipv4Addr, (EthernetAddress, Instant)>,
+    tcp: Tcp,
 }
 
 /// How long a sender the stack was told about stays told.
@@ -172,6 +179,7 @@ impl Guest {
             ping: None,
             announce: Vec::new(),
             told: BTreeMap::new(),
+            tcp: Tcp::new(ident),
         }
     }
 
@@ -244,6 +252,94 @@ impl Guest {
         self.ping.take()
     }
 
+    /// Listens on TCP `port` (see [`tcp`]).
+    pub fn listen(&mut self, port: u16) -> Result<(), TcpError> {
+        self.tcp.listen(&mut self.sockets, port)
+    }
+
+    /// Stops listening on `port` (every port when `None`); the ports closed.
+    pub fn unlisten(&mut self, port: Option<u16>) -> Result<Vec<u16>, TcpError> {
+        self.tcp.unlisten(&mut self.sockets, port)
+    }
+
+    /// The ports listened on and the connections accepted there.
+    pub fn listening(&self) -> Listening {
+        self.tcp.listening()
+    }
+
+    /// Lines and bytes the connection from `remote`:`remote_port` to our
+    /// `port` delivered, if we accepted one.
+    pub fn received_from(
+        &self,
+        port: u16,
+        remote: Ipv4Addr,
+        remote_port: u16,
+    ) -> Option<(u64, u64)> {
+        self.tcp
+            .accepted_from(port, remote, remote_port)
+            .map(|a| (a.lines, a.bytes))
+    }
+
+    /// Starts a TCP connection attempt to `target`:`port` that gives up
+    /// after `timeout`; poll [`Guest::connect_result`] with the id.
+    pub fn connect(
+        &mut self,
+        target: Ipv4Addr,
+        port: u16,
+        timeout: Duration,
+        now: Instant,
+    ) -> Result<u32, TcpError> {
+        let id = self.tcp.connect(
+            self.iface.context(),
+            &mut self.sockets,
+            target,
+            port,
+            timeout,
+            now,
+        )?;
+        self.resolve(target);
+        Ok(id)
+    }
+
+    /// The outcome of attempt `id` once it has one.
+    pub fn connect_result(&mut self, id: u32) -> Option<Attempt> {
+        self.tcp.attempt(id)
+    }
+
+    /// Abandons attempt `id`.
+    pub fn cancel_connect(&mut self, id: u32, now: Instant) {
+        self.tcp.cancel(&mut self.sockets, id, now);
+    }
+
+    /// Opens a connection to `target`:`port` that sends a line every `interval`.
+    pub fn start_tcp_stream(
+        &mut self,
+        target: Ipv4Addr,
+        port: u16,
+        interval: Duration,
+        now: Instant,
+    ) -> Result<(), TcpError> {
+        self.tcp.start_stream(
+            self.iface.context(),
+            &mut self.sockets,
+            target,
+            port,
+            interval,
+            now,
+        )?;
+        self.resolve(target);
+        Ok(())
+    }
+
+    pub fn tcp_stream(&self) -> Option<StreamReport> {
+        self.tcp.stream()
+    }
+
+    /// Stops the TCP stream (its connection closes) and reports it.
+    pub fn stop_tcp_stream(&mut self, now: Instant) -> Option<StreamReport> {
+        self.tcp.stop_stream(&mut self.sockets, now)
+    }
+
     /// Schedules QEMU's announce rounds after a move (the stack, ARP cache and
     /// addresses stay as they are).
     pub fn announce_after_move(&mut self, now: Instant) {
@@ -263,6 +359,7 @@ impl Guest {
         self.handle_dhcp();
         self.handle_replies(now);
         self.send_pings(now);
+        self.tcp.poll(&mut self.sockets, now);
         if let Some(ip) = self.ip {
             while self.announce.first().is_some_and(|t| *t <= now) {
                 self.announce.remove(0);
@@ -418,6 +515,7 @@ impl Guest {
         for c in [
             self.ping.as_ref().map(|p| p.next_at),
             self.announce.first().copied(),
+            self.tcp.poll_at(),
         ]
         .into_iter()
         .flatten()

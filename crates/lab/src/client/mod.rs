@@ -185,6 +185,36 @@ impl LabClient {
             .to_string())
     }
 
+    /// Makes guest `name` listen on TCP `port` (the lab's guest API).
+    pub async fn listen(&self, name: &str, port: u16) -> Result<Value, ClientError> {
+        self.put(
+            &format!("/switchyard/v1/lab/guests/{name}/listen"),
+            &serde_json::json!({"listen": {"port": port}}),
+        )
+        .await
+    }
+
+    /// One TCP connection attempt from guest `from`: its `result`
+    /// (`established`, `refused` or `timed_out`).
+    pub async fn tcp_connect(
+        &self,
+        from: &str,
+        target: &str,
+        port: u16,
+        timeout_ms: u64,
+    ) -> Result<String, ClientError> {
+        let r = self
+            .post(
+                &format!("/switchyard/v1/lab/guests/{from}/connect"),
+                &serde_json::json!({"connect": {"target": target, "port": port, "timeout_ms": timeout_ms}}),
+            )
+            .await?;
+        r["connect"]["result"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Scenario(format!("connect answered without a result: {r}")))
+    }
+
     /// A router `name` with its gateway on the lab's `public` network and an
     /// interface on `subnet`: (the public network's id, the router's id).
     pub async fn router_to_public(

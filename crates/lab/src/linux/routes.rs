@@ -6,7 +6,8 @@
 //! `PUT|DELETE …/stream` (a `ping` every 10 ms until stopped, with what it
 //! lost and the longest outage), and `POST …/exec` (one shell command line
 //! in the guest: a QEMU guest's serial console, so it works whatever its
-//! network does). Pings from the internet node: `501`.
+//! network does). Pings from the internet node and the TCP tests (`…/listen`,
+//! `…/connect`, `…/tcp-stream`): `501`.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -43,6 +44,18 @@ pub fn router(guests: Guests, topology: Topology) -> Router {
             "/switchyard/v1/lab/guests/{name}/stream",
             axum::routing::put(start_stream).delete(stop_stream),
         )
+        .route(
+            "/switchyard/v1/lab/guests/{name}/listen",
+            get(tcp_not_built).put(tcp_not_built).delete(tcp_not_built),
+        )
+        .route(
+            "/switchyard/v1/lab/guests/{name}/connect",
+            post(tcp_not_built),
+        )
+        .route(
+            "/switchyard/v1/lab/guests/{name}/tcp-stream",
+            get(tcp_not_built).put(tcp_not_built).delete(tcp_not_built),
+        )
         .route("/switchyard/v1/lab/internet/ping", post(not_built))
         .method_not_allowed_fallback(not_allowed)
         .layer(axum::middleware::from_fn(switchyard_api::http::admin_only))
@@ -56,6 +69,13 @@ async fn not_allowed() -> Response {
 async fn not_built() -> Response {
     error(&NeutronError::not_implemented(
         "Pings from the internet node are not built for Linux-mode labs yet.",
+    ))
+}
+
+/// The emulated guests' TCP tests; a Linux guest's kernel TCP is not wired to them.
+async fn tcp_not_built() -> Response {
+    error(&NeutronError::not_implemented(
+        "TCP listen, connect and tcp-stream are not built for Linux-mode labs yet.",
     ))
 }
 

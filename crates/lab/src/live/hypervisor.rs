@@ -22,6 +22,7 @@ use switchyard_dataplane::frames::mac_serde::format_mac;
 use tokio::sync::mpsc;
 
 use crate::guest::PingStream;
+use crate::guest::tcp::{Attempt, Listening, StreamReport, TcpError};
 use crate::lab::{Lab, LabError};
 
 /// How often waiting code looks at the lab again.
@@ -51,6 +52,8 @@ pub enum HypervisorError {
     NoAddress(String),
     #[error("Guest {0}: {1}")]
     Lab(String, String),
+    #[error("Guest {0}: {1}")]
+    Tcp(String, TcpError),
 }
 
 /// A guest as the hypervisor shows it.
@@ -151,6 +154,47 @@ impl PingReport {
     /// Every request answered exactly once.
     pub fn clean(&self) -> bool {
         self.sent > 0 && self.answered == self.sent && self.duplicates == 0
+    }
+}
+
+/// A TCP connection attempt from a guest, as `POST …/connect` answers it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConnectReport {
+    pub from: String,
+    #[serde(flatten)]
+    pub attempt: Attempt,
+}
+
+/// A guest's TCP stream, with what the listener at the other end counted.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TcpStreamReport {
+    pub from: String,
+    #[serde(flatten)]
+    pub stream: StreamReport,
+    /// Lines the target guest's listener received on this connection;
+    /// `None` when the target is no guest of the lab or never saw it (from
+    /// this address and port: a connection through NAT is not matched).
+    pub received: Option<u64>,
+}
+
+/// Abandons a guest's connection attempt when dropped, unless it finished
+/// (a cancelled request leaves no socket behind).
+struct CancelOnDrop<'a> {
+    hyp: &'a Hypervisor,
+    name: &'a str,
+    id: u32,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut lab = self.hyp.lab();
+            let now = lab.now;
+            if let Ok(g) = lab.guest_mut(self.name) {
+                g.cancel_connect(self.id, now);
+            }
+        }
     }
 }
 
@@ -484,6 +528,141 @@ impl Hypervisor {
             .guest_mut(name)
             .map_err(|_| HypervisorError::GuestNotFound(name.to_string()))?;
         Ok(g.stop_ping().map(|p| PingReport::of(name, &p)))
+    }
+
+    /// Runs `f` on guest `name` at the lab's time; its TCP errors are the guest's.
+    fn with_guest<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut crate::Guest, smoltcp::time::Instant) -> Result<R, TcpError>,
+    ) -> Result<R, HypervisorError> {
+        let mut lab = self.lab();
+        let now = lab.now;
+        let g = lab
+            .guest_mut(name)
+            .map_err(|_| HypervisorError::GuestNotFound(name.to_string()))?;
+        f(g, now).map_err(|e| HypervisorError::Tcp(name.to_string(), e))
+    }
+
+    /// Listens on TCP `port` inside a guest.
+    pub fn listen(&self, name: &str, port: u16) -> Result<Listening, HypervisorError> {
+        self.with_guest(name, |g, _| {
+            g.listen(port)?;
+            Ok(g.listening())
+        })
+    }
+
+    /// Stops listening on `port` (every port when `None`): the ports closed
+    /// and the listener as it was.
+    pub fn unlisten(
+        &self,
+        name: &str,
+        port: Option<u16>,
+    ) -> Result<(Vec<u16>, Listening), HypervisorError> {
+        self.with_guest(name, |g, _| {
+            let before = g.listening();
+            Ok((g.unlisten(port)?, before))
+        })
+    }
+
+    pub fn listening(&self, name: &str) -> Result<Listening, HypervisorError> {
+        self.with_guest(name, |g, _| Ok(g.listening()))
+    }
+
+    /// Tries a TCP connection from inside a guest and waits (on the lab's
+    /// clock, at most `timeout`) for it to be established, refused or timed
+    /// out; an established one is closed again.
+    pub async fn connect(
+        &self,
+        name: &str,
+        target: Ipv4Addr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<ConnectReport, HypervisorError> {
+        if self.guest(name)?.ip.is_none() {
+            return Err(HypervisorError::NoAddress(name.to_string()));
+        }
+        let id = self.with_guest(name, |g, now| g.connect(target, port, timeout, now))?;
+        let mut guard = CancelOnDrop {
+            hyp: self,
+            name,
+            id,
+            armed: true,
+        };
+        // A lab whose clock stopped must not hang the caller forever.
+        let real_limit = tokio::time::Instant::now()
+            + StdDuration::from_micros(timeout.total_micros() * 4)
+            + StdDuration::from_secs(5);
+        loop {
+            if let Some(attempt) = self.with_guest(name, |g, _| Ok(g.connect_result(id)))? {
+                guard.armed = false;
+                return Ok(ConnectReport {
+                    from: name.to_string(),
+                    attempt,
+                });
+            }
+            if tokio::time::Instant::now() >= real_limit {
+                return Err(HypervisorError::Lab(
+                    name.to_string(),
+                    "the connection attempt did not end in real time: the lab's clock is not advancing"
+                        .into(),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Opens a TCP connection from inside a guest that sends a line every
+    /// `interval` until stopped.
+    pub fn start_tcp_stream(
+        &self,
+        name: &str,
+        target: Ipv4Addr,
+        port: u16,
+        interval: Duration,
+    ) -> Result<TcpStreamReport, HypervisorError> {
+        if self.guest(name)?.ip.is_none() {
+            return Err(HypervisorError::NoAddress(name.to_string()));
+        }
+        self.with_guest(name, |g, now| {
+            g.start_tcp_stream(target, port, interval, now)
+        })?;
+        self.tcp_stream(name, false)?
+            .ok_or_else(|| HypervisorError::Lab(name.to_string(), "TCP stream vanished".into()))
+    }
+
+    /// A guest's TCP stream (stopped first when `stop`), with the lines its
+    /// target received if the target is a guest of the lab; None if none runs.
+    pub fn tcp_stream(
+        &self,
+        name: &str,
+        stop: bool,
+    ) -> Result<Option<TcpStreamReport>, HypervisorError> {
+        let mut lab = self.lab();
+        let now = lab.now;
+        let g = lab
+            .guest_mut(name)
+            .map_err(|_| HypervisorError::GuestNotFound(name.to_string()))?;
+        let from = g.ip.map(|c| c.address());
+        let stream = if stop {
+            g.stop_tcp_stream(now)
+        } else {
+            g.tcp_stream()
+        };
+        let Some(stream) = stream else {
+            return Ok(None);
+        };
+        let received = from.and_then(|from| {
+            lab.guests()
+                .filter(|t| t.ip.is_some_and(|c| c.address() == stream.target))
+                .find_map(|t| t.received_from(stream.port, from, stream.local_port))
+                .map(|(lines, _)| lines)
+        });
+        Ok(Some(TcpStreamReport {
+            from: name.to_string(),
+            stream,
+            received,
+        }))
     }
 
     /// Pings `target` from a host behind the lab's internet node (the first

@@ -38,7 +38,9 @@ use crate::build::build_with;
 use crate::lab::{Element, Lab};
 use crate::topology::Topology;
 pub use compute::{Compute, ComputeOptions};
-pub use hypervisor::{GuestInfo, Hypervisor, HypervisorError, PingReport};
+pub use hypervisor::{
+    ConnectReport, GuestInfo, Hypervisor, HypervisorError, PingReport, TcpStreamReport,
+};
 
 /// The lab advances at most this many 1 ms ticks per wake-up; if it falls
 /// further behind (a loaded machine), its clock slips rather than spiralling.

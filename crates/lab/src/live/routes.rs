@@ -11,7 +11,22 @@
 //! * `PUT|DELETE /switchyard/v1/lab/guests/{name}/stream` — start a ping
 //!   stream (`{"stream": {"target": …, "interval_ms": 10}}`) that runs until
 //!   stopped (at most 65,535 requests); DELETE stops it and reports it, with
-//!   `lost` and `outage_ms` (what a migration under it is measured with).
+//!   `lost` and `outage_ms` (what a migration under it is measured with);
+//! * `GET|PUT|DELETE /switchyard/v1/lab/guests/{name}/listen` — the guest
+//!   listens on a TCP port (`{"listen": {"port": 22}}`), counting the bytes
+//!   and lines each accepted connection brings; DELETE stops one port
+//!   (same body) or, without a body, all; accepted connections carry on;
+//! * `POST /switchyard/v1/lab/guests/{name}/connect` —
+//!   `{"connect": {"target": "10.0.0.5", "port": 22, "timeout_ms": 2000}}`:
+//!   one connection attempt, answered `established`, `refused` (a RST:
+//!   nobody listens) or `timed_out` (no answer: a filter dropped it), then
+//!   closed;
+//! * `GET|PUT|DELETE /switchyard/v1/lab/guests/{name}/tcp-stream` — one TCP
+//!   connection sending a line every `interval_ms`
+//!   (`{"tcp_stream": {"target": …, "port": …, "interval_ms": 100}}`);
+//!   GET reports it, DELETE closes and reports it: lines sent, acknowledged,
+//!   received by the target guest's listener, and whether it is still
+//!   established.
 //!
 //! Errors use Neutron's `NeutronError` body, like the rest of the API.
 
@@ -31,6 +46,7 @@ use switchyard_dataplane::frames::mac_serde::parse_mac;
 use switchyard_model::NeutronError;
 
 use super::hypervisor::{Hypervisor, HypervisorError};
+use crate::guest::tcp::TcpError;
 
 /// Longest a boot waits for the agent to plug the port.
 const MAX_PLUG_TIMEOUT_S: u64 = 120;
@@ -40,6 +56,9 @@ const MAX_PING_COUNT: u64 = 10_000;
 const MAX_PING_RUN_MS: u64 = 60_000;
 /// How long a ping waits for the guest's DHCP to complete.
 const ADDRESS_WAIT_S: u64 = 10;
+/// Longest a connection attempt may wait for an answer.
+const MAX_CONNECT_TIMEOUT_MS: u64 = 30_000;
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
 
 #[derive(Clone)]
 struct Ctx {
@@ -56,6 +75,17 @@ pub fn router(hyp: Hypervisor, app: App) -> Router {
         .route(
             "/switchyard/v1/lab/guests/{name}/stream",
             axum::routing::put(start_stream).delete(stop_stream),
+        )
+        .route(
+            "/switchyard/v1/lab/guests/{name}/listen",
+            get(show_listen).put(listen).delete(unlisten),
+        )
+        .route("/switchyard/v1/lab/guests/{name}/connect", post(connect))
+        .route(
+            "/switchyard/v1/lab/guests/{name}/tcp-stream",
+            get(show_tcp_stream)
+                .put(start_tcp_stream)
+                .delete(stop_tcp_stream),
         )
         .route("/switchyard/v1/lab/guests/{name}/exec", post(no_shell))
         .route("/switchyard/v1/lab/internet/ping", post(internet_ping))
@@ -86,11 +116,27 @@ fn hyp_error(e: &HypervisorError) -> NeutronError {
         H::NotPlugged { .. } => "PortNotPlugged",
         H::NoAddress(_) => "GuestHasNoAddress",
         H::Lab(..) => "LabError",
+        H::Tcp(_, t) => return tcp_error(t, e.to_string()),
     };
     match e {
         H::GuestNotFound(_) => NeutronError::not_found(kind, e.to_string()),
         H::BadName(_) => NeutronError::bad_request(kind, e.to_string()),
         _ => NeutronError::conflict(kind, e.to_string()),
+    }
+}
+
+fn tcp_error(e: &TcpError, message: String) -> NeutronError {
+    use TcpError as T;
+    match e {
+        T::PortZero => NeutronError::bad_request("InvalidInput", message),
+        T::NotListening(_) | T::NotListeningAny => {
+            NeutronError::not_found("ListenerNotFound", message)
+        }
+        T::AlreadyListening(_) => NeutronError::conflict("ListenerExists", message),
+        T::TooManyPorts => NeutronError::conflict("TooManyListeners", message),
+        T::TooManyAttempts => NeutronError::conflict("TooManyConnectionAttempts", message),
+        T::StreamRunning => NeutronError::conflict("TcpStreamExists", message),
+        T::Unaddressable(_) => NeutronError::conflict("GuestHasNoRoute", message),
     }
 }
 
@@ -323,4 +369,127 @@ async fn ping_inner(c: &Ctx, name: Option<&str>, body: &Bytes) -> Result<Respons
     }
     .map_err(|e| hyp_error(&e))?;
     Ok(reply(200, json!({ "ping": report })))
+}
+
+/// A TCP port: an integer from 1 to 65535, required.
+fn tcp_port(m: &Map<String, Value>) -> Result<u16, NeutronError> {
+    match m.get("port") {
+        None => Err(NeutronError::invalid_input("'port' is required")),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n != 0)
+            .ok_or_else(|| {
+                NeutronError::invalid_input("'port' must be an integer from 1 to 65535")
+            }),
+    }
+}
+
+async fn show_listen(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
+    result(
+        c.hyp
+            .listening(&name)
+            .map(|l| reply(200, json!({ "listen": l })))
+            .map_err(|e| hyp_error(&e)),
+    )
+}
+
+async fn listen(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
+    result((|| {
+        let p = member(&body, "listen")?;
+        only(&p, &["port"])?;
+        let port = tcp_port(&p)?;
+        let l = c.hyp.listen(&name, port).map_err(|e| hyp_error(&e))?;
+        Ok(reply(200, json!({ "listen": l })))
+    })())
+}
+
+/// Stops the port the body names, or every port without a body.
+async fn unlisten(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
+    result((|| {
+        let port = if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            let p = member(&body, "listen")?;
+            only(&p, &["port"])?;
+            Some(tcp_port(&p)?)
+        };
+        let (stopped, l) = c.hyp.unlisten(&name, port).map_err(|e| hyp_error(&e))?;
+        Ok(reply(
+            200,
+            json!({"listen": {"stopped": stopped, "connections": l.connections}}),
+        ))
+    })())
+}
+
+async fn connect(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
+    result(connect_inner(&c, &name, &body).await)
+}
+
+async fn connect_inner(c: &Ctx, name: &str, body: &Bytes) -> Result<Response, NeutronError> {
+    let p = member(body, "connect")?;
+    only(&p, &["target", "port", "timeout_ms"])?;
+    let target = unicast_target(&p)?;
+    let port = tcp_port(&p)?;
+    let timeout = number(
+        &p,
+        "timeout_ms",
+        DEFAULT_CONNECT_TIMEOUT_MS,
+        MAX_CONNECT_TIMEOUT_MS,
+    )?;
+    // A guest booted a moment ago may still be in DHCP, as for ping.
+    c.hyp
+        .wait_for_address(name, StdDuration::from_secs(ADDRESS_WAIT_S))
+        .await
+        .map_err(|e| hyp_error(&e))?;
+    let r = c
+        .hyp
+        .connect(name, target, port, Duration::from_millis(timeout))
+        .await
+        .map_err(|e| hyp_error(&e))?;
+    Ok(reply(200, json!({ "connect": r })))
+}
+
+async fn show_tcp_stream(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
+    result(tcp_stream(&c, &name, false))
+}
+
+async fn stop_tcp_stream(State(c): State<Ctx>, Path(name): Path<String>) -> Response {
+    result(tcp_stream(&c, &name, true))
+}
+
+fn tcp_stream(c: &Ctx, name: &str, stop: bool) -> Result<Response, NeutronError> {
+    match c.hyp.tcp_stream(name, stop) {
+        Ok(Some(r)) => Ok(reply(200, json!({ "tcp_stream": r }))),
+        Ok(None) => Err(NeutronError::not_found(
+            "TcpStreamNotFound",
+            format!("Guest {name} runs no TCP stream."),
+        )),
+        Err(e) => Err(hyp_error(&e)),
+    }
+}
+
+async fn start_tcp_stream(State(c): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Response {
+    result(start_tcp_stream_inner(&c, &name, &body).await)
+}
+
+async fn start_tcp_stream_inner(
+    c: &Ctx,
+    name: &str,
+    body: &Bytes,
+) -> Result<Response, NeutronError> {
+    let p = member(body, "tcp_stream")?;
+    only(&p, &["target", "port", "interval_ms"])?;
+    let target = unicast_target(&p)?;
+    let port = tcp_port(&p)?;
+    let interval = number(&p, "interval_ms", 100, 10_000)?;
+    c.hyp
+        .wait_for_address(name, StdDuration::from_secs(ADDRESS_WAIT_S))
+        .await
+        .map_err(|e| hyp_error(&e))?;
+    let r = c
+        .hyp
+        .start_tcp_stream(name, target, port, Duration::from_millis(interval))
+        .map_err(|e| hyp_error(&e))?;
+    Ok(reply(202, json!({ "tcp_stream": r })))
 }
