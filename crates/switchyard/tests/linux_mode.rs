@@ -1277,6 +1277,39 @@ async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
         dump.contains("tp_dst=22") && dump.contains(&format!("nw_src={ip2}")),
         "br-int holds the rule's conntrack flow:\n{dump}"
     );
+    // A connection the rule admitted, still sending when the rule goes:
+    // established connections carry on (conntrack), new ones do not.
+    let kept_file = dir.path().join("kept22.txt");
+    let mut kept_listener = Command::new("ip")
+        .args(["netns", "exec", &g1, "sh", "-c"])
+        .arg(format!(
+            "sleep 40 </dev/null | busybox nc -l -p 22 >{} 2>/dev/null",
+            kept_file.display()
+        ))
+        .spawn()
+        .expect("nc -l");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let kept = {
+        let (g2, ip1) = (g2.clone(), ip1.to_string());
+        tokio::task::spawn_blocking(move || {
+            Command::new("ip")
+                .args(["netns", "exec", &g2, "sh", "-c"])
+                .arg(format!(
+                    "i=0; while [ $i -lt 100 ]; do echo kept-$i; i=$((i+1)); sleep 0.1; done | timeout 30 busybox nc {ip1} 22"
+                ))
+                .output()
+        })
+    };
+    let kept_lines = || {
+        std::fs::read_to_string(&kept_file)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    until("the kept connection carrying lines", 20, async || {
+        kept_lines() >= 5
+    })
+    .await;
     http.delete(format!("{base}/v2.0/security-group-rules/{rule}"))
         .send()
         .await
@@ -1290,6 +1323,21 @@ async fn an_ovs_guest_on_real_open_vswitch_reaches_a_vrouter_guest() {
         !String::from_utf8_lossy(&out.stdout).contains("tp_dst=22")
     })
     .await;
+    let at_removal = kept_lines();
+    let sender = kept.await.expect("join").expect("nc");
+    let _ = kept_listener.kill();
+    let _ = kept_listener.wait();
+    let got = std::fs::read_to_string(&kept_file).unwrap_or_default();
+    assert!(
+        at_removal < 100,
+        "the stream ended before the rule went: the check would prove nothing"
+    );
+    assert_eq!(
+        (got.lines().count(), got.lines().last()),
+        (100, Some("kept-99")),
+        "the established connection after the rule went ({at_removal} lines before; sender: {})",
+        String::from_utf8_lossy(&sender.stderr)
+    );
     assert!(!tcp22("late").await, "a new connection after the rule went");
     // Back in its default group, with the other guests and VMs.
     put(
