@@ -311,7 +311,10 @@ async fn api(ports: usize, concurrency: usize, as_json: bool) -> anyhow::Result<
                 let t = Instant::now();
                 let r = client
                     .post(format!("{base}/ports"))
-                    .json(&json!({"port": {"network_id": net_id, "name": format!("p{i}")}}))
+                    .json(
+                        &json!({"port": {"network_id": net_id, "name": format!("p{i}"),
+                                           "device_id": device_of(i, ports)}}),
+                    )
                     .send()
                     .await;
                 match r {
@@ -332,17 +335,30 @@ async fn api(ports: usize, concurrency: usize, as_json: bool) -> anyhow::Result<
         lat.extend(t.await?);
     }
     let elapsed = start.elapsed();
+    let errs = errors.load(Ordering::Relaxed);
+    if errs > 0 {
+        let _ = stop_tx.send(());
+        bail!("{errs} of {ports} port creations failed");
+    }
+    let list_all = list_ms(&client, &format!("{base}/ports?limit={LIST_ALL}")).await?;
+    let list_some = list_ms(
+        &client,
+        &format!("{base}/ports?device_id={}", device_of(7, ports)),
+    )
+    .await?;
     let _ = stop_tx.send(());
     server.await??;
     lat.sort();
     let rate = ports as f64 / elapsed.as_secs_f64();
     let (p50, p99) = (percentile(&lat, 0.50), percentile(&lat, 0.99));
-    let errs = errors.load(Ordering::Relaxed);
+    let ms = |d: f64| (d * 1000.0).round() / 1000.0;
     if as_json {
         outln!(
             "{}",
             json!({"ports": ports, "concurrency": concurrency, "ports_per_sec": (rate * 10.0).round() / 10.0,
-                   "p50_ms": (p50 * 1000.0).round() / 1000.0, "p99_ms": (p99 * 1000.0).round() / 1000.0})
+                   "p50_ms": ms(p50), "p99_ms": ms(p99),
+                   "list_10k_ms": ms(list_all.0), "list_10k_count": list_all.1,
+                   "list_filtered_ms": ms(list_some.0), "list_filtered_count": list_some.1})
         );
     } else {
         outln!(
@@ -352,11 +368,50 @@ async fn api(ports: usize, concurrency: usize, as_json: bool) -> anyhow::Result<
         outln!("  ports/s  {rate:.1}");
         outln!("  p50      {p50:.3} ms");
         outln!("  p99      {p99:.3} ms");
-    }
-    if errs > 0 {
-        bail!("{errs} of {ports} port creations failed");
+        outln!(
+            "  list     {:.3} ms for {} ports; {:.3} ms for {} ports by device_id",
+            list_all.0,
+            list_all.1,
+            list_some.0,
+            list_some.1
+        );
     }
     Ok(())
+}
+
+/// How many ports the whole-list figure asks for (`list_10k_ms`).
+const LIST_ALL: usize = 10_000;
+
+/// A port's `device_id` in the bench: the ports cycle over `ports / 500`
+/// devices, so one device's filter selects 500 of them (`list_filtered_ms`).
+fn device_of(i: usize, ports: usize) -> String {
+    format!("dev-{}", i % (ports / 500).max(1))
+}
+
+/// The median time, in ms, of 7 `GET url` (to the last byte of the body,
+/// over keep-alive loopback, one warm-up first) and how many items came back.
+async fn list_ms(client: &reqwest::Client, url: &str) -> anyhow::Result<(f64, usize)> {
+    let mut times = Vec::new();
+    let mut count = 0;
+    for round in 0..8 {
+        let t = Instant::now();
+        let body = client
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        let took = t.elapsed();
+        if round == 0 {
+            let v: Value = serde_json::from_slice(&body)?;
+            count = v["ports"].as_array().map_or(0, Vec::len);
+        } else {
+            times.push(took);
+        }
+    }
+    times.sort();
+    Ok((percentile(&times, 0.50), count))
 }
 
 /// `switchyard bench failover`.
