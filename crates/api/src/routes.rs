@@ -404,9 +404,47 @@ fn all_ids(st: &State, kind: Kind) -> Vec<&String> {
     }
 }
 
-/// The ids worth rendering for a list: from an index when the query filters on
-/// the network, from after the marker on a plain id-ordered page, else all.
+/// The stored id equal to `id`, if `kind` has one.
+fn id_in<'s>(st: &'s State, kind: Kind, id: &str) -> Option<&'s String> {
+    match kind {
+        Kind::Network => st.networks.get_key_value(id).map(|(k, _)| k),
+        Kind::Subnet => st.subnets.get_key_value(id).map(|(k, _)| k),
+        Kind::Port => st.ports.get_key_value(id).map(|(k, _)| k),
+        Kind::Segment => st.segments.get_key_value(id).map(|(k, _)| k),
+        Kind::Agent => st.agents.get_key_value(id).map(|(k, _)| k),
+        Kind::Router => st.routers.get_key_value(id).map(|(k, _)| k),
+        Kind::FloatingIp => st.floatingips.get_key_value(id).map(|(k, _)| k),
+        Kind::Quota => st.quotas.get_key_value(id).map(|(k, _)| k),
+        Kind::SecurityGroup => st.security_groups.get_key_value(id).map(|(k, _)| k),
+        Kind::SecurityGroupRule => st.security_group_rules.get_key_value(id).map(|(k, _)| k),
+    }
+}
+
+/// The ids worth rendering for a list: the ids asked for, or from an index
+/// when the query filters on the network or (ports) a device, from after the
+/// marker on a plain id-ordered page, else all. The filters are still checked
+/// on each rendered candidate.
 fn candidate_ids<'s>(st: &'s State, kind: Kind, p: &ListParams) -> Vec<&'s String> {
+    if let Some(wanted) = p.eq_values("id") {
+        let mut ids: Vec<&String> = wanted.iter().filter_map(|w| id_in(st, kind, w)).collect();
+        ids.sort();
+        ids.dedup();
+        return ids;
+    }
+    // An empty device_id is not indexed (unbound ports have it).
+    if kind == Kind::Port
+        && let Some(devices) = p.eq_values("device_id")
+        && devices.iter().all(|d| !d.is_empty())
+    {
+        let mut ids: Vec<&String> = devices
+            .iter()
+            .flat_map(|d| st.device_ports(d))
+            .map(|p| &p.id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        return ids;
+    }
     if let Some(nets) = p.eq_values("network_id") {
         let mut ids: Vec<&String> = match kind {
             Kind::Port => nets.iter().flat_map(|n| st.network_port_ids(n)).collect(),

@@ -73,6 +73,40 @@ async fn filters_fields_and_sorting() {
         .get("/v2.0/ports?fixed_ips=ip_address_substr%3D0.0.3")
         .await;
     assert_eq!(names(&r.body, "ports"), vec!["free"]);
+
+    // Lists by device and by id come from indexes: the same answers as a
+    // scan, through a device change, several values and unknown ones.
+    let vm2 = s
+        .port(&n, json!({"name": "vm2", "device_id": "vm-2"}))
+        .await;
+    let by = |q: &str| {
+        let q = q.to_string();
+        let s = &s;
+        async move { names(&s.get(&format!("/v2.0/ports?{q}")).await.body, "ports") }
+    };
+    assert_eq!(by("device_id=vm-1").await, vec!["vm"]);
+    assert_eq!(
+        by("device_id=vm-1&device_id=vm-2&device_id=nope&sort_key=name&sort_dir=asc").await,
+        vec!["vm", "vm2"]
+    );
+    assert_eq!(by("device_id=vm-2&name=vm").await, Vec::<String>::new());
+    let r = s
+        .put(
+            &format!("/v2.0/ports/{}", id(&vm2)),
+            json!({"port": {"device_id": "vm-1"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(by("device_id=vm-2").await, Vec::<String>::new());
+    assert_eq!(
+        by("device_id=vm-1&sort_key=name&sort_dir=asc").await,
+        vec!["vm", "vm2"]
+    );
+    assert_eq!(
+        by(&format!("id={}&id=nope&id={}", id(&vm2), id(&vm2))).await,
+        vec!["vm2"]
+    );
+    assert_eq!(by("id=nope").await, Vec::<String>::new());
     s.stop().await;
 }
 
