@@ -151,6 +151,16 @@ pub fn json(status: u16, v: Value) -> Response {
     with_request_id((code, axum::Json(v)).into_response())
 }
 
+/// A JSON body already serialized (lists written without a JSON value).
+pub fn json_bytes(status: u16, body: Vec<u8>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let headers = [(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    )];
+    with_request_id((code, headers, body).into_response())
+}
+
 pub fn empty(status: u16) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::NO_CONTENT);
     with_request_id(code.into_response())

@@ -299,6 +299,12 @@ impl ListParams {
             && self.sorts[0].1
     }
 
+    /// A plain page of whole resources: no filter, no field selection, id
+    /// order front to back (see [`ListParams::is_plain_id_scan`]).
+    pub fn is_plain_page(&self) -> bool {
+        self.is_plain_id_scan() && self.fields.is_empty()
+    }
+
     /// Whether a rendered resource passes every filter.
     pub fn matches(&self, item: &Value) -> Result<bool> {
         for f in &self.filters {
@@ -361,16 +367,30 @@ impl ListParams {
         items: &[Value],
         key: &str,
     ) -> Option<Vec<Value>> {
+        fn id_of<'v>(v: &'v Value, key: &str) -> &'v str {
+            v.get(key).and_then(Value::as_str).unwrap_or_default()
+        }
+        let ends = items
+            .first()
+            .zip(items.last())
+            .map(|(f, l)| (id_of(f, key), id_of(l, key)));
+        self.links_between(q, base_url, ends, items.len())
+    }
+
+    /// [`ListParams::links`] of a page of `count` items whose first and last
+    /// have the markers `ends` (`None`: an empty page).
+    pub fn links_between(
+        &self,
+        q: &Query,
+        base_url: &str,
+        ends: Option<(&str, &str)>,
+        count: usize,
+    ) -> Option<Vec<Value>> {
         let limit = self.limit?;
-        let (Some(first), Some(last)) = (items.first(), items.last()) else {
+        let Some((first, last)) = ends else {
             return Some(Vec::new());
         };
-        let id_of = |v: &Value| {
-            v.get(key)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let id_of = |s: &str| s.to_string();
         let base: Vec<(String, String)> = q
             .pairs
             .iter()
@@ -388,7 +408,7 @@ impl ListParams {
             format!("{base_url}?{}", ser.finish())
         };
         let mut links = Vec::new();
-        let short = items.len() < limit;
+        let short = count < limit;
         if !short || self.page_reverse {
             links.push(json!({"rel": "next", "href": href(&[("marker", id_of(last))])}));
         }

@@ -479,6 +479,9 @@ fn list(app: &App, req: &Req, res: &Res) -> Result<Response> {
     if matches!(res.kind, Kind::SecurityGroup | Kind::SecurityGroupRule) {
         ensure_default_group(app, &ctx, &p)?;
     }
+    if res.kind == Kind::Port && p.is_plain_page() {
+        return list_ports_plain(app, req, &q, &p, &ctx);
+    }
     let (items, marker) = app.shared.read(|ml2, st| {
         let mut items = Vec::new();
         for id in candidate_ids(st, res.kind, &p) {
@@ -514,6 +517,59 @@ fn list(app: &App, req: &Req, res: &Res) -> Result<Response> {
         out.insert(format!("{}_links", res.key()), Value::Array(l));
     }
     Ok(http::json(200, Value::Object(out)))
+}
+
+/// A plain page of ports (no filter, no fields, id order) written straight
+/// from the records into the response, with no JSON value per port: the
+/// same bytes [`list`] would send, at a fraction of the time.
+fn list_ports_plain(
+    app: &App,
+    req: &Req,
+    q: &crate::query::Query,
+    p: &ListParams,
+    ctx: &Ctx,
+) -> Result<Response> {
+    let details = ops::reads_binding_details(ctx);
+    let (mut body, ends, count) = app.shared.read(|_, st| {
+        if let (Some(m), Some(_)) = (&p.marker, p.limit)
+            && !st
+                .ports
+                .get(m)
+                .is_some_and(|x| ops::port_visible(ctx, st, x))
+        {
+            // An unknown marker is a 404, never a silent restart at page one.
+            return Err(not_found(Kind::Port, m));
+        }
+        let mut body = Vec::with_capacity(64 * 1024);
+        body.extend_from_slice(b"{\"ports\":[");
+        let (mut first, mut last, mut count) = (None, None, 0usize);
+        for id in candidate_ids(st, Kind::Port, p) {
+            if p.limit.is_some_and(|l| count >= l) {
+                break;
+            }
+            let Some(port) = st.ports.get(id).filter(|x| ops::port_visible(ctx, st, x)) else {
+                continue;
+            };
+            if count > 0 {
+                body.push(b',');
+            }
+            serde_json::to_writer(&mut body, &render::PortView::of(port, details))
+                .map_err(|_| NeutronError::internal())?;
+            first.get_or_insert(id.as_str());
+            last = Some(id.as_str());
+            count += 1;
+        }
+        body.push(b']');
+        let ends = first.zip(last).map(|(f, l)| (f.to_string(), l.to_string()));
+        Ok((body, ends, count))
+    })?;
+    let ends_ref = ends.as_ref().map(|(f, l)| (f.as_str(), l.as_str()));
+    if let Some(links) = p.links_between(q, &req.url(req.uri.path()), ends_ref, count) {
+        body.extend_from_slice(b",\"ports_links\":");
+        serde_json::to_writer(&mut body, &links).map_err(|_| NeutronError::internal())?;
+    }
+    body.push(b'}');
+    Ok(http::json_bytes(200, body))
 }
 
 /// Listing groups or rules makes the project's default group first, as

@@ -371,3 +371,107 @@ async fn projects_are_recorded_and_isolated() {
     assert_eq!(r.body["network"]["project_id"], "proj-c");
     s.stop().await;
 }
+
+/// A plain port list (no filter, no fields) is written straight from the
+/// records; it must be exactly what the general path renders — bound ports
+/// with binding details, tags, pairs, several addresses — for an admin and
+/// for a member (who does not see binding details), pages and links too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_port_list_is_the_general_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    s.lab_agents().await;
+    let n = s
+        .create(
+            "networks",
+            "network",
+            json!({"name": "plain", "shared": true}),
+        )
+        .await;
+    s.subnet(&n, "10.9.0.0/24").await;
+    s.subnet(&n, "fd00:9::/64").await;
+    s.port(
+        &n,
+        json!({"binding:host_id": "compute-1", "device_owner": "compute:nova",
+               "device_id": "vm-1", "name": "bound", "description": "d \"quoted\" é"}),
+    )
+    .await;
+    let tagged = s
+        .port(
+            &n,
+            json!({"allowed_address_pairs": [{"ip_address": "10.9.0.0/28"}],
+                   "binding:vnic_type": "direct", "binding:profile": {"k": [1, 2]}}),
+        )
+        .await;
+    let r = s
+        .put(
+            &format!(
+                "/v2.0/ports/{}/tags/blue",
+                tagged["id"].as_str().expect("id")
+            ),
+            json!(null),
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.body);
+    let member = [("x-project-id", "proj-b"), ("x-roles", "member")];
+    for _ in 0..3 {
+        let r = s
+            .req(
+                Method::POST,
+                "/v2.0/ports",
+                Some(json!({"port": {"network_id": n["id"], "name": "theirs"}})),
+                &member,
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    for _ in 0..3 {
+        s.port(&n, json!({})).await;
+    }
+    // `admin_state_up=true` holds for every port: the general path.
+    for (who, headers) in [("admin", &[][..]), ("member", &member[..])] {
+        let plain = s.req(Method::GET, "/v2.0/ports", None, headers).await;
+        let general = s
+            .req(
+                Method::GET,
+                "/v2.0/ports?admin_state_up=true",
+                None,
+                headers,
+            )
+            .await;
+        assert_eq!(plain.status, 200);
+        assert!(!plain.body["ports"].as_array().expect("ports").is_empty());
+        assert_eq!(plain.body, general.body, "{who}");
+        let all = plain.body["ports"].as_array().expect("ports");
+        let marker = all[0]["id"].as_str().expect("id");
+        let page = |q: String| {
+            let s = &s;
+            async move { s.req(Method::GET, &q, None, headers).await.body }
+        };
+        let a = page(format!("/v2.0/ports?limit=2&marker={marker}")).await;
+        let b = page(format!(
+            "/v2.0/ports?limit=2&marker={marker}&admin_state_up=true"
+        ))
+        .await;
+        assert_eq!(a["ports"], b["ports"], "{who}");
+        assert_eq!(a["ports"].as_array().map(Vec::len), Some(2), "{who}: {a}");
+        let hrefs = |v: &Value| {
+            v["ports_links"]
+                .as_array()
+                .expect("links")
+                .iter()
+                .map(|l| {
+                    l["href"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .replace("&admin_state_up=true", "")
+                        .replace("admin_state_up=true&", "")
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(hrefs(&a), hrefs(&b), "{who}");
+        let gone = page("/v2.0/ports?limit=2&marker=no-such-port".into()).await;
+        assert_eq!(gone["NeutronError"]["type"], "PortNotFound", "{gone}");
+    }
+    s.stop().await;
+}

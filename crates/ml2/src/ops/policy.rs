@@ -154,6 +154,11 @@ pub const ADMIN_ONLY_ATTRS: [&str; 4] = [
     "segments",
 ];
 
+/// Whether the caller reads a port's [`BINDING_ATTRS`] (admins and services).
+pub fn reads_binding_details(ctx: &Ctx) -> bool {
+    ctx.is_admin || ctx.is_service
+}
+
 /// Removes what the caller may not read from a rendered resource.
 pub fn redact(ctx: &Ctx, mut v: Value) -> Value {
     if !ctx.is_admin
@@ -162,7 +167,7 @@ pub fn redact(ctx: &Ctx, mut v: Value) -> Value {
         for k in ADMIN_ONLY_ATTRS {
             o.remove(k);
         }
-        if !ctx.is_service {
+        if !reads_binding_details(ctx) {
             for k in BINDING_ATTRS {
                 o.remove(k);
             }
