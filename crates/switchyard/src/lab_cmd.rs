@@ -385,7 +385,7 @@ fn print_banner(
     outln!(
         "  compute API   {url}/compute/v2.1/   (Nova v2.1 subset: servers, os-migrateLive, os-hypervisors)"
     );
-    outln!("  lab           {url}/switchyard/v1/lab   (guests, ping)");
+    outln!("  lab           {url}/switchyard/v1/lab   (guests: ping, TCP listen/connect/stream)");
     outln!("  nodes         {url}/switchyard/v1/nodes   ({exe} node list --url {url})");
     outln!("  database      {}", db.display());
     outln!("  topology      {}", nodes.join(", "));
