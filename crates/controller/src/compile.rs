@@ -41,6 +41,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use switchyard_model::{AGENT_TYPE_GATEWAY, Agent, Change, Kind, Record, State, Timestamp};
 use switchyard_proto::{Attachment, Delta, Item, Role};
@@ -96,11 +97,13 @@ impl Liveness {
 struct Node {
     facts: Option<NodeFacts>,
     /// Hashed, not ordered: a full compile inserts hundreds of thousands of
-    /// items, and only snapshots need them in key order.
-    items: HashMap<String, Item>,
+    /// items, and only snapshots need them in key order. Keys and items are
+    /// shared: a port's `remote/` item is the same on every node that holds
+    /// it (a network's vRouters and gateways), so it is stored once.
+    items: HashMap<Arc<str>, Arc<Item>>,
     version: u64,
     /// Keys changed since the last version was cut.
-    dirty: BTreeSet<String>,
+    dirty: BTreeSet<Arc<str>>,
     /// MACs withdrawn since the last cut (see [`Delta::forget`]).
     forget: BTreeSet<String>,
 }
@@ -208,16 +211,27 @@ fn rendezvous(vni: u32, host: &str) -> u64 {
 }
 
 /// Writes `item` under `key` on `host` (a node whose agent is gone keeps no
-/// desired state, as a full compile would not create it).
-fn put_in(nodes: &mut HashMap<String, Node>, untracked: bool, host: &str, key: String, item: Item) {
+/// desired state, as a full compile would not create it). Both are shared
+/// with the other nodes given the same.
+fn put_in(
+    nodes: &mut HashMap<String, Node>,
+    untracked: bool,
+    host: &str,
+    key: &Arc<str>,
+    item: &Arc<Item>,
+) {
     let Some(n) = nodes.get_mut(host).filter(|n| n.facts.is_some()) else {
         return;
     };
-    if n.items.get(&key) != Some(&item) {
+    let same = n
+        .items
+        .get(&**key)
+        .is_some_and(|have| Arc::ptr_eq(have, item) || **have == **item);
+    if !same {
         if !untracked {
             n.dirty.insert(key.clone());
         }
-        n.items.insert(key, item);
+        n.items.insert(key.clone(), item.clone());
     }
 }
 
@@ -225,8 +239,10 @@ fn del_in(nodes: &mut HashMap<String, Node>, untracked: bool, host: &str, key: &
     let Some(n) = nodes.get_mut(host) else {
         return;
     };
-    if n.items.remove(key).is_some() && !untracked {
-        n.dirty.insert(key.to_string());
+    if let Some((k, _)) = n.items.remove_entry(key)
+        && !untracked
+    {
+        n.dirty.insert(k);
     }
 }
 
@@ -258,6 +274,7 @@ impl Compiler {
         c.sync_nodes(st);
         c.eligible = c.eligible_gateways(st, live);
         c.untracked = true;
+        c.reserve_items(st);
         for id in st.ports.keys() {
             c.refresh_port(st, id);
         }
@@ -285,10 +302,44 @@ impl Compiler {
         c
     }
 
+    /// Sizes each node's item table for what a full compile will put there,
+    /// about: a node in a network holds an item for each of its ports, and
+    /// each own port has a few. Growing the tables instead rehashed them
+    /// again and again and was a fifth of the compile's time.
+    fn reserve_items(&mut self, st: &State) {
+        let mut nets: HashMap<&str, (usize, BTreeSet<&str>)> = HashMap::new();
+        for p in st.ports.values() {
+            let host = p.active_binding().host.as_str();
+            if host.is_empty() {
+                continue;
+            }
+            let (count, hosts) = nets.entry(p.network_id.as_str()).or_default();
+            *count += 1;
+            hosts.insert(host);
+        }
+        let mut want: HashMap<&str, usize> = HashMap::new();
+        for (count, hosts) in nets.values() {
+            for h in hosts {
+                *want.entry(h).or_default() += count + 2;
+            }
+        }
+        for (h, n) in want {
+            if let Some(node) = self.nodes.get_mut(h) {
+                node.items.reserve(n);
+            }
+        }
+    }
+
     // ---- item bookkeeping ------------------------------------------------------
 
     fn put(&mut self, host: &str, key: String, item: Item) {
-        put_in(&mut self.nodes, self.untracked, host, key, item);
+        put_in(
+            &mut self.nodes,
+            self.untracked,
+            host,
+            &Arc::from(key),
+            &Arc::new(item),
+        );
     }
 
     fn del(&mut self, host: &str, key: &str) {
@@ -611,8 +662,8 @@ impl Compiler {
             let Some(q) = self.ports.get(id) else {
                 continue;
             };
-            let key = remote_key(vni, &q.mac);
-            let item = self.remote_item(vni, q, new);
+            let key: Arc<str> = Arc::from(remote_key(vni, &q.mac));
+            let item = self.remote_item(vni, q, new).map(Arc::new);
             let vlan = match q.side {
                 Side::Vlan { vlan, .. } => Some(vlan),
                 Side::Overlay => None,
@@ -623,7 +674,7 @@ impl Compiler {
                     && !(vlan.is_some() && new.vlan_gw.as_ref() == Some(*g));
                 match (&item, holds) {
                     (Some(it), true) => {
-                        put_in(&mut self.nodes, self.untracked, g, key.clone(), it.clone());
+                        put_in(&mut self.nodes, self.untracked, g, &key, it);
                     }
                     _ => del_in(&mut self.nodes, self.untracked, g, &key),
                 }
@@ -639,13 +690,17 @@ impl Compiler {
                         mac: q.mac.clone(),
                         lease: lease.clone(),
                     };
-                    put_in(&mut self.nodes, self.untracked, n, dkey, item);
+                    put_in(
+                        &mut self.nodes,
+                        self.untracked,
+                        n,
+                        &Arc::from(dkey),
+                        &Arc::new(item),
+                    );
                 }
                 for h in net.vrouters.keys() {
                     match &item {
-                        Some(it) => {
-                            put_in(&mut self.nodes, self.untracked, h, key.clone(), it.clone())
-                        }
+                        Some(it) => put_in(&mut self.nodes, self.untracked, h, &key, it),
                         None => del_in(&mut self.nodes, self.untracked, h, &key),
                     }
                 }
@@ -862,15 +917,10 @@ impl Compiler {
         };
         // The port's own items, under the network's placement now.
         if let Some(item) = self.remote_item(vni, &p, &net.placed) {
-            let key = remote_key(vni, &p.mac);
+            let key: Arc<str> = Arc::from(remote_key(vni, &p.mac));
+            let item = Arc::new(item);
             for h in remote_holders(&net, &p) {
-                put_in(
-                    &mut self.nodes,
-                    self.untracked,
-                    h,
-                    key.clone(),
-                    item.clone(),
-                );
+                put_in(&mut self.nodes, self.untracked, h, &key, &item);
             }
         }
         if let (Side::Vlan { vlan, .. }, Some(lease), Some(gw)) =
@@ -885,8 +935,8 @@ impl Compiler {
                 &mut self.nodes,
                 self.untracked,
                 gw,
-                dhcp_key(*vlan, &p.mac),
-                item,
+                &Arc::from(dhcp_key(*vlan, &p.mac)),
+                &Arc::new(item),
             );
         }
         if joined {
@@ -900,7 +950,16 @@ impl Compiler {
                 }
                 if let Some(item) = self.remote_item(vni, op, &net.placed) {
                     let k = remote_key(vni, &op.mac);
-                    put_in(&mut self.nodes, self.untracked, &p.host, k, item);
+                    // Another holder's copy, key and item, when it has this one.
+                    let shared = remote_holders(&net, op)
+                        .find(|h| **h != p.host)
+                        .and_then(|h| {
+                            let n = self.nodes.get(h.as_str())?;
+                            let (key, have) = n.items.get_key_value(k.as_str())?;
+                            (**have == item).then(|| (key.clone(), have.clone()))
+                        });
+                    let (k, item) = shared.unwrap_or_else(|| (Arc::from(k), Arc::new(item)));
+                    put_in(&mut self.nodes, self.untracked, &p.host, &k, &item);
                 }
             }
         }
@@ -1185,7 +1244,7 @@ impl Compiler {
         }
         for (h, n) in self.nodes.iter_mut() {
             if !want.contains_key(h) && n.facts.take().is_some() {
-                let keys: Vec<String> = n.items.keys().cloned().collect();
+                let keys: Vec<Arc<str>> = n.items.keys().cloned().collect();
                 n.items.clear();
                 n.dirty.extend(keys);
             }
@@ -1390,9 +1449,9 @@ impl Compiler {
             for k in std::mem::take(&mut n.dirty) {
                 match n.items.get(&k) {
                     Some(item) => {
-                        d.upserts.insert(k, item.clone());
+                        d.upserts.insert(k.to_string(), Item::clone(item));
                     }
-                    None => d.removals.push(k),
+                    None => d.removals.push(k.to_string()),
                 }
             }
             self.last.items_changed += d.upserts.len() + d.removals.len();
@@ -1415,7 +1474,7 @@ impl Compiler {
                 n.version,
                 n.items
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .map(|(k, v)| (k.to_string(), Item::clone(v)))
                     .collect(),
             )
         })

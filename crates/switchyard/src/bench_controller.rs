@@ -164,10 +164,14 @@ pub fn run(nodes: usize, ports: usize, groups: usize, as_json: bool) -> anyhow::
         }
     }
 
+    // RSS by stage: the model alone, then with the compiled state, then
+    // with every in-process agent holding its pipeline.
+    let model_rss = rss_mb();
     let t = Instant::now();
     let mut compiler = Compiler::full(&st, &Liveness::All);
     compiler.initial_versions();
     let full_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let compiled_rss = rss_mb();
 
     let mut agents: Vec<NodeAgent> = hosts
         .iter()
@@ -249,6 +253,7 @@ pub fn run(nodes: usize, ports: usize, groups: usize, as_json: bool) -> anyhow::
             json!({"nodes": nodes, "ports": ports, "full_compile_ms": (full_ms * 10.0).round() / 10.0,
                    "incremental_us": (incremental_us * 10.0).round() / 10.0, "nodes_touched_per_change": per_change,
                    "converge_ms": (converge_ms * 10.0).round() / 10.0, "rss_mb": rss.round(),
+                   "model_rss_mb": model_rss.round(), "compiled_rss_mb": compiled_rss.round(),
                    "node_registration_us": register_us.round(), "security_groups": groups,
                    "membership_change_us": membership_us.map(|u| (u * 10.0).round() / 10.0),
                    "membership_nodes_touched": membership_us.map(|_| membership_touched)})
@@ -272,7 +277,9 @@ pub fn run(nodes: usize, ports: usize, groups: usize, as_json: bool) -> anyhow::
                 sg_times.len()
             );
         }
-        outln!("  RSS                   {rss:.0} MB");
+        outln!(
+            "  RSS                   {rss:.0} MB ({model_rss:.0} MB with the model alone, {compiled_rss:.0} MB once compiled)"
+        );
     }
     Ok(())
 }
