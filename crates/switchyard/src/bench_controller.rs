@@ -194,6 +194,8 @@ pub fn run(nodes: usize, ports: usize, groups: usize, as_json: bool) -> anyhow::
     let changes = 200;
     let mut times = Vec::with_capacity(changes);
     let mut touched = 0usize;
+    // The gateway agent's time to apply each delta it is sent.
+    let mut gw_times = Vec::new();
     for k in ports..ports + changes {
         let ch = create_port(&mut st, k)?;
         let t = Instant::now();
@@ -201,15 +203,23 @@ pub fn run(nodes: usize, ports: usize, groups: usize, as_json: bool) -> anyhow::
         times.push(t.elapsed().as_secs_f64() * 1e6);
         touched += deltas.len();
         for (host, d) in deltas {
-            if let Some(a) = agents.iter_mut().find(|a| a.host == host)
-                && let FromAgent::Nack { error, .. } = a.handle(&ToAgent::Delta(d))
-            {
+            let Some(a) = agents.iter_mut().find(|a| a.host == host) else {
+                continue;
+            };
+            let t = Instant::now();
+            let reply = a.handle(&ToAgent::Delta(d));
+            if a.role == Role::Gateway {
+                gw_times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            if let FromAgent::Nack { error, .. } = reply {
                 bail!("{host} refused a delta: {error}");
             }
         }
     }
     times.sort_by(f64::total_cmp);
     let incremental_us = times[times.len() / 2];
+    gw_times.sort_by(f64::total_cmp);
+    let gateway_delta_us = gw_times.get(gw_times.len() / 2).copied();
 
     // A compute node's agent registering (compiles nothing: it has no ports yet).
     let b = obj(
@@ -254,7 +264,8 @@ pub fn run(nodes: usize, ports: usize, groups: usize, as_json: bool) -> anyhow::
                    "incremental_us": (incremental_us * 10.0).round() / 10.0, "nodes_touched_per_change": per_change,
                    "converge_ms": (converge_ms * 10.0).round() / 10.0, "rss_mb": rss.round(),
                    "model_rss_mb": model_rss.round(), "compiled_rss_mb": compiled_rss.round(),
-                   "node_registration_us": register_us.round(), "security_groups": groups,
+                   "node_registration_us": register_us.round(),
+                   "gateway_delta_us": gateway_delta_us.map(f64::round), "security_groups": groups,
                    "membership_change_us": membership_us.map(|u| (u * 10.0).round() / 10.0),
                    "membership_nodes_touched": membership_us.map(|_| membership_touched)})
         );
@@ -271,6 +282,12 @@ pub fn run(nodes: usize, ports: usize, groups: usize, as_json: bool) -> anyhow::
             "  one port change       {incremental_us:.1} us (median of {changes}), {per_change:.2} nodes touched"
         );
         outln!("  a new node registers  {register_us:.0} us of controller CPU");
+        if let Some(u) = gateway_delta_us {
+            outln!(
+                "  the gateway applies a delta in {u:.0} us (median of {})",
+                gw_times.len()
+            );
+        }
         if let Some(u) = membership_us {
             outln!(
                 "  a group membership change {u:.1} us (median of {}; {groups} groups), {membership_touched:.2} nodes touched",
