@@ -9,6 +9,10 @@
 //! SQLite runs in WAL mode. With `synchronous = NORMAL` (the default here) a
 //! committed transaction survives the process being killed (`kill -9`); with
 //! `FULL` it also survives power loss, at the cost of an fsync per commit.
+//! WAL checkpoints run on a thread of their own ([`checkpoint`]), not inside
+//! a commit.
+
+mod checkpoint;
 
 use std::path::Path;
 
@@ -95,6 +99,8 @@ const CHANGELOG_KEEP: i64 = 100_000;
 pub struct SqliteStore {
     conn: Connection,
     commits: u64,
+    /// Checkpoints the WAL (a file database only).
+    _checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -110,7 +116,14 @@ impl SqliteStore {
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         create_private(path).map_err(|e| StoreError::Io(path.display().to_string(), e))?;
         let conn = Connection::open(path)?;
-        Self::init(conn, durability)
+        let mut store = Self::init(conn, durability)?;
+        // Commits no longer checkpoint: the checkpointer thread does.
+        store.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        store._checkpointer = Some(
+            checkpoint::Checkpointer::start(path)
+                .map_err(|e| StoreError::Io(path.display().to_string(), e))?,
+        );
+        Ok(store)
     }
 
     /// A private in-memory database (tests).
@@ -163,7 +176,11 @@ impl SqliteStore {
             }
             Some(_) => {}
         }
-        Ok(SqliteStore { conn, commits: 0 })
+        Ok(SqliteStore {
+            conn,
+            commits: 0,
+            _checkpointer: None,
+        })
     }
 
     /// Every stored record, for building the in-memory state at start-up.
@@ -315,6 +332,45 @@ mod tests {
             .map(|(_, _, id, op)| (id.as_str(), op.as_str()))
             .collect();
         assert_eq!(ops, vec![("a", "put"), ("b", "put"), ("a", "delete")]);
+    }
+
+    /// Commits do not checkpoint; the checkpointer thread copies the WAL
+    /// into the database file while the store stays open (without it, with
+    /// checkpoints off in commits, the file would not grow at all).
+    #[test]
+    fn the_wal_is_checkpointed_off_the_write_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let mut s = SqliteStore::open(&path, Durability::Process).expect("open");
+        let before = std::fs::metadata(&path).expect("db").len();
+        for i in 0..400 {
+            let mut a = agent(&format!("a{i}"));
+            if let Record::Agent(x) = &mut a {
+                x.description = Some("x".repeat(4000));
+            }
+            s.commit(&[(Kind::Agent, format!("a{i}"), Some(a))], "t")
+                .expect("commit");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let grew = loop {
+            let now = std::fs::metadata(&path).expect("db").len();
+            if now > before + 1_000_000 {
+                break true;
+            }
+            if std::time::Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(grew, "the database file holds the commits while the store is open");
+        let autockpt: i64 = s
+            .conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(autockpt, 0);
+        drop(s);
+        let s = SqliteStore::open(&path, Durability::Process).expect("reopen");
+        assert_eq!(s.load().expect("load").len(), 400);
     }
 
     #[test]
