@@ -299,10 +299,23 @@ impl ListParams {
             && self.sorts[0].1
     }
 
-    /// A plain page of whole resources: no filter, no field selection, id
-    /// order front to back (see [`ListParams::is_plain_id_scan`]).
-    pub fn is_plain_page(&self) -> bool {
-        self.is_plain_id_scan() && self.fields.is_empty()
+    /// A plain page of whole resources: no field selection, id order front
+    /// to back, and no filter but, at most, an equality on one of `exact`:
+    /// attributes whose candidates the caller finds exactly (an index), so
+    /// no rendered resource needs checking against it. Empty values are not
+    /// indexed.
+    pub fn is_plain_page(&self, exact: &[&str]) -> bool {
+        let filters_exact = match self.filters.as_slice() {
+            [] => true,
+            [Filter::Eq(k, v)] => exact.contains(&k.as_str()) && v.iter().all(|x| !x.is_empty()),
+            _ => false,
+        };
+        filters_exact
+            && self.fields.is_empty()
+            && !self.page_reverse
+            && self.sorts.len() == 1
+            && self.sorts[0].0 == "id"
+            && self.sorts[0].1
     }
 
     /// Whether a rendered resource passes every filter.

@@ -362,7 +362,10 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         };
-        assert!(grew, "the database file holds the commits while the store is open");
+        assert!(
+            grew,
+            "the database file holds the commits while the store is open"
+        );
         let autockpt: i64 = s
             .conn
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
