@@ -520,6 +520,9 @@ fn list(app: &App, req: &Req, res: &Res) -> Result<Response> {
     Ok(http::json(200, Value::Object(out)))
 }
 
+/// About how long one port's JSON is (one fixed IP, a few binding details).
+const PORT_JSON_BYTES: usize = 768;
+
 /// A plain page of ports (no fields, id order, no filter or one that the
 /// candidates answer exactly) written straight from the records into the
 /// response, with no JSON value per port: the same bytes [`list`] would
@@ -542,11 +545,15 @@ fn list_ports_plain(
             // An unknown marker is a 404, never a silent restart at page one.
             return Err(not_found(Kind::Port, m));
         }
-        let mut body = Vec::with_capacity(64 * 1024);
+        let ids = candidate_ids(st, Kind::Port, p);
+        // About a port's size each, so the body is allocated once: growing
+        // a large buffer by doubling took fresh, zeroed pages every time.
+        let want = ids.len().min(p.limit.unwrap_or(usize::MAX));
+        let mut body = Vec::with_capacity(64 + want.saturating_mul(PORT_JSON_BYTES));
         body.extend_from_slice(b"{\"ports\":[");
         let (mut first, mut last, mut count) = (None, None, 0usize);
         let after = p.limit.and(p.marker.as_ref());
-        for id in candidate_ids(st, Kind::Port, p) {
+        for id in ids {
             if p.limit.is_some_and(|l| count >= l) {
                 break;
             }
