@@ -548,7 +548,8 @@ fn list_ports_plain(
         let ids = candidate_ids(st, Kind::Port, p);
         // About a port's size each, so the body is allocated once: growing
         // a large buffer by doubling took fresh, zeroed pages every time.
-        let want = ids.len().min(p.limit.unwrap_or(usize::MAX));
+        // (Capped: a member's candidates are every port, most not theirs.)
+        let want = ids.len().min(p.limit.unwrap_or(usize::MAX)).min(16_384);
         let mut body = Vec::with_capacity(64 + want.saturating_mul(PORT_JSON_BYTES));
         body.extend_from_slice(b"{\"ports\":[");
         let (mut first, mut last, mut count) = (None, None, 0usize);

@@ -323,8 +323,12 @@ impl Compiler {
                 *want.entry(h).or_default() += count + 2;
             }
         }
+        // Only vRouters hold their networks' ports (OVS and SR-IOV nodes
+        // hold their own; gateways are placed later).
         for (h, n) in want {
-            if let Some(node) = self.nodes.get_mut(h) {
+            if let Some(node) = self.nodes.get_mut(h)
+                && node.facts.as_ref().is_some_and(|f| f.role == Role::Vrouter)
+            {
                 node.items.reserve(n);
             }
         }

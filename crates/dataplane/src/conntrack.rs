@@ -34,6 +34,9 @@ use crate::{Duration, Instant};
 mod snat;
 pub use snat::{SnatEntry, SnatTo};
 
+/// How often a full table looks for idle connections to drop.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 pub const ICMP: u8 = 1;
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
@@ -404,6 +407,8 @@ pub struct Tracker<Z> {
     pub timeouts: Timeouts,
     /// Translated ports held by SNAT'd connections (empty when none are).
     ports: snat::Ports<Z>,
+    /// When a full table last swept out its idle connections.
+    swept: Option<Instant>,
 }
 
 impl<Z: Copy + Eq + Hash> Tracker<Z> {
@@ -414,6 +419,7 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
             limit,
             timeouts: Timeouts::default(),
             ports: snat::Ports::default(),
+            swept: None,
         }
     }
 
@@ -522,8 +528,14 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
     }
 
     /// Whether one more connection fits, after dropping idle ones if not.
+    /// A full table is swept at most once per [`SWEEP_EVERY`]: a flood of
+    /// new connections against a table full of live ones must not cost a
+    /// scan of the whole table per packet.
     fn room(&mut self, now: Instant) -> bool {
-        if self.conns.len() >= self.limit {
+        if self.conns.len() >= self.limit
+            && self.swept.is_none_or(|t| now >= t + SWEEP_EVERY || now < t)
+        {
+            self.swept = Some(now);
             self.expire(now);
         }
         self.conns.len() < self.limit
@@ -531,7 +543,7 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
 
     fn remove(&mut self, key: &(Z, Tuple)) {
         if let Some(Entry { snat: Some(to), .. }) = self.conns.remove(key) {
-            self.ports.release(key.1.proto, to);
+            self.ports.release(key, key.1.proto, to);
         }
     }
 
@@ -543,10 +555,10 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
     /// Drops idle connections; returns the next expiry.
     pub fn expire(&mut self, now: Instant) -> Option<Instant> {
         let ports = &mut self.ports;
-        self.conns.retain(|(_, t), e| {
+        self.conns.retain(|(z, t), e| {
             let live = e.expires > now;
             if !live && let Some(to) = e.snat {
-                ports.release(t.proto, to);
+                ports.release(&(*z, *t), t.proto, to);
             }
             live
         });

@@ -10,14 +10,17 @@
 //! starts the WAL again from its beginning. Durability is unchanged: a
 //! commit is in the WAL before it is answered, checkpointed or not.
 //!
-//! If the WAL still grows past [`TRUNCATE_PAGES`] (a checkpoint that never
-//! completes because writes never pause), a `TRUNCATE` checkpoint waits for
-//! the writer, as SQLite's own would, and the file shrinks back.
+//! If the WAL still grows past [`TRUNCATE_PAGES`] (checkpoints that cannot
+//! complete: a reader holding an old snapshot, say), a `TRUNCATE`
+//! checkpoint is tried, waiting at most [`TRUNCATE_WAIT`] for the writer and
+//! readers; when it cannot finish it is not tried again for
+//! [`TRUNCATE_BACKOFF`], so a pinned WAL does not stall writes every
+//! interval.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -25,6 +28,11 @@ use rusqlite::Connection;
 pub const INTERVAL: Duration = Duration::from_millis(250);
 /// WAL pages (4 KiB each) beyond which a checkpoint may block writers.
 pub const TRUNCATE_PAGES: i64 = 65_536;
+/// How long a `TRUNCATE` checkpoint may wait for others (and so block new
+/// writers).
+pub const TRUNCATE_WAIT: Duration = Duration::from_millis(100);
+/// How long after a `TRUNCATE` that could not finish the next is tried.
+pub const TRUNCATE_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The running checkpointer; dropping it stops the thread (after one last
 /// checkpoint).
@@ -35,13 +43,17 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts checkpointing the database at `path` (already in WAL mode).
-    pub fn start(path: &Path) -> std::io::Result<Self> {
+    /// Starts checkpointing the database at `path` (already in WAL mode)
+    /// on a connection of its own, opened here: if it cannot be, the caller
+    /// keeps SQLite's checkpoints in commits.
+    pub fn start(path: &Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(TRUNCATE_WAIT)?;
         let (stop, stopped) = mpsc::channel::<()>();
-        let path = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || run(&path, &stopped))?;
+            .spawn(move || run(&conn, &stopped))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(Checkpointer {
             stop: Some(stop),
             thread: Some(thread),
@@ -58,22 +70,15 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(path: &PathBuf, stopped: &mpsc::Receiver<()>) {
-    let conn = match Connection::open(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "checkpointer cannot open the database; SQLite checkpoints in commits");
-            return;
-        }
-    };
-    let _ = conn.busy_timeout(Duration::from_secs(5));
+fn run(conn: &Connection, stopped: &mpsc::Receiver<()>) {
     let mut failing = false;
+    let mut truncate_after = Instant::now();
     loop {
         let last = matches!(
             stopped.recv_timeout(INTERVAL),
             Ok(()) | Err(RecvTimeoutError::Disconnected)
         );
-        match checkpoint(&conn) {
+        match checkpoint(conn, &mut truncate_after) {
             Ok(()) => failing = false,
             Err(e) if !failing => {
                 // Once per run of failures, not once per interval.
@@ -88,14 +93,26 @@ fn run(path: &PathBuf, stopped: &mpsc::Receiver<()>) {
     }
 }
 
-/// One `PASSIVE` checkpoint, and a `TRUNCATE` one if the WAL is too long.
-fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
-    let (_, wal_pages, _): (i64, i64, i64) =
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-    if wal_pages > TRUNCATE_PAGES {
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+/// `(busy, WAL pages, pages checkpointed)` of one checkpoint.
+fn run_checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+}
+
+/// One `PASSIVE` checkpoint, and a `TRUNCATE` one if the WAL is too long
+/// and the last did not fail within [`TRUNCATE_BACKOFF`].
+fn checkpoint(conn: &Connection, truncate_after: &mut Instant) -> rusqlite::Result<()> {
+    let (_, wal_pages, _) = run_checkpoint(conn, "PASSIVE")?;
+    if wal_pages > TRUNCATE_PAGES && Instant::now() >= *truncate_after {
+        let done = matches!(run_checkpoint(conn, "TRUNCATE"), Ok((0, _, _)));
+        if !done {
+            *truncate_after = Instant::now() + TRUNCATE_BACKOFF;
+            tracing::warn!(
+                wal_pages,
+                "the WAL cannot be truncated (a reader holds an old snapshot?); retrying later"
+            );
+        }
     }
     Ok(())
 }

@@ -100,6 +100,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if matches!(
+        cli.cmd,
+        Cmd::Server(_) | Cmd::Agent(_) | Cmd::Lab(lab_cmd::LabCmd::Up(_))
+    ) {
+        stdout::daemon();
+    }
     match cli.cmd {
         Cmd::Server(a) => rt.block_on(server(a)),
         Cmd::Agent(a) => rt.block_on(agent_cmd::run(a, shutdown_signal())),

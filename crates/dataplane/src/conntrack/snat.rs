@@ -51,11 +51,17 @@ impl<Z> Default for Ports<Z> {
 }
 
 impl<Z> Ports<Z> {
-    /// Gives back the port of a connection that is going away.
-    pub(super) fn release(&mut self, proto: u8, to: SnatTo) {
-        if self.held.remove(&(proto, to.ip, to.port)).is_none() {
+    /// Gives back the port `key`'s connection holds (nothing if another
+    /// connection holds it).
+    pub(super) fn release(&mut self, key: &(Z, Tuple), proto: u8, to: SnatTo)
+    where
+        Z: PartialEq,
+    {
+        let at = (proto, to.ip, to.port);
+        if self.held.get(&at) != Some(key) {
             return;
         }
+        self.held.remove(&at);
         if let Some(n) = self.in_use.get_mut(&(proto, to.ip)) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -193,7 +199,7 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
         self.conns.retain(|(z, t), e| {
             let k = keep(*z, t, e.snat);
             if !k && let Some(to) = e.snat {
-                ports.release(t.proto, to);
+                ports.release(&(*z, *t), t.proto, to);
             }
             k
         });

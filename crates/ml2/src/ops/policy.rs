@@ -164,12 +164,13 @@ pub fn redact(ctx: &Ctx, mut v: Value) -> Value {
     if !ctx.is_admin
         && let Some(o) = v.as_object_mut()
     {
+        // shift_remove: the other attributes keep their order.
         for k in ADMIN_ONLY_ATTRS {
-            o.remove(k);
+            o.shift_remove(k);
         }
         if !reads_binding_details(ctx) {
             for k in BINDING_ATTRS {
-                o.remove(k);
+                o.shift_remove(k);
             }
         }
     }

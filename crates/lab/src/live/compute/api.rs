@@ -483,7 +483,10 @@ async fn details(
     h: &HeaderMap,
     servers: &[super::Server],
 ) -> Result<Vec<Value>, Response> {
-    let ids: Vec<&str> = servers.iter().map(|s| s.id.as_str()).collect();
+    let ids: Vec<(&str, &str)> = servers
+        .iter()
+        .map(|s| (s.id.as_str(), s.project_id.as_str()))
+        .collect();
     let groups = c
         .compute
         .security_group_names(&ids)

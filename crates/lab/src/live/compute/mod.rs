@@ -727,13 +727,14 @@ impl Compute {
 
     /// The security group names each server's ports are in (Nova's
     /// `security_groups` in server views), asked of the networking API as
-    /// Nova asks it: ports by device, then the groups' names.
+    /// Nova asks it: ports by device, then the groups' names in the
+    /// server's project. `servers`: (id, project id).
     pub async fn security_group_names(
         &self,
-        ids: &[&str],
+        servers: &[(&str, &str)],
     ) -> Result<std::collections::HashMap<String, Vec<String>>, ComputeError> {
         self.neutron
-            .security_group_names_by_device(ids)
+            .security_group_names_by_device(servers)
             .await
             .map_err(|e| neutron_error(&e))
     }

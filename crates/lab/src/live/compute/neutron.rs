@@ -8,7 +8,7 @@
 //! compute service honest: it sees exactly what a real Nova would, errors
 //! included.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -208,9 +208,28 @@ impl Neutron {
     /// Nova's server views list them. Servers with no group are absent.
     pub async fn security_group_names_by_device(
         &self,
-        devices: &[&str],
+        devices: &[(&str, &str)],
     ) -> Result<HashMap<String, Vec<String>>> {
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        // Groups are looked up in each server's project, as Nova asks with
+        // the user's token: the service's own project gets no default group.
+        let mut by_project: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (device, project) in devices {
+            by_project.entry(project).or_default().push(device);
+        }
+        for (project, devices) in by_project {
+            self.group_names_in(project, &devices, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    /// [`Neutron::security_group_names_by_device`] for servers of `project`.
+    async fn group_names_in(
+        &self,
+        project: &str,
+        devices: &[&str],
+        out: &mut HashMap<String, Vec<String>>,
+    ) -> Result<()> {
         // A bounded query string per call.
         for chunk in devices.chunks(100) {
             let mut pairs: Vec<(&str, &str)> = chunk.iter().map(|d| ("device_id", *d)).collect();
@@ -247,7 +266,11 @@ impl Neutron {
             let mut names: HashMap<String, String> = HashMap::new();
             for ids in ids.chunks(100) {
                 let mut pairs: Vec<(&str, &str)> = ids.iter().map(|i| ("id", *i)).collect();
-                pairs.extend([("fields", "id"), ("fields", "name")]);
+                pairs.extend([
+                    ("project_id", project),
+                    ("fields", "id"),
+                    ("fields", "name"),
+                ]);
                 let path = format!("/security-groups?{}", query(&pairs));
                 let v = self.call(reqwest::Method::GET, &path, None).await?;
                 for g in v
@@ -273,7 +296,7 @@ impl Neutron {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     pub async fn create_port(&self, port: Value) -> Result<Map<String, Value>> {
