@@ -98,6 +98,18 @@ pub struct TcpFlags {
     pub rst: bool,
 }
 
+impl TcpFlags {
+    /// A TCP segment's flags.
+    pub fn of(p: &TcpPacket<&[u8]>) -> Self {
+        TcpFlags {
+            syn: p.syn(),
+            ack: p.ack(),
+            fin: p.fin(),
+            rst: p.rst(),
+        }
+    }
+}
+
 impl TcpState {
     /// The state after a segment in `dir`.
     pub fn next(self, dir: Dir, f: TcpFlags) -> TcpState {
@@ -213,12 +225,7 @@ fn l4(proto: u8, src: IpAddr, dst: IpAddr, payload: &[u8], first: bool) -> Packe
                 if let Ok(p) = TcpPacket::new_checked(payload) {
                     t.sport = p.src_port();
                     t.dport = p.dst_port();
-                    kind = Kind::Tcp(TcpFlags {
-                        syn: p.syn(),
-                        ack: p.ack(),
-                        fin: p.fin(),
-                        rst: p.rst(),
-                    });
+                    kind = Kind::Tcp(TcpFlags::of(&p));
                 } else if let Some((s, d)) = ports(payload) {
                     // Quoted in an ICMP error: 8 bytes, the ports in them.
                     (t.sport, t.dport) = (s, d);
@@ -397,6 +404,22 @@ struct Entry {
     snat: Option<SnatTo>,
 }
 
+impl Entry {
+    /// Moves the connection on by a packet of `proto` in `dir` and restarts
+    /// its idle time: TCP by its flags, anything else becomes established
+    /// once answered.
+    fn advance(&mut self, proto: u8, dir: Dir, flags: TcpFlags, now: Instant, t: &Timeouts) {
+        self.tcp = if proto == TCP {
+            self.tcp.next(dir, flags)
+        } else if dir == Dir::Reply {
+            TcpState::Established
+        } else {
+            self.tcp
+        };
+        self.expires = now + t.of(proto, self.tcp);
+    }
+}
+
 /// The connections of every zone. Keys are hashed with FxHash: tuples come
 /// from packets, but an attacker choosing them gains nothing beyond the
 /// bounded table (the limit, not the hash, keeps it small).
@@ -487,14 +510,7 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
             if let Some(e) = self.conns.get_mut(&(zone, key))
                 && e.expires > now
             {
-                e.tcp = if key.proto == TCP {
-                    e.tcp.next(dir, flags)
-                } else if dir == Dir::Reply {
-                    TcpState::Established
-                } else {
-                    e.tcp
-                };
-                e.expires = now + timeouts.of(key.proto, e.tcp);
+                e.advance(key.proto, dir, flags, now, &timeouts);
                 return Some(dir);
             }
         }

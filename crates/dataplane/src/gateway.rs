@@ -429,16 +429,6 @@ fn v4(a: std::net::IpAddr) -> Ipv4Addr {
     }
 }
 
-/// The flags connection tracking reads from a TCP segment.
-fn tcp_flags(p: &TcpPacket<&[u8]>) -> TcpFlags {
-    TcpFlags {
-        syn: p.syn(),
-        ack: p.ack(),
-        fin: p.fin(),
-        rst: p.rst(),
-    }
-}
-
 fn earliest(next: &mut Option<Instant>, t: Instant) {
     *next = Some(next.map_or(t, |n| n.min(t)));
 }
@@ -1546,7 +1536,7 @@ impl Gateway {
                 Err(_) => Err(DropReason::Malformed),
             },
             IpProtocol::Tcp => match TcpPacket::new_checked(ip.payload()) {
-                Ok(p) => Ok((TCP, p.src_port(), p.dst_port(), tcp_flags(&p))),
+                Ok(p) => Ok((TCP, p.src_port(), p.dst_port(), TcpFlags::of(&p))),
                 Err(_) => Err(DropReason::Malformed),
             },
             _ => Err(DropReason::Unsupported),
@@ -1652,7 +1642,7 @@ impl Gateway {
                 .map(|p| (UDP, p.dst_port(), p.src_port(), TcpFlags::default())),
             IpProtocol::Tcp => TcpPacket::new_checked(ip.payload())
                 .ok()
-                .map(|p| (TCP, p.dst_port(), p.src_port(), tcp_flags(&p))),
+                .map(|p| (TCP, p.dst_port(), p.src_port(), TcpFlags::of(&p))),
             _ => None,
         };
         let Some((proto, port, remote_port, flags)) = key else {

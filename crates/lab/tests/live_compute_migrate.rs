@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::{bindings, network};
-use serde_json::{Value, json};
+use common::{bindings, id, network};
+use serde_json::json;
 use switchyard_lab::client::migration::migrate_under_stream;
 use switchyard_lab::client::{LabClient, demo};
 use switchyard_lab::live::{LiveLab, Options};
@@ -43,10 +43,6 @@ async fn lab() -> (LiveLab, tempfile::TempDir) {
     opts.topology = Topology::from_toml(&format!("{REFERENCE}\n{MORE_NODES}")).expect("topology");
     let live = LiveLab::start(opts).await.expect("lab");
     (live, dir)
-}
-
-fn id(s: &Value) -> String {
-    s["id"].as_str().expect("id").to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

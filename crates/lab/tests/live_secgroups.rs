@@ -9,14 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::network;
+use common::{group, id, network, port_in};
 use serde_json::{Value, json};
 use switchyard_lab::client::LabClient;
 use switchyard_lab::live::{LiveLab, Options};
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().expect("id").to_string()
-}
 
 /// Pings `from` → `to` (a guest's first address) until `want` answers
 /// come back in a run of 3, or a few seconds pass; the last count.
@@ -45,30 +41,9 @@ async fn groups_decide_who_reaches_whom_on_ovs_and_vrouter_nodes() {
         .expect("lab");
     let c = LabClient::new(&live.url());
     let net = network(&c, "sg-net", "10.71.0.0/24").await;
-    let web = c
-        .post(
-            "/v2.0/security-groups",
-            &json!({"security_group": {"name": "web"}}),
-        )
-        .await
-        .expect("group")["security_group"]
-        .clone();
-    let web_id = id(&web);
+    let web_id = group(&c, "web").await;
     // Omitted groups: the project's default group.
-    let port = |groups: Option<Value>| {
-        let c = &c;
-        let mut body = json!({"network_id": net});
-        if let Some(g) = groups {
-            body["security_groups"] = g;
-        }
-        async move {
-            let p = c
-                .post("/v2.0/ports", &json!({ "port": body }))
-                .await
-                .expect("port");
-            p["port"].clone()
-        }
-    };
+    let port = |groups: Option<Value>| port_in(&c, &net, groups);
     // a (OVS) and b (vRouter) in the default group; w (vRouter) only in "web",
     // which starts with egress rules and nothing in.
     let pa = port(None).await;

@@ -10,14 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::network;
+use common::{group, id, network, port_in};
 use serde_json::{Value, json};
 use switchyard_lab::client::LabClient;
 use switchyard_lab::live::{LiveLab, Options};
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().expect("id").to_string()
-}
 
 /// Connection attempts `from` → `to`:`port` until one ends `want`, or a
 /// few seconds pass (a rule change takes a moment to reach the nodes); the
@@ -100,28 +96,8 @@ async fn groups_admit_drop_and_keep_tcp_connections_on_ovs_and_vrouter_nodes() {
         .expect("lab");
     let c = LabClient::new(&live.url());
     let net = network(&c, "tcp-net", "10.72.0.0/24").await;
-    let ssh = c
-        .post(
-            "/v2.0/security-groups",
-            &json!({"security_group": {"name": "ssh"}}),
-        )
-        .await
-        .expect("group")["security_group"]
-        .clone();
-    let ssh_id = id(&ssh);
-    let port = |groups: Option<Value>| {
-        let c = &c;
-        let mut body = json!({"network_id": net});
-        if let Some(g) = groups {
-            body["security_groups"] = g;
-        }
-        async move {
-            c.post("/v2.0/ports", &json!({ "port": body }))
-                .await
-                .expect("port")["port"]
-                .clone()
-        }
-    };
+    let ssh_id = group(&c, "ssh").await;
+    let port = |groups: Option<Value>| port_in(&c, &net, groups);
     // Clients a (vRouter) and b (OVS) in the default group; the targets
     // only in "ssh", which starts with its egress rules and nothing in.
     let pa = port(None).await;

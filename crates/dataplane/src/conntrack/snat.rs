@@ -125,8 +125,7 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
         if let Some(e) = self.conns.get_mut(&key) {
             match e.snat {
                 Some(to) if e.expires > now && to.ip == ip => {
-                    e.tcp = e.tcp.next(Dir::Original, flags);
-                    e.expires = now + self.timeouts.of(t.proto, e.tcp);
+                    e.advance(t.proto, Dir::Original, flags, now, &self.timeouts);
                     return Some(to.port);
                 }
                 // Timed out, or its router's address changed: a new one.
@@ -171,12 +170,7 @@ impl<Z: Copy + Eq + Hash> Tracker<Z> {
         if e.expires <= now {
             return None;
         }
-        e.tcp = if proto == super::TCP {
-            e.tcp.next(Dir::Reply, flags)
-        } else {
-            TcpState::Established
-        };
-        e.expires = now + self.timeouts.of(proto, e.tcp);
+        e.advance(proto, Dir::Reply, flags, now, &self.timeouts);
         Some(key)
     }
 

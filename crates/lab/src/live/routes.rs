@@ -105,6 +105,16 @@ async fn not_allowed() -> Response {
     switchyard_api::http::method_not_allowed()
 }
 
+/// Waits (up to [`ADDRESS_WAIT_S`]) for guest `name` to have its address: a
+/// guest booted a moment ago may still be in DHCP, as a fresh VM would be.
+async fn has_address(c: &Ctx, name: &str) -> Result<(), NeutronError> {
+    c.hyp
+        .wait_for_address(name, StdDuration::from_secs(ADDRESS_WAIT_S))
+        .await
+        .map_err(|e| hyp_error(&e))?;
+    Ok(())
+}
+
 fn hyp_error(e: &HypervisorError) -> NeutronError {
     use HypervisorError as H;
     let kind = match e {
@@ -292,10 +302,7 @@ async fn start_stream_inner(c: &Ctx, name: &str, body: &Bytes) -> Result<Respons
     only(&p, &["target", "interval_ms"])?;
     let target = unicast_target(&p)?;
     let interval = number(&p, "interval_ms", 10, 10_000)?;
-    c.hyp
-        .wait_for_address(name, StdDuration::from_secs(ADDRESS_WAIT_S))
-        .await
-        .map_err(|e| hyp_error(&e))?;
+    has_address(c, name).await?;
     c.hyp
         .start_ping(
             name,
@@ -357,12 +364,7 @@ async fn ping_inner(c: &Ctx, name: Option<&str>, body: &Bytes) -> Result<Respons
     );
     let report = match name {
         Some(name) => {
-            // A guest booted a moment ago may still be in DHCP: give it time,
-            // as a user running ping in a fresh VM would.
-            c.hyp
-                .wait_for_address(name, StdDuration::from_secs(ADDRESS_WAIT_S))
-                .await
-                .map_err(|e| hyp_error(&e))?;
+            has_address(c, name).await?;
             c.hyp.ping(name, target, count, interval, grace).await
         }
         None => c.hyp.internet_ping(target, count, interval, grace).await,
@@ -437,11 +439,7 @@ async fn connect_inner(c: &Ctx, name: &str, body: &Bytes) -> Result<Response, Ne
         DEFAULT_CONNECT_TIMEOUT_MS,
         MAX_CONNECT_TIMEOUT_MS,
     )?;
-    // A guest booted a moment ago may still be in DHCP, as for ping.
-    c.hyp
-        .wait_for_address(name, StdDuration::from_secs(ADDRESS_WAIT_S))
-        .await
-        .map_err(|e| hyp_error(&e))?;
+    has_address(c, name).await?;
     let r = c
         .hyp
         .connect(name, target, port, Duration::from_millis(timeout))
@@ -483,10 +481,7 @@ async fn start_tcp_stream_inner(
     let target = unicast_target(&p)?;
     let port = tcp_port(&p)?;
     let interval = number(&p, "interval_ms", 100, 10_000)?;
-    c.hyp
-        .wait_for_address(name, StdDuration::from_secs(ADDRESS_WAIT_S))
-        .await
-        .map_err(|e| hyp_error(&e))?;
+    has_address(c, name).await?;
     let r = c
         .hyp
         .start_tcp_stream(name, target, port, Duration::from_millis(interval))

@@ -1,8 +1,8 @@
-//! Helpers shared by the live compute tests.
+//! Helpers shared by the live lab tests.
 
 #![allow(dead_code)]
 
-use serde_json::json;
+use serde_json::{Value, json};
 use switchyard_lab::client::LabClient;
 
 /// A network with one IPv4 subnet; its id.
@@ -38,4 +38,34 @@ pub async fn bindings(c: &LabClient, port: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// A resource's `id`.
+pub fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
+}
+
+/// A security group named `name`; its id.
+pub async fn group(c: &LabClient, name: &str) -> String {
+    let g = c
+        .post(
+            "/v2.0/security-groups",
+            &json!({"security_group": {"name": name}}),
+        )
+        .await
+        .expect("group");
+    id(&g["security_group"])
+}
+
+/// A port on `net`, in `groups` when given (else the project's default
+/// group, as Neutron does when they are omitted).
+pub async fn port_in(c: &LabClient, net: &str, groups: Option<Value>) -> Value {
+    let mut body = json!({"network_id": net});
+    if let Some(g) = groups {
+        body["security_groups"] = g;
+    }
+    c.post("/v2.0/ports", &json!({ "port": body }))
+        .await
+        .expect("port")["port"]
+        .clone()
 }
