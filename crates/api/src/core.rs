@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use switchyard_controller::{Compiler, Liveness};
 use switchyard_ml2::{Ctx, Ml2};
-use switchyard_model::{NeutronError, Result, State, Timestamp};
+use switchyard_model::{Change, NeutronError, Record, Result, State, Timestamp};
 use switchyard_proto::{Delta, Role};
 use switchyard_store::SqliteStore;
 
@@ -43,8 +43,15 @@ pub struct Core {
     /// look dead and move networks before the agents could report.
     started: Timestamp,
     resumed_from: Timestamp,
-    /// Every node's desired state, kept up to date with each commit.
+    /// Every node's desired state, kept up to date with each commit once the
+    /// first full compile has caught up (see [`Shared::compile_in_background`]).
     pub compiler: Compiler,
+    /// Until then: the changes committed since the records that compile
+    /// reads were loaded, in commit order. `None` once caught up.
+    backlog: Option<Vec<Change>>,
+    /// The records and liveness the first full compile starts from, until
+    /// its thread takes them.
+    initial: Option<(Vec<Record>, Liveness)>,
     // The connection is not `Sync`; only writers (holding the write lock) use it.
     store: Mutex<SqliteStore>,
 }
@@ -55,7 +62,8 @@ impl Core {
         store: SqliteStore,
         now: Timestamp,
     ) -> std::result::Result<Self, switchyard_store::StoreError> {
-        let state = State::from_records(store.load()?);
+        let records = store.load()?;
+        let state = State::from_records(records.iter().cloned());
         let resumed_from = state
             .agents
             .values()
@@ -69,10 +77,21 @@ impl Core {
             started: now,
             resumed_from,
             compiler: Compiler::new(),
+            backlog: Some(Vec::new()),
+            initial: None,
             store: Mutex::new(store),
         };
-        core.compiler = Compiler::full(&core.state, &core.liveness(now));
+        // The full compile runs off the lock, on its own copy of the model
+        // (built from the same records), so a restart does not hold up API
+        // writes for its whole length; see [`Shared::compile_in_background`].
+        core.initial = Some((records, core.liveness(now)));
         Ok(core)
+    }
+
+    /// Whether the compiler has caught up with the model since start-up:
+    /// until then it has no desired state to give any node.
+    pub fn compiled(&self) -> bool {
+        self.backlog.is_none()
     }
 
     /// Whether the controller is in its first `agent_down_time` after start.
@@ -158,21 +177,65 @@ pub struct Shared {
     pub refusals: Arc<RefusalLog>,
     /// Where port changes are told to Nova (`crate::nova`), once set.
     pub notifier: Arc<std::sync::OnceLock<crate::nova::Notifier>>,
+    /// Becomes true once the compiler has caught up after start-up;
+    /// southbound sessions wait for it before sending a snapshot (an empty
+    /// one would wipe a node's state).
+    pub compiled: tokio::sync::watch::Sender<bool>,
+    /// The longest a write waited for the lock (ns) since
+    /// [`Shared::take_longest_lock_wait`] last read it.
+    longest_lock_wait: Arc<AtomicU64>,
 }
+
+/// The first full compile of a [`Shared`], not started yet.
+pub struct FirstCompile {
+    shared: Shared,
+    records: Vec<Record>,
+    live: Liveness,
+}
+
+impl FirstCompile {
+    /// Starts it in the background (see [`Shared::compile_in_background`]).
+    pub fn start(self) {
+        self.shared.compile_in_background(self.records, self.live);
+    }
+}
+
+/// How long the catch-up after the first full compile holds the write lock
+/// at a time, and how many changes it applies between looks at the clock.
+const CATCH_UP_SLICE: std::time::Duration = std::time::Duration::from_millis(5);
+const CATCH_UP_CHUNK: usize = 64;
 
 impl Shared {
     pub fn new(core: Core, clock: Arc<dyn Clock>) -> Self {
         Self::with_credentials(core, clock, NodeCredentials::in_memory())
     }
 
+    /// As [`Shared::new`], with the nodes' credentials; the first full
+    /// compile starts at once, in the background.
     pub fn with_credentials(
         core: Core,
         clock: Arc<dyn Clock>,
         credentials: NodeCredentials,
     ) -> Self {
+        let (shared, first) = Self::deferred(core, clock, credentials);
+        if let Some(first) = first {
+            first.start();
+        }
+        shared
+    }
+
+    /// As [`Shared::with_credentials`], but the first full compile waits
+    /// for its [`FirstCompile::start`] (a test makes writes before it).
+    pub fn deferred(
+        mut core: Core,
+        clock: Arc<dyn Clock>,
+        credentials: NodeCredentials,
+    ) -> (Self, Option<FirstCompile>) {
         let (deltas, _) = tokio::sync::broadcast::channel(1024);
         let (closing, _) = tokio::sync::watch::channel(false);
-        Shared {
+        let (compiled, _) = tokio::sync::watch::channel(core.compiled());
+        let initial = core.initial.take();
+        let shared = Shared {
             core: Arc::new(RwLock::new(core)),
             clock,
             deltas,
@@ -183,6 +246,102 @@ impl Shared {
             credentials: Arc::new(credentials),
             refusals: Arc::new(RefusalLog::default()),
             notifier: Arc::default(),
+            compiled,
+            longest_lock_wait: Arc::default(),
+        };
+        let first = initial.map(|(records, live)| FirstCompile {
+            shared: shared.clone(),
+            records,
+            live,
+        });
+        (shared, first)
+    }
+
+    /// The first full compile after start-up, on a thread of its own and off
+    /// the lock: it builds its own copy of the model from the records the
+    /// model was loaded from, compiles it, then catches up with the changes
+    /// committed meanwhile (`Core::backlog`) under the write lock, at most
+    /// [`CATCH_UP_SLICE`] at a time so that API writes wait no longer than
+    /// that. The compiler refreshes what a change names from the model as it
+    /// is now, so applying the backlog in slices against the current model
+    /// ends in the state a full compile of it would give (property-tested in
+    /// the controller's `tests/incremental.rs`).
+    fn compile_in_background(&self, records: Vec<Record>, live: Liveness) {
+        let shared = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("compile".into())
+            .spawn(move || {
+                let t = std::time::Instant::now();
+                let compiled = catch_unwind(AssertUnwindSafe(|| {
+                    let st = State::from_records(records);
+                    Compiler::full(&st, &live)
+                }));
+                match compiled {
+                    Ok(c) => {
+                        tracing::info!(
+                            ms = t.elapsed().as_millis() as u64,
+                            nodes = c.node_count(),
+                            items = c.item_count(),
+                            "full compile done; catching up with the changes made meanwhile"
+                        );
+                        shared.catch_up(c);
+                    }
+                    Err(_) => tracing::error!(
+                        "the full compile panicked; no node will be sent its state until a restart"
+                    ),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start the compile thread; compiling under the lock");
+            let mut g = self.write_lock();
+            let core = &mut *g;
+            let live = core.liveness(self.clock.now());
+            core.compiler = Compiler::full(&core.state, &live);
+            core.backlog = None;
+            self.compiled.send_replace(true);
+        }
+    }
+
+    /// Installs `compiler` and applies the backlog to it in slices (see
+    /// [`Shared::compile_in_background`]). The deltas those slices cut go
+    /// nowhere: no session has been sent anything yet.
+    fn catch_up(&self, compiler: Compiler) {
+        let mut compiler = Some(compiler);
+        let mut slices = 0u32;
+        loop {
+            let mut g = self.write_lock();
+            let core = &mut *g;
+            if let Some(c) = compiler.take() {
+                core.compiler = c;
+            }
+            let live = core.liveness(self.clock.now());
+            let started = std::time::Instant::now();
+            let Some(backlog) = core.backlog.as_mut() else {
+                return;
+            };
+            let mut done = 0;
+            while done < backlog.len() && started.elapsed() < CATCH_UP_SLICE {
+                let end = (done + CATCH_UP_CHUNK).min(backlog.len());
+                core.compiler.apply(&core.state, &backlog[done..end], &live);
+                done = end;
+            }
+            backlog.drain(..done);
+            slices += 1;
+            if backlog.is_empty() {
+                core.backlog = None;
+                // Liveness may have moved since the compile began.
+                core.compiler.set_liveness(&core.state, &live);
+                self.compiled.send_replace(true);
+                tracing::info!(
+                    slices,
+                    nodes = core.compiler.node_count(),
+                    "compiler caught up; serving nodes"
+                );
+                return;
+            }
+            drop(g);
+            // Writers waiting for the lock go first.
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 
@@ -270,10 +429,25 @@ impl Shared {
         }
     }
 
-    /// A node's desired state now: (version, items).
-    pub fn snapshot(&self, host: &str) -> (u64, BTreeMap<String, switchyard_proto::Item>) {
+    /// A node's desired state now: (version, items); `None` until the
+    /// compiler has caught up after start-up.
+    pub fn snapshot(&self, host: &str) -> Option<(u64, BTreeMap<String, switchyard_proto::Item>)> {
         let g = self.core.read().unwrap_or_else(PoisonError::into_inner);
-        g.compiler.snapshot(host).unwrap_or_default()
+        g.compiled()
+            .then(|| g.compiler.snapshot(host).unwrap_or_default())
+    }
+
+    /// The longest a write waited for the model's lock since the last call,
+    /// and starts counting again.
+    pub fn take_longest_lock_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.longest_lock_wait.swap(0, Ordering::Relaxed))
+    }
+
+    /// Waits until the compiler has caught up after start-up.
+    pub async fn wait_compiled(&self) {
+        let mut rx = self.compiled.subscribe();
+        // The sender lives as long as `self`: an error cannot happen here.
+        let _ = rx.wait_for(|c| *c).await;
     }
 
     /// After a gateway agent reported: places routers that have no gateway
@@ -304,8 +478,9 @@ impl Shared {
         let (matters, grace) = {
             let g = self.core.read().unwrap_or_else(PoisonError::into_inner);
             let live = g.liveness(now);
+            // Until the compiler has caught up, its catch-up applies liveness.
             (
-                g.compiler.liveness_matters(&g.state, &live),
+                g.compiled() && g.compiler.liveness_matters(&g.state, &live),
                 g.in_grace(now),
             )
         };
@@ -399,7 +574,10 @@ impl Shared {
         op: impl FnOnce(&Ml2, &mut State, &Ctx) -> Result<R>,
         after: impl FnOnce(&Ml2, &State, R) -> Result<T>,
     ) -> Result<T> {
+        let asked = std::time::Instant::now();
         let mut g = self.write_lock();
+        let waited = u64::try_from(asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.longest_lock_wait.fetch_max(waited, Ordering::Relaxed);
         let core = &mut *g;
         core.state.begin();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -430,6 +608,10 @@ impl Shared {
         let changes = core.state.commit();
         if let (Some(n), Some(b)) = (notifier, before) {
             n.send(crate::nova::events(&b, &changes, &core.state));
+        }
+        if let Some(backlog) = core.backlog.as_mut() {
+            backlog.extend(changes);
+            return after(&core.ml2, &core.state, r);
         }
         let live = core.liveness(ctx.now);
         let deltas = core.compiler.apply(&core.state, &changes, &live);

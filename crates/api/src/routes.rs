@@ -1080,17 +1080,22 @@ fn node_json(
     status: Option<&crate::core::NodeStatus>,
     items: bool,
 ) -> Value {
-    let (desired, state) = app.shared.snapshot(host);
+    let compiled = app.shared.snapshot(host);
+    let compiling = compiled.is_none();
+    let (desired, state) = compiled.unwrap_or_default();
     let st = status.cloned().unwrap_or_default();
     // Connected means a session is open *and* its agent heartbeats: a
     // stopped agent whose socket lingers is not connected.
     let alive = app.shared.agent_alive(host);
     let connected = st.connected && alive;
-    let converged = connected && st.failed.is_none() && st.acked == desired;
+    let converged = !compiling && connected && st.failed.is_none() && st.acked == desired;
     let phase = if !alive {
         "down"
     } else if !st.connected {
         "disconnected"
+    } else if compiling {
+        // The controller restarted and has not compiled the model yet.
+        "compiling"
     } else if st.failed.is_some() {
         "failed"
     } else if converged {

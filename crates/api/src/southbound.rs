@@ -252,9 +252,18 @@ async fn session(
         .read(|ml2, _| Ok(ml2.settings.agent_down_time))
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(75));
+    let mut closing = app.shared.closing.subscribe();
+    // After a restart the compiler may still be catching up: the node waits
+    // for its state rather than being sent an empty one.
+    tokio::select! {
+        () = app.shared.wait_compiled() => {}
+        _ = closing.changed() => {
+            let _ = socket.send(Message::Close(None)).await;
+            return Ok(());
+        }
+    }
     // Subscribe before the snapshot, so no commit falls between the two.
     let mut rx = app.shared.deltas.subscribe();
-    let mut closing = app.shared.closing.subscribe();
     let (intro_tx, mut intro_rx) = tokio::sync::mpsc::channel::<IntrospectRequest>(16);
     let (replaced_tx, mut replaced) = tokio::sync::watch::channel(false);
     let generation = app.shared.begin_session(
@@ -339,7 +348,11 @@ impl Session {
     }
 
     async fn send_snapshot(&mut self, socket: &mut WebSocket) -> Result<u64, String> {
-        let (version, items) = self.app.shared.snapshot(&self.host);
+        let (version, items) = self
+            .app
+            .shared
+            .snapshot(&self.host)
+            .ok_or("the compiler has no state to send yet")?;
         send(socket, &ToAgent::Snapshot { version, items }).await?;
         self.sent = self.sent.max(version);
         let sent = self.sent;

@@ -160,7 +160,10 @@ pub struct Compiler {
     /// Off while a full compile builds every node from nothing: then every item
     /// is new, and tracking them one by one would only cost time.
     untracked: bool,
-    ports: HashMap<String, PortFacts>,
+    /// Boxed: at 100,000 ports, growing the table moves every entry at
+    /// once (hashbrown resizes in one go), and with the facts inline that
+    /// one insert took over 100 ms under the write lock.
+    ports: HashMap<String, Box<PortFacts>>,
     /// Each router's gateway items (SNAT, floating IPs, routes) and the node
     /// they are on, as last compiled.
     routers: HashMap<String, (String, BTreeMap<String, Item>)>,
@@ -884,7 +887,7 @@ impl Compiler {
     fn place_port(&mut self, p: PortFacts) {
         let id = p.port_id.clone();
         let Some(vni) = p.vni else {
-            self.ports.insert(id, p);
+            self.ports.insert(id, Box::new(p));
             return;
         };
         let overlay_here = p.side == Side::Overlay && self.role_of(&p.host) == Some(Role::Vrouter);
@@ -967,7 +970,7 @@ impl Compiler {
                 }
             }
         }
-        self.ports.insert(id, p);
+        self.ports.insert(id, Box::new(p));
         self.nets.insert(vni, net);
         match old {
             Some(old) => self.replace(vni, &old),
@@ -980,7 +983,7 @@ impl Compiler {
         let new = st.ports.get(id).and_then(|p| port_facts(st, p));
         let pre = self.preplugs(st, id, new.as_ref());
         if new.is_some()
-            && self.ports.get(id) == new.as_ref()
+            && self.ports.get(id).map(|b| &**b) == new.as_ref()
             && self
                 .preplugged
                 .get(id)

@@ -191,6 +191,10 @@ struct World {
     compiler: Compiler,
     /// What the compiler sent for the last transaction.
     deltas: BTreeMap<String, Delta>,
+    /// A second compiler started from a full compile of an earlier model,
+    /// and the changes committed since, not yet applied to it (what a
+    /// restarted controller catches up with).
+    late: Option<(Compiler, Vec<Change>)>,
 }
 
 impl World {
@@ -216,6 +220,9 @@ impl World {
                 let changes: Vec<Change> = self.st.commit();
                 let live = self.live();
                 self.deltas = self.compiler.apply(&self.st, &changes, &live);
+                if let Some((_, backlog)) = &mut self.late {
+                    backlog.extend(changes);
+                }
                 Some(v)
             }
             Err(_) => {
@@ -263,6 +270,7 @@ impl World {
             public: String::new(),
             compiler,
             deltas: BTreeMap::new(),
+            late: None,
         };
         for i in [0, 1, 2, 3, 5] {
             w.running.insert(i);
@@ -641,15 +649,26 @@ impl World {
         Ok(())
     }
 
+    /// Applies the first `n` changes of the late compiler's backlog to it,
+    /// against the model as it is now (as the catch-up does).
+    fn catch_up(&mut self, n: usize) {
+        let live = self.live();
+        if let Some((c, backlog)) = &mut self.late {
+            let n = n.min(backlog.len());
+            c.apply(&self.st, &backlog[..n], &live);
+            backlog.drain(..n);
+        }
+    }
+
     fn check(&self, step: usize, op: &Op) -> Result<(), TestCaseError> {
         self.check_member_sets(step, op)?;
+        self.check_compiler(&self.compiler, step, op)
+    }
+
+    fn check_compiler(&self, c: &Compiler, step: usize, op: &Op) -> Result<(), TestCaseError> {
         let full = Compiler::full(&self.st, &self.live());
         for h in HOSTS {
-            let inc: BTreeMap<String, Item> = self
-                .compiler
-                .snapshot(h)
-                .map(|(_, i)| i)
-                .unwrap_or_default();
+            let inc: BTreeMap<String, Item> = c.snapshot(h).map(|(_, i)| i).unwrap_or_default();
             let want: BTreeMap<String, Item> = full.snapshot(h).map(|(_, i)| i).unwrap_or_default();
             if inc != want {
                 let extra: Vec<&String> = inc
@@ -682,6 +701,35 @@ proptest! {
             w.step(op);
             w.check(i + 1, op)?;
         }
+    }
+
+    /// A compiler started from a full compile of the model as it was at
+    /// some step, then given the changes committed since in slices of any
+    /// size against the model as it is when each slice is applied (a
+    /// restarted controller's catch-up, with writes going on), ends in the
+    /// state a full compile of the final model gives.
+    #[test]
+    fn a_late_full_compile_catches_up_with_the_changes_made_meanwhile(
+        ops in proptest::collection::vec(op(), 1..60),
+        start in 0usize..60,
+        slices in proptest::collection::vec(0usize..6, 60),
+    ) {
+        let mut w = World::new();
+        let start = start % ops.len();
+        for (i, op) in ops.iter().enumerate() {
+            if i == start {
+                w.late = Some((Compiler::full(&w.st, &w.live()), Vec::new()));
+            }
+            w.step(op);
+            w.catch_up(slices[i]);
+        }
+        w.catch_up(usize::MAX);
+        let live = w.live();
+        let Some((mut late, _)) = w.late.take() else {
+            return Err(TestCaseError::fail("no late compiler"));
+        };
+        late.set_liveness(&w.st, &live);
+        w.check_compiler(&late, ops.len(), &Op::Tick)?;
     }
 
     /// The same, weighted to security groups: rules from remote groups,

@@ -191,6 +191,34 @@ impl State {
         Self::default()
     }
 
+    /// Every record, copied (what [`State::from_records`] builds the same
+    /// state from).
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        self.networks
+            .values()
+            .cloned()
+            .map(Record::Network)
+            .chain(self.segments.values().cloned().map(Record::Segment))
+            .chain(self.subnets.values().cloned().map(Record::Subnet))
+            .chain(self.ports.values().cloned().map(Record::Port))
+            .chain(self.agents.values().cloned().map(Record::Agent))
+            .chain(self.routers.values().cloned().map(Record::Router))
+            .chain(self.floatingips.values().cloned().map(Record::FloatingIp))
+            .chain(self.quotas.values().cloned().map(Record::Quota))
+            .chain(
+                self.security_groups
+                    .values()
+                    .cloned()
+                    .map(Record::SecurityGroup),
+            )
+            .chain(
+                self.security_group_rules
+                    .values()
+                    .cloned()
+                    .map(Record::SecurityGroupRule),
+            )
+    }
+
     /// Builds the state from stored records (at start-up).
     pub fn from_records(records: impl IntoIterator<Item = Record>) -> Self {
         let mut s = State::new();
