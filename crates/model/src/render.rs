@@ -238,7 +238,7 @@ impl<'a> PortView<'a> {
             vnic_type: &b.vnic_type,
             profile: binding_details.then_some(&b.profile),
             vif_type: shown(b.vif_type.as_str()),
-            vif_details: binding_details.then_some(&b.vif_details),
+            vif_details: binding_details.then_some(&*b.vif_details),
             tenant_id: &p.std.project_id,
             project_id: &p.std.project_id,
             revision_number: p.std.revision_number,

@@ -236,7 +236,10 @@ pub struct PortBinding {
     pub vnic_type: String,
     pub profile: Map<String, Value>,
     pub vif_type: String,
-    pub vif_details: Map<String, Value>,
+    /// Shared: a model holds few distinct details (one per driver, agent
+    /// configuration and VLAN), so ports bound alike hold one copy
+    /// ([`crate::State`] makes them share it).
+    pub vif_details: std::sync::Arc<Map<String, Value>>,
     pub status: BindingStatus,
     pub levels: Vec<BindingLevel>,
 }
@@ -248,7 +251,7 @@ impl PortBinding {
             vnic_type,
             profile,
             vif_type: VIF_TYPE_UNBOUND.into(),
-            vif_details: Map::new(),
+            vif_details: std::sync::Arc::default(),
             status: BindingStatus::Active,
             levels: Vec::new(),
         }

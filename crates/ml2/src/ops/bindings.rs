@@ -115,7 +115,7 @@ pub fn create(
         vnic_type,
         profile,
         vif_type: outcome.vif_type,
-        vif_details: outcome.vif_details,
+        vif_details: outcome.vif_details.into(),
         status: if has_active {
             BindingStatus::Inactive
         } else {
@@ -161,7 +161,7 @@ pub fn activate(st: &mut State, ctx: &Ctx, port_id: &str, host: &str) -> Result<
             // The source binding stays (INACTIVE, cleared) until Nova deletes it.
             x.status = BindingStatus::Inactive;
             x.vif_type = switchyard_model::VIF_TYPE_UNBOUND.into();
-            x.vif_details = Map::new();
+            x.vif_details = Default::default();
             x.levels.clear();
         }
     }

@@ -455,7 +455,7 @@ pub(crate) fn bind_active(
         && previous.levels == levels;
     if let Some(b) = port.active_binding_mut() {
         b.vif_type = vif_type;
-        b.vif_details = vif_details;
+        b.vif_details = vif_details.into();
         b.levels = levels;
     }
     // Neutron's provisioning block: DOWN until the agent reports the device up.
