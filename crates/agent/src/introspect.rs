@@ -110,7 +110,7 @@ impl NodeAgent {
         }
         let mut by: BTreeMap<String, RouterState> = BTreeMap::new();
         for (k, item) in &self.items {
-            match item {
+            match &**item {
                 Item::RouterInterface {
                     router,
                     vni,
@@ -161,7 +161,7 @@ impl NodeAgent {
 
     /// The desired interface item of a Neutron port (as last applied).
     fn iface_item(&self, port_id: &str) -> Option<&Item> {
-        self.items.get(&format!("iface/{port_id}"))
+        self.items.get(&format!("iface/{port_id}")).map(|v| &**v)
     }
 
     fn interface_states(&self) -> Vec<InterfaceState> {

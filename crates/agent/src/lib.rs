@@ -131,7 +131,7 @@ pub struct NodeAgent {
     pub host: String,
     pub role: Role,
     version: u64,
-    items: BTreeMap<String, Item>,
+    items: switchyard_proto::Items,
     pub dataplane: Dataplane,
     range: PortRange,
     ports: BTreeMap<String, PortNo>,
@@ -301,7 +301,7 @@ impl NodeAgent {
         self.version
     }
 
-    pub fn items(&self) -> &BTreeMap<String, Item> {
+    pub fn items(&self) -> &switchyard_proto::Items {
         &self.items
     }
 
@@ -345,7 +345,7 @@ impl NodeAgent {
                 port_id,
                 admin_up: true,
                 ..
-            } = item
+            } = &**item
                 && self.plugged.contains(port_id)
                 && k.ends_with(port_id.as_str())
             {
@@ -365,7 +365,7 @@ impl NodeAgent {
         for item in self
             .items
             .range("gw/".to_string().."gw0".to_string())
-            .map(|(_, v)| v)
+            .map(|(_, v)| &**v)
         {
             if let Item::RouterGateway { port_id, .. } = item {
                 up.insert(port_id.clone());
@@ -479,7 +479,7 @@ impl NodeAgent {
     }
 
     fn apply(&mut self, d: &Delta) -> Result<(), String> {
-        let mut ups: Vec<(&String, &Item)> = d.upserts.iter().collect();
+        let mut ups: Vec<(&String, &Item)> = d.upserts.iter().map(|(k, v)| (k, &**v)).collect();
         ups.sort_by_key(|(k, _)| rank(k));
         let mut rems: Vec<&String> = d.removals.iter().collect();
         rems.sort_by_key(|k| std::cmp::Reverse(rank(k)));
@@ -853,7 +853,7 @@ impl NodeAgent {
                 | Item::RouterGateway { .. } => {
                     // Keyed by address in the pipeline: a changed address
                     // replaces the old rule rather than adding a second one.
-                    if let Some(old) = self.items.get(key)
+                    if let Some(old) = self.items.get(key).map(|v| &**v)
                         && old != *item
                     {
                         out.extend(remove_router_item(old));

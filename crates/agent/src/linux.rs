@@ -267,7 +267,7 @@ fn wanted(agent: &NodeAgent) -> Vec<(String, PortNo, bool)> {
     agent
         .items()
         .iter()
-        .filter_map(|(k, v)| match v {
+        .filter_map(|(k, v)| match &**v {
             Item::Interface {
                 port_id,
                 attachment,

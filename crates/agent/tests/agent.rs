@@ -2,11 +2,12 @@
 //! bad input refused without changing anything.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use switchyard_agent::{Dataplane, NodeAgent, PortRange};
 use switchyard_dataplane::frames::mac_serde::parse_mac;
 use switchyard_dataplane::vrouter::Vrouter;
-use switchyard_proto::{Attachment, Delta, FromAgent, Item, Role, ToAgent};
+use switchyard_proto::{Attachment, Delta, FromAgent, Item, Items, Role, ToAgent};
 
 fn agent() -> NodeAgent {
     let mac = parse_mac("02:00:00:00:00:02").expect("mac");
@@ -43,9 +44,14 @@ fn snapshot(version: u64, items: &[(&str, Item)]) -> ToAgent {
         version,
         items: items
             .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .map(|(k, v)| (k.to_string(), Arc::new(v.clone())))
             .collect(),
     }
+}
+
+/// Upserts as a delta carries them.
+fn arcs(m: BTreeMap<String, Item>) -> Items {
+    m.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
 }
 
 #[test]
@@ -70,7 +76,7 @@ fn snapshot_then_deltas_in_order() {
     up.insert("iface/p2".to_string(), iface("p2", "fa:16:3e:00:00:02"));
     let d = ToAgent::Delta(Delta {
         version: 4,
-        upserts: up,
+        upserts: arcs(up),
         removals: vec!["iface/p1".into()],
         ..Delta::default()
     });
@@ -84,7 +90,7 @@ fn snapshot_then_deltas_in_order() {
     assert_eq!(
         a.handle(&ToAgent::Delta(Delta {
             version: 5,
-            upserts: up,
+            upserts: arcs(up),
             removals: vec![],
             ..Delta::default()
         })),
@@ -143,7 +149,7 @@ fn bad_items_are_refused_and_change_nothing() {
     up.insert("iface/p9".to_string(), bad);
     let r = a.handle(&ToAgent::Delta(Delta {
         version: 2,
-        upserts: up,
+        upserts: arcs(up),
         removals: vec![],
         ..Delta::default()
     }));
@@ -172,7 +178,7 @@ fn bad_items_are_refused_and_change_nothing() {
     assert!(matches!(
         a.handle(&ToAgent::Delta(Delta {
             version: 2,
-            upserts: up,
+            upserts: arcs(up),
             removals: vec![],
             ..Delta::default()
         })),
@@ -189,7 +195,7 @@ fn bad_items_are_refused_and_change_nothing() {
     assert!(matches!(
         a.handle(&ToAgent::Delta(Delta {
             version: 2,
-            upserts: up,
+            upserts: arcs(up),
             removals: vec![],
             ..Delta::default()
         })),
@@ -221,7 +227,7 @@ fn an_administratively_down_port_keeps_its_device_and_forwards_nothing() {
     ups.insert("iface/p1".to_string(), down);
     let d = ToAgent::Delta(Delta {
         version: 2,
-        upserts: ups,
+        upserts: arcs(ups),
         ..Delta::default()
     });
     assert_eq!(a.handle(&d), FromAgent::Ack { version: 2 });
@@ -238,7 +244,7 @@ fn an_administratively_down_port_keeps_its_device_and_forwards_nothing() {
     ups.insert("iface/p1".to_string(), up);
     let d = ToAgent::Delta(Delta {
         version: 3,
-        upserts: ups,
+        upserts: arcs(ups),
         ..Delta::default()
     });
     assert_eq!(a.handle(&d), FromAgent::Ack { version: 3 });
@@ -285,7 +291,7 @@ fn a_port_is_up_only_while_its_device_is_plugged_and_applied() {
     ups.insert("iface/p1".to_string(), iface("p1", "fa:16:3e:00:00:01"));
     let d = ToAgent::Delta(Delta {
         version: 3,
-        upserts: ups,
+        upserts: arcs(ups),
         ..Delta::default()
     });
     assert_eq!(a.handle(&d), FromAgent::Ack { version: 3 });
@@ -426,7 +432,7 @@ fn a_group_members_item_feeds_the_rules_that_name_the_group() {
     };
     let d = ToAgent::Delta(Delta {
         version: 2,
-        upserts: BTreeMap::from([("sgm/g".to_string(), members)]),
+        upserts: arcs(BTreeMap::from([("sgm/g".to_string(), members)])),
         ..Delta::default()
     });
     assert_eq!(a.handle(&d), FromAgent::Ack { version: 2 });
@@ -447,7 +453,7 @@ fn a_group_members_item_feeds_the_rules_that_name_the_group() {
     };
     let d = ToAgent::Delta(Delta {
         version: 4,
-        upserts: BTreeMap::from([("sgm/g".to_string(), wrong)]),
+        upserts: arcs(BTreeMap::from([("sgm/g".to_string(), wrong)])),
         ..Delta::default()
     });
     assert!(matches!(a.handle(&d), FromAgent::Nack { version: 4, .. }));

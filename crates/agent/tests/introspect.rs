@@ -56,7 +56,7 @@ fn remote(mac: &str, addr: &str, vtep: &str) -> Item {
 fn snapshot(version: u64, items: Vec<(String, Item)>) -> ToAgent {
     ToAgent::Snapshot {
         version,
-        items: items.into_iter().collect(),
+        items: items.into_iter().map(|(k, v)| (k, v.into())).collect(),
     }
 }
 

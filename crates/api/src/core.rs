@@ -431,7 +431,7 @@ impl Shared {
 
     /// A node's desired state now: (version, items); `None` until the
     /// compiler has caught up after start-up.
-    pub fn snapshot(&self, host: &str) -> Option<(u64, BTreeMap<String, switchyard_proto::Item>)> {
+    pub fn snapshot(&self, host: &str) -> Option<(u64, switchyard_proto::Items)> {
         let g = self.core.read().unwrap_or_else(PoisonError::into_inner);
         g.compiled()
             .then(|| g.compiler.snapshot(host).unwrap_or_default())

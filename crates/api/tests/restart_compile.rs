@@ -13,7 +13,7 @@ use switchyard_api::nodeauth::NodeCredentials;
 use switchyard_api::{Clock, Core, Shared};
 use switchyard_ml2::{Ctx, Ml2, Ml2Config, ops};
 use switchyard_model::Timestamp;
-use switchyard_proto::Item;
+use switchyard_proto::Items;
 use switchyard_store::{Durability, SqliteStore};
 
 const HOSTS: [&str; 4] = ["gateway", "compute-1", "compute-2", "compute-3"];
@@ -71,7 +71,7 @@ fn wait_compiled(shared: &Shared) {
     }
 }
 
-fn desired(shared: &Shared) -> BTreeMap<&'static str, BTreeMap<String, Item>> {
+fn desired(shared: &Shared) -> BTreeMap<&'static str, Items> {
     HOSTS
         .iter()
         .map(|h| (*h, shared.snapshot(h).expect("compiled").1))

@@ -1456,7 +1456,7 @@ impl Compiler {
             for k in std::mem::take(&mut n.dirty) {
                 match n.items.get(&k) {
                     Some(item) => {
-                        d.upserts.insert(k.to_string(), Item::clone(item));
+                        d.upserts.insert(k.to_string(), Arc::clone(item));
                     }
                     None => d.removals.push(k.to_string()),
                 }
@@ -1475,13 +1475,13 @@ impl Compiler {
     }
 
     /// A node's current desired state and version (what a snapshot carries).
-    pub fn snapshot(&self, host: &str) -> Option<(u64, BTreeMap<String, Item>)> {
+    pub fn snapshot(&self, host: &str) -> Option<(u64, switchyard_proto::Items)> {
         self.nodes.get(host).map(|n| {
             (
                 n.version,
                 n.items
                     .iter()
-                    .map(|(k, v)| (k.to_string(), Item::clone(v)))
+                    .map(|(k, v)| (k.to_string(), Arc::clone(v)))
                     .collect(),
             )
         })

@@ -92,7 +92,12 @@ impl Model {
 }
 
 fn items(c: &Compiler, host: &str) -> BTreeMap<String, Item> {
-    c.snapshot(host).map(|(_, i)| i).unwrap_or_default()
+    c.snapshot(host)
+        .map(|(_, i)| i)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, Item::clone(&v)))
+        .collect()
 }
 
 #[test]

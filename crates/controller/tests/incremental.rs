@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use switchyard_controller::{Compiler, Liveness};
 use switchyard_ml2::{Ctx, Ml2, Ml2Config, ops};
 use switchyard_model::{Change, State};
-use switchyard_proto::{Delta, Item};
+use switchyard_proto::{Delta, Item, Items};
 
 /// Agents that may run: (host, agent type, configurations). Two entries share
 /// compute-4 (a vRouter node re-registered as an OVS node: a role change).
@@ -608,7 +608,7 @@ impl World {
                 .unwrap_or_default();
             let mut named = BTreeSet::new();
             for item in items.values() {
-                if let Item::PortFilter { rules, .. } = item {
+                if let Item::PortFilter { rules, .. } = &**item {
                     for r in rules {
                         if let Some(g) = &r.remote_group {
                             prop_assert_eq!(
@@ -629,7 +629,7 @@ impl World {
                 let Some(g) = k.strip_prefix("sgm/") else {
                     continue;
                 };
-                let Item::GroupMembers { group_id, addrs } = item else {
+                let Item::GroupMembers { group_id, addrs } = &**item else {
                     return Err(TestCaseError::fail(format!("{k} is {item:?}")));
                 };
                 prop_assert_eq!(group_id.as_str(), g);
@@ -668,8 +668,8 @@ impl World {
     fn check_compiler(&self, c: &Compiler, step: usize, op: &Op) -> Result<(), TestCaseError> {
         let full = Compiler::full(&self.st, &self.live());
         for h in HOSTS {
-            let inc: BTreeMap<String, Item> = c.snapshot(h).map(|(_, i)| i).unwrap_or_default();
-            let want: BTreeMap<String, Item> = full.snapshot(h).map(|(_, i)| i).unwrap_or_default();
+            let inc: Items = c.snapshot(h).map(|(_, i)| i).unwrap_or_default();
+            let want: Items = full.snapshot(h).map(|(_, i)| i).unwrap_or_default();
             if inc != want {
                 let extra: Vec<&String> = inc
                     .iter()
@@ -776,7 +776,7 @@ fn a_deleted_agent_that_registers_again_gets_everything_back() {
 
 fn bridge_vlan(w: &World, host: &str) -> Option<u16> {
     w.compiler.snapshot(host).and_then(|(_, items)| {
-        items.values().find_map(|i| match i {
+        items.values().find_map(|i| match &**i {
             Item::BridgeDomain { vlan, .. } => Some(*vlan),
             _ => None,
         })
@@ -785,7 +785,7 @@ fn bridge_vlan(w: &World, host: &str) -> Option<u16> {
 
 fn vtep_of_remote(w: &World, host: &str, mac: &str) -> Option<String> {
     w.compiler.snapshot(host).and_then(|(_, items)| {
-        items.values().find_map(|i| match i {
+        items.values().find_map(|i| match &**i {
             Item::RemoteMac { mac: m, vtep, .. } if m == mac => Some(vtep.to_string()),
             _ => None,
         })
@@ -903,7 +903,7 @@ fn security_group_filters_follow_membership() {
         let id = &w.ports[0];
         w.compiler
             .snapshot("compute-2")
-            .and_then(|(_, items)| items.get(&format!("sg/{id}")).cloned())
+            .and_then(|(_, items)| items.get(&format!("sg/{id}")).map(|i| Item::clone(i)))
             .map(|i| match i {
                 Item::PortFilter { rules, .. } => rules,
                 other => panic!("{other:?}"),
@@ -919,7 +919,7 @@ fn security_group_filters_follow_membership() {
     let g1_members = |w: &World| {
         w.compiler
             .snapshot("compute-2")
-            .and_then(|(_, items)| items.get(&format!("sgm/{g1}")).cloned())
+            .and_then(|(_, items)| items.get(&format!("sgm/{g1}")).map(|i| Item::clone(i)))
             .map(|i| match i {
                 Item::GroupMembers { addrs, .. } => addrs,
                 other => panic!("{other:?}"),
@@ -1020,7 +1020,7 @@ fn a_join_rewrites_only_the_groups_member_set_where_it_is_named() {
     );
     for d in w.deltas.values() {
         assert_eq!(keys(d), (vec![key.clone()], vec![]));
-        let Some(Item::GroupMembers { addrs, .. }) = d.upserts.get(&key) else {
+        let Some(Item::GroupMembers { addrs, .. }) = d.upserts.get(&key).map(|i| &**i) else {
             panic!("{d:?}");
         };
         let ip = w.st.ports[&w.ports[3]].fixed_ips[0].ip_address;

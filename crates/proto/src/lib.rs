@@ -102,6 +102,12 @@ pub struct Pair {
     pub mac: String,
 }
 
+/// A node's items by key. Shared, not copied: the controller holds each
+/// item once for every node given it, and an agent in the same process
+/// (the emulated lab, the benchmarks) keeps the same allocation. On the
+/// wire an `Arc` is just its item.
+pub type Items = BTreeMap<String, std::sync::Arc<Item>>;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Item {
@@ -230,7 +236,7 @@ fn admin_up_default() -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delta {
     pub version: u64,
-    pub upserts: BTreeMap<String, Item>,
+    pub upserts: Items,
     pub removals: Vec<String>,
     /// MACs withdrawn from the network (their port was deleted, or moved or
     /// changed MAC): the node drops what it *learned* about them, as
@@ -252,7 +258,7 @@ impl Delta {
 pub enum ToAgent {
     Snapshot {
         version: u64,
-        items: BTreeMap<String, Item>,
+        items: Items,
     },
     Delta(Delta),
     /// Asks for the state the node's pipeline runs now (answered by

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use switchyard_dataplane::DropReason;
-use switchyard_proto::{FilterRule, Item};
+use switchyard_proto::{FilterRule, Item, Items};
 
 /// A filtered port's outgoing traffic after the tracker.
 pub const EGRESS: u8 = 1;
@@ -47,11 +47,11 @@ pub struct Filtered<'a> {
 
 /// The member addresses of each remote group this node's filters name
 /// (`sgm/` items).
-pub fn member_sets(items: &BTreeMap<String, Item>) -> BTreeMap<&str, &[(IpAddr, u8)]> {
+pub fn member_sets(items: &Items) -> BTreeMap<&str, &[(IpAddr, u8)]> {
     items
         .range("sgm/".to_string()..)
         .take_while(|(k, _)| k.starts_with("sgm/"))
-        .filter_map(|(_, v)| match v {
+        .filter_map(|(_, v)| match &**v {
             Item::GroupMembers { group_id, addrs } => Some((group_id.as_str(), addrs.as_slice())),
             _ => None,
         })

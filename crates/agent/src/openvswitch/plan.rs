@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use switchyard_proto::{Attachment, FilterRule, Item, Pair};
+use switchyard_proto::{Attachment, FilterRule, Item, Items, Pair};
 
 use super::firewall::{self, Filtered};
 
@@ -83,18 +83,18 @@ struct VmPort<'a> {
 }
 
 /// Port `id`'s security-group rules, when it has a filter.
-fn filter_rules<'a>(items: &'a BTreeMap<String, Item>, id: &str) -> Option<&'a [FilterRule]> {
-    match items.get(&format!("sg/{id}")) {
+fn filter_rules<'a>(items: &'a Items, id: &str) -> Option<&'a [FilterRule]> {
+    match items.get(&format!("sg/{id}")).map(|v| &**v) {
         Some(Item::PortFilter { rules, .. }) => Some(rules),
         _ => None,
     }
 }
 
-fn vm_ports(items: &BTreeMap<String, Item>) -> Vec<VmPort<'_>> {
+fn vm_ports(items: &Items) -> Vec<VmPort<'_>> {
     items
         .iter()
         .filter(|(k, _)| k.starts_with("iface/"))
-        .filter_map(|(_, v)| match v {
+        .filter_map(|(_, v)| match &**v {
             Item::Interface {
                 port_id,
                 mac,
@@ -123,7 +123,7 @@ fn vm_ports(items: &BTreeMap<String, Item>) -> Vec<VmPort<'_>> {
 /// `mappings` and the local VLANs allocated so far (updated: new networks
 /// get one, networks no port uses any more give theirs back).
 pub fn plan(
-    items: &BTreeMap<String, Item>,
+    items: &Items,
     ifaces: &[Iface],
     mappings: &BTreeMap<String, String>,
     lvids: &mut Lvids,
@@ -287,6 +287,12 @@ mod tests {
         }
     }
 
+    fn arcs(m: &BTreeMap<String, Item>) -> Items {
+        m.iter()
+            .map(|(k, v)| (k.clone(), std::sync::Arc::new(v.clone())))
+            .collect()
+    }
+
     fn mappings() -> BTreeMap<String, String> {
         BTreeMap::from([("physnet1".to_string(), "br-phys".to_string())])
     }
@@ -320,7 +326,7 @@ mod tests {
             },
         ];
         let mut lvids = Lvids::default();
-        let plan = plan(&items, &ifaces, &mappings(), &mut lvids);
+        let plan = plan(&arcs(&items), &ifaces, &mappings(), &mut lvids);
         assert_eq!(lvids.0.len(), 2);
         let l1 = lvids.0[&("physnet1".to_string(), 100)];
         let l2 = lvids.0[&("physnet1".to_string(), 120)];
@@ -347,11 +353,11 @@ mod tests {
             "priority=4,in_port=\"phy-br-phys\",dl_vlan={l1},actions=mod_vlan_vid:100,NORMAL"
         )));
         // Stable: planning again keeps the same local VLANs.
-        let again = super::plan(&items, &ifaces, &mappings(), &mut lvids);
+        let again = super::plan(&arcs(&items), &ifaces, &mappings(), &mut lvids);
         assert_eq!(again, plan);
         // A network no port uses any more gives its local VLAN back.
         items.remove("iface/p2");
-        super::plan(&items, &ifaces, &mappings(), &mut lvids);
+        super::plan(&arcs(&items), &ifaces, &mappings(), &mut lvids);
         assert_eq!(lvids.0.len(), 1);
     }
 
@@ -382,7 +388,7 @@ mod tests {
                 iface_id: Some("p2".into()),
             },
         ];
-        let bare = plan(&items, &ifaces, &mappings(), &mut Lvids::default());
+        let bare = plan(&arcs(&items), &ifaces, &mappings(), &mut Lvids::default());
         assert!(!bare.flows["br-int"].iter().any(|f| f.contains("ct(")));
         items.insert(
             "sg/p1".into(),
@@ -407,7 +413,7 @@ mod tests {
             },
         );
         let mut lvids = Lvids::default();
-        let filtered = plan(&items, &ifaces, &mappings(), &mut lvids);
+        let filtered = plan(&arcs(&items), &ifaces, &mappings(), &mut lvids);
         let l = lvids.0[&("physnet1".to_string(), 100)];
         let int = &filtered.flows["br-int"];
         let has = |f: String| assert!(int.contains(&f), "{f} missing from {int:#?}");
@@ -429,7 +435,7 @@ mod tests {
         // Without the port's filter, the node is back to plain switching.
         items.remove("sg/p1");
         assert_eq!(
-            plan(&items, &ifaces, &mappings(), &mut Lvids::default()),
+            plan(&arcs(&items), &ifaces, &mappings(), &mut Lvids::default()),
             bare
         );
     }
@@ -446,7 +452,7 @@ mod tests {
             ofport: 5,
             iface_id: Some("p1".into()),
         }];
-        let plan = plan(&items, &ifaces, &mappings(), &mut Lvids::default());
+        let plan = plan(&arcs(&items), &ifaces, &mappings(), &mut Lvids::default());
         assert_eq!(plan.tags["tapp1"].0, DEAD_VLAN);
         assert!(plan.up.is_empty());
         let int = &plan.flows["br-int"];
