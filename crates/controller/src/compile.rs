@@ -278,15 +278,22 @@ impl Compiler {
         c.eligible = c.eligible_gateways(st, live);
         c.untracked = true;
         c.reserve_items(st);
-        for id in st.ports.keys() {
-            c.refresh_port(st, id);
-        }
+        let filters = c.place_all_ports(st);
         let routers: Vec<String> = st.routers.keys().cloned().collect();
         for r in &routers {
             c.refresh_router(st, r);
         }
-        for id in st.ports.keys() {
-            c.refresh_filter(st, id);
+        match filters {
+            Some(items) if items.len() == st.ports.len() => {
+                for ((id, _), item) in st.ports.iter().zip(items) {
+                    c.refresh_filter_as(st, id, item);
+                }
+            }
+            _ => {
+                for id in st.ports.keys() {
+                    c.refresh_filter(st, id);
+                }
+            }
         }
         c.rule_group = st
             .security_group_rules
@@ -303,6 +310,56 @@ impl Compiler {
             }
         }
         c
+    }
+
+    /// Places every port of the model. Their facts are a pure function of
+    /// the model, so a second thread derives them, a chunk at a time, while
+    /// this one places what it has been given (a fifth of a full compile's
+    /// time moves off its critical path on two cores), then renders every
+    /// port's filter item, which it returns in the model's port order.
+    /// Without the thread, this one derives the facts and returns `None`.
+    fn place_all_ports(&mut self, st: &State) -> Option<Vec<Option<Item>>> {
+        const CHUNK: usize = 1024;
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(&String, Option<PortFacts>)>>(16);
+            let facts = std::thread::Builder::new()
+                .name("compile-facts".into())
+                .spawn_scoped(s, move || {
+                    let mut chunk = Vec::with_capacity(CHUNK);
+                    for (id, p) in &st.ports {
+                        chunk.push((id, port_facts(st, p)));
+                        if chunk.len() == CHUNK {
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                            if tx.send(full).is_err() {
+                                return Vec::new();
+                            }
+                        }
+                    }
+                    let _ = tx.send(chunk);
+                    drop(tx);
+                    st.ports
+                        .keys()
+                        .map(|id| Self::filter_item(st, id))
+                        .collect::<Vec<_>>()
+                });
+            let Ok(facts) = facts else {
+                for id in st.ports.keys() {
+                    self.refresh_port(st, id);
+                }
+                return None;
+            };
+            for chunk in rx {
+                for (id, new) in chunk {
+                    self.refresh_port_as(st, id, new);
+                }
+            }
+            // A panic there is the compile's, as if this thread had met it.
+            Some(
+                facts
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            )
+        })
     }
 
     /// Sizes each node's item table for what a full compile will put there,
@@ -437,13 +494,14 @@ impl Compiler {
         matches!(self.role_of(host), Some(Role::Vrouter | Role::Ovs))
     }
 
-    /// Port `id`'s filter item and the node of its active binding.
-    fn filter_for(&self, st: &State, id: &str) -> Option<(String, Item)> {
+    /// Port `id`'s filter item (`item`, rendered) and the node of its
+    /// active binding.
+    fn filter_for(&self, id: &str, item: Option<Item>) -> Option<(String, Item)> {
         let f = self.ports.get(id)?;
         if !self.filters_ports(&f.host) {
             return None;
         }
-        Some((f.host.clone(), Self::filter_item(st, id)?))
+        Some((f.host.clone(), item?))
     }
 
     /// Port `id`'s filter item on the hosts of its INACTIVE bindings, other
@@ -464,18 +522,28 @@ impl Compiler {
             .map(|b| b.host.as_str())
             .filter(|h| Some(*h) != active && self.filters_ports(h))
             .collect();
+        if hosts.is_empty() {
+            // Nearly every port: its filter item is not even rendered.
+            return Vec::new();
+        }
         hosts.sort_unstable();
         hosts.dedup();
-        match (hosts.is_empty(), Self::filter_item(st, id)) {
-            (false, Some(item)) => hosts
+        match Self::filter_item(st, id) {
+            Some(item) => hosts
                 .into_iter()
                 .map(|h| (h.to_string(), item.clone()))
                 .collect(),
-            _ => Vec::new(),
+            None => Vec::new(),
         }
     }
 
     fn refresh_filter(&mut self, st: &State, id: &str) {
+        self.refresh_filter_as(st, id, Self::filter_item(st, id));
+    }
+
+    /// As [`Compiler::refresh_filter`], with the port's filter item
+    /// already rendered ([`Compiler::filter_item`]).
+    fn refresh_filter_as(&mut self, st: &State, id: &str, item: Option<Item>) {
         match st.ports.get(id) {
             Some(p) if !p.security_groups.is_empty() => {
                 self.port_groups
@@ -485,7 +553,7 @@ impl Compiler {
                 self.port_groups.remove(id);
             }
         }
-        let want = self.filter_for(st, id);
+        let want = self.filter_for(id, item);
         let pre_want =
             self.preplug_filters_for(st, id, self.ports.get(id).map(|f| f.host.as_str()));
         let pre_have = self.preplug_filters.get(id).cloned().unwrap_or_default();
@@ -981,6 +1049,12 @@ impl Compiler {
     /// Recompiles one port from the model (gone or unbound: removed).
     pub fn refresh_port(&mut self, st: &State, id: &str) {
         let new = st.ports.get(id).and_then(|p| port_facts(st, p));
+        self.refresh_port_as(st, id, new);
+    }
+
+    /// As [`Compiler::refresh_port`], with the port's facts (`None`: gone
+    /// or unbound) already derived.
+    fn refresh_port_as(&mut self, st: &State, id: &str, new: Option<PortFacts>) {
         let pre = self.preplugs(st, id, new.as_ref());
         if new.is_some()
             && self.ports.get(id).map(|b| &**b) == new.as_ref()
