@@ -95,10 +95,17 @@ pub enum Durability {
 const SCHEMA_VERSION: i64 = 1;
 /// The change log keeps this many most recent entries.
 const CHANGELOG_KEEP: i64 = 100_000;
+/// Change-log entries a commit may prune beyond twice its own.
+const PRUNE_SLACK: i64 = 16;
 
 pub struct SqliteStore {
     conn: Connection,
     commits: u64,
+    /// Change-log entries up to this sequence number are gone (pruned).
+    pruned_through: i64,
+    /// How many of the latest change-log entries are kept
+    /// ([`CHANGELOG_KEEP`]; less in tests).
+    keep: i64,
     /// Checkpoints the WAL (a file database only).
     _checkpointer: Option<checkpoint::Checkpointer>,
 }
@@ -180,9 +187,15 @@ impl SqliteStore {
             }
             Some(_) => {}
         }
+        let pruned_through =
+            conn.query_row("SELECT COALESCE(MIN(seq), 1) - 1 FROM changelog", [], |r| {
+                r.get(0)
+            })?;
         Ok(SqliteStore {
             conn,
             commits: 0,
+            pruned_through,
+            keep: CHANGELOG_KEEP,
             _checkpointer: None,
         })
     }
@@ -249,14 +262,23 @@ impl SqliteStore {
             }
         }
         let seq = tx.last_insert_rowid();
-        self.commits += 1;
-        if self.commits.is_multiple_of(1000) {
-            tx.execute(
-                "DELETE FROM changelog WHERE seq <= ?1",
-                params![seq - CHANGELOG_KEEP],
-            )?;
-        }
+        // The log is pruned a little at every commit, oldest first, at most
+        // twice what the commit added (and a little more): deleting a
+        // thousand commits' worth at once every thousandth commit made that
+        // one take tens of milliseconds, and a backlog (a bulk import)
+        // hundreds.
+        let cut = seq - self.keep;
+        let pruned = if cut > self.pruned_through {
+            let budget = 2 * i64::try_from(changes.len()).unwrap_or(i64::MAX / 4) + PRUNE_SLACK;
+            let upto = cut.min(self.pruned_through.saturating_add(budget));
+            tx.execute("DELETE FROM changelog WHERE seq <= ?1", params![upto])?;
+            upto
+        } else {
+            self.pruned_through
+        };
         tx.commit()?;
+        self.commits += 1;
+        self.pruned_through = pruned;
         Ok(seq)
     }
 
@@ -306,6 +328,36 @@ mod tests {
             resources_synced: None,
             configurations: Default::default(),
         })
+    }
+
+    #[test]
+    fn the_change_log_is_pruned_a_little_at_each_commit() {
+        let mut s = SqliteStore::open_in_memory().expect("open");
+        s.keep = 10;
+        let count = |s: &SqliteStore| -> i64 {
+            s.conn
+                .query_row("SELECT COUNT(*) FROM changelog", [], |r| r.get(0))
+                .expect("count")
+        };
+        // A bulk commit far beyond what is kept...
+        let bulk: Vec<Change> = (0..100)
+            .map(|i| (Kind::Agent, format!("b{i}"), Some(agent(&format!("b{i}")))))
+            .collect();
+        s.commit(&bulk, "t0").expect("bulk");
+        // ...is pruned by later commits, each by a bounded amount.
+        let mut counts = Vec::new();
+        for i in 0..60 {
+            s.commit(&[(Kind::Agent, format!("a{i}"), Some(agent("a")))], "t")
+                .expect("commit");
+            counts.push(count(&s));
+        }
+        assert!(
+            counts.windows(2).all(|w| w[0] - w[1] <= 2 + PRUNE_SLACK),
+            "{counts:?}"
+        );
+        assert_eq!(counts.last(), Some(&10), "{counts:?}");
+        let last = s.last_seq().expect("seq");
+        assert_eq!(s.changes_since(last - 10, 100).expect("since").len(), 10);
     }
 
     #[test]
