@@ -1091,11 +1091,12 @@ fn node_json(
     let converged = !compiling && connected && st.failed.is_none() && st.acked == desired;
     let phase = if !alive {
         "down"
+    } else if compiling {
+        // The controller restarted and has not compiled the model yet
+        // (the node's session, if it opened, waits for it).
+        "compiling"
     } else if !st.connected {
         "disconnected"
-    } else if compiling {
-        // The controller restarted and has not compiled the model yet.
-        "compiling"
     } else if st.failed.is_some() {
         "failed"
     } else if converged {

@@ -47,6 +47,20 @@ fn start_agent(s: &Server, agent: Arc<Mutex<NodeAgent>>) -> Running {
     Running { events, stop, task }
 }
 
+/// compute-2's vRouter agent, in this process.
+fn compute_2() -> Arc<Mutex<NodeAgent>> {
+    let vr = Vrouter::new(parse_mac("02:00:00:00:00:02").expect("mac"));
+    Arc::new(Mutex::new(NodeAgent::new(
+        "compute-2",
+        Role::Vrouter,
+        Dataplane::Vrouter(vr),
+        PortRange {
+            first: 1,
+            count: 64,
+        },
+    )))
+}
+
 async fn port_status_now(s: &Server, pid: &str) -> String {
     s.get(&format!("/v2.0/ports/{pid}")).await.body["port"]["status"]
         .as_str()
@@ -68,16 +82,7 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 async fn agent_follows_the_api_and_survives_a_controller_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Server::start(dir.path()).await;
-    let vr = Vrouter::new(parse_mac("02:00:00:00:00:02").expect("mac"));
-    let agent = Arc::new(Mutex::new(NodeAgent::new(
-        "compute-2",
-        Role::Vrouter,
-        Dataplane::Vrouter(vr),
-        PortRange {
-            first: 1,
-            count: 64,
-        },
-    )));
+    let agent = compute_2();
     let run = start_agent(&s, agent.clone());
 
     // The hello registered the agent.
@@ -219,16 +224,7 @@ async fn agent_follows_the_api_and_survives_a_controller_restart() {
 async fn southbound_heartbeats_drive_liveness_and_binding() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Server::start(dir.path()).await;
-    let vr = Vrouter::new(parse_mac("02:00:00:00:00:02").expect("mac"));
-    let agent = Arc::new(Mutex::new(NodeAgent::new(
-        "compute-2",
-        Role::Vrouter,
-        Dataplane::Vrouter(vr),
-        PortRange {
-            first: 1,
-            count: 64,
-        },
-    )));
+    let agent = compute_2();
     let run = start_agent(&s, agent);
     let alive = |s: &Server| {
         let url = format!("{}/v2.0/agents?host=compute-2", s.base);
@@ -273,16 +269,7 @@ async fn southbound_heartbeats_drive_liveness_and_binding() {
 
     // It comes back: its hello is a heartbeat, and the failed binding is retried
     // on the next update of the port.
-    let vr = Vrouter::new(parse_mac("02:00:00:00:00:02").expect("mac"));
-    let agent = Arc::new(Mutex::new(NodeAgent::new(
-        "compute-2",
-        Role::Vrouter,
-        Dataplane::Vrouter(vr),
-        PortRange {
-            first: 1,
-            count: 64,
-        },
-    )));
+    let agent = compute_2();
     let run = start_agent(&s, agent.clone());
     for _ in 0..100 {
         a = alive(&s).await;
@@ -315,19 +302,7 @@ async fn southbound_heartbeats_drive_liveness_and_binding() {
 async fn a_revoked_node_is_cut_off_and_enrolling_it_again_lets_it_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Server::start(dir.path()).await;
-    let new_agent = || {
-        let vr = Vrouter::new(parse_mac("02:00:00:00:00:02").expect("mac"));
-        Arc::new(Mutex::new(NodeAgent::new(
-            "compute-2",
-            Role::Vrouter,
-            Dataplane::Vrouter(vr),
-            PortRange {
-                first: 1,
-                count: 64,
-            },
-        )))
-    };
-    let run = start_agent(&s, new_agent());
+    let run = start_agent(&s, compute_2());
     let state = |s: &Server| {
         let url = format!("{}/switchyard/v1/nodes/compute-2", s.base);
         let http = s.http.clone();
@@ -374,7 +349,7 @@ async fn a_revoked_node_is_cut_off_and_enrolling_it_again_lets_it_back() {
     let _ = run.task.await;
     // Enrolled again (a new token): back.
     std::fs::remove_file(dir.path().join("test-tokens.json")).expect("forget the old token");
-    let run = start_agent(&s, new_agent());
+    let run = start_agent(&s, compute_2());
     for _ in 0..100 {
         st = state(&s).await;
         if st == "converged" {
@@ -458,5 +433,58 @@ async fn a_restarted_controller_gives_agents_time_to_report() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "the dead gateway no longer carries the network");
+    s.stop().await;
+}
+
+/// A restarted controller compiles in the background: the node's agent,
+/// reconnecting at once, is sent nothing until the compile has caught up
+/// (an empty snapshot would wipe what it runs), and then gets what was
+/// written meanwhile too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_sends_nothing_before_it_has_compiled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let agent = compute_2();
+    let run = start_agent(&s, agent.clone());
+    let n = s.network("n").await;
+    s.subnet(&n, "10.0.0.0/24").await;
+    let bound = json!({"binding:host_id": "compute-2", "device_owner": "compute:nova"});
+    let before = format!("iface/{}", id(&s.port(&n, bound.clone()).await));
+    eventually("the port reaches the agent", || {
+        agent.lock().expect("agent").items().contains_key(&before)
+    })
+    .await;
+
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let clock = s.stop().await;
+    let (s, first) = Server::start_deferred(dir.path(), clock, &addr).await;
+    let mut compiling = false;
+    for _ in 0..100 {
+        let node = s.get("/switchyard/v1/nodes/compute-2").await.body["node"].clone();
+        if node["state"] == "compiling" {
+            compiling = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(compiling, "the node waits for the compile");
+    // The API takes writes meanwhile.
+    let during = format!("iface/{}", id(&s.port(&n, bound).await));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    {
+        let a = agent.lock().expect("agent");
+        assert!(
+            a.items().contains_key(&before) && !a.items().contains_key(&during),
+            "nothing was sent: the agent runs what it ran"
+        );
+    }
+    first.start();
+    eventually("the port made while compiling reaches the agent", || {
+        let a = agent.lock().expect("agent");
+        a.items().contains_key(&during) && a.items().contains_key(&before)
+    })
+    .await;
+    let _ = run.stop.send(true);
+    let _ = run.task.await;
     s.stop().await;
 }

@@ -125,6 +125,38 @@ impl Server {
                 .notifier
                 .set(switchyard_api::nova::Notifier::start(t));
         }
+        Self::serve_app(db, app, clock, bind).await
+    }
+
+    /// As `start_on` with the default configuration, but the first full
+    /// compile waits until the returned handle starts it.
+    pub async fn start_deferred(
+        dir: &Path,
+        clock: Arc<ManualClock>,
+        bind: &str,
+    ) -> (Server, switchyard_api::core::FirstCompile) {
+        let db = dir.join("test.db");
+        let store = switchyard_store::SqliteStore::open(&db, Durability::Process).expect("store");
+        let ml2 = switchyard_ml2::Ml2::new(&Ml2Config::default()).expect("ml2");
+        let core = switchyard_api::Core::open(ml2, store, clock.now()).expect("core");
+        let creds = switchyard_api::nodeauth::NodeCredentials::with_file(&dir.join("nodes.toml"));
+        let (shared, first) = switchyard_api::Shared::deferred(core, clock.clone(), creds);
+        let app = switchyard_api::App {
+            shared,
+            default_project: "proj-a".into(),
+            identity: None,
+            keystone: None,
+        };
+        let s = Self::serve_app(db, app, clock, bind).await;
+        (s, first.expect("a first compile"))
+    }
+
+    async fn serve_app(
+        db: PathBuf,
+        app: switchyard_api::App,
+        clock: Arc<ManualClock>,
+        bind: &str,
+    ) -> Server {
         let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
