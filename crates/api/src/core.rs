@@ -272,23 +272,26 @@ impl Shared {
             .name("compile".into())
             .spawn(move || {
                 let t = std::time::Instant::now();
-                let compiled = catch_unwind(AssertUnwindSafe(|| {
+                let done = catch_unwind(AssertUnwindSafe(|| {
                     let st = State::from_records(records);
-                    Compiler::full(&st, &live)
+                    let c = Compiler::full(&st, &live);
+                    drop(st);
+                    tracing::info!(
+                        ms = t.elapsed().as_millis() as u64,
+                        nodes = c.node_count(),
+                        items = c.item_count(),
+                        "full compile done; catching up with the changes made meanwhile"
+                    );
+                    shared.catch_up(c);
                 }));
-                match compiled {
-                    Ok(c) => {
-                        tracing::info!(
-                            ms = t.elapsed().as_millis() as u64,
-                            nodes = c.node_count(),
-                            items = c.item_count(),
-                            "full compile done; catching up with the changes made meanwhile"
-                        );
-                        shared.catch_up(c);
-                    }
-                    Err(_) => tracing::error!(
-                        "the full compile panicked; no node will be sent its state until a restart"
-                    ),
+                if done.is_err() {
+                    // A bug, as a panic in the compile at start-up was
+                    // before it ran here: a controller that can serve no
+                    // node (while its backlog grows) must not look alive.
+                    tracing::error!(
+                        "the full compile panicked; exiting so that a supervisor restarts the controller"
+                    );
+                    std::process::exit(70);
                 }
             });
         if let Err(e) = spawned {

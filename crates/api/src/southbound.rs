@@ -254,13 +254,21 @@ async fn session(
         .unwrap_or(Duration::from_secs(75));
     let mut closing = app.shared.closing.subscribe();
     // After a restart the compiler may still be catching up: the node waits
-    // for its state rather than being sent an empty one.
-    tokio::select! {
-        () = app.shared.wait_compiled() => {}
-        _ = closing.changed() => {
+    // for its state rather than being sent an empty one, and a node that
+    // goes away meanwhile is noticed (its messages wait for the session).
+    loop {
+        let shutting = tokio::select! {
+            () = app.shared.wait_compiled() => break,
+            r = closing.wait_for(|c| *c) => r.is_ok(),
+            m = socket.recv() => match m {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                Some(Ok(_)) => continue,
+            },
+        };
+        if shutting {
             let _ = socket.send(Message::Close(None)).await;
-            return Ok(());
         }
+        return Ok(());
     }
     // Subscribe before the snapshot, so no commit falls between the two.
     let mut rx = app.shared.deltas.subscribe();

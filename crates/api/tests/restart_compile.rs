@@ -123,7 +123,7 @@ fn writes_made_during_the_first_compile_reach_the_nodes() {
             let id = write(&shared, |ml2, st, ctx| {
                 ops::networks::create(ml2, st, ctx, &b)
             });
-            let cidr = format!("10.{}.0.0/24", nets.len());
+            let cidr = format!("10.{}.0.0/20", nets.len() * 16);
             let sb = obj(json!({"network_id": id, "cidr": cidr, "ip_version": 4}));
             write(&shared, |_, st, ctx| ops::subnets::create(st, ctx, &sb));
             nets.push(id);
@@ -152,6 +152,10 @@ fn writes_made_during_the_first_compile_reach_the_nodes() {
         write(&shared, |ml2, st, ctx| {
             ops::ports::update(ml2, st, ctx, &moved, &b)
         });
+        // Enough for the catch-up to take several slices of the lock.
+        for i in 0..300 {
+            port(&shared, &net, HOSTS[1 + i % 2]);
+        }
         first.expect("a first compile").start();
         // And while it runs.
         let late = port(&shared, &net, "compute-1");

@@ -538,7 +538,17 @@ impl Compiler {
     }
 
     fn refresh_filter(&mut self, st: &State, id: &str) {
-        self.refresh_filter_as(st, id, Self::filter_item(st, id));
+        // Rendered only where a node filters the port.
+        let filtered = self
+            .ports
+            .get(id)
+            .is_some_and(|f| self.filters_ports(&f.host));
+        let item = if filtered {
+            Self::filter_item(st, id)
+        } else {
+            None
+        };
+        self.refresh_filter_as(st, id, item);
     }
 
     /// As [`Compiler::refresh_filter`], with the port's filter item
