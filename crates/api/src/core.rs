@@ -94,6 +94,19 @@ impl Core {
         self.backlog.is_none()
     }
 
+    /// Writes the open transaction's changes to the store (the caller rolls
+    /// the state back if this fails).
+    pub(crate) fn persist(&self, now: &Timestamp) -> Result<()> {
+        let changes = self.state.pending();
+        let at = switchyard_model::render::iso_time(now);
+        let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        store.commit(&changes, &at).map_err(|e| {
+            tracing::error!(error = %e, "commit failed; transaction rolled back");
+            NeutronError::internal()
+        })?;
+        Ok(())
+    }
+
     /// Whether the controller is in its first `agent_down_time` after start.
     pub fn in_grace(&self, now: Timestamp) -> bool {
         let down = i64::try_from(self.ml2.settings.agent_down_time).unwrap_or(i64::MAX);
@@ -184,6 +197,10 @@ pub struct Shared {
     /// The longest a write waited for the lock (ns) since
     /// [`Shared::take_longest_lock_wait`] last read it.
     longest_lock_wait: Arc<AtomicU64>,
+    /// The group-commit writer's queue, once the first write is submitted
+    /// (see [`crate::group_commit`]).
+    pub(crate) writer:
+        Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::group_commit::Job>>>,
 }
 
 /// The first full compile of a [`Shared`], not started yet.
@@ -248,6 +265,7 @@ impl Shared {
             notifier: Arc::default(),
             compiled,
             longest_lock_wait: Arc::default(),
+            writer: Arc::default(),
         };
         let first = initial.map(|(records, live)| FirstCompile {
             shared: shared.clone(),
@@ -550,6 +568,38 @@ impl Shared {
         .unwrap_or(false)
     }
 
+    /// Ends a persisted transaction: tells Nova of port changes, closes the
+    /// journal and brings the compiler (or, before the first compile has
+    /// caught up, its backlog) up to date, sending the nodes' deltas.
+    pub(crate) fn publish(&self, core: &mut Core, now: Timestamp) {
+        let notifier = self.notifier.get();
+        let before = notifier.map(|_| crate::nova::before(core.state.undo()));
+        let changes = core.state.commit();
+        if let (Some(n), Some(b)) = (notifier, before) {
+            n.send(crate::nova::events(&b, &changes, &core.state));
+        }
+        if let Some(backlog) = core.backlog.as_mut() {
+            backlog.extend(changes);
+            return;
+        }
+        let live = core.liveness(now);
+        let deltas = core.compiler.apply(&core.state, &changes, &live);
+        if !deltas.is_empty() {
+            // No session listening is fine: agents get a snapshot when they connect.
+            let _ = self.deltas.send(Arc::new(deltas));
+        }
+    }
+
+    /// The write lock, and how long it took to get (kept for
+    /// [`Shared::take_longest_lock_wait`]).
+    pub(crate) fn write_lock_timed(&self) -> std::sync::RwLockWriteGuard<'_, Core> {
+        let asked = std::time::Instant::now();
+        let g = self.write_lock();
+        let waited = u64::try_from(asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.longest_lock_wait.fetch_max(waited, Ordering::Relaxed);
+        g
+    }
+
     fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, Core> {
         self.core.write().unwrap_or_else(|poisoned| {
             self.core.clear_poison();
@@ -577,21 +627,12 @@ impl Shared {
         op: impl FnOnce(&Ml2, &mut State, &Ctx) -> Result<R>,
         after: impl FnOnce(&Ml2, &State, R) -> Result<T>,
     ) -> Result<T> {
-        let asked = std::time::Instant::now();
-        let mut g = self.write_lock();
-        let waited = u64::try_from(asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.longest_lock_wait.fetch_max(waited, Ordering::Relaxed);
+        let mut g = self.write_lock_timed();
         let core = &mut *g;
         core.state.begin();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let r = op(&core.ml2, &mut core.state, ctx)?;
-            let changes = core.state.pending();
-            let at = switchyard_model::render::iso_time(&ctx.now);
-            let mut store = core.store.lock().unwrap_or_else(PoisonError::into_inner);
-            store.commit(&changes, &at).map_err(|e| {
-                tracing::error!(error = %e, "commit failed; transaction rolled back");
-                NeutronError::internal()
-            })?;
+            core.persist(&ctx.now)?;
             Ok(r)
         }));
         let r = match outcome {
@@ -606,22 +647,7 @@ impl Shared {
                 return Err(NeutronError::internal());
             }
         };
-        let notifier = self.notifier.get();
-        let before = notifier.map(|_| crate::nova::before(core.state.undo()));
-        let changes = core.state.commit();
-        if let (Some(n), Some(b)) = (notifier, before) {
-            n.send(crate::nova::events(&b, &changes, &core.state));
-        }
-        if let Some(backlog) = core.backlog.as_mut() {
-            backlog.extend(changes);
-            return after(&core.ml2, &core.state, r);
-        }
-        let live = core.liveness(ctx.now);
-        let deltas = core.compiler.apply(&core.state, &changes, &live);
-        if !deltas.is_empty() {
-            // No session listening is fine: agents get a snapshot when they connect.
-            let _ = self.deltas.send(Arc::new(deltas));
-        }
+        self.publish(core, ctx.now);
         after(&core.ml2, &core.state, r)
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Contracts:
 //! * no business logic here: requests are parsed, handed to one ML2 operation
-//!   inside a transaction ([`core::Shared::write`]) and rendered;
+//!   inside a transaction ([`core::Shared::write`], or a group commit shared
+//!   with concurrent creations, [`group_commit`]) and rendered; a write is
+//!   answered only once it is in SQLite;
 //! * every failure is `{"NeutronError":{"type","message","detail"}}` with
 //!   Neutron's status; a handler never panics on input;
 //! * [`serve`] stops gracefully when its shutdown future resolves: in-flight
@@ -14,6 +16,7 @@
 //!   handler still gets a Neutron error body.
 
 pub mod core;
+pub mod group_commit;
 pub mod http;
 pub mod meta;
 pub mod nodeauth;

@@ -194,6 +194,17 @@ pub async fn dispatch(
         base,
         peer: crate::southbound::peer_of(peer),
     };
+    // Creating one resource joins the next group commit, awaited here.
+    if let Some(prepared) = queued_create(&app, &req) {
+        return respond(match prepared {
+            Ok((ctx, op, singular)) => app
+                .shared
+                .submit(ctx, op)
+                .await
+                .map(|v| http::json(201, json!({ singular: v }))),
+            Err(e) => Err(e),
+        });
+    }
     // The state lock and SQLite commit are blocking work: keep them off the reactor.
     let app2 = app.clone();
     match tokio::task::spawn_blocking(move || route(&app2, &req)).await {
@@ -205,15 +216,71 @@ pub async fn dispatch(
     }
 }
 
-fn route(app: &App, req: &Req) -> Response {
+/// The request path's segments, decoded.
+fn segments(req: &Req) -> Vec<String> {
     let path = req.uri.path().trim_end_matches('/');
     // Old clients address `/v2.0/networks.json`.
     let path = path.strip_suffix(".json").unwrap_or(path);
-    let segs: Vec<String> = path
-        .split('/')
+    path.split('/')
         .filter(|s| !s.is_empty())
         .map(percent_decode)
-        .collect();
+        .collect()
+}
+
+/// A single resource's creation (`POST /v2.0/{collection}` with one
+/// resource in the body), made ready for [`Shared::submit`]; `None` for
+/// anything else, which [`route`] handles (bulk creation included: all or
+/// none of it is one operation there).
+fn queued_create(
+    app: &App,
+    req: &Req,
+) -> Option<Result<(Ctx, crate::group_commit::Op, &'static str)>> {
+    if req.method != Method::POST || !req.caller.can_write {
+        return None;
+    }
+    let segs = segments(req);
+    let ["v2.0", coll] = [segs.first()?.as_str(), segs.get(1)?.as_str()] else {
+        return None;
+    };
+    let res = RESOURCES
+        .iter()
+        .find(|r| r.collection == coll && r.creatable)
+        .filter(|_| segs.len() == 2)?;
+    let body = match http::json_body(&req.body) {
+        Ok(b) => b,
+        Err(e) => return Some(Err(e)),
+    };
+    if body.contains_key(res.key()) {
+        return None;
+    }
+    let one = match http::resource_body(&body, res.singular) {
+        Ok(one) => one.clone(),
+        Err(e) => return Some(Err(e)),
+    };
+    let ctx = req.ctx(app);
+    let kind = res.kind;
+    let op: crate::group_commit::Op = Box::new(move |ml2, st, ctx| {
+        let id = create_one(ml2, st, ctx, kind, &one)?;
+        crate::quotas::check_created(ml2, st, kind, std::slice::from_ref(&id))?;
+        let ctx = ctx.clone();
+        Ok(Box::new(move |ml2: &Ml2, st: &State| {
+            render_one(ml2, st, &ctx, kind, &id)
+        }))
+    });
+    Some(Ok((ctx, op, res.singular)))
+}
+
+/// The response for a handler's outcome.
+fn respond(result: Result<Response>) -> Response {
+    match result {
+        Ok(r) => r,
+        Err(e) if e.status == 405 => http::method_not_allowed(),
+        Err(e) => http::error(&e),
+    }
+}
+
+fn route(app: &App, req: &Req) -> Response {
+    let segs = segments(req);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = &req.method;
     let result: Result<Response> = match segs.as_slice() {
@@ -242,11 +309,7 @@ fn route(app: &App, req: &Req) -> Response {
         ["switchyard", "v1", rest @ ..] => internal(app, req, rest),
         _ => Err(NeutronError::no_route()),
     };
-    match result {
-        Ok(r) => r,
-        Err(e) if e.status == 405 => http::method_not_allowed(),
-        Err(e) => http::error(&e),
-    }
+    respond(result)
 }
 
 /// A `reader` asking to change something: Neutron's policy refusal, named

@@ -83,17 +83,33 @@ fn committed_writes_survive_kill_9() {
         &format!("{}/v2.0/subnets", p.base),
         Some(json!({"subnet": {"network_id": net_id, "cidr": "10.0.0.0/24", "ip_version": 4}})),
     );
-    let mut ports = Vec::new();
-    for i in 0..50 {
-        let (st, port) = call(
-            &client,
-            reqwest::Method::POST,
-            &format!("{}/v2.0/ports", p.base),
-            Some(json!({"port": {"network_id": net_id, "name": format!("p{i}")}})),
-        );
-        assert_eq!(st, 201);
-        ports.push(port["port"].clone());
-    }
+    // Five clients at once, so that creations share group commits; the
+    // process is killed as soon as the last answer is in.
+    let ports: Vec<Value> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..5)
+            .map(|w| {
+                let (client, base, net_id) = (&client, &p.base, &net_id);
+                s.spawn(move || {
+                    (0..10)
+                        .map(|i| {
+                            let (st, port) = call(
+                                client,
+                                reqwest::Method::POST,
+                                &format!("{base}/v2.0/ports"),
+                                Some(json!({"port": {"network_id": net_id, "name": format!("p{w}-{i}")}})),
+                            );
+                            assert_eq!(st, 201);
+                            port["port"].clone()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("client"))
+            .collect()
+    });
     p.child.kill().expect("SIGKILL");
     p.child.wait().expect("reaped");
 
