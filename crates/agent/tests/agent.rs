@@ -322,7 +322,8 @@ fn a_port_filter_item_filters_the_ports_traffic() {
             port_max: None,
             remote: None,
             remote_group: None,
-        }],
+        }]
+        .into(),
     };
     let r = a.handle(&snapshot(
         1,
@@ -388,7 +389,8 @@ fn a_group_members_item_feeds_the_rules_that_name_the_group() {
             port_max: None,
             remote: None,
             remote_group: Some("g".into()),
-        }],
+        }]
+        .into(),
     };
     let r = a.handle(&snapshot(
         1,

@@ -44,7 +44,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use switchyard_model::{AGENT_TYPE_GATEWAY, Agent, Change, Kind, Record, State, Timestamp};
-use switchyard_proto::{Attachment, Delta, Item, Role};
+use switchyard_proto::{Attachment, Delta, FilterRule, Item, Role};
 
 use crate::facts::{NodeFacts, PortFacts, Side, node_facts, port_facts};
 use crate::secgroups::{GroupSets, Write, filter_rule};
@@ -339,9 +339,11 @@ impl Compiler {
                     }
                     let _ = tx.send(chunk);
                     drop(tx);
+                    // Ports in the same groups share one rule list.
+                    let mut lists = HashMap::new();
                     st.ports
                         .keys()
-                        .map(|id| Self::filter_item(st, id))
+                        .map(|id| Self::filter_item_sharing(st, id, &mut lists))
                         .collect::<Vec<_>>()
                 });
             let Ok(facts) = facts else {
@@ -485,16 +487,30 @@ impl Compiler {
     /// or not; no group is a filter with no rule, so nothing but DHCP and
     /// neighbour discovery passes, as in Neutron).
     fn filter_item(st: &State, id: &str) -> Option<Item> {
+        Self::filter_item_sharing(st, id, &mut HashMap::new())
+    }
+
+    /// As [`Compiler::filter_item`], taking the rule list from `lists`
+    /// (by the port's groups) when an earlier port had the same groups.
+    fn filter_item_sharing<'s>(
+        st: &'s State,
+        id: &str,
+        lists: &mut HashMap<&'s [String], Arc<[FilterRule]>>,
+    ) -> Option<Item> {
         let p = st.ports.get(id)?;
         if !p.port_security_enabled || p.device_owner.starts_with("network:") {
             return None;
         }
-        let rules = p
-            .security_groups
-            .iter()
-            .flat_map(|g| st.group_rules(g))
-            .map(filter_rule)
-            .collect();
+        let rules = lists
+            .entry(p.security_groups.as_slice())
+            .or_insert_with(|| {
+                p.security_groups
+                    .iter()
+                    .flat_map(|g| st.group_rules(g))
+                    .map(filter_rule)
+                    .collect()
+            })
+            .clone();
         Some(Item::PortFilter {
             port_id: id.to_string(),
             rules,

@@ -609,7 +609,7 @@ impl World {
             let mut named = BTreeSet::new();
             for item in items.values() {
                 if let Item::PortFilter { rules, .. } = &**item {
-                    for r in rules {
+                    for r in rules.iter() {
                         if let Some(g) = &r.remote_group {
                             prop_assert_eq!(
                                 r.remote.as_deref(),
@@ -905,7 +905,7 @@ fn security_group_filters_follow_membership() {
             .snapshot("compute-2")
             .and_then(|(_, items)| items.get(&format!("sg/{id}")).map(|i| Item::clone(i)))
             .map(|i| match i {
-                Item::PortFilter { rules, .. } => rules,
+                Item::PortFilter { rules, .. } => rules.to_vec(),
                 other => panic!("{other:?}"),
             })
             .unwrap_or_default()

@@ -184,7 +184,9 @@ pub enum Item {
     /// connections.
     PortFilter {
         port_id: String,
-        rules: Vec<FilterRule>,
+        /// Shared: ports in the same groups have the same rules, and at
+        /// 100,000 ports a list each was tens of megabytes.
+        rules: std::sync::Arc<[FilterRule]>,
     },
     /// A security group's members' addresses (`sgm/{group_id}`), shared by
     /// every filter on the node with a rule from that group (Neutron's

@@ -402,7 +402,8 @@ mod tests {
                     port_max: None,
                     remote: Some(Vec::new()),
                     remote_group: Some("g".into()),
-                }],
+                }]
+                .into(),
             },
         );
         items.insert(
