@@ -291,8 +291,10 @@ impl Shared {
             .spawn(move || {
                 let t = std::time::Instant::now();
                 let done = catch_unwind(AssertUnwindSafe(|| {
+                    let off = crate::hugepages::Off::new();
                     let st = State::from_records(records);
                     let c = Compiler::full(&st, &live);
+                    drop(off);
                     drop(st);
                     tracing::info!(
                         ms = t.elapsed().as_millis() as u64,
@@ -317,6 +319,7 @@ impl Shared {
             let mut g = self.write_lock();
             let core = &mut *g;
             let live = core.liveness(self.clock.now());
+            let _off = crate::hugepages::Off::new();
             core.compiler = Compiler::full(&core.state, &live);
             core.backlog = None;
             self.compiled.send_replace(true);

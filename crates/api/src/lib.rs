@@ -18,6 +18,7 @@
 pub mod core;
 pub mod group_commit;
 pub mod http;
+pub mod hugepages;
 pub mod meta;
 pub mod nodeauth;
 pub mod nova;
