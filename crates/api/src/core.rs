@@ -574,7 +574,21 @@ impl Shared {
     /// Ends a persisted transaction: tells Nova of port changes, closes the
     /// journal and brings the compiler (or, before the first compile has
     /// caught up, its backlog) up to date, sending the nodes' deltas.
+    ///
+    /// The changes are already on disk: if this panics (a bug), the model or
+    /// the compiler may no longer match them, and rolling the model back
+    /// would forget committed records. The controller exits instead, and a
+    /// supervisor's restart loads and compiles what was committed.
     pub(crate) fn publish(&self, core: &mut Core, now: Timestamp) {
+        if catch_unwind(AssertUnwindSafe(|| self.publish_committed(core, now))).is_err() {
+            tracing::error!(
+                "publishing a committed transaction panicked; exiting so that a restart compiles what is on disk"
+            );
+            std::process::exit(70);
+        }
+    }
+
+    fn publish_committed(&self, core: &mut Core, now: Timestamp) {
         let notifier = self.notifier.get();
         let before = notifier.map(|_| crate::nova::before(core.state.undo()));
         let changes = core.state.commit();

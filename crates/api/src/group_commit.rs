@@ -69,7 +69,7 @@ pub(crate) fn start(shared: Shared) -> mpsc::Sender<Job> {
                 // A panic outside the operations (a bug) drops this batch's
                 // answers (its callers get an error) but not the thread.
                 if catch_unwind(AssertUnwindSafe(|| run(&shared, jobs))).is_err() {
-                    tracing::error!("group commit panicked; its batch was rolled back");
+                    tracing::error!("group commit panicked; its batch was not answered");
                 }
             }
         });
@@ -174,9 +174,20 @@ impl Shared {
             start(me)
         });
         let (reply, answer) = oneshot::channel();
-        if tx.send(Job { ctx, op, reply }).await.is_err() {
-            tracing::error!("the writer thread is gone");
-            return Err(NeutronError::internal());
+        if let Err(mpsc::error::SendError(job)) = tx.send(Job { ctx, op, reply }).await {
+            // No writer (it could not be started): the write commits on its
+            // own, as any other write does.
+            tracing::warn!("no writer thread; committing alone");
+            let me = self.clone();
+            return tokio::task::spawn_blocking(move || {
+                me.write(
+                    &job.ctx,
+                    |ml2, st, ctx| (job.op)(ml2, st, ctx),
+                    |ml2, st, render| render(ml2, st),
+                )
+            })
+            .await
+            .unwrap_or_else(|_| Err(NeutronError::internal()));
         }
         answer
             .await
