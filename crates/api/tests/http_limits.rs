@@ -314,11 +314,16 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     )
     .await;
     let mut c = TcpStream::connect(s.addr).await.expect("connect");
+    let mut idle_from = Instant::now();
     for _ in 0..2 {
         c.write_all(b"GET /v2.0/networks HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .expect("write");
         let raw = read_one_response(&mut c).await;
+        // The connection is idle from its last response on (a sleep on a
+        // loaded machine may last much longer than asked, so the bound
+        // below counts from here, not from after it).
+        idle_from = Instant::now();
         assert!(
             raw.starts_with(b"HTTP/1.1 200"),
             "{}",
@@ -327,7 +332,6 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
         // Within the idle timeout the connection is reused.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let idle_from = Instant::now();
     let (_, closed) = read_until_closed(&mut c, Duration::from_secs(15)).await;
     assert!(closed, "an idle keep-alive connection must be closed");
     assert!(idle_from.elapsed() >= Duration::from_millis(300));
