@@ -257,17 +257,21 @@ fn queued_create(
         Ok(one) => one.clone(),
         Err(e) => return Some(Err(e)),
     };
-    let ctx = req.ctx(app);
-    let kind = res.kind;
-    let op: crate::group_commit::Op = Box::new(move |ml2, st, ctx| {
+    Some(Ok((req.ctx(app), create_op(res.kind, one), res.singular)))
+}
+
+/// Creating one resource of `kind` from its body (quota-checked), and
+/// rendering it once committed: what a group commit runs, and a single
+/// creation that reaches [`create`].
+fn create_op(kind: Kind, one: Map<String, Value>) -> crate::group_commit::Op {
+    Box::new(move |ml2, st, ctx| {
         let id = create_one(ml2, st, ctx, kind, &one)?;
         crate::quotas::check_created(ml2, st, kind, std::slice::from_ref(&id))?;
         let ctx = ctx.clone();
         Ok(Box::new(move |ml2: &Ml2, st: &State| {
             render_one(ml2, st, &ctx, kind, &id)
         }))
-    });
-    Some(Ok((ctx, op, res.singular)))
+    })
 }
 
 /// The response for a handler's outcome.
@@ -763,16 +767,12 @@ fn create(app: &App, req: &Req, res: &Res) -> Result<Response> {
         )?;
         return Ok(http::json(201, json!({ res.key(): out })));
     }
-    let one = http::resource_body(&body, res.singular)?;
-    let v = app.shared.write(
-        &ctx,
-        |ml2, st, ctx| {
-            let id = create_one(ml2, st, ctx, kind, one)?;
-            crate::quotas::check_created(ml2, st, kind, std::slice::from_ref(&id))?;
-            Ok(id)
-        },
-        |ml2, st, id| render_one(ml2, st, &ctx, kind, &id),
-    )?;
+    // A single creation is normally queued (`queued_create`); this is the
+    // same operation, committed alone.
+    let op = create_op(kind, http::resource_body(&body, res.singular)?.clone());
+    let v = app
+        .shared
+        .write(&ctx, op, |ml2, st, render| render(ml2, st))?;
     Ok(http::json(201, json!({ res.singular: v })))
 }
 
