@@ -44,7 +44,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use switchyard_model::{AGENT_TYPE_GATEWAY, Agent, Change, Kind, Record, State, Timestamp};
+use switchyard_model::{AGENT_TYPE_GATEWAY, Agent, Change, Kind, Port, Record, State, Timestamp};
 use switchyard_proto::{Attachment, Delta, FilterRule, Item, Role};
 
 use crate::facts::{NodeFacts, PortFacts, Side, node_facts, port_facts};
@@ -196,6 +196,11 @@ pub struct Compiler {
     pub last: Stats,
 }
 
+/// A port with its facts, as the facts thread hands them over.
+type FactsOf<'s> = (&'s String, &'s Port, Option<PortFacts>);
+/// A port with its filter item (`None`: not filtered).
+type FilterOf<'s> = (&'s String, &'s Port, Option<Item>);
+
 fn remote_key(vni: u32, mac: &str) -> String {
     format!("remote/{vni}/{mac}")
 }
@@ -297,12 +302,12 @@ impl Compiler {
             c.refresh_router(st, r);
         }
         match filters {
-            Some(items) if items.len() == st.ports.len() => {
-                for ((id, _), item) in st.ports.iter().zip(items) {
-                    c.refresh_filter_as(st, id, item);
+            Some(items) => {
+                for (id, p, item) in items {
+                    c.refresh_filter_with(st, id, Some(p), item);
                 }
             }
-            _ => {
+            None => {
                 for id in st.ports.keys() {
                     c.refresh_filter(st, id);
                 }
@@ -329,18 +334,18 @@ impl Compiler {
     /// the model, so a second thread derives them, a chunk at a time, while
     /// this one places what it has been given (a fifth of a full compile's
     /// time moves off its critical path on two cores), then renders every
-    /// port's filter item, which it returns in the model's port order.
+    /// port's filter item, which it returns with the port, in the same order.
     /// Without the thread, this one derives the facts and returns `None`.
-    fn place_all_ports(&mut self, st: &State) -> Option<Vec<Option<Item>>> {
+    fn place_all_ports<'s>(&mut self, st: &'s State) -> Option<Vec<FilterOf<'s>>> {
         const CHUNK: usize = 1024;
         std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(&String, Option<PortFacts>)>>(16);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<FactsOf<'_>>>(16);
             let facts = std::thread::Builder::new()
                 .name("compile-facts".into())
                 .spawn_scoped(s, move || {
                     let mut chunk = Vec::with_capacity(CHUNK);
                     for (id, p) in Self::ports_by_network(st) {
-                        chunk.push((id, port_facts(st, p)));
+                        chunk.push((id, p, port_facts(st, p)));
                         if chunk.len() == CHUNK {
                             let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
                             if tx.send(full).is_err() {
@@ -352,9 +357,8 @@ impl Compiler {
                     drop(tx);
                     // Ports in the same groups share one rule list.
                     let mut lists = HashMap::default();
-                    st.ports
-                        .keys()
-                        .map(|id| Self::filter_item_sharing(st, id, &mut lists))
+                    Self::ports_by_network(st)
+                        .map(|(id, p)| (id, p, Self::filter_item_sharing(id, p, st, &mut lists)))
                         .collect::<Vec<_>>()
                 });
             let Ok(facts) = facts else {
@@ -364,8 +368,8 @@ impl Compiler {
                 return None;
             };
             for chunk in rx {
-                for (id, new) in chunk {
-                    self.refresh_port_as(st, id, new);
+                for (id, p, new) in chunk {
+                    self.refresh_port_with(st, id, Some(p), new);
                 }
             }
             // A panic there is the compile's, as if this thread had met it.
@@ -381,7 +385,7 @@ impl Compiler {
     /// network is missing). Placing a network's ports one after another keeps
     /// the network and its members' tables in cache; in the model's order
     /// (random UUIDs) nearly every write missed it.
-    fn ports_by_network(st: &State) -> impl Iterator<Item = (&String, &switchyard_model::Port)> {
+    fn ports_by_network(st: &State) -> impl Iterator<Item = (&String, &Port)> {
         let in_nets = st
             .networks
             .keys()
@@ -515,17 +519,18 @@ impl Compiler {
     /// or not; no group is a filter with no rule, so nothing but DHCP and
     /// neighbour discovery passes, as in Neutron).
     fn filter_item(st: &State, id: &str) -> Option<Item> {
-        Self::filter_item_sharing(st, id, &mut HashMap::default())
+        let p = st.ports.get(id)?;
+        Self::filter_item_sharing(id, p, st, &mut HashMap::default())
     }
 
     /// As [`Compiler::filter_item`], taking the rule list from `lists`
     /// (by the port's groups) when an earlier port had the same groups.
     fn filter_item_sharing<'s>(
-        st: &'s State,
         id: &str,
+        p: &'s Port,
+        st: &State,
         lists: &mut HashMap<&'s [String], Arc<[FilterRule]>>,
     ) -> Option<Item> {
-        let p = st.ports.get(id)?;
         if !p.port_security_enabled || p.device_owner.starts_with("network:") {
             return None;
         }
@@ -567,9 +572,10 @@ impl Compiler {
         &self,
         st: &State,
         id: &str,
+        port: Option<&Port>,
         active: Option<&str>,
     ) -> Vec<(String, Item)> {
-        let Some(p) = st.ports.get(id) else {
+        let Some(p) = port else {
             return Vec::new();
         };
         let mut hosts: Vec<&str> = p
@@ -611,7 +617,18 @@ impl Compiler {
     /// As [`Compiler::refresh_filter`], with the port's filter item
     /// already rendered ([`Compiler::filter_item`]).
     fn refresh_filter_as(&mut self, st: &State, id: &str, item: Option<Item>) {
-        match st.ports.get(id) {
+        self.refresh_filter_with(st, id, st.ports.get(id), item);
+    }
+
+    /// As [`Compiler::refresh_filter_as`], with the model's port (`None`: gone).
+    fn refresh_filter_with(
+        &mut self,
+        st: &State,
+        id: &str,
+        port: Option<&Port>,
+        item: Option<Item>,
+    ) {
+        match port {
             Some(p) if !p.security_groups.is_empty() => {
                 self.port_groups
                     .insert(id.to_string(), p.security_groups.clone());
@@ -622,7 +639,7 @@ impl Compiler {
         }
         let want = self.filter_for(id, item).map(|(h, i)| (h, Arc::new(i)));
         let pre_want =
-            self.preplug_filters_for(st, id, self.ports.get(id).map(|f| f.host.as_str()));
+            self.preplug_filters_for(st, id, port, self.ports.get(id).map(|f| f.host.as_str()));
         let pre_have = self.preplug_filters.get(id).cloned().unwrap_or_default();
         if want.as_ref() == self.filters.get(id) && pre_want == pre_have {
             return;
@@ -1122,7 +1139,18 @@ impl Compiler {
     /// As [`Compiler::refresh_port`], with the port's facts (`None`: gone
     /// or unbound) already derived.
     fn refresh_port_as(&mut self, st: &State, id: &str, new: Option<PortFacts>) {
-        let pre = self.preplugs(st, id, new.as_ref());
+        self.refresh_port_with(st, id, st.ports.get(id), new);
+    }
+
+    /// As [`Compiler::refresh_port_as`], with the model's port (`None`: gone).
+    fn refresh_port_with(
+        &mut self,
+        st: &State,
+        id: &str,
+        port: Option<&Port>,
+        new: Option<PortFacts>,
+    ) {
+        let pre = self.preplugs(st, id, port, new.as_ref());
         if new.is_some()
             && self.ports.get(id).map(|b| &**b) == new.as_ref()
             && self
@@ -1161,8 +1189,14 @@ impl Compiler {
     /// their hosts: the device exists there, administratively down, so the
     /// hypervisor can plug the VM before the binding is activated; activation
     /// then only flips it up. Hosts already holding the active binding are skipped.
-    fn preplugs(&self, st: &State, id: &str, active: Option<&PortFacts>) -> Vec<(String, Item)> {
-        let Some(p) = st.ports.get(id) else {
+    fn preplugs(
+        &self,
+        st: &State,
+        id: &str,
+        port: Option<&Port>,
+        active: Option<&PortFacts>,
+    ) -> Vec<(String, Item)> {
+        let Some(p) = port else {
             return Vec::new();
         };
         p.bindings
