@@ -251,7 +251,16 @@ impl SqliteStore {
                     Some(r) => {
                         let body = serde_json::to_string(r)?;
                         put.execute(params![kind.as_str(), id, body])?;
-                        log.execute(params![at, kind.as_str(), id, "put", body])?;
+                        // The log says what changed, not to what: the body
+                        // is in `resources`. A copy here wrote every body to
+                        // the WAL twice, for nothing that reads it.
+                        log.execute(params![
+                            at,
+                            kind.as_str(),
+                            id,
+                            "put",
+                            Option::<String>::None
+                        ])?;
                     }
                     None => {
                         del.execute(params![kind.as_str(), id])?;
@@ -363,6 +372,16 @@ mod tests {
         assert_eq!(counts.last(), Some(&10), "{counts:?}");
         let last = s.last_seq().expect("seq");
         assert_eq!(s.changes_since(last - 10, 100).expect("since").len(), 10);
+        // Entries name what changed; the body is only in `resources`.
+        let bodies: i64 = s
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM changelog WHERE body IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .expect("bodies");
+        assert_eq!(bodies, 0);
     }
 
     #[test]
