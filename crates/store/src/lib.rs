@@ -92,7 +92,9 @@ pub enum Durability {
     Power,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: `resources` is a rowid table with a unique index on `(kind, id)`
+/// (1 was a `WITHOUT ROWID` table keyed by them; opening migrates it).
+const SCHEMA_VERSION: i64 = 2;
 /// The change log keeps this many most recent entries.
 const CHANGELOG_KEEP: i64 = 100_000;
 /// Change-log entries a commit may prune beyond twice its own.
@@ -157,13 +159,51 @@ impl SqliteStore {
         conn.pragma_update(None, "cache_size", -32768)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS resources (
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+        )?;
+        let version: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(v) = version.and_then(|v| v.parse::<i64>().ok())
+            && v > SCHEMA_VERSION
+        {
+            return Err(StoreError::SchemaTooNew(v, SCHEMA_VERSION));
+        }
+        // Creation or migration, and the version that says so, in one
+        // transaction: a crash leaves the old schema or the new, never half.
+        let tx = conn.unchecked_transaction()?;
+        let old_resources: Option<String> = tx
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'resources'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if old_resources.is_some_and(|sql| sql.to_ascii_uppercase().contains("WITHOUT ROWID")) {
+            // Schema 1 clustered the bodies by (kind, id): random UUIDs, so
+            // nearly every creation split a leaf of about three rows.
+            tx.execute_batch(
+                "CREATE TABLE resources_v2 (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL);
+                 INSERT INTO resources_v2 (kind, id, body)
+                     SELECT kind, id, body FROM resources ORDER BY kind, id;
+                 DROP TABLE resources;
+                 ALTER TABLE resources_v2 RENAME TO resources;",
+            )?;
+        }
+        // Bodies in a rowid table, appended in creation order, and found by
+        // a small unique index: a creation dirties the table's last page and
+        // one index leaf, and leaves split rarely.
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS resources (
                  kind TEXT NOT NULL,
                  id   TEXT NOT NULL,
-                 body TEXT NOT NULL,
-                 PRIMARY KEY (kind, id)
-             ) WITHOUT ROWID;
+                 body TEXT NOT NULL
+             );
+             CREATE UNIQUE INDEX IF NOT EXISTS resources_by_kind_id ON resources (kind, id);
              CREATE TABLE IF NOT EXISTS changelog (
                  seq  INTEGER PRIMARY KEY AUTOINCREMENT,
                  at   TEXT NOT NULL,
@@ -173,25 +213,11 @@ impl SqliteStore {
                  body TEXT
              );",
         )?;
-        let version: Option<String> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match version.and_then(|v| v.parse::<i64>().ok()) {
-            None => {
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    params![SCHEMA_VERSION.to_string()],
-                )?;
-            }
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(StoreError::SchemaTooNew(v, SCHEMA_VERSION));
-            }
-            Some(_) => {}
-        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
+            params![SCHEMA_VERSION.to_string()],
+        )?;
+        tx.commit()?;
         let pruned_through =
             conn.query_row("SELECT COALESCE(MIN(seq), 1) - 1 FROM changelog", [], |r| {
                 r.get(0)
@@ -412,6 +438,105 @@ mod tests {
             .map(|(_, _, id, op)| (id.as_str(), op.as_str()))
             .collect();
         assert_eq!(ops, vec![("a", "put"), ("b", "put"), ("a", "delete")]);
+    }
+
+    /// A database written by schema 1 (bodies in a `WITHOUT ROWID` table
+    /// keyed by kind and id) opens with every record, in the current schema,
+    /// and takes updates and deletions of the records it had.
+    #[test]
+    fn a_schema_1_database_is_migrated_with_its_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let body = |name: &str| serde_json::to_string(&agent(name)).expect("json");
+        {
+            let c = Connection::open(&path).expect("raw open");
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE resources (kind TEXT NOT NULL, id TEXT NOT NULL,
+                     body TEXT NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID;
+                 CREATE TABLE changelog (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                     at TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL,
+                     op TEXT NOT NULL CHECK (op IN ('put', 'delete')), body TEXT);
+                 INSERT INTO meta VALUES ('schema_version', '1');",
+            )
+            .expect("schema 1");
+            for name in ["a", "b", "c"] {
+                c.execute(
+                    "INSERT INTO resources VALUES ('agent', ?1, ?2)",
+                    params![name, body(name)],
+                )
+                .expect("row");
+                c.execute(
+                    "INSERT INTO changelog (at, kind, id, op, body) VALUES ('t0', 'agent', ?1, 'put', ?2)",
+                    params![name, body(name)],
+                )
+                .expect("log");
+            }
+        }
+        let mut s = SqliteStore::open(&path, Durability::Process).expect("open migrates");
+        assert_eq!(
+            s.load().expect("load"),
+            vec![agent("a"), agent("b"), agent("c")]
+        );
+        let (version, sql): (String, String) = s
+            .conn
+            .query_row(
+                "SELECT (SELECT value FROM meta WHERE key = 'schema_version'),
+                        (SELECT sql FROM sqlite_master WHERE name = 'resources')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("schema");
+        assert_eq!(version, SCHEMA_VERSION.to_string());
+        assert!(!sql.to_ascii_uppercase().contains("WITHOUT ROWID"), "{sql}");
+        // The log goes on after the old entries.
+        assert_eq!(s.last_seq().expect("seq"), 3);
+        let mut b2 = agent("b");
+        if let Record::Agent(x) = &mut b2 {
+            x.binary = "changed".into();
+        }
+        s.commit(
+            &[
+                (Kind::Agent, "b".into(), Some(b2.clone())),
+                (Kind::Agent, "c".into(), None),
+            ],
+            "t1",
+        )
+        .expect("commit");
+        drop(s);
+        let s = SqliteStore::open(&path, Durability::Process).expect("reopen");
+        assert_eq!(s.load().expect("load"), vec![agent("a"), b2]);
+        assert_eq!(s.last_seq().expect("seq"), 5);
+    }
+
+    /// A database from a later schema is refused, untouched.
+    #[test]
+    fn a_newer_schema_is_refused_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        {
+            let c = Connection::open(&path).expect("raw open");
+            c.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('schema_version', '99');",
+            )
+            .expect("meta");
+        }
+        let e = SqliteStore::open(&path, Durability::Process).expect_err("too new");
+        assert!(
+            matches!(e, StoreError::SchemaTooNew(99, SCHEMA_VERSION)),
+            "{e}"
+        );
+        let c = Connection::open(&path).expect("raw reopen");
+        let tables: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(tables, 1, "only meta: nothing was created");
     }
 
     /// Commits do not checkpoint; the checkpointer thread copies the WAL
