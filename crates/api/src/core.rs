@@ -218,9 +218,11 @@ impl FirstCompile {
 }
 
 /// How long the catch-up after the first full compile holds the write lock
-/// at a time, and how many changes it applies between looks at the clock.
+/// at a time, and how many changes it applies between looks at the clock
+/// (a bound beyond the slice: 64 once took 15 ms, with a port's changes
+/// costing up to 0.2 ms each while writes keep the other core busy).
 const CATCH_UP_SLICE: std::time::Duration = std::time::Duration::from_millis(5);
-const CATCH_UP_CHUNK: usize = 64;
+const CATCH_UP_CHUNK: usize = 8;
 
 impl Shared {
     pub fn new(core: Core, clock: Arc<dyn Clock>) -> Self {
@@ -291,10 +293,12 @@ impl Shared {
             .spawn(move || {
                 let t = std::time::Instant::now();
                 let done = catch_unwind(AssertUnwindSafe(|| {
-                    let off = crate::hugepages::Off::new();
+                    // Through the catch-up too: its slices allocate under
+                    // the write lock, where a huge-page fault that compacts
+                    // memory would stall every writer.
+                    let _off = crate::hugepages::Off::new();
                     let st = State::from_records(records);
                     let c = Compiler::full(&st, &live);
-                    drop(off);
                     drop(st);
                     tracing::info!(
                         ms = t.elapsed().as_millis() as u64,
