@@ -357,8 +357,9 @@ impl Shared {
             slices += 1;
             if backlog.is_empty() {
                 core.backlog = None;
-                // Liveness may have moved since the compile began.
-                core.compiler.set_liveness(&core.state, &live);
+                // Liveness may have moved since the compile began, and
+                // member sets rendered while behind may be stale.
+                core.compiler.caught_up(&core.state, &live);
                 self.compiled.send_replace(true);
                 tracing::info!(
                     slices,

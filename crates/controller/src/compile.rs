@@ -1444,6 +1444,23 @@ impl Compiler {
         self.apply(st, &[], live)
     }
 
+    /// Ends a catch-up: a compiler built from an older model, then given the
+    /// changes committed since, each against the model as it was when that
+    /// change was applied, not as it was when it was committed. Every change
+    /// names what to recompile, but a remote group's member set is derived
+    /// from other ports: one rendered while the catch-up was behind holds
+    /// members as the model had them then, and a member's later change is
+    /// tied to its groups only by what this compiler has seen of it
+    /// (`port_groups`), which may be older; the property test
+    /// `a_late_full_compile_catches_up_with_the_changes_made_meanwhile`
+    /// found such a stale set. Every held set is rendered again from the
+    /// model as it is now, then liveness is applied.
+    pub fn caught_up(&mut self, st: &State, live: &Liveness) -> BTreeMap<String, Delta> {
+        let groups = self.group_sets.referenced();
+        self.refresh_group_sets(st, &groups);
+        self.apply(st, &[], live)
+    }
+
     /// Whether `live` would change which gateways serve networks (cheap: the
     /// edge checks this on every tick before taking the write path).
     pub fn liveness_matters(&self, st: &State, live: &Liveness) -> bool {

@@ -728,7 +728,7 @@ proptest! {
         let Some((mut late, _)) = w.late.take() else {
             return Err(TestCaseError::fail("no late compiler"));
         };
-        late.set_liveness(&w.st, &live);
+        late.caught_up(&w.st, &live);
         w.check_compiler(&late, ops.len(), &Op::Tick)?;
     }
 
