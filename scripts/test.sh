@@ -24,6 +24,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v ethtool >/dev/null || need+=(ethtool)
   command -v iperf3 >/dev/null || need+=(iperf3)
   command -v ovs-vswitchd >/dev/null || need+=(openvswitch-switch)
+  # The console's browser tests (Playwright drives Debian's chromium).
+  command -v chromium >/dev/null || need+=(chromium)
+  dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
   if ! command -v qemu-system-x86_64 >/dev/null; then
     # bookworm's QEMU 7.2 conflicts with the qemu-utils 10 these machines
     # carry from bookworm-backports; QEMU from bookworm-backports installs.
@@ -45,7 +48,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     fi
   fi
   if [ "${#need[@]}" -gt 0 ]; then
-    echo "== installing Debian packages for the Linux-mode tests: ${need[*]}"
+    echo "== installing Debian packages for the Linux-mode and browser tests: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y --no-install-recommends "${need[@]}" >/dev/null \
       || { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }

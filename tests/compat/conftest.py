@@ -289,6 +289,36 @@ def net_factory(conn, uniq):
 
 
 @contextlib.contextmanager
+def noauth_lab(prefix: str, startup: float = 60.0):
+    """`switchyard lab up --auth noauth`, once its agents are connected and in sync."""
+    with spawn(
+        ["lab", "up", "--auth", "noauth", "--bind", "127.0.0.1:{port}", "--db", "sqlite://{data_dir}/lab.db"],
+        prefix,
+    ) as run:
+        deadline = time.monotonic() + startup
+        while not any(l.startswith("  agents") for l in run.lines):
+            assert run.proc.poll() is None, run.log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, f"lab did not come up: {run.lines}"
+            time.sleep(0.1)
+        assert any("connected and in sync" in l for l in run.lines), run.lines
+        yield run
+
+
+@contextlib.contextmanager
+def noauth_cloud(base: str):
+    """openstacksdk on a noauth lab's network and compute endpoints."""
+    c = openstack.connection.Connection(
+        auth_type="none",
+        network_endpoint_override=f"{base}/v2.0/",
+        compute_endpoint_override=f"{base}/compute/v2.1/",
+    )
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@contextlib.contextmanager
 def auth_lab(clouds_path, prefix: str, startup: float = 60.0):
     """`switchyard lab up --auth embedded --clouds-yaml CLOUDS_PATH`, once
     it has written the file."""

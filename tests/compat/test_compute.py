@@ -10,39 +10,23 @@ reads the migration record, as an operator's scripts would.
 
 import time
 
-import openstack
 import openstack.exceptions as exc
 import pytest
 
-from conftest import spawn
+from conftest import noauth_cloud, noauth_lab
 
-LAB_STARTUP = 60.0
 
 
 @pytest.fixture(scope="module")
 def lab():
-    with spawn(
-        ["lab", "up", "--auth", "noauth", "--bind", "127.0.0.1:{port}", "--db", "sqlite://{data_dir}/lab.db"],
-        "switchyard-compute-",
-    ) as run:
-        deadline = time.monotonic() + LAB_STARTUP
-        while not any(l.startswith("  agents") for l in run.lines):
-            assert run.proc.poll() is None, run.log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, f"lab did not come up: {run.lines}"
-            time.sleep(0.1)
-        assert any("connected and in sync" in l for l in run.lines), run.lines
+    with noauth_lab("switchyard-compute-") as run:
         yield run.base
 
 
 @pytest.fixture(scope="module")
 def cloud(lab):
-    c = openstack.connection.Connection(
-        auth_type="none",
-        network_endpoint_override=f"{lab}/v2.0/",
-        compute_endpoint_override=f"{lab}/compute/v2.1/",
-    )
-    yield c
-    c.close()
+    with noauth_cloud(lab) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -177,6 +177,8 @@ pub struct Shared {
     core: Arc<RwLock<Core>>,
     pub clock: Arc<dyn Clock>,
     pub deltas: tokio::sync::broadcast::Sender<Deltas>,
+    /// What each commit changed, for `GET /switchyard/v1/events` ([`crate::events`]).
+    pub events: tokio::sync::broadcast::Sender<crate::events::Commit>,
     pub nodes: Arc<Mutex<BTreeMap<String, NodeStatus>>>,
     /// Set when the server shuts down: southbound sessions (upgraded
     /// connections outlive graceful HTTP shutdown) close on it.
@@ -251,6 +253,7 @@ impl Shared {
         credentials: NodeCredentials,
     ) -> (Self, Option<FirstCompile>) {
         let (deltas, _) = tokio::sync::broadcast::channel(1024);
+        let (events, _) = tokio::sync::broadcast::channel(crate::events::CAPACITY);
         let (closing, _) = tokio::sync::watch::channel(false);
         let (compiled, _) = tokio::sync::watch::channel(core.compiled());
         let initial = core.initial.take();
@@ -258,6 +261,7 @@ impl Shared {
             core: Arc::new(RwLock::new(core)),
             clock,
             deltas,
+            events,
             nodes: Arc::new(Mutex::new(BTreeMap::new())),
             closing,
             sessions: Arc::new(Mutex::new(BTreeMap::new())),
@@ -596,9 +600,19 @@ impl Shared {
     fn publish_committed(&self, core: &mut Core, now: Timestamp) {
         let notifier = self.notifier.get();
         let before = notifier.map(|_| crate::nova::before(core.state.undo()));
+        // Only while someone listens: the write path pays nothing otherwise.
+        let owners =
+            (self.events.receiver_count() > 0).then(|| crate::events::owners(core.state.undo()));
         let changes = core.state.commit();
         if let (Some(n), Some(b)) = (notifier, before) {
             n.send(crate::nova::events(&b, &changes, &core.state));
+        }
+        if let Some(owners) = owners
+            && !changes.is_empty()
+        {
+            let _ = self
+                .events
+                .send(Arc::new(crate::events::commit(&changes, &owners)));
         }
         if let Some(backlog) = core.backlog.as_mut() {
             backlog.extend(changes);

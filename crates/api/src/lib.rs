@@ -15,7 +15,9 @@
 //!   a connection limit, head and body sizes), and what is refused outside a
 //!   handler still gets a Neutron error body.
 
+pub mod console;
 pub mod core;
+pub mod events;
 pub mod group_commit;
 pub mod http;
 pub mod hugepages;
@@ -99,6 +101,8 @@ pub fn router(app: App) -> Router {
             "/switchyard/v1/southbound",
             axum::routing::get(southbound::upgrade),
         )
+        .route("/switchyard/v1/events", axum::routing::get(events::stream))
+        .merge(console::router())
         .fallback(routes::dispatch)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)

@@ -431,6 +431,9 @@ enum Phase {
     Busy,
     /// Between requests.
     Idle,
+    /// Sending a response that lasts (Server-Sent Events): not idle while
+    /// it runs; the stream's own keep-alive notices a client that left.
+    Streaming,
 }
 
 /// What a connection is doing and since when, shared by its socket, its
@@ -694,6 +697,42 @@ pub(crate) async fn run(
     Ok(())
 }
 
+fn is_event_stream(r: &Response) -> bool {
+    r.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// An event stream's body: the connection is idle again (and under the
+/// idle timeout) once it ends or is dropped.
+struct Streamed {
+    body: Body,
+    act: Arc<Activity>,
+}
+
+impl hyper::body::Body for Streamed {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        self.act.set(Phase::Idle);
+    }
+}
+
 /// One connection: hyper's HTTP/1.1 with upgrades, under the watchdog.
 async fn connection(
     stream: TcpStream,
@@ -735,8 +774,16 @@ async fn connection(
                 act.upgraded
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            act.set(Phase::Idle);
-            resp
+            match resp {
+                Ok(r) if is_event_stream(&r) => {
+                    act.set(Phase::Streaming);
+                    Ok(r.map(|body| Body::new(Streamed { body, act })))
+                }
+                other => {
+                    act.set(Phase::Idle);
+                    other
+                }
+            }
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

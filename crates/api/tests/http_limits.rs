@@ -338,6 +338,63 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     s.stop().await;
 }
 
+/// An event stream is not an idle connection: it stays open past the idle
+/// timeout and still delivers, and it ends (rather than holding the stop
+/// up) when the server stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_outlive_the_idle_timeout_and_end_at_stop() {
+    let s = Srv::start(
+        HttpOptions {
+            idle_timeout: Duration::from_millis(300),
+            ..opts()
+        },
+        Router::new(),
+        "127.0.0.1:0",
+    )
+    .await;
+    let mut c = TcpStream::connect(s.addr).await.expect("connect");
+    c.write_all(b"GET /switchyard/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_until = |seen: &Vec<u8>, what: &str| String::from_utf8_lossy(seen).contains(what);
+    while !read_until(&seen, "event: ready") {
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("ready in time")
+            .expect("read");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(read_until(&seen, "text/event-stream"));
+    // Three idle timeouts without a byte either way.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    s.serves().await;
+    let r = reqwest::Client::new()
+        .post(s.url("/v2.0/networks"))
+        .json(&serde_json::json!({"network": {"name": "streamed"}}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 201);
+    while !read_until(&seen, "event: change") {
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("the change in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "the stream was closed: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    s.stop().await;
+    let (_, closed) = read_until_closed(&mut c, Duration::from_secs(10)).await;
+    assert!(closed, "the stream ends when the server stops");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrades_outlive_the_http_timeouts() {
     let echo = Router::new().route(

@@ -31,13 +31,16 @@ const IDENTITY_HEADERS: [&str; 10] = [
     "x-domain-id",
 ];
 
-/// Paths served without a token: version discovery, identity itself, and
+/// Paths served without a token: version discovery, identity itself, the
+/// console's static files (the page then signs in like any client), and
 /// what node agents call with their own credentials.
 fn exempt(path: &str) -> bool {
     let p = path.trim_end_matches('/');
     p.is_empty()
         || p == "/compute"
         || p == "/identity"
+        || p == "/console"
+        || p.starts_with("/console/")
         || p.starts_with("/identity/")
         || p == "/switchyard/v1/southbound"
         || p == "/switchyard/v1/agents/report"

@@ -100,6 +100,22 @@ impl Record {
         }
     }
 
+    /// The project owning the record (`None`: agents, which no project owns).
+    pub fn project_id(&self) -> Option<&str> {
+        match self {
+            Record::Network(x) => Some(&x.std.project_id),
+            Record::Segment(x) => Some(&x.std.project_id),
+            Record::Subnet(x) => Some(&x.std.project_id),
+            Record::Port(x) => Some(&x.std.project_id),
+            Record::Router(x) => Some(&x.std.project_id),
+            Record::FloatingIp(x) => Some(&x.std.project_id),
+            Record::SecurityGroup(x) => Some(&x.std.project_id),
+            Record::SecurityGroupRule(x) => Some(&x.std.project_id),
+            Record::Quota(x) => Some(&x.project_id),
+            Record::Agent(_) => None,
+        }
+    }
+
     pub fn id(&self) -> &str {
         match self {
             Record::Network(r) => &r.id,
@@ -479,14 +495,8 @@ impl State {
     /// The project a counted record belongs to (what quotas count).
     pub fn owner(r: &Record) -> Option<&str> {
         match r {
-            Record::Network(x) => Some(&x.std.project_id),
-            Record::Subnet(x) => Some(&x.std.project_id),
-            Record::Port(x) => Some(&x.std.project_id),
-            Record::Router(x) => Some(&x.std.project_id),
-            Record::FloatingIp(x) => Some(&x.std.project_id),
-            Record::SecurityGroup(x) => Some(&x.std.project_id),
-            Record::SecurityGroupRule(x) => Some(&x.std.project_id),
             Record::Segment(_) | Record::Agent(_) | Record::Quota(_) => None,
+            _ => r.project_id(),
         }
     }
 

@@ -385,6 +385,7 @@ fn print_banner(
     outln!(
         "  compute API   {url}/compute/v2.1/   (Nova v2.1 subset: servers, os-migrateLive, os-hypervisors)"
     );
+    outln!("  console       {url}/console/   (in a browser)");
     outln!("  lab           {url}/switchyard/v1/lab   (guests: ping, TCP listen/connect/stream)");
     outln!("  nodes         {url}/switchyard/v1/nodes   ({exe} node list --url {url})");
     outln!("  database      {}", db.display());
@@ -515,6 +516,7 @@ async fn linux(
         "noauth".to_string()
     };
     outln!("  Neutron API   {u}/v2.0/   ({auth})");
+    outln!("  console       {u}/console/   (in a browser)");
     outln!(
         "  lab API       {u}/switchyard/v1/lab  (guests: POST {{\"guest\": {{\"name\", \"port_id\"}}}}, ping, stream, exec)"
     );

@@ -198,6 +198,7 @@ async fn server(a: ServerArgs) -> anyhow::Result<()> {
         "switchyard: Neutron API on http://{local}/v2.0/ (database {})",
         path.display()
     );
+    outln!("switchyard: console on http://{local}/console/");
     if let Some(id) = &app.identity {
         outln!(
             "switchyard: identity (Keystone v3) on {}/identity/v3; every API call needs a token",

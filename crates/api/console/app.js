@@ -1,0 +1,558 @@
+// switchyard console: a client of the public APIs, nothing more.
+//
+// Pages are rendered from the Neutron API (/v2.0), the lab's compute API
+// (/compute/v2.1, absent under `switchyard server`) and refreshed when the
+// commit stream (/switchyard/v1/events, read with fetch so that the token
+// travels in a header) says something they show has changed. Everything the
+// APIs return is inserted as text, never as markup.
+
+const $ = (sel) => document.querySelector(sel);
+
+const session = {
+  get token() { return sessionStorage.getItem("sy-token"); },
+  get who() { return sessionStorage.getItem("sy-who"); },
+  // Whether to offer actions: a member or admin of the project (noauth is
+  // the admin). Only a hint for the page: the APIs decide.
+  get canAct() {
+    if (!this.token) return true;
+    const roles = (sessionStorage.getItem("sy-roles") || "").split(",");
+    return roles.includes("admin") || roles.includes("member");
+  },
+  set(token, who, roles) {
+    sessionStorage.setItem("sy-token", token);
+    sessionStorage.setItem("sy-who", who);
+    sessionStorage.setItem("sy-roles", roles.join(","));
+  },
+  clear() {
+    for (const k of ["sy-token", "sy-who", "sy-roles"]) sessionStorage.removeItem(k);
+  },
+};
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+// The message of an OpenStack error body: Neutron's {"NeutronError": {...}},
+// Nova's {"itemNotFound": {"message": ...}}, Keystone's {"error": {...}}.
+function messageOf(body) {
+  if (!body || typeof body !== "object") return typeof body === "string" ? body : "";
+  const inner = body.NeutronError || body.error || Object.values(body)[0];
+  return (inner && inner.message) || "";
+}
+
+async function api(path, { method = "GET", json, headers = {} } = {}) {
+  const h = new Headers(headers);
+  if (session.token) h.set("X-Auth-Token", session.token);
+  let body;
+  if (json !== undefined) {
+    h.set("Content-Type", "application/json");
+    body = JSON.stringify(json);
+  }
+  const r = await fetch(path, { method, headers: h, body, cache: "no-store" });
+  const text = await r.text();
+  let parsed = null;
+  try { parsed = text ? JSON.parse(text) : null; } catch { parsed = text; }
+  if (r.status === 401) {
+    askSignIn();
+    throw new ApiError(401, "Sign in first.");
+  }
+  if (!r.ok) throw new ApiError(r.status, messageOf(parsed) || `${r.status} ${r.statusText}`);
+  return parsed;
+}
+
+// ---- DOM helpers ---------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+function table(caption, headers, rows, attrs = {}) {
+  return el("div", { class: "table-wrap" },
+    el("table", attrs,
+      el("caption", {}, caption),
+      el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, rows)));
+}
+
+const VIF_LABELS = { ovs: "OVS", vrouter: "vRouter", hw_veb: "SR-IOV" };
+
+function vifBadge(vifType) {
+  const t = vifType || "unbound";
+  const known = Object.hasOwn(VIF_LABELS, t);
+  return el("span", {
+    class: `badge ${known ? t : "other"}`,
+    "data-vif-type": t,
+    title: `binding:vif_type ${t}`,
+  }, known ? VIF_LABELS[t] : t);
+}
+
+function status(s) {
+  return el("span", { class: `status ${s}` }, s);
+}
+
+function count(n, one, many = `${one}s`) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function short(id) {
+  return el("span", { class: "mono", title: id }, (id || "").slice(0, 8));
+}
+
+// ---- pages --------------------------------------------------------------------
+
+const PORT_FIELDS = ["id", "name", "network_id", "device_id", "device_owner", "mac_address",
+  "fixed_ips", "status", "binding:host_id", "binding:vif_type"];
+
+function fieldsQuery(fields) {
+  return fields.map((f) => `fields=${encodeURIComponent(f)}`).join("&");
+}
+
+const pages = {
+  instances: {
+    title: "Instances",
+    kinds: ["port", "network", "subnet", "floatingip"],
+    async render() {
+      let servers;
+      try {
+        servers = (await api("/compute/v2.1/servers/detail")).servers;
+      } catch (e) {
+        if (e.status === 404) {
+          return el("p", { class: "note" },
+            "There is no compute API here: instances are managed by Nova. ",
+            "The Networks and Ports pages show their ports.");
+        }
+        throw e;
+      }
+      const byDevice = new Map();
+      if (servers.length > 0) {
+        const q = servers.map((s) => `device_id=${encodeURIComponent(s.id)}`).join("&");
+        const ports = (await api(`/v2.0/ports?${q}&${fieldsQuery(PORT_FIELDS)}`)).ports;
+        for (const p of ports) {
+          if (!byDevice.has(p.device_id)) byDevice.set(p.device_id, []);
+          byDevice.get(p.device_id).push(p);
+        }
+      }
+      const act = session.canAct;
+      const [hosts, migrations] = await Promise.all([
+        api("/compute/v2.1/os-hypervisors").then((h) => h.hypervisors.map((x) => x.hypervisor_hostname))
+          .catch(() => []),
+        api("/compute/v2.1/os-migrations").then((m) => m.migrations).catch(() => []),
+      ]);
+      const rows = servers.map((s) => {
+        const ports = byDevice.get(s.id) || [];
+        const ips = Object.values(s.addresses || {}).flat();
+        const macs = [...new Set(ips.map((a) => a["OS-EXT-IPS-MAC:mac_addr"]).filter(Boolean))];
+        const host = s["OS-EXT-SRV-ATTR:host"] || "";
+        return el("tr", { "data-server": s.name },
+          el("th", { scope: "row" }, s.name),
+          el("td", {}, status(s.status)),
+          el("td", {}, host),
+          el("td", { class: "mono" }, ips.map((a) => a.addr).join(", ")),
+          el("td", { class: "mono" }, macs.join(", ")),
+          el("td", {}, ports.length ? ports.map((p) => vifBadge(p["binding:vif_type"])) : vifBadge(null)),
+          act ? el("td", { class: "actions" },
+            el("button", {
+              type: "button", disabled: s.status !== "ACTIVE",
+              "aria-label": `Live-migrate ${s.name}`,
+              onclick: () => migrateDialog(s, hosts.filter((h) => h !== host)),
+            }, "Migrate…"),
+            el("button", {
+              type: "button", "aria-label": `Delete ${s.name}`,
+              onclick: () => deleteServer(s),
+            }, "Delete")) : null);
+      });
+      this.transitional = servers.some((s) => !["ACTIVE", "SHUTOFF", "ERROR"].includes(s.status));
+      const names = new Map(servers.map((s) => [s.id, s.name]));
+      const migRows = migrations.slice(0, 10).map((m) => el("tr", { "data-migration": m.id },
+        el("th", { scope: "row" }, names.get(m.instance_uuid) || short(m.instance_uuid)),
+        el("td", {}, `${m.source_compute} → ${m.dest_compute}`),
+        el("td", {}, el("span", { class: `migration ${m.status}` }, m.status)),
+        el("td", {}, m["switchyard:error"] || ""),
+        el("td", {}, m.updated_at || m.created_at || "")));
+      return el("div", {},
+        // The same form across refreshes: what is typed in it stays.
+        act ? (this.form ??= bootForm(hosts)) : null,
+        table(count(servers.length, "instance"),
+          ["Name", "Status", "Host", "IP addresses", "MAC", "Backend", act ? "Actions" : null].filter(Boolean),
+          rows, { id: "instances" }),
+        el("p", { id: "action-error", class: "error", role: "alert" }, lastActionError),
+        el("h2", {}, "Live migrations"),
+        table(`${count(migrations.length, "migration")}, latest first`,
+          ["Instance", "Move", "Status", "Error", "Updated"], migRows, { id: "migrations" }));
+    },
+  },
+
+  networks: {
+    title: "Networks",
+    kinds: ["network", "subnet", "segment", "router", "floatingip"],
+    async render() {
+      const [nets, subnets, routers, fips] = await Promise.all([
+        api("/v2.0/networks"), api("/v2.0/subnets"), api("/v2.0/routers"), api("/v2.0/floatingips"),
+      ]);
+      const cidrs = new Map();
+      for (const s of subnets.subnets) {
+        if (!cidrs.has(s.network_id)) cidrs.set(s.network_id, []);
+        cidrs.get(s.network_id).push(s.cidr);
+      }
+      const netName = new Map(nets.networks.map((n) => [n.id, n.name || n.id]));
+      const netRows = nets.networks.map((n) => el("tr", { "data-network": n.name },
+        el("th", { scope: "row" }, n.name || short(n.id)),
+        el("td", {}, n["provider:network_type"] || ""),
+        el("td", {}, n["provider:physical_network"] || ""),
+        el("td", {}, n["provider:segmentation_id"] ?? ""),
+        el("td", { class: "mono" }, (cidrs.get(n.id) || []).join(", ")),
+        el("td", {}, [n.shared ? "shared" : "", n["router:external"] ? "external" : ""].filter(Boolean).join(", ")),
+        el("td", {}, status(n.status))));
+      const routerRows = routers.routers.map((r) => {
+        const gw = r.external_gateway_info;
+        const gwIps = gw ? (gw.external_fixed_ips || []).map((f) => f.ip_address).join(", ") : "";
+        return el("tr", {},
+          el("th", { scope: "row" }, r.name || short(r.id)),
+          el("td", {}, gw ? netName.get(gw.network_id) || gw.network_id : ""),
+          el("td", { class: "mono" }, gwIps),
+          el("td", {}, gw ? (gw.enable_snat ? "on" : "off") : ""),
+          el("td", {}, status(r.status)));
+      });
+      const fipRows = fips.floatingips.map((f) => el("tr", {},
+        el("th", { scope: "row", class: "mono" }, f.floating_ip_address),
+        el("td", { class: "mono" }, f.fixed_ip_address || ""),
+        el("td", {}, f.port_id ? short(f.port_id) : ""),
+        el("td", {}, f.router_id ? short(f.router_id) : ""),
+        el("td", {}, status(f.status))));
+      return el("div", {},
+        table(count(nets.networks.length, "network"),
+          ["Name", "Type", "Physical network", "Segment", "Subnets", "Flags", "Status"], netRows, { id: "networks" }),
+        el("h2", {}, "Routers"),
+        table(count(routers.routers.length, "router"),
+          ["Name", "External network", "Gateway IPs", "SNAT", "Status"], routerRows, { id: "routers" }),
+        el("h2", {}, "Floating IPs"),
+        table(count(fips.floatingips.length, "floating IP"),
+          ["Floating IP", "Fixed IP", "Port", "Router", "Status"], fipRows, { id: "floatingips" }));
+    },
+  },
+
+  ports: {
+    title: "Ports",
+    kinds: ["port", "network"],
+    pageSize: 50,
+    // Markers of the pages before this one (Neutron pages by marker).
+    markers: [],
+    marker: null,
+    async render() {
+      const q = [`limit=${this.pageSize}`, fieldsQuery(PORT_FIELDS)];
+      if (this.marker) q.push(`marker=${encodeURIComponent(this.marker)}`);
+      const [ports, nets] = await Promise.all([
+        api(`/v2.0/ports?${q.join("&")}`),
+        api("/v2.0/networks?fields=id&fields=name"),
+      ]);
+      const netName = new Map(nets.networks.map((n) => [n.id, n.name || n.id]));
+      const list = ports.ports;
+      const rows = list.map((p) => el("tr", { "data-port": p.id },
+        el("th", { scope: "row" }, p.name || short(p.id)),
+        el("td", {}, netName.get(p.network_id) || short(p.network_id)),
+        el("td", {}, p.device_owner || ""),
+        el("td", { class: "mono" }, p.mac_address),
+        el("td", { class: "mono" }, (p.fixed_ips || []).map((f) => f.ip_address).join(", ")),
+        el("td", {}, p["binding:host_id"] || ""),
+        el("td", {}, vifBadge(p["binding:vif_type"])),
+        el("td", {}, status(p.status))));
+      const more = Boolean(ports.ports_links && ports.ports_links.some((l) => l.rel === "next"));
+      const first = this.markers.length * this.pageSize + 1;
+      const pager = el("div", { class: "pager" },
+        el("button", {
+          type: "button", disabled: this.markers.length === 0,
+          onclick: () => { this.marker = this.markers.pop() ?? null; refresh(); },
+        }, "Previous"),
+        el("span", {}, list.length ? `ports ${first}–${first + list.length - 1}` : "no ports"),
+        el("button", {
+          type: "button", disabled: !more,
+          onclick: () => { this.markers.push(this.marker); this.marker = list[list.length - 1].id; refresh(); },
+        }, "Next"));
+      return el("div", {},
+        table(`Ports, ${this.pageSize} a page`,
+          ["Name", "Network", "Owner", "MAC", "IP addresses", "Host", "Backend", "Status"], rows, { id: "ports" }),
+        pager);
+    },
+  },
+};
+
+// ---- instance actions (the lab's compute API, as Nova's clients call it) ------------
+
+// The microversion the actions use: `host` with `block_migration: "auto"`.
+const COMPUTE_VERSION = { "OpenStack-API-Version": "compute 2.30" };
+let lastActionError = "";
+
+function actionFailed(what, e) {
+  lastActionError = `${what}: ${e.message}`;
+  const p = $("#action-error");
+  if (p) p.textContent = lastActionError;
+}
+
+function bootForm(hosts) {
+  const net = el("select", { id: "boot-network", name: "network", required: true });
+  api("/v2.0/networks?router:external=false&fields=id&fields=name").then((n) => {
+    net.replaceChildren(...n.networks.map((x) => el("option", { value: x.id }, x.name || x.id)));
+  }).catch(() => {});
+  const form = el("form", {
+    id: "boot", class: "inline",
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      const f = new FormData(ev.target);
+      const server = { name: f.get("name"), networks: [{ uuid: f.get("network") }] };
+      if (f.get("host")) server.availability_zone = `nova:${f.get("host")}`;
+      lastActionError = "";
+      try {
+        await api("/compute/v2.1/servers", { method: "POST", json: { server }, headers: COMPUTE_VERSION });
+        ev.target.reset();
+        refresh();
+      } catch (e) { actionFailed(`Booting ${server.name}`, e); }
+    },
+  },
+  el("label", { for: "boot-name" }, "Name"),
+  el("input", { id: "boot-name", name: "name", required: true, maxlength: 255 }),
+  el("label", { for: "boot-network" }, "Network"),
+  net,
+  el("label", { for: "boot-host" }, "Host"),
+  el("select", { id: "boot-host", name: "host" },
+    el("option", { value: "" }, "any (scheduler)"),
+    hosts.map((h) => el("option", { value: h }, h))),
+  el("button", { type: "submit" }, "Boot"));
+  return el("details", { class: "boot" }, el("summary", {}, "Boot an instance"), form);
+}
+
+async function deleteServer(s) {
+  if (!window.confirm(`Delete ${s.name}?`)) return;
+  lastActionError = "";
+  try {
+    await api(`/compute/v2.1/servers/${encodeURIComponent(s.id)}`, { method: "DELETE" });
+    refresh();
+  } catch (e) { actionFailed(`Deleting ${s.name}`, e); }
+}
+
+function migrateDialog(s, hosts) {
+  const error = el("p", { id: "migrate-error", class: "error", role: "alert" });
+  const dialog = el("dialog", { id: "migrate", "aria-labelledby": "migrate-title" },
+    el("form", {
+      method: "dialog",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        const host = new FormData(ev.target).get("host");
+        const body = { "os-migrateLive": { host: host || null, block_migration: "auto" } };
+        try {
+          await api(`/compute/v2.1/servers/${encodeURIComponent(s.id)}/action`,
+            { method: "POST", json: body, headers: COMPUTE_VERSION });
+          dialog.close();
+          refresh();
+        } catch (e) {
+          // Nova's pre-check says why (a VF cannot move to a vRouter host, …).
+          error.textContent = e.message;
+        }
+      },
+    },
+    el("h2", { id: "migrate-title" }, `Live-migrate ${s.name}`),
+    el("p", {}, `Now on ${s["OS-EXT-SRV-ATTR:host"] || "no host"}.`),
+    el("label", { for: "migrate-host" }, "Destination host"),
+    el("select", { id: "migrate-host", name: "host" },
+      el("option", { value: "" }, "any (scheduler)"),
+      hosts.map((h) => el("option", { value: h }, h))),
+    error,
+    el("div", { class: "buttons" },
+      el("button", { type: "submit" }, "Migrate"),
+      el("button", { type: "button", onclick: () => dialog.close() }, "Cancel"))));
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+}
+
+// ---- navigation and refresh ------------------------------------------------------
+
+let current = null;
+let busy = false;
+let again = false;
+let transitionalTimer = null;
+
+function pageFromHash() {
+  const name = (location.hash.match(/^#\/(\w+)/) || [])[1];
+  return Object.hasOwn(pages, name) ? name : "instances";
+}
+
+// Renders the current page; a refresh asked for while one runs runs after it.
+async function refresh() {
+  if (busy) { again = true; return; }
+  busy = true;
+  const page = pages[current];
+  const target = $("#page");
+  try {
+    const content = await page.render();
+    target.replaceChildren(el("h2", {}, page.title), content);
+  } catch (e) {
+    if (e.status !== 401) {
+      target.replaceChildren(el("h2", {}, page.title), el("p", { class: "error", role: "alert" }, e.message));
+    }
+  } finally {
+    busy = false;
+  }
+  // A server between states (booting, migrating) is not in the commit
+  // stream (it is the compute service's own state): look again in a second.
+  clearTimeout(transitionalTimer);
+  if (page.transitional) transitionalTimer = setTimeout(refresh, 1000);
+  if (again) { again = false; refresh(); }
+}
+
+function show() {
+  current = pageFromHash();
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.dataset.page === current) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  document.title = `${pages[current].title} · switchyard console`;
+  refresh();
+}
+
+// ---- the commit stream ------------------------------------------------------------
+
+function setLive(on, text) {
+  const l = $("#live");
+  l.className = `live ${on ? "on" : "off"}`;
+  l.textContent = text || (on ? "live" : "reconnecting…");
+}
+
+let refreshSoon = null;
+function changed(kinds) {
+  if (!current || !kinds.some((k) => pages[current].kinds.includes(k))) return;
+  clearTimeout(refreshSoon);
+  refreshSoon = setTimeout(refresh, 100);
+}
+
+function dispatch(block) {
+  let event = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith(":")) continue;
+    const i = line.indexOf(":");
+    const field = i < 0 ? line : line.slice(0, i);
+    const value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+    if (field === "event") event = value;
+    else if (field === "data") data.push(value);
+  }
+  if (event === "ready") {
+    setLive(true);
+    refresh();
+  } else if (event === "change") {
+    try {
+      const { changes } = JSON.parse(data.join("\n"));
+      changed([...new Set(changes.map((c) => c.kind))]);
+    } catch { refresh(); }
+  } else if (event === "resync") {
+    refresh();
+  }
+}
+
+let listening = false;
+async function listen() {
+  if (listening) return;
+  listening = true;
+  while (listening) {
+    try {
+      const headers = session.token ? { "X-Auth-Token": session.token } : {};
+      const r = await fetch("/switchyard/v1/events", { headers, cache: "no-store" });
+      if (r.status === 401) { listening = false; askSignIn(); break; }
+      if (!r.ok || !r.body) throw new Error(`events: ${r.status}`);
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value.replace(/\r\n?/g, "\n");
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          dispatch(buf.slice(0, i));
+          buf = buf.slice(i + 2);
+        }
+      }
+    } catch { /* reconnect below */ }
+    if (!listening) break;
+    setLive(false);
+    await new Promise((res) => setTimeout(res, 2000));
+  }
+}
+
+// ---- identity ---------------------------------------------------------------------
+
+function askSignIn() {
+  listening = false;
+  session.clear();
+  $("#signin-panel").hidden = false;
+  $("#page").hidden = true;
+  $("#signout").hidden = true;
+  $("#who").textContent = "";
+  setLive(false, "signed out");
+  $("#si-user").focus();
+}
+
+async function signIn(ev) {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const domain = { name: f.get("domain") };
+  const body = {
+    auth: {
+      identity: { methods: ["password"], password: { user: { name: f.get("user"), domain, password: f.get("password") } } },
+      scope: { project: { name: f.get("project"), domain } },
+    },
+  };
+  $("#signin-error").textContent = "";
+  try {
+    const r = await fetch("/identity/v3/auth/tokens", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    const token = r.headers.get("X-Subject-Token");
+    let answer = null;
+    try { answer = await r.json(); } catch { /* no body */ }
+    if (!r.ok || !token) throw new Error(messageOf(answer) || `${r.status} ${r.statusText}`);
+    const roles = ((answer && answer.token && answer.token.roles) || []).map((x) => x.name);
+    session.set(token, `${f.get("user")} @ ${f.get("project")}`, roles);
+    ev.target.reset();
+    signedIn();
+  } catch (e) {
+    $("#signin-error").textContent = `Sign-in failed: ${e.message}`;
+  }
+}
+
+async function signOut() {
+  const token = session.token;
+  if (token) {
+    // Revoke it, as `openstack token revoke` would; signed out either way.
+    fetch("/identity/v3/auth/tokens", {
+      method: "DELETE", headers: { "X-Auth-Token": token, "X-Subject-Token": token },
+    }).catch(() => {});
+  }
+  askSignIn();
+}
+
+function signedIn() {
+  $("#signin-panel").hidden = true;
+  $("#page").hidden = false;
+  $("#who").textContent = session.who || "";
+  $("#signout").hidden = !session.token;
+  show();
+  listen();
+}
+
+window.addEventListener("hashchange", show);
+$("#signin").addEventListener("submit", signIn);
+$("#signout").addEventListener("click", signOut);
+signedIn();

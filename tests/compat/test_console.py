@@ -1,0 +1,235 @@
+"""The web console in a real browser.
+
+Playwright (from PyPI) drives Debian's chromium, headless, against
+`switchyard lab up`: the console is served by the lab itself at /console/,
+reads the Neutron and compute APIs, and follows the commit stream
+(/switchyard/v1/events), so what changes through any client appears on the
+open page without a reload. `scripts/test.sh` installs both; a missing
+browser fails the test rather than skipping it.
+
+Screenshots of each page go to $SWITCHYARD_SCREENSHOTS when it is set
+(docs/console.md shows them).
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import auth_lab, noauth_cloud, noauth_lab
+
+CHROMIUM = os.environ.get("SWITCHYARD_CHROMIUM", "/usr/bin/chromium")
+SHOTS = os.environ.get("SWITCHYARD_SCREENSHOTS")
+
+
+def shoot(page, name):
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert os.path.exists(CHROMIUM), (
+        f"{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium package"
+    )
+    with sync_playwright() as p:
+        # Root in CI: chromium's sandbox needs an unprivileged user.
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with noauth_lab("switchyard-console-") as run:
+        assert any(f"console       {run.base}/console/" in l for l in run.lines), run.lines
+        yield run.base
+
+
+@pytest.fixture(scope="module")
+def cloud(lab):
+    with noauth_cloud(lab) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def demo(cloud):
+    """The seed's three VMs: OVS on compute-1, vRouter on compute-2, an
+    SR-IOV VF (a `direct` port made first) on compute-3."""
+    net = cloud.network.create_network(name="demo-net")
+    cloud.network.create_subnet(network_id=net.id, ip_version=4, cidr="50.50.50.0/24")
+    vf = cloud.network.create_port(network_id=net.id, name="vm-sriov-port", binding_vnic_type="direct")
+    servers = []
+    for name, host, nets in [
+        ("vm-ovs", "compute-1", [{"uuid": net.id}]),
+        ("vm-vrouter", "compute-2", [{"uuid": net.id}]),
+        ("vm-sriov", "compute-3", [{"port": vf.id}]),
+    ]:
+        servers.append(cloud.compute.create_server(name=name, networks=nets, availability_zone=f"nova:{host}"))
+    for s in servers:
+        assert cloud.compute.wait_for_server(s, wait=60, interval=0.2).status == "ACTIVE"
+    return net
+
+
+def test_the_console_is_served_with_its_policy(lab):
+    import urllib.request
+
+    with urllib.request.urlopen(f"{lab}/console/") as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/html")
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+        assert b"switchyard console" in r.read()
+
+
+def test_instances_show_the_demo_vms_with_their_backends_and_follow_changes(lab, cloud, demo, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{lab}/console/#/instances")
+    expect(page.locator("#live")).to_have_text("live")
+    rows = page.locator("#instances tbody tr")
+    expect(rows).to_have_count(3)
+    for name, host, vif in [
+        ("vm-ovs", "compute-1", "ovs"),
+        ("vm-vrouter", "compute-2", "vrouter"),
+        ("vm-sriov", "compute-3", "hw_veb"),
+    ]:
+        row = page.locator(f'#instances tr[data-server="{name}"]')
+        expect(row).to_contain_text(host)
+        expect(row).to_contain_text("ACTIVE")
+        expect(row.locator(f'[data-vif-type="{vif}"]')).to_be_visible()
+    shoot(page, "instances")
+
+    # A server booted by another client appears on the open page, bound.
+    s = cloud.compute.create_server(
+        name="vm-extra", networks=[{"uuid": demo.id}], availability_zone="nova:compute-2"
+    )
+    extra = page.locator('#instances tr[data-server="vm-extra"]')
+    expect(extra).to_contain_text("ACTIVE", timeout=30_000)
+    expect(extra.locator('[data-vif-type="vrouter"]')).to_be_visible()
+    # ...and goes when it is deleted.
+    cloud.compute.delete_server(s)
+    expect(extra).to_have_count(0, timeout=30_000)
+    page.close()
+
+
+def test_boot_live_migrate_and_delete_from_the_instances_page(lab, demo, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.on("dialog", lambda d: d.accept())  # the confirmation before a delete
+    page.goto(f"{lab}/console/#/instances")
+    expect(page.locator("#instances tbody tr")).to_have_count(3)
+
+    # Boot vm-migrate on compute-1 (OVS) from the form.
+    page.click("details.boot summary")
+    page.fill("#boot-name", "vm-migrate")
+    page.select_option("#boot-network", label="demo-net")
+    page.select_option("#boot-host", "compute-1")
+    page.click("form#boot button[type=submit]")
+    row = page.locator('#instances tr[data-server="vm-migrate"]')
+    expect(row).to_contain_text("ACTIVE", timeout=30_000)
+    expect(row).to_contain_text("compute-1")
+    expect(row.locator('[data-vif-type="ovs"]')).to_be_visible()
+
+    # Live-migrate it to compute-4 (vRouter): the page follows the move.
+    page.click('button[aria-label="Live-migrate vm-migrate"]')
+    page.select_option("#migrate-host", "compute-4")
+    page.click("#migrate button[type=submit]")
+    expect(page.locator("#migrate")).to_have_count(0)
+    expect(row).to_contain_text("compute-4", timeout=60_000)
+    expect(row).to_contain_text("ACTIVE", timeout=60_000)
+    expect(row.locator('[data-vif-type="vrouter"]')).to_be_visible()
+    mig = page.locator("#migrations tbody tr").first
+    expect(mig).to_contain_text("vm-migrate")
+    expect(mig).to_contain_text("compute-1 → compute-4")
+    expect(mig).to_contain_text("completed")
+    shoot(page, "migrated")
+
+    # An SR-IOV VF cannot move to a vRouter host: the dialog says why.
+    page.click('button[aria-label="Live-migrate vm-sriov"]')
+    page.select_option("#migrate-host", "compute-4")
+    page.click("#migrate button[type=submit]")
+    expect(page.locator("#migrate-error")).to_contain_text("direct cannot be bound on compute-4")
+    shoot(page, "migration-refused")
+    page.click("#migrate >> text=Cancel")
+    expect(page.locator('#instances tr[data-server="vm-sriov"]')).to_contain_text("compute-3")
+
+    page.click('button[aria-label="Delete vm-migrate"]')
+    expect(row).to_have_count(0, timeout=30_000)
+    page.close()
+
+
+def test_networks_and_ports_pages_follow_the_commit_stream(lab, cloud, demo, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{lab}/console/#/networks")
+    expect(page.locator("#live")).to_have_text("live")
+    expect(page.locator('#networks tr[data-network="demo-net"]')).to_contain_text("50.50.50.0/24")
+    shoot(page, "networks")
+    # A network made through the API shows up without a reload.
+    n = cloud.network.create_network(name="made-elsewhere")
+    expect(page.locator('#networks tr[data-network="made-elsewhere"]')).to_be_visible()
+    cloud.network.delete_network(n)
+    expect(page.locator('#networks tr[data-network="made-elsewhere"]')).to_have_count(0)
+
+    page.click("nav >> text=Ports")
+    expect(page).to_have_url(f"{lab}/console/#/ports")
+    vf = cloud.network.find_port("vm-sriov-port")
+    row = page.locator(f'#ports tr[data-port="{vf.id}"]')
+    expect(row).to_contain_text("compute-3")
+    expect(row.locator('[data-vif-type="hw_veb"]')).to_be_visible()
+    shoot(page, "ports")
+    page.close()
+
+
+def test_ports_are_paged(lab, cloud, browser):
+    net = cloud.network.create_network(name="paged")
+    try:
+        made = [cloud.network.create_port(network_id=net.id, name=f"paged-{i:02}") for i in range(60)]
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(f"{lab}/console/#/ports")
+        expect(page.locator("#ports tbody tr")).to_have_count(50)
+        page.click("text=Next")
+        expect(page.locator("text=ports 51–")).to_be_visible()
+        page.click("text=Previous")
+        expect(page.locator("text=ports 1–50")).to_be_visible()
+        page.close()
+    finally:
+        for p in made:
+            cloud.network.delete_port(p)
+        cloud.network.delete_network(net)
+
+
+def test_a_narrow_window_still_reaches_every_page(lab, demo, browser):
+    page = browser.new_page(viewport={"width": 420, "height": 800})
+    page.goto(f"{lab}/console/")
+    expect(page.locator("#instances tbody tr")).to_have_count(3)
+    # Keyboard only: the pages are links in order after the skip link and the title.
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{lab}/console/#/networks")
+    page.close()
+
+
+def test_signing_in_with_the_labs_identity(tmp_path, browser):
+    clouds = tmp_path / "clouds.yaml"
+    with auth_lab(clouds, "switchyard-console-auth-") as run:
+        admin_password = yaml.safe_load(clouds.read_text())["clouds"]["switchyard"]["auth"]["password"]
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(f"{run.base}/console/")
+        expect(page.locator("#signin-panel")).to_be_visible()
+        page.fill("#si-user", "admin")
+        page.fill("#si-password", "not the password")
+        page.click("form#signin button")
+        expect(page.locator("#signin-error")).to_contain_text("Sign-in failed")
+        page.fill("#si-password", admin_password)
+        page.click("form#signin button")
+        expect(page.locator("#live")).to_have_text("live")
+        expect(page.locator("#who")).to_have_text("admin @ admin")
+        expect(page.locator("#instances")).to_be_visible()
+        shoot(page, "signed-in")
+        page.click("#signout")
+        expect(page.locator("#signin-panel")).to_be_visible()
+        page.close()
