@@ -11,6 +11,7 @@ Screenshots of each page go to $SWITCHYARD_SCREENSHOTS when it is set
 (docs/console.md shows them).
 """
 
+import http.client
 import os
 from pathlib import Path
 
@@ -213,10 +214,29 @@ def test_a_narrow_window_still_reaches_every_page(lab, demo, browser):
     page.close()
 
 
+def _status(base, path, headers=None):
+    """The status of GET `path`, sent as written (no client-side path
+    normalisation)."""
+    host, port = base.removeprefix("http://").split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        c.request("GET", path, headers=headers or {})
+        return c.getresponse().status
+    finally:
+        c.close()
+
+
 def test_signing_in_with_the_labs_identity(tmp_path, browser):
     clouds = tmp_path / "clouds.yaml"
     with auth_lab(clouds, "switchyard-console-auth-") as run:
         admin_password = yaml.safe_load(clouds.read_text())["clouds"]["switchyard"]["auth"]["password"]
+        # The console's files need no token; nothing else under /console/
+        # is let through, and the commit stream needs a token.
+        assert _status(run.base, "/console/") == 200
+        assert _status(run.base, "/console/app.js") == 200
+        assert _status(run.base, "/console/../v2.0/networks") == 401
+        assert _status(run.base, "/console/%2e%2e/v2.0/networks") == 401
+        assert _status(run.base, "/switchyard/v1/events") == 401
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.goto(f"{run.base}/console/")
         expect(page.locator("#signin-panel")).to_be_visible()

@@ -13,11 +13,10 @@ const session = {
   get who() { return sessionStorage.getItem("sy-who"); },
   // Whether to offer actions: a member or admin of the project (noauth is
   // the admin). Only a hint for the page: the APIs decide.
-  get canAct() {
-    if (!this.token) return true;
-    const roles = (sessionStorage.getItem("sy-roles") || "").split(",");
-    return roles.includes("admin") || roles.includes("member");
-  },
+  get roles() { return (sessionStorage.getItem("sy-roles") || "").split(","); },
+  get canAct() { return !this.token || this.roles.includes("admin") || this.roles.includes("member"); },
+  // Live migration and the hosts list are admin-only in Nova's default policy.
+  get isAdmin() { return !this.token || this.roles.includes("admin"); },
   set(token, who, roles) {
     sessionStorage.setItem("sy-token", token);
     sessionStorage.setItem("sy-who", who);
@@ -125,6 +124,14 @@ const pages = {
   instances: {
     title: "Instances",
     kinds: ["port", "network", "subnet", "floatingip"],
+    // Above the page, built when the page is shown (not on each refresh, so
+    // that what is being typed stays).
+    async tools() {
+      if (!session.canAct) return null;
+      try {
+        return bootForm(session.isAdmin ? await computeHosts() : []);
+      } catch { return null; }
+    },
     async render() {
       let servers;
       try {
@@ -147,11 +154,11 @@ const pages = {
         }
       }
       const act = session.canAct;
-      const [hosts, migrations] = await Promise.all([
-        api("/compute/v2.1/os-hypervisors").then((h) => h.hypervisors.map((x) => x.hypervisor_hostname))
-          .catch(() => []),
-        api("/compute/v2.1/os-migrations").then((m) => m.migrations).catch(() => []),
-      ]);
+      const admin = session.isAdmin;
+      const [hosts, migrations] = admin ? await Promise.all([
+        computeHosts(),
+        api("/compute/v2.1/os-migrations").then((m) => m.migrations),
+      ]) : [[], null];
       const rows = servers.map((s) => {
         const ports = byDevice.get(s.id) || [];
         const ips = Object.values(s.addresses || {}).flat();
@@ -165,11 +172,11 @@ const pages = {
           el("td", { class: "mono" }, macs.join(", ")),
           el("td", {}, ports.length ? ports.map((p) => vifBadge(p["binding:vif_type"])) : vifBadge(null)),
           act ? el("td", { class: "actions" },
-            el("button", {
+            admin ? el("button", {
               type: "button", disabled: s.status !== "ACTIVE",
               "aria-label": `Live-migrate ${s.name}`,
               onclick: () => migrateDialog(s, hosts.filter((h) => h !== host)),
-            }, "Migrate…"),
+            }, "Migrate…") : null,
             el("button", {
               type: "button", "aria-label": `Delete ${s.name}`,
               onclick: () => deleteServer(s),
@@ -177,22 +184,22 @@ const pages = {
       });
       this.transitional = servers.some((s) => !["ACTIVE", "SHUTOFF", "ERROR"].includes(s.status));
       const names = new Map(servers.map((s) => [s.id, s.name]));
-      const migRows = migrations.slice(0, 10).map((m) => el("tr", { "data-migration": m.id },
+      const migRows = (migrations || []).slice(0, 10).map((m) => el("tr", { "data-migration": m.id },
         el("th", { scope: "row" }, names.get(m.instance_uuid) || short(m.instance_uuid)),
         el("td", {}, `${m.source_compute} → ${m.dest_compute}`),
         el("td", {}, el("span", { class: `migration ${m.status}` }, m.status)),
         el("td", {}, m["switchyard:error"] || ""),
         el("td", {}, m.updated_at || m.created_at || "")));
       return el("div", {},
-        // The same form across refreshes: what is typed in it stays.
-        act ? (this.form ??= bootForm(hosts)) : null,
         table(count(servers.length, "instance"),
           ["Name", "Status", "Host", "IP addresses", "MAC", "Backend", act ? "Actions" : null].filter(Boolean),
           rows, { id: "instances" }),
         el("p", { id: "action-error", class: "error", role: "alert" }, lastActionError),
         el("h2", {}, "Live migrations"),
-        table(`${count(migrations.length, "migration")}, latest first`,
-          ["Instance", "Move", "Status", "Error", "Updated"], migRows, { id: "migrations" }));
+        migrations === null
+          ? el("p", { class: "note" }, "Live migrations are shown to admins.")
+          : table(`${count(migrations.length, "migration")}, latest first`,
+            ["Instance", "Move", "Status", "Error", "Updated"], migRows, { id: "migrations" }));
     },
   },
 
@@ -255,10 +262,22 @@ const pages = {
     async render() {
       const q = [`limit=${this.pageSize}`, fieldsQuery(PORT_FIELDS)];
       if (this.marker) q.push(`marker=${encodeURIComponent(this.marker)}`);
-      const [ports, nets] = await Promise.all([
-        api(`/v2.0/ports?${q.join("&")}`),
-        api("/v2.0/networks?fields=id&fields=name"),
-      ]);
+      let ports;
+      let nets;
+      try {
+        [ports, nets] = await Promise.all([
+          api(`/v2.0/ports?${q.join("&")}`),
+          api("/v2.0/networks?fields=id&fields=name"),
+        ]);
+      } catch (e) {
+        // The page's marker port was deleted: back to the first page.
+        if (e.status === 404 && this.marker) {
+          this.marker = null;
+          this.markers = [];
+          return this.render();
+        }
+        throw e;
+      }
       const netName = new Map(nets.networks.map((n) => [n.id, n.name || n.id]));
       const list = ports.ports;
       const rows = list.map((p) => el("tr", { "data-port": p.id },
@@ -302,6 +321,18 @@ function actionFailed(what, e) {
   if (p) p.textContent = lastActionError;
 }
 
+async function computeHosts() {
+  const h = await api("/compute/v2.1/os-hypervisors");
+  return h.hypervisors.map((x) => x.hypervisor_hostname);
+}
+
+// Runs `work` with `button` disabled: one click, one request.
+async function once(button, work) {
+  if (button.disabled) return;
+  button.disabled = true;
+  try { await work(); } finally { button.disabled = false; }
+}
+
 function bootForm(hosts) {
   const net = el("select", { id: "boot-network", name: "network", required: true });
   api("/v2.0/networks?router:external=false&fields=id&fields=name").then((n) => {
@@ -309,17 +340,20 @@ function bootForm(hosts) {
   }).catch(() => {});
   const form = el("form", {
     id: "boot", class: "inline",
-    onsubmit: async (ev) => {
+    onsubmit: (ev) => {
       ev.preventDefault();
-      const f = new FormData(ev.target);
+      const form = ev.target;
+      const f = new FormData(form);
       const server = { name: f.get("name"), networks: [{ uuid: f.get("network") }] };
       if (f.get("host")) server.availability_zone = `nova:${f.get("host")}`;
       lastActionError = "";
-      try {
-        await api("/compute/v2.1/servers", { method: "POST", json: { server }, headers: COMPUTE_VERSION });
-        ev.target.reset();
-        refresh();
-      } catch (e) { actionFailed(`Booting ${server.name}`, e); }
+      return once(form.querySelector("button[type=submit]"), async () => {
+        try {
+          await api("/compute/v2.1/servers", { method: "POST", json: { server }, headers: COMPUTE_VERSION });
+          form.querySelector("#boot-name").value = "";
+          refresh();
+        } catch (e) { actionFailed(`Booting ${server.name}`, e); }
+      });
     },
   },
   el("label", { for: "boot-name" }, "Name"),
@@ -348,19 +382,21 @@ function migrateDialog(s, hosts) {
   const dialog = el("dialog", { id: "migrate", "aria-labelledby": "migrate-title" },
     el("form", {
       method: "dialog",
-      onsubmit: async (ev) => {
+      onsubmit: (ev) => {
         ev.preventDefault();
         const host = new FormData(ev.target).get("host");
         const body = { "os-migrateLive": { host: host || null, block_migration: "auto" } };
-        try {
-          await api(`/compute/v2.1/servers/${encodeURIComponent(s.id)}/action`,
-            { method: "POST", json: body, headers: COMPUTE_VERSION });
-          dialog.close();
-          refresh();
-        } catch (e) {
-          // Nova's pre-check says why (a VF cannot move to a vRouter host, …).
-          error.textContent = e.message;
-        }
+        return once(ev.target.querySelector("button[type=submit]"), async () => {
+          try {
+            await api(`/compute/v2.1/servers/${encodeURIComponent(s.id)}/action`,
+              { method: "POST", json: body, headers: COMPUTE_VERSION });
+            dialog.close();
+            refresh();
+          } catch (e) {
+            // Nova's pre-check says why (a VF cannot move to a vRouter host, …).
+            error.textContent = e.message;
+          }
+        });
       },
     },
     el("h2", { id: "migrate-title" }, `Live-migrate ${s.name}`),
@@ -398,10 +434,11 @@ async function refresh() {
   const target = $("#page");
   try {
     const content = await page.render();
-    target.replaceChildren(el("h2", {}, page.title), content);
+    target.replaceChildren(content);
   } catch (e) {
+    page.transitional = false;
     if (e.status !== 401) {
-      target.replaceChildren(el("h2", {}, page.title), el("p", { class: "error", role: "alert" }, e.message));
+      target.replaceChildren(el("p", { class: "error", role: "alert" }, e.message));
     }
   } finally {
     busy = false;
@@ -420,6 +457,14 @@ function show() {
     else a.removeAttribute("aria-current");
   }
   document.title = `${pages[current].title} · switchyard console`;
+  $("#title").textContent = pages[current].title;
+  const page = pages[current];
+  const tools = $("#tools");
+  tools.replaceChildren();
+  if (page.tools) {
+    const shown = current;
+    page.tools().then((t) => { if (t && current === shown) tools.replaceChildren(t); });
+  }
   refresh();
 }
 
@@ -462,21 +507,34 @@ function dispatch(block) {
   }
 }
 
-let listening = false;
+// The stream's reader; aborted on sign-out (so that a sign-in again opens
+// one stream, not one more) and when it has been silent for twice the
+// server's keep-alive (a connection that died without closing).
+let stream = null;
+const SILENT_MS = 35_000;
+
 async function listen() {
-  if (listening) return;
-  listening = true;
-  while (listening) {
+  if (stream) return;
+  const mine = new AbortController();
+  stream = mine;
+  while (!mine.signal.aborted) {
+    let silent = null;
+    const quiet = () => {
+      clearTimeout(silent);
+      silent = setTimeout(() => mine.abort(), SILENT_MS);
+    };
     try {
       const headers = session.token ? { "X-Auth-Token": session.token } : {};
-      const r = await fetch("/switchyard/v1/events", { headers, cache: "no-store" });
-      if (r.status === 401) { listening = false; askSignIn(); break; }
+      quiet();
+      const r = await fetch("/switchyard/v1/events", { headers, cache: "no-store", signal: mine.signal });
+      if (r.status === 401) { askSignIn(); break; }
       if (!r.ok || !r.body) throw new Error(`events: ${r.status}`);
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = "";
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
+        quiet();
         buf += value.replace(/\r\n?/g, "\n");
         let i;
         while ((i = buf.indexOf("\n\n")) >= 0) {
@@ -485,19 +543,37 @@ async function listen() {
         }
       }
     } catch { /* reconnect below */ }
-    if (!listening) break;
+    clearTimeout(silent);
+    if (stream !== mine) break;
+    if (mine.signal.aborted) {
+      // Silent too long: a fresh controller, and go again.
+      stream = null;
+      listen();
+      return;
+    }
     setLive(false);
     await new Promise((res) => setTimeout(res, 2000));
   }
+  if (stream === mine) stream = null;
+}
+
+function stopListening() {
+  const s = stream;
+  stream = null;
+  if (s) s.abort();
 }
 
 // ---- identity ---------------------------------------------------------------------
 
 function askSignIn() {
-  listening = false;
+  stopListening();
+  clearTimeout(transitionalTimer);
+  clearTimeout(refreshSoon);
+  for (const d of document.querySelectorAll("dialog")) d.close();
+  $("#tools").replaceChildren();
   session.clear();
   $("#signin-panel").hidden = false;
-  $("#page").hidden = true;
+  $("#content").hidden = true;
   $("#signout").hidden = true;
   $("#who").textContent = "";
   setLive(false, "signed out");
@@ -545,7 +621,7 @@ async function signOut() {
 
 function signedIn() {
   $("#signin-panel").hidden = true;
-  $("#page").hidden = false;
+  $("#content").hidden = false;
   $("#who").textContent = session.who || "";
   $("#signout").hidden = !session.token;
   show();

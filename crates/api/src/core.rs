@@ -179,6 +179,8 @@ pub struct Shared {
     pub deltas: tokio::sync::broadcast::Sender<Deltas>,
     /// What each commit changed, for `GET /switchyard/v1/events` ([`crate::events`]).
     pub events: tokio::sync::broadcast::Sender<crate::events::Commit>,
+    /// Event streams open (at most [`crate::events::MAX_STREAMS`]).
+    pub event_streams: Arc<tokio::sync::Semaphore>,
     pub nodes: Arc<Mutex<BTreeMap<String, NodeStatus>>>,
     /// Set when the server shuts down: southbound sessions (upgraded
     /// connections outlive graceful HTTP shutdown) close on it.
@@ -262,6 +264,7 @@ impl Shared {
             clock,
             deltas,
             events,
+            event_streams: Arc::new(tokio::sync::Semaphore::new(crate::events::MAX_STREAMS)),
             nodes: Arc::new(Mutex::new(BTreeMap::new())),
             closing,
             sessions: Arc::new(Mutex::new(BTreeMap::new())),

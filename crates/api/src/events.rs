@@ -17,7 +17,13 @@
 //! * a comment line every [`KEEP_ALIVE`] keeps proxies from closing an idle
 //!   stream and lets the server notice a client that went away;
 //! * streams end when the server shuts down (`Shared::closing`), so a graceful
-//!   stop does not wait for them.
+//!   stop does not wait for them, when the token they were opened with
+//!   expires, and after [`MAX_LIFETIME`] in any case: a revoked token or a
+//!   lost role stops being served within that (the client reconnects, and
+//!   is checked again);
+//! * at most [`MAX_STREAMS`] are open at once; beyond, `503` with
+//!   `Retry-After`, so streams cannot take every connection the server allows;
+//! * segments and agents are named to admins only (only admins list them).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,7 +34,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use switchyard_model::{Change, Kind};
+use switchyard_model::{Change, Kind, Record};
 
 use crate::routes::App;
 
@@ -36,6 +42,10 @@ use crate::routes::App;
 pub const CAPACITY: usize = 1024;
 /// How often an idle stream sends a comment line.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a stream lasts at most.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(600);
+/// How many streams may be open at once.
+pub const MAX_STREAMS: usize = 64;
 
 /// One changed resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,24 +69,32 @@ pub type Owners = Vec<(Kind, String, Option<String>)>;
 
 pub fn owners(undo: &[Change]) -> Owners {
     undo.iter()
-        .filter_map(|(k, id, r)| {
-            r.as_ref()
-                .map(|r| (*k, id.clone(), r.project_id().map(str::to_string)))
-        })
+        .filter_map(|(k, id, r)| r.as_ref().map(|r| (*k, id.clone(), named_to(r))))
         .collect()
+}
+
+/// Whose project a change to `r` is named to (`None`: admins only).
+fn named_to(r: &Record) -> Option<String> {
+    match r {
+        // Only admins list segments (Neutron's policy) and agents.
+        Record::Segment(_) | Record::Agent(_) => None,
+        _ => r.project_id().map(str::to_string),
+    }
 }
 
 /// What a commit changed: `changes` as committed, with `owners` from before it.
 pub fn commit(changes: &[Change], owners: &Owners) -> Vec<Changed> {
+    // Indexed: a cascade deletes many records in one transaction.
+    let before: std::collections::HashMap<(Kind, &str), &Option<String>> = owners
+        .iter()
+        .map(|(k, id, p)| ((*k, id.as_str()), p))
+        .collect();
     changes
         .iter()
         .map(|(kind, id, rec)| {
             let project = match rec {
-                Some(r) => r.project_id().map(str::to_string),
-                None => owners
-                    .iter()
-                    .find(|(k, i, _)| k == kind && i == id)
-                    .and_then(|(_, _, p)| p.clone()),
+                Some(r) => named_to(r),
+                None => before.get(&(*kind, id.as_str())).and_then(|p| (*p).clone()),
             };
             Changed {
                 kind: kind.as_str(),
@@ -98,11 +116,35 @@ pub fn visible(commit: &[Changed], project: Option<&str>) -> Vec<Changed> {
 }
 
 /// `GET /switchyard/v1/events`.
-pub async fn stream(State(app): State<App>, headers: HeaderMap) -> Response {
+pub async fn stream(
+    State(app): State<App>,
+    expiry: Option<axum::Extension<switchyard_identity::guard::TokenExpiry>>,
+    headers: HeaderMap,
+) -> Response {
     let caller = match crate::http::caller(&headers, &app.default_project) {
         Ok(c) => c,
         Err(e) => return crate::http::error(&e),
     };
+    let Ok(permit) = app.shared.event_streams.clone().try_acquire_owned() else {
+        let e = switchyard_model::NeutronError::new(
+            503,
+            "ServiceUnavailable",
+            format!(
+                "{MAX_STREAMS} event streams are open, the most this server keeps; try again later."
+            ),
+        );
+        let mut r = crate::http::error(&e);
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        return r;
+    };
+    let mut lifetime = MAX_LIFETIME;
+    if let Some(axum::Extension(e)) = expiry {
+        let left = (e.0 - app.shared.clock.now()).to_std().unwrap_or_default();
+        lifetime = lifetime.min(left);
+    }
     let project = (!caller.is_admin).then_some(caller.project_id);
     let rx = app.shared.events.subscribe();
     let closing = app.shared.closing.subscribe();
@@ -111,12 +153,16 @@ pub async fn stream(State(app): State<App>, headers: HeaderMap) -> Response {
         closing: tokio::sync::watch::Receiver<bool>,
         project: Option<String>,
         hello: bool,
+        ends: tokio::time::Instant,
+        _permit: tokio::sync::OwnedSemaphorePermit,
     }
     let st = St {
         rx,
         closing,
         project,
         hello: true,
+        ends: tokio::time::Instant::now() + lifetime,
+        _permit: permit,
     };
     let events = futures_util::stream::unfold(st, |mut st| async move {
         if st.hello {
@@ -152,6 +198,7 @@ pub async fn stream(State(app): State<App>, headers: HeaderMap) -> Response {
                         return None;
                     }
                 }
+                () = tokio::time::sleep_until(st.ends) => return None,
             }
         }
     });

@@ -117,6 +117,8 @@ async fn each_commit_is_named_to_those_who_may_see_it() {
     let c = other.change().await;
     assert!(has(&c, "network", &b_id, "put"), "{c:?}");
     assert!(!c.iter().any(|(_, i, _)| i == a_id), "{c:?}");
+    // Its segment is named to admins only (only admins list segments).
+    assert!(!c.iter().any(|(k, _, _)| k == "segment"), "{c:?}");
     assert!(has(&admin.change().await, "network", &b_id, "put"));
 
     // A deletion keeps its owner: named to the admin, not to proj-b.
@@ -148,4 +150,40 @@ async fn each_commit_is_named_to_those_who_may_see_it() {
         .expect("the server stops with streams open");
     assert!(admin.next().await.is_none());
     assert!(other.next().await.is_none());
+}
+
+/// Streams are capped: one beyond the limit is refused with 503 and
+/// `Retry-After`, and a closed stream frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_are_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path()).await;
+    let mut open = Vec::new();
+    for _ in 0..switchyard_api::events::MAX_STREAMS {
+        open.push(Events::open(&s, &[]).await);
+    }
+    let url = format!("{}/switchyard/v1/events", s.base);
+    let r = s.http.get(&url).send().await.expect("refused in time");
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["NeutronError"]["type"], "ServiceUnavailable", "{body}");
+    drop(open.pop());
+    // The server notices the closed stream when it next writes to it; a
+    // commit makes every stream write.
+    s.create("networks", "network", json!({"name": "wake"}))
+        .await;
+    let mut again = None;
+    for _ in 0..100 {
+        let r = s.http.get(&url).send().await.expect("request");
+        if r.status() == 200 {
+            again = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(again.is_some(), "a closed stream's place is given back");
+    drop(again);
+    drop(open);
+    s.stop().await;
 }

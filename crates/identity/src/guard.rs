@@ -31,6 +31,16 @@ const IDENTITY_HEADERS: [&str; 10] = [
     "x-domain-id",
 ];
 
+/// The console's files (`switchyard_api::console`), by name: nothing else
+/// under `/console/` is exempt.
+const CONSOLE_ASSETS: [&str; 3] = ["/console", "/console/app.js", "/console/style.css"];
+
+/// When the token a request was let in with expires: a response that
+/// lasts (an event stream) ends then, as the token's holder would be
+/// refused a new request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenExpiry(pub chrono::DateTime<chrono::Utc>);
+
 /// Paths served without a token: version discovery, identity itself, the
 /// console's static files (the page then signs in like any client), and
 /// what node agents call with their own credentials.
@@ -39,8 +49,7 @@ fn exempt(path: &str) -> bool {
     p.is_empty()
         || p == "/compute"
         || p == "/identity"
-        || p == "/console"
-        || p.starts_with("/console/")
+        || CONSOLE_ASSETS.contains(&p)
         || p.starts_with("/identity/")
         || p == "/switchyard/v1/southbound"
         || p == "/switchyard/v1/agents/report"
@@ -162,6 +171,7 @@ pub async fn guard(State(v): State<Validator>, mut req: Request, next: Next) -> 
             req.headers_mut().insert(HeaderName::from_static(k), v);
         }
     }
+    req.extensions_mut().insert(TokenExpiry(c.expires_at));
     next.run(req).await
 }
 
@@ -170,7 +180,7 @@ mod tests {
     use super::exempt;
 
     #[test]
-    fn only_discovery_identity_and_node_paths_are_exempt() {
+    fn only_discovery_identity_console_files_and_node_paths_are_exempt() {
         for p in [
             "/",
             "",
@@ -180,6 +190,10 @@ mod tests {
             "/switchyard/v1/southbound",
             "/switchyard/v1/agents/report",
             "/switchyard/v1/ports/abc/device",
+            "/console",
+            "/console/",
+            "/console/app.js",
+            "/console/style.css",
         ] {
             assert!(exempt(p), "{p}");
         }
@@ -191,6 +205,11 @@ mod tests {
             "/switchyard/v1/lab/guests",
             "/identityx",
             "/switchyard/v1/ports/abc",
+            "/switchyard/v1/events",
+            "/console/../v2.0/networks",
+            "/console/%2e%2e/v2.0/networks",
+            "/console/other.js",
+            "/consolex",
         ] {
             assert!(!exempt(p), "{p}");
         }
