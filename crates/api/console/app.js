@@ -121,6 +121,51 @@ function fieldsQuery(fields) {
 }
 
 const pages = {
+  verify: {
+    title: "Verify",
+    kinds: [],
+    shown: 0,
+    async render() {
+      const history = verifyHistory();
+      const run = history[this.shown];
+      const status = el("p", { id: "verify-status", role: "status", class: run && !run.ok ? "error" : "" },
+        run ? `${verifySummary(run)} (run at ${run.at})` : "No run yet in this tab.");
+      const button = el("button", {
+        type: "button", id: "verify-run",
+        onclick: () => once(button, async () => {
+          status.className = "";
+          status.textContent = "Running: every guest pings every other guest…";
+          try {
+            const r = await api("/switchyard/v1/lab/verify", { method: "POST", json: { verify: {} } });
+            const entry = { at: new Date().toISOString(), ...r.verify };
+            sessionStorage.setItem("sy-verify", JSON.stringify([entry, ...verifyHistory()].slice(0, VERIFY_KEEP)));
+            this.shown = 0;
+            refresh();
+          } catch (e) {
+            status.className = "error";
+            status.textContent = e.status === 404
+              ? "There is no lab here: `switchyard verify` runs against a lab."
+              : `Verify failed: ${e.message}`;
+          }
+        }),
+      }, "Run verify");
+      const past = history.map((h, i) => el("li", {},
+        el("button", {
+          type: "button", class: "link", "aria-current": i === this.shown ? "true" : null,
+          onclick: () => { this.shown = i; refresh(); },
+        }, `${h.at}: ${verifySummary(h)}`)));
+      return el("div", {},
+        el("p", { class: "note" },
+          "Every guest pings every other guest (5 pings a path); a path is as expected when it " +
+          "answers, or stays silent where security groups close it."),
+        button,
+        status,
+        run ? verifyGrid(run) : null,
+        history.length ? el("h2", {}, "Earlier runs in this tab") : null,
+        history.length ? el("ul", { class: "history" }, past) : null);
+    },
+  },
+
   instances: {
     title: "Instances",
     kinds: ["port", "network", "subnet", "floatingip"],
@@ -412,6 +457,50 @@ function migrateDialog(s, hosts) {
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
   dialog.showModal();
+}
+
+// ---- verify: the connectivity matrix, run by the lab -----------------------------------
+
+const VERIFY_KEEP = 10;
+
+function verifyHistory() {
+  try { return JSON.parse(sessionStorage.getItem("sy-verify") || "[]"); } catch { return []; }
+}
+
+function rtt(ms) {
+  if (ms == null) return "answered";
+  return ms < 0.01 ? "<0.01 ms" : `${ms.toFixed(2)} ms`;
+}
+
+function verifyGrid(run) {
+  const names = [...new Set(run.pairs.flatMap((p) => [p.from, p.to]))].sort();
+  const at = new Map(run.pairs.map((p) => [`${p.from}\u0000${p.to}`, p]));
+  const rows = names.map((from) => el("tr", {},
+    el("th", { scope: "row" }, from),
+    names.map((to) => {
+      const p = at.get(`${from}\u0000${to}`);
+      if (!p) return el("td", { class: "cell none" }, "—");
+      const what = p.expect_reply
+        ? (p.ok ? rtt(p.rtt_ms) : "no reply")
+        : (p.ok ? "closed" : "open!");
+      return el("td", {
+        class: `cell ${p.ok ? "ok" : "bad"}`,
+        "data-ok": String(p.ok),
+        "data-from": from,
+        "data-to": to,
+        title: `${from} (${p.from_backend}) → ${to} (${p.to_backend}) ${p.to_ip}: ` +
+          `${p.answered} of ${p.sent} answered; ${p.expect_reply ? "should answer" : "security groups close it"}`,
+      }, what);
+    })));
+  return table(`From (rows) to (columns), ${count(run.pairs.length, "path")}`,
+    ["", ...names], rows, { id: "verify-grid", class: "grid" });
+}
+
+function verifySummary(run) {
+  const bad = run.pairs.filter((p) => !p.ok).length;
+  return bad === 0
+    ? `All ${count(run.pairs.length, "path")} as expected`
+    : `${bad} of ${count(run.pairs.length, "path")} not as expected`;
 }
 
 // ---- navigation and refresh ------------------------------------------------------

@@ -581,9 +581,12 @@ impl LinuxLab {
                 )
             })
             .clone();
-        let extra = routes::router(self.guests.clone(), self.opts.topology.clone()).merge(
-            crate::live::compute::api::router(compute, &self.opts.project),
-        );
+        let extra = routes::router(self.guests.clone(), self.opts.topology.clone())
+            .merge(crate::live::compute::api::router(
+                compute,
+                &self.opts.project,
+            ))
+            .merge(crate::live::verify_api::router(&format!("http://{addr}")));
         // The controller tells the compute service of port changes, as
         // Neutron tells Nova.
         let _ = self

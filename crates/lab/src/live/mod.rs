@@ -16,6 +16,7 @@ pub mod compute;
 pub mod failover;
 pub mod hypervisor;
 pub mod routes;
+pub mod verify_api;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -251,7 +252,8 @@ impl LiveLab {
         }
         let (stop, mut stopped) = watch::channel(false);
         let extra = routes::router(self.hypervisor.clone(), app.clone())
-            .merge(compute::api::router(self.compute.clone(), &o.project));
+            .merge(compute::api::router(self.compute.clone(), &o.project))
+            .merge(verify_api::router(&format!("http://{}", self.addr)));
         let app2 = app.clone();
         let http = o.http.clone();
         let task = tokio::spawn(async move {
