@@ -116,7 +116,7 @@ def test_instances_show_the_demo_vms_with_their_backends_and_follow_changes(lab,
     page.close()
 
 
-def test_boot_live_migrate_and_delete_from_the_instances_page(lab, demo, browser):
+def test_boot_live_migrate_and_delete_from_the_instances_page(lab, cloud, demo, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.on("dialog", lambda d: d.accept())  # the confirmation before a delete
     page.goto(f"{lab}/console/#/instances")
@@ -146,6 +146,20 @@ def test_boot_live_migrate_and_delete_from_the_instances_page(lab, demo, browser
     expect(mig).to_contain_text("compute-1 → compute-4")
     expect(mig).to_contain_text("completed")
     shoot(page, "migrated")
+
+    # compute-4's node page: its agent runs the migrated VM's interface.
+    srv = cloud.compute.find_server("vm-migrate")
+    (port,) = list(cloud.network.ports(device_id=srv.id))
+    page.click("nav >> text=Nodes")
+    expect(page.locator('#nodes tr[data-node="compute-4"]')).to_contain_text("converged")
+    page.click('#nodes tr[data-node="compute-4"] a')
+    expect(page).to_have_url(f"{lab}/console/#/nodes/compute-4")
+    iface = page.locator(f'#interfaces tr[data-port="{port.id}"]')
+    expect(iface).to_contain_text(port.mac_address)
+    expect(iface.locator('[data-vif-type="vrouter"]')).to_be_visible()
+    expect(iface).to_contain_text("ACTIVE")
+    shoot(page, "node")
+    page.click("nav >> text=Instances")
 
     # An SR-IOV VF cannot move to a vRouter host: the dialog says why.
     page.click('button[aria-label="Live-migrate vm-sriov"]')

@@ -121,6 +121,83 @@ function fieldsQuery(fields) {
 }
 
 const pages = {
+  nodes: {
+    title: "Nodes",
+    kinds: ["agent", "port", "network", "subnet", "router", "floatingip"],
+    async render() {
+      const host = pageArg();
+      return host ? this.node(host) : this.list();
+    },
+
+    async list() {
+      const [nodes, agents] = await Promise.all([
+        api("/switchyard/v1/nodes"),
+        api("/v2.0/agents?fields=host&fields=agent_type"),
+      ]);
+      const types = new Map(agents.agents.map((a) => [a.host, a.agent_type]));
+      this.transitional = nodes.nodes.some((n) => n.alive && !n.converged);
+      const rows = nodes.nodes.map((n) => el("tr", { "data-node": n.host },
+        el("th", { scope: "row" }, el("a", { href: `#/nodes/${encodeURIComponent(n.host)}` }, n.host)),
+        el("td", {}, types.get(n.host) || ""),
+        el("td", {}, el("span", { class: `node ${n.state}` }, n.state)),
+        el("td", {}, n.alive ? "yes" : "no"),
+        el("td", { class: "num" }, n.desired_version),
+        el("td", { class: "num" }, n.sent_version),
+        el("td", { class: "num" }, n.acked_version),
+        el("td", { class: "num" }, n.item_count),
+        el("td", {}, n.failed || n.last_error || "")));
+      return table(count(nodes.nodes.length, "node"),
+        ["Host", "Agent", "State", "Alive", "Desired", "Sent", "Acked", "Items", "Error"], rows, { id: "nodes" });
+    },
+
+    async node(host) {
+      const { node } = await api(`/switchyard/v1/nodes/${encodeURIComponent(host)}`);
+      this.transitional = node.alive && !node.converged;
+      const a = node.applied;
+      const parts = [
+        el("p", {}, el("a", { href: "#/nodes" }, "All nodes"), ` · ${host}: `,
+          el("span", { class: `node ${node.state}` }, node.state),
+          ` · desired ${node.desired_version}, sent ${node.sent_version}, acked ${node.acked_version}`,
+          ` · ${count(node.item_count, "item")}`),
+      ];
+      if (!a) {
+        parts.push(el("p", { class: "error", role: "alert" },
+          `The node's agent did not say what it runs: ${node.applied_error || "no answer"}`));
+        return el("div", {}, parts);
+      }
+      parts.push(el("h2", {}, "Interfaces"),
+        table(count(a.interfaces.length, "interface"),
+          ["Port", "Local port", "MAC", "IP addresses", "Backend", "VLAN", "VNI", "Status", "Plugged"],
+          a.interfaces.map((i) => el("tr", { "data-port": i.port_id },
+            el("th", { scope: "row", class: "mono" }, i.port_id || "(not plugged by the agent)"),
+            el("td", { class: "num" }, i.local_port),
+            el("td", { class: "mono" }, i.mac),
+            el("td", { class: "mono" }, i.ips.join(", ")),
+            el("td", {}, vifBadge(i.vif_type)),
+            el("td", {}, i.vlan ?? ""),
+            el("td", {}, i.vni ?? ""),
+            el("td", {}, status(i.status)),
+            el("td", {}, i.plugged ? "yes" : "no"))),
+          { id: "interfaces" }));
+      for (const n of a.networks) {
+        const name = [n.vni != null ? `VNI ${n.vni}` : "", n.vlan != null ? `VLAN ${n.vlan}` : ""]
+          .filter(Boolean).join(", ");
+        parts.push(el("h2", {}, `Network ${name}`),
+          el("p", {}, `Flood list: ${n.flood.length ? n.flood.join(", ") : "(none)"}`),
+          table(`Bridge table, ${count(n.bridge.length, "entry", "entries")}`, ["MAC", "Goes to"],
+            n.bridge.map((b) => el("tr", {}, el("td", { class: "mono" }, b.mac), el("td", {}, b.points_to)))),
+          table(`ARP table, ${count(n.arp.length, "entry", "entries")}`, ["IP", "MAC"],
+            n.arp.map((e) => el("tr", {}, el("td", { class: "mono" }, e.ip), el("td", { class: "mono" }, e.mac)))));
+      }
+      const c = a.counters;
+      parts.push(el("h2", {}, "Counters"),
+        el("p", {}, `received ${c.rx}, sent ${c.tx}, not learned ${c.not_learned}`),
+        table("Drops by reason", ["Reason", "Frames"],
+          Object.entries(c.drops).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", { class: "num" }, v)))));
+      return el("div", {}, parts);
+    },
+  },
+
   verify: {
     title: "Verify",
     kinds: [],
@@ -509,6 +586,12 @@ let current = null;
 let busy = false;
 let again = false;
 let transitionalTimer = null;
+
+// What follows the page's name in the address (`#/nodes/compute-4`).
+function pageArg() {
+  const rest = location.hash.split("/").slice(2).join("/");
+  return rest ? decodeURIComponent(rest) : null;
+}
 
 function pageFromHash() {
   const name = (location.hash.match(/^#\/(\w+)/) || [])[1];
