@@ -606,21 +606,15 @@ impl Compiler {
             .ports
             .get(id)
             .is_some_and(|f| self.filters_ports(&f.host));
-        let item = if filtered {
-            Self::filter_item(st, id)
-        } else {
-            None
-        };
-        self.refresh_filter_as(st, id, item);
+        let port = st.ports.get(id);
+        let item = port
+            .filter(|_| filtered)
+            .and_then(|p| Self::filter_item_sharing(id, p, st, &mut HashMap::default()));
+        self.refresh_filter_with(st, id, port, item);
     }
 
-    /// As [`Compiler::refresh_filter`], with the port's filter item
-    /// already rendered ([`Compiler::filter_item`]).
-    fn refresh_filter_as(&mut self, st: &State, id: &str, item: Option<Item>) {
-        self.refresh_filter_with(st, id, st.ports.get(id), item);
-    }
-
-    /// As [`Compiler::refresh_filter_as`], with the model's port (`None`: gone).
+    /// As [`Compiler::refresh_filter`], with the model's port (`None`: gone)
+    /// and its filter item already rendered ([`Compiler::filter_item`]).
     fn refresh_filter_with(
         &mut self,
         st: &State,
@@ -1132,17 +1126,13 @@ impl Compiler {
     }
     /// Recompiles one port from the model (gone or unbound: removed).
     pub fn refresh_port(&mut self, st: &State, id: &str) {
-        let new = st.ports.get(id).and_then(|p| port_facts(st, p));
-        self.refresh_port_as(st, id, new);
+        let port = st.ports.get(id);
+        let new = port.and_then(|p| port_facts(st, p));
+        self.refresh_port_with(st, id, port, new);
     }
 
-    /// As [`Compiler::refresh_port`], with the port's facts (`None`: gone
-    /// or unbound) already derived.
-    fn refresh_port_as(&mut self, st: &State, id: &str, new: Option<PortFacts>) {
-        self.refresh_port_with(st, id, st.ports.get(id), new);
-    }
-
-    /// As [`Compiler::refresh_port_as`], with the model's port (`None`: gone).
+    /// As [`Compiler::refresh_port`], with the model's port (`None`: gone)
+    /// and its facts (`None`: gone or unbound) already derived.
     fn refresh_port_with(
         &mut self,
         st: &State,
