@@ -11,6 +11,7 @@ use common::{bindings, id, network};
 use serde_json::json;
 use switchyard_lab::client::migration::migrate_under_stream;
 use switchyard_lab::client::{LabClient, demo};
+use switchyard_lab::live::compute::MIGRATION_STEPS;
 use switchyard_lab::live::{LiveLab, Options};
 use switchyard_lab::topology::{REFERENCE, Topology};
 
@@ -94,7 +95,53 @@ async fn every_direction_two_ports_and_concurrent_requests() {
         );
         let g = live.hypervisor().guest("mover").expect("guest");
         assert_eq!(g.host.as_deref(), Some(dest));
+        // Every step of the move is recorded, in order.
+        let migs = c
+            .get(&format!(
+                "/compute/v2.1/os-migrations?instance_uuid={mover}"
+            ))
+            .await
+            .expect("migrations");
+        let steps = migs["migrations"][0]["switchyard:steps"]
+            .as_array()
+            .expect("steps")
+            .clone();
+        let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
+        assert_eq!(names, MIGRATION_STEPS, "{migs}");
+        let times: Vec<&str> = steps.iter().filter_map(|s| s["at"].as_str()).collect();
+        assert!(times.is_sorted() && times.len() == 5, "{times:?}");
     }
+    // The host picker: where `mover` (a normal port, now on compute-1)
+    // could go, and why not elsewhere.
+    let d = c
+        .get(&format!("/switchyard/v1/lab/servers/{mover}/destinations"))
+        .await
+        .expect("destinations");
+    let why = |h: &str| {
+        d["destinations"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["host"] == h))
+            .map(|x| x["reason"].clone())
+            .unwrap_or_else(|| panic!("{h} missing: {d}"))
+    };
+    assert_eq!(why("compute-1"), "the instance runs on compute-1");
+    for h in ["compute-2", "compute-4", "compute-5"] {
+        assert_eq!(why(h), serde_json::Value::Null, "{d}");
+    }
+    assert_eq!(
+        why("compute-6"),
+        "host compute-6 (sriov networking) cannot plug a port of binding:vnic_type normal"
+    );
+    let (s, v) = c
+        .call(
+            reqwest::Method::GET,
+            "/switchyard/v1/lab/servers/no-such-server/destinations",
+            None,
+        )
+        .await
+        .expect("call");
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(v["NeutronError"]["type"], "InstanceNotFound", "{v}");
 
     // SR-IOV -> SR-IOV: a VF on another NIC, same MAC and VLAN.
     let p = c

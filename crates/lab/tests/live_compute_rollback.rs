@@ -51,6 +51,26 @@ async fn stop_stream(c: &LabClient, from: &str) -> Value {
 }
 
 /// Pings until a short run is answered in full.
+/// The host picker's answer for a server: host -> why not (`null`: fits).
+async fn destinations(c: &LabClient, server: &str) -> std::collections::BTreeMap<String, Value> {
+    let d = c
+        .get(&format!("/switchyard/v1/lab/servers/{server}/destinations"))
+        .await
+        .expect("destinations");
+    d["destinations"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|h| {
+            assert_eq!(h["fits"], h["reason"].is_null(), "{h}");
+            (
+                h["host"].as_str().expect("host").to_string(),
+                h["reason"].clone(),
+            )
+        })
+        .collect()
+}
+
 async fn warm(c: &LabClient, from: &str, to: &str) {
     migration::warm(c, from, to).await.expect("warm path");
 }
@@ -154,6 +174,15 @@ async fn failed_migrations_roll_back_and_lose_nothing() {
     let m = last_migration(&c, &vf_id).await;
     assert_eq!(m["status"], "error", "{m}");
     assert_eq!(m["switchyard:error"], msg);
+    assert_eq!(m["switchyard:steps"], json!([]), "no step done: {m}");
+    // The host picker said so before: no vRouter or OVS host takes a VF.
+    let d = destinations(&c, &vf_id).await;
+    assert_eq!(
+        d["compute-4"],
+        "host compute-4 (vrouter networking) cannot plug a port of binding:vnic_type direct"
+    );
+    assert_eq!(d["compute-3"], "the instance runs on compute-3");
+    assert!(d.values().all(|r| !r.is_null()), "{d:?}");
     tokio::time::sleep(Duration::from_millis(700)).await;
     let r = stop_stream(&c, "peer").await;
     assert!(nothing_lost(&r), "{r}");
@@ -172,6 +201,16 @@ async fn failed_migrations_roll_back_and_lose_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let d = destinations(&c, &vm_id).await;
+    assert_eq!(
+        d["compute-4"],
+        "the networking agent on compute-4 is not alive"
+    );
+    assert_eq!(d["compute-2"], Value::Null, "{d:?}");
+    assert_eq!(
+        d["compute-3"],
+        "host compute-3 (sriov networking) cannot plug a port of binding:vnic_type normal"
+    );
     warm(&c, "peer", &vm_ip).await;
     stream(&c, "peer", &vm_ip).await;
     let (s, v) = c
@@ -233,6 +272,13 @@ async fn failed_migrations_roll_back_and_lose_nothing() {
                 && e.contains("keeps running on compute-1")),
         "{m}"
     );
+    let steps: Vec<&str> = m["switchyard:steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
+    assert_eq!(steps, ["binding created"], "{m}");
     assert_eq!(
         live.hypervisor()
             .guest("vm")

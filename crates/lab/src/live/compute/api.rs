@@ -55,6 +55,10 @@ pub fn router(compute: Compute, project: &str) -> Router {
         )
         .route("/compute/v2.1/os-migrations", get(migrations))
         .route(
+            "/switchyard/v1/lab/servers/{id}/destinations",
+            get(destinations),
+        )
+        .route(
             "/compute/v2.1/servers/{id}/os-instance-actions",
             get(instance_actions),
         )
@@ -993,6 +997,48 @@ async fn server_migrations(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<St
         reply(StatusCode::OK, &json!({ "migrations": v }))
     })
     .await
+}
+
+/// `GET /switchyard/v1/lab/servers/{id}/destinations`: every host, and
+/// whether it would take the server in a live migration or why not (the
+/// console's host picker). Admin-only, as live migration is in Nova; errors
+/// in the networking API's shape, as the other `/switchyard/v1` paths.
+async fn destinations(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    use switchyard_model::NeutronError;
+    if !caller(&h, &c.project).1 {
+        return switchyard_api::http::error(&NeutronError::new(
+            403,
+            "PolicyNotAuthorized",
+            "Policy doesn't allow os_compute_api:os-migrate-server:migrate_live to be performed.",
+        ));
+    }
+    match c.compute.destinations(&id).await {
+        Ok(list) => {
+            let v: Vec<Value> = list
+                .iter()
+                .map(|d| {
+                    json!({
+                        "host": d.host,
+                        "backend": d.backend,
+                        "instances": d.instances,
+                        "capacity": d.capacity,
+                        "fits": d.reason.is_none(),
+                        "reason": d.reason,
+                    })
+                })
+                .collect();
+            reply(StatusCode::OK, &json!({ "destinations": v }))
+        }
+        Err(e) => switchyard_api::http::error(&NeutronError::new(
+            e.code(),
+            if e.code() == 404 {
+                "InstanceNotFound"
+            } else {
+                "ComputeError"
+            },
+            e.to_string(),
+        )),
+    }
 }
 
 async fn migrations(

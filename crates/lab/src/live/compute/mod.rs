@@ -215,8 +215,41 @@ pub struct Migration {
     pub status: &'static str,
     /// Why it failed (a switchyard addition to Nova's record).
     pub error: Option<String>,
+    /// The steps done so far, in order, each with when it ended (a
+    /// switchyard addition: Nova's record has only the status).
+    pub steps: Vec<MigrationStep>,
     pub created: String,
     pub updated: String,
+}
+
+/// The steps of a live migration, in the order they are done.
+pub const MIGRATION_STEPS: [&str; 5] = [
+    "binding created",
+    "destination plugged",
+    "memory copied",
+    "activated",
+    "source unbound",
+];
+
+/// A step of a live migration and when it ended (milliseconds, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStep {
+    pub step: &'static str,
+    pub at: String,
+}
+
+/// A host a server could live-migrate to, as [`Compute::destinations`]
+/// finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub host: String,
+    /// Its networking: `ovs`, `vrouter` or `sriov`.
+    pub backend: &'static str,
+    /// Instances it runs, and at most.
+    pub instances: u32,
+    pub capacity: u32,
+    /// Why it would not take the instance; `None`: it would.
+    pub reason: Option<String>,
 }
 
 /// A network the new server is attached to.
@@ -281,6 +314,13 @@ impl ComputeError {
 
 fn now_string() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// A step's time: a migration's steps are milliseconds apart.
+fn now_millis() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -811,6 +851,46 @@ impl Compute {
             ));
         }
         None
+    }
+
+    /// Where server `id` could live-migrate: every host, whether it would
+    /// take the instance and, when not, why (the host it runs on, a backend
+    /// that cannot plug one of its ports' vnic types, no capacity or free
+    /// VFs, a networking agent that is not alive). What the migration's
+    /// pre-checks and the destination's binding decide, asked ahead; the
+    /// binding itself still decides when the migration runs.
+    pub async fn destinations(&self, id: &str) -> Result<Vec<Destination>, ComputeError> {
+        let mut out = {
+            let inner = self.inner();
+            let s = inner.servers.get(id).ok_or_else(|| not_found(id))?;
+            let vnics: Vec<String> = s.vifs.iter().map(|v| v.vnic_type.clone()).collect();
+            self.hosts
+                .iter()
+                .map(|h| {
+                    let (instances, _) = self.load(&inner, &h.name);
+                    let reason = if s.host.as_deref() == Some(h.name.as_str()) {
+                        Some(format!("the instance runs on {}", h.name))
+                    } else {
+                        self.unfit(&inner, h, &vnics, true)
+                    };
+                    Destination {
+                        host: h.name.clone(),
+                        backend: h.backend.as_str(),
+                        instances,
+                        capacity: self.opts.instances_per_host,
+                        reason,
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        for d in out.iter_mut().filter(|d| d.reason.is_none()) {
+            d.reason = match self.neutron.agent_alive(&d.host).await {
+                Ok(true) => None,
+                Ok(false) => Some(format!("the networking agent on {} is not alive", d.host)),
+                Err(e) => Some(format!("the networking API did not answer: {}", e.message)),
+            };
+        }
+        Ok(out)
     }
 
     /// The scheduler: the least-loaded host that fits, other than `except`.
@@ -1396,6 +1476,7 @@ impl Compute {
                 dest: dest.clone(),
                 status: "preparing",
                 error: None,
+                steps: Vec::new(),
                 created: now.clone(),
                 updated: now,
             });
@@ -1450,6 +1531,7 @@ impl Compute {
             self.end_migration(id, migration_id, Err(message.clone()), None);
             return Err(ComputeError::BadRequest(message));
         }
+        self.step_done(migration_id, MIGRATION_STEPS[0]);
         let this = self.clone();
         let (sid, d) = (id.to_string(), dest.clone());
         tokio::spawn(async move {
@@ -1484,6 +1566,18 @@ impl Compute {
         match neutron {
             Some(e) => format!("networking API: {}", e.message),
             None => "binding:vif_type binding_failed".into(),
+        }
+    }
+
+    /// Records that `step` (one of [`MIGRATION_STEPS`]) is done.
+    fn step_done(&self, mid: u64, step: &'static str) {
+        debug_assert!(MIGRATION_STEPS.contains(&step));
+        if let Some(m) = self.inner().migrations.iter_mut().find(|m| m.id == mid) {
+            m.steps.push(MigrationStep {
+                step,
+                at: now_millis(),
+            });
+            m.updated = now_string();
         }
     }
 
@@ -1568,6 +1662,7 @@ impl Compute {
                 }
             }
         }
+        self.step_done(mid, MIGRATION_STEPS[1]);
         self.set_migration(mid, "running", None);
         // The memory copy converges and the guest runs on the destination.
         for (v, local) in &devices {
@@ -1581,6 +1676,7 @@ impl Compute {
                 return Err(format!("moving the guest failed: {e}"));
             }
         }
+        self.step_done(mid, MIGRATION_STEPS[2]);
         // migrate_instance_start: activate each destination binding.
         let mark = self.event_mark();
         for v in &s.vifs {
@@ -1589,15 +1685,19 @@ impl Compute {
                 tracing::warn!(port = %v.port_id, error = %e, "activating the destination binding");
             }
         }
+        self.step_done(mid, MIGRATION_STEPS[3]);
         for v in &s.vifs {
             self.hyp.post_migration(&v.guest).await;
         }
         // post_live_migration: the source bindings go, the VIFs are refreshed.
-        let mut vifs = Vec::new();
         for v in &s.vifs {
             if let Err(e) = self.neutron.delete_binding(&v.port_id, &source).await {
                 tracing::warn!(port = %v.port_id, error = %e, "deleting the source binding");
             }
+        }
+        self.step_done(mid, MIGRATION_STEPS[4]);
+        let mut vifs = Vec::new();
+        for v in &s.vifs {
             // The server is ACTIVE once its ports are, as after a boot: a
             // port that is not ACTIVE now is waited for by its event. The
             // guest already runs here, so a late port is logged, not undone.
