@@ -14,6 +14,7 @@ Screenshots of each page go to $SWITCHYARD_SCREENSHOTS when it is set
 import http.client
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -133,10 +134,32 @@ def test_boot_live_migrate_and_delete_from_the_instances_page(lab, cloud, demo, 
     expect(row).to_contain_text("compute-1")
     expect(row.locator('[data-vif-type="ovs"]')).to_be_visible()
 
-    # Live-migrate it to compute-4 (vRouter): the page follows the move.
+    # Live-migrate it to compute-4 (vRouter) under a ping stream from
+    # vm-vrouter. The host picker says which hosts would take it and why
+    # not the others.
     page.click('button[aria-label="Live-migrate vm-migrate"]')
-    page.select_option("#migrate-host", "compute-4")
+    hosts = page.locator("#migrate-hosts")
+    expect(hosts.locator("li", has_text="compute-1")).to_contain_text("the instance runs on compute-1")
+    expect(page.locator("#migrate-to-compute-1")).to_be_disabled()
+    expect(hosts.locator("li", has_text="compute-3")).to_contain_text(
+        "cannot plug a port of binding:vnic_type normal"
+    )
+    expect(page.locator("#migrate-to-compute-4")).to_have_attribute("data-fits", "true")
+    shoot(page, "migrate-picker")
+    page.check("#migrate-to-compute-4")
+    page.select_option("#migrate-peer", "vm-vrouter")
     page.click("#migrate button[type=submit]")
+    # The progress view: every step done, in order, then the pings lost.
+    steps = page.locator("#migrate-steps li")
+    expect(steps).to_have_count(5)
+    expect(page.locator('#migrate-steps li[data-done="true"]')).to_have_count(5, timeout=60_000)
+    expect(page.locator("#migrate-status")).to_contain_text("completed: compute-1 → compute-4")
+    expect(page.locator("#migrate-pings")).to_contain_text("longest outage", timeout=30_000)
+    lost = page.locator("#migrate-pings").inner_text()
+    m = re.search(r"Lost (\d+) of (\d+) pings", lost)
+    assert m and int(m.group(2)) > 50 and int(m.group(1)) <= 10, lost
+    shoot(page, "migration-progress")
+    page.click("#migrate >> text=Close")
     expect(page.locator("#migrate")).to_have_count(0)
     expect(row).to_contain_text("compute-4", timeout=60_000)
     expect(row).to_contain_text("ACTIVE", timeout=60_000)
@@ -163,7 +186,10 @@ def test_boot_live_migrate_and_delete_from_the_instances_page(lab, cloud, demo, 
 
     # An SR-IOV VF cannot move to a vRouter host: the dialog says why.
     page.click('button[aria-label="Live-migrate vm-sriov"]')
-    page.select_option("#migrate-host", "compute-4")
+    expect(page.locator("#migrate-hosts li", has_text="compute-4")).to_contain_text(
+        "not expected to take it: host compute-4 (vrouter networking) cannot plug"
+    )
+    page.check("#migrate-to-compute-4")
     page.click("#migrate button[type=submit]")
     expect(page.locator("#migrate-error")).to_contain_text("direct cannot be bound on compute-4")
     shoot(page, "migration-refused")

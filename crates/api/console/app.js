@@ -245,7 +245,7 @@ const pages = {
 
   instances: {
     title: "Instances",
-    kinds: ["port", "network", "subnet", "floatingip"],
+    kinds: ["server", "migration", "port", "network", "subnet", "floatingip"],
     // Above the page, built when the page is shown (not on each refresh, so
     // that what is being typed stays).
     async tools() {
@@ -277,10 +277,9 @@ const pages = {
       }
       const act = session.canAct;
       const admin = session.isAdmin;
-      const [hosts, migrations] = admin ? await Promise.all([
-        computeHosts(),
-        api("/compute/v2.1/os-migrations").then((m) => m.migrations),
-      ]) : [[], null];
+      const migrations = admin
+        ? (await api("/compute/v2.1/os-migrations")).migrations
+        : null;
       const rows = servers.map((s) => {
         const ports = byDevice.get(s.id) || [];
         const ips = Object.values(s.addresses || {}).flat();
@@ -297,14 +296,13 @@ const pages = {
             admin ? el("button", {
               type: "button", disabled: s.status !== "ACTIVE",
               "aria-label": `Live-migrate ${s.name}`,
-              onclick: () => migrateDialog(s, hosts.filter((h) => h !== host)),
+              onclick: () => migrateDialog(s, ports).catch((e) => actionFailed(`Migrating ${s.name}`, e)),
             }, "Migrate…") : null,
             el("button", {
               type: "button", "aria-label": `Delete ${s.name}`,
               onclick: () => deleteServer(s),
             }, "Delete")) : null);
       });
-      this.transitional = servers.some((s) => !["ACTIVE", "SHUTOFF", "ERROR"].includes(s.status));
       const names = new Map(servers.map((s) => [s.id, s.name]));
       const migRows = (migrations || []).slice(0, 10).map((m) => el("tr", { "data-migration": m.id },
         el("th", { scope: "row" }, names.get(m.instance_uuid) || short(m.instance_uuid)),
@@ -499,41 +497,155 @@ async function deleteServer(s) {
   } catch (e) { actionFailed(`Deleting ${s.name}`, e); }
 }
 
-function migrateDialog(s, hosts) {
+// What a live migration goes through, in order (the compute service's
+// `switchyard:steps`).
+const MIGRATION_STEPS = ["binding created", "destination plugged", "memory copied", "activated", "source unbound"];
+// The ping stream runs this long before the request and after the end (the
+// guest announces itself for a while after the move).
+const STREAM_LEAD_MS = 300;
+const STREAM_TAIL_MS = 1000;
+// A migration not over after this is left to the Live migrations table.
+const MIGRATION_WATCH_MS = 120_000;
+
+// Functions told of every change the stream names, besides the page (a
+// migration's progress view).
+const watchers = new Set();
+
+// The host picker: every host, and whether it would take the server or why
+// not, as the compute service says; the lab's guests a ping stream can run
+// from.
+async function migrateDialog(s, ports) {
+  const id = encodeURIComponent(s.id);
+  const [dests, guests] = await Promise.all([
+    api(`/switchyard/v1/lab/servers/${id}/destinations`).then((d) => d.destinations)
+      .catch(async () => (await computeHosts()).map((h) => ({ host: h, fits: true, reason: null }))),
+    api("/switchyard/v1/lab/guests").then((g) => g.guests).catch(() => []),
+  ]);
+  const mine = new Set(ports.map((p) => p.id));
+  const peers = guests.filter((g) => g.ip && !mine.has(g.port_id)).map((g) => g.name).sort();
+  const target = (Object.values(s.addresses || {}).flat().find((a) => a.version === 4) || {}).addr;
   const error = el("p", { id: "migrate-error", class: "error", role: "alert" });
-  const dialog = el("dialog", { id: "migrate", "aria-labelledby": "migrate-title" },
-    el("form", {
-      method: "dialog",
-      onsubmit: (ev) => {
-        ev.preventDefault();
-        const host = new FormData(ev.target).get("host");
-        const body = { "os-migrateLive": { host: host || null, block_migration: "auto" } };
-        return once(ev.target.querySelector("button[type=submit]"), async () => {
-          try {
-            await api(`/compute/v2.1/servers/${encodeURIComponent(s.id)}/action`,
-              { method: "POST", json: body, headers: COMPUTE_VERSION });
-            dialog.close();
-            refresh();
-          } catch (e) {
-            // Nova's pre-check says why (a VF cannot move to a vRouter host, …).
-            error.textContent = e.message;
-          }
-        });
-      },
+  const current = s["OS-EXT-SRV-ATTR:host"];
+  const choice = (value, label, why, attrs = {}) => {
+    const input = el("input", { type: "radio", name: "host", value, id: `migrate-to-${value || "any"}`, ...attrs });
+    return el("li", {}, input, " ",
+      el("label", { for: input.id }, label),
+      why ? el("span", { class: `why ${attrs.disabled ? "" : "unfit"}` }, ` — ${why}`) : null);
+  };
+  const hostList = el("ul", { id: "migrate-hosts", class: "choices" },
+    choice("", "any (the scheduler picks a host that fits)", null, { checked: true }),
+    dests.map((d) => {
+      const here = d.host === current;
+      const load = d.capacity ? `, ${d.instances} of ${d.capacity} instances` : "";
+      const label = `${d.host}${d.backend ? ` (${d.backend}${load})` : ""}`;
+      return choice(d.host, label, d.fits ? null : (here ? d.reason : `not expected to take it: ${d.reason}`),
+        { disabled: here || null, "data-fits": String(d.fits) });
+    }));
+  const peer = el("select", { id: "migrate-peer", name: "peer", disabled: !target || null },
+    el("option", { value: "" }, "no ping stream"),
+    peers.map((g) => el("option", { value: g }, g)));
+  const form = el("form", {
+    method: "dialog",
+    onsubmit: (ev) => {
+      ev.preventDefault();
+      const f = new FormData(ev.target);
+      return once(ev.target.querySelector("button[type=submit]"), () =>
+        runMigration(s, f.get("host") || null, f.get("peer") || null, target, dialog, error));
     },
-    el("h2", { id: "migrate-title" }, `Live-migrate ${s.name}`),
-    el("p", {}, `Now on ${s["OS-EXT-SRV-ATTR:host"] || "no host"}.`),
-    el("label", { for: "migrate-host" }, "Destination host"),
-    el("select", { id: "migrate-host", name: "host" },
-      el("option", { value: "" }, "any (scheduler)"),
-      hosts.map((h) => el("option", { value: h }, h))),
-    error,
-    el("div", { class: "buttons" },
-      el("button", { type: "submit" }, "Migrate"),
-      el("button", { type: "button", onclick: () => dialog.close() }, "Cancel"))));
+  },
+  el("h2", { id: "migrate-title" }, `Live-migrate ${s.name}`),
+  el("p", {}, `Now on ${current || "no host"}${target ? `, ${target}` : ""}.`),
+  el("fieldset", {}, el("legend", {}, "Destination host"), hostList),
+  el("label", { for: "migrate-peer" }, "Measure with a ping every 10 ms from"),
+  peer,
+  error,
+  el("div", { class: "buttons" },
+    el("button", { type: "submit" }, "Migrate"),
+    el("button", { type: "button", onclick: () => dialog.close() }, "Cancel")));
+  const dialog = el("dialog", { id: "migrate", "aria-labelledby": "migrate-title" }, form);
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
   dialog.showModal();
+}
+
+// Requests the migration (under a ping stream from `peer` when asked) and
+// turns the dialog into its progress: each step as the compute service
+// records it, then the pings lost and the longest outage.
+async function runMigration(s, host, peer, target, dialog, error) {
+  const stream = peer ? `/switchyard/v1/lab/guests/${encodeURIComponent(peer)}/stream` : null;
+  const stopStream = async () => (stream ? api(stream, { method: "DELETE" }).catch(() => null) : null);
+  let heard = () => {};
+  const watcher = (kinds) => { if (kinds.includes("migration") || kinds.includes("server")) heard(); };
+  watchers.add(watcher);
+  try {
+    if (stream) {
+      await api(stream, { method: "PUT", json: { stream: { target, interval_ms: 10 } } });
+      await new Promise((res) => setTimeout(res, STREAM_LEAD_MS));
+    }
+    const body = { "os-migrateLive": { host, block_migration: "auto" } };
+    try {
+      await api(`/compute/v2.1/servers/${encodeURIComponent(s.id)}/action`,
+        { method: "POST", json: body, headers: COMPUTE_VERSION });
+    } catch (e) {
+      // Nova's pre-check says why (a VF cannot move to a vRouter host, …).
+      await stopStream();
+      error.textContent = e.message;
+      return;
+    }
+    const steps = el("ol", { id: "migrate-steps", class: "steps" },
+      MIGRATION_STEPS.map((name) => el("li", { "data-step": name, "data-done": "false" }, name)));
+    const state = el("p", { id: "migrate-status", role: "status" }, "Requested…");
+    const pings = el("p", { id: "migrate-pings" }, stream ? `Pinging ${target} from ${peer} every 10 ms…` : "");
+    const close = el("button", { type: "button", onclick: () => dialog.close() }, "Close");
+    dialog.querySelector("form").replaceChildren(
+      el("h2", { id: "migrate-title" }, `Live-migrating ${s.name}`), steps, state, pings,
+      el("div", { class: "buttons" }, close));
+    close.focus();
+    refresh();
+    const started = Date.now();
+    let m = null;
+    for (;;) {
+      const woke = new Promise((res) => { heard = res; });
+      const list = await api(`/compute/v2.1/os-migrations?instance_uuid=${encodeURIComponent(s.id)}`)
+        .catch(() => ({ migrations: [] }));
+      m = list.migrations[0] || null;
+      if (m) showSteps(m, steps, state);
+      if ((m && ["completed", "error"].includes(m.status)) || Date.now() - started > MIGRATION_WATCH_MS) break;
+      // Woken by the commit stream; a stream that dropped is covered by a
+      // slow look.
+      await Promise.race([woke, new Promise((res) => setTimeout(res, 5000))]);
+    }
+    if (stream) {
+      await new Promise((res) => setTimeout(res, STREAM_TAIL_MS));
+      const r = await stopStream();
+      pings.textContent = r ? pingSummary(r.stream) : "The ping stream's report was not available.";
+    }
+  } catch (e) {
+    await stopStream();
+    error.textContent = e.message;
+  } finally {
+    watchers.delete(watcher);
+  }
+}
+
+function showSteps(m, list, state) {
+  const done = new Map((m["switchyard:steps"] || []).map((x) => [x.step, x.at]));
+  for (const li of list.children) {
+    const at = done.get(li.dataset.step);
+    li.dataset.done = String(Boolean(at));
+    li.textContent = at ? `${li.dataset.step} — ${at.slice(11, 23)}` : li.dataset.step;
+  }
+  state.className = `migration ${m.status}`;
+  state.textContent = m.status === "error"
+    ? `Failed, rolled back: ${m["switchyard:error"] || "no reason given"}`
+    : `${m.status}: ${m.source_compute} → ${m.dest_compute}`;
+}
+
+// The stream's report as an operator reads it; the request in flight when
+// the stream stopped is not counted as lost.
+function pingSummary(r) {
+  const lost = (r.lost || []).filter((n) => n + 1 < r.sent).length;
+  return `Lost ${lost} of ${r.sent} pings (every ${r.interval_ms} ms); longest outage ${r.outage_ms} ms.`;
 }
 
 // ---- verify: the connectivity matrix, run by the lab -----------------------------------
@@ -615,8 +727,8 @@ async function refresh() {
   } finally {
     busy = false;
   }
-  // A server between states (booting, migrating) is not in the commit
-  // stream (it is the compute service's own state): look again in a second.
+  // A node between versions: its acks are not commits, look again in a
+  // second.
   clearTimeout(transitionalTimer);
   if (page.transitional) transitionalTimer = setTimeout(refresh, 1000);
   if (again) { again = false; refresh(); }
@@ -650,6 +762,7 @@ function setLive(on, text) {
 
 let refreshSoon = null;
 function changed(kinds) {
+  for (const w of watchers) w(kinds);
   if (!current || !kinds.some((k) => pages[current].kinds.includes(k))) return;
   clearTimeout(refreshSoon);
   refreshSoon = setTimeout(refresh, 100);

@@ -581,6 +581,7 @@ impl LinuxLab {
                 )
             })
             .clone();
+        compute.publish_to(self.app.shared.events.clone());
         let extra = routes::router(self.guests.clone(), self.opts.topology.clone())
             .merge(crate::live::compute::api::router(
                 compute,

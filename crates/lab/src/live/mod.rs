@@ -250,6 +250,7 @@ impl LiveLab {
                 .role;
             app.shared.credentials.add(host, role, &run.token);
         }
+        self.compute.publish_to(app.shared.events.clone());
         let (stop, mut stopped) = watch::channel(false);
         let extra = routes::router(self.hypervisor.clone(), app.clone())
             .merge(compute::api::router(self.compute.clone(), &o.project))

@@ -374,7 +374,16 @@ pub struct Compute {
     started: String,
     /// Where servers and flavors are kept across restarts (`None`: nowhere).
     records: Option<Arc<persist::Records>>,
+    /// The API's commit stream, told of every change to a server (kind
+    /// `server`, named to its project) and to a migration (kind
+    /// `migration`, admins only, as `/os-migrations` is), so that the
+    /// console follows a boot or a migration without polling.
+    stream: Arc<Mutex<Option<EventSender>>>,
 }
+
+/// Where the compute service publishes its changes: the API's commit
+/// stream (`GET /switchyard/v1/events`).
+pub type EventSender = tokio::sync::broadcast::Sender<switchyard_api::events::Commit>;
 
 impl Compute {
     /// The service for the compute nodes of `topology`, reaching the
@@ -414,6 +423,7 @@ impl Compute {
             opts: Arc::new(opts),
             started: now_string(),
             records: None,
+            stream: Arc::default(),
         }
     }
 
@@ -440,12 +450,46 @@ impl Compute {
     }
 
     /// Writes server `id` as it is now (or its removal).
+    /// Publishes this service's changes on `events` from now on (the API's
+    /// commit stream; an API served again brings its own).
+    pub fn publish_to(&self, events: EventSender) {
+        *lock(&self.stream) = Some(events);
+    }
+
+    /// Tells the commit stream that `kind` `id` changed (when anyone
+    /// listens).
+    fn announce(&self, kind: &'static str, id: &str, op: &'static str, project: Option<String>) {
+        if let Some(tx) = lock(&self.stream).as_ref()
+            && tx.receiver_count() > 0
+        {
+            let _ = tx.send(Arc::new(vec![switchyard_api::events::Changed {
+                kind,
+                id: id.to_string(),
+                op,
+                project,
+            }]));
+        }
+    }
+
+    /// Keeps server `id` as it is now (or its absence), and announces it.
     fn save(&self, id: &str) {
-        let Some(r) = &self.records else { return };
         let s = self.inner().servers.get(id).cloned();
+        if let Some(s) = &s {
+            self.announce("server", id, "put", Some(s.project_id.clone()));
+        }
+        let Some(r) = &self.records else { return };
         match s {
             Some(s) => r.save_server(&s),
             None => r.delete_server(id),
+        }
+    }
+
+    /// Forgets server `id`, and announces it.
+    fn remove(&self, id: &str) {
+        let gone = self.inner().servers.remove(id);
+        self.save(id);
+        if let Some(s) = gone {
+            self.announce("server", id, "delete", Some(s.project_id));
         }
     }
 
@@ -1333,8 +1377,7 @@ impl Compute {
                 // Nothing of a failed (or deleted) build stays in the network.
                 self.teardown(id).await;
                 if deleting {
-                    self.inner().servers.remove(id);
-                    self.save(id);
+                    self.remove(id);
                     return;
                 }
                 let message = r.err().unwrap_or_default();
@@ -1398,6 +1441,9 @@ impl Compute {
                     // The build notices and tears down what it made.
                     s.deleting = true;
                     s.task_state = Some("deleting");
+                    let project = s.project_id.clone();
+                    drop(inner);
+                    self.announce("server", id, "put", Some(project));
                     return Ok(());
                 }
                 Status::Active | Status::Error => {
@@ -1409,8 +1455,7 @@ impl Compute {
             }
         }
         self.teardown(id).await;
-        self.inner().servers.remove(id);
-        self.save(id);
+        self.remove(id);
         Ok(())
     }
 
@@ -1482,6 +1527,8 @@ impl Compute {
             });
             (s, dest, mid)
         };
+        self.announce("server", id, "put", Some(server.project_id.clone()));
+        self.announce("migration", &migration_id.to_string(), "put", None);
         // The conductor's step: a binding on the destination for every VIF.
         let mut made: Vec<&Vif> = Vec::new();
         let mut targets: Vec<Vif> = Vec::new();
@@ -1579,6 +1626,7 @@ impl Compute {
             });
             m.updated = now_string();
         }
+        self.announce("migration", &mid.to_string(), "put", None);
     }
 
     fn set_migration(&self, mid: u64, status: &'static str, error: Option<String>) {
@@ -1587,6 +1635,7 @@ impl Compute {
             m.error = error;
             m.updated = now_string();
         }
+        self.announce("migration", &mid.to_string(), "put", None);
     }
 
     fn end_migration(&self, id: &str, mid: u64, r: Result<(), String>, host: Option<&str>) {
