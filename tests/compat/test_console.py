@@ -248,6 +248,20 @@ def test_networks_and_ports_pages_follow_the_commit_stream(lab, cloud, demo, bro
     expect(row).to_contain_text("compute-3")
     expect(row.locator('[data-vif-type="hw_veb"]')).to_be_visible()
     shoot(page, "ports")
+    # The port's page: its binding levels, and the node that applied it.
+    row.locator("a").click()
+    expect(page).to_have_url(f"{lab}/console/#/ports/{vf.id}")
+    expect(page.locator("#applied-by")).to_contain_text("compute-3")
+    levels = page.locator('table.levels[data-host="compute-3"] tbody tr')
+    expect(levels).to_have_count(2)
+    expect(levels.nth(0)).to_contain_text("fabric")
+    expect(levels.nth(0)).to_contain_text("vxlan")
+    expect(levels.nth(1)).to_contain_text("sriovnicswitch")
+    expect(levels.nth(1)).to_contain_text("physnet1")
+    expect(page.locator("#vif-details")).to_contain_text('"vlan"')
+    expect(page.locator("dl.facts")).to_contain_text("compute:nova")
+    expect(page.locator("dl.facts")).not_to_contain_text("[object")
+    shoot(page, "port")
     page.close()
 
 

@@ -374,12 +374,70 @@ const pages = {
 
   ports: {
     title: "Ports",
-    kinds: ["port", "network"],
+    kinds: ["port", "network", "segment"],
     pageSize: 50,
     // Markers of the pages before this one (Neutron pages by marker).
     markers: [],
     marker: null,
     async render() {
+      const id = pageArg();
+      return id ? this.port(id) : this.list();
+    },
+
+    // One port: its attributes, and for admins its bindings with their
+    // levels (driver, segment, VLAN/VNI) and the node that applied it.
+    async port(id) {
+      const { port: p } = await api(`/v2.0/ports/${encodeURIComponent(id)}`);
+      let b = null;
+      if (session.isAdmin) {
+        b = (await api(`/switchyard/v1/ports/${encodeURIComponent(id)}/binding`)).binding;
+      }
+      const dl = (pairs) => el("dl", { class: "facts" },
+        pairs.filter(([, v]) => v !== null && v !== undefined && v !== "")
+          .flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+      const node = b && b.node;
+      const parts = [
+        el("p", {}, el("a", { href: "#/ports" }, "All ports"), ` · ${p.name || p.id}`),
+        dl([
+          ["ID", el("span", { class: "mono" }, p.id)],
+          ["Status", status(p.status)],
+          ["Network", el("span", { class: "mono" }, p.network_id)],
+          ["Owner", p.device_owner || p.device_id
+            ? el("span", {}, p.device_owner || "", p.device_id ? " " : "", p.device_id ? short(p.device_id) : null)
+            : null],
+          ["MAC", el("span", { class: "mono" }, p.mac_address)],
+          ["IP addresses", el("span", { class: "mono" }, (p.fixed_ips || []).map((f) => f.ip_address).join(", "))],
+          ["binding:host_id", p["binding:host_id"]],
+          ["binding:vnic_type", p["binding:vnic_type"]],
+          ["binding:vif_type", vifBadge(p["binding:vif_type"])],
+          ["binding:vif_details", el("code", { id: "vif-details" }, JSON.stringify(p["binding:vif_details"] || {}))],
+          ["Applied by", b ? (b.applied_by
+            ? el("span", { id: "applied-by" }, el("a", { href: `#/nodes/${encodeURIComponent(b.applied_by)}` }, b.applied_by),
+              node ? ` (node ${node.state}, acked ${node.acked_version} of ${node.desired_version})` : "")
+            : el("span", { id: "applied-by" }, "not yet: no agent has reported the port up")) : null],
+        ]),
+      ];
+      if (!b) {
+        parts.push(el("p", { class: "note" }, "Binding levels name segments, which only admins see."));
+        return el("div", {}, parts);
+      }
+      for (const x of b.bindings) {
+        parts.push(el("h2", {}, `Binding on ${x.host || "no host"} (${x.status})`),
+          table(`${count(x.levels.length, "level")}, ${x.vif_type}`,
+            ["Level", "Driver", "Segment", "Type", "Physical network", "VLAN / VNI"],
+            x.levels.map((l) => el("tr", { "data-level": l.level },
+              el("th", { scope: "row", class: "num" }, l.level),
+              el("td", {}, l.driver),
+              el("td", { class: "mono" }, short(l.segment_id)),
+              el("td", {}, l.network_type || "(segment gone)"),
+              el("td", {}, l.physical_network || ""),
+              el("td", { class: "num" }, l.segmentation_id ?? ""))),
+            { class: "levels", "data-host": x.host }));
+      }
+      return el("div", {}, parts);
+    },
+
+    async list() {
       const q = [`limit=${this.pageSize}`, fieldsQuery(PORT_FIELDS)];
       if (this.marker) q.push(`marker=${encodeURIComponent(this.marker)}`);
       let ports;
@@ -394,14 +452,14 @@ const pages = {
         if (e.status === 404 && this.marker) {
           this.marker = null;
           this.markers = [];
-          return this.render();
+          return this.list();
         }
         throw e;
       }
       const netName = new Map(nets.networks.map((n) => [n.id, n.name || n.id]));
       const list = ports.ports;
       const rows = list.map((p) => el("tr", { "data-port": p.id },
-        el("th", { scope: "row" }, p.name || short(p.id)),
+        el("th", { scope: "row" }, el("a", { href: `#/ports/${encodeURIComponent(p.id)}` }, p.name || short(p.id))),
         el("td", {}, netName.get(p.network_id) || short(p.network_id)),
         el("td", {}, p.device_owner || ""),
         el("td", { class: "mono" }, p.mac_address),

@@ -1137,6 +1137,47 @@ fn binding_route(app: &App, req: &Req, port_id: &str, tail: &[&str]) -> Result<R
 
 /// A node's convergence: the desired version, what was sent and acked, and
 /// (with `items`) the desired state itself.
+/// A port's bindings with their levels (ML2's `ml2_port_binding_levels`:
+/// the driver that bound each level and its segment's type, physical
+/// network and VLAN/VNI), and who applied the active one: the node whose
+/// agent reported the port's device up makes it `ACTIVE`.
+fn port_binding_json(st: &switchyard_model::State, p: &switchyard_model::Port) -> Value {
+    let binding = |b: &switchyard_model::PortBinding| {
+        let levels: Vec<Value> = b
+            .levels
+            .iter()
+            .map(|l| {
+                let seg = st.segments.get(&l.segment_id);
+                json!({
+                    "level": l.level,
+                    "driver": l.driver,
+                    "segment_id": l.segment_id,
+                    "network_type": seg.map(|s| s.network_type.as_str()),
+                    "physical_network": seg.and_then(|s| s.physical_network.clone()),
+                    "segmentation_id": seg.and_then(|s| s.segmentation_id),
+                })
+            })
+            .collect();
+        json!({
+            "host": b.host,
+            "status": b.status.as_str(),
+            "vnic_type": b.vnic_type,
+            "vif_type": b.vif_type,
+            "vif_details": b.vif_details,
+            "levels": levels,
+        })
+    };
+    let active = p.active_binding();
+    let up = p.status == switchyard_model::PortStatus::Active;
+    json!({
+        "port_id": p.id,
+        "status": p.status.as_str(),
+        "host": active.host,
+        "applied_by": (up && !active.host.is_empty()).then(|| active.host.clone()),
+        "bindings": p.bindings.iter().map(binding).collect::<Vec<_>>(),
+    })
+}
+
 fn node_json(
     app: &App,
     host: &str,
@@ -1344,9 +1385,34 @@ fn internal(app: &App, req: &Req, rest: &[&str]) -> Result<Response> {
             }
             Ok(http::json(200, json!({ "node": node })))
         }
-        ["agents", "report"] | ["ports", _, "device"] | ["nodes"] | ["nodes", _] => {
-            Err(not_allowed())
+        ["ports", id, "binding"] if m == Method::GET => {
+            ops::require_admin(&ctx, "get_port_binding_levels")?;
+            let (mut v, host) = app.shared.read(|_, st| {
+                let p = st.ports.get(*id).ok_or_else(|| {
+                    NeutronError::not_found(
+                        "PortNotFound",
+                        format!("Port {id} could not be found."),
+                    )
+                })?;
+                Ok((port_binding_json(st, p), p.active_binding().host.clone()))
+            })?;
+            // The node that runs the binding, and how far it has got.
+            if !host.is_empty() {
+                let status = app
+                    .shared
+                    .nodes
+                    .lock()
+                    .ok()
+                    .and_then(|g| g.get(&host).cloned());
+                v["node"] = node_json(app, &host, status.as_ref(), false);
+            }
+            Ok(http::json(200, json!({ "binding": v })))
         }
+        ["agents", "report"]
+        | ["ports", _, "device"]
+        | ["ports", _, "binding"]
+        | ["nodes"]
+        | ["nodes", _] => Err(not_allowed()),
         _ => Err(NeutronError::no_route()),
     }
 }

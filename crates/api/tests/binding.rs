@@ -102,6 +102,52 @@ async fn one_network_three_backends() {
     let r = device(&s, &id(&ovs), "compute-1", "up").await;
     assert_eq!(r.body["port"]["status"], "ACTIVE");
     assert_eq!(r.body["port"]["revision_number"], 1);
+
+    // The binding's levels (an admin's view): the fabric driver on the
+    // VXLAN segment, then openvswitch on the dynamic VLAN; applied by
+    // compute-1, whose agent reported the device up.
+    let b = s
+        .get(&format!("/switchyard/v1/ports/{}/binding", id(&ovs)))
+        .await
+        .body["binding"]
+        .clone();
+    assert_eq!(b["applied_by"], "compute-1", "{b}");
+    assert_eq!(b["node"]["host"], "compute-1", "{b}");
+    let levels = &b["bindings"][0]["levels"];
+    assert_eq!(levels[0]["driver"], "fabric", "{b}");
+    assert_eq!(levels[0]["network_type"], "vxlan", "{b}");
+    assert_eq!(
+        levels[0]["segmentation_id"], net["provider:segmentation_id"],
+        "{b}"
+    );
+    assert_eq!(levels[1]["driver"], "openvswitch", "{b}");
+    assert_eq!(levels[1]["network_type"], "vlan", "{b}");
+    assert_eq!(levels[1]["physical_network"], "physnet1", "{b}");
+    assert_eq!(levels[1]["segmentation_id"], json!(vlan), "{b}");
+    // A port whose agent has not reported it is not applied yet.
+    let b = s
+        .get(&format!("/switchyard/v1/ports/{}/binding", id(&vr)))
+        .await
+        .body["binding"]
+        .clone();
+    assert_eq!(b["applied_by"], Value::Null, "{b}");
+    assert_eq!(b["bindings"][0]["levels"][0]["driver"], "vrouter", "{b}");
+    // Segments are an admin's: a member is refused; an unknown port is 404.
+    let member = s
+        .req(
+            Method::GET,
+            &format!("/switchyard/v1/ports/{}/binding", id(&ovs)),
+            None,
+            &[("X-Project-Id", "p"), ("X-Roles", "member")],
+        )
+        .await;
+    assert_eq!(member.status, 403, "{:?}", member.body);
+    assert_eq!(
+        s.get("/switchyard/v1/ports/no-such-port/binding")
+            .await
+            .status,
+        404
+    );
     let r = device(&s, &id(&ovs), "compute-1", "down").await;
     assert_eq!(r.body["port"]["status"], "DOWN");
 
