@@ -336,3 +336,69 @@ def test_signing_in_with_the_labs_identity(tmp_path, browser):
         page.click("#signout")
         expect(page.locator("#signin-panel")).to_be_visible()
         page.close()
+
+
+def test_topology_draws_the_nodes_and_animates_a_migration(lab, cloud, demo, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    public = cloud.network.find_network("public")
+    subnet = next(cloud.network.subnets(network_id=demo.id))
+    router = cloud.network.create_router(name="r-topo", external_gateway_info={"network_id": public.id})
+    cloud.network.add_interface_to_router(router, subnet=subnet.id)
+    srv = None
+    try:
+        page.goto(f"{lab}/console/#/topology")
+        table = page.locator("#placement")
+        # OVS and SR-IOV leave their node on the network's VLAN on physnet1
+        # (the second binding level), vRouter on its VXLAN VNI.
+        for name, host, path in [
+            ("vm-ovs", "compute-1", "(physnet1)"),
+            ("vm-vrouter", "compute-2", "VXLAN"),
+            ("vm-sriov", "compute-3", "(physnet1)"),
+        ]:
+            row = table.locator(f'tr[data-device="{name}"]')
+            expect(row).to_have_attribute("data-host", host)
+            expect(row).to_contain_text(path)
+        expect(table.locator('tr[data-device="r-topo"]')).to_have_attribute("data-host", "gateway")
+        # The graph: the fabric, every node on it, the VMs on their nodes.
+        page.wait_for_function("() => window.switchyardTopology && window.switchyardTopology.nodes().length > 0")
+        ids = page.evaluate("() => window.switchyardTopology.nodes().map(n => n.id())")
+        for want in ["fabric", "host:compute-1", "host:compute-2", "host:compute-3", "host:compute-4",
+                     "host:gateway", "internet"]:
+            assert want in ids, (want, ids)
+        # compute-1's link to the fabric carries the VLAN, compute-2's the VNI.
+        link = page.evaluate("h => window.switchyardTopology.getElementById('link:' + h).data('label')", "compute-2")
+        assert link.startswith("VXLAN "), link
+        shoot(page, "topology")
+
+        # A VM booted and live-migrated elsewhere moves on the open graph.
+        srv = cloud.compute.create_server(
+            name="vm-topo", networks=[{"uuid": demo.id}], availability_zone="nova:compute-1"
+        )
+        srv = cloud.compute.wait_for_server(srv, wait=60, interval=0.2)
+        row = table.locator('tr[data-device="vm-topo"]')
+        expect(row).to_have_attribute("data-host", "compute-1")
+        edge = "s => { const e = window.switchyardTopology.getElementById('on:' + s); return e.nonempty() ? e.data('target') : null }"
+        page.wait_for_function(f"s => ({edge})(s) === 'host:compute-1'", arg=srv.id)
+        pos = "s => window.switchyardTopology.getElementById('vm:' + s).position()"
+        before = page.evaluate(pos, srv.id)
+        cloud.compute.live_migrate_server(srv, host="compute-4", block_migration="auto")
+        expect(row).to_have_attribute("data-host", "compute-4", timeout=60_000)
+        expect(row).to_contain_text("VXLAN")
+        page.wait_for_function(f"s => ({edge})(s) === 'host:compute-4'", arg=srv.id)
+        # The layout runs again, animated: the VM is drawn somewhere else.
+        page.wait_for_timeout(1500)
+        after = page.evaluate(pos, srv.id)
+        assert before != after, (before, after)
+        shoot(page, "topology-migrated")
+        assert not errors, errors
+    finally:
+        if srv is not None:
+            cloud.compute.delete_server(srv)
+            cloud.compute.wait_for_delete(srv, wait=60, interval=0.2)
+        cloud.network.remove_interface_from_router(router, subnet=subnet.id)
+        cloud.network.update_router(router, external_gateway_info={})
+        cloud.network.delete_router(router)
+        page.close()

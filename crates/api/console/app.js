@@ -6,6 +6,8 @@
 // travels in a header) says something they show has changed. Everything the
 // APIs return is inserted as text, never as markup.
 
+import { topologyPage } from "./topology.js";
+
 const $ = (sel) => document.querySelector(sel);
 
 const session = {
@@ -487,6 +489,8 @@ const pages = {
   },
 };
 
+pages.topology = topologyPage({ api, el, table, count, session });
+
 // ---- instance actions (the lab's compute API, as Nova's clients call it) ------------
 
 // The microversion the actions use: `host` with `block_migration: "auto"`.
@@ -793,7 +797,9 @@ async function refresh() {
 }
 
 function show() {
+  const was = current;
   current = pageFromHash();
+  if (was && was !== current && pages[was].leave) pages[was].leave();
   for (const a of document.querySelectorAll("nav a")) {
     if (a.dataset.page === current) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");

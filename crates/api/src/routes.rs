@@ -1143,21 +1143,7 @@ fn binding_route(app: &App, req: &Req, port_id: &str, tail: &[&str]) -> Result<R
 /// agent reported the port's device up makes it `ACTIVE`.
 fn port_binding_json(st: &switchyard_model::State, p: &switchyard_model::Port) -> Value {
     let binding = |b: &switchyard_model::PortBinding| {
-        let levels: Vec<Value> = b
-            .levels
-            .iter()
-            .map(|l| {
-                let seg = st.segments.get(&l.segment_id);
-                json!({
-                    "level": l.level,
-                    "driver": l.driver,
-                    "segment_id": l.segment_id,
-                    "network_type": seg.map(|s| s.network_type.as_str()),
-                    "physical_network": seg.and_then(|s| s.physical_network.clone()),
-                    "segmentation_id": seg.and_then(|s| s.segmentation_id),
-                })
-            })
-            .collect();
+        let levels = binding_levels(st, b);
         json!({
             "host": b.host,
             "status": b.status.as_str(),
@@ -1176,6 +1162,25 @@ fn port_binding_json(st: &switchyard_model::State, p: &switchyard_model::Port) -
         "applied_by": (up && !active.host.is_empty()).then(|| active.host.clone()),
         "bindings": p.bindings.iter().map(binding).collect::<Vec<_>>(),
     })
+}
+
+/// A binding's levels, each with its segment's type, physical network and
+/// VLAN/VNI (`null`s for a segment since deleted).
+fn binding_levels(st: &switchyard_model::State, b: &switchyard_model::PortBinding) -> Vec<Value> {
+    b.levels
+        .iter()
+        .map(|l| {
+            let seg = st.segments.get(&l.segment_id);
+            json!({
+                "level": l.level,
+                "driver": l.driver,
+                "segment_id": l.segment_id,
+                "network_type": seg.map(|s| s.network_type.as_str()),
+                "physical_network": seg.and_then(|s| s.physical_network.clone()),
+                "segmentation_id": seg.and_then(|s| s.segmentation_id),
+            })
+        })
+        .collect()
 }
 
 fn node_json(
@@ -1385,6 +1390,35 @@ fn internal(app: &App, req: &Req, rest: &[&str]) -> Result<Response> {
             }
             Ok(http::json(200, json!({ "node": node })))
         }
+        ["bindings"] if m == Method::GET => {
+            ops::require_admin(&ctx, "get_port_binding_levels")?;
+            if let Some(q) = req.uri.query().filter(|q| !q.is_empty()) {
+                return Err(NeutronError::http_bad_request(format!(
+                    "This list takes no query parameters: '{q}'"
+                )));
+            }
+            let list = app.shared.read(|_, st| {
+                Ok(st
+                    .ports
+                    .values()
+                    .filter(|p| !p.active_binding().host.is_empty())
+                    .map(|p| {
+                        let b = p.active_binding();
+                        json!({
+                            "port_id": p.id,
+                            "device_id": p.device_id,
+                            "device_owner": p.device_owner,
+                            "network_id": p.network_id,
+                            "status": p.status.as_str(),
+                            "host": b.host,
+                            "vif_type": b.vif_type,
+                            "levels": binding_levels(st, b),
+                        })
+                    })
+                    .collect::<Vec<_>>())
+            })?;
+            Ok(http::json(200, json!({ "bindings": list })))
+        }
         ["ports", id, "binding"] if m == Method::GET => {
             ops::require_admin(&ctx, "get_port_binding_levels")?;
             let (mut v, host) = app.shared.read(|_, st| {
@@ -1411,6 +1445,7 @@ fn internal(app: &App, req: &Req, rest: &[&str]) -> Result<Response> {
         ["agents", "report"]
         | ["ports", _, "device"]
         | ["ports", _, "binding"]
+        | ["bindings"]
         | ["nodes"]
         | ["nodes", _] => Err(not_allowed()),
         _ => Err(NeutronError::no_route()),

@@ -132,11 +132,32 @@ async fn one_network_three_backends() {
         .clone();
     assert_eq!(b["applied_by"], Value::Null, "{b}");
     assert_eq!(b["bindings"][0]["levels"][0]["driver"], "vrouter", "{b}");
+    // All bound ports at once, each with its active binding's levels.
+    let all = s.get("/switchyard/v1/bindings").await.body;
+    let mine = all["bindings"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|b| b["port_id"] == id(&ovs).as_str())
+        .cloned()
+        .expect("the OVS port is listed");
+    assert_eq!(mine["host"], "compute-1", "{mine}");
+    assert_eq!(mine["levels"][1]["segmentation_id"], json!(vlan), "{mine}");
+    assert_eq!(s.get("/switchyard/v1/bindings?host=x").await.status, 400);
     // Segments are an admin's: a member is refused; an unknown port is 404.
     let member = s
         .req(
             Method::GET,
             &format!("/switchyard/v1/ports/{}/binding", id(&ovs)),
+            None,
+            &[("X-Project-Id", "p"), ("X-Roles", "member")],
+        )
+        .await;
+    assert_eq!(member.status, 403, "{:?}", member.body);
+    let member = s
+        .req(
+            Method::GET,
+            "/switchyard/v1/bindings",
             None,
             &[("X-Project-Id", "p"), ("X-Roles", "member")],
         )

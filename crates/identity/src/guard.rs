@@ -33,7 +33,13 @@ const IDENTITY_HEADERS: [&str; 10] = [
 
 /// The console's files (`switchyard_api::console`), by name: nothing else
 /// under `/console/` is exempt.
-const CONSOLE_ASSETS: [&str; 3] = ["/console", "/console/app.js", "/console/style.css"];
+const CONSOLE_ASSETS: [&str; 5] = [
+    "/console",
+    "/console/app.js",
+    "/console/topology.js",
+    "/console/style.css",
+    "/console/vendor/cytoscape.esm.min.js",
+];
 
 /// When the token a request was let in with expires: a response that
 /// lasts (an event stream) ends then, as the token's holder would be
