@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import openstack
 import pytest
 import yaml
 from playwright.sync_api import expect, sync_playwright
@@ -335,6 +336,45 @@ def test_signing_in_with_the_labs_identity(tmp_path, browser):
         shoot(page, "signed-in")
         page.click("#signout")
         expect(page.locator("#signin-panel")).to_be_visible()
+
+        # A reader of the admin project: sees its instance, and no action.
+        cloud = openstack.connect(
+            auth_url=f"{run.base}/identity/v3", username="admin", password=admin_password,
+            project_name="admin", user_domain_name="Default", project_domain_name="Default",
+            region_name="RegionOne",
+        )
+        try:
+            net = cloud.network.create_network(name="reader-net")
+            cloud.network.create_subnet(network_id=net.id, ip_version=4, cidr="10.77.0.0/24")
+            srv = cloud.compute.create_server(
+                name="vm-read", networks=[{"uuid": net.id}], availability_zone="nova:compute-2"
+            )
+            cloud.compute.wait_for_server(srv, wait=60, interval=0.2)
+            admin_project = cloud.current_project_id
+            reader = cloud.identity.find_role("reader")
+            user = cloud.identity.create_user(name="rita", password="r1ta-reads", domain_id="default")
+            cloud.identity.assign_project_role_to_user(admin_project, user, reader)
+        finally:
+            cloud.close()
+        page.fill("#si-user", "rita")
+        page.fill("#si-password", "r1ta-reads")
+        page.click("form#signin button")
+        expect(page.locator("#who")).to_have_text("rita @ admin")
+        row = page.locator('#instances tr[data-server="vm-read"]')
+        expect(row).to_contain_text("ACTIVE")
+        # Binding attributes are an admin's in Neutron's policy: not shown.
+        expect(row.locator(".badge")).to_have_text("hidden")
+        expect(page.locator("#instances button")).to_have_count(0)
+        expect(page.locator("details.boot")).to_have_count(0)
+        expect(page.locator("#page")).to_contain_text("Live migrations are shown to admins.")
+        shoot(page, "reader")
+        for name, note in [("Nodes", "shown to admins"), ("Topology", "shown to admins"),
+                           ("Verify", "Verify runs are an admin's")]:
+            page.click(f"nav >> text={name}")
+            expect(page.locator("#page")).to_contain_text(note)
+        page.click("nav >> text=Networks")
+        expect(page.locator('#networks tr[data-network="reader-net"]')).to_be_visible()
+        page.click("#signout")
         page.close()
 
 

@@ -92,6 +92,10 @@ function table(caption, headers, rows, attrs = {}) {
 const VIF_LABELS = { ovs: "OVS", vrouter: "vRouter", hw_veb: "SR-IOV" };
 
 function vifBadge(vifType) {
+  // Absent: Neutron's policy shows binding attributes to admins only.
+  if (vifType === undefined) {
+    return el("span", { class: "badge other", "data-vif-type": "", title: "Binding attributes are shown to admins" }, "hidden");
+  }
   const t = vifType || "unbound";
   const known = Object.hasOwn(VIF_LABELS, t);
   return el("span", {
@@ -127,6 +131,9 @@ const pages = {
     title: "Nodes",
     kinds: ["agent", "port", "network", "subnet", "router", "floatingip"],
     async render() {
+      if (!session.isAdmin) {
+        return el("p", { class: "note" }, "Nodes and their sync state are shown to admins.");
+      }
       const host = pageArg();
       return host ? this.node(host) : this.list();
     },
@@ -205,19 +212,30 @@ const pages = {
     kinds: [],
     shown: 0,
     async render() {
-      const history = verifyHistory();
+      if (!session.isAdmin) {
+        // The run pings from every guest: the lab's guests are an admin's.
+        return el("p", { class: "note" }, "Verify runs are an admin's: they ping from every guest of the lab.");
+      }
+      let history;
+      try {
+        history = (await api("/switchyard/v1/lab/verify")).runs;
+      } catch (e) {
+        if (e.status === 404) {
+          return el("p", { class: "note" }, "There is no lab here: `switchyard verify` runs against a lab.");
+        }
+        throw e;
+      }
+      if (this.shown >= history.length) this.shown = 0;
       const run = history[this.shown];
       const status = el("p", { id: "verify-status", role: "status", class: run && !run.ok ? "error" : "" },
-        run ? `${verifySummary(run)} (run at ${run.at})` : "No run yet in this tab.");
+        run ? `${verifySummary(run)} (run at ${run.at}${run.network ? ` on ${run.network}` : ""})` : "No run yet.");
       const button = el("button", {
         type: "button", id: "verify-run",
         onclick: () => once(button, async () => {
           status.className = "";
           status.textContent = "Running: every guest pings every other guest…";
           try {
-            const r = await api("/switchyard/v1/lab/verify", { method: "POST", json: { verify: {} } });
-            const entry = { at: new Date().toISOString(), ...r.verify };
-            sessionStorage.setItem("sy-verify", JSON.stringify([entry, ...verifyHistory()].slice(0, VERIFY_KEEP)));
+            await api("/switchyard/v1/lab/verify", { method: "POST", json: { verify: {} } });
             this.shown = 0;
             refresh();
           } catch (e) {
@@ -240,7 +258,7 @@ const pages = {
         button,
         status,
         run ? verifyGrid(run) : null,
-        history.length ? el("h2", {}, "Earlier runs in this tab") : null,
+        history.length ? el("h2", {}, "Runs kept by the lab (the last 20)") : null,
         history.length ? el("ul", { class: "history" }, past) : null);
     },
   },
@@ -711,12 +729,6 @@ function pingSummary(r) {
 }
 
 // ---- verify: the connectivity matrix, run by the lab -----------------------------------
-
-const VERIFY_KEEP = 10;
-
-function verifyHistory() {
-  try { return JSON.parse(sessionStorage.getItem("sy-verify") || "[]"); } catch { return []; }
-}
 
 function rtt(ms) {
   if (ms == null) return "answered";

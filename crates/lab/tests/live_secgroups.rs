@@ -141,6 +141,36 @@ async fn groups_decide_who_reaches_whom_on_ovs_and_vrouter_nodes() {
         "{m:?}"
     );
     assert!(m.ok, "{}", switchyard_lab::client::verify::table(&m));
+    // The same matrix run by the lab (the console's Verify page), and kept.
+    let r = c
+        .post(
+            "/switchyard/v1/lab/verify",
+            &json!({"verify": {"network": "sg-net"}}),
+        )
+        .await
+        .expect("lab verify");
+    assert_eq!(r["verify"]["ok"], true, "{r}");
+    assert_eq!(
+        r["verify"]["pairs"].as_array().map(Vec::len),
+        Some(6),
+        "{r}"
+    );
+    let h = c.get("/switchyard/v1/lab/verify").await.expect("history");
+    assert_eq!(h["runs"].as_array().map(Vec::len), Some(1), "{h}");
+    assert_eq!(h["runs"][0]["network"], "sg-net", "{h}");
+    assert_eq!(h["runs"][0]["at"], r["verify"]["at"], "{h}");
+    // Another project's member does not see the admin's runs.
+    let other: Value = reqwest::Client::new()
+        .get(format!("{}/switchyard/v1/lab/verify", live.url()))
+        .header("X-Project-Id", "another")
+        .header("X-Roles", "member")
+        .send()
+        .await
+        .expect("member history")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(other["runs"], json!([]), "{other}");
     // Each node counts what its filters refused, by reason (`node show`).
     for host in ["compute-1", "compute-4"] {
         let n = c

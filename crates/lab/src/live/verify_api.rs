@@ -8,17 +8,23 @@
 //! a second is answered `409` while one runs.
 //!
 //! Body (optional): `{"verify": {"network": NAME_OR_ID, "min_replies": N}}`.
-//! Answer: `200 {"verify": {"ok", "min_replies", "pairs": [...]}}`, each pair
-//! as `switchyard verify --json` prints it.
+//! Answer: `200 {"verify": {"ok", "min_replies", "pairs": [...], "at",
+//! "network"}}`, each pair as `switchyard verify --json` prints it.
+//!
+//! `GET /switchyard/v1/lab/verify`: the last [`KEEP`] runs, newest first, as
+//! `{"runs": [...]}` in the same shape: an admin's are everyone's, anyone
+//! else sees the runs made in their own project (a run names the guests and
+//! addresses its caller could see). Kept in memory, with the lab.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::get;
 use serde_json::{Value, json};
 use switchyard_api::http::{error, json as reply};
 use switchyard_model::NeutronError;
@@ -26,21 +32,51 @@ use switchyard_model::NeutronError;
 use crate::client::LabClient;
 use crate::client::verify;
 
+/// Runs kept for `GET`.
+pub const KEEP: usize = 20;
+
 #[derive(Clone)]
 struct Ctx {
     /// The lab's own base URL (loopback): the run calls its public APIs.
     url: Arc<str>,
     /// Held while a run is in progress.
     running: Arc<tokio::sync::Mutex<()>>,
+    /// (project that ran it, the run), newest first.
+    runs: Arc<Mutex<VecDeque<(String, Value)>>>,
 }
 
 pub fn router(url: &str) -> Router {
     Router::new()
-        .route("/switchyard/v1/lab/verify", post(run))
+        .route("/switchyard/v1/lab/verify", get(history).post(run))
         .with_state(Ctx {
             url: Arc::from(url),
             running: Arc::default(),
+            runs: Arc::default(),
         })
+}
+
+/// The caller's project (set from the token by the identity check; empty
+/// under noauth, where the caller is the admin).
+fn project(headers: &HeaderMap) -> String {
+    headers
+        .get("x-project-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn history(State(c): State<Ctx>, headers: HeaderMap) -> Response {
+    let admin = switchyard_api::http::is_admin(&headers);
+    let mine = project(&headers);
+    let runs: Vec<Value> = c
+        .runs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|(p, _)| admin || *p == mine)
+        .map(|(_, r)| r.clone())
+        .collect();
+    reply(200, json!({ "runs": runs }))
 }
 
 async fn run(State(c): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response {
@@ -100,7 +136,19 @@ async fn run(State(c): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response 
         client = client.with_token(t.to_string());
     }
     match verify::run(&client, network.as_deref(), min_replies).await {
-        Ok(m) => reply(200, json!({ "verify": m })),
+        Ok(m) => {
+            let mut v = serde_json::to_value(&m).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                let at = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+                o.insert("at".into(), json!(at));
+                o.insert("network".into(), json!(network));
+            }
+            let mut runs = c.runs.lock().unwrap_or_else(PoisonError::into_inner);
+            runs.push_front((project(&headers), v.clone()));
+            runs.truncate(KEEP);
+            drop(runs);
+            reply(200, json!({ "verify": v }))
+        }
         Err(crate::client::ClientError::Api {
             status, message, ..
         }) if (400..500).contains(&status) => {
