@@ -533,39 +533,77 @@ async function once(button, work) {
   try { await work(); } finally { button.disabled = false; }
 }
 
+// Boot: a network (a new port) or a free port, a flavor and the image when
+// the compute service has them, a host or the scheduler. The choices are read
+// again each time the form is opened.
 function bootForm(hosts) {
-  const net = el("select", { id: "boot-network", name: "network", required: true });
-  api("/v2.0/networks?router:external=false&fields=id&fields=name").then((n) => {
-    net.replaceChildren(...n.networks.map((x) => el("option", { value: x.id }, x.name || x.id)));
-  }).catch(() => {});
+  const attach = el("select", { id: "boot-network", name: "attach", required: true });
+  const flavor = el("select", { id: "boot-flavor", name: "flavor" });
+  const image = el("select", { id: "boot-image", name: "image" });
+  const fill = async () => {
+    const [nets, ports, flavors, images] = await Promise.all([
+      api("/v2.0/networks?router:external=false&fields=id&fields=name").then((n) => n.networks),
+      api(`/v2.0/ports?device_id=&limit=200&${fieldsQuery(["id", "name", "network_id", "binding:vnic_type", "fixed_ips"])}`)
+        .then((p) => p.ports).catch(() => []),
+      api("/compute/v2.1/flavors").then((f) => f.flavors).catch(() => []),
+      api("/image/v2/images").then((i) => i.images).catch(() => []),
+    ]);
+    const chosen = attach.value;
+    const netName = new Map(nets.map((x) => [x.id, x.name || x.id]));
+    const groups = [el("optgroup", { label: "New port on network" },
+      nets.map((x) => el("option", { value: `net:${x.id}` }, x.name || x.id)))];
+    if (ports.length) {
+      groups.push(el("optgroup", { label: "Existing free port" },
+        ports.map((p) => el("option", { value: `port:${p.id}` },
+          `${p.name || p.id.slice(0, 8)} (${netName.get(p.network_id) || p.network_id.slice(0, 8)}` +
+          `${p["binding:vnic_type"] && p["binding:vnic_type"] !== "normal" ? `, ${p["binding:vnic_type"]}` : ""})`))));
+    }
+    attach.replaceChildren(...groups);
+    if (chosen && [...attach.options].some((o) => o.value === chosen)) attach.value = chosen;
+    flavor.replaceChildren(el("option", { value: "" }, "none"),
+      ...flavors.map((f) => el("option", { value: f.id }, f.name)));
+    image.replaceChildren(el("option", { value: "" }, "none"),
+      ...images.map((i) => el("option", { value: i.id }, i.name || i.id)));
+  };
+  fill().catch(() => {});
   const form = el("form", {
     id: "boot", class: "inline",
     onsubmit: (ev) => {
       ev.preventDefault();
       const form = ev.target;
       const f = new FormData(form);
-      const server = { name: f.get("name"), networks: [{ uuid: f.get("network") }] };
+      const [kind, id] = String(f.get("attach")).split(/:(.*)/s);
+      const server = { name: f.get("name"), networks: [kind === "port" ? { port: id } : { uuid: id }] };
       if (f.get("host")) server.availability_zone = `nova:${f.get("host")}`;
+      if (f.get("flavor")) server.flavorRef = f.get("flavor");
+      if (f.get("image")) server.imageRef = f.get("image");
       lastActionError = "";
       return once(form.querySelector("button[type=submit]"), async () => {
         try {
           await api("/compute/v2.1/servers", { method: "POST", json: { server }, headers: COMPUTE_VERSION });
           form.querySelector("#boot-name").value = "";
           refresh();
+          fill().catch(() => {});
         } catch (e) { actionFailed(`Booting ${server.name}`, e); }
       });
     },
   },
   el("label", { for: "boot-name" }, "Name"),
   el("input", { id: "boot-name", name: "name", required: true, maxlength: 255 }),
-  el("label", { for: "boot-network" }, "Network"),
-  net,
+  el("label", { for: "boot-network" }, "Attach to"),
+  attach,
+  el("label", { for: "boot-flavor" }, "Flavor"),
+  flavor,
+  el("label", { for: "boot-image" }, "Image"),
+  image,
   el("label", { for: "boot-host" }, "Host"),
   el("select", { id: "boot-host", name: "host" },
     el("option", { value: "" }, "any (scheduler)"),
     hosts.map((h) => el("option", { value: h }, h))),
   el("button", { type: "submit" }, "Boot"));
-  return el("details", { class: "boot" }, el("summary", {}, "Boot an instance"), form);
+  const box = el("details", { class: "boot" }, el("summary", {}, "Boot an instance"), form);
+  box.addEventListener("toggle", () => { if (box.open) fill().catch(() => {}); });
+  return box;
 }
 
 async function deleteServer(s) {
