@@ -473,3 +473,49 @@ def test_topology_draws_the_nodes_and_animates_a_migration(lab, cloud, demo, bro
         cloud.network.update_router(router, external_gateway_info={})
         cloud.network.delete_router(router)
         page.close()
+
+
+def test_instances_are_paged(lab, cloud, demo, browser):
+    # Nova's default quota is 10 instances: an admin lifts it for the test
+    # (for the project the demo VMs are in).
+    project = cloud.compute.find_server("vm-ovs").project_id
+    req = urllib.request.Request(
+        f"{lab}/compute/v2.1/os-quota-sets/{project}",
+        data=json.dumps({"quota_set": {"instances": -1, "cores": -1, "ram": -1}}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="PUT",
+    )
+    urllib.request.urlopen(req).close()
+    made = []
+    vfs = []
+    try:
+        # A lab host runs 16 instances: 46 more fit on the OVS and vRouter
+        # hosts (the scheduler spreads them), 2 more on VFs of compute-3.
+        for i in range(46):
+            made.append(cloud.compute.create_server(name=f"paged-{i:02}", networks=[{"uuid": demo.id}]))
+        for i in range(2):
+            vf = cloud.network.create_port(network_id=demo.id, binding_vnic_type="direct")
+            vfs.append(vf)
+            made.append(cloud.compute.create_server(
+                name=f"paged-vf-{i}", networks=[{"port": vf.id}], availability_zone="nova:compute-3"
+            ))
+        for s in made:
+            cloud.compute.wait_for_server(s, wait=60, interval=0.2)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(f"{lab}/console/#/instances")
+        # 3 demo VMs and 48 more: 50 on the first page, 1 on the second.
+        expect(page.locator("#instances tbody tr")).to_have_count(50)
+        expect(page.locator(".pager span")).to_have_text("instances 1–50")
+        page.click("text=Next")
+        expect(page.locator("#instances tbody tr")).to_have_count(1)
+        expect(page.locator(".pager span")).to_have_text("instances 51–51")
+        page.click("text=Previous")
+        expect(page.locator("#instances tbody tr")).to_have_count(50)
+        page.close()
+    finally:
+        for s in made:
+            cloud.compute.delete_server(s)
+        for s in made:
+            cloud.compute.wait_for_delete(s, wait=60, interval=0.2)
+        for vf in vfs:
+            cloud.network.delete_port(vf, ignore_missing=True)

@@ -274,15 +274,30 @@ const pages = {
         return bootForm(session.isAdmin ? await computeHosts() : []);
       } catch { return null; }
     },
+    pageSize: 50,
+    // Markers of the pages before this one (Nova pages by marker).
+    markers: [],
+    marker: null,
     async render() {
       let servers;
+      let more = false;
       try {
-        servers = (await api("/compute/v2.1/servers/detail")).servers;
+        const q = [`limit=${this.pageSize}`];
+        if (this.marker) q.push(`marker=${encodeURIComponent(this.marker)}`);
+        const r = await api(`/compute/v2.1/servers/detail?${q.join("&")}`);
+        servers = r.servers;
+        more = Boolean(r.servers_links && r.servers_links.some((l) => l.rel === "next"));
       } catch (e) {
         if (e.status === 404) {
           return el("p", { class: "note" },
             "There is no compute API here: instances are managed by Nova. ",
             "The Networks and Ports pages show their ports.");
+        }
+        // The page's marker server was deleted: back to the first page.
+        if (e.status === 400 && this.marker) {
+          this.marker = null;
+          this.markers = [];
+          return this.render();
         }
         throw e;
       }
@@ -330,10 +345,15 @@ const pages = {
         el("td", {}, el("span", { class: `migration ${m.status}` }, m.status)),
         el("td", {}, m["switchyard:error"] || ""),
         el("td", {}, m.updated_at || m.created_at || "")));
+      const first = this.markers.length * this.pageSize + 1;
+      const paged = more || this.markers.length > 0;
       return el("div", {},
-        table(count(servers.length, "instance"),
-          ["Name", "Status", "Host", "IP addresses", "MAC", "Backend", act ? "Actions" : null].filter(Boolean),
-          rows, { id: "instances" }),
+        table(paged
+          ? `Instances ${first}–${first + servers.length - 1}, ${this.pageSize} a page`
+          : count(servers.length, "instance"),
+        ["Name", "Status", "Host", "IP addresses", "MAC", "Backend", act ? "Actions" : null].filter(Boolean),
+        rows, { id: "instances" }),
+        paged ? pager(this, more, servers, "instances") : null,
         el("p", { id: "action-error", class: "error", role: "alert" }, lastActionError),
         el("h2", {}, "Live migrations"),
         migrations === null
@@ -488,26 +508,33 @@ const pages = {
         el("td", {}, vifBadge(p["binding:vif_type"])),
         el("td", {}, status(p.status))));
       const more = Boolean(ports.ports_links && ports.ports_links.some((l) => l.rel === "next"));
-      const first = this.markers.length * this.pageSize + 1;
-      const pager = el("div", { class: "pager" },
-        el("button", {
-          type: "button", disabled: this.markers.length === 0,
-          onclick: () => { this.marker = this.markers.pop() ?? null; refresh(); },
-        }, "Previous"),
-        el("span", {}, list.length ? `ports ${first}–${first + list.length - 1}` : "no ports"),
-        el("button", {
-          type: "button", disabled: !more,
-          onclick: () => { this.markers.push(this.marker); this.marker = list[list.length - 1].id; refresh(); },
-        }, "Next"));
       return el("div", {},
         table(`Ports, ${this.pageSize} a page`,
           ["Name", "Network", "Owner", "MAC", "IP addresses", "Host", "Backend", "Status"], rows, { id: "ports" }),
-        pager);
+        pager(this, more, list, "ports"));
     },
   },
 };
 
 pages.topology = topologyPage({ api, el, table, count, session });
+
+// Previous / Next for a page listed by marker (`page.marker`, and the
+// markers of the pages before it in `page.markers`); `items` are the ones
+// shown, each with an `id`.
+function pager(page, more, items, what) {
+  const first = page.markers.length * page.pageSize + 1;
+  const last = items.length ? items[items.length - 1].id : null;
+  return el("div", { class: "pager" },
+    el("button", {
+      type: "button", disabled: page.markers.length === 0,
+      onclick: () => { page.marker = page.markers.pop() ?? null; refresh(); },
+    }, "Previous"),
+    el("span", {}, last ? `${what} ${first}–${first + items.length - 1}` : `no ${what}`),
+    el("button", {
+      type: "button", disabled: !more || !last,
+      onclick: () => { page.markers.push(page.marker); page.marker = last; refresh(); },
+    }, "Next"));
+}
 
 // ---- instance actions (the lab's compute API, as Nova's clients call it) ------------
 

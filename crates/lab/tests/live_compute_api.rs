@@ -354,6 +354,47 @@ async fn compute_api_contract() {
     assert_eq!(l["servers"].as_array().map(Vec::len), Some(1));
     let (s, v) = call(&c, M::GET, &format!("{V}/servers?flavor=x"), None).await;
     assert_eq!(s, 400, "{v}");
+    // Paged as Nova pages: `limit`, `marker`, a next link on a full page.
+    let all: Vec<String> = c.get(&format!("{V}/servers")).await.expect("all")["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(all.len() >= 3, "{all:?}");
+    let mut seen = Vec::new();
+    let mut next = format!("{V}/servers/detail?limit=2");
+    loop {
+        let p = c.get(&next).await.expect("page");
+        let page = p["servers"].as_array().expect("servers");
+        assert!(page.len() <= 2, "{p}");
+        seen.extend(
+            page.iter()
+                .filter_map(|s| s["id"].as_str().map(str::to_string)),
+        );
+        match p["servers_links"][0]["href"].as_str() {
+            Some(href) => {
+                assert_eq!(p["servers_links"][0]["rel"], "next", "{p}");
+                assert_eq!(page.len(), 2, "only a full page links on: {p}");
+                next = href
+                    .split_once("/compute/v2.1")
+                    .map(|(_, rest)| format!("{V}{rest}"))
+                    .expect("a link under the compute API");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, all, "the pages, in turn, are the list");
+    let (s, v) = call(&c, M::GET, &format!("{V}/servers?marker=nope"), None).await;
+    assert_eq!(
+        (s, fault(&v, "badRequest", 400)),
+        (400, "marker [nope] not found")
+    );
+    let (s, v) = call(&c, M::GET, &format!("{V}/servers?limit=-1"), None).await;
+    assert_eq!(
+        (s, fault(&v, "badRequest", 400)),
+        (400, "Invalid input for query parameters limit.")
+    );
     let (s, v) = call(&c, M::GET, &format!("{V}/servers?status=FOO"), None).await;
     assert_eq!(
         (s, fault(&v, "badRequest", 400)),

@@ -27,6 +27,23 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Server time of the web console's page loads (Instances, Ports,
+    /// Topology) with many ports in the database, on a fresh emulated lab.
+    Console {
+        /// Ports in the database in all (the servers' included).
+        #[arg(long, default_value_t = 10_000)]
+        ports: usize,
+        /// Servers booted through the compute API (the Instances page's rows;
+        /// it shows 50 a page).
+        #[arg(long, default_value_t = 50)]
+        servers: usize,
+        /// Measured loads of each page.
+        #[arg(long, default_value_t = 20)]
+        loads: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Controller compile and agent convergence for N nodes and M ports (in-process).
     Controller {
         #[arg(long, default_value_t = 1000)]
@@ -114,6 +131,12 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             concurrency,
             json,
         } => api(ports, concurrency, json).await,
+        BenchCmd::Console {
+            ports,
+            servers,
+            loads,
+            json,
+        } => crate::bench_console::run(ports, servers, loads, json).await,
         // One core, no I/O: the pipelines alone.
         BenchCmd::Controller {
             nodes,

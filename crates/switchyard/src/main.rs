@@ -5,6 +5,7 @@
 
 mod agent_cmd;
 mod bench;
+mod bench_console;
 mod bench_controller;
 mod bench_dataplane;
 mod config;

@@ -507,25 +507,86 @@ async fn details(
         .collect())
 }
 
-/// `GET /servers` and `/servers/detail`: the filtered servers in one view.
+/// Nova's `max_limit`: a list answers at most this many servers a page.
+const MAX_LIMIT: usize = 1000;
+
+/// One page of `v` as Nova pages it: after the server `marker` names
+/// (`400 marker [X] not found` when it is not in the list), at most `limit`
+/// (capped at [`MAX_LIMIT`], which also applies without one), and the link
+/// to the next page when the page is full (Nova's `servers_links`).
+fn page(
+    mut v: Vec<super::Server>,
+    q: &[(String, String)],
+    next_base: &str,
+) -> Result<(Vec<super::Server>, Option<Value>), Fault> {
+    let arg = |k: &str| {
+        q.iter()
+            .rev()
+            .find(|(x, _)| x == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let limit = match arg("limit") {
+        None => MAX_LIMIT,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| fault(400, "Invalid input for query parameters limit."))?
+            .min(MAX_LIMIT),
+    };
+    if let Some(m) = arg("marker") {
+        let at = v
+            .iter()
+            .position(|s| s.id == m)
+            .ok_or_else(|| fault(400, &format!("marker [{m}] not found")))?;
+        v.drain(..=at);
+    }
+    v.truncate(limit);
+    let next = match v.last() {
+        Some(last) if limit > 0 && v.len() == limit => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (k, val) in q.iter().filter(|(k, _)| k != "marker" && k != "limit") {
+                query.append_pair(k, val);
+            }
+            query.append_pair("limit", &limit.to_string());
+            query.append_pair("marker", &last.id);
+            Some(json!([{"rel": "next", "href": format!("{next_base}?{}", query.finish())}]))
+        }
+        _ => None,
+    };
+    Ok((v, next))
+}
+
+/// `GET /servers` and `/servers/detail`: the filtered servers in one view,
+/// a page at a time.
 async fn list_as(c: &Ctx, h: &HeaderMap, q: &[(String, String)], detailed: bool) -> Response {
     at_version(h, |_| async {
-        match filtered(&c.compute, q, caller(h, &c.project)) {
-            Ok(v) if detailed => match details(c, h, &v).await {
-                Ok(servers) => reply(StatusCode::OK, &json!({ "servers": servers })),
-                Err(r) => r,
-            },
-            Ok(v) => {
-                let b = base(h);
-                let admin = caller(h, &c.project).1;
-                let servers: Vec<Value> = v
-                    .iter()
-                    .map(|s| views::for_caller(views::server_brief(&b, s), admin))
-                    .collect();
-                reply(StatusCode::OK, &json!({ "servers": servers }))
+        let b = base(h);
+        let path = if detailed {
+            "servers/detail"
+        } else {
+            "servers"
+        };
+        let listed = filtered(&c.compute, q, caller(h, &c.project))
+            .and_then(|v| page(v, q, &format!("{b}/{path}")));
+        let (v, next) = match listed {
+            Ok(x) => x,
+            Err(r) => return r.into_response(),
+        };
+        let servers = if detailed {
+            match details(c, h, &v).await {
+                Ok(servers) => servers,
+                Err(r) => return r,
             }
-            Err(r) => r.into_response(),
+        } else {
+            let admin = caller(h, &c.project).1;
+            v.iter()
+                .map(|s| views::for_caller(views::server_brief(&b, s), admin))
+                .collect()
+        };
+        let mut body = json!({ "servers": servers });
+        if let Some(n) = next {
+            body["servers_links"] = n;
         }
+        reply(StatusCode::OK, &body)
     })
     .await
 }
