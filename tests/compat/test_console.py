@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -232,6 +233,50 @@ def test_boot_live_migrate_and_delete_from_the_instances_page(lab, cloud, demo, 
     expect(row).to_have_count(0, timeout=30_000)
     # The refused migration answered 400: the browser logs that request.
     assert [e for e in errors if "status of 400" not in e] == [], errors
+    page.close()
+
+
+def test_closing_the_migrate_dialog_before_the_request_sends_none(lab, cloud, demo, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{lab}/console/#/instances")
+    srv = cloud.compute.find_server("vm-ovs")
+    before = len(list(cloud.compute.migrations(instance_uuid=srv.id)))
+    # The ping stream's start is held until the dialog is closed.
+    held = []
+
+    def hold_the_start(route):
+        if not held and route.request.method == "PUT":
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/switchyard/v1/lab/guests/*/stream", hold_the_start)
+    page.click('button[aria-label="Live-migrate vm-ovs"]')
+    page.check("#migrate-to-compute-4")
+    page.select_option("#migrate-peer", "vm-vrouter")
+    page.click("#migrate button[type=submit]")
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert held, "the stream's start was asked"
+    page.keyboard.press("Escape")
+    expect(page.locator("#migrate")).to_have_count(0)
+    # The stream, started only now, is stopped by the page...
+    stream = f"{lab}/switchyard/v1/lab/guests/vm-vrouter/stream"
+    with page.expect_response(
+        lambda r: r.request.method == "DELETE" and r.url == stream, timeout=10_000
+    ) as stopped:
+        held[0].continue_()
+    assert stopped.value.status == 200, stopped.value.status
+    page.unroute("**/switchyard/v1/lab/guests/*/stream")
+    # ...and nothing else runs it.
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(urllib.request.Request(stream, method="DELETE"))
+    assert e.value.code == 404
+    page.wait_for_timeout(500)
+    assert len(list(cloud.compute.migrations(instance_uuid=srv.id))) == before
+    assert cloud.compute.get_server(srv.id).compute_host == "compute-1"
     page.close()
 
 
@@ -460,9 +505,11 @@ def test_topology_draws_the_nodes_and_animates_a_migration(lab, cloud, demo, bro
         expect(row).to_contain_text("VXLAN")
         page.wait_for_function(f"s => ({edge})(s) === 'host:compute-4'", arg=srv.id)
         # The layout runs again, animated: the VM is drawn somewhere else.
-        page.wait_for_timeout(1500)
-        after = page.evaluate(pos, srv.id)
-        assert before != after, (before, after)
+        page.wait_for_function(
+            "([s, b]) => { const p = window.switchyardTopology.getElementById('vm:' + s).position();"
+            " return p.x !== b.x || p.y !== b.y }",
+            arg=[srv.id, before],
+        )
         shoot(page, "topology-migrated")
         assert not errors, errors
     finally:
@@ -519,3 +566,10 @@ def test_instances_are_paged(lab, cloud, demo, browser):
             cloud.compute.wait_for_delete(s, wait=60, interval=0.2)
         for vf in vfs:
             cloud.network.delete_port(vf, ignore_missing=True)
+        req = urllib.request.Request(
+            f"{lab}/compute/v2.1/os-quota-sets/{project}",
+            data=json.dumps({"quota_set": {"instances": 10, "cores": 20, "ram": 51200}}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="PUT",
+        )
+        urllib.request.urlopen(req).close()

@@ -44,9 +44,12 @@ function messageOf(body) {
   return (inner && inner.message) || "";
 }
 
-async function api(path, { method = "GET", json, headers = {} } = {}) {
+// `token`: send this one rather than the session's (a cleanup that must
+// run after sign-out); `quiet`: a 401 does not ask to sign in again.
+async function api(path, { method = "GET", json, headers = {}, token, quiet = false } = {}) {
   const h = new Headers(headers);
-  if (session.token) h.set("X-Auth-Token", session.token);
+  const t = token === undefined ? session.token : token;
+  if (t) h.set("X-Auth-Token", t);
   let body;
   if (json !== undefined) {
     h.set("Content-Type", "application/json");
@@ -57,7 +60,7 @@ async function api(path, { method = "GET", json, headers = {} } = {}) {
   let parsed = null;
   try { parsed = text ? JSON.parse(text) : null; } catch { parsed = text; }
   if (r.status === 401) {
-    askSignIn();
+    if (!quiet) askSignIn();
     throw new ApiError(401, "Sign in first.");
   }
   if (!r.ok) throw new ApiError(r.status, messageOf(parsed) || `${r.status} ${r.statusText}`);
@@ -349,7 +352,7 @@ const pages = {
       const paged = more || this.markers.length > 0;
       return el("div", {},
         table(paged
-          ? `Instances ${first}–${first + servers.length - 1}, ${this.pageSize} a page`
+          ? (servers.length ? `Instances ${first}–${first + servers.length - 1}, ${this.pageSize} a page` : "No instances on this page")
           : count(servers.length, "instance"),
         ["Name", "Status", "Host", "IP addresses", "MAC", "Backend", act ? "Actions" : null].filter(Boolean),
         rows, { id: "instances" }),
@@ -715,17 +718,41 @@ async function migrateDialog(s, ports) {
 
 // Requests the migration (under a ping stream from `peer` when asked) and
 // turns the dialog into its progress: each step as the compute service
-// records it, then the pings lost and the longest outage.
+// records it, then the pings lost and the longest outage. Closing the dialog
+// (Cancel, Escape, sign-out) before the request sends none; after it, stops
+// watching and stops the ping stream (the migration itself goes on, and the
+// Live migrations table shows it).
 async function runMigration(s, host, peer, target, dialog, error) {
+  const closed = new AbortController();
+  dialog.addEventListener("close", () => closed.abort(), { once: true });
+  // The stream is stopped with the token it was started with, even after a
+  // sign-out, and without asking to sign in again.
+  const token = session.token;
   const stream = peer ? `/switchyard/v1/lab/guests/${encodeURIComponent(peer)}/stream` : null;
-  const stopStream = async () => (stream ? api(stream, { method: "DELETE" }).catch(() => null) : null);
+  let streaming = false;
+  const stopStream = async () => {
+    if (!streaming) return null;
+    streaming = false;
+    return api(stream, { method: "DELETE", token, quiet: true }).catch(() => null);
+  };
+  const sleep = (ms) => new Promise((res) => {
+    const t = setTimeout(res, ms);
+    closed.signal.addEventListener("abort", () => { clearTimeout(t); res(); }, { once: true });
+  });
   let heard = () => {};
   const watcher = (kinds) => { if (kinds.includes("migration") || kinds.includes("server")) heard(); };
   watchers.add(watcher);
+  closed.signal.addEventListener("abort", () => { heard(); stopStream(); }, { once: true });
+  let problem = error;
   try {
     if (stream) {
       await api(stream, { method: "PUT", json: { stream: { target, interval_ms: 10 } } });
-      await new Promise((res) => setTimeout(res, STREAM_LEAD_MS));
+      streaming = true;
+      await sleep(STREAM_LEAD_MS);
+    }
+    if (closed.signal.aborted) {
+      await stopStream();
+      return;
     }
     const body = { "os-migrateLive": { host, block_migration: "auto" } };
     try {
@@ -741,44 +768,48 @@ async function runMigration(s, host, peer, target, dialog, error) {
       MIGRATION_STEPS.map((name) => el("li", { "data-step": name, "data-done": "false" }, name)));
     const state = el("p", { id: "migrate-status", role: "status" }, "Requested…");
     const pings = el("p", { id: "migrate-pings" }, stream ? `Pinging ${target} from ${peer} every 10 ms…` : "");
+    problem = el("p", { id: "migrate-error", class: "error", role: "alert" });
     const close = el("button", { type: "button", onclick: () => dialog.close() }, "Close");
     dialog.querySelector("form").replaceChildren(
-      el("h2", { id: "migrate-title" }, `Live-migrating ${s.name}`), steps, state, pings,
+      el("h2", { id: "migrate-title" }, `Live-migrating ${s.name}`), steps, state, pings, problem,
       el("div", { class: "buttons" }, close));
     close.focus();
     refresh();
     const started = Date.now();
-    let m = null;
-    for (;;) {
+    while (!closed.signal.aborted) {
       const woke = new Promise((res) => { heard = res; });
-      const list = await api(`/compute/v2.1/os-migrations?instance_uuid=${encodeURIComponent(s.id)}`)
-        .catch(() => ({ migrations: [] }));
-      m = list.migrations[0] || null;
+      const list = await api(`/compute/v2.1/os-migrations?instance_uuid=${encodeURIComponent(s.id)}`,
+        { quiet: true }).catch(() => ({ migrations: [] }));
+      const m = list.migrations[0] || null;
       if (m) showSteps(m, steps, state);
       if ((m && ["completed", "error"].includes(m.status)) || Date.now() - started > MIGRATION_WATCH_MS) break;
       // Woken by the commit stream; a stream that dropped is covered by a
       // slow look.
-      await Promise.race([woke, new Promise((res) => setTimeout(res, 5000))]);
+      await Promise.race([woke, sleep(5000)]);
     }
-    if (stream) {
-      await new Promise((res) => setTimeout(res, STREAM_TAIL_MS));
+    if (stream && !closed.signal.aborted) {
+      await sleep(STREAM_TAIL_MS);
       const r = await stopStream();
       pings.textContent = r ? pingSummary(r.stream) : "The ping stream's report was not available.";
     }
   } catch (e) {
     await stopStream();
-    error.textContent = e.message;
+    problem.textContent = e.message;
   } finally {
     watchers.delete(watcher);
   }
 }
 
 function showSteps(m, list, state) {
-  const done = new Map((m["switchyard:steps"] || []).map((x) => [x.step, x.at]));
+  const done = new Map((m["switchyard:steps"] || []).map((x) => [x.step, x]));
   for (const li of list.children) {
-    const at = done.get(li.dataset.step);
-    li.dataset.done = String(Boolean(at));
-    li.textContent = at ? `${li.dataset.step} — ${at.slice(11, 23)}` : li.dataset.step;
+    const x = done.get(li.dataset.step);
+    // A step part of which failed (and which the migration went on from)
+    // is not shown as done.
+    li.dataset.done = x ? (x.error ? "failed" : "true") : "false";
+    li.textContent = x
+      ? `${li.dataset.step} — ${x.at.slice(11, 23)}${x.error ? ` (failed: ${x.error})` : ""}`
+      : li.dataset.step;
   }
   state.className = `migration ${m.status}`;
   state.textContent = m.status === "error"
@@ -853,14 +884,16 @@ function pageFromHash() {
 async function refresh() {
   if (busy) { again = true; return; }
   busy = true;
-  const page = pages[current];
+  const shown = current;
+  const page = pages[shown];
   const target = $("#page");
   try {
     const content = await page.render();
-    target.replaceChildren(content);
+    // Another page was opened meanwhile: this one's content is not shown.
+    if (current === shown) target.replaceChildren(content);
   } catch (e) {
     page.transitional = false;
-    if (e.status !== 401) {
+    if (e.status !== 401 && current === shown) {
       target.replaceChildren(el("p", { class: "error", role: "alert" }, e.message));
     }
   } finally {
@@ -993,6 +1026,11 @@ function stopListening() {
 
 function askSignIn() {
   stopListening();
+  // What one user had open is not kept for the next.
+  for (const p of Object.values(pages)) {
+    if (p.leave) p.leave();
+    if (p.markers) { p.markers = []; p.marker = null; }
+  }
   clearTimeout(transitionalTimer);
   clearTimeout(refreshSoon);
   for (const d of document.querySelectorAll("dialog")) d.close();

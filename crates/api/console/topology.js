@@ -84,7 +84,9 @@ export function topologyPage({ api, el, table, count, session }) {
         "&fields=provider:segmentation_id&fields=provider:physical_network&fields=router:external")
         .then((n) => n.networks),
       api("/v2.0/routers?fields=id&fields=name").then((r) => r.routers),
-      api("/compute/v2.1/servers/detail").then((s) => s.servers).catch(() => []),
+      // Every project's, for their names (an admin's page; Nova answers at
+      // most 1,000 a page: beyond, instances are named by their ids).
+      api("/compute/v2.1/servers/detail?all_tenants=1").then((s) => s.servers).catch(() => []),
       api("/switchyard/v1/lab").then((l) => l.lab).catch(() => null),
     ]);
     return { agents, ports, bindings, nets, routers, servers, lab };
@@ -217,6 +219,9 @@ export function topologyPage({ api, el, table, count, session }) {
   }
 
   let wrap = null;
+  // Counts the times the page was left: a render that started before is
+  // dropped (it would draw a graph nobody destroys).
+  let left = 0;
 
   // Runs once the page's content is in the document (cytoscape measures its
   // container).
@@ -241,8 +246,10 @@ export function topologyPage({ api, el, table, count, session }) {
       if (!session.isAdmin) {
         return el("p", { class: "note" }, "The topology (the nodes and what runs where) is shown to admins.");
       }
+      const gen = left;
       if (!cytoscape) cytoscape = (await import("./vendor/cytoscape.esm.min.js")).default;
       const m = model(await load());
+      if (gen !== left) return el("div", {});
       if (!wrap) {
         box = el("div", { id: "topology", role: "img", "aria-label": "Topology graph; the table below lists the same" });
         wrap = el("div", {}, box, el("div", {}));
@@ -259,6 +266,7 @@ export function topologyPage({ api, el, table, count, session }) {
     },
     // The page was left: the graph is made again when it is shown.
     leave() {
+      left += 1;
       if (cy) cy.destroy();
       cy = null;
       box = null;

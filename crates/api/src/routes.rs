@@ -1135,8 +1135,6 @@ fn binding_route(app: &App, req: &Req, port_id: &str, tail: &[&str]) -> Result<R
 
 // ---- internal agent API --------------------------------------------------------
 
-/// A node's convergence: the desired version, what was sent and acked, and
-/// (with `items`) the desired state itself.
 /// A port's bindings with their levels (ML2's `ml2_port_binding_levels`:
 /// the driver that bound each level and its segment's type, physical
 /// network and VLAN/VNI), and who applied the active one: the node whose
@@ -1183,6 +1181,8 @@ fn binding_levels(st: &switchyard_model::State, b: &switchyard_model::PortBindin
         .collect()
 }
 
+/// A node's convergence: the desired version, what was sent and acked, and
+/// (with `items`) the desired state itself.
 fn node_json(
     app: &App,
     host: &str,

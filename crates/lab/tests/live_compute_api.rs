@@ -385,6 +385,30 @@ async fn compute_api_contract() {
         }
     }
     assert_eq!(seen, all, "the pages, in turn, are the list");
+    // A page's marker deleted since: the next page still follows it.
+    let gone = c
+        .boot(
+            "gone",
+            json!([{"uuid": net}]),
+            "compute-1",
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("gone");
+    let gone = gone["id"].as_str().expect("id").to_string();
+    c.delete(&format!("{V}/servers/{gone}"))
+        .await
+        .expect("delete");
+    let after: Vec<String> = c
+        .get(&format!("{V}/servers?marker={gone}"))
+        .await
+        .expect("after a deleted marker")["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(after, all, "everything older than the deleted marker");
     let (s, v) = call(&c, M::GET, &format!("{V}/servers?marker=nope"), None).await;
     assert_eq!(
         (s, fault(&v, "badRequest", 400)),

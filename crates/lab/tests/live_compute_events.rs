@@ -20,13 +20,45 @@ struct Stream {
 
 impl Stream {
     async fn open(url: &str) -> Stream {
-        let resp = reqwest::get(format!("{url}/switchyard/v1/events"))
-            .await
-            .expect("stream");
+        Stream::open_as(url, &[]).await
+    }
+
+    /// A stream opened with these headers (noauth: who the caller is).
+    async fn open_as(url: &str, headers: &[(&str, &str)]) -> Stream {
+        let mut r = reqwest::Client::new().get(format!("{url}/switchyard/v1/events"));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let resp = r.send().await.expect("stream");
         assert_eq!(resp.status(), 200);
         Stream {
             resp,
             buf: String::new(),
+        }
+    }
+
+    /// The changes that arrive within `ms` milliseconds.
+    async fn within(&mut self, ms: u64) -> Vec<(String, String, String)> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            while let Some(i) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..i + 2).collect();
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .collect();
+                if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
+                    for c in v["changes"].as_array().into_iter().flatten() {
+                        let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                        seen.push((s("kind"), s("id"), s("op")));
+                    }
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.resp.chunk()).await {
+                Ok(Ok(Some(chunk))) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => return seen,
+            }
         }
     }
 
@@ -70,13 +102,26 @@ async fn boots_migrations_and_deletions_are_in_the_commit_stream() {
     let c = LabClient::new(&live.url());
     let net = network(&c, "ev", "10.64.0.0/24").await;
     let mut s = Stream::open(&live.url()).await;
+    // A member of the servers' project (noauth: the lab's, `admin`), and a
+    // member of another project.
+    let mut member = Stream::open_as(
+        &live.url(),
+        &[("X-Project-Id", "admin"), ("X-Roles", "member")],
+    )
+    .await;
+    let mut stranger = Stream::open_as(
+        &live.url(),
+        &[("X-Project-Id", "another"), ("X-Roles", "member")],
+    )
+    .await;
 
     let limit = Duration::from_secs(60);
     let vm = id(&c
         .boot("ev-vm", json!([{"uuid": net}]), "compute-1", limit)
         .await
         .expect("boot"));
-    // BUILD, then ACTIVE once its port is: each a `put` of the server.
+    // The server's changes while it builds (BUILD, its VIF, ACTIVE): more
+    // than one `put`, with its port's changes among them.
     let mut seen = s.until("server", &vm, "put").await;
     seen.extend(s.until("server", &vm, "put").await);
     assert!(seen.iter().any(|(k, _, _)| k == "port"), "{seen:?}");
@@ -112,6 +157,17 @@ async fn boots_migrations_and_deletions_are_in_the_commit_stream() {
         seen.iter()
             .any(|(k, i, o)| k == "server" && i == &vm && o == "put"),
         "{seen:?}"
+    );
+    // The member hears of its project's server, not of the migration (the
+    // migrations list is an admin's); the stranger hears of neither.
+    let heard = member.until("server", &vm, "delete").await;
+    assert!(heard.iter().all(|(k, _, _)| k != "migration"), "{heard:?}");
+    let heard = stranger.within(500).await;
+    assert!(
+        heard
+            .iter()
+            .all(|(k, _, _)| k != "server" && k != "migration"),
+        "{heard:?}"
     );
     live.shutdown().await;
 }

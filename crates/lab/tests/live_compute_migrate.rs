@@ -108,6 +108,7 @@ async fn every_direction_two_ports_and_concurrent_requests() {
             .clone();
         let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
         assert_eq!(names, MIGRATION_STEPS, "{migs}");
+        assert!(steps.iter().all(|s| s["error"].is_null()), "{migs}");
         let times: Vec<&str> = steps.iter().filter_map(|s| s["at"].as_str()).collect();
         assert!(times.is_sorted() && times.len() == 5, "{times:?}");
     }

@@ -50,7 +50,6 @@ async fn stop_stream(c: &LabClient, from: &str) -> Value {
     r["stream"].clone()
 }
 
-/// Pings until a short run is answered in full.
 /// The host picker's answer for a server: host -> why not (`null`: fits).
 async fn destinations(c: &LabClient, server: &str) -> std::collections::BTreeMap<String, Value> {
     let d = c
@@ -71,6 +70,7 @@ async fn destinations(c: &LabClient, server: &str) -> std::collections::BTreeMap
         .collect()
 }
 
+/// Pings until a short run is answered in full.
 async fn warm(c: &LabClient, from: &str, to: &str) {
     migration::warm(c, from, to).await.expect("warm path");
 }

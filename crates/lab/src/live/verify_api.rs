@@ -12,9 +12,11 @@
 //! "network"}}`, each pair as `switchyard verify --json` prints it.
 //!
 //! `GET /switchyard/v1/lab/verify`: the last [`KEEP`] runs, newest first, as
-//! `{"runs": [...]}` in the same shape: an admin's are everyone's, anyone
-//! else sees the runs made in their own project (a run names the guests and
-//! addresses its caller could see). Kept in memory, with the lab.
+//! `{"runs": [...]}` in the same shape. A run names the guests and addresses
+//! its caller could see, so an admin sees every run and anyone else only the
+//! runs a non-admin made in their own project (an admin's run, made with an
+//! admin's view, is not shown to the admin's project's readers). Kept in
+//! memory, with the lab.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,8 +43,8 @@ struct Ctx {
     url: Arc<str>,
     /// Held while a run is in progress.
     running: Arc<tokio::sync::Mutex<()>>,
-    /// (project that ran it, the run), newest first.
-    runs: Arc<Mutex<VecDeque<(String, Value)>>>,
+    /// Newest first.
+    runs: Arc<Mutex<VecDeque<Run>>>,
 }
 
 pub fn router(url: &str) -> Router {
@@ -53,6 +55,13 @@ pub fn router(url: &str) -> Router {
             running: Arc::default(),
             runs: Arc::default(),
         })
+}
+
+/// A run kept, and whose view it was made with.
+struct Run {
+    project: String,
+    by_admin: bool,
+    result: Value,
 }
 
 /// The caller's project (set from the token by the identity check; empty
@@ -73,8 +82,8 @@ async fn history(State(c): State<Ctx>, headers: HeaderMap) -> Response {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .iter()
-        .filter(|(p, _)| admin || *p == mine)
-        .map(|(_, r)| r.clone())
+        .filter(|r| admin || (!r.by_admin && r.project == mine))
+        .map(|r| r.result.clone())
         .collect();
     reply(200, json!({ "runs": runs }))
 }
@@ -144,7 +153,11 @@ async fn run(State(c): State<Ctx>, headers: HeaderMap, body: Bytes) -> Response 
                 o.insert("network".into(), json!(network));
             }
             let mut runs = c.runs.lock().unwrap_or_else(PoisonError::into_inner);
-            runs.push_front((project(&headers), v.clone()));
+            runs.push_front(Run {
+                project: project(&headers),
+                by_admin: switchyard_api::http::is_admin(&headers),
+                result: v.clone(),
+            });
             runs.truncate(KEEP);
             drop(runs);
             reply(200, json!({ "verify": v }))

@@ -510,11 +510,14 @@ async fn details(
 /// Nova's `max_limit`: a list answers at most this many servers a page.
 const MAX_LIMIT: usize = 1000;
 
-/// One page of `v` as Nova pages it: after the server `marker` names
-/// (`400 marker [X] not found` when it is not in the list), at most `limit`
-/// (capped at [`MAX_LIMIT`], which also applies without one), and the link
-/// to the next page when the page is full (Nova's `servers_links`).
+/// One page of `v` (newest first) as Nova pages it: after the server
+/// `marker` names, also one deleted since or one the filters leave out
+/// (`400 marker [X] not found` for one never seen), at most `limit` (capped
+/// at [`MAX_LIMIT`], which also applies without one), and, when the page is
+/// full, `servers_links` with the next page's link: the request's own
+/// parameters with the page's last server as the marker.
 fn page(
+    c: &Compute,
     mut v: Vec<super::Server>,
     q: &[(String, String)],
     next_base: &str,
@@ -533,20 +536,18 @@ fn page(
             .min(MAX_LIMIT),
     };
     if let Some(m) = arg("marker") {
-        let at = v
-            .iter()
-            .position(|s| s.id == m)
+        let at = c
+            .list_position(m)
             .ok_or_else(|| fault(400, &format!("marker [{m}] not found")))?;
-        v.drain(..=at);
+        v.retain(|s| s.seq < at);
     }
     v.truncate(limit);
     let next = match v.last() {
         Some(last) if limit > 0 && v.len() == limit => {
             let mut query = form_urlencoded::Serializer::new(String::new());
-            for (k, val) in q.iter().filter(|(k, _)| k != "marker" && k != "limit") {
+            for (k, val) in q.iter().filter(|(k, _)| k != "marker") {
                 query.append_pair(k, val);
             }
-            query.append_pair("limit", &limit.to_string());
             query.append_pair("marker", &last.id);
             Some(json!([{"rel": "next", "href": format!("{next_base}?{}", query.finish())}]))
         }
@@ -566,7 +567,7 @@ async fn list_as(c: &Ctx, h: &HeaderMap, q: &[(String, String)], detailed: bool)
             "servers"
         };
         let listed = filtered(&c.compute, q, caller(h, &c.project))
-            .and_then(|v| page(v, q, &format!("{b}/{path}")));
+            .and_then(|v| page(&c.compute, v, q, &format!("{b}/{path}")));
         let (v, next) = match listed {
             Ok(x) => x,
             Err(r) => return r.into_response(),

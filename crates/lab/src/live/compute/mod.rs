@@ -231,11 +231,14 @@ pub const MIGRATION_STEPS: [&str; 5] = [
     "source unbound",
 ];
 
-/// A step of a live migration and when it ended (milliseconds, UTC).
+/// A step of a live migration, when it ended (milliseconds, UTC) and, when
+/// part of it failed without stopping the migration (an activation or a
+/// source binding's deletion, which Nova logs and goes on from), what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationStep {
     pub step: &'static str,
     pub at: String,
+    pub error: Option<String>,
 }
 
 /// A host a server could live-migrate to, as [`Compute::destinations`]
@@ -347,7 +350,14 @@ struct Inner {
     flavors: Vec<catalog::Flavor>,
     /// Per-project quota limits an admin set (resource -> limit).
     quotas: BTreeMap<String, BTreeMap<String, i64>>,
+    /// The creation order of the last [`GONE_KEPT`] deleted servers: a list
+    /// paged by a server deleted since still goes on after it (Nova finds
+    /// a marker among deleted instances too).
+    gone: std::collections::VecDeque<(String, u64)>,
 }
+
+/// Deleted servers whose place in the lists is remembered.
+const GONE_KEPT: usize = 10_000;
 
 /// One event the networking service sent (Nova's `InstanceExternalEvent`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,7 +459,6 @@ impl Compute {
         Ok(self)
     }
 
-    /// Writes server `id` as it is now (or its removal).
     /// Publishes this service's changes on `events` from now on (the API's
     /// commit stream; an API served again brings its own).
     pub fn publish_to(&self, events: EventSender) {
@@ -484,9 +493,32 @@ impl Compute {
         }
     }
 
+    /// Where server `id` is (or was, if deleted lately) in the lists: its
+    /// creation order.
+    pub fn list_position(&self, id: &str) -> Option<u64> {
+        let inner = self.inner();
+        inner.servers.get(id).map(|s| s.seq).or_else(|| {
+            inner
+                .gone
+                .iter()
+                .find(|(g, _)| g == id)
+                .map(|(_, seq)| *seq)
+        })
+    }
+
     /// Forgets server `id`, and announces it.
     fn remove(&self, id: &str) {
-        let gone = self.inner().servers.remove(id);
+        let gone = {
+            let mut inner = self.inner();
+            let gone = inner.servers.remove(id);
+            if let Some(s) = &gone {
+                inner.gone.push_back((s.id.clone(), s.seq));
+                if inner.gone.len() > GONE_KEPT {
+                    inner.gone.pop_front();
+                }
+            }
+            gone
+        };
         self.save(id);
         if let Some(s) = gone {
             self.announce("server", id, "delete", Some(s.project_id));
@@ -1618,11 +1650,18 @@ impl Compute {
 
     /// Records that `step` (one of [`MIGRATION_STEPS`]) is done.
     fn step_done(&self, mid: u64, step: &'static str) {
+        self.step_ended(mid, step, Vec::new());
+    }
+
+    /// Records that `step` ended, with what of it failed (nothing: done).
+    fn step_ended(&self, mid: u64, step: &'static str, failures: Vec<String>) {
         debug_assert!(MIGRATION_STEPS.contains(&step));
+        let error = (!failures.is_empty()).then(|| failures.join("; "));
         if let Some(m) = self.inner().migrations.iter_mut().find(|m| m.id == mid) {
             m.steps.push(MigrationStep {
                 step,
                 at: now_millis(),
+                error,
             });
             m.updated = now_string();
         }
@@ -1728,23 +1767,27 @@ impl Compute {
         self.step_done(mid, MIGRATION_STEPS[2]);
         // migrate_instance_start: activate each destination binding.
         let mark = self.event_mark();
+        let mut failures = Vec::new();
         for v in &s.vifs {
             if let Err(e) = self.neutron.activate_binding(&v.port_id, dest).await {
                 // As Nova: logged; the guest already runs on the destination.
                 tracing::warn!(port = %v.port_id, error = %e, "activating the destination binding");
+                failures.push(format!("port {}: {}", v.port_id, e.message));
             }
         }
-        self.step_done(mid, MIGRATION_STEPS[3]);
+        self.step_ended(mid, MIGRATION_STEPS[3], failures);
         for v in &s.vifs {
             self.hyp.post_migration(&v.guest).await;
         }
         // post_live_migration: the source bindings go, the VIFs are refreshed.
+        let mut failures = Vec::new();
         for v in &s.vifs {
             if let Err(e) = self.neutron.delete_binding(&v.port_id, &source).await {
                 tracing::warn!(port = %v.port_id, error = %e, "deleting the source binding");
+                failures.push(format!("port {}: {}", v.port_id, e.message));
             }
         }
-        self.step_done(mid, MIGRATION_STEPS[4]);
+        self.step_ended(mid, MIGRATION_STEPS[4], failures);
         let mut vifs = Vec::new();
         for v in &s.vifs {
             // The server is ACTIVE once its ports are, as after a boot: a

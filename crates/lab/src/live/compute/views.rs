@@ -208,6 +208,10 @@ pub fn migration(base: &str, m: &Migration) -> Value {
         "updated_at": m.updated,
         "links": links(base, &format!("servers/{}/migrations", m.instance_uuid), &m.id.to_string()),
         "switchyard:error": m.error,
-        "switchyard:steps": m.steps.iter().map(|s| json!({"step": s.step, "at": s.at})).collect::<Vec<_>>(),
+        "switchyard:steps": m
+            .steps
+            .iter()
+            .map(|s| json!({"step": s.step, "at": s.at, "error": s.error}))
+            .collect::<Vec<_>>(),
     })
 }
