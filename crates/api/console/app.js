@@ -132,7 +132,9 @@ function fieldsQuery(fields) {
 const pages = {
   nodes: {
     title: "Nodes",
-    kinds: ["agent", "port", "network", "subnet", "router", "floatingip"],
+    // `node`: a node's session, acks and liveness (not commits, announced
+    // on the same stream).
+    kinds: ["node", "agent", "port", "network", "subnet", "router", "floatingip"],
     async render() {
       if (!session.isAdmin) {
         return el("p", { class: "note" }, "Nodes and their sync state are shown to admins.");
@@ -147,7 +149,6 @@ const pages = {
         api("/v2.0/agents?fields=host&fields=agent_type"),
       ]);
       const types = new Map(agents.agents.map((a) => [a.host, a.agent_type]));
-      this.transitional = nodes.nodes.some((n) => n.alive && !n.converged);
       const rows = nodes.nodes.map((n) => el("tr", { "data-node": n.host },
         el("th", { scope: "row" }, el("a", { href: `#/nodes/${encodeURIComponent(n.host)}` }, n.host)),
         el("td", {}, types.get(n.host) || ""),
@@ -164,7 +165,6 @@ const pages = {
 
     async node(host) {
       const { node } = await api(`/switchyard/v1/nodes/${encodeURIComponent(host)}`);
-      this.transitional = node.alive && !node.converged;
       const a = node.applied;
       const parts = [
         el("p", {}, el("a", { href: "#/nodes" }, "All nodes"), ` · ${host}: `,
@@ -867,7 +867,6 @@ function verifySummary(run) {
 let current = null;
 let busy = false;
 let again = false;
-let transitionalTimer = null;
 
 // What follows the page's name in the address (`#/nodes/compute-4`).
 function pageArg() {
@@ -892,17 +891,12 @@ async function refresh() {
     // Another page was opened meanwhile: this one's content is not shown.
     if (current === shown) target.replaceChildren(content);
   } catch (e) {
-    page.transitional = false;
     if (e.status !== 401 && current === shown) {
       target.replaceChildren(el("p", { class: "error", role: "alert" }, e.message));
     }
   } finally {
     busy = false;
   }
-  // A node between versions: its acks are not commits, look again in a
-  // second.
-  clearTimeout(transitionalTimer);
-  if (page.transitional) transitionalTimer = setTimeout(refresh, 1000);
   if (again) { again = false; refresh(); }
 }
 
@@ -1031,7 +1025,6 @@ function askSignIn() {
     if (p.leave) p.leave();
     if (p.markers) { p.markers = []; p.marker = null; }
   }
-  clearTimeout(transitionalTimer);
   clearTimeout(refreshSoon);
   for (const d of document.querySelectorAll("dialog")) d.close();
   $("#tools").replaceChildren();

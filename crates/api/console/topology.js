@@ -241,7 +241,7 @@ export function topologyPage({ api, el, table, count, session }) {
 
   return {
     title: "Topology",
-    kinds: ["server", "port", "network", "agent", "router"],
+    kinds: ["server", "port", "network", "agent", "node", "router"],
     async render() {
       if (!session.isAdmin) {
         return el("p", { class: "note" }, "The topology (the nodes and what runs where) is shown to admins.");

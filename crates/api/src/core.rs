@@ -182,6 +182,9 @@ pub struct Shared {
     /// Event streams open (at most [`crate::events::MAX_STREAMS`]).
     pub event_streams: Arc<tokio::sync::Semaphore>,
     pub nodes: Arc<Mutex<BTreeMap<String, NodeStatus>>>,
+    /// The hosts with a live agent at the last [`Shared::tick`] while a
+    /// stream listened: a change is a `node` event.
+    alive_hosts: Arc<Mutex<std::collections::BTreeSet<String>>>,
     /// Set when the server shuts down: southbound sessions (upgraded
     /// connections outlive graceful HTTP shutdown) close on it.
     pub closing: tokio::sync::watch::Sender<bool>,
@@ -266,6 +269,7 @@ impl Shared {
             events,
             event_streams: Arc::new(tokio::sync::Semaphore::new(crate::events::MAX_STREAMS)),
             nodes: Arc::new(Mutex::new(BTreeMap::new())),
+            alive_hosts: Arc::default(),
             closing,
             sessions: Arc::new(Mutex::new(BTreeMap::new())),
             next_session: Arc::new(AtomicU64::new(1)),
@@ -416,16 +420,40 @@ impl Shared {
         if let Some(old) = old {
             let _ = old.replaced.send(true);
         }
-        let mut g = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
-        let st = g.entry(host.to_string()).or_default();
-        *st = NodeStatus {
-            connected: true,
-            session: generation,
-            acked: st.acked,
-            acked_at: st.acked_at.clone(),
-            ..NodeStatus::default()
-        };
+        {
+            let mut g = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+            let st = g.entry(host.to_string()).or_default();
+            *st = NodeStatus {
+                connected: true,
+                session: generation,
+                acked: st.acked,
+                acked_at: st.acked_at.clone(),
+                ..NodeStatus::default()
+            };
+        }
+        self.announce_nodes([host.to_string()]);
         generation
+    }
+
+    /// Tells the event streams that these nodes' sync state or liveness
+    /// changed (kind `node`, to admins: only they read nodes). Their acks
+    /// and liveness are not commits, so this is their only way there.
+    fn announce_nodes(&self, hosts: impl IntoIterator<Item = String>) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let changes: Vec<crate::events::Changed> = hosts
+            .into_iter()
+            .map(|id| crate::events::Changed {
+                kind: "node",
+                id,
+                op: "put",
+                project: None,
+            })
+            .collect();
+        if !changes.is_empty() {
+            let _ = self.events.send(Arc::new(changes));
+        }
     }
 
     /// Ends session `generation` of `host`: only if it still owns the node
@@ -459,9 +487,15 @@ impl Shared {
     /// Records something about a node on behalf of session `generation`;
     /// ignored when another session owns the node now.
     pub fn session_status(&self, host: &str, generation: u64, f: impl FnOnce(&mut NodeStatus)) {
-        let mut g = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(st) = g.get_mut(host).filter(|s| s.session == generation) {
-            f(st);
+        let changed = {
+            let mut g = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+            g.get_mut(host)
+                .filter(|s| s.session == generation)
+                .map(f)
+                .is_some()
+        };
+        if changed {
+            self.announce_nodes([host.to_string()]);
         }
     }
 
@@ -505,12 +539,41 @@ impl Shared {
         }
     }
 
+    /// Announces the hosts whose agents went dead or came back since the
+    /// last look (only while a stream listens: nothing else reads it).
+    fn announce_liveness(&self, now: Timestamp) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let alive: std::collections::BTreeSet<String> = self
+            .read(|ml2, st| {
+                Ok(st
+                    .agents
+                    .values()
+                    .filter(|a| a.is_alive(now, ml2.settings.agent_down_time))
+                    .map(|a| a.host.clone())
+                    .collect())
+            })
+            .unwrap_or_default();
+        let changed: Vec<String> = {
+            let mut last = self
+                .alive_hosts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let changed = last.symmetric_difference(&alive).cloned().collect();
+            *last = alive;
+            changed
+        };
+        self.announce_nodes(changed);
+    }
+
     /// What time passing changes, run every second by the server: agents
     /// that went dead (or came back) move networks between gateways, and
     /// routers on a dead gateway move to a live one (Neutron's
     /// `allow_automatic_l3agent_failover`). Blocking: call it off the reactor.
     pub fn tick(&self) {
         let now = self.clock.now();
+        self.announce_liveness(now);
         let (matters, grace) = {
             let g = self.core.read().unwrap_or_else(PoisonError::into_inner);
             let live = g.liveness(now);

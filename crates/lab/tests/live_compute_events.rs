@@ -1,7 +1,8 @@
-//! The compute service's changes reach the API's commit stream: a server's
-//! boot, its migration (each step) and its deletion are events on
+//! The compute service's changes and the nodes' state reach the API's
+//! commit stream: a server's boot, its migration (each step) and its
+//! deletion, and a node's session ending, are events on
 //! `GET /switchyard/v1/events`, so the console follows them without
-//! polling.
+//! polling; each is named only to those who may see it.
 
 mod common;
 
@@ -98,7 +99,7 @@ impl Stream {
 async fn boots_migrations_and_deletions_are_in_the_commit_stream() {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = Options::reference(dir.path().join("switchyard.db")).expect("reference");
-    let live = LiveLab::start(opts).await.expect("lab");
+    let mut live = LiveLab::start(opts).await.expect("lab");
     let c = LabClient::new(&live.url());
     let net = network(&c, "ev", "10.64.0.0/24").await;
     let mut s = Stream::open(&live.url()).await;
@@ -158,15 +159,24 @@ async fn boots_migrations_and_deletions_are_in_the_commit_stream() {
             .any(|(k, i, o)| k == "server" && i == &vm && o == "put"),
         "{seen:?}"
     );
+    // A node's agent stops: its session ends (and its liveness goes), which
+    // only the node's state says, not a commit: a `node` event.
+    live.stop_agent("compute-2").await.expect("stop");
+    s.until("node", "compute-2", "put").await;
     // The member hears of its project's server, not of the migration (the
     // migrations list is an admin's); the stranger hears of neither.
     let heard = member.until("server", &vm, "delete").await;
-    assert!(heard.iter().all(|(k, _, _)| k != "migration"), "{heard:?}");
+    assert!(
+        heard
+            .iter()
+            .all(|(k, _, _)| k != "migration" && k != "node"),
+        "{heard:?}"
+    );
     let heard = stranger.within(500).await;
     assert!(
         heard
             .iter()
-            .all(|(k, _, _)| k != "server" && k != "migration"),
+            .all(|(k, _, _)| k != "server" && k != "migration" && k != "node"),
         "{heard:?}"
     );
     live.shutdown().await;
