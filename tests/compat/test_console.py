@@ -119,6 +119,18 @@ def test_instances_show_the_demo_vms_with_their_backends_and_follow_changes(lab,
     page.close()
 
 
+def unlabelled(page):
+    """Form controls and buttons shown with no accessible name (a <label>,
+    an aria-label, or a button's text)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+          .filter((e) => e.getClientRects().length > 0)
+          .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                         && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+          .map((e) => e.outerHTML.slice(0, 120))"""
+    )
+
+
 def errors_of(page):
     """The page's console errors and uncaught exceptions, as they come."""
     errors = []
@@ -143,6 +155,7 @@ def test_boot_live_migrate_and_delete_from_the_instances_page(lab, cloud, demo, 
     page.select_option("#boot-flavor", label="m1.tiny")
     page.select_option("#boot-image", label="switchyard-guest")
     page.select_option("#boot-host", "compute-1")
+    assert unlabelled(page) == []
     page.click("form#boot button[type=submit]")
     row = page.locator('#instances tr[data-server="vm-migrate"]')
     expect(row).to_contain_text("ACTIVE", timeout=30_000)
@@ -178,6 +191,7 @@ def test_boot_live_migrate_and_delete_from_the_instances_page(lab, cloud, demo, 
         "cannot plug a port of binding:vnic_type normal"
     )
     expect(page.locator("#migrate-to-compute-4")).to_have_attribute("data-fits", "true")
+    assert unlabelled(page) == []
     shoot(page, "migrate-picker")
     page.check("#migrate-to-compute-4")
     page.select_option("#migrate-peer", "vm-vrouter")
