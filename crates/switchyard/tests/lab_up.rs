@@ -650,3 +650,42 @@ fn a_database_serves_one_lab_and_keeps_its_credentials() {
     let _again = up();
     assert_eq!(passwords(), before, "the same passwords");
 }
+
+#[test]
+fn bench_console_times_the_pages_it_names() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "bench",
+            "console",
+            "--ports",
+            "300",
+            "--servers",
+            "3",
+            "--loads",
+            "2",
+            "--json",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .expect("bench console runs");
+    assert!(out.status.success(), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(
+        (r["ports"].as_u64(), r["servers"].as_u64()),
+        (Some(300), Some(3))
+    );
+    for page in ["instances", "ports_first", "ports_middle", "topology"] {
+        let (p50, max) = (r[page]["p50_ms"].as_f64(), r[page]["max_ms"].as_f64());
+        assert!(p50.is_some_and(|p| p > 0.0) && p50 <= max, "{page}: {r}");
+    }
+    // Nothing to time without servers: refused before a lab starts.
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["bench", "console", "--servers", "0"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--servers and --loads must be positive"),
+        "{out:?}"
+    );
+}
