@@ -269,7 +269,7 @@ def test_closing_the_migrate_dialog_before_the_request_sends_none(lab, cloud, de
     page.check("#migrate-to-compute-4")
     page.select_option("#migrate-peer", "vm-vrouter")
     page.click("#migrate button[type=submit]")
-    for _ in range(100):
+    for _ in range(500):
         if held:
             break
         page.wait_for_timeout(20)

@@ -135,6 +135,11 @@ const pages = {
     // `node`: a node's session, acks and liveness (not commits, announced
     // on the same stream).
     kinds: ["node", "agent", "port", "network", "subnet", "router", "floatingip"],
+    // A node's page: `node` events for other hosts do not change it.
+    wants(changes) {
+      const host = pageArg();
+      return changes.some((c) => this.kinds.includes(c.kind) && (c.kind !== "node" || !host || c.id === host));
+    },
     async render() {
       if (!session.isAdmin) {
         return el("p", { class: "note" }, "Nodes and their sync state are shown to admins.");
@@ -658,6 +663,9 @@ const MIGRATION_WATCH_MS = 120_000;
 // Functions told of every change the stream names, besides the page (a
 // migration's progress view).
 const watchers = new Set();
+// What must be undone before signing out (a running ping stream): each a
+// function returning a promise.
+const cleanups = new Set();
 
 // The host picker: every host, and whether it would take the server or why
 // not, as the compute service says; the lab's guests a ping stream can run
@@ -730,14 +738,26 @@ async function runMigration(s, host, peer, target, dialog, error) {
   const token = session.token;
   const stream = peer ? `/switchyard/v1/lab/guests/${encodeURIComponent(peer)}/stream` : null;
   let streaming = false;
-  const stopStream = async () => {
-    if (!streaming) return null;
-    streaming = false;
-    return api(stream, { method: "DELETE", token, quiet: true }).catch(() => null);
+  let stopping = null;
+  const stopStream = () => {
+    if (streaming && !stopping) {
+      stopping = api(stream, { method: "DELETE", token, quiet: true }).catch(() => null);
+    }
+    return stopping || Promise.resolve(null);
   };
+  // A tab closed mid-migration still stops its stream.
+  const onHide = () => {
+    if (!streaming || stopping) return;
+    fetch(stream, { method: "DELETE", keepalive: true, headers: token ? { "X-Auth-Token": token } : {} });
+  };
+  window.addEventListener("pagehide", onHide);
+  const cleanup = () => { closed.abort(); return stopStream(); };
+  cleanups.add(cleanup);
   const sleep = (ms) => new Promise((res) => {
-    const t = setTimeout(res, ms);
-    closed.signal.addEventListener("abort", () => { clearTimeout(t); res(); }, { once: true });
+    if (closed.signal.aborted) { res(); return; }
+    const done = () => { clearTimeout(t); closed.signal.removeEventListener("abort", done); res(); };
+    const t = setTimeout(done, ms);
+    closed.signal.addEventListener("abort", done, { once: true });
   });
   let heard = () => {};
   const watcher = (kinds) => { if (kinds.includes("migration") || kinds.includes("server")) heard(); };
@@ -797,6 +817,8 @@ async function runMigration(s, host, peer, target, dialog, error) {
     problem.textContent = e.message;
   } finally {
     watchers.delete(watcher);
+    cleanups.delete(cleanup);
+    window.removeEventListener("pagehide", onHide);
   }
 }
 
@@ -865,6 +887,8 @@ function verifySummary(run) {
 // ---- navigation and refresh ------------------------------------------------------
 
 let current = null;
+// Counts sign-outs: a render started for one user is not shown to the next.
+let signedOutTimes = 0;
 let busy = false;
 let again = false;
 
@@ -884,14 +908,15 @@ async function refresh() {
   if (busy) { again = true; return; }
   busy = true;
   const shown = current;
+  const who = signedOutTimes;
   const page = pages[shown];
   const target = $("#page");
   try {
     const content = await page.render();
     // Another page was opened meanwhile: this one's content is not shown.
-    if (current === shown) target.replaceChildren(content);
+    if (current === shown && who === signedOutTimes) target.replaceChildren(content);
   } catch (e) {
-    if (e.status !== 401 && current === shown) {
+    if (e.status !== 401 && current === shown && who === signedOutTimes) {
       target.replaceChildren(el("p", { class: "error", role: "alert" }, e.message));
     }
   } finally {
@@ -929,9 +954,13 @@ function setLive(on, text) {
 }
 
 let refreshSoon = null;
-function changed(kinds) {
+function changed(changes) {
+  const kinds = [...new Set(changes.map((c) => c.kind))];
   for (const w of watchers) w(kinds);
-  if (!current || !kinds.some((k) => pages[current].kinds.includes(k))) return;
+  if (!current) return;
+  const page = pages[current];
+  const wanted = page.wants ? page.wants(changes) : kinds.some((k) => page.kinds.includes(k));
+  if (!wanted) return;
   clearTimeout(refreshSoon);
   refreshSoon = setTimeout(refresh, 100);
 }
@@ -953,7 +982,7 @@ function dispatch(block) {
   } else if (event === "change") {
     try {
       const { changes } = JSON.parse(data.join("\n"));
-      changed([...new Set(changes.map((c) => c.kind))]);
+      changed(changes);
     } catch { refresh(); }
   } else if (event === "resync") {
     refresh();
@@ -1019,6 +1048,7 @@ function stopListening() {
 // ---- identity ---------------------------------------------------------------------
 
 function askSignIn() {
+  signedOutTimes += 1;
   stopListening();
   // What one user had open is not kept for the next.
   for (const p of Object.values(pages)) {
@@ -1067,13 +1097,16 @@ async function signIn(ev) {
 
 async function signOut() {
   const token = session.token;
+  // Ping streams are stopped with this token before it is revoked.
+  const pending = [...cleanups].map((f) => f());
+  askSignIn();
+  await Promise.allSettled(pending);
   if (token) {
     // Revoke it, as `openstack token revoke` would; signed out either way.
     fetch("/identity/v3/auth/tokens", {
       method: "DELETE", headers: { "X-Auth-Token": token, "X-Subject-Token": token },
     }).catch(() => {});
   }
-  askSignIn();
 }
 
 function signedIn() {

@@ -182,9 +182,13 @@ pub struct Shared {
     /// Event streams open (at most [`crate::events::MAX_STREAMS`]).
     pub event_streams: Arc<tokio::sync::Semaphore>,
     pub nodes: Arc<Mutex<BTreeMap<String, NodeStatus>>>,
-    /// The hosts with a live agent at the last [`Shared::tick`] while a
-    /// stream listened: a change is a `node` event.
-    alive_hosts: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// The live agents (host, id) at the last [`Shared::tick`] while a
+    /// stream listened: a change is a `node` event for the host.
+    alive_agents: Arc<Mutex<std::collections::BTreeSet<(String, String)>>>,
+    /// Nodes whose state changed since the last [`Shared::tick`]: announced
+    /// together, at most once a second (a busy node acks many times a
+    /// second, and each would re-render every open Nodes page).
+    nodes_changed: Arc<Mutex<std::collections::BTreeSet<String>>>,
     /// Set when the server shuts down: southbound sessions (upgraded
     /// connections outlive graceful HTTP shutdown) close on it.
     pub closing: tokio::sync::watch::Sender<bool>,
@@ -269,7 +273,8 @@ impl Shared {
             events,
             event_streams: Arc::new(tokio::sync::Semaphore::new(crate::events::MAX_STREAMS)),
             nodes: Arc::new(Mutex::new(BTreeMap::new())),
-            alive_hosts: Arc::default(),
+            alive_agents: Arc::default(),
+            nodes_changed: Arc::default(),
             closing,
             sessions: Arc::new(Mutex::new(BTreeMap::new())),
             next_session: Arc::new(AtomicU64::new(1)),
@@ -435,11 +440,30 @@ impl Shared {
         generation
     }
 
-    /// Tells the event streams that these nodes' sync state or liveness
-    /// changed (kind `node`, to admins: only they read nodes). Their acks
-    /// and liveness are not commits, so this is their only way there.
+    /// Notes that these nodes' sync state or liveness changed, for the
+    /// event streams (kind `node`, to admins: only they read nodes), which
+    /// the next [`Shared::tick`] tells. Their acks and liveness are not
+    /// commits, so this is their only way there. Nothing when no stream
+    /// listens.
     fn announce_nodes(&self, hosts: impl IntoIterator<Item = String>) {
         if self.events.receiver_count() == 0 {
+            return;
+        }
+        self.nodes_changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(hosts);
+    }
+
+    /// Sends the nodes noted since the last call as one event.
+    fn flush_node_events(&self) {
+        let hosts = std::mem::take(
+            &mut *self
+                .nodes_changed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if hosts.is_empty() || self.events.receiver_count() == 0 {
             return;
         }
         let changes: Vec<crate::events::Changed> = hosts
@@ -451,9 +475,7 @@ impl Shared {
                 project: None,
             })
             .collect();
-        if !changes.is_empty() {
-            let _ = self.events.send(Arc::new(changes));
-        }
+        let _ = self.events.send(Arc::new(changes));
     }
 
     /// Ends session `generation` of `host`: only if it still owns the node
@@ -539,28 +561,31 @@ impl Shared {
         }
     }
 
-    /// Announces the hosts whose agents went dead or came back since the
+    /// Notes the hosts an agent of which went dead or came back since the
     /// last look (only while a stream listens: nothing else reads it).
     fn announce_liveness(&self, now: Timestamp) {
         if self.events.receiver_count() == 0 {
             return;
         }
-        let alive: std::collections::BTreeSet<String> = self
+        let alive: std::collections::BTreeSet<(String, String)> = self
             .read(|ml2, st| {
                 Ok(st
                     .agents
                     .values()
                     .filter(|a| a.is_alive(now, ml2.settings.agent_down_time))
-                    .map(|a| a.host.clone())
+                    .map(|a| (a.host.clone(), a.id.clone()))
                     .collect())
             })
             .unwrap_or_default();
-        let changed: Vec<String> = {
+        let changed: std::collections::BTreeSet<String> = {
             let mut last = self
-                .alive_hosts
+                .alive_agents
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let changed = last.symmetric_difference(&alive).cloned().collect();
+            let changed = last
+                .symmetric_difference(&alive)
+                .map(|(host, _)| host.clone())
+                .collect();
             *last = alive;
             changed
         };
@@ -574,6 +599,7 @@ impl Shared {
     pub fn tick(&self) {
         let now = self.clock.now();
         self.announce_liveness(now);
+        self.flush_node_events();
         let (matters, grace) = {
             let g = self.core.read().unwrap_or_else(PoisonError::into_inner);
             let live = g.liveness(now);

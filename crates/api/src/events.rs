@@ -23,7 +23,12 @@
 //!   is checked again);
 //! * at most [`MAX_STREAMS`] are open at once; beyond, `503` with
 //!   `Retry-After`, so streams cannot take every connection the server allows;
-//! * segments and agents are named to admins only (only admins list them).
+//! * segments and agents are named to admins only (only admins list them);
+//! * besides commits, the stream carries `node` events (a node's session,
+//!   versions, failure or liveness changed: [`crate::core::Shared`] gathers
+//!   them and sends one a second, to admins only) and, under `lab up`, the
+//!   compute service's `server` and `migration` changes, published on the
+//!   same channel.
 
 use std::convert::Infallible;
 use std::sync::Arc;

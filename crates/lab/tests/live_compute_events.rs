@@ -160,9 +160,16 @@ async fn boots_migrations_and_deletions_are_in_the_commit_stream() {
         "{seen:?}"
     );
     // A node's agent stops: its session ends (and its liveness goes), which
-    // only the node's state says, not a commit: a `node` event.
+    // only the node's state says, not a commit: a `node` event (the node
+    // events of the migration, which came before, are read first).
+    s.within(1500).await;
     live.stop_agent("compute-2").await.expect("stop");
     s.until("node", "compute-2", "put").await;
+    let n = c.get("/switchyard/v1/nodes/compute-2").await.expect("node");
+    assert!(
+        matches!(n["node"]["state"].as_str(), Some("disconnected" | "down")),
+        "{n}"
+    );
     // The member hears of its project's server, not of the migration (the
     // migrations list is an admin's); the stranger hears of neither.
     let heard = member.until("server", &vm, "delete").await;
@@ -179,5 +186,19 @@ async fn boots_migrations_and_deletions_are_in_the_commit_stream() {
             .all(|(k, _, _)| k != "server" && k != "migration" && k != "node"),
         "{heard:?}"
     );
+    // ...while its own project's changes reach it.
+    let mine = reqwest::Client::new()
+        .post(format!("{}/v2.0/networks", live.url()))
+        .header("X-Project-Id", "another")
+        .header("X-Roles", "member")
+        .json(&json!({"network": {"name": "strangers-own"}}))
+        .send()
+        .await
+        .expect("network")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let mine = mine["network"]["id"].as_str().expect("id");
+    stranger.until("network", mine, "put").await;
     live.shutdown().await;
 }

@@ -177,6 +177,34 @@ async fn groups_decide_who_reaches_whom_on_ovs_and_vrouter_nodes() {
             .expect("json");
         assert_eq!(other["runs"], json!([]), "{project:?}: {other}");
     }
+    // A member's own run is its project's to see (noauth: the header says
+    // who the caller is).
+    let member = |m: reqwest::Method, project: &str| {
+        reqwest::Client::new()
+            .request(m, format!("{}/switchyard/v1/lab/verify", live.url()))
+            .header("X-Project-Id", project)
+            .header("X-Roles", "member")
+    };
+    let r = member(reqwest::Method::POST, "another")
+        .json(&json!({"verify": {"network": "sg-net"}}))
+        .send()
+        .await
+        .expect("member run");
+    assert_eq!(r.status(), 200);
+    for (project, runs) in [("another", 1), ("admin", 0)] {
+        let h: Value = member(reqwest::Method::GET, project)
+            .send()
+            .await
+            .expect("history")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            h["runs"].as_array().map(Vec::len),
+            Some(runs),
+            "{project}: {h}"
+        );
+    }
     // Each node counts what its filters refused, by reason (`node show`).
     for host in ["compute-1", "compute-4"] {
         let n = c
