@@ -524,7 +524,7 @@ const pages = {
   },
 };
 
-pages.topology = topologyPage({ api, el, table, count, session });
+pages.topology = topologyPage({ api, el, table, count, session, fieldsQuery });
 
 // Previous / Next for a page listed by marker (`page.marker`, and the
 // markers of the pages before it in `page.markers`); `items` are the ones

@@ -67,7 +67,7 @@ function netEncap(n) {
   return type || "";
 }
 
-export function topologyPage({ api, el, table, count, session }) {
+export function topologyPage({ api, el, table, count, session, fieldsQuery }) {
   let cytoscape = null;
   let cy = null;
   let box = null;
@@ -75,15 +75,14 @@ export function topologyPage({ api, el, table, count, session }) {
 
   async function load() {
     const [agents, ports, bindings, nets, routers, servers, lab] = await Promise.all([
-      api("/v2.0/agents?fields=host&fields=agent_type&fields=alive").then((a) => a.agents),
-      api("/v2.0/ports?fields=id&fields=name&fields=device_id&fields=device_owner&fields=network_id" +
-        "&fields=binding:host_id&fields=fixed_ips")
-        .then((p) => p.ports),
+      api(`/v2.0/agents?${fieldsQuery(["host", "agent_type", "alive"])}`).then((a) => a.agents),
+      api(`/v2.0/ports?${fieldsQuery(["id", "name", "device_id", "device_owner", "network_id",
+        "binding:host_id", "fixed_ips"])}`).then((p) => p.ports),
       api("/switchyard/v1/bindings").then((b) => b.bindings),
-      api("/v2.0/networks?fields=id&fields=name&fields=provider:network_type" +
-        "&fields=provider:segmentation_id&fields=provider:physical_network&fields=router:external")
+      api(`/v2.0/networks?${fieldsQuery(["id", "name", "provider:network_type",
+        "provider:segmentation_id", "provider:physical_network", "router:external"])}`)
         .then((n) => n.networks),
-      api("/v2.0/routers?fields=id&fields=name").then((r) => r.routers),
+      api(`/v2.0/routers?${fieldsQuery(["id", "name"])}`).then((r) => r.routers),
       // Every project's, for their names (an admin's page; Nova answers at
       // most 1,000 a page: beyond, instances are named by their ids).
       api("/compute/v2.1/servers/detail?all_tenants=1").then((s) => s.servers).catch(() => []),

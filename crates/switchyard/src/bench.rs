@@ -253,7 +253,7 @@ fn prefix_for(n: usize) -> u8 {
     (32 - bits.min(24)) as u8
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

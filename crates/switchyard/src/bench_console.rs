@@ -50,11 +50,7 @@ pub struct Report {
 
 fn spread(mut v: Vec<Duration>) -> Spread {
     v.sort();
-    let at = |p: f64| {
-        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v.get(i.min(v.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let at = |p| crate::bench::percentile(&v, p);
     Spread {
         p50_ms: at(0.5),
         p95_ms: at(0.95),

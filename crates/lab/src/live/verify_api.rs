@@ -64,14 +64,10 @@ struct Run {
     result: Value,
 }
 
-/// The caller's project (set from the token by the identity check; empty
-/// under noauth, where the caller is the admin).
+/// The caller's project, as the compute API reads it (set from the token
+/// by the identity check; empty under noauth, where the caller is the admin).
 fn project(headers: &HeaderMap) -> String {
-    headers
-        .get("x-project-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+    super::compute::api::caller_project(headers, "")
 }
 
 async fn history(State(c): State<Ctx>, headers: HeaderMap) -> Response {

@@ -902,7 +902,7 @@ fn caller_user(h: &HeaderMap) -> String {
         .to_string()
 }
 
-fn caller_project(h: &HeaderMap, default: &str) -> String {
+pub(crate) fn caller_project(h: &HeaderMap, default: &str) -> String {
     h.get("x-project-id")
         .or_else(|| h.get("x-tenant-id"))
         .and_then(|v| v.to_str().ok())

@@ -1657,21 +1657,26 @@ impl Compute {
     fn step_ended(&self, mid: u64, step: &'static str, failures: Vec<String>) {
         debug_assert!(MIGRATION_STEPS.contains(&step));
         let error = (!failures.is_empty()).then(|| failures.join("; "));
-        if let Some(m) = self.inner().migrations.iter_mut().find(|m| m.id == mid) {
+        self.update_migration(mid, |m| {
             m.steps.push(MigrationStep {
                 step,
                 at: now_millis(),
                 error,
             });
-            m.updated = now_string();
-        }
-        self.announce("migration", &mid.to_string(), "put", None);
+        });
     }
 
     fn set_migration(&self, mid: u64, status: &'static str, error: Option<String>) {
-        if let Some(m) = self.inner().migrations.iter_mut().find(|m| m.id == mid) {
+        self.update_migration(mid, |m| {
             m.status = status;
             m.error = error;
+        });
+    }
+
+    /// Changes migration `mid` (its `updated` too), and announces it.
+    fn update_migration(&self, mid: u64, f: impl FnOnce(&mut Migration)) {
+        if let Some(m) = self.inner().migrations.iter_mut().find(|m| m.id == mid) {
+            f(m);
             m.updated = now_string();
         }
         self.announce("migration", &mid.to_string(), "put", None);
